@@ -1,0 +1,83 @@
+package serval
+
+// ActionKind says what the server does after OnRequest.
+type ActionKind uint8
+
+const (
+	// ActionContinue forwards the request to the upstream SelectUpstream
+	// picks.
+	ActionContinue ActionKind = iota
+	// ActionRespond sends a direct response (Status, Headers, Body).
+	ActionRespond
+	// ActionReject answers Status with Reason as the body and closes the
+	// connection when the request body was not read.
+	ActionReject
+	// ActionStream sends the head (Status, ContentType, Headers) and then
+	// pulls the body from the handler's NextChunk, chunked-framed by the
+	// server.
+	ActionStream
+)
+
+// Action is a handler's decision. It is a value; building one never
+// allocates. Headers and Body must stay valid until the response is
+// written: use the buffer the hook was given, or static data.
+type Action struct {
+	Kind        ActionKind
+	Status      int
+	ContentType string
+	// Headers are extra response fields. The server writes Content-Length
+	// or Transfer-Encoding itself; do not include them.
+	Headers []Header
+	Body    []byte
+	// Chunked sends a direct response body with chunked framing instead of
+	// Content-Length.
+	Chunked bool
+	// ContentLength, for ActionStream, sends the streamed body with this
+	// Content-Length and no chunk framing when > 0; the handler must then
+	// produce exactly that many bytes (fewer or more closes the connection).
+	ContentLength int64
+	// Close closes the connection after the response.
+	Close bool
+	// Reason is logged, and is the body of a Reject.
+	Reason string
+}
+
+// Continue forwards the request.
+func Continue() Action { return Action{Kind: ActionContinue} }
+
+// Respond answers directly with status and body.
+func Respond(status int, contentType string, body []byte) Action {
+	return Action{Kind: ActionRespond, Status: status, ContentType: contentType, Body: body}
+}
+
+// Reject answers status with reason as a text body.
+func Reject(status int, reason string) Action {
+	return Action{Kind: ActionReject, Status: status, Reason: reason}
+}
+
+// Stream starts a streamed response; the body comes from NextChunk.
+func Stream(status int, contentType string) Action {
+	return Action{Kind: ActionStream, Status: status, ContentType: contentType}
+}
+
+// ErrorActionKind says what the proxy does after OnError.
+type ErrorActionKind uint8
+
+const (
+	// ErrorDefault answers the error's own status (502, 504, ...).
+	ErrorDefault ErrorActionKind = iota
+	// ErrorRespond sends Response instead.
+	ErrorRespond
+	// ErrorRetry selects an upstream again (SelectUpstream is called once
+	// more) and retries there. Honoured only while nothing was sent to the
+	// client and the request body can be replayed (none was sent, or the
+	// method is idempotent and the body is empty), and at most
+	// RetriesMax times.
+	ErrorRetry
+)
+
+// ErrorAction is OnError's decision.
+type ErrorAction struct {
+	Kind     ErrorActionKind
+	Response Action // for ErrorRespond: an ActionRespond
+}

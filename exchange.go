@@ -1,0 +1,116 @@
+package serval
+
+import (
+	"io"
+	"net/netip"
+	"time"
+)
+
+// Exchange is the per-request context: what a hook needs to know about
+// the request beyond its head, and what the handler wants done with it.
+// One Exchange per connection slot, reset for every request; hooks must
+// not keep it after they return.
+type Exchange struct {
+	// ID is unique per server process; ConnID per connection;
+	// RequestIndex counts requests on the connection from 0.
+	ID           uint64
+	ConnID       uint64
+	RequestIndex uint32
+
+	// ClientAddr is the peer of the client connection; LocalAddr our
+	// side of it.
+	ClientAddr netip.AddrPort
+	LocalAddr  netip.AddrPort
+	// TLS is true when the client connection is TLS-terminated.
+	TLS bool
+
+	// Start is when the request head was complete.
+	Start time.Time
+
+	// Upstream is the upstream chosen for this request (set by the server
+	// after SelectUpstream), nil for direct responses.
+	Upstream *Upstream
+	// RewritePath, when non-nil, is sent upstream instead of the request
+	// path (the query is kept). A handler sets it in OnRequest or
+	// SelectUpstream, typically to a slice of PathBuf.
+	RewritePath []byte
+	// PathBuf is scratch space of PathBytesMax bytes for building
+	// RewritePath without allocating.
+	PathBuf []byte
+
+	// Body reads the request body (Content-Length or chunked, de-framed)
+	// for handlers that answer directly. Reading past the server's body
+	// limit returns a *StatusError with 413. A body read here is consumed:
+	// returning Continue after reading it answers 500. Nil when the
+	// request has no body.
+	Body io.Reader
+
+	// User is the handler's own value; the server clears it per request.
+	User any
+
+	// Timings and counters, filled as the exchange runs.
+	Timings Timings
+	// BytesIn counts request bytes read from the client (head and body);
+	// BytesOut response bytes written to the client.
+	BytesIn  int64
+	BytesOut int64
+	// Status is the status sent to the client (0 until sent).
+	Status int
+	// Reused is true when the upstream connection came from the pool.
+	Reused bool
+	// Attempts counts upstream attempts (retries included).
+	Attempts uint8
+
+	// Span is the tracer's handle for this request.
+	Span SpanHandle
+}
+
+// Timings are the durations of an exchange's phases, measured from Start.
+type Timings struct {
+	Queue     time.Duration // head complete to upstream selected
+	Connect   time.Duration // time spent acquiring or dialling the upstream connection
+	FirstByte time.Duration // head complete to the first response byte from upstream
+	Total     time.Duration // head complete to the last byte sent to the client
+}
+
+// Reset clears the exchange for the next request, keeping buffers.
+func (x *Exchange) Reset() {
+	pb := x.PathBuf
+	connID, client, local, tls := x.ConnID, x.ClientAddr, x.LocalAddr, x.TLS
+	*x = Exchange{PathBuf: pb, ConnID: connID, ClientAddr: client, LocalAddr: local, TLS: tls}
+}
+
+// Outbound is the request head the proxy sends upstream, built from the
+// inbound Request after hop-by-hop fields are removed and X-Forwarded-*
+// added. OnUpstreamRequest may edit it: change Fields in place, Add fields
+// up to its capacity, Del fields, or set Path.
+type Outbound struct {
+	Method []byte
+	// Path is the path and query to send.
+	Path   []byte
+	Fields []Header
+}
+
+// Add appends a field; false when the field table is full.
+func (o *Outbound) Add(name, value []byte) bool {
+	if len(o.Fields) == cap(o.Fields) {
+		return false
+	}
+	o.Fields = append(o.Fields, Header{Name: name, Value: value})
+	return true
+}
+
+// Del removes every field named name (ASCII case-insensitive), keeping
+// the order of the others.
+func (o *Outbound) Del(name string) {
+	kept := o.Fields[:0]
+	for _, f := range o.Fields {
+		if !EqualFold(f.Name, name) {
+			kept = append(kept, f)
+		}
+	}
+	o.Fields = kept
+}
+
+// Get returns the first field named name, or nil.
+func (o *Outbound) Get(name string) []byte { return getField(o.Fields, name) }

@@ -1,0 +1,3 @@
+module github.com/servalproxy/serval
+
+go 1.26

@@ -1,0 +1,142 @@
+package serval
+
+// Handler decides where a request goes. It is the one method every
+// handler has; the hooks below are optional, each its own one-method
+// interface, found once by type assertion when the server is built
+// (DetectHooks), never on the hot path.
+//
+// Hook order for one request (as in Pingora's proxy phases):
+//
+//	OnConnectionOpen (once per connection)
+//	OnRequest -> SelectUpstream -> OnUpstreamConnect -> OnUpstreamRequest
+//	-> OnRequestBody* -> OnResponse -> OnResponseBody* -> OnLog
+//	OnError (when a phase fails), NextChunk* (streamed responses)
+//	OnConnectionClose (once per connection)
+//
+// Every argument a hook receives is valid only until the hook returns.
+// Hooks of one connection run on one goroutine; hooks of different
+// connections run concurrently, so shared handler state needs atomics or
+// locks.
+type Handler interface {
+	// SelectUpstream returns the upstream for the request, or nil when
+	// none is available (the client gets 503).
+	SelectUpstream(x *Exchange, req *Request) *Upstream
+}
+
+// RequestHook runs when a request head is complete, before selection.
+// buf is scratch space the returned Action's Body may point into.
+type RequestHook interface {
+	OnRequest(x *Exchange, req *Request, buf []byte) Action
+}
+
+// RequestBodyHook sees the request body, chunk by chunk, as it streams
+// upstream (the body then passes through user space instead of splice).
+// A non-nil error aborts the exchange; a *StatusError gives the status.
+type RequestBodyHook interface {
+	OnRequestBody(x *Exchange, chunk []byte) error
+}
+
+// UpstreamConnectHook runs when an upstream connection is ready (reused
+// tells a pooled one from a fresh dial).
+type UpstreamConnectHook interface {
+	OnUpstreamConnect(x *Exchange, u *Upstream, reused bool)
+}
+
+// UpstreamRequestHook may edit the outbound head before it is written.
+type UpstreamRequestHook interface {
+	OnUpstreamRequest(x *Exchange, req *Request, out *Outbound)
+}
+
+// ResponseHook runs when the upstream's final response head is read. It
+// returns Continue() to forward it, or a Respond/Reject action to send
+// instead (the upstream response is then discarded).
+type ResponseHook interface {
+	OnResponse(x *Exchange, resp *Response, buf []byte) Action
+}
+
+// ResponseBodyHook sees the response body chunk by chunk. A non-nil error
+// aborts the exchange (the client connection is closed, since the head
+// has been sent).
+type ResponseBodyHook interface {
+	OnResponseBody(x *Exchange, chunk []byte) error
+}
+
+// ErrorHook decides what happens when forwarding fails before the
+// response head reached the client.
+type ErrorHook interface {
+	OnError(x *Exchange, err *ProxyError) ErrorAction
+}
+
+// LogHook runs once per request when it is finished.
+type LogHook interface {
+	OnLog(x *Exchange, e *LogEntry)
+}
+
+// ConnectionOpenHook runs when a client connection takes a slot.
+type ConnectionOpenHook interface {
+	OnConnectionOpen(c *ConnInfo)
+}
+
+// ConnectionCloseHook runs when a client connection is closed.
+type ConnectionCloseHook interface {
+	OnConnectionClose(c *ConnInfo)
+}
+
+// ChunkStreamer produces the body of an ActionStream response. It writes
+// the next chunk into buf and returns its length; done=true ends the
+// stream (n may be > 0 with done). An error aborts the stream and closes
+// the connection. The server frames, flushes and bounds the chunks.
+type ChunkStreamer interface {
+	NextChunk(x *Exchange, buf []byte) (n int, done bool, err error)
+}
+
+// Hooks holds the optional hooks a handler implements, nil where it does
+// not.
+type Hooks struct {
+	Request         RequestHook
+	RequestBody     RequestBodyHook
+	UpstreamConnect UpstreamConnectHook
+	UpstreamRequest UpstreamRequestHook
+	Response        ResponseHook
+	ResponseBody    ResponseBodyHook
+	Error           ErrorHook
+	Log             LogHook
+	ConnectionOpen  ConnectionOpenHook
+	ConnectionClose ConnectionCloseHook
+	Stream          ChunkStreamer
+}
+
+// DetectHooks finds the optional hooks h implements. Call it once.
+func DetectHooks(h Handler) Hooks {
+	var k Hooks
+	k.Request, _ = h.(RequestHook)
+	k.RequestBody, _ = h.(RequestBodyHook)
+	k.UpstreamConnect, _ = h.(UpstreamConnectHook)
+	k.UpstreamRequest, _ = h.(UpstreamRequestHook)
+	k.Response, _ = h.(ResponseHook)
+	k.ResponseBody, _ = h.(ResponseBodyHook)
+	k.Error, _ = h.(ErrorHook)
+	k.Log, _ = h.(LogHook)
+	k.ConnectionOpen, _ = h.(ConnectionOpenHook)
+	k.ConnectionClose, _ = h.(ConnectionCloseHook)
+	k.Stream, _ = h.(ChunkStreamer)
+	return k
+}
+
+// ProxyError describes a failed forwarding attempt.
+type ProxyError struct {
+	Phase  Phase
+	Status int   // the status the client gets by default (502, 504, ...)
+	Err    error // the underlying error
+	// Upstream is the upstream that failed, nil before selection.
+	Upstream *Upstream
+}
+
+func (e *ProxyError) Error() string {
+	if e.Err == nil {
+		return "proxy: " + e.Phase.String()
+	}
+	return "proxy: " + e.Phase.String() + ": " + e.Err.Error()
+}
+
+func (e *ProxyError) Unwrap() error { return e.Err }

@@ -1,0 +1,106 @@
+package serval
+
+import (
+	"net/netip"
+	"time"
+)
+
+// ConnInfo describes a client connection for the connection hooks.
+type ConnInfo struct {
+	ID         uint64
+	ClientAddr netip.AddrPort
+	LocalAddr  netip.AddrPort
+	TLS        bool
+	Opened     time.Time
+	// Requests served on the connection (set at close).
+	Requests uint32
+	// CloseReason says why it closed (set at close).
+	CloseReason CloseReason
+}
+
+// CloseReason says why a connection closed.
+type CloseReason uint8
+
+const (
+	CloseNormal        CloseReason = iota // peer closed or asked to close
+	CloseIdleTimeout                      // idle keep-alive timeout
+	CloseHeaderTimeout                    // head not complete in time
+	CloseBodyTimeout                      // request body stalled
+	CloseWriteTimeout                     // client did not read our response
+	CloseBadRequest                       // malformed request answered 4xx/5xx
+	CloseShutdown                         // server shutting down
+	CloseSlotsFull                        // no slot for a new connection
+	CloseEvicted                          // idle connection evicted for a new one
+	CloseError                            // I/O error or aborted exchange
+	CloseRequestsMax                      // MaxRequestsPerConnection reached
+)
+
+var closeReasonNames = [...]string{"normal", "idle_timeout", "header_timeout", "body_timeout", "write_timeout", "bad_request", "shutdown", "slots_full", "evicted", "error", "requests_max"}
+
+func (r CloseReason) String() string {
+	if int(r) < len(closeReasonNames) {
+		return closeReasonNames[r]
+	}
+	return "unknown"
+}
+
+// LogEntry is what OnLog receives when a request is finished. Views are
+// valid until OnLog returns.
+type LogEntry struct {
+	Method   []byte
+	Path     []byte
+	Status   int
+	Upstream *Upstream
+	Start    time.Time
+	Timings  Timings
+	BytesIn  int64
+	BytesOut int64
+	Reused   bool
+	// Err is the error that ended the exchange, nil on success; Phase
+	// says where it happened.
+	Err   error
+	Phase Phase
+}
+
+// Metrics receives counts from the server and proxy. Implementations must
+// be safe for concurrent use and must not allocate per call.
+type Metrics interface {
+	ConnectionOpened()
+	ConnectionClosed(reason CloseReason)
+	RequestStarted()
+	RequestFinished(status int, d time.Duration)
+}
+
+// NoopMetrics discards everything.
+type NoopMetrics struct{}
+
+func (NoopMetrics) ConnectionOpened()                  {}
+func (NoopMetrics) ConnectionClosed(CloseReason)       {}
+func (NoopMetrics) RequestStarted()                    {}
+func (NoopMetrics) RequestFinished(int, time.Duration) {}
+
+// SpanHandle identifies a span to the tracer that made it. The zero value
+// is "no span".
+type SpanHandle struct {
+	TraceID [16]byte
+	SpanID  [8]byte
+	// Slot is the tracer's own index (e.g. into a preallocated span table).
+	Slot uint32
+}
+
+// Tracer records spans. StartSpan with a zero parent starts a trace.
+type Tracer interface {
+	StartSpan(name string, parent SpanHandle) SpanHandle
+	EndSpan(s SpanHandle, err error)
+}
+
+// NoopTracer records nothing.
+type NoopTracer struct{}
+
+func (NoopTracer) StartSpan(string, SpanHandle) SpanHandle { return SpanHandle{} }
+func (NoopTracer) EndSpan(SpanHandle, error)               {}
+
+var (
+	_ Metrics = NoopMetrics{}
+	_ Tracer  = NoopTracer{}
+)

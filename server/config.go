@@ -1,0 +1,120 @@
+package server
+
+import (
+	"log/slog"
+	"strconv"
+	"time"
+
+	"github.com/servalproxy/serval"
+	"github.com/servalproxy/serval/proxy"
+)
+
+// Config configures a Server. DefaultConfig returns a working one;
+// Validate rejects zero and unbounded values.
+type Config struct {
+	// Addr is the listen address for ListenAndServe, e.g. ":8080".
+	Addr string
+
+	// ConnectionsMax is the number of connection slots, each with its
+	// buffers allocated at startup. A connection beyond it evicts an idle
+	// keep-alive connection, or is closed and counted.
+	ConnectionsMax int
+	// ReadBufferBytes is each slot's read buffer (heads and buffered body
+	// bytes); must be >= HeadBytesMax. WriteBufferBytes is each slot's
+	// response buffer.
+	ReadBufferBytes  int
+	WriteBufferBytes int
+
+	// HeadBytesMax (431), FieldsMax (431) and TargetBytesMax (414) bound a
+	// request head.
+	HeadBytesMax   int
+	FieldsMax      int
+	TargetBytesMax int
+	// TrailerBytesMax bounds the trailer section of a chunked body.
+	TrailerBytesMax int
+	// RequestBodyBytesMax bounds a request body (413 above it), whether a
+	// handler reads it or it is proxied.
+	RequestBodyBytesMax int64
+	// BodyDrainBytesMax bounds how much of a request body the handler did
+	// not read is drained to keep the connection; beyond it the connection
+	// closes.
+	BodyDrainBytesMax int64
+	// MaxRequestsPerConnection closes a connection after that many
+	// requests.
+	MaxRequestsPerConnection int
+	// StreamChunksMax bounds the chunks of one streamed response.
+	StreamChunksMax int
+
+	// HeaderReadTimeout bounds reading a whole request head (slowloris).
+	HeaderReadTimeout time.Duration
+	// BodyReadTimeout bounds each stall while reading a request body.
+	BodyReadTimeout time.Duration
+	// IdleTimeout bounds the wait for the next request on a keep-alive
+	// connection.
+	IdleTimeout time.Duration
+	// WriteTimeout bounds each stall writing a response.
+	WriteTimeout time.Duration
+	// ShutdownTimeout bounds the graceful drain after the context ends.
+	ShutdownTimeout time.Duration
+
+	// Proxy configures forwarding for requests the handler continues.
+	Proxy proxy.Config
+
+	// Logger receives operational logs; nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// DefaultConfig returns a configuration that works as is.
+func DefaultConfig() Config {
+	return Config{
+		Addr:                     ":8080",
+		ConnectionsMax:           1024,
+		ReadBufferBytes:          32 << 10,
+		WriteBufferBytes:         16 << 10,
+		HeadBytesMax:             serval.HeadBytesMaxDefault,
+		FieldsMax:                serval.FieldsMaxDefault,
+		TargetBytesMax:           serval.TargetBytesMaxDefault,
+		TrailerBytesMax:          serval.TrailerBytesMaxDefault,
+		RequestBodyBytesMax:      1 << 30,
+		BodyDrainBytesMax:        256 << 10,
+		MaxRequestsPerConnection: 100000,
+		StreamChunksMax:          serval.StreamChunksMaxDefault,
+		HeaderReadTimeout:        serval.HeaderReadTimeoutDefault,
+		BodyReadTimeout:          serval.BodyReadTimeoutDefault,
+		IdleTimeout:              serval.IdleTimeoutDefault,
+		WriteTimeout:             serval.WriteTimeoutDefault,
+		ShutdownTimeout:          serval.ShutdownTimeoutDefault,
+	}
+}
+
+// Validate reports the first zero, negative or out-of-range field.
+func (c *Config) Validate() error {
+	type bound struct {
+		name      string
+		v, lo, hi int64
+	}
+	for _, b := range []bound{
+		{"ConnectionsMax", int64(c.ConnectionsMax), 1, 1 << 20},
+		{"HeadBytesMax", int64(c.HeadBytesMax), 256, serval.HeadBytesMaxLimit},
+		{"ReadBufferBytes", int64(c.ReadBufferBytes), int64(c.HeadBytesMax), 16 << 20},
+		{"WriteBufferBytes", int64(c.WriteBufferBytes), 1 << 10, 16 << 20},
+		{"FieldsMax", int64(c.FieldsMax), 1, serval.FieldsMaxLimit},
+		{"TargetBytesMax", int64(c.TargetBytesMax), 16, int64(c.HeadBytesMax)},
+		{"TrailerBytesMax", int64(c.TrailerBytesMax), 2, serval.HeadBytesMaxLimit},
+		{"RequestBodyBytesMax", c.RequestBodyBytesMax, 0, 1 << 62},
+		{"BodyDrainBytesMax", c.BodyDrainBytesMax, 0, 1 << 40},
+		{"MaxRequestsPerConnection", int64(c.MaxRequestsPerConnection), 1, 1 << 40},
+		{"StreamChunksMax", int64(c.StreamChunksMax), 1, 1 << 40},
+		{"HeaderReadTimeout", int64(c.HeaderReadTimeout), int64(time.Millisecond), int64(24 * time.Hour)},
+		{"BodyReadTimeout", int64(c.BodyReadTimeout), int64(time.Millisecond), int64(24 * time.Hour)},
+		{"IdleTimeout", int64(c.IdleTimeout), int64(time.Millisecond), int64(24 * time.Hour)},
+		{"WriteTimeout", int64(c.WriteTimeout), int64(time.Millisecond), int64(24 * time.Hour)},
+		{"ShutdownTimeout", int64(c.ShutdownTimeout), 0, int64(24 * time.Hour)},
+	} {
+		if b.v < b.lo || b.v > b.hi {
+			return &serval.ConfigError{Field: b.name, Msg: strconv.FormatInt(b.v, 10) + " not in [" +
+				strconv.FormatInt(b.lo, 10) + ", " + strconv.FormatInt(b.hi, 10) + "]"}
+		}
+	}
+	return nil
+}

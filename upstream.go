@@ -1,0 +1,110 @@
+package serval
+
+import (
+	"net"
+	"strconv"
+	"time"
+)
+
+// UpstreamIndex is an upstream's position in its table, < UpstreamsMax.
+type UpstreamIndex uint16
+
+// Upstream is one backend. Upstreams live in a table built at startup;
+// handlers return pointers into it, so selecting one never allocates.
+type Upstream struct {
+	// Host is a host name or IP literal.
+	Host string
+	Port uint16
+	// Index is the position in the table the upstream belongs to; pools
+	// and health tracking key on it.
+	Index UpstreamIndex
+	// TLS originates HTTPS to this upstream.
+	TLS bool
+	// ServerName overrides the TLS server name (SNI and verification).
+	// Empty: Host, unless Host is an IP literal.
+	ServerName string
+	// Weight is used by weighted selectors; 0 means 1.
+	Weight uint32
+
+	addr string
+}
+
+// NewUpstream returns an upstream for host:port at index idx.
+func NewUpstream(host string, port uint16, idx UpstreamIndex) Upstream {
+	u := Upstream{Host: host, Port: port, Index: idx}
+	u.addr = net.JoinHostPort(host, strconv.Itoa(int(port)))
+	return u
+}
+
+// Addr returns "host:port", computed once (dialing must not allocate a
+// string per request).
+func (u *Upstream) Addr() string {
+	if u.addr == "" {
+		u.addr = net.JoinHostPort(u.Host, strconv.Itoa(int(u.Port)))
+	}
+	return u.addr
+}
+
+// ParseUpstreams parses "host:port,host:port" into a table with indexes in
+// order. It rejects empty entries, bad ports and more than UpstreamsMax.
+func ParseUpstreams(list string) ([]Upstream, error) {
+	var out []Upstream
+	start := 0
+	for i := 0; i <= len(list); i++ {
+		if i < len(list) && list[i] != ',' {
+			continue
+		}
+		item := list[start:i]
+		start = i + 1
+		host, portStr, err := net.SplitHostPort(item)
+		if err != nil {
+			return nil, &ConfigError{Field: "upstreams", Msg: "bad address " + strconv.Quote(item) + ": " + err.Error()}
+		}
+		port, err := strconv.ParseUint(portStr, 10, 16)
+		if err != nil || port == 0 {
+			return nil, &ConfigError{Field: "upstreams", Msg: "bad port in " + strconv.Quote(item)}
+		}
+		if host == "" {
+			return nil, &ConfigError{Field: "upstreams", Msg: "empty host in " + strconv.Quote(item)}
+		}
+		if len(out) == UpstreamsMax {
+			return nil, &ConfigError{Field: "upstreams", Msg: "more than " + strconv.Itoa(UpstreamsMax) + " upstreams"}
+		}
+		out = append(out, NewUpstream(host, uint16(port), UpstreamIndex(len(out))))
+	}
+	return out, nil
+}
+
+// UpstreamConn is one connection to an upstream, owned by a Pool while
+// idle and by one exchange while in use.
+type UpstreamConn struct {
+	// Conn is the connection: a *net.TCPConn for plain upstreams, a TLS
+	// connection otherwise.
+	Conn net.Conn
+	// TCP is the raw socket when bodies may be spliced to it (plain or
+	// kernel TLS), nil otherwise.
+	TCP *net.TCPConn
+	// Upstream is the index of the upstream it connects to; TLS tells a
+	// plain from an encrypted connection to the same address.
+	Upstream UpstreamIndex
+	TLS      bool
+	// Created is when the connection was dialled; IdleSince when it was
+	// last released to a pool.
+	Created   time.Time
+	IdleSince time.Time
+	// Requests counts the exchanges it has carried.
+	Requests uint32
+}
+
+// Pool keeps idle upstream connections for reuse.
+type Pool interface {
+	// Acquire returns an idle connection to the upstream, or nil. It never
+	// dials and never blocks.
+	Acquire(u *Upstream) *UpstreamConn
+	// Release gives a connection back after an exchange. reusable is true
+	// only when both messages ended cleanly and neither side asked to
+	// close; otherwise (or when the pool is full) the pool closes it.
+	Release(c *UpstreamConn, reusable bool)
+	// Drain closes every idle connection.
+	Drain()
+}
