@@ -1,0 +1,228 @@
+package health
+
+import (
+	"errors"
+	"math/bits"
+	"sync/atomic"
+
+	"github.com/servalproxy/serval"
+)
+
+// wordBits is the number of upstreams one bitmap word covers.
+const wordBits = 64
+
+// words is the size of the bitmap. UpstreamsMax must be a multiple of 64
+// so that every bit of every word belongs to an upstream slot; raising
+// the max to 128 or 256 only changes this array length.
+const words = serval.UpstreamsMax / wordBits
+
+// Compile-time assertion: the array length is 0 only when UpstreamsMax is
+// a multiple of wordBits.
+var _ [0]struct{} = [serval.UpstreamsMax % wordBits]struct{}{}
+
+// Threshold defaults, as in Envoy's and HAProxy's passive checks: three
+// failures in a row eject an upstream (one failure may be a single bad
+// connection), two successes in a row restore it (one lucky probe is not
+// enough).
+const (
+	FailuresDefault  = 3
+	SuccessesDefault = 2
+	// ThresholdMax bounds both thresholds: beyond it a dead upstream
+	// keeps receiving traffic for too long, and a restored one stays out
+	// for too long.
+	ThresholdMax = 1000
+)
+
+// Errors returned by NewWithThresholds.
+var (
+	ErrUpstreams = errors.New("health: upstream count out of range [1, serval.UpstreamsMax]")
+	ErrThreshold = errors.New("health: threshold out of range [1, health.ThresholdMax]")
+)
+
+// Thresholds are the consecutive outcomes that flip an upstream's state.
+type Thresholds struct {
+	// Failures is the consecutive failures that mark a healthy upstream
+	// unhealthy. Default FailuresDefault.
+	Failures uint32
+	// Successes is the consecutive successes that mark an unhealthy
+	// upstream healthy again. Default SuccessesDefault.
+	Successes uint32
+}
+
+// DefaultThresholds returns FailuresDefault and SuccessesDefault.
+func DefaultThresholds() Thresholds {
+	return Thresholds{Failures: FailuresDefault, Successes: SuccessesDefault}
+}
+
+// Validate rejects zero thresholds and those above ThresholdMax.
+func (t Thresholds) Validate() error {
+	if t.Failures < 1 || t.Failures > ThresholdMax || t.Successes < 1 || t.Successes > ThresholdMax {
+		return ErrThreshold
+	}
+	return nil
+}
+
+// counters are one upstream's consecutive outcomes. Padded to a cache
+// line so that recording outcomes for one upstream does not slow down
+// another's (every proxied request records one).
+type counters struct {
+	failures  atomic.Uint32
+	successes atomic.Uint32
+	_         [56]byte
+}
+
+// State is the health of up to serval.UpstreamsMax upstreams, indexed by
+// serval.UpstreamIndex. All methods are safe for concurrent use, lock-free
+// and allocation-free. Build one with New; the zero value has no
+// upstreams.
+type State struct {
+	bits       [words]atomic.Uint64
+	n          int
+	thresholds Thresholds
+	counts     [serval.UpstreamsMax]counters
+}
+
+// New returns the state of n upstreams, all healthy, with the default
+// thresholds. n outside [1, serval.UpstreamsMax] is a programmer error
+// and panics; use NewWithThresholds to get an error instead.
+func New(n int) *State {
+	s, err := NewWithThresholds(n, DefaultThresholds())
+	if err != nil {
+		panic(err.Error())
+	}
+	return s
+}
+
+// NewWithThresholds returns the state of n upstreams, all healthy.
+func NewWithThresholds(n int, t Thresholds) (*State, error) {
+	if n < 1 || n > serval.UpstreamsMax {
+		return nil, ErrUpstreams
+	}
+	if err := t.Validate(); err != nil {
+		return nil, err
+	}
+	s := &State{n: n, thresholds: t}
+	for i := 0; i < n; i++ {
+		s.bits[i/wordBits].Or(1 << (i % wordBits))
+	}
+	return s, nil
+}
+
+// Len returns the number of upstreams tracked.
+func (s *State) Len() int { return s.n }
+
+// Healthy reports whether upstream i may receive traffic. An index at or
+// beyond Len is never healthy.
+func (s *State) Healthy(i serval.UpstreamIndex) bool {
+	if int(i) >= s.n {
+		return false
+	}
+	return s.bits[i/wordBits].Load()&(1<<(i%wordBits)) != 0
+}
+
+// MarkHealthy sets upstream i healthy and reports whether it changed.
+// It also clears the consecutive-outcome counters so a later flip starts
+// from a clean count.
+func (s *State) MarkHealthy(i serval.UpstreamIndex) bool {
+	s.check(i)
+	s.counts[i].failures.Store(0)
+	s.counts[i].successes.Store(0)
+	old := s.bits[i/wordBits].Or(1 << (i % wordBits))
+	return old&(1<<(i%wordBits)) == 0
+}
+
+// MarkUnhealthy sets upstream i unhealthy and reports whether it changed.
+func (s *State) MarkUnhealthy(i serval.UpstreamIndex) bool {
+	s.check(i)
+	s.counts[i].failures.Store(0)
+	s.counts[i].successes.Store(0)
+	old := s.bits[i/wordBits].And(^uint64(1 << (i % wordBits)))
+	return old&(1<<(i%wordBits)) != 0
+}
+
+// RecordSuccess counts a successful exchange with upstream i. An
+// unhealthy upstream becomes healthy after Thresholds.Successes in a row;
+// the return value reports that flip. On a healthy upstream it only
+// resets the failure streak, and writes nothing when there is none, so
+// the common case is two atomic loads.
+func (s *State) RecordSuccess(i serval.UpstreamIndex) bool {
+	s.check(i)
+	c := &s.counts[i]
+	if c.failures.Load() != 0 {
+		c.failures.Store(0)
+	}
+	if s.Healthy(i) {
+		return false
+	}
+	if c.successes.Add(1) < s.thresholds.Successes {
+		return false
+	}
+	return s.MarkHealthy(i)
+}
+
+// RecordFailure counts a failed exchange with upstream i (refused
+// connect, timeout, reset before the response). A healthy upstream
+// becomes unhealthy after Thresholds.Failures in a row; the return value
+// reports that flip.
+func (s *State) RecordFailure(i serval.UpstreamIndex) bool {
+	s.check(i)
+	c := &s.counts[i]
+	if c.successes.Load() != 0 {
+		c.successes.Store(0)
+	}
+	if !s.Healthy(i) {
+		return false
+	}
+	if c.failures.Add(1) < s.thresholds.Failures {
+		return false
+	}
+	return s.MarkUnhealthy(i)
+}
+
+// HealthyCount returns the number of healthy upstreams.
+func (s *State) HealthyCount() int {
+	n := 0
+	for w := range s.bits {
+		n += bits.OnesCount64(s.bits[w].Load())
+	}
+	return n
+}
+
+// Snapshot returns the bitmap as a value. Each word is loaded atomically;
+// words are not loaded together, which only matters above 64 upstreams.
+func (s *State) Snapshot() Set {
+	var out Set
+	for w := range s.bits {
+		out[w] = s.bits[w].Load()
+	}
+	return out
+}
+
+// check asserts that i is a tracked upstream: an index beyond the table
+// is a programmer error (the table and the state disagree).
+func (s *State) check(i serval.UpstreamIndex) {
+	if int(i) >= s.n {
+		panic("health: upstream index out of range")
+	}
+}
+
+// Set is a copy of the healthy bitmap: bit i set means upstream i was
+// healthy when the snapshot was taken.
+type Set [words]uint64
+
+// Has reports whether upstream i is in the set.
+func (b Set) Has(i serval.UpstreamIndex) bool {
+	if int(i) >= serval.UpstreamsMax {
+		return false
+	}
+	return b[i/wordBits]&(1<<(i%wordBits)) != 0
+}
+
+// Count returns the number of upstreams in the set.
+func (b Set) Count() int {
+	n := 0
+	for _, w := range b {
+		n += bits.OnesCount64(w)
+	}
+	return n
+}
