@@ -1,0 +1,224 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// freePort returns a port that was free a moment ago on 127.0.0.1.
+func freePort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// syncBuffer collects logs written by concurrent goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// startLB runs the balancer in-process with args; the returned stop
+// cancels it and waits for run to return, checking its exit code.
+func startLB(t *testing.T, args ...string) (addr string, logs *syncBuffer) {
+	t.Helper()
+	port := freePort(t)
+	addr = "127.0.0.1:" + strconv.Itoa(port)
+	logs = new(syncBuffer)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan int, 1)
+	go func() { done <- run(ctx, append([]string{"--port", strconv.Itoa(port)}, args...), logs) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case code := <-done:
+			if code != 0 {
+				t.Errorf("run returned %d, want 0; logs:\n%s", code, logs)
+			}
+		case <-time.After(15 * time.Second):
+			t.Errorf("run did not return within 15s of cancel; logs:\n%s", logs)
+		}
+	})
+	// Wait until it accepts connections (bounded).
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			c.Close()
+			return addr, logs
+		}
+		select {
+		case code := <-done:
+			t.Fatalf("run exited with %d before listening; logs:\n%s", code, logs)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("lb not listening on %s after 10s; logs:\n%s", addr, logs)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// roundTrip sends raw request bytes on c and reads one response.
+func roundTrip(t *testing.T, c net.Conn, br *bufio.Reader, raw string) (*http.Response, string) {
+	t.Helper()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(c, raw); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp, string(body)
+}
+
+// TestRoundRobinDefaultBackends: with no --backends, two requests on one
+// client connection reach backend-1 and backend-2, one each, and each
+// backend sees our header fields byte for byte, in order.
+func TestRoundRobinDefaultBackends(t *testing.T) {
+	addr, logs := startLB(t)
+	if !strings.Contains(logs.String(), "started two in-process echo backends") {
+		t.Errorf("no log line about the in-process backends; logs:\n%s", logs)
+	}
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	br := bufio.NewReader(c)
+
+	sent := []string{"Host: " + addr, "User-Agent: serval-lb-test/1.0", "Accept: */*", "X-Case-Kept: MiXeD value"}
+	raw := "GET /test?q=1 HTTP/1.1\r\n" + strings.Join(sent, "\r\n") + "\r\n\r\n"
+	seen := map[string]bool{}
+	for i := range 2 {
+		resp, body := roundTrip(t, c, br, raw)
+		if resp.StatusCode != 200 {
+			t.Fatalf("request %d: status %d, body %q", i, resp.StatusCode, body)
+		}
+		id := resp.Header.Get("X-Backend-Id")
+		if id != "backend-1" && id != "backend-2" {
+			t.Fatalf("request %d: X-Backend-Id %q", i, id)
+		}
+		if seen[id] {
+			t.Errorf("request %d went to %s again: not round-robin", i, id)
+		}
+		seen[id] = true
+		if want := "=== Echo Backend: " + id + " (port "; !strings.HasPrefix(body, want) {
+			t.Errorf("request %d: body starts %q, want %q", i, body[:min(len(body), 60)], want)
+		}
+		for _, want := range []string{"\nMethod: GET\n", "\nPath: /test?q=1\n", "\nVersion: HTTP/1.1\n", "\nBody: (empty)\n"} {
+			if !strings.Contains(body, want) {
+				t.Errorf("request %d: dump lacks %q:\n%s", i, want, body)
+			}
+		}
+		checkHeaders(t, i, body, sent)
+	}
+}
+
+// checkHeaders checks the dump's header list: the fields we sent, byte for
+// byte and in order, plus only the fields a proxy adds (X-Forwarded-*, Via).
+func checkHeaders(t *testing.T, i int, body string, sent []string) {
+	t.Helper()
+	_, rest, ok := strings.Cut(body, "\nHeaders:\n")
+	if !ok {
+		t.Errorf("request %d: no Headers section:\n%s", i, body)
+		return
+	}
+	section, _, _ := strings.Cut(rest, "\n\n")
+	var ours []string
+	for _, line := range strings.Split(section, "\n") {
+		f := strings.TrimPrefix(line, "  ")
+		name, _, _ := strings.Cut(f, ":")
+		switch strings.ToLower(name) {
+		case "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "via":
+			continue
+		}
+		ours = append(ours, f)
+	}
+	if strings.Join(ours, "\n") != strings.Join(sent, "\n") {
+		t.Errorf("request %d: backend saw fields\n%s\nwant\n%s", i, strings.Join(ours, "\n"), strings.Join(sent, "\n"))
+	}
+}
+
+// TestExplicitBackends points the balancer at echo backends given with
+// --backends and checks round-robin over net/http's client (new
+// connections as well as reused ones).
+func TestExplicitBackends(t *testing.T) {
+	bctx, bcancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	defer func() { bcancel(); wg.Wait() }()
+	list, err := startEchoBackends(bctx, &wg, discardLogger(), "one", "two", "three")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr, _ := startLB(t, "--backends", list, "--connect-timeout", "1s", "--response-timeout", "5s", "--idle-per-upstream", "4")
+	tr := &http.Transport{}
+	defer tr.CloseIdleConnections()
+	cl := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+	var got []string
+	for range 6 {
+		resp, err := cl.Get("http://" + addr + "/x")
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		got = append(got, resp.Header.Get("X-Backend-Id"))
+	}
+	for i := 3; i < len(got); i++ {
+		if got[i] != got[i-3] || got[i] == got[i-1] {
+			t.Fatalf("backend order %v is not round-robin over 3", got)
+		}
+	}
+}
+
+func TestHelpAndBadFlags(t *testing.T) {
+	var out strings.Builder
+	if code := run(context.Background(), []string{"--help"}, &out); code != 0 {
+		t.Errorf("--help exit %d", code)
+	}
+	for _, f := range []string{"-port", "-backends", "-debug", "-connect-timeout", "-response-timeout", "-idle-per-upstream"} {
+		if !strings.Contains(out.String(), f) {
+			t.Errorf("usage lacks %s:\n%s", f, out.String())
+		}
+	}
+	for _, args := range [][]string{{"--port", "70000"}, {"--idle-per-upstream", "0"}, {"--backends", "nope"}, {"extra"}} {
+		out.Reset()
+		if code := run(context.Background(), append([]string{"--port", "0"}, args...), &out); code != 2 {
+			t.Errorf("%v: exit %d, want 2; output:\n%s", args, code, out.String())
+		}
+	}
+}
+
+func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
