@@ -29,6 +29,7 @@ import (
 	"github.com/servalproxy/serval/examples/echo-backend/echo"
 	"github.com/servalproxy/serval/health"
 	"github.com/servalproxy/serval/lb"
+	"github.com/servalproxy/serval/pool"
 	"github.com/servalproxy/serval/server"
 )
 
@@ -76,8 +77,8 @@ func parseFlags(args []string, out io.Writer) (options, int, bool) {
 		bad = "--port out of range"
 	case o.connectTimeout <= 0 || o.responseTimeout <= 0:
 		bad = "timeouts must be positive"
-	case o.idlePerUpstream < 1 || o.idlePerUpstream > 1<<16:
-		bad = "--idle-per-upstream must be in [1, 65536]"
+	case o.idlePerUpstream < 1 || o.idlePerUpstream > pool.IdlePerUpstreamLimit:
+		bad = "--idle-per-upstream must be in [1, " + strconv.Itoa(pool.IdlePerUpstreamLimit) + "]"
 	}
 	if bad != "" {
 		fmt.Fprintln(out, "lb: "+bad)
@@ -144,6 +145,7 @@ func serveLB(ctx context.Context, o options, table []serval.Upstream, logger *sl
 	if err != nil {
 		return err
 	}
+	defer p.Close()
 	cfg := server.DefaultConfig()
 	cfg.Addr = ":" + strconv.Itoa(o.port)
 	cfg.Logger = logger
@@ -178,9 +180,6 @@ func serve[H serval.Handler](ctx context.Context, h H, p serval.Pool, cfg server
 	}
 	if err := srv.Serve(ctx, ln); err != nil && !errors.Is(err, context.Canceled) {
 		return err
-	}
-	if p != nil {
-		p.Drain()
 	}
 	return nil
 }

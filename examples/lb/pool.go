@@ -1,9 +1,13 @@
 package main
 
-import "github.com/servalproxy/serval"
+import "github.com/servalproxy/serval/pool"
 
-// newPool returns the upstream connection pool: at most idlePerUpstream
-// idle keep-alive connections per upstream.
-func newPool(o options, upstreams int) (serval.Pool, error) {
-	return nil, nil // TODO(examples): pool.New once pool lands
+// newPool returns the upstream connection pool: at most
+// o.idlePerUpstream idle keep-alive connections per upstream, the pool's
+// default idle timeout and maximum age. The caller Closes it (that stops
+// its reaper goroutine).
+func newPool(o options, upstreams int) (*pool.Fixed, error) {
+	cfg := pool.DefaultConfig(upstreams)
+	cfg.IdlePerUpstream = o.idlePerUpstream
+	return pool.New(cfg)
 }
