@@ -20,8 +20,12 @@ type Config struct {
 	// keep-alive connection, or is closed and counted.
 	ConnectionsMax int
 	// ReadBufferBytes is each slot's read buffer (heads and buffered body
-	// bytes); must be >= HeadBytesMax. WriteBufferBytes is each slot's
-	// response buffer.
+	// bytes). The head stays at its start while its body is read behind it,
+	// so it must hold HeadBytesMax plus the longest chunked-body token (a
+	// chunk-size line or a trailer line, bounded by TrailerBytesMax).
+	// WriteBufferBytes is each slot's response buffer: the head half builds
+	// response heads, the tail half is the buf OnRequest receives, and a
+	// streamed chunk uses all of it minus the chunk framing.
 	ReadBufferBytes  int
 	WriteBufferBytes int
 
@@ -96,7 +100,7 @@ func (c *Config) Validate() error {
 	for _, b := range []bound{
 		{"ConnectionsMax", int64(c.ConnectionsMax), 1, 1 << 20},
 		{"HeadBytesMax", int64(c.HeadBytesMax), 256, serval.HeadBytesMaxLimit},
-		{"ReadBufferBytes", int64(c.ReadBufferBytes), int64(c.HeadBytesMax), 16 << 20},
+		{"ReadBufferBytes", int64(c.ReadBufferBytes), int64(c.HeadBytesMax) + bodyTokenBytesMax(c), 16 << 20},
 		{"WriteBufferBytes", int64(c.WriteBufferBytes), 1 << 10, 16 << 20},
 		{"FieldsMax", int64(c.FieldsMax), 1, serval.FieldsMaxLimit},
 		{"TargetBytesMax", int64(c.TargetBytesMax), 16, int64(c.HeadBytesMax)},
@@ -117,4 +121,14 @@ func (c *Config) Validate() error {
 		}
 	}
 	return nil
+}
+
+// chunkLineBytesMax bounds a chunk-size line: the hex digits, the
+// extensions and the CRLF, with a little slack for ";" and OWS.
+const chunkLineBytesMax = serval.ChunkSizeDigitsMax + serval.ChunkExtensionBytesMax + 8
+
+// bodyTokenBytesMax is the longest token the chunked decoder needs whole
+// in the read buffer behind a head: a chunk-size line or a trailer line.
+func bodyTokenBytesMax(c *Config) int64 {
+	return max(int64(c.TrailerBytesMax), chunkLineBytesMax)
 }

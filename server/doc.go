@@ -1,0 +1,74 @@
+// Package server is Serval's HTTP/1.1 front end: the accept loop, the fixed
+// table of connection slots, the per-connection state machine, hook
+// dispatch, limits, timeouts and graceful drain.
+//
+// Layer 5 (orchestration): it imports the vocabulary (serval), the parser
+// (http1) and the forwarder (proxy); nothing imports it but programs.
+//
+// # Memory
+//
+// New allocates everything a connection needs, once: Config.ConnectionsMax
+// slots, each with a read buffer (request heads and buffered body bytes), a
+// write buffer (response heads, direct bodies, streamed chunks), a
+// serval.Request with its field table, a serval.Exchange with its PathBuf,
+// a request body reader with its chunked decoder, a LogEntry, a ConnInfo
+// and a proxy.Session. A free slot is an index in a buffered channel. The
+// keep-alive loop answering a direct response allocates nothing per
+// request (alloc_test.go pins it).
+//
+// # A connection
+//
+//  1. Accept takes a free slot. With none free, the longest-idle keep-alive
+//     connection (waiting for its next request with no byte of it received)
+//     is evicted (CloseEvicted) and its slot given to the new connection;
+//     with no idle connection either, the new one is closed (CloseSlotsFull).
+//  2. One goroutine per connection runs the slot: wait for the first byte of
+//     a head (IdleTimeout; for a fresh connection the smaller of IdleTimeout
+//     and HeaderReadTimeout), then read the whole head within
+//     HeaderReadTimeout of that byte and parse it in place with
+//     http1.ParseRequest. The head always starts at offset 0 of the read
+//     buffer: leftover pipelined bytes are moved there between requests, so
+//     body bytes buffered after the head never overwrite the views the
+//     Request holds.
+//  3. Per request: Exchange reset, Metrics.RequestStarted, a "request" span,
+//     then OnRequest(x, req, buf) where buf is the tail half of the slot's
+//     write buffer (the head half builds the response head). The Action:
+//     Continue selects an upstream (503 when none) and calls
+//     proxy.Session.Forward, which writes the response itself; Respond,
+//     Reject and Stream are written by this package.
+//  4. A request body the handler did not read is drained up to
+//     BodyDrainBytesMax after the response, else the connection closes, so
+//     body bytes are never parsed as the next request.
+//  5. OnLog, Metrics.RequestFinished and Tracer.EndSpan close the request;
+//     the loop continues while both sides keep the connection alive and
+//     MaxRequestsPerConnection is not reached (the last response carries
+//     "Connection: close").
+//
+// # Errors
+//
+// A malformed head is answered with the parser's status (400, 414, 431,
+// 501, 505), a short text body and "Connection: close", then the
+// connection closes. CONNECT is answered 501. A Content-Length above
+// RequestBodyBytesMax is answered 413 before any hook runs; a chunked body
+// crossing it makes Exchange.Body return a *serval.StatusError 413, and
+// the server then answers 413 and closes if the handler returns Continue.
+// A handler that read the body and returns Continue gets 500 (the body is
+// gone, it cannot be forwarded).
+//
+// # Panics
+//
+// The one recover of the package is in the connection goroutine: a panic
+// in a hook (or anywhere on the connection) is logged with its stack; when
+// no response byte of the current request was written the client gets a
+// 500, and the connection is closed. The slot's proxy.Session is replaced,
+// since the panic may have left it mid-exchange. The server keeps serving
+// other connections.
+//
+// # Shutdown
+//
+// When the context given to Serve ends: the listener closes, idle
+// connections close at once, in-flight requests finish and their responses
+// carry "Connection: close"; at ShutdownTimeout every connection is closed
+// hard. Serve returns when every connection goroutine has exited (a hook
+// that blocks forever therefore blocks Serve).
+package server

@@ -1,0 +1,161 @@
+package server
+
+import (
+	"time"
+
+	"github.com/servalproxy/serval"
+	"github.com/servalproxy/serval/proxy"
+)
+
+// begin opens the books of a request whose head (or failed head) took
+// headBytes bytes.
+func (c *slot[H]) begin(headBytes int) {
+	s := c.srv
+	c.x.Reset()
+	c.x.ID = s.nextRequestID.Add(1)
+	c.x.RequestIndex = uint32(c.requests)
+	c.x.Start = time.Now()
+	c.x.BytesIn = int64(headBytes)
+	c.requests++
+	c.inRequest, c.inForward, c.respStarted = true, false, false
+	c.closeAfter, c.reason, c.err, c.phase = false, serval.CloseNormal, nil, serval.PhaseNone
+	s.metrics.RequestStarted()
+	c.x.Span = s.tracer.StartSpan("request", serval.SpanHandle{})
+}
+
+// fail marks the connection to close after this request for reason,
+// recording what went wrong for the log.
+func (c *slot[H]) fail(reason serval.CloseReason, err error, phase serval.Phase) {
+	c.closeAfter, c.reason = true, reason
+	if c.err == nil {
+		c.err, c.phase = err, phase
+	}
+}
+
+// serveRequest runs one parsed request to its end. It reports whether the
+// connection carries another one.
+func (c *slot[H]) serveRequest(headLen int) bool {
+	s := c.srv
+	c.begin(headLen)
+	c.body.reset(&c.req, headLen)
+	if !c.body.done {
+		c.x.Body = &c.body
+	}
+	switch {
+	case c.req.Close:
+		c.closeAfter = true
+	case c.requests >= s.cfg.MaxRequestsPerConnection:
+		c.closeAfter, c.reason = true, serval.CloseRequestsMax
+	case s.draining.Load():
+		c.closeAfter, c.reason = true, serval.CloseShutdown
+	}
+	switch {
+	case c.req.MethodID == serval.MethodConnect || c.req.Form == serval.FormAuthority:
+		c.respondError(errConnect)
+	case c.req.ContentLength > s.cfg.RequestBodyBytesMax:
+		c.respondError(errBodyTooLarge)
+	default:
+		c.dispatch()
+	}
+	if !c.closeAfter && !c.body.complete() && !c.body.drain(s.cfg.BodyDrainBytesMax) {
+		c.fail(c.body.closeReason(), c.body.err, serval.PhaseClientBody)
+	}
+	c.finish()
+	return !c.closeAfter
+}
+
+// dispatch asks the handler what to do and does it.
+func (c *slot[H]) dispatch() {
+	a := serval.Continue()
+	if k := c.srv.hooks.Request; k != nil {
+		a = k.OnRequest(&c.x, &c.req, c.wbuf[c.headCap:])
+	}
+	if a.Close {
+		c.closeAfter = true
+	}
+	switch a.Kind {
+	case serval.ActionContinue:
+		c.forward()
+	case serval.ActionRespond:
+		c.respond(&a)
+	case serval.ActionReject:
+		c.reject(&a)
+	case serval.ActionStream:
+		c.stream(&a)
+	default:
+		c.respondError(errBadAction)
+	}
+}
+
+// forward selects an upstream and lends the connection to the proxy,
+// which writes the response (errors included) itself.
+func (c *slot[H]) forward() {
+	s := c.srv
+	if c.body.touched {
+		// The handler consumed (part of) the body: it cannot be forwarded.
+		if c.body.err == errBodyTooLarge {
+			c.respondError(errBodyTooLarge)
+		} else {
+			c.respondError(errBodyConsumed)
+		}
+		return
+	}
+	up := s.h.SelectUpstream(&c.x, &c.req)
+	c.x.Timings.Queue = time.Since(c.x.Start)
+	if up == nil {
+		c.respondError(errNoUpstream)
+		return
+	}
+	c.x.Upstream = up
+	if c.closeAfter {
+		// Asks the proxy for "Connection: close" on the response.
+		c.req.Close = true
+	}
+	c.down = proxy.Downstream{
+		Conn: c.nc, TCP: c.tcp, Buf: c.in.buf, Head: c.in.start, End: c.in.end,
+		ClientAddr: c.clientAddr, TLS: c.x.TLS,
+	}
+	c.inForward = true
+	res := c.session.Forward(&c.down, &c.x, &c.req, up)
+	c.inForward = false
+	if c.down.Head < 0 || c.down.Head > c.down.End || c.down.End > len(c.in.buf) {
+		panic("server: proxy returned a read window outside the buffer")
+	}
+	c.in.start, c.in.end = c.down.Head, c.down.End
+	c.body.done = true // the proxy consumed it, or KeepAlive is false
+	if res.Err != nil {
+		c.err, c.phase = res.Err, res.Phase
+	}
+	if res.Status == 0 {
+		// Nothing was sent: answer the failure ourselves.
+		c.closeAfter = true
+		c.respondError(statusError(res.Err, errBadGateway))
+	} else if c.x.Status == 0 {
+		c.x.Status = res.Status
+	}
+	if !res.KeepAlive {
+		c.closeAfter = true
+		if res.Err != nil {
+			c.reason = serval.CloseError
+		}
+	}
+}
+
+// finish closes the books of a request: OnLog, metrics, span.
+func (c *slot[H]) finish() {
+	s := c.srv
+	x := &c.x
+	x.Timings.Total = time.Since(x.Start)
+	if k := s.hooks.Log; k != nil {
+		c.entry = serval.LogEntry{
+			Method: c.req.Method, Path: c.req.Path, Status: x.Status, Upstream: x.Upstream,
+			Start: x.Start, Timings: x.Timings, BytesIn: x.BytesIn, BytesOut: x.BytesOut,
+			Reused: x.Reused, Err: c.err, Phase: c.phase,
+		}
+		k.OnLog(x, &c.entry)
+	}
+	s.metrics.RequestFinished(x.Status, x.Timings.Total)
+	s.tracer.EndSpan(x.Span, c.err)
+	c.inRequest = false
+	x.User, x.Body = nil, nil
+}

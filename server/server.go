@@ -1,0 +1,271 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/servalproxy/serval"
+	"github.com/servalproxy/serval/http1"
+	"github.com/servalproxy/serval/proxy"
+)
+
+const (
+	// evictWaitTimeout bounds how long the accept loop waits for an evicted
+	// connection to give its slot back (its OnConnectionClose hook runs
+	// first). Past it the new connection is closed as CloseSlotsFull.
+	evictWaitTimeout = time.Second
+	// evictAttemptsMax bounds the scans for an idle connection when the
+	// chosen one woke up (a request byte arrived) before it was claimed.
+	evictAttemptsMax = 4
+	// acceptBackoffMin and acceptBackoffMax bound the sleep after a
+	// temporary Accept error (EMFILE), doubling in between, as net/http.
+	acceptBackoffMin = 5 * time.Millisecond
+	acceptBackoffMax = time.Second
+)
+
+// ErrServing is returned by Serve when the server is already serving: the
+// slot table belongs to one accept loop.
+var ErrServing = errors.New("server: Serve called twice")
+
+// pastDeadline is a deadline in the past: setting it wakes a blocked read
+// at once with a timeout.
+var pastDeadline = time.Unix(1, 0)
+
+// Server serves HTTP/1.1 with handler type H, fixed at compile time.
+type Server[H serval.Handler] struct {
+	cfg     Config
+	lim     http1.Limits
+	h       H
+	hooks   serval.Hooks
+	pool    serval.Pool
+	metrics serval.Metrics
+	tracer  serval.Tracer
+	log     *slog.Logger
+	fwd     *proxy.Forwarder
+
+	slots []slot[H]
+	// free holds the indexes of free slots; only the accept loop receives.
+	free chan int32
+
+	serving  atomic.Bool
+	draining atomic.Bool
+	wg       sync.WaitGroup
+
+	nextConnID    atomic.Uint64
+	nextRequestID atomic.Uint64
+}
+
+// New builds a server: it validates cfg and allocates every connection
+// slot. pool, m and t may be nil (no pooling, no-op metrics and tracer).
+func New[H serval.Handler](h H, pool serval.Pool, m serval.Metrics, t serval.Tracer, cfg Config) (*Server[H], error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if m == nil {
+		m = serval.NoopMetrics{}
+	}
+	if t == nil {
+		t = serval.NoopTracer{}
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	s := &Server[H]{
+		cfg: cfg, h: h, pool: pool, metrics: m, tracer: t, log: cfg.Logger,
+		lim:   http1.Limits{HeadBytesMax: cfg.HeadBytesMax, TargetBytesMax: cfg.TargetBytesMax},
+		hooks: serval.DetectHooks(h),
+	}
+	fwd, err := proxy.New(s.proxyConfig(), h, s.hooks, pool, m, t)
+	if err != nil {
+		return nil, err
+	}
+	s.fwd = fwd
+	s.slots = make([]slot[H], cfg.ConnectionsMax)
+	s.free = make(chan int32, cfg.ConnectionsMax)
+	for i := range s.slots {
+		s.slots[i].init(s, int32(i))
+		s.free <- int32(i)
+	}
+	return s, nil
+}
+
+// proxyConfig is cfg.Proxy with the limits the server owns filled in where
+// the proxy's own are zero, so one setting bounds a body either way.
+func (s *Server[H]) proxyConfig() proxy.Config {
+	pc := s.cfg.Proxy
+	if pc.BodyReadTimeout == 0 {
+		pc.BodyReadTimeout = s.cfg.BodyReadTimeout
+	}
+	if pc.WriteTimeout == 0 {
+		pc.WriteTimeout = s.cfg.WriteTimeout
+	}
+	if pc.RequestBodyBytesMax == 0 {
+		pc.RequestBodyBytesMax = s.cfg.RequestBodyBytesMax
+	}
+	if pc.TrailerBytesMax == 0 {
+		pc.TrailerBytesMax = s.cfg.TrailerBytesMax
+	}
+	if pc.Logger == nil {
+		pc.Logger = s.log
+	}
+	return pc
+}
+
+// Serve accepts connections on ln until ctx is done, then stops accepting,
+// lets in-flight requests finish, closes idle connections and returns
+// after at most cfg.ShutdownTimeout (plus the time hooks still running take
+// to return). It closes ln. A server serves one listener at a time.
+func (s *Server[H]) Serve(ctx context.Context, ln net.Listener) error {
+	if !s.serving.CompareAndSwap(false, true) {
+		return ErrServing
+	}
+	defer s.serving.Store(false)
+	stop := context.AfterFunc(ctx, func() { ln.Close() })
+	err := s.acceptLoop(ctx, ln)
+	stop()
+	ln.Close()
+	s.shutdown()
+	if ctx.Err() != nil {
+		return nil
+	}
+	return err
+}
+
+// ListenAndServe listens on cfg.Addr and calls Serve.
+func (s *Server[H]) ListenAndServe(ctx context.Context) error {
+	var lc net.ListenConfig
+	ln, err := lc.Listen(ctx, "tcp", s.cfg.Addr)
+	if err != nil {
+		return err
+	}
+	return s.Serve(ctx, ln)
+}
+
+// acceptLoop runs until Accept fails for good (the listener closed).
+func (s *Server[H]) acceptLoop(ctx context.Context, ln net.Listener) error {
+	backoff := time.Duration(0)
+	wait := time.NewTimer(time.Hour)
+	wait.Stop()
+	for {
+		nc, err := ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() || isTemporary(err) {
+				backoff = min(max(2*backoff, acceptBackoffMin), acceptBackoffMax)
+				time.Sleep(backoff)
+				continue
+			}
+			return err
+		}
+		backoff = 0
+		idx, ok := s.takeSlot(wait)
+		if !ok {
+			s.metrics.ConnectionOpened()
+			nc.Close()
+			s.metrics.ConnectionClosed(serval.CloseSlotsFull)
+			continue
+		}
+		sl := &s.slots[idx]
+		sl.nc = nc
+		sl.state.Store(stBusy)
+		s.wg.Add(1)
+		go sl.serve()
+	}
+}
+
+// isTemporary reports an Accept error worth retrying (EMFILE, ENFILE,
+// ECONNABORTED): net reports those with the deprecated Temporary method.
+func isTemporary(err error) bool {
+	t, ok := err.(interface{ Temporary() bool })
+	return ok && t.Temporary()
+}
+
+// takeSlot returns a free slot, evicting the longest-idle keep-alive
+// connection when there is none. Only the accept loop calls it.
+func (s *Server[H]) takeSlot(wait *time.Timer) (int32, bool) {
+	select {
+	case idx := <-s.free:
+		return idx, true
+	default:
+	}
+	if !s.evictIdle() {
+		return 0, false
+	}
+	wait.Reset(evictWaitTimeout)
+	defer wait.Stop()
+	select {
+	case idx := <-s.free:
+		return idx, true
+	case <-wait.C:
+		return 0, false
+	}
+}
+
+// evictIdle claims the connection idle the longest and wakes it; it then
+// closes with CloseEvicted and frees its slot. False when none is idle.
+func (s *Server[H]) evictIdle() bool {
+	for range evictAttemptsMax {
+		best, bestSince := -1, int64(0)
+		for i := range s.slots {
+			sl := &s.slots[i]
+			if sl.state.Load() != stIdle {
+				continue
+			}
+			since := sl.idleSince.Load()
+			if best < 0 || since < bestSince {
+				best, bestSince = i, since
+			}
+		}
+		if best < 0 {
+			return false
+		}
+		sl := &s.slots[best]
+		if sl.state.CompareAndSwap(stIdle, stEvicted) {
+			sl.nc.SetReadDeadline(pastDeadline)
+			return true
+		}
+	}
+	return false
+}
+
+// shutdown drains: idle connections close now, busy ones after their
+// request, all of them hard at ShutdownTimeout. It returns when every
+// connection goroutine has exited.
+func (s *Server[H]) shutdown() {
+	s.draining.Store(true)
+	for i := range s.slots {
+		sl := &s.slots[i]
+		if sl.state.CompareAndSwap(stIdle, stShutdown) {
+			sl.nc.SetReadDeadline(pastDeadline)
+		}
+	}
+	done := make(chan struct{})
+	go func() {
+		s.wg.Wait()
+		close(done)
+	}()
+	t := time.NewTimer(s.cfg.ShutdownTimeout)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+		for i := range s.slots {
+			sl := &s.slots[i]
+			if sl.state.Load() != stFree {
+				sl.nc.Close()
+			}
+		}
+		<-done
+	}
+	if s.pool != nil {
+		s.pool.Drain()
+	}
+}

@@ -1,0 +1,287 @@
+package server
+
+import (
+	"context"
+	"net"
+	"net/netip"
+	"runtime/debug"
+	"sync/atomic"
+	"time"
+
+	"github.com/servalproxy/serval"
+	"github.com/servalproxy/serval/http1"
+	"github.com/servalproxy/serval/proxy"
+)
+
+// Slot states. The accept loop and the shutdown scan claim an idle slot
+// with a compare-and-swap so that exactly one side decides its fate: the
+// connection itself (idle -> busy, a request byte arrived) or the claimer
+// (idle -> evicted / shutdown, it wakes the read with a past deadline).
+const (
+	stFree uint32 = iota
+	stBusy
+	stIdle
+	stEvicted
+	stShutdown
+)
+
+// clientAddrBytesMax holds "[ipv6%zone]" text; zones are bounded by
+// IFNAMSIZ (16), so 64 is plenty and the append never grows.
+const clientAddrBytesMax = 64
+
+// slot is one connection's worth of state, allocated once in New and
+// reused by every connection that takes it.
+type slot[H serval.Handler] struct {
+	srv *Server[H]
+	idx int32
+
+	state     atomic.Uint32
+	idleSince atomic.Int64 // unix nanoseconds; meaningful while stIdle
+
+	// nc is written by the accept loop while the slot is free and read by
+	// the connection goroutine, the evictor and the shutdown scan.
+	nc      net.Conn
+	tcp     *net.TCPConn
+	session *proxy.Session
+
+	in      inbuf
+	wbuf    []byte
+	headCap int // wbuf[:headCap] builds heads; wbuf[headCap:] is OnRequest's buf
+
+	req   serval.Request
+	x     serval.Exchange
+	body  bodyReader
+	down  proxy.Downstream
+	entry serval.LogEntry
+	info  serval.ConnInfo
+	date  dateCache
+
+	clientAddr []byte
+	scratch    [32]byte // chunk size lines
+
+	requests int // requests begun on this connection
+
+	// Per request.
+	inRequest   bool
+	inForward   bool
+	respStarted bool // a final response head was (partly) written
+	closeAfter  bool
+	reason      serval.CloseReason
+	err         error
+	phase       serval.Phase
+}
+
+func (c *slot[H]) init(s *Server[H], idx int32) {
+	c.srv, c.idx = s, idx
+	c.session = s.fwd.NewSession()
+	c.in.buf = make([]byte, s.cfg.ReadBufferBytes)
+	c.wbuf = make([]byte, s.cfg.WriteBufferBytes)
+	c.headCap = s.cfg.WriteBufferBytes / 2
+	c.req.Init(s.cfg.FieldsMax)
+	c.x.PathBuf = make([]byte, serval.PathBytesMax)
+	c.clientAddr = make([]byte, 0, clientAddrBytesMax)
+	c.body.init(&c.in, &c.x, &s.cfg)
+}
+
+// serve runs one connection on the slot, then frees the slot.
+func (c *slot[H]) serve() {
+	reason := serval.CloseError
+	defer func() {
+		// The package's one recover: a panicking hook must not take the
+		// whole server down with it; see doc.go.
+		if p := recover(); p != nil {
+			reason = c.recovered(p)
+		}
+		c.release(reason)
+	}()
+	c.open()
+	reason = c.loop()
+}
+
+// open prepares the slot for a new connection. The addresses are read
+// once here, never per request.
+func (c *slot[H]) open() {
+	s := c.srv
+	c.tcp, _ = c.nc.(*net.TCPConn)
+	remote, local := addrPort(c.nc.RemoteAddr()), addrPort(c.nc.LocalAddr())
+	c.clientAddr = remote.Addr().AppendTo(c.clientAddr[:0])
+	c.x.Reset()
+	c.x.User = nil
+	c.x.ConnID = s.nextConnID.Add(1)
+	c.x.ClientAddr, c.x.LocalAddr, c.x.TLS = remote, local, false
+	c.info = serval.ConnInfo{ID: c.x.ConnID, ClientAddr: remote, LocalAddr: local, Opened: time.Now()}
+	c.in.reset(c.nc)
+	c.requests = 0
+	s.metrics.ConnectionOpened()
+	if k := s.hooks.ConnectionOpen; k != nil {
+		k.OnConnectionOpen(&c.info)
+	}
+}
+
+func addrPort(a net.Addr) netip.AddrPort {
+	if t, ok := a.(*net.TCPAddr); ok {
+		ap := t.AddrPort()
+		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	}
+	return netip.AddrPort{}
+}
+
+// release closes the connection, reports it and frees the slot.
+func (c *slot[H]) release(reason serval.CloseReason) {
+	s := c.srv
+	c.nc.Close()
+	c.info.Requests = uint32(c.requests)
+	c.info.CloseReason = reason
+	if k := s.hooks.ConnectionClose; k != nil {
+		k.OnConnectionClose(&c.info)
+	}
+	s.metrics.ConnectionClosed(reason)
+	c.x.User, c.x.Body, c.x.Upstream = nil, nil, nil
+	c.tcp = nil
+	c.state.Store(stFree)
+	s.free <- c.idx
+	s.wg.Done()
+}
+
+// recovered handles a panic on the connection: log it, answer 500 when
+// nothing of the response was sent, close the request's books, and
+// replace the proxy session the panic may have left mid-exchange.
+func (c *slot[H]) recovered(p any) serval.CloseReason {
+	s := c.srv
+	if s.log.Enabled(context.Background(), levelError) {
+		s.log.Error("server: panic serving connection", "conn", c.info.ID, "panic", p, "stack", string(debug.Stack()))
+	}
+	if c.inRequest {
+		if !c.respStarted && !c.inForward {
+			c.closeAfter = true
+			c.writeError(errPanic.Status)
+		}
+		if c.x.Status == 0 {
+			c.x.Status = errPanic.Status
+		}
+		s.metrics.RequestFinished(c.x.Status, time.Since(c.x.Start))
+		s.tracer.EndSpan(c.x.Span, errPanic)
+	}
+	c.inRequest, c.inForward = false, false
+	c.session.Close()
+	c.session = s.fwd.NewSession()
+	return serval.CloseError
+}
+
+// loop serves requests until one side ends the connection.
+func (c *slot[H]) loop() serval.CloseReason {
+	for {
+		headLen, reason, ok := c.readHead()
+		if !ok {
+			return reason
+		}
+		if !c.serveRequest(headLen) {
+			return c.reason
+		}
+	}
+}
+
+// awaitFirstByte waits, as an evictable idle connection, for the first
+// byte of the next head. A fresh connection waits at most
+// HeaderReadTimeout: one that never speaks is the cheapest slowloris.
+func (c *slot[H]) awaitFirstByte() (serval.CloseReason, bool) {
+	s := c.srv
+	timeout := s.cfg.IdleTimeout
+	if c.requests == 0 {
+		timeout = min(timeout, s.cfg.HeaderReadTimeout)
+	}
+	now := time.Now()
+	// The deadline is set before the slot is marked idle, so a claimer's
+	// past deadline always lands after it.
+	c.nc.SetReadDeadline(now.Add(timeout))
+	c.idleSince.Store(now.UnixNano())
+	c.state.Store(stIdle)
+	if s.draining.Load() {
+		// Shutdown may have scanned before we were idle: close ourselves.
+		if c.state.CompareAndSwap(stIdle, stBusy) {
+			return serval.CloseShutdown, false
+		}
+		return c.claimedReason(), false
+	}
+	n, err := c.in.nc.Read(c.in.buf)
+	if !c.state.CompareAndSwap(stIdle, stBusy) {
+		return c.claimedReason(), false
+	}
+	c.in.end = n
+	if n > 0 {
+		return 0, true
+	}
+	if isTimeout(err) {
+		return serval.CloseIdleTimeout, false
+	}
+	return serval.CloseNormal, false
+}
+
+func (c *slot[H]) claimedReason() serval.CloseReason {
+	if c.state.Load() == stEvicted {
+		return serval.CloseEvicted
+	}
+	return serval.CloseShutdown
+}
+
+// readHead reads and parses the next request head, which it first moves
+// to the start of the read buffer. On failure it has answered the client
+// when that was due and returns the close reason.
+func (c *slot[H]) readHead() (int, serval.CloseReason, bool) {
+	s := c.srv
+	c.in.compact()
+	if c.in.end == 0 {
+		if reason, ok := c.awaitFirstByte(); !ok {
+			return 0, reason, false
+		}
+	}
+	// The whole head, measured from its first byte (slowloris).
+	c.in.nc.SetReadDeadline(time.Now().Add(s.cfg.HeaderReadTimeout))
+	var rerr error
+	for {
+		n, err := http1.ParseRequest(c.in.buf[:c.in.end], &c.req, &s.lim)
+		if err == nil {
+			return n, 0, true
+		}
+		if err != http1.ErrIncomplete {
+			return 0, c.headFailed(statusError(err, errBadRequest)), false
+		}
+		if rerr != nil {
+			return 0, c.headReadFailed(rerr), false
+		}
+		if c.in.end == len(c.in.buf) {
+			return 0, c.headFailed(errHeadTooLarge), false
+		}
+		var m int
+		m, rerr = c.in.nc.Read(c.in.buf[c.in.end:])
+		c.in.end += m
+	}
+}
+
+// headReadFailed handles a read error in the middle of a head: 408 when
+// the head timed out (some bytes of it arrived, or we would be idle),
+// silence when the peer went away.
+func (c *slot[H]) headReadFailed(err error) serval.CloseReason {
+	if isTimeout(err) {
+		c.headFailed(errHeadTimeout)
+		return serval.CloseHeaderTimeout
+	}
+	return serval.CloseError
+}
+
+// headFailed answers a head that cannot be served with se's status and
+// closes; the request is logged and counted without method or path.
+func (c *slot[H]) headFailed(se *serval.StatusError) serval.CloseReason {
+	c.req.Reset()
+	c.begin(c.in.end)
+	c.in.start = c.in.end
+	c.fail(serval.CloseBadRequest, se, serval.PhaseClientHead)
+	c.writeError(se.Status)
+	c.finish()
+	return c.reason
+}
+
+func isTimeout(err error) bool {
+	ne, ok := err.(net.Error)
+	return ok && ne.Timeout()
+}

@@ -1,0 +1,94 @@
+package server
+
+import (
+	"github.com/servalproxy/serval"
+	"github.com/servalproxy/serval/http1"
+)
+
+// stream writes an ActionStream: the head at once (so a client sees it
+// before the first chunk exists), then every chunk NextChunk produces in
+// its own write, chunked-framed unless Action.ContentLength is set or the
+// client speaks HTTP/1.0 (then the body ends with the connection). A HEAD
+// request gets the head only; NextChunk is not called.
+func (c *slot[H]) stream(a *serval.Action) {
+	ns := c.srv.hooks.Stream
+	if ns == nil {
+		c.respondError(errNoStreamer)
+		return
+	}
+	if !validStatus(a.Status) {
+		c.respondError(errBadStatus)
+		return
+	}
+	c.prepareClose()
+	frame := frameChunked
+	switch {
+	case noBodyStatus(a.Status):
+		frame = frameNone
+	case a.ContentLength > 0:
+		frame = frameLength
+	case c.req.Version < serval.Version11:
+		frame = frameNone
+		c.closeAfter = true
+	}
+	n, ok := c.buildHead(a.Status, a.ContentType, a.Headers, frame, a.ContentLength)
+	if !ok {
+		c.respondError(errHeadOverflow)
+		return
+	}
+	c.x.Status = a.Status
+	if !c.write(c.wbuf[:n]) || noBodyStatus(a.Status) || c.req.MethodID == serval.MethodHead {
+		return
+	}
+	c.pump(ns, frame, a.ContentLength)
+}
+
+// pump pulls chunks until the handler is done, bounded by
+// StreamChunksMax. Any failure after the head closes the connection: the
+// client then sees a truncated body, never a wrong one.
+func (c *slot[H]) pump(ns serval.ChunkStreamer, frame uint8, length int64) {
+	buf := c.wbuf[chunkSizeLineMax : len(c.wbuf)-chunkFrameBytesMax+chunkSizeLineMax]
+	var sent int64
+	for range c.srv.cfg.StreamChunksMax {
+		n, done, err := ns.NextChunk(&c.x, buf)
+		if err != nil {
+			c.fail(serval.CloseError, err, serval.PhaseClientWrite)
+			return
+		}
+		if n < 0 || n > len(buf) {
+			c.fail(serval.CloseError, errBadChunk, serval.PhaseClientWrite)
+			return
+		}
+		sent += int64(n)
+		if frame == frameLength && (sent > length || done && sent != length) {
+			c.fail(serval.CloseError, errStreamLength, serval.PhaseClientWrite)
+			return
+		}
+		if !c.writeChunk(n, done, frame) || done {
+			return
+		}
+	}
+	c.fail(serval.CloseError, errStreamChunks, serval.PhaseClientWrite)
+}
+
+// writeChunk frames the n bytes NextChunk left at wbuf[chunkSizeLineMax:]
+// in place (size line before, CRLF and maybe the last chunk after) and
+// writes them at once.
+func (c *slot[H]) writeChunk(n int, last bool, frame uint8) bool {
+	lo, hi := chunkSizeLineMax, chunkSizeLineMax+n
+	if frame == frameChunked {
+		if n > 0 {
+			hdr := http1.AppendChunkHeader(c.scratch[:0], n)
+			lo -= len(hdr)
+			copy(c.wbuf[lo:], hdr)
+			hi += copy(c.wbuf[hi:], "\r\n")
+		}
+		if last {
+			hi += copy(c.wbuf[hi:], lastChunk)
+		}
+	}
+	if hi == lo {
+		return true
+	}
+	return c.write(c.wbuf[lo:hi])
+}
