@@ -1,0 +1,462 @@
+package pool
+
+import (
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/servalproxy/serval"
+)
+
+func testConfig(clk *clock, upstreams int) Config {
+	cfg := DefaultConfig(upstreams)
+	cfg.Now = clk.Now
+	return cfg
+}
+
+func TestValidate(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		edit func(*Config)
+		ok   bool
+	}{
+		{"default", func(*Config) {}, true},
+		{"zero upstreams", func(c *Config) { c.Upstreams = 0 }, false},
+		{"too many upstreams", func(c *Config) { c.Upstreams = serval.UpstreamsMax + 1 }, false},
+		{"zero idle", func(c *Config) { c.IdlePerUpstream = 0 }, false},
+		{"huge idle", func(c *Config) { c.IdlePerUpstream = IdlePerUpstreamLimit + 1 }, false},
+		{"negative cap", func(c *Config) { c.ConnsPerUpstreamMax = -1 }, false},
+		{"cap", func(c *Config) { c.ConnsPerUpstreamMax = 10 }, true},
+		{"zero idle timeout", func(c *Config) { c.IdleTimeout = 0 }, false},
+		{"zero max age", func(c *Config) { c.MaxAge = 0 }, false},
+		{"huge max age", func(c *Config) { c.MaxAge = TimeoutLimit + 1 }, false},
+		{"zero reap interval", func(c *Config) { c.ReapInterval = 0 }, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := DefaultConfig(2)
+			tc.edit(&cfg)
+			err := cfg.Validate()
+			if (err == nil) != tc.ok {
+				t.Fatalf("Validate() = %v, want ok=%v", err, tc.ok)
+			}
+			if _, err := New(cfg); (err == nil) != tc.ok {
+				t.Fatalf("New() err = %v, want ok=%v", err, tc.ok)
+			} else if err == nil {
+				// New started a reaper; the leak test covers Close.
+			}
+		})
+	}
+}
+
+func TestLIFO(t *testing.T) {
+	clk := newClock()
+	o := newOrigin(t)
+	p := newFixed(t, testConfig(clk, 1))
+	u := &upstreams(1)[0]
+	var cs [3]*serval.UpstreamConn
+	for i := range cs {
+		cs[i], _ = o.dial(t, u, clk.Now())
+		p.TryReserve(u)
+	}
+	for _, c := range cs {
+		p.Release(c, true)
+	}
+	for i := len(cs) - 1; i >= 0; i-- {
+		if got := p.Acquire(u); got != cs[i] {
+			t.Fatalf("acquire: got %p, want conn %d (%p)", got, i, cs[i])
+		}
+	}
+	if got := p.Acquire(u); got != nil {
+		t.Fatalf("empty pool returned %p", got)
+	}
+	st := p.Stats()
+	if st.Hits != 3 || st.Misses != 1 || st.Idle != 0 || st.Open != 3 {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
+func TestBound(t *testing.T) {
+	clk := newClock()
+	o := newOrigin(t)
+	cfg := testConfig(clk, 1)
+	cfg.IdlePerUpstream = 2
+	p := newFixed(t, cfg)
+	u := &upstreams(1)[0]
+	var cs [3]*serval.UpstreamConn
+	for i := range cs {
+		cs[i], _ = o.dial(t, u, clk.Now())
+		p.TryReserve(u)
+		p.Release(cs[i], true)
+	}
+	if !isClosed(cs[2]) || isClosed(cs[0]) || isClosed(cs[1]) {
+		t.Fatal("the surplus conn was not the one closed")
+	}
+	st := p.Stats()
+	if st.Idle != 2 || st.Closes != 1 || st.Open != 2 || st.Upstreams[0].Idle != 2 {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
+func TestNotReusableCloses(t *testing.T) {
+	clk := newClock()
+	o := newOrigin(t)
+	p := newFixed(t, testConfig(clk, 1))
+	u := &upstreams(1)[0]
+	c, _ := o.dial(t, u, clk.Now())
+	p.TryReserve(u)
+	p.Release(c, false)
+	if !isClosed(c) || p.Acquire(u) != nil {
+		t.Fatal("non-reusable conn kept")
+	}
+	if st := p.Stats(); st.Closes != 1 || st.Open != 0 || st.Evictions != 0 {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
+func TestExpiry(t *testing.T) {
+	for _, tc := range []struct {
+		name                   string
+		created, idle, advance time.Duration
+		want                   func(Stats) bool
+	}{
+		{"idle timeout", 0, 0, IdleTimeoutDefault, func(s Stats) bool { return s.EvictedIdle == 1 }},
+		{"just fresh", 0, 0, IdleTimeoutDefault - time.Nanosecond, nil},
+		{"max age", -MaxAgeDefault + time.Second, 0, time.Second, func(s Stats) bool { return s.EvictedAge == 1 }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			clk := newClock()
+			o := newOrigin(t)
+			p := newFixed(t, testConfig(clk, 1))
+			u := &upstreams(1)[0]
+			c, _ := o.dial(t, u, clk.Now().Add(tc.created))
+			p.TryReserve(u)
+			p.Release(c, true)
+			clk.Advance(tc.advance)
+			got := p.Acquire(u)
+			if tc.want == nil {
+				if got != c {
+					t.Fatalf("fresh conn not returned: %+v", p.Stats())
+				}
+				return
+			}
+			if got != nil || !isClosed(c) || !tc.want(p.Stats()) {
+				t.Fatalf("expired conn: got %p closed %v stats %+v", got, isClosed(c), p.Stats())
+			}
+		})
+	}
+}
+
+func TestReleaseAgedCloses(t *testing.T) {
+	clk := newClock()
+	o := newOrigin(t)
+	p := newFixed(t, testConfig(clk, 1))
+	u := &upstreams(1)[0]
+	c, _ := o.dial(t, u, clk.Now().Add(-MaxAgeDefault))
+	p.TryReserve(u)
+	p.Release(c, true)
+	if !isClosed(c) || p.Stats().EvictedAge != 1 {
+		t.Fatalf("aged conn kept: %+v", p.Stats())
+	}
+}
+
+func TestStale(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		spoil func(t *testing.T, srv interface {
+			Write([]byte) (int, error)
+			Close() error
+		})
+	}{
+		{"peer closed", func(t *testing.T, srv interface {
+			Write([]byte) (int, error)
+			Close() error
+		}) {
+			srv.Close()
+		}},
+		{"unsolicited bytes", func(t *testing.T, srv interface {
+			Write([]byte) (int, error)
+			Close() error
+		}) {
+			if _, err := srv.Write([]byte("HTTP/1.1 408 Request Timeout\r\n\r\n")); err != nil {
+				t.Fatal(err)
+			}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			clk := newClock()
+			o := newOrigin(t)
+			p := newFixed(t, testConfig(clk, 1))
+			u := &upstreams(1)[0]
+			good, _ := o.dial(t, u, clk.Now())
+			bad, srv := o.dial(t, u, clk.Now())
+			p.TryReserve(u)
+			p.TryReserve(u)
+			p.Release(good, true)
+			p.Release(bad, true)
+			tc.spoil(t, srv)
+			// Wait until the FIN or the bytes reached our socket.
+			waitFor(t, "peer's bytes", func() bool { return !alive(bad.TCP) })
+			if got := p.Acquire(u); got != good {
+				t.Fatalf("got %p, want the healthy conn %p below the stale one", got, good)
+			}
+			if st := p.Stats(); st.EvictedStale != 1 || !isClosed(bad) || st.Hits != 1 {
+				t.Fatalf("stats %+v", st)
+			}
+		})
+	}
+}
+
+func TestPeekHealthyAfterDeadline(t *testing.T) {
+	// A deadline left in the past by the last exchange must not make the
+	// next Acquire think the conn is stale: Release clears it.
+	clk := newClock()
+	o := newOrigin(t)
+	p := newFixed(t, testConfig(clk, 1))
+	u := &upstreams(1)[0]
+	c, _ := o.dial(t, u, clk.Now())
+	p.TryReserve(u)
+	c.Conn.SetDeadline(time.Now().Add(-time.Second))
+	p.Release(c, true)
+	if got := p.Acquire(u); got != c {
+		t.Fatalf("conn with a passed deadline evicted: %+v", p.Stats())
+	}
+}
+
+func TestTLSKeySeparate(t *testing.T) {
+	clk := newClock()
+	o := newOrigin(t)
+	p := newFixed(t, testConfig(clk, 1))
+	plain := serval.NewUpstream("127.0.0.1", 1, 0)
+	secure := plain
+	secure.TLS = true
+	tc, _ := o.dial(t, &secure, clk.Now())
+	p.TryReserve(&secure)
+	p.Release(tc, true)
+	if got := p.Acquire(&plain); got != nil {
+		t.Fatal("plain acquire returned a TLS conn")
+	}
+	pc, _ := o.dial(t, &plain, clk.Now())
+	p.TryReserve(&plain)
+	p.Release(pc, true)
+	if got := p.Acquire(&secure); got != tc {
+		t.Fatalf("TLS acquire: got %p, want %p", got, tc)
+	}
+	if got := p.Acquire(&plain); got != pc {
+		t.Fatalf("plain acquire: got %p, want %p", got, pc)
+	}
+}
+
+func TestUpstreamsSeparate(t *testing.T) {
+	clk := newClock()
+	o := newOrigin(t)
+	p := newFixed(t, testConfig(clk, 2))
+	ups := upstreams(2)
+	c, _ := o.dial(t, &ups[1], clk.Now())
+	p.TryReserve(&ups[1])
+	p.Release(c, true)
+	if p.Acquire(&ups[0]) != nil || p.Acquire(&ups[1]) != c {
+		t.Fatal("upstreams mixed")
+	}
+	defer func() {
+		if recover() == nil {
+			t.Fatal("out-of-range index did not panic")
+		}
+	}()
+	bad := serval.NewUpstream("127.0.0.1", 1, 2)
+	p.Acquire(&bad)
+}
+
+func TestDrain(t *testing.T) {
+	clk := newClock()
+	o := newOrigin(t)
+	p := newFixed(t, testConfig(clk, 2))
+	ups := upstreams(2)
+	var cs []*serval.UpstreamConn
+	for i := 0; i < 4; i++ {
+		u := &ups[i%2]
+		c, _ := o.dial(t, u, clk.Now())
+		p.TryReserve(u)
+		p.Release(c, true)
+		cs = append(cs, c)
+	}
+	p.Drain()
+	for i, c := range cs {
+		if !isClosed(c) {
+			t.Fatalf("conn %d not closed", i)
+		}
+	}
+	if st := p.Stats(); st.Idle != 0 || st.Open != 0 || st.Closes != 4 || p.Acquire(&ups[0]) != nil {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
+func TestReapOnce(t *testing.T) {
+	clk := newClock()
+	o := newOrigin(t)
+	cfg := testConfig(clk, 1)
+	cfg.ReapInterval = TimeoutLimit // the goroutine stays idle; we drive it
+	p := newFixed(t, cfg)
+	u := &upstreams(1)[0]
+	old, _ := o.dial(t, u, clk.Now())
+	aged, _ := o.dial(t, u, clk.Now().Add(-MaxAgeDefault+IdleTimeoutDefault*3/4))
+	p.TryReserve(u)
+	p.TryReserve(u)
+	p.Release(old, true)
+	clk.Advance(IdleTimeoutDefault / 2)
+	fresh, _ := o.dial(t, u, clk.Now())
+	p.TryReserve(u)
+	p.Release(aged, true)
+	p.Release(fresh, true)
+	// old: idle past the timeout; aged: past MaxAge; fresh: neither.
+	clk.Advance(IdleTimeoutDefault / 2)
+	if n := p.reapOnce(clk.Now()); n != 2 {
+		t.Fatalf("reaped %d, want 2", n)
+	}
+	if !isClosed(old) || !isClosed(aged) || isClosed(fresh) {
+		t.Fatal("wrong conns reaped")
+	}
+	st := p.Stats()
+	if st.EvictedIdle != 1 || st.EvictedAge != 1 || st.Idle != 1 || st.Open != 1 {
+		t.Fatalf("stats %+v", st)
+	}
+	if p.Acquire(u) != fresh {
+		t.Fatal("survivor lost")
+	}
+}
+
+func TestReaperRuns(t *testing.T) {
+	clk := newClock()
+	o := newOrigin(t)
+	cfg := testConfig(clk, 1)
+	cfg.ReapInterval = time.Millisecond
+	p := newFixed(t, cfg)
+	u := &upstreams(1)[0]
+	c, _ := o.dial(t, u, clk.Now())
+	p.TryReserve(u)
+	p.Release(c, true)
+	clk.Advance(IdleTimeoutDefault)
+	waitFor(t, "the reaper", func() bool { return p.Stats().Idle == 0 })
+	if !isClosed(c) {
+		t.Fatal("reaped conn not closed")
+	}
+}
+
+func TestCloseStopsReaper(t *testing.T) {
+	checkNoLeak(t)
+	clk := newClock()
+	o := newOrigin(t)
+	cfg := testConfig(clk, 1)
+	cfg.ReapInterval = time.Millisecond
+	p, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := &upstreams(1)[0]
+	c, _ := o.dial(t, u, clk.Now())
+	p.TryReserve(u)
+	p.Release(c, true)
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Close(); err != ErrClosed {
+		t.Fatalf("second Close = %v", err)
+	}
+	if !isClosed(c) {
+		t.Fatal("Close did not drain")
+	}
+	c2, _ := o.dial(t, u, clk.Now())
+	if p.TryReserve(u) {
+		t.Fatal("TryReserve granted on a closed pool")
+	}
+	p.Release(c2, true)
+	if !isClosed(c2) || p.Acquire(u) != nil {
+		t.Fatal("closed pool kept a released conn")
+	}
+}
+
+func TestTryReserve(t *testing.T) {
+	clk := newClock()
+	cfg := testConfig(clk, 2)
+	cfg.ConnsPerUpstreamMax = 2
+	p := newFixed(t, cfg)
+	ups := upstreams(2)
+	if !p.TryReserve(&ups[0]) || !p.TryReserve(&ups[0]) {
+		t.Fatal("reservations under the cap refused")
+	}
+	if p.TryReserve(&ups[0]) {
+		t.Fatal("reservation over the cap granted")
+	}
+	if !p.TryReserve(&ups[1]) {
+		t.Fatal("cap shared across upstreams")
+	}
+	p.Unreserve(&ups[0])
+	if !p.TryReserve(&ups[0]) {
+		t.Fatal("unreserved slot not reusable")
+	}
+	if st := p.Stats(); st.Refused != 1 || st.Open != 3 || st.Upstreams[0].Open != 2 {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
+func TestNone(t *testing.T) {
+	o := newOrigin(t)
+	var p serval.Pool = None{}
+	u := &upstreams(1)[0]
+	c, _ := o.dial(t, u, time.Now())
+	p.Release(c, true)
+	if !isClosed(c) || p.Acquire(u) != nil {
+		t.Fatal("None kept a conn")
+	}
+	p.Drain()
+	if !(None{}).TryReserve(u) {
+		t.Fatal("None refused a reservation")
+	}
+}
+
+// TestConcurrent hands a fixed set of conns around many goroutines and
+// checks no conn is ever held by two at once.
+func TestConcurrent(t *testing.T) {
+	const conns, goroutines, rounds = 16, 8, 500
+	o := newOrigin(t)
+	cfg := DefaultConfig(2)
+	cfg.ReapInterval = time.Millisecond // the reaper runs alongside
+	p := newFixed(t, cfg)
+	ups := upstreams(2)
+	held := map[*serval.UpstreamConn]*atomic.Bool{}
+	for i := 0; i < conns; i++ {
+		u := &ups[i%2]
+		c, _ := o.dial(t, u, time.Now())
+		held[c] = new(atomic.Bool)
+		p.TryReserve(u)
+		p.Release(c, true)
+	}
+	var wg sync.WaitGroup
+	for g := 0; g < goroutines; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for r := 0; r < rounds; r++ {
+				u := &ups[(g+r)%2]
+				c := p.Acquire(u)
+				if c == nil {
+					continue
+				}
+				if !held[c].CompareAndSwap(false, true) {
+					t.Error("conn handed out twice")
+					return
+				}
+				if c.Upstream != u.Index {
+					t.Error("conn for the wrong upstream")
+				}
+				held[c].Store(false)
+				p.Release(c, true)
+			}
+		}()
+	}
+	wg.Wait()
+	st := p.Stats()
+	if st.Idle != conns || st.Closes != 0 || st.Hits+st.Misses != goroutines*rounds {
+		t.Fatalf("stats %+v", st)
+	}
+}
