@@ -1,6 +1,7 @@
 package pool
 
 import (
+	"net"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -40,10 +41,12 @@ func TestValidate(t *testing.T) {
 			if (err == nil) != tc.ok {
 				t.Fatalf("Validate() = %v, want ok=%v", err, tc.ok)
 			}
-			if _, err := New(cfg); (err == nil) != tc.ok {
+			p, err := New(cfg)
+			if (err == nil) != tc.ok {
 				t.Fatalf("New() err = %v, want ok=%v", err, tc.ok)
-			} else if err == nil {
-				// New started a reaper; the leak test covers Close.
+			}
+			if p != nil {
+				p.Close()
 			}
 		})
 	}
@@ -457,6 +460,35 @@ func TestConcurrent(t *testing.T) {
 	wg.Wait()
 	st := p.Stats()
 	if st.Idle != conns || st.Closes != 0 || st.Hits+st.Misses != goroutines*rounds {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
+// TestReapBatchBound checks one reaper tick closes at most reapBatchMax
+// conns and the next tick takes the rest. Pipes stand in for sockets
+// (TCP nil: no peek), so hundreds cost nothing.
+func TestReapBatchBound(t *testing.T) {
+	const n = reapBatchMax + 44
+	clk := newClock()
+	cfg := testConfig(clk, 1)
+	cfg.IdlePerUpstream = n
+	cfg.ReapInterval = TimeoutLimit
+	p := newFixed(t, cfg)
+	u := &upstreams(1)[0]
+	for i := 0; i < n; i++ {
+		a, b := net.Pipe()
+		t.Cleanup(func() { b.Close() })
+		p.TryReserve(u)
+		p.Release(&serval.UpstreamConn{Conn: a, Upstream: u.Index, Created: clk.Now()}, true)
+	}
+	clk.Advance(IdleTimeoutDefault)
+	if got := p.reapOnce(clk.Now()); got != reapBatchMax {
+		t.Fatalf("first tick reaped %d, want %d", got, reapBatchMax)
+	}
+	if got := p.reapOnce(clk.Now()); got != n-reapBatchMax {
+		t.Fatalf("second tick reaped %d, want %d", got, n-reapBatchMax)
+	}
+	if st := p.Stats(); st.Idle != 0 || st.Open != 0 || st.EvictedIdle != n {
 		t.Fatalf("stats %+v", st)
 	}
 }

@@ -15,6 +15,10 @@ import (
 // sent something unasked, e.g. a 408 or a TLS alert: the connection is
 // out of step) or any error means stale.
 //
+// For a TLS connection the proxy passes UpstreamConn.TCP, the raw socket
+// under it: any readable record while idle (close_notify, a late ticket)
+// discards the connection, which costs at most a fresh handshake.
+//
 // It does not allocate: SyscallConn and the closure are devirtualised
 // and stay on the stack (pinned by TestAcquireReleaseAllocs), and the raw
 // recvfrom avoids unix.Recvfrom's heap Sockaddr. The closure's state is
