@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# bench/echo.sh - Serval's echo backend vs a minimal net/http server that
+# answers the same bytes (bench/nethttp-echo), with wrk on loopback.
+#
+# Each server runs alone on CPU $SERVER_CPU (taskset, GOMAXPROCS=1); wrk
+# runs on CPU $CLIENT_CPU. Runs alternate between the two servers for
+# ROUNDS rounds; the table shows medians. Every load run is bounded by
+# wrk -d; every process started here is stopped on exit.
+#
+# Settings (environment): DURATION (8s) WARMUP (2s) CONNS (50) THREADS (1)
+#   ROUNDS (3) URLPATH (/) SERVER_CPU (1) CLIENT_CPU (0) WORK (mktemp dir)
+#
+# Target: Serval >= 2x net/http req/s.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+DURATION=${DURATION:-8s}
+WARMUP=${WARMUP:-2s}
+CONNS=${CONNS:-50}
+THREADS=${THREADS:-1}
+ROUNDS=${ROUNDS:-3}
+URLPATH=${URLPATH:-/}
+SERVER_CPU=${SERVER_CPU:-1}
+CLIENT_CPU=${CLIENT_CPU:-0}
+WORK=${WORK:-$(mktemp -d /tmp/serval-bench-echo.XXXXXX)}
+declare -A PORT=([serval]=19385 [nethttp]=19386)
+TARGETS="serval nethttp"
+
+ensure_tools wrk curl taskset ss ps
+ensure_go
+if (($(nproc) < 2)); then SERVER_CPU=0 CLIENT_CPU=0; log "one CPU only: nothing pinned apart"; fi
+mkdir -p "$WORK/bin"
+log "work dir: $WORK"
+(cd "$REPO" && go build -o "$WORK/bin/" ./examples/echo-backend ./bench/nethttp-echo)
+
+for t in $TARGETS; do port_free "${PORT[$t]}" || { log "port ${PORT[$t]} is taken"; exit 1; }; done
+start_bg serval "$SERVER_CPU" env GOMAXPROCS=1 "$WORK/bin/echo-backend" --port "${PORT[serval]}" --id bench
+start_bg nethttp "$SERVER_CPU" env GOMAXPROCS=1 "$WORK/bin/nethttp-echo" -port "${PORT[nethttp]}" -id bench
+for t in $TARGETS; do wait_http "${PORT[$t]}" "$URLPATH" || { log "$t did not start; see $WORK/$t.log"; exit 1; }; done
+
+# Same bytes: the bodies differ only in the port numbers they mention.
+for t in $TARGETS; do
+  curl -fsS --max-time 5 "http://127.0.0.1:${PORT[$t]}$URLPATH" | sed "s/${PORT[$t]}/PORT/g" >"$WORK/body-$t.txt"
+done
+if ! cmp -s "$WORK/body-serval.txt" "$WORK/body-nethttp.txt"; then
+  log "warning: response bodies differ:"; diff "$WORK/body-serval.txt" "$WORK/body-nethttp.txt" >&2 || true
+fi
+log "response body: $(wc -c <"$WORK/body-serval.txt") bytes"
+
+DURATION_SAVE=$DURATION; DURATION=$WARMUP
+for t in $TARGETS; do run_wrk "$WORK/warmup-$t.txt" "$CLIENT_CPU" "http://127.0.0.1:${PORT[$t]}$URLPATH"; done
+DURATION=$DURATION_SAVE
+
+declare -A RPS P50 P99 USR ERR
+for ((r = 1; r <= ROUNDS; r++)); do
+  order=$TARGETS; ((r % 2 == 0)) && order="nethttp serval"
+  for t in $order; do
+    read -r rps p50 p99 n errs cpu < <(measure "$t" "${PID_OF[$t]}" "$CLIENT_CPU" \
+      "http://127.0.0.1:${PORT[$t]}$URLPATH" "$WORK/wrk-$t-r$r.txt")
+    usr=$(awk -v c="$cpu" -v n="$n" 'BEGIN{printf "%.2f", (n>0)? c/n*1e6 : 0}')
+    RPS[$t]+=" $rps"; P50[$t]+=" $p50"; P99[$t]+=" $p99"; USR[$t]+=" $usr"; ERR[$t]=$(( ${ERR[$t]:-0} + errs ))
+    log "r$r $t: $rps req/s p50=${p50}us p99=${p99}us cpu=${cpu}s (${usr} us/req) err=$errs"
+  done
+done
+
+echo
+echo "## echo: wrk -t$THREADS -c$CONNS -d$DURATION GET $URLPATH, server on CPU $SERVER_CPU (GOMAXPROCS=1), wrk on CPU $CLIENT_CPU; medians of $ROUNDS rounds"
+printf '%-10s %12s %10s %10s %12s %6s\n' target req/s p50 p99 "cpu us/req" err
+for t in $TARGETS; do
+  printf '%-10s %12.0f %10s %10s %12s %6d\n' "$t" "$(median ${RPS[$t]})" "$(fmt_us "$(median ${P50[$t]})")" \
+    "$(fmt_us "$(median ${P99[$t]})")" "$(median ${USR[$t]})" "${ERR[$t]}"
+done
+ratio=$(awk -v a="$(median ${RPS[serval]})" -v b="$(median ${RPS[nethttp]})" 'BEGIN{printf "%.2f", (b>0)? a/b : 0}')
+verdict=$(awk -v r="$ratio" 'BEGIN{print (r>=2.0) ? "met" : "NOT met"}')
+echo "ratio serval/net-http req/s: $ratio (target >= 2.00: $verdict)"
+log "wrk outputs and server logs: $WORK"
