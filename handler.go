@@ -1,5 +1,7 @@
 package serval
 
+import "time"
+
 // Handler decides where a request goes. It is the one method every
 // handler has; the hooks below are optional, each its own one-method
 // interface, found once by type assertion when the server is built
@@ -104,6 +106,7 @@ type Hooks struct {
 	ConnectionOpen  ConnectionOpenHook
 	ConnectionClose ConnectionCloseHook
 	Stream          ChunkStreamer
+	UpstreamDone    UpstreamDoneHook
 }
 
 // DetectHooks finds the optional hooks h implements. Call it once.
@@ -120,6 +123,7 @@ func DetectHooks(h Handler) Hooks {
 	k.ConnectionOpen, _ = h.(ConnectionOpenHook)
 	k.ConnectionClose, _ = h.(ConnectionCloseHook)
 	k.Stream, _ = h.(ChunkStreamer)
+	k.UpstreamDone, _ = h.(UpstreamDoneHook)
 	return k
 }
 
@@ -140,3 +144,26 @@ func (e *ProxyError) Error() string {
 }
 
 func (e *ProxyError) Unwrap() error { return e.Err }
+
+// UpstreamDoneHook learns the outcome of every upstream attempt: the
+// proxy calls it exactly once for each non-nil upstream SelectUpstream
+// returned (retries included), when that attempt ends. Selectors use it
+// for passive health, in-flight counts and latency averages.
+type UpstreamDoneHook interface {
+	OnUpstreamDone(x *Exchange, u *Upstream, r UpstreamResult)
+}
+
+// UpstreamResult is the outcome of one upstream attempt.
+type UpstreamResult struct {
+	// Failure is set when the attempt failed in a way that says the
+	// upstream may be unhealthy: connect refused or timed out, reset,
+	// response-head timeout, invalid response.
+	Failure bool
+	// Phase says where a failure happened.
+	Phase Phase
+	// Status is the upstream's response status (0 when none arrived).
+	Status int
+	// Latency is from the request head written to the response head read
+	// (0 when no response head arrived).
+	Latency time.Duration
+}
