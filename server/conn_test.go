@@ -1,0 +1,305 @@
+package server
+
+import (
+	"bufio"
+	"io"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/servalproxy/serval"
+)
+
+func pathEcho(x *serval.Exchange, req *serval.Request, buf []byte) serval.Action {
+	n := copy(buf, req.Path)
+	return serval.Respond(200, "text/plain", buf[:n])
+}
+
+func TestKeepAlive(t *testing.T) {
+	h := &handler{onRequest: pathEcho}
+	ts := start(t, h, testConfig(), nil)
+	c := dial(t, ts.addr)
+	br := bufio.NewReader(c)
+	for i := range 5 {
+		p := "/r" + strconv.Itoa(i)
+		send(t, c, get(p))
+		r := readResp(t, br, "GET")
+		if r.StatusCode != 200 || r.body != p || r.Close {
+			t.Fatalf("request %d: %d %q close=%v", i, r.StatusCode, r.body, r.Close)
+		}
+	}
+	c.Close()
+	ev := h.waitEvents(t, 1+2*5+1)
+	if got := ev[len(ev)-1]; got != "close normal" {
+		t.Fatalf("last event %q", got)
+	}
+	_, _, conns := h.snapshot()
+	if len(conns) != 1 || conns[0].Requests != 5 {
+		t.Fatalf("conn info %+v", conns)
+	}
+}
+
+// TestPipelining: three requests in one write, bodies included, answered
+// in order on the same connection.
+func TestPipelining(t *testing.T) {
+	ts := start(t, &handler{onRequest: echoBody}, testConfig(), nil)
+	c := dial(t, ts.addr)
+	send(t, c, "POST /a HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello"+
+		"POST /b HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2;x=y\r\nde\r\n0\r\nT: v\r\n\r\n"+
+		get("/c"))
+	br := bufio.NewReader(c)
+	for _, want := range []string{"/a:hello", "/b:abcde", "/c:"} {
+		r := readResp(t, br, "GET")
+		if r.StatusCode != 200 || r.body != want {
+			t.Fatalf("got %d %q, want %q", r.StatusCode, r.body, want)
+		}
+	}
+}
+
+// TestPipeliningByteByByte: a pipeline split at every byte boundary.
+func TestPipeliningByteByByte(t *testing.T) {
+	ts := start(t, &handler{onRequest: echoBody}, testConfig(), nil)
+	c := dial(t, ts.addr)
+	reqs := "POST /a HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nxyz" +
+		"POST /b HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nq\r\n0\r\n\r\n" + get("/c")
+	go func() {
+		for i := range len(reqs) {
+			if _, err := c.Write([]byte{reqs[i]}); err != nil {
+				return
+			}
+			time.Sleep(100 * time.Microsecond)
+		}
+	}()
+	br := bufio.NewReader(c)
+	for _, want := range []string{"/a:xyz", "/b:q", "/c:"} {
+		if r := readResp(t, br, "GET"); r.body != want {
+			t.Fatalf("got %q, want %q", r.body, want)
+		}
+	}
+}
+
+func TestHTTP10(t *testing.T) {
+	ts := start(t, &handler{onRequest: pathEcho}, testConfig(), nil)
+	t.Run("close", func(t *testing.T) {
+		c := dial(t, ts.addr)
+		send(t, c, "GET /x HTTP/1.0\r\n\r\n")
+		br := bufio.NewReader(c)
+		head, body := readRaw(t, br)
+		if !strings.HasPrefix(head, "HTTP/1.1 200 ") || !strings.Contains(head, "Connection: close\r\n") || body != "/x" {
+			t.Fatalf("got %q %q", head, body)
+		}
+		expectClosed(t, br)
+	})
+	t.Run("keep-alive", func(t *testing.T) {
+		c := dial(t, ts.addr)
+		br := bufio.NewReader(c)
+		for _, p := range []string{"/1", "/2"} {
+			send(t, c, "GET "+p+" HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+			head, body := readRaw(t, br)
+			if !strings.Contains(head, "Connection: keep-alive\r\n") || body != p {
+				t.Fatalf("got %q %q", head, body)
+			}
+		}
+	})
+}
+
+func TestConnectionClose(t *testing.T) {
+	ts := start(t, &handler{}, testConfig(), nil)
+	c := dial(t, ts.addr)
+	send(t, c, "GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"+get("/never"))
+	br := bufio.NewReader(c)
+	if r := readResp(t, br, "GET"); !r.Close || r.StatusCode != 200 {
+		t.Fatalf("got %d close=%v", r.StatusCode, r.Close)
+	}
+	expectClosed(t, br)
+}
+
+// TestActionClose: the handler asks to close.
+func TestActionClose(t *testing.T) {
+	ts := start(t, &handler{onRequest: func(*serval.Exchange, *serval.Request, []byte) serval.Action {
+		a := serval.Respond(200, "", []byte("bye"))
+		a.Close = true
+		return a
+	}}, testConfig(), nil)
+	c := dial(t, ts.addr)
+	send(t, c, get("/"))
+	br := bufio.NewReader(c)
+	if r := readResp(t, br, "GET"); !r.Close || r.body != "bye" {
+		t.Fatalf("got %q close=%v", r.body, r.Close)
+	}
+	expectClosed(t, br)
+}
+
+func TestExpectContinue(t *testing.T) {
+	const head = "POST /e HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n"
+	t.Run("read", func(t *testing.T) {
+		ts := start(t, &handler{onRequest: echoBody}, testConfig(), nil)
+		c := dial(t, ts.addr)
+		send(t, c, head)
+		br := bufio.NewReader(c)
+		line := make([]byte, len(continueLine))
+		if _, err := io.ReadFull(br, line); err != nil || string(line) != string(continueLine) {
+			t.Fatalf("got %q %v", line, err)
+		}
+		send(t, c, "body")
+		if r := readResp(t, br, "POST"); r.StatusCode != 200 || r.body != "/e:body" || r.Close {
+			t.Fatalf("got %d %q close=%v", r.StatusCode, r.body, r.Close)
+		}
+		send(t, c, get("/next")) // still alive
+		if r := readResp(t, br, "GET"); r.body != "/next:" {
+			t.Fatalf("got %q", r.body)
+		}
+	})
+	t.Run("unread", func(t *testing.T) {
+		ts := start(t, &handler{}, testConfig(), nil)
+		c := dial(t, ts.addr)
+		send(t, c, head)
+		br := bufio.NewReader(c)
+		head, _ := readRaw(t, br)
+		if !strings.HasPrefix(head, "HTTP/1.1 200") || !strings.Contains(head, "Connection: close") {
+			t.Fatalf("got %q", head)
+		}
+		expectClosed(t, br)
+	})
+}
+
+func TestMaxRequestsPerConnection(t *testing.T) {
+	cfg := testConfig()
+	cfg.MaxRequestsPerConnection = 3
+	h := &handler{}
+	ts := start(t, h, cfg, nil)
+	c := dial(t, ts.addr)
+	br := bufio.NewReader(c)
+	for i := range 3 {
+		send(t, c, get("/"))
+		r := readResp(t, br, "GET")
+		if r.Close != (i == 2) {
+			t.Fatalf("request %d close=%v", i, r.Close)
+		}
+	}
+	expectClosed(t, br)
+	ev := h.waitEvents(t, 1+6+1)
+	if got := ev[len(ev)-1]; got != "close requests_max" {
+		t.Fatalf("last event %q", got)
+	}
+}
+
+// TestSlowloris: a client trickling its head loses the connection at
+// HeaderReadTimeout while another client is served meanwhile.
+func TestSlowloris(t *testing.T) {
+	cfg := testConfig()
+	cfg.HeaderReadTimeout = 300 * time.Millisecond
+	cfg.ConnectionsMax = 2
+	ts := start(t, &handler{}, cfg, nil)
+	slow := dial(t, ts.addr)
+	began := time.Now()
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		req := get("/slow") + strings.Repeat("X", 1000)
+		for i := range len(req) {
+			if _, err := slow.Write([]byte{req[i]}); err != nil {
+				return
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}()
+	time.Sleep(100 * time.Millisecond)
+	if r := roundTrip(t, ts.addr, get("/fast"), "GET"); r.StatusCode != 200 {
+		t.Fatalf("fast client got %d", r.StatusCode)
+	}
+	br := bufio.NewReader(slow)
+	r := readResp(t, br, "GET")
+	took := time.Since(began)
+	if r.StatusCode != 408 || !r.Close {
+		t.Fatalf("slow client got %d", r.StatusCode)
+	}
+	expectClosed(t, br)
+	if took < 250*time.Millisecond || took > 1500*time.Millisecond {
+		t.Fatalf("closed after %v, want about 300ms", took)
+	}
+	slow.Close()
+	wg.Wait()
+}
+
+// TestEvictIdle: with two slots, three idle connections and a normal
+// client: the longest-idle connections are evicted and everyone who
+// speaks is served.
+func TestEvictIdle(t *testing.T) {
+	cfg := testConfig()
+	cfg.ConnectionsMax = 2
+	h := &handler{}
+	ts := start(t, h, cfg, nil)
+	idle := make([]*bufio.Reader, 3)
+	for i := range idle {
+		c := dial(t, ts.addr)
+		send(t, c, get("/"))
+		idle[i] = bufio.NewReader(c)
+		readResp(t, idle[i], "GET")
+	}
+	if r := roundTrip(t, ts.addr, get("/normal"), "GET"); r.StatusCode != 200 {
+		t.Fatalf("normal client got %d", r.StatusCode)
+	}
+	// The first two idle connections were evicted, oldest first.
+	for i := range 2 {
+		expectClosed(t, idle[i])
+	}
+	_, _, conns := h.snapshot()
+	evicted := 0
+	for _, ci := range conns {
+		if ci.CloseReason == serval.CloseEvicted {
+			evicted++
+		}
+	}
+	if evicted != 2 {
+		t.Fatalf("%d evicted, want 2: %+v", evicted, conns)
+	}
+}
+
+// TestSlotsFull: with every slot busy (mid-head, not idle), a new
+// connection is closed at once and counted.
+func TestSlotsFull(t *testing.T) {
+	cfg := testConfig()
+	cfg.ConnectionsMax = 1
+	m := &countMetrics{}
+	ts := start(t, &handler{}, cfg, m)
+	busy := dial(t, ts.addr)
+	send(t, busy, "GET / HTTP/1.1\r\n")
+	time.Sleep(50 * time.Millisecond)
+	c := dial(t, ts.addr)
+	began := time.Now()
+	expectClosed(t, bufio.NewReader(c))
+	if time.Since(began) > time.Second {
+		t.Fatalf("rejection took %v", time.Since(began))
+	}
+	send(t, busy, "Host: a\r\n\r\n")
+	if r := readResp(t, bufio.NewReader(busy), "GET"); r.StatusCode != 200 {
+		t.Fatalf("busy client got %d", r.StatusCode)
+	}
+	if m.closed[serval.CloseSlotsFull].Load() != 1 {
+		t.Fatalf("slots_full not counted")
+	}
+}
+
+func TestIdleTimeout(t *testing.T) {
+	cfg := testConfig()
+	cfg.IdleTimeout = 200 * time.Millisecond
+	h := &handler{}
+	ts := start(t, h, cfg, nil)
+	c := dial(t, ts.addr)
+	send(t, c, get("/"))
+	br := bufio.NewReader(c)
+	readResp(t, br, "GET")
+	began := time.Now()
+	expectClosed(t, br)
+	if took := time.Since(began); took < 150*time.Millisecond || took > time.Second {
+		t.Fatalf("closed after %v", took)
+	}
+	ev := h.waitEvents(t, 4)
+	if got := ev[len(ev)-1]; got != "close idle_timeout" {
+		t.Fatalf("last event %q", got)
+	}
+}
