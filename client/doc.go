@@ -1,0 +1,12 @@
+// Package client is Serval's upstream HTTP/1.1 client: it dials an
+// upstream with a connect deadline, writes a request head, and reads a
+// response head (interim 1xx responses included) within limits and a
+// deadline, telling how the response body is framed.
+//
+// Layer 2 (infrastructure): it imports serval (layer 0) and http1 (layer
+// 1) and the standard library only. It moves no bodies: the proxy package
+// streams them (splice or bounded copy), because only it knows both sides.
+//
+// Allocation: Dial allocates (a dial is not the steady state); WriteHead
+// and ReadResponse work in caller buffers and allocate nothing.
+package client

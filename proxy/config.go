@@ -1,0 +1,190 @@
+package proxy
+
+import (
+	"log/slog"
+	"strconv"
+	"time"
+
+	"github.com/servalproxy/serval"
+	"github.com/servalproxy/serval/client"
+	"github.com/servalproxy/serval/http1"
+)
+
+// Defaults for the Config fields that have no serval.*Default constant.
+const (
+	// BufferBytesDefault: a response head of HeadBytesMaxDefault plus room
+	// for body bytes read with it and for chunked decoding.
+	BufferBytesDefault = 32 << 10
+	// BufferBytesMax bounds Config.BufferBytes; every session owns three
+	// buffers of this size.
+	BufferBytesMax = 16 << 20
+	// RequestBodyBytesMaxDefault: 1 GiB, as the server's default.
+	RequestBodyBytesMaxDefault = 1 << 30
+	// RetriesMaxDefault: one OnError-requested retry elsewhere.
+	RetriesMaxDefault = 1
+	// RetriesMaxLimit bounds RetriesMax: each retry holds the client.
+	RetriesMaxLimit = 8
+	// ViaBytesMax bounds the Via pseudonym.
+	ViaBytesMax = 64
+	// TimeoutMax bounds every timeout field.
+	TimeoutMax = 24 * time.Hour
+)
+
+// Config configures forwarding. Zero fields take defaults in New.
+type Config struct {
+	// ConnectTimeout bounds dialling an upstream (504 when it runs out).
+	// Default serval.UpstreamConnectTimeoutDefault.
+	ConnectTimeout time.Duration
+	// ResponseTimeout bounds the wait for the upstream's response head
+	// after the request head was written (504), and each read stall of the
+	// response body. Default serval.UpstreamResponseTimeoutDefault.
+	ResponseTimeout time.Duration
+	// BodyReadTimeout bounds each stall reading the client's request body.
+	// Default serval.BodyReadTimeoutDefault.
+	BodyReadTimeout time.Duration
+	// WriteTimeout bounds each stall writing to the client or upstream.
+	// Default serval.WriteTimeoutDefault.
+	WriteTimeout time.Duration
+	// TrustForwarded keeps incoming X-Forwarded-* fields (appending to
+	// X-Forwarded-For); false (default) replaces them.
+	TrustForwarded bool
+	// Via, when non-empty, is the pseudonym added as "Via: 1.1 <Via>"
+	// (appended to an existing Via). At most ViaBytesMax bytes.
+	Via string
+	// HeadBytesMax, FieldsMax bound the upstream response head. Defaults
+	// serval.HeadBytesMaxDefault and serval.FieldsMaxDefault.
+	HeadBytesMax int
+	FieldsMax    int
+	// TrailerBytesMax bounds chunked trailers both ways. Default
+	// serval.TrailerBytesMaxDefault.
+	TrailerBytesMax int
+	// BufferBytes is the size of the session's upstream read buffer
+	// (response heads and chunked bodies), >= HeadBytesMax. Default
+	// BufferBytesDefault (or HeadBytesMax when larger).
+	BufferBytes int
+	// RequestBodyBytesMax bounds a proxied request body (413 above it).
+	// Default RequestBodyBytesMaxDefault.
+	RequestBodyBytesMax int64
+	// RetriesMax bounds OnError-requested retries on another upstream.
+	// Zero means RetriesMaxDefault; negative means none.
+	RetriesMax int
+	// Logger receives forwarding errors; nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// withDefaults fills zero fields and checks bounds.
+func (c Config) withDefaults() (Config, error) {
+	def := func(v *time.Duration, d time.Duration) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	def(&c.ConnectTimeout, serval.UpstreamConnectTimeoutDefault)
+	def(&c.ResponseTimeout, serval.UpstreamResponseTimeoutDefault)
+	def(&c.BodyReadTimeout, serval.BodyReadTimeoutDefault)
+	def(&c.WriteTimeout, serval.WriteTimeoutDefault)
+	defInt := func(v *int, d int) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	defInt(&c.HeadBytesMax, serval.HeadBytesMaxDefault)
+	defInt(&c.FieldsMax, serval.FieldsMaxDefault)
+	defInt(&c.TrailerBytesMax, serval.TrailerBytesMaxDefault)
+	defInt(&c.BufferBytes, max(BufferBytesDefault, c.HeadBytesMax))
+	if c.RequestBodyBytesMax == 0 {
+		c.RequestBodyBytesMax = RequestBodyBytesMaxDefault
+	}
+	if c.RetriesMax == 0 {
+		c.RetriesMax = RetriesMaxDefault
+	} else if c.RetriesMax < 0 {
+		c.RetriesMax = 0
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	type bound struct {
+		name      string
+		v, lo, hi int64
+	}
+	for _, b := range []bound{
+		{"ConnectTimeout", int64(c.ConnectTimeout), int64(time.Millisecond), int64(TimeoutMax)},
+		{"ResponseTimeout", int64(c.ResponseTimeout), int64(time.Millisecond), int64(TimeoutMax)},
+		{"BodyReadTimeout", int64(c.BodyReadTimeout), int64(time.Millisecond), int64(TimeoutMax)},
+		{"WriteTimeout", int64(c.WriteTimeout), int64(time.Millisecond), int64(TimeoutMax)},
+		{"HeadBytesMax", int64(c.HeadBytesMax), 256, serval.HeadBytesMaxLimit},
+		{"FieldsMax", int64(c.FieldsMax), 1, serval.FieldsMaxLimit},
+		{"TrailerBytesMax", int64(c.TrailerBytesMax), 2, serval.HeadBytesMaxLimit},
+		{"BufferBytes", int64(c.BufferBytes), int64(c.HeadBytesMax), BufferBytesMax},
+		{"RequestBodyBytesMax", c.RequestBodyBytesMax, 0, 1 << 62},
+		{"RetriesMax", int64(c.RetriesMax), 0, RetriesMaxLimit},
+		{"Via", int64(len(c.Via)), 0, ViaBytesMax},
+	} {
+		if b.v < b.lo || b.v > b.hi {
+			return c, &serval.ConfigError{Field: "proxy." + b.name, Msg: strconv.FormatInt(b.v, 10) + " not in [" +
+				strconv.FormatInt(b.lo, 10) + ", " + strconv.FormatInt(b.hi, 10) + "]"}
+		}
+	}
+	return c, nil
+}
+
+// Forwarder forwards requests to upstreams. One per server; safe for
+// concurrent use through per-slot Sessions.
+type Forwarder struct {
+	cfg    Config
+	h      serval.Handler
+	hooks  serval.Hooks
+	pool   serval.Pool
+	m      serval.Metrics
+	t      serval.Tracer
+	log    *slog.Logger
+	dialer *client.Dialer
+	lim    http1.Limits
+	via    []byte // "1.1 <Via>", nil when Via is empty
+	// reserve is the pool's optional connection cap (pool.Fixed has one):
+	// a dial happens only under a reservation.
+	reserve reserver
+}
+
+// reserver is the optional pool capability that caps connections per
+// upstream: TryReserve before a dial, Unreserve when the dial failed.
+type reserver interface {
+	TryReserve(u *serval.Upstream) bool
+	Unreserve(u *serval.Upstream)
+}
+
+// New builds a forwarder over the handler, its hooks, the pool and the
+// observers. pool, m and t may be nil (no reuse, no-op observers).
+func New(cfg Config, h serval.Handler, hooks serval.Hooks, pool serval.Pool, m serval.Metrics, t serval.Tracer) (*Forwarder, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	if h == nil {
+		return nil, &serval.ConfigError{Field: "proxy.handler", Msg: "nil"}
+	}
+	if pool == nil {
+		pool = nopPool{}
+	}
+	if m == nil {
+		m = serval.NoopMetrics{}
+	}
+	if t == nil {
+		t = serval.NoopTracer{}
+	}
+	f := &Forwarder{cfg: cfg, h: h, hooks: hooks, pool: pool, m: m, t: t, log: cfg.Logger,
+		dialer: client.NewDialer(cfg.ConnectTimeout),
+		lim:    http1.Limits{HeadBytesMax: cfg.HeadBytesMax, TargetBytesMax: serval.TargetBytesMaxDefault}}
+	f.reserve, _ = pool.(reserver)
+	if cfg.Via != "" {
+		f.via = []byte("1.1 " + cfg.Via)
+	}
+	return f, nil
+}
+
+// nopPool keeps nothing: every Release closes.
+type nopPool struct{}
+
+func (nopPool) Acquire(*serval.Upstream) *serval.UpstreamConn { return nil }
+func (nopPool) Release(c *serval.UpstreamConn, _ bool)        { c.Conn.Close() }
+func (nopPool) Drain()                                        {}

@@ -1,0 +1,31 @@
+// Package proxy is Serval's forwarder: it sends a parsed client request to
+// an upstream and the upstream's response back to the client, on the
+// connections the server and the pool lend it.
+//
+// Layer 3 (mechanics): it imports serval, http1, client and the standard
+// library. The server (layer 5) owns the client connection and calls
+// Session.Forward once per proxied request.
+//
+// One exchange, in order (Forward):
+//
+//  1. Rewrite the head into the session's Outbound: hop-by-hop and
+//     Connection-listed fields out, X-Forwarded-*, Via in (rewrite.go).
+//  2. Acquire a pooled upstream connection or dial one; write the head and
+//     the request body bytes already buffered (forward.go).
+//  3. A body not wholly buffered streams on the session's pump goroutine
+//     (pump.go) while this goroutine reads the response, so an upstream
+//     that echoes or answers early never deadlocks us. Content-Length
+//     bodies move socket to socket by splice; chunked ones are decoded and
+//     re-encoded through bounded buffers (body.go).
+//  4. Read the response head (1xx forwarded), rewrite it, stream its body
+//     the same way (response.go).
+//  5. Release the upstream connection as reusable only when both messages
+//     ended cleanly and nothing else came after the response.
+//
+// Failures before the response head reached the client become 502 or 504
+// answers (errors.go); after it, the client connection is closed so a
+// truncated response is never mistaken for a complete one.
+//
+// Allocation: a session allocates its buffers once; a keep-alive GET on a
+// pooled upstream connection allocates nothing (alloc_test.go).
+package proxy

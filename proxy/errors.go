@@ -1,0 +1,137 @@
+package proxy
+
+import (
+	"context"
+	"log/slog"
+	"strconv"
+
+	"github.com/servalproxy/serval"
+	"github.com/servalproxy/serval/client"
+	"github.com/servalproxy/serval/http1"
+)
+
+// Operating errors. Package-level values: returning one never allocates.
+var (
+	errConnsMax         = &serval.StatusError{Status: 503, Msg: "proxy: upstream connection limit reached"}
+	errNoUpstream       = &serval.StatusError{Status: 503, Msg: "proxy: no upstream available"}
+	errConnect          = &serval.StatusError{Status: 501, Msg: "proxy: CONNECT is not proxied"}
+	errHeadTooLarge     = &serval.StatusError{Status: 431, Msg: "proxy: request head too large to forward"}
+	errBodyTooLarge     = &serval.StatusError{Status: 413, Msg: "proxy: request body too large"}
+	errClientBody       = &serval.StatusError{Status: 400, Msg: "proxy: reading the request body failed"}
+	errChunkTooLarge    = &serval.StatusError{Status: 400, Msg: "proxy: chunk framing does not fit the buffer"}
+	errUpstreamWrite    = &serval.StatusError{Status: 502, Msg: "proxy: writing the request body upstream failed"}
+	errUpstreamBody     = &serval.StatusError{Status: 502, Msg: "proxy: upstream response body truncated or failed"}
+	errUpstreamChunk    = &serval.StatusError{Status: 502, Msg: "proxy: invalid chunked response body"}
+	errBodyTimeout      = &serval.StatusError{Status: 504, Msg: "proxy: upstream response body stalled"}
+	errClientWrite      = &serval.StatusError{Status: 502, Msg: "proxy: writing to the client failed"}
+	errHookRejected     = &serval.StatusError{Status: 502, Msg: "proxy: body hook rejected the exchange"}
+	errBodyUnfinished   = &serval.StatusError{Status: 502, Msg: "proxy: response ended before the request body was sent"}
+	errPumpStopped      = &serval.StatusError{Status: 502, Msg: "proxy: request body pump stopped"}
+	errUpstreamResponse = &serval.StatusError{Status: 502, Msg: "proxy: invalid upstream response"}
+)
+
+// statusOf is the status an error maps to (fallback when not a
+// *StatusError, e.g. a hook's plain error).
+func statusOf(err error, fallback int) int {
+	switch e := err.(type) {
+	case *serval.StatusError:
+		return e.Status
+	case *client.DialError:
+		return e.Status
+	}
+	return fallback
+}
+
+// writeError answers status with a short text body. close adds
+// "Connection: close". It reports whether the write succeeded.
+func (s *Session) writeError(status int, close bool) bool {
+	text := http1.StatusText(status)
+	b := http1.AppendStatusLine(s.wbuf[:0], status, nil)
+	b = http1.AppendField(b, nameCType, valueText)
+	b = appendContentLength(b, int64(len(text)+1))
+	if close {
+		b = http1.AppendField(b, nameConn, valueClose)
+	} else if s.req.Version == serval.Version10 {
+		b = http1.AppendField(b, nameConn, valueKeep)
+	}
+	b = append(b, "\r\n"...)
+	if s.req.MethodID != serval.MethodHead {
+		b = append(b, text...)
+		b = append(b, '\n')
+	}
+	s.wbuf = b[:0]
+	return s.writeClient(b)
+}
+
+// writeAction sends a handler's direct response (OnError's ErrorRespond,
+// or OnResponse's replacement).
+func (s *Session) writeAction(a *serval.Action, close bool) bool {
+	status := a.Status
+	if status == 0 {
+		status = 200
+	}
+	body := a.Body
+	if a.Kind == serval.ActionReject && body == nil {
+		body = s.appendString(a.Reason)
+	}
+	b := http1.AppendStatusLine(s.wbuf[:0], status, nil)
+	if a.ContentType != "" {
+		b = append(b, "Content-Type: "...)
+		b = append(b, a.ContentType...)
+		b = append(b, "\r\n"...)
+	}
+	for _, h := range a.Headers {
+		if hopByHop(h.Name) || serval.EqualFold(h.Name, "content-length") {
+			continue
+		}
+		b = http1.AppendField(b, h.Name, h.Value)
+	}
+	b = appendContentLength(b, int64(len(body)))
+	if close || a.Close {
+		b = http1.AppendField(b, nameConn, valueClose)
+	} else if s.req.Version == serval.Version10 {
+		b = http1.AppendField(b, nameConn, valueKeep)
+	}
+	b = append(b, "\r\n"...)
+	s.wbuf = b[:0]
+	s.x.Status = status
+	if !s.writeClient(b) {
+		return false
+	}
+	if s.req.MethodID != serval.MethodHead && len(body) > 0 {
+		return s.writeClient(body)
+	}
+	return true
+}
+
+// appendString copies str into the scratch (rare paths only).
+func (s *Session) appendString(str string) []byte {
+	start := len(s.scratch)
+	if start+len(str) > cap(s.scratch) {
+		return nil
+	}
+	s.scratch = append(s.scratch, str...)
+	return s.scratch[start:]
+}
+
+func appendContentLength(b []byte, n int64) []byte {
+	b = append(b, "Content-Length: "...)
+	b = strconv.AppendInt(b, n, 10)
+	return append(b, "\r\n"...)
+}
+
+// logError reports a failed exchange; guarded so the disabled level costs
+// nothing.
+func (s *Session) logError(perr *serval.ProxyError) {
+	l := s.f.log
+	if !l.Enabled(context.Background(), slog.LevelWarn) {
+		return
+	}
+	up := ""
+	if perr.Upstream != nil {
+		up = perr.Upstream.Addr()
+	}
+	l.LogAttrs(context.Background(), slog.LevelWarn, "proxy: exchange failed",
+		slog.String("phase", perr.Phase.String()), slog.Int("status", perr.Status),
+		slog.String("upstream", up), slog.Any("err", perr.Err), slog.Uint64("id", s.x.ID))
+}

@@ -1,0 +1,247 @@
+package proxy
+
+import (
+	"errors"
+	"time"
+
+	"github.com/servalproxy/serval"
+	"github.com/servalproxy/serval/client"
+	"github.com/servalproxy/serval/http1"
+)
+
+// Forward sends req to up and the response back to the client. It writes
+// every response itself, errors included (502, 504, ...). x.Status,
+// x.Timings (Connect, FirstByte, Total), x.Reused, x.Attempts and
+// x.BytesOut are filled; x.BytesIn grows by the body bytes read (the head
+// is the server's to count). Hooks run on the calling goroutine, except
+// OnRequestBody for a body that was not wholly buffered: it runs on the
+// session's pump goroutine, possibly while OnResponse runs.
+func (s *Session) Forward(d *Downstream, x *serval.Exchange, req *serval.Request, up *serval.Upstream) Result {
+	s.begin(d, x, req, up)
+	res := s.forward()
+	if res.Status == 0 {
+		res.Status = x.Status
+	}
+	x.Timings.Total = time.Since(x.Start)
+	if res.Err != nil {
+		s.perr = serval.ProxyError{Phase: res.Phase, Status: statusOf(res.Err, 502), Err: res.Err, Upstream: s.up}
+		s.logError(&s.perr)
+	}
+	s.d, s.x, s.req, s.up, s.c = nil, nil, nil, nil, nil
+	return res
+}
+
+func (s *Session) begin(d *Downstream, x *serval.Exchange, req *serval.Request, up *serval.Upstream) {
+	s.d, s.x, s.req, s.up, s.c = d, x, req, up, nil
+	s.floor = d.Head
+	s.body, s.bodyOut, s.bodyEnd = bodyNone, nil, d.Head
+	s.bodySent, s.headSent, s.cont, s.keep, s.reusable = false, false, false, false, false
+	s.perr = serval.ProxyError{}
+	s.pj.done, s.pj.err, s.pj.clientSide = false, nil, false
+	x.Upstream = up
+}
+
+// forward runs the exchange and returns its result; Forward finishes it.
+func (s *Session) forward() Result {
+	x, req := s.x, s.req
+	if s.up == nil {
+		return s.fail(serval.PhaseNone, errNoUpstream)
+	}
+	if req.MethodID == serval.MethodConnect || req.Form == serval.FormAuthority {
+		return s.fail(serval.PhaseNone, errConnect)
+	}
+	if req.ContentLength > s.f.cfg.RequestBodyBytesMax {
+		return s.fail(serval.PhaseClientBody, errBodyTooLarge)
+	}
+	if err := s.rewriteRequest(s.d, x, req); err != nil {
+		return s.fail(serval.PhaseNone, err)
+	}
+	if err := s.planBody(); err != nil {
+		return s.fail(serval.PhaseClientBody, err)
+	}
+	if h := s.f.hooks.UpstreamRequest; h != nil {
+		h.OnUpstreamRequest(x, req, &s.out)
+	}
+	s.hbuf = client.AppendHead(s.hbuf[:0], &s.out)
+	x.Timings.Queue = time.Since(x.Start)
+	return s.attempts()
+}
+
+// attempts runs attempts until one forwards a response or the error is
+// answered. Budget: one keep-alive-race retry plus RetriesMax OnError
+// retries.
+func (s *Session) attempts() Result {
+	raceRetry, retries, fresh := true, s.f.cfg.RetriesMax, false
+	for {
+		phase, err := s.attempt(fresh)
+		if err == nil {
+			return s.result()
+		}
+		if s.headSent {
+			return s.abort(phase, err)
+		}
+		s.releaseUpstream(false)
+		fresh = false
+		if raceRetry && s.x.Reused && client.Retryable(err) && s.replayable(true) {
+			raceRetry, fresh = false, true
+			continue
+		}
+		s.perr = serval.ProxyError{Phase: phase, Status: statusOf(err, 502), Err: err, Upstream: s.up}
+		act := serval.ErrorAction{}
+		if h := s.f.hooks.Error; h != nil {
+			act = h.OnError(s.x, &s.perr)
+		}
+		switch {
+		case act.Kind == serval.ErrorRetry && retries > 0 && s.replayable(false):
+			retries--
+			if s.up = s.f.h.SelectUpstream(s.x, s.req); s.up == nil {
+				return s.fail(phase, errNoUpstream)
+			}
+			s.x.Upstream = s.up
+			continue
+		case act.Kind == serval.ErrorRespond:
+			s.finishBody()
+			s.keep = s.keep && !act.Response.Close
+			ok := s.writeAction(&act.Response, !s.keep)
+			return Result{KeepAlive: s.keep && ok, Status: s.x.Status, Phase: phase, Err: err}
+		}
+		return s.fail(phase, err)
+	}
+}
+
+// replayable reports whether the request may be sent again: nothing went
+// to the client, and the body is absent, or wholly buffered and either not
+// sent yet or (race retry) the method is idempotent.
+func (s *Session) replayable(race bool) bool {
+	if s.headSent {
+		return false
+	}
+	switch s.body {
+	case bodyNone:
+		return true
+	case bodyBuffered:
+		return !s.bodySent || !race || s.req.MethodID.Idempotent()
+	}
+	return false
+}
+
+// attempt makes one try on one upstream connection. A nil error means the
+// response was forwarded (completely or not: s.keep and s.reusable tell).
+func (s *Session) attempt(fresh bool) (serval.Phase, error) {
+	if err := s.connect(fresh); err != nil {
+		return serval.PhaseConnect, err
+	}
+	if phase, err := s.sendRequest(); err != nil {
+		s.releaseUpstream(false)
+		return phase, err
+	}
+	h, cause, err := client.ReadResponse(s.c.Conn, s.rbuf, 0, &s.resp, &s.f.lim,
+		time.Now().Add(s.f.cfg.ResponseTimeout), s.req.MethodID, false, s)
+	if err != nil {
+		_ = cause
+		phase := serval.PhaseUpstreamHead
+		if perr := s.stopPump(); perr != nil && s.pj.clientSide {
+			err, phase = perr, s.pj.phase
+		}
+		s.releaseUpstream(false)
+		if errors.Is(err, client.ErrUnexpectedSwitch) {
+			err = errUpstreamResponse
+		}
+		return phase, err
+	}
+	s.x.Timings.FirstByte = time.Since(s.x.Start)
+	return s.respond(h)
+}
+
+// connect acquires a pooled connection or dials one. fresh skips the
+// pool (the keep-alive-race retry). The pool is trusted to hand out only
+// idle, open connections (pool.Fixed peeks at each before handing it out:
+// stray bytes or an EOF there mean stale); settle never pools a
+// connection with bytes left after its response.
+func (s *Session) connect(fresh bool) error {
+	x, start := s.x, time.Now()
+	x.Attempts++
+	s.c, x.Reused = nil, false
+	if !fresh {
+		s.c = s.f.pool.Acquire(s.up)
+		x.Reused = s.c != nil
+	}
+	if s.c == nil {
+		if s.f.reserve != nil && !s.f.reserve.TryReserve(s.up) {
+			x.Timings.Connect += time.Since(start)
+			return errConnsMax
+		}
+		c, err := s.f.dialer.Dial(s.up)
+		if err != nil {
+			if s.f.reserve != nil {
+				s.f.reserve.Unreserve(s.up)
+			}
+			x.Timings.Connect += time.Since(start)
+			return err
+		}
+		s.c = c
+	}
+	s.c.Requests++
+	x.Timings.Connect += time.Since(start)
+	if h := s.f.hooks.UpstreamConnect; h != nil {
+		h.OnUpstreamConnect(x, s.up, x.Reused)
+	}
+	return nil
+}
+
+// releaseUpstream gives the connection back, reusable or not.
+func (s *Session) releaseUpstream(reusable bool) {
+	if s.c == nil {
+		return
+	}
+	if reusable {
+		s.c.IdleSince = time.Now()
+	}
+	s.f.pool.Release(s.c, reusable)
+	s.c = nil
+}
+
+// result is the outcome of a forwarded response.
+func (s *Session) result() Result {
+	return Result{KeepAlive: s.keep, Status: s.x.Status}
+}
+
+// fail answers err's status before any response head was sent.
+func (s *Session) fail(phase serval.Phase, err error) Result {
+	s.finishBody()
+	status := statusOf(err, 502)
+	s.x.Status = status
+	ok := s.writeError(status, !s.keep)
+	return Result{KeepAlive: s.keep && ok, Status: status, Phase: phase, Err: err}
+}
+
+// abort ends an exchange whose response head went out: the client
+// connection closes, so a truncated response is never taken as complete.
+func (s *Session) abort(phase serval.Phase, err error) Result {
+	s.stopPump()
+	s.releaseUpstream(false)
+	return Result{Status: s.x.Status, Phase: phase, Err: err}
+}
+
+// Interim forwards a 1xx response to the client (client.InterimHandler).
+// HTTP/1.0 clients get none (RFC 9110 §15.2); a 100 Continue goes only to
+// a client that asked for it and did not get ours.
+func (s *Session) Interim(resp *serval.Response) error {
+	if s.req.Version == serval.Version10 {
+		return nil
+	}
+	if resp.Status == 100 && (!s.req.ExpectContinue || s.cont) {
+		return nil
+	}
+	if resp.Status == 100 {
+		s.cont = true
+	}
+	b := http1.AppendStatusLine(s.wbuf[:0], resp.Status, resp.Reason)
+	b = s.appendResponseFields(b, resp, true)
+	b = append(b, "\r\n"...)
+	s.wbuf = b[:0]
+	if !s.writeClient(b) {
+		return errClientWrite
+	}
+	return nil
+}

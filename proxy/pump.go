@@ -1,0 +1,287 @@
+package proxy
+
+import (
+	"io"
+	"net"
+	"time"
+
+	"github.com/servalproxy/serval"
+	"github.com/servalproxy/serval/http1"
+)
+
+// The request body pump. A body that is not wholly in the client buffer
+// is sent upstream by one long-lived goroutine per session (started on
+// the first such body, fed through a channel, never one per request) while
+// the session's goroutine reads the response. An upstream that echoes the
+// body as it reads it, or answers early (413) without reading it, so never
+// deadlocks the exchange.
+//
+// Ownership while a job runs: the pump owns d.Buf, d.Head/End, the client
+// read side and deadline, the upstream write side and deadline, s.pj and
+// s.pbuf. The session's goroutine owns the rest. The channels order every
+// hand-over.
+//
+// On any failure the pump shuts the upstream write side (FIN): the
+// upstream then sees a truncated body and answers or closes, so the
+// session's response read never hangs on a body that will not come.
+
+const (
+	// spliceSegmentBytes is how much one splice call may move before the
+	// deadlines are renewed: a deadline bounds a whole call, so segments
+	// turn it into a bound on each stall (about one segment's time).
+	spliceSegmentBytes = 4 << 20
+	// pumpGraceDefault is how long a finished response waits for the pump
+	// to finish the request body before the upstream connection is
+	// dropped: an upstream that read the whole body before answering is
+	// then done, and one that answered early is not waited for long.
+	pumpGraceDefault = 100 * time.Millisecond
+)
+
+// pastDeadline is any time in the past: it fails blocked I/O at once.
+var pastDeadline = time.Unix(1, 0)
+
+// pumpJob is one body's work, written by the session before the hand-over
+// and read back after completion.
+type pumpJob struct {
+	d         *Downstream
+	up        net.Conn
+	upTCP     *net.TCPConn
+	chunked   bool
+	remaining int64 // Content-Length bytes not in d.Buf
+
+	done       bool // the whole body was read from the client and sent
+	clientSide bool // the failure was the client's (bad framing, too large, stall)
+	phase      serval.Phase
+	err        error
+	head, end  int   // d.Head and d.End once done
+	bytesIn    int64 // body bytes read from the client socket
+
+	lim io.LimitedReader
+	src chunkSource
+	enc encoder
+	dec http1.ChunkedDecoder
+}
+
+// startPump hands the current body to the pump.
+func (s *Session) startPump(chunked bool) {
+	d := s.d
+	if s.pumpGo == nil {
+		s.pumpGo = make(chan struct{})
+		s.pumpDone = make(chan struct{}, 1)
+		s.pumpExit = make(chan struct{})
+		s.pbuf = make([]byte, s.f.cfg.BufferBytes)
+		go s.pumpLoop()
+	}
+	j := &s.pj
+	j.d, j.up, j.upTCP, j.chunked = d, s.c.Conn, s.c.TCP, chunked
+	j.remaining = 0
+	if !chunked {
+		j.remaining = s.req.ContentLength - int64(d.End-d.Head)
+	}
+	j.done, j.clientSide, j.phase, j.err, j.head, j.end, j.bytesIn = false, false, 0, nil, d.Head, d.End, 0
+	s.pumpStop.Store(false)
+	s.pumping = true
+	s.pumpGo <- struct{}{}
+}
+
+func (s *Session) pumpLoop() {
+	defer close(s.pumpExit)
+	for range s.pumpGo {
+		j := &s.pj
+		if j.chunked {
+			s.pumpChunked(j)
+		} else {
+			s.pumpLength(j)
+		}
+		if j.err != nil {
+			if cw, ok := j.up.(interface{ CloseWrite() error }); ok {
+				cw.CloseWrite()
+			}
+		}
+		s.pumpDone <- struct{}{}
+	}
+}
+
+func (j *pumpJob) fail(clientSide bool, phase serval.Phase, err error) {
+	j.clientSide, j.phase, j.err = clientSide, phase, err
+}
+
+// pumpLength sends a Content-Length body: the buffered part, then the
+// rest by splice (socket to socket) or through the pump buffer.
+func (s *Session) pumpLength(j *pumpJob) {
+	d, cfg := j.d, &s.f.cfg
+	if b := d.Buf[d.Head:d.End]; len(b) > 0 {
+		if s.f.hooks.RequestBody != nil {
+			if err := s.callHook(hookRequest, b); err != nil {
+				j.fail(true, serval.PhaseClientBody, err)
+				return
+			}
+		}
+		j.enc.reset(j.up, nil, false, cfg.WriteTimeout, &s.pumpStop)
+		if err := j.enc.write(b); err != nil {
+			j.fail(false, serval.PhaseUpstreamWrite, err)
+			return
+		}
+	}
+	j.head, j.end = d.End, d.End
+	if d.TCP != nil && j.upTCP != nil && s.f.hooks.RequestBody == nil {
+		s.spliceBody(j)
+	} else {
+		s.copyBody(j)
+	}
+	j.done = j.err == nil
+}
+
+// spliceBody moves j.remaining bytes from the client socket to the
+// upstream socket. (*net.TCPConn).ReadFrom over an *io.LimitedReader of a
+// *net.TCPConn is Go's splice path: the bytes never enter user space.
+func (s *Session) spliceBody(j *pumpJob) {
+	cfg := &s.f.cfg
+	for j.remaining > 0 {
+		if !s.pumpDeadlines(j.d.TCP, j.upTCP, cfg.BodyReadTimeout, cfg.WriteTimeout) {
+			j.fail(false, serval.PhaseClientBody, errPumpStopped)
+			return
+		}
+		j.lim = io.LimitedReader{R: j.d.TCP, N: min(j.remaining, spliceSegmentBytes)}
+		n, err := j.upTCP.ReadFrom(&j.lim)
+		j.remaining -= n
+		j.bytesIn += n
+		if err != nil {
+			// Splice does not say which side failed; the upstream's is
+			// the one the response read will tell more about.
+			j.fail(false, serval.PhaseUpstreamWrite, err)
+			return
+		}
+		if n == 0 || j.lim.N > 0 {
+			j.fail(true, serval.PhaseClientBody, io.ErrUnexpectedEOF) // the client closed early
+			return
+		}
+	}
+}
+
+// copyBody moves j.remaining bytes through the pump buffer (TLS, or a
+// request body hook that must see the bytes).
+func (s *Session) copyBody(j *pumpJob) {
+	cfg := &s.f.cfg
+	j.enc.reset(j.up, nil, false, cfg.WriteTimeout, &s.pumpStop)
+	for j.remaining > 0 {
+		if err := j.d.Conn.SetReadDeadline(time.Now().Add(cfg.BodyReadTimeout)); err != nil || s.pumpStop.Load() {
+			j.fail(true, serval.PhaseClientBody, errPumpStopped)
+			return
+		}
+		n, err := j.d.Conn.Read(s.pbuf[:min(int64(len(s.pbuf)), j.remaining)])
+		j.remaining -= int64(n)
+		j.bytesIn += int64(n)
+		if n == 0 {
+			if err == nil || err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			j.fail(true, serval.PhaseClientBody, err)
+			return
+		}
+		if s.f.hooks.RequestBody != nil {
+			if err := s.callHook(hookRequest, s.pbuf[:n]); err != nil {
+				j.fail(true, serval.PhaseClientBody, err)
+				return
+			}
+		}
+		if err := j.enc.write(s.pbuf[:n]); err != nil {
+			j.fail(false, serval.PhaseUpstreamWrite, err)
+			return
+		}
+	}
+}
+
+// pumpChunked decodes the client's chunked body in d.Buf (above the
+// request head, which stays intact for the Request's views) and sends it
+// re-encoded. Bytes read past the body stay in d.Buf for the server.
+func (s *Session) pumpChunked(j *pumpJob) {
+	d, cfg := j.d, &s.f.cfg
+	j.src = chunkSource{conn: d.Conn, buf: d.Buf[:cap(d.Buf)], floor: s.floor, lo: d.Head, hi: d.End,
+		timeout: cfg.BodyReadTimeout, stop: &s.pumpStop}
+	j.enc.reset(j.up, s.pbuf, true, cfg.WriteTimeout, &s.pumpStop)
+	j.dec.Reset(cfg.TrailerBytesMax)
+	hook := hookNone
+	if s.f.hooks.RequestBody != nil {
+		hook = hookRequest
+	}
+	fail, err := s.pipeChunked(&j.src, &j.dec, &j.enc, hook, cfg.RequestBodyBytesMax)
+	j.bytesIn = j.src.read
+	j.head, j.end = j.src.lo, j.src.hi
+	switch fail {
+	case failNone:
+		j.done = true
+	case failSink:
+		j.fail(false, serval.PhaseUpstreamWrite, err)
+	default:
+		j.fail(true, serval.PhaseClientBody, err)
+	}
+}
+
+// pumpDeadlines renews the read deadline of the client and the write
+// deadline of the upstream; false when the session asked the pump to stop
+// (checked after setting, see stopPump).
+func (s *Session) pumpDeadlines(client, up *net.TCPConn, read, write time.Duration) bool {
+	now := time.Now()
+	if client.SetReadDeadline(now.Add(read)) != nil || up.SetWriteDeadline(now.Add(write)) != nil {
+		return false
+	}
+	return !s.pumpStop.Load()
+}
+
+// stopPump makes a running pump give up and waits for it. The stop flag
+// is set before the past deadlines: a pump that renews a deadline after
+// ours then sees the flag, one that renewed it before has it overwritten.
+// It returns the pump's error (nil when it had finished the body).
+func (s *Session) stopPump() error {
+	if !s.pumping {
+		return s.pj.err
+	}
+	s.pumpStop.Store(true)
+	s.d.Conn.SetReadDeadline(pastDeadline)
+	if s.pj.up != nil {
+		s.pj.up.SetWriteDeadline(pastDeadline)
+	}
+	<-s.pumpDone
+	s.collectPump()
+	if s.pj.done {
+		// The deadlines we broke must not fail the next request.
+		s.d.Conn.SetReadDeadline(time.Time{})
+		s.pj.up.SetWriteDeadline(time.Time{})
+	}
+	return s.pj.err
+}
+
+// waitPump waits up to grace for the pump to finish the body, then stops
+// it. It reports whether the body was wholly sent.
+func (s *Session) waitPump(grace time.Duration) bool {
+	if !s.pumping {
+		return s.pj.done || s.body < bodyLength
+	}
+	select {
+	case <-s.pumpDone:
+		s.collectPump()
+		return s.pj.done
+	default:
+	}
+	s.timer.Reset(grace)
+	select {
+	case <-s.pumpDone:
+		s.timer.Stop()
+		s.collectPump()
+		return s.pj.done
+	case <-s.timer.C:
+	}
+	s.stopPump()
+	return s.pj.done
+}
+
+// collectPump takes the pump's results back after a completion signal.
+func (s *Session) collectPump() {
+	s.pumping = false
+	j := &s.pj
+	s.x.BytesIn += j.bytesIn
+	if j.done {
+		s.d.Head, s.d.End = j.head, j.end
+	}
+}

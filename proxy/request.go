@@ -1,0 +1,132 @@
+package proxy
+
+import (
+	"time"
+
+	"github.com/servalproxy/serval"
+	"github.com/servalproxy/serval/client"
+	"github.com/servalproxy/serval/http1"
+)
+
+var continueLine = []byte("HTTP/1.1 100 Continue\r\n\r\n")
+
+// planBody decides how the request body goes upstream. A body wholly in
+// d.Buf is written with the head and can be replayed on a retry; it sees
+// OnRequestBody once, here. Any other body is streamed by the pump.
+func (s *Session) planBody() error {
+	d, req := s.d, s.req
+	switch {
+	case req.Chunked:
+		s.body = bodyChunked
+		return s.planChunked()
+	case req.ContentLength > 0:
+		if int64(d.End-d.Head) < req.ContentLength {
+			s.body = bodyLength
+			return nil
+		}
+		s.body = bodyBuffered
+		s.bodyEnd = d.Head + int(req.ContentLength)
+		s.bodyOut = d.Buf[d.Head:s.bodyEnd]
+		if s.f.hooks.RequestBody != nil {
+			return s.callHook(hookRequest, s.bodyOut)
+		}
+	}
+	return nil
+}
+
+// planChunked checks whether the whole chunked body is in d.Buf; if so it
+// re-encodes it into s.cbuf (with OnRequestBody seeing the chunks) and
+// makes it a buffered body. A first pass only validates, so the hook never
+// sees a chunk twice when the body turns out to need the pump.
+func (s *Session) planChunked() error {
+	d, cfg := s.d, &s.f.cfg
+	in := d.Buf[d.Head:d.End]
+	dec := &s.pj.dec
+	dec.Reset(cfg.TrailerBytesMax)
+	var size int64
+	off := 0
+	for {
+		n, kind, data, err := dec.Next(in[off:])
+		off += n
+		if err != nil {
+			return err
+		}
+		if kind == http1.SegNone && n == 0 {
+			return nil // more to come: the pump streams it
+		}
+		if size += int64(len(data)); size > cfg.RequestBodyBytesMax {
+			return errBodyTooLarge
+		}
+		if kind == http1.SegEnd {
+			break
+		}
+	}
+	if s.cbuf == nil {
+		s.cbuf = make([]byte, 0, cfg.BufferBytes)
+	}
+	if size+int64(off) > int64(cap(s.cbuf)) { // re-encoded size is at most size + framing <= off + size
+		return nil
+	}
+	hook := hookNone
+	if s.f.hooks.RequestBody != nil {
+		hook = hookRequest
+	}
+	src := chunkSource{buf: in[:off], hi: off}
+	var enc encoder
+	enc.reset(nil, s.cbuf, true, 0, nil)
+	dec.Reset(cfg.TrailerBytesMax)
+	if _, err := s.pipeChunked(&src, dec, &enc, hook, -1); err != nil {
+		return err
+	}
+	s.body, s.bodyOut, s.bodyEnd = bodyBuffered, enc.buf, d.Head+off
+	return nil
+}
+
+// sendRequest writes the head and a buffered body, or hands a streamed
+// body to the pump (after a 100 Continue the client waits for).
+func (s *Session) sendRequest() (serval.Phase, error) {
+	b := s.hbuf
+	body := s.bodyOut
+	if s.body == bodyBuffered && len(b)+len(body) <= cap(b) {
+		b, body = append(b, body...), nil // one write, one packet
+	}
+	deadline := time.Now().Add(s.f.cfg.WriteTimeout)
+	if _, err := client.WriteHead(s.c.Conn, b, deadline); err != nil {
+		s.bodySent = s.bodySent || len(b) > len(s.hbuf)
+		return serval.PhaseUpstreamWrite, err
+	}
+	if s.body == bodyBuffered {
+		s.bodySent = true
+		if len(body) > 0 {
+			if _, err := client.WriteHead(s.c.Conn, body, deadline); err != nil {
+				return serval.PhaseUpstreamWrite, err
+			}
+		}
+	}
+	if s.body == bodyLength || s.body == bodyChunked {
+		if s.req.ExpectContinue && s.req.Version == serval.Version11 && !s.cont {
+			s.cont = true
+			if !s.writeClient(continueLine) {
+				return serval.PhaseClientWrite, errClientWrite
+			}
+		}
+		s.bodySent = true
+		s.startPump(s.body == bodyChunked)
+	}
+	return serval.PhaseNone, nil
+}
+
+// finishBody settles the request body before an error answer: it decides
+// whether the client connection can carry another request (s.keep).
+func (s *Session) finishBody() {
+	switch s.body {
+	case bodyNone:
+		s.keep = !s.req.Close
+	case bodyBuffered:
+		s.d.Head = s.bodyEnd
+		s.keep = !s.req.Close
+	default:
+		s.stopPump()
+		s.keep = s.pj.done && !s.req.Close
+	}
+}

@@ -1,0 +1,286 @@
+package proxy
+
+import (
+	"io"
+	"time"
+
+	"github.com/servalproxy/serval"
+	"github.com/servalproxy/serval/client"
+	"github.com/servalproxy/serval/http1"
+)
+
+// respond forwards the final response whose head is in s.rbuf. A nil
+// error means the exchange is settled (upstream released, s.keep set); an
+// error after the head went out is an abort.
+func (s *Session) respond(h client.Head) (serval.Phase, error) {
+	resp, req := &s.resp, s.req
+	if hk := s.f.hooks.Response; hk != nil {
+		if s.hookBuf == nil {
+			s.hookBuf = make([]byte, s.f.cfg.BufferBytes)
+		}
+		act := hk.OnResponse(s.x, resp, s.hookBuf)
+		if act.Kind != serval.ActionContinue {
+			return s.replaceResponse(&act, h)
+		}
+	}
+	// HTTP/1.0 clients cannot read chunked framing: they get the bytes
+	// raw, delimited by the close.
+	chunkOut := false
+	s.keep = !req.Close
+	if h.Body == http1.BodyChunked || h.Body == http1.BodyClose {
+		chunkOut = req.Version == serval.Version11
+		s.keep = s.keep && chunkOut
+	}
+	b := http1.AppendStatusLine(s.wbuf[:0], resp.Status, resp.Reason)
+	b = s.appendResponseFields(b, resp, h.Body == http1.BodyNone)
+	switch {
+	case h.Body == http1.BodyLength:
+		b = appendContentLength(b, resp.ContentLength)
+	case chunkOut:
+		b = http1.AppendField(b, nameTEncoding, valueChunked)
+	}
+	if !s.keep {
+		b = http1.AppendField(b, nameConn, valueClose)
+	} else if req.Version == serval.Version10 {
+		b = http1.AppendField(b, nameConn, valueKeep)
+	}
+	b = append(b, "\r\n"...)
+	switch h.Body {
+	case http1.BodyNone:
+		s.wbuf = b[:0]
+		s.headSent, s.x.Status = true, resp.Status
+		if !s.writeClient(b) {
+			return serval.PhaseClientWrite, errClientWrite
+		}
+		return s.settle(h.End == h.HeadBytes)
+	case http1.BodyLength:
+		return s.forwardLength(b, h)
+	}
+	return s.forwardChunked(b, h, chunkOut)
+}
+
+// appendResponseFields appends the fields of resp a client may see:
+// hop-by-hop and Connection-listed ones removed, and Content-Length only
+// when keepLength (a bodiless response keeps it as received: it describes
+// the representation, RFC 9110 §8.6).
+func (s *Session) appendResponseFields(b []byte, resp *serval.Response, keepLength bool) []byte {
+	for _, f := range resp.Fields {
+		switch {
+		case hopByHop(f.Name) && !serval.EqualFold(f.Name, "trailer"):
+			continue
+		case serval.EqualFold(f.Name, "trailer") && s.req.Version == serval.Version10:
+			continue // trailers are dropped for an HTTP/1.0 client
+		case serval.EqualFold(f.Name, "content-length") && !keepLength:
+			continue
+		case connectionListed(resp.Fields, f.Name):
+			continue
+		}
+		b = http1.AppendField(b, f.Name, f.Value)
+	}
+	return b
+}
+
+// forwardLength sends a Content-Length body: the bytes read with the
+// head, then the rest by splice or bounded copy.
+func (s *Session) forwardLength(head []byte, h client.Head) (serval.Phase, error) {
+	n := s.resp.ContentLength
+	got := s.rbuf[h.HeadBytes:h.End]
+	extra := int64(len(got)) > n
+	if extra {
+		got = got[:n]
+	}
+	if len(got) > 0 && s.f.hooks.ResponseBody != nil {
+		if err := s.callHook(hookResponse, got); err != nil {
+			return serval.PhaseUpstreamBody, err // nothing sent yet: answered 502
+		}
+	}
+	if len(head)+len(got) <= cap(s.wbuf) {
+		head = append(head, got...)
+		got = nil
+	}
+	s.wbuf = head[:0]
+	s.headSent, s.x.Status = true, s.resp.Status
+	if !s.writeClient(head) || len(got) > 0 && !s.writeClient(got) {
+		return serval.PhaseClientWrite, errClientWrite
+	}
+	rest := n - int64(h.End-h.HeadBytes)
+	if rest > 0 {
+		var err error
+		if s.d.TCP != nil && s.c.TCP != nil && s.f.hooks.ResponseBody == nil {
+			err = s.spliceResponse(rest)
+		} else {
+			err = s.copyResponse(rest)
+		}
+		if err != nil {
+			return serval.PhaseUpstreamBody, err
+		}
+	}
+	return s.settle(!extra)
+}
+
+// spliceResponse moves rest bytes from the upstream socket to the client
+// socket by splice, in segments so each stall is bounded.
+func (s *Session) spliceResponse(rest int64) error {
+	cfg := &s.f.cfg
+	for rest > 0 {
+		now := time.Now()
+		if s.c.TCP.SetReadDeadline(now.Add(cfg.ResponseTimeout)) != nil ||
+			s.d.TCP.SetWriteDeadline(now.Add(cfg.WriteTimeout)) != nil {
+			return errUpstreamBody
+		}
+		s.limResp = io.LimitedReader{R: s.c.TCP, N: min(rest, spliceSegmentBytes)}
+		n, err := s.d.TCP.ReadFrom(&s.limResp)
+		rest -= n
+		s.x.BytesOut += n
+		if err != nil {
+			return err
+		}
+		if n == 0 || s.limResp.N > 0 {
+			return errUpstreamBody // the upstream closed before the end
+		}
+	}
+	return nil
+}
+
+// copyResponse moves rest bytes through s.rbuf (TLS, or OnResponseBody).
+func (s *Session) copyResponse(rest int64) error {
+	cfg := &s.f.cfg
+	for rest > 0 {
+		if err := s.c.Conn.SetReadDeadline(time.Now().Add(cfg.ResponseTimeout)); err != nil {
+			return err
+		}
+		n, err := s.c.Conn.Read(s.rbuf[:min(int64(len(s.rbuf)), rest)])
+		rest -= int64(n)
+		if n == 0 {
+			if err == nil {
+				err = errUpstreamBody
+			}
+			return err
+		}
+		if err := s.callHook(s.respHook(), s.rbuf[:n]); err != nil {
+			return err
+		}
+		if !s.writeClient(s.rbuf[:n]) {
+			return errClientWrite
+		}
+	}
+	return nil
+}
+
+func (s *Session) respHook() bodyHook {
+	if s.f.hooks.ResponseBody != nil {
+		return hookResponse
+	}
+	return hookNone
+}
+
+// writeClient writes b to the client under a fresh write deadline.
+func (s *Session) writeClient(b []byte) bool {
+	c := s.d.Conn
+	if c.SetWriteDeadline(time.Now().Add(s.f.cfg.WriteTimeout)) != nil {
+		return false
+	}
+	n, err := c.Write(b)
+	s.x.BytesOut += int64(n)
+	return err == nil
+}
+
+// forwardChunked sends a chunked or close-delimited body, re-encoded as
+// chunked for an HTTP/1.1 client or raw for an HTTP/1.0 one. The head
+// stays in the encoder's buffer and leaves with the first bytes.
+func (s *Session) forwardChunked(head []byte, h client.Head, chunkOut bool) (serval.Phase, error) {
+	cfg := &s.f.cfg
+	enc := &s.renc
+	enc.reset(s.d.Conn, s.wbuf, chunkOut, cfg.WriteTimeout, nil)
+	enc.buf = head
+	s.headSent, s.x.Status = true, s.resp.Status
+	src := &s.rsrc
+	*src = chunkSource{conn: s.c.Conn, buf: s.rbuf, lo: h.HeadBytes, hi: h.End, timeout: cfg.ResponseTimeout}
+	var fail pipeFail
+	var err error
+	if h.Body == http1.BodyClose {
+		fail, err = s.pipeUntilClose(src, enc)
+	} else {
+		s.dec.Reset(cfg.TrailerBytesMax)
+		fail, err = s.pipeChunked(src, &s.dec, enc, s.respHook(), -1)
+	}
+	s.x.BytesOut += enc.written
+	if fail == failNone {
+		return s.settle(h.Body == http1.BodyChunked && src.lo == src.hi)
+	}
+	if enc.written == 0 {
+		s.headSent, s.x.Status = false, 0 // nothing left: the client gets a 502 instead
+	}
+	switch fail {
+	case failSink:
+		return serval.PhaseClientWrite, err
+	case failFrame:
+		return serval.PhaseUpstreamBody, errUpstreamChunk
+	}
+	return serval.PhaseUpstreamBody, err
+}
+
+// pipeUntilClose moves a close-delimited body until the upstream closes.
+// Loop bound: every pass reads at least one byte or ends.
+func (s *Session) pipeUntilClose(src *chunkSource, enc *encoder) (pipeFail, error) {
+	hook := s.respHook()
+	for {
+		if src.lo < src.hi {
+			data := src.buf[src.lo:src.hi]
+			src.lo = src.hi
+			if err := s.callHook(hook, data); err != nil {
+				return failHook, err
+			}
+			if err := enc.data(data); err != nil {
+				return failSink, err
+			}
+			continue
+		}
+		err := src.fill()
+		if err == io.ErrUnexpectedEOF { // the close that ends the body
+			if err := enc.framing(lastChunkFinal); err != nil {
+				return failSink, err
+			}
+			if err := enc.flush(); err != nil {
+				return failSink, err
+			}
+			return failNone, nil
+		}
+		if err != nil {
+			return failSource, err
+		}
+	}
+}
+
+var lastChunkFinal = []byte("0\r\n\r\n")
+
+// replaceResponse sends OnResponse's answer instead of the upstream's.
+// The upstream connection stays reusable only when nothing of its body is
+// left unread.
+func (s *Session) replaceResponse(act *serval.Action, h client.Head) (serval.Phase, error) {
+	rest := h.End - h.HeadBytes
+	clean := h.Body == http1.BodyNone && rest == 0 ||
+		h.Body == http1.BodyLength && int64(rest) == s.resp.ContentLength
+	s.keep = !s.req.Close && !act.Close
+	s.headSent = true
+	if !s.writeAction(act, !s.keep) {
+		return serval.PhaseClientWrite, errClientWrite
+	}
+	return s.settle(clean)
+}
+
+// settle ends a forwarded exchange: waits (briefly) for the request body,
+// then releases the upstream connection, reusable only when both messages
+// ended cleanly, nothing followed the response and the upstream did not
+// ask to close.
+func (s *Session) settle(clean bool) (serval.Phase, error) {
+	sent := s.waitPump(pumpGraceDefault)
+	if s.body == bodyBuffered {
+		s.d.Head = s.bodyEnd
+	}
+	if !sent {
+		s.keep = false
+	}
+	s.releaseUpstream(clean && sent && !s.resp.Close)
+	return serval.PhaseNone, nil
+}

@@ -1,0 +1,199 @@
+package proxy
+
+import (
+	"github.com/servalproxy/serval"
+	"github.com/servalproxy/serval/http1"
+)
+
+// extraFieldsMax is the room the Outbound field table keeps above
+// FieldsMax for the fields we add (Host, X-Forwarded-For/Proto/Host, Via,
+// TE, Transfer-Encoding) and a few for OnUpstreamRequest.
+const extraFieldsMax = 8
+
+// scratchExtraBytes is the scratch room above HeadBytesMax for values we
+// build: our X-Forwarded-For entry, the Via entry, separators, the query.
+const scratchExtraBytes = 1 << 10
+
+var (
+	nameHost      = []byte("Host")
+	nameXFF       = []byte("X-Forwarded-For")
+	nameXFProto   = []byte("X-Forwarded-Proto")
+	nameXFHost    = []byte("X-Forwarded-Host")
+	nameVia       = []byte("Via")
+	nameTE        = []byte("TE")
+	nameTEncoding = []byte("Transfer-Encoding")
+	nameCL        = []byte("Content-Length")
+	nameConn      = []byte("Connection")
+	nameCType     = []byte("Content-Type")
+	valueHTTP     = []byte("http")
+	valueHTTPS    = []byte("https")
+	valueTrailers = []byte("trailers")
+	valueChunked  = []byte("chunked")
+	valueClose    = []byte("close")
+	valueKeep     = []byte("keep-alive")
+	valueText     = []byte("text/plain; charset=utf-8")
+	listSep       = []byte(", ")
+)
+
+// hopByHop reports whether name is a hop-by-hop field (RFC 9110 §7.6.1)
+// or one we regenerate (Transfer-Encoding, Expect, Trailer).
+func hopByHop(name []byte) bool {
+	switch len(name) {
+	case 2:
+		return serval.EqualFold(name, "te")
+	case 6:
+		return serval.EqualFold(name, "expect")
+	case 7:
+		return serval.EqualFold(name, "upgrade") || serval.EqualFold(name, "trailer")
+	case 10:
+		return serval.EqualFold(name, "connection") || serval.EqualFold(name, "keep-alive")
+	case 16:
+		return serval.EqualFold(name, "proxy-connection")
+	case 17:
+		return serval.EqualFold(name, "transfer-encoding")
+	case 18:
+		return serval.EqualFold(name, "proxy-authenticate")
+	case 19:
+		return serval.EqualFold(name, "proxy-authorization")
+	}
+	return false
+}
+
+// connectionListed reports whether name is listed in any Connection field
+// of fields (those fields are hop-by-hop too, RFC 9110 §7.6.1).
+func connectionListed(fields []serval.Header, name []byte) bool {
+	for i := range fields {
+		if !serval.EqualFold(fields[i].Name, "connection") {
+			continue
+		}
+		it := http1.NewTokenIter(fields[i].Value)
+		for tok, ok := it.Next(); ok; tok, ok = it.Next() {
+			if equalFoldBytes(tok, name) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func equalFoldBytes(a, b []byte) bool {
+	return len(a) == len(b) && serval.EqualFold(a, string(b)) // string(b) in a call argument does not allocate
+}
+
+// rewriteRequest builds the outbound head of req into s.out, with values
+// in s.scratch. It never allocates: the field table and scratch are the
+// session's. It fails only when the values do not fit the scratch (a head
+// larger than this forwarder's HeadBytesMax).
+func (s *Session) rewriteRequest(d *Downstream, x *serval.Exchange, req *serval.Request) error {
+	cfg := &s.f.cfg
+	s.scratch, s.scratchFull = s.scratch[:0], false
+	out := &s.out
+	out.Method = req.Method
+	out.Path = s.outPath(x, req)
+	out.Fields = append(out.Fields[:0], serval.Header{Name: nameHost, Value: req.Host})
+	var xfProto, xfHost []byte
+	for _, f := range req.Fields {
+		switch {
+		case serval.EqualFold(f.Name, "te"):
+			if http1.HasToken(f.Value, "trailers") {
+				out.Fields = append(out.Fields, serval.Header{Name: nameTE, Value: valueTrailers})
+			}
+			continue
+		case hopByHop(f.Name), serval.EqualFold(f.Name, "host"), connectionListed(req.Fields, f.Name),
+			serval.EqualFold(f.Name, "x-forwarded-for"):
+			continue
+		case serval.EqualFold(f.Name, "x-forwarded-proto"):
+			xfProto = f.Value
+			continue
+		case serval.EqualFold(f.Name, "x-forwarded-host"):
+			xfHost = f.Value
+			continue
+		case serval.EqualFold(f.Name, "via") && s.f.via != nil:
+			continue
+		}
+		if len(out.Fields) < cap(out.Fields)-extraFieldsMax {
+			out.Fields = append(out.Fields, f)
+		}
+	}
+	// X-Forwarded-For: the incoming list (trusted) plus the client.
+	var xff, via []byte
+	if cfg.TrustForwarded {
+		xff = s.joinFields(req.Fields, "x-forwarded-for")
+	}
+	xff = s.appendList(xff, d.ClientAddr)
+	if !cfg.TrustForwarded || xfProto == nil {
+		xfProto = valueHTTP
+		if d.TLS {
+			xfProto = valueHTTPS
+		}
+	}
+	if !cfg.TrustForwarded || xfHost == nil {
+		xfHost = req.Host
+	}
+	if s.f.via != nil {
+		via = s.appendList(s.joinFields(req.Fields, "via"), s.f.via)
+	}
+	if s.scratchFull {
+		return errHeadTooLarge
+	}
+	out.Fields = append(out.Fields, serval.Header{Name: nameXFF, Value: xff},
+		serval.Header{Name: nameXFProto, Value: xfProto}, serval.Header{Name: nameXFHost, Value: xfHost})
+	if via != nil {
+		out.Fields = append(out.Fields, serval.Header{Name: nameVia, Value: via})
+	}
+	if req.Chunked {
+		out.Fields = append(out.Fields, serval.Header{Name: nameTEncoding, Value: valueChunked})
+	}
+	return nil
+}
+
+// joinFields joins the values of every field named name into one list in
+// the scratch (RFC 9110 §5.3), nil when there is none.
+func (s *Session) joinFields(fields []serval.Header, name string) []byte {
+	var list []byte
+	for i := range fields {
+		if serval.EqualFold(fields[i].Name, name) {
+			list = s.appendList(list, fields[i].Value)
+		}
+	}
+	return list
+}
+
+// appendList appends v to list, which is nil or the scratch's tail (lists
+// are built one at a time), and returns the longer list.
+func (s *Session) appendList(list, v []byte) []byte {
+	start := len(s.scratch) - len(list)
+	need := len(v)
+	if len(list) > 0 {
+		need += len(listSep)
+	}
+	if len(s.scratch)+need > cap(s.scratch) {
+		s.scratchFull = true
+		return list
+	}
+	if len(list) > 0 {
+		s.scratch = append(s.scratch, listSep...)
+	}
+	s.scratch = append(s.scratch, v...)
+	return s.scratch[start:len(s.scratch):len(s.scratch)]
+}
+
+// outPath is the path and query to send: RewritePath or the request path.
+func (s *Session) outPath(x *serval.Exchange, req *serval.Request) []byte {
+	p := req.Path
+	if x.RewritePath != nil {
+		p = x.RewritePath
+	}
+	if req.Query == nil {
+		return p
+	}
+	start := len(s.scratch)
+	if start+len(p)+1+len(req.Query) > cap(s.scratch) {
+		s.scratchFull = true
+		return p
+	}
+	s.scratch = append(s.scratch, p...)
+	s.scratch = append(s.scratch, '?')
+	s.scratch = append(s.scratch, req.Query...)
+	return s.scratch[start:]
+}

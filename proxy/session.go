@@ -1,0 +1,132 @@
+package proxy
+
+import (
+	"io"
+	"net"
+	"sync/atomic"
+	"time"
+
+	"github.com/servalproxy/serval"
+	"github.com/servalproxy/serval/http1"
+)
+
+// Downstream is the client side of an exchange, lent by the server for
+// one Forward call.
+type Downstream struct {
+	// Conn is the client connection.
+	Conn net.Conn
+	// TCP is the raw socket when body bytes may be spliced to and from it
+	// (plain TCP, or kernel TLS), nil otherwise.
+	TCP *net.TCPConn
+	// Buf is the connection's read buffer (its full capacity may be used).
+	// Buf[Head:End] holds bytes read past the request head: the start of
+	// the body, perhaps followed by pipelined requests. Forward updates
+	// Head and End so that on return Buf[Head:End] holds exactly the bytes
+	// read from the client past this request's body. Forward never writes
+	// below the entry value of Head, so the Request's views stay valid.
+	Buf       []byte
+	Head, End int
+	// ClientAddr is the client's address (for X-Forwarded-For).
+	ClientAddr []byte
+	// TLS is true when the client connection is TLS (X-Forwarded-Proto).
+	TLS bool
+}
+
+// Result tells the server how the exchange ended.
+type Result struct {
+	// KeepAlive is true when the client connection may carry another
+	// request: the request body was read to its end and the response was
+	// completely and correctly framed.
+	KeepAlive bool
+	// Status is the status sent to the client, 0 when nothing was sent.
+	Status int
+	// Phase and Err say what failed, if anything.
+	Phase serval.Phase
+	Err   error
+}
+
+// Session is one connection slot's forwarding state (buffers, parsed
+// response, decoders, body pump), allocated once per slot at startup. A
+// session serves one exchange at a time.
+type Session struct {
+	f *Forwarder
+
+	out     serval.Outbound
+	scratch []byte // values of the outbound head (X-Forwarded-For, Via, path)
+	hbuf    []byte // the outbound head, kept intact for a retry
+	wbuf    []byte // response heads and chunk framing to the client
+	rbuf    []byte // upstream reads: response heads, chunked bodies
+	cbuf    []byte // a buffered chunked request body, re-encoded (lazy)
+	hookBuf []byte // scratch handed to OnResponse (lazy)
+	resp    serval.Response
+	dec     http1.ChunkedDecoder
+	limResp io.LimitedReader
+	renc    encoder     // response body to the client
+	rsrc    chunkSource // response body from the upstream
+	perr    serval.ProxyError
+	timer   *time.Timer
+
+	scratchFull bool
+
+	// The exchange in progress.
+	d        *Downstream
+	x        *serval.Exchange
+	req      *serval.Request
+	up       *serval.Upstream
+	c        *serval.UpstreamConn
+	floor    int    // d.Head on entry: Forward never writes below it
+	body     reqBodyKind
+	bodyOut  []byte // a wholly buffered body as it goes upstream
+	bodyEnd  int    // d.Buf index past a wholly buffered body
+	bodySent bool   // some request body byte may have reached an upstream
+	headSent bool   // the final response head went to the client
+	cont     bool   // 100 Continue went to the client
+	keep     bool   // the client connection may carry another request
+	reusable bool   // the upstream connection may go back to the pool
+
+	// The body pump (pump.go): one goroutine per session, started lazily.
+	pj       pumpJob
+	pumpGo   chan struct{}
+	pumpDone chan struct{}
+	pumpExit chan struct{}
+	pumpStop atomic.Bool
+	pumping  bool // a job was handed to the pump and not collected
+	pbuf     []byte
+}
+
+// NewSession allocates a session. Call once per connection slot.
+func (f *Forwarder) NewSession() *Session {
+	cfg := &f.cfg
+	s := &Session{
+		f:       f,
+		scratch: make([]byte, 0, cfg.HeadBytesMax+scratchExtraBytes),
+		hbuf:    make([]byte, 0, 2*cfg.HeadBytesMax+scratchExtraBytes),
+		wbuf:    make([]byte, 0, cfg.BufferBytes),
+		rbuf:    make([]byte, cfg.BufferBytes),
+		timer:   time.NewTimer(time.Hour),
+	}
+	s.timer.Stop()
+	s.out.Fields = make([]serval.Header, 0, cfg.FieldsMax+extraFieldsMax)
+	s.resp.Init(cfg.FieldsMax)
+	return s
+}
+
+// Close releases the session (stops its body pump goroutine, if any).
+// The session must not be in a Forward call.
+func (s *Session) Close() {
+	if s.pumpGo != nil {
+		close(s.pumpGo)
+		<-s.pumpExit
+		s.pumpGo = nil
+	}
+}
+
+// reqBodyKind is how the request body goes upstream.
+type reqBodyKind uint8
+
+const (
+	bodyNone     reqBodyKind = iota
+	bodyBuffered             // wholly in d.Buf: written with the head, replayable
+	bodyLength               // Content-Length, streamed by the pump
+	bodyChunked              // chunked, streamed by the pump
+)
