@@ -63,7 +63,6 @@ func (s *Session) forward() Result {
 		h.OnUpstreamRequest(x, req, &s.out)
 	}
 	s.hbuf = client.AppendHead(s.hbuf[:0], &s.out)
-	x.Timings.Queue = time.Since(x.Start)
 	return s.attempts()
 }
 

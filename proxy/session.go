@@ -74,7 +74,7 @@ type Session struct {
 	req      *serval.Request
 	up       *serval.Upstream
 	c        *serval.UpstreamConn
-	floor    int    // d.Head on entry: Forward never writes below it
+	floor    int // d.Head on entry: Forward never writes below it
 	body     reqBodyKind
 	bodyOut  []byte // a wholly buffered body as it goes upstream
 	bodyEnd  int    // d.Buf index past a wholly buffered body

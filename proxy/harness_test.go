@@ -1,0 +1,350 @@
+package proxy
+
+import (
+	"bufio"
+	"io"
+	"net"
+	"net/http"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/servalproxy/serval"
+	"github.com/servalproxy/serval/http1"
+	"github.com/servalproxy/serval/pool"
+)
+
+// testTimeout bounds every test socket operation.
+const testTimeout = 10 * time.Second
+
+// checkLeaks registers a goroutine-leak check; call it first in a test so
+// it runs after every other cleanup.
+func checkLeaks(t testing.TB) {
+	before := runtime.NumGoroutine()
+	t.Cleanup(func() {
+		deadline := time.Now().Add(3 * time.Second)
+		for {
+			n := runtime.NumGoroutine()
+			if n <= before {
+				return
+			}
+			if time.Now().After(deadline) {
+				buf := make([]byte, 1<<20)
+				buf = buf[:runtime.Stack(buf, true)]
+				t.Errorf("goroutine leak: %d before, %d after\n%s", before, n, buf)
+				return
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	})
+}
+
+// handler is a test Handler: one upstream, optional hooks via fields.
+type handler struct {
+	ups  []serval.Upstream
+	next atomic.Int32
+}
+
+func (h *handler) SelectUpstream(x *serval.Exchange, req *serval.Request) *serval.Upstream {
+	i := int(h.next.Load()) % len(h.ups)
+	return &h.ups[i]
+}
+
+// upstreamOf turns a listener address into an upstream at index i.
+func upstreamOf(t testing.TB, addr string, i int) serval.Upstream {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, _ := strconv.Atoi(port)
+	return serval.NewUpstream(host, uint16(p), serval.UpstreamIndex(i))
+}
+
+// harness is a tiny server: it accepts client connections and runs the
+// server's keep-alive loop (read head, parse, Forward, keep the bytes past
+// the body) around Session.Forward.
+type harness struct {
+	t       testing.TB
+	ln      net.Listener
+	f       *Forwarder
+	h       serval.Handler
+	pool    *pool.Fixed
+	wg      sync.WaitGroup
+	mu      sync.Mutex
+	results []Result
+	xs      []serval.Exchange
+	conns   map[net.Conn]bool
+}
+
+func newHarness(t testing.TB, cfg Config, h serval.Handler, hooks serval.Hooks) *harness {
+	hs := &harness{t: t, h: h, conns: map[net.Conn]bool{}}
+	pc := pool.DefaultConfig(4)
+	p, err := pool.New(pc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs.pool = p
+	if cfg.Logger == nil {
+		cfg.Logger = quietLogger
+	}
+	f, err := New(cfg, h, hooks, p, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs.f = f
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs.ln = ln
+	hs.wg.Add(1)
+	go hs.accept()
+	t.Cleanup(hs.close)
+	return hs
+}
+
+func (hs *harness) addr() string { return hs.ln.Addr().String() }
+
+func (hs *harness) close() {
+	hs.ln.Close()
+	hs.mu.Lock()
+	for c := range hs.conns {
+		c.Close()
+	}
+	hs.mu.Unlock()
+	hs.wg.Wait()
+	hs.pool.Close()
+}
+
+func (hs *harness) accept() {
+	defer hs.wg.Done()
+	for {
+		c, err := hs.ln.Accept()
+		if err != nil {
+			return
+		}
+		hs.mu.Lock()
+		hs.conns[c] = true
+		hs.mu.Unlock()
+		hs.wg.Add(1)
+		go func() {
+			defer hs.wg.Done()
+			defer func() {
+				c.Close()
+				hs.mu.Lock()
+				delete(hs.conns, c)
+				hs.mu.Unlock()
+			}()
+			hs.serve(c)
+		}()
+	}
+}
+
+func (hs *harness) lastResults() []Result {
+	hs.mu.Lock()
+	defer hs.mu.Unlock()
+	return append([]Result(nil), hs.results...)
+}
+
+func (hs *harness) lastExchanges() []serval.Exchange {
+	hs.mu.Lock()
+	defer hs.mu.Unlock()
+	return append([]serval.Exchange(nil), hs.xs...)
+}
+
+// serve is the keep-alive loop of one client connection.
+func (hs *harness) serve(c net.Conn) {
+	s := hs.f.NewSession()
+	defer s.Close()
+	conn := &connState{c: c, buf: make([]byte, 64<<10)}
+	conn.tcp, _ = c.(*net.TCPConn)
+	conn.req.Init(serval.FieldsMaxDefault)
+	conn.x.PathBuf = make([]byte, 0, serval.PathBytesMax)
+	for conn.loop(hs, s) {
+	}
+}
+
+type connState struct {
+	c          net.Conn
+	tcp        *net.TCPConn
+	buf        []byte
+	head, end  int
+	req        serval.Request
+	x          serval.Exchange
+	d          Downstream
+	record     bool
+	clientAddr [16]byte
+}
+
+var badRequest = []byte("HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+
+// loop serves one request; false ends the connection.
+func (cs *connState) loop(hs *harness, s *Session) bool {
+	if cs.head == cs.end {
+		cs.head, cs.end = 0, 0
+	} else if cs.head > 0 {
+		cs.end = copy(cs.buf, cs.buf[cs.head:cs.end])
+		cs.head = 0
+	}
+	lim := http1.DefaultLimits()
+	var n int
+	for {
+		var err error
+		if cs.end > 0 {
+			n, err = http1.ParseRequest(cs.buf[:cs.end], &cs.req, &lim)
+			if err == nil {
+				break
+			}
+			if err != http1.ErrIncomplete {
+				cs.c.Write(badRequest)
+				return false
+			}
+		}
+		cs.c.SetReadDeadline(time.Now().Add(testTimeout))
+		m, err := cs.c.Read(cs.buf[cs.end:])
+		cs.end += m
+		if m == 0 && err != nil {
+			return false
+		}
+	}
+	cs.x.Reset()
+	cs.x.Start = time.Now()
+	up := hs.h.SelectUpstream(&cs.x, &cs.req)
+	cs.d = Downstream{Conn: cs.c, TCP: cs.tcp, Buf: cs.buf, Head: n, End: cs.end, ClientAddr: append(cs.clientAddr[:0], "127.0.0.1"...)}
+	res := s.Forward(&cs.d, &cs.x, &cs.req, up)
+	if cs.record {
+		hs.mu.Lock()
+		hs.results = append(hs.results, res)
+		hs.xs = append(hs.xs, cs.x)
+		hs.mu.Unlock()
+	}
+	cs.head, cs.end = cs.d.Head, cs.d.End
+	return res.KeepAlive
+}
+
+// --- client side helpers ---
+
+type testClient struct {
+	t  testing.TB
+	c  net.Conn
+	br *bufio.Reader
+}
+
+func dialHarness(t testing.TB, hs *harness) *testClient {
+	c, err := net.Dial("tcp", hs.addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetDeadline(time.Now().Add(testTimeout))
+	t.Cleanup(func() { c.Close() })
+	return &testClient{t: t, c: c, br: bufio.NewReaderSize(c, 64<<10)}
+}
+
+func (tc *testClient) send(s string) {
+	tc.t.Helper()
+	if _, err := io.WriteString(tc.c, s); err != nil {
+		tc.t.Fatal(err)
+	}
+}
+
+// read reads one response (net/http's parser: an independent reader).
+func (tc *testClient) read(method string) (*http.Response, []byte, error) {
+	resp, err := http.ReadResponse(tc.br, &http.Request{Method: method})
+	if err != nil {
+		return nil, nil, err
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	return resp, body, err
+}
+
+func (tc *testClient) mustRead(method string) (*http.Response, []byte) {
+	tc.t.Helper()
+	resp, body, err := tc.read(method)
+	if err != nil {
+		tc.t.Fatalf("reading response: %v", err)
+	}
+	return resp, body
+}
+
+// closed reports whether the server closed the connection (EOF soon).
+func (tc *testClient) closed() bool {
+	tc.c.SetReadDeadline(time.Now().Add(2 * time.Second))
+	_, err := tc.br.ReadByte()
+	return err != nil && !isTimeout(err)
+}
+
+func isTimeout(err error) bool {
+	ne, ok := err.(net.Error)
+	return ok && ne.Timeout()
+}
+
+// --- upstream helpers ---
+
+// rawOrigin runs fn for each accepted upstream connection.
+type rawOrigin struct {
+	ln    net.Listener
+	wg    sync.WaitGroup
+	conns atomic.Int32
+	mu    sync.Mutex
+	open  []net.Conn
+}
+
+func newRawOrigin(t testing.TB, fn func(c net.Conn, br *bufio.Reader)) *rawOrigin {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := &rawOrigin{ln: ln}
+	o.wg.Add(1)
+	go func() {
+		defer o.wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			o.conns.Add(1)
+			o.mu.Lock()
+			o.open = append(o.open, c)
+			o.mu.Unlock()
+			o.wg.Add(1)
+			go func() {
+				defer o.wg.Done()
+				defer c.Close()
+				c.SetDeadline(time.Now().Add(testTimeout))
+				fn(c, bufio.NewReader(c))
+			}()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		o.mu.Lock()
+		for _, c := range o.open {
+			c.Close()
+		}
+		o.mu.Unlock()
+		o.wg.Wait()
+	})
+	return o
+}
+
+func (o *rawOrigin) addr() string { return o.ln.Addr().String() }
+
+// readRequest reads one request head (and its body) with net/http.
+func readRequest(br *bufio.Reader) (*http.Request, []byte, error) {
+	req, err := http.ReadRequest(br)
+	if err != nil {
+		return nil, nil, err
+	}
+	body, err := io.ReadAll(req.Body)
+	return req, body, err
+}
+
+func hasHeaderLine(head, line string) bool {
+	return strings.Contains(strings.ToLower(head), strings.ToLower(line))
+}
