@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"runtime"
@@ -297,3 +298,5 @@ func (m *countMetrics) RequestStarted()                       { m.started.Add(1)
 func (m *countMetrics) RequestFinished(status int, d time.Duration) {
 	m.finished.Add(1)
 }
+
+func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }

@@ -57,6 +57,9 @@ func (c *slot[H]) serveRequest(headLen int) bool {
 	default:
 		c.dispatch()
 	}
+	if c.body.err != nil && c.reason == serval.CloseNormal {
+		c.fail(c.body.closeReason(), c.body.err, serval.PhaseClientBody)
+	}
 	if !c.closeAfter && !c.body.complete() && !c.body.drain(s.cfg.BodyDrainBytesMax) {
 		c.fail(c.body.closeReason(), c.body.err, serval.PhaseClientBody)
 	}

@@ -60,11 +60,17 @@ func (c *slot[H]) pump(ns serval.ChunkStreamer, frame uint8, length int64) {
 			return
 		}
 		sent += int64(n)
-		if frame == frameLength && (sent > length || done && sent != length) {
+		if frame == frameLength && sent > length {
 			c.fail(serval.CloseError, errStreamLength, serval.PhaseClientWrite)
 			return
 		}
-		if !c.writeChunk(n, done, frame) || done {
+		if !c.writeChunk(n, done, frame) {
+			return
+		}
+		if done {
+			if frame == frameLength && sent != length {
+				c.fail(serval.CloseError, errStreamLength, serval.PhaseClientWrite)
+			}
 			return
 		}
 	}

@@ -1,0 +1,305 @@
+package server
+
+import (
+	"bufio"
+	"errors"
+	"io"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/servalproxy/serval"
+)
+
+func TestRespond(t *testing.T) {
+	hdrs := []serval.Header{
+		{Name: []byte("X-A"), Value: []byte("1")},
+		{Name: []byte("Content-Length"), Value: []byte("999")}, // dropped: framing is ours
+	}
+	big := strings.Repeat("b", 20<<10) // larger than the write buffer
+	ts := start(t, &handler{onRequest: func(x *serval.Exchange, req *serval.Request, buf []byte) serval.Action {
+		switch string(req.Path) {
+		case "/headers":
+			a := serval.Respond(201, "text/x", []byte("made"))
+			a.Headers = hdrs
+			return a
+		case "/chunked":
+			a := serval.Respond(200, "", []byte("in chunks"))
+			a.Chunked = true
+			return a
+		case "/big-chunked":
+			a := serval.Respond(200, "", []byte(big))
+			a.Chunked = true
+			return a
+		case "/big":
+			return serval.Respond(200, "", []byte(big))
+		case "/buf":
+			n := copy(buf, "from the hook's buffer")
+			a := serval.Respond(200, "", buf[:n])
+			a.Headers = []serval.Header{{Name: []byte("X-B"), Value: buf[5:8]}}
+			a.Chunked = true
+			return a
+		case "/204":
+			return serval.Respond(204, "", []byte("ignored"))
+		case "/bad-status":
+			return serval.Respond(42, "", nil)
+		}
+		return serval.Respond(200, "", nil)
+	}}, testConfig(), nil)
+	c := dial(t, ts.addr)
+	br := bufio.NewReader(c)
+	do := func(method, path string) response {
+		send(t, c, method+" "+path+" HTTP/1.1\r\nHost: a\r\n\r\n")
+		return readResp(t, br, method)
+	}
+	r := do("GET", "/headers")
+	if r.StatusCode != 201 || r.body != "made" || r.Header.Get("X-A") != "1" || r.ContentLength != 4 ||
+		r.Header.Get("Content-Type") != "text/x" || r.Header.Get("Date") == "" {
+		t.Fatalf("headers: %d %q %v", r.StatusCode, r.body, r.Header)
+	}
+	if r = do("GET", "/chunked"); r.body != "in chunks" || len(r.TransferEncoding) != 1 {
+		t.Fatalf("chunked: %q %v", r.body, r.TransferEncoding)
+	}
+	if r = do("GET", "/big-chunked"); r.body != big {
+		t.Fatalf("big chunked: %d bytes", len(r.body))
+	}
+	if r = do("GET", "/big"); r.body != big {
+		t.Fatalf("big: %d bytes", len(r.body))
+	}
+	if r = do("GET", "/buf"); r.body != "from the hook's buffer" || r.Header.Get("X-B") != "the" {
+		t.Fatalf("buf: %q %v", r.body, r.Header)
+	}
+	if r = do("GET", "/204"); r.StatusCode != 204 || r.body != "" {
+		t.Fatalf("204: %d %q", r.StatusCode, r.body)
+	}
+	send(t, c, "HEAD /headers HTTP/1.1\r\nHost: a\r\n\r\n")
+	head, _ := readRawHead(t, br)
+	if !strings.Contains(head, "Content-Length: 4\r\n") {
+		t.Fatalf("HEAD: %q", head)
+	}
+	// The HEAD response had no body: the next response is parsed whole.
+	if r = do("GET", "/bad-status"); r.StatusCode != 500 || !r.Close {
+		t.Fatalf("bad status: %d", r.StatusCode)
+	}
+}
+
+func TestReject(t *testing.T) {
+	ts := start(t, &handler{onRequest: func(*serval.Exchange, *serval.Request, []byte) serval.Action {
+		return serval.Reject(403, "go away")
+	}}, testConfig(), nil)
+	c := dial(t, ts.addr)
+	br := bufio.NewReader(c)
+	send(t, c, get("/"))
+	if r := readResp(t, br, "GET"); r.StatusCode != 403 || r.body != "go away" || r.Close {
+		t.Fatalf("got %d %q close=%v", r.StatusCode, r.body, r.Close)
+	}
+	// With an unread body the connection closes.
+	send(t, c, "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc")
+	if r := readResp(t, br, "POST"); r.StatusCode != 403 || !r.Close {
+		t.Fatalf("got %d close=%v", r.StatusCode, r.Close)
+	}
+	expectClosed(t, br)
+}
+
+// TestStreamSSE: each chunk reaches the client before the handler
+// produces the next one.
+func TestStreamSSE(t *testing.T) {
+	step := make(chan struct{})
+	events := []string{"data: one\n\n", "data: two\n\n", "data: three\n\n"}
+	i := 0
+	h := &handler{
+		onRequest: func(*serval.Exchange, *serval.Request, []byte) serval.Action {
+			i = 0
+			a := serval.Stream(200, "text/event-stream")
+			a.Headers = []serval.Header{{Name: []byte("Cache-Control"), Value: []byte("no-cache")}}
+			return a
+		},
+		next: func(x *serval.Exchange, buf []byte) (int, bool, error) {
+			if i > 0 {
+				select {
+				case <-step:
+				case <-time.After(testTimeout):
+					return 0, false, errors.New("test: not stepped")
+				}
+			}
+			n := copy(buf, events[i])
+			i++
+			return n, i == len(events), nil
+		},
+	}
+	ts := start(t, h, testConfig(), nil)
+	c := dial(t, ts.addr)
+	send(t, c, get("/events"))
+	br := bufio.NewReader(c)
+	head := ""
+	for {
+		line, err := br.ReadString('\n')
+		if err != nil {
+			t.Fatal(err)
+		}
+		head += line
+		if line == "\r\n" {
+			break
+		}
+	}
+	if !strings.Contains(head, "Transfer-Encoding: chunked\r\n") || !strings.Contains(head, "text/event-stream") {
+		t.Fatalf("head %q", head)
+	}
+	for k, ev := range events {
+		want := strings.ToLower(strings.TrimLeft(strings.ToUpper(hex(len(ev))), "0")) + "\r\n" + ev + "\r\n"
+		if k == len(events)-1 {
+			want += "0\r\n\r\n"
+		}
+		got := make([]byte, len(want))
+		if _, err := io.ReadFull(br, got); err != nil || string(got) != want {
+			t.Fatalf("chunk %d: %q %v, want %q", k, got, err, want)
+		}
+		if k < len(events)-1 {
+			step <- struct{}{}
+		}
+	}
+	// Keep-alive after a stream.
+	send(t, c, "HEAD /events HTTP/1.1\r\nHost: a\r\n\r\n")
+	if h, _ := readRawHead(t, br); !strings.HasPrefix(h, "HTTP/1.1 200") || strings.Contains(h, "Content-Length") {
+		t.Fatalf("HEAD after stream: %q", h)
+	}
+}
+
+func hex(n int) string {
+	const d = "0123456789abcdef"
+	s := ""
+	for ; n > 0; n >>= 4 {
+		s = string(d[n&15]) + s
+	}
+	return s
+}
+
+func TestStreamContentLength(t *testing.T) {
+	n := 0
+	h := &handler{
+		onRequest: func(x *serval.Exchange, req *serval.Request, _ []byte) serval.Action {
+			n = 0
+			a := serval.Stream(200, "application/octet-stream")
+			a.ContentLength = 10
+			if string(req.Path) == "/short" {
+				a.ContentLength = 11
+			}
+			return a
+		},
+		next: func(x *serval.Exchange, buf []byte) (int, bool, error) {
+			n++
+			return copy(buf, "01234"), n == 2, nil
+		},
+	}
+	ts := start(t, h, testConfig(), nil)
+	c := dial(t, ts.addr)
+	br := bufio.NewReader(c)
+	send(t, c, get("/ok"))
+	if r := readResp(t, br, "GET"); r.body != "0123401234" || r.ContentLength != 10 || len(r.TransferEncoding) != 0 {
+		t.Fatalf("got %q %d %v", r.body, r.ContentLength, r.TransferEncoding)
+	}
+	// The handler produces fewer bytes than promised: the connection closes.
+	send(t, c, get("/short"))
+	head, _ := readRawHead(t, br)
+	if !strings.Contains(head, "Content-Length: 11") {
+		t.Fatalf("head %q", head)
+	}
+	rest, _ := io.ReadAll(br)
+	if string(rest) != "0123401234" {
+		t.Fatalf("rest %q", rest)
+	}
+}
+
+func readRawHead(t testing.TB, br *bufio.Reader) (string, error) {
+	t.Helper()
+	head := ""
+	for {
+		line, err := br.ReadString('\n')
+		if err != nil {
+			return head, err
+		}
+		head += line
+		if line == "\r\n" {
+			return head, nil
+		}
+	}
+}
+
+// minimal implements only SelectUpstream and OnRequest.
+type minimal struct{ a serval.Action }
+
+func (m *minimal) SelectUpstream(*serval.Exchange, *serval.Request) *serval.Upstream { return nil }
+func (m *minimal) OnRequest(*serval.Exchange, *serval.Request, []byte) serval.Action {
+	return m.a
+}
+
+func TestStreamWithoutNextChunk(t *testing.T) {
+	ts := start(t, &minimal{a: serval.Stream(200, "text/plain")}, testConfig(), nil)
+	if r := roundTrip(t, ts.addr, get("/"), "GET"); r.StatusCode != 500 || !r.Close {
+		t.Fatalf("got %d", r.StatusCode)
+	}
+}
+
+func TestNoUpstream503(t *testing.T) {
+	ts := start(t, &minimal{a: serval.Continue()}, testConfig(), nil)
+	c := dial(t, ts.addr)
+	br := bufio.NewReader(c)
+	for range 2 {
+		send(t, c, get("/"))
+		if r := readResp(t, br, "GET"); r.StatusCode != 503 || r.Close {
+			t.Fatalf("got %d close=%v", r.StatusCode, r.Close)
+		}
+	}
+}
+
+func TestReadBodyThenContinue500(t *testing.T) {
+	ts := start(t, &handler{onRequest: func(x *serval.Exchange, _ *serval.Request, _ []byte) serval.Action {
+		io.ReadAll(x.Body)
+		return serval.Continue()
+	}}, testConfig(), nil)
+	c := dial(t, ts.addr)
+	send(t, c, "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc")
+	br := bufio.NewReader(c)
+	if r := readResp(t, br, "POST"); r.StatusCode != 500 || !r.Close {
+		t.Fatalf("got %d close=%v", r.StatusCode, r.Close)
+	}
+	expectClosed(t, br)
+}
+
+// TestForwardFailure: Continue to an upstream nobody listens on is
+// answered 5xx by the proxy (or by the server when the proxy sent
+// nothing).
+func TestForwardFailure(t *testing.T) {
+	up := serval.NewUpstream("127.0.0.1", 1, 0)
+	h := &handler{upstream: &up, onRequest: func(*serval.Exchange, *serval.Request, []byte) serval.Action {
+		return serval.Continue()
+	}}
+	cfg := testConfig()
+	cfg.Logger = discardLogger()
+	ts := start(t, h, cfg, nil)
+	if r := roundTrip(t, ts.addr, get("/"), "GET"); r.StatusCode < 500 {
+		t.Fatalf("got %d", r.StatusCode)
+	}
+}
+
+func TestHandlerPanic(t *testing.T) {
+	h := &handler{onRequest: func(_ *serval.Exchange, req *serval.Request, _ []byte) serval.Action {
+		if string(req.Path) == "/panic" {
+			panic("test: boom")
+		}
+		return serval.Respond(200, "", []byte("fine"))
+	}}
+	cfg := testConfig()
+	cfg.Logger = discardLogger()
+	ts := start(t, h, cfg, nil)
+	c := dial(t, ts.addr)
+	send(t, c, get("/panic"))
+	br := bufio.NewReader(c)
+	if r := readResp(t, br, "GET"); r.StatusCode != 500 || !r.Close {
+		t.Fatalf("got %d close=%v", r.StatusCode, r.Close)
+	}
+	expectClosed(t, br)
+	if r := roundTrip(t, ts.addr, get("/"), "GET"); r.body != "fine" {
+		t.Fatalf("after panic: %q", r.body)
+	}
+}
