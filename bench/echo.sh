@@ -9,6 +9,8 @@
 #
 # Settings (environment): DURATION (8s) WARMUP (2s) CONNS (50) THREADS (1)
 #   ROUNDS (3) URLPATH (/) SERVER_CPU (1) CLIENT_CPU (0) WORK (mktemp dir)
+#   QUIET_MAX (15) QUIET_WAIT (30): before each run, wait up to QUIET_WAIT s
+#   for the machine to be at most QUIET_MAX % busy (bg= in the log)
 #
 # Target: Serval >= 2x net/http req/s.
 set -euo pipefail
@@ -55,11 +57,12 @@ declare -A RPS P50 P99 USR ERR
 for ((r = 1; r <= ROUNDS; r++)); do
   order=$TARGETS; ((r % 2 == 0)) && order="nethttp serval"
   for t in $order; do
+    bg=$(wait_quiet)
     read -r rps p50 p99 n errs cpu < <(measure "$t" "${PID_OF[$t]}" "$CLIENT_CPU" \
       "http://127.0.0.1:${PORT[$t]}$URLPATH" "$WORK/wrk-$t-r$r.txt")
     usr=$(awk -v c="$cpu" -v n="$n" 'BEGIN{printf "%.2f", (n>0)? c/n*1e6 : 0}')
     RPS[$t]+=" $rps"; P50[$t]+=" $p50"; P99[$t]+=" $p99"; USR[$t]+=" $usr"; ERR[$t]=$(( ${ERR[$t]:-0} + errs ))
-    log "r$r $t: $rps req/s p50=${p50}us p99=${p99}us cpu=${cpu}s (${usr} us/req) err=$errs"
+    log "r$r $t: $rps req/s p50=${p50}us p99=${p99}us cpu=${cpu}s (${usr} us/req) err=$errs bg=${bg}%"
   done
 done
 

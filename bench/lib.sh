@@ -109,3 +109,24 @@ measure() {
 # median of numbers
 median() { tr ' ' '\n' <<<"$*" | grep . | sort -g | awk '{a[NR]=$1} END{if(NR==0){print 0}else if(NR%2){print a[(NR+1)/2]}else{print (a[NR/2]+a[NR/2+1])/2}}'; }
 fmt_us() { awk -v v="$1" 'BEGIN{ if (v>=1000) printf "%.2fms", v/1000; else printf "%.0fus", v }'; }
+
+# machine_busy: % busy of all CPUs over a 1 s sample.
+machine_busy() {
+  local a b
+  a=$(awk '/^cpu /{print $2+$3+$4+$7+$8+$9, $2+$3+$4+$5+$6+$7+$8+$9}' /proc/stat); sleep 1
+  b=$(awk '/^cpu /{print $2+$3+$4+$7+$8+$9, $2+$3+$4+$5+$6+$7+$8+$9}' /proc/stat)
+  awk -v a="$a" -v b="$b" 'BEGIN{split(a,x," "); split(b,y," "); printf "%.0f", (y[2]>x[2]) ? 100*(y[1]-x[1])/(y[2]-x[2]) : 0}'
+}
+# wait_quiet: our servers are idle between runs, so busy CPU now is someone
+# else's. Waits up to QUIET_WAIT s (default 30) for at most QUIET_MAX %
+# (default 15) and prints the last sample (recorded as bg% beside results:
+# a row measured on a busy machine is suspect).
+wait_quiet() {
+  local t0=$SECONDS bz
+  while :; do
+    bz=$(machine_busy)
+    if ((bz <= ${QUIET_MAX:-15})); then echo "$bz"; return; fi
+    if ((SECONDS - t0 >= ${QUIET_WAIT:-30})); then log "machine still ${bz}% busy after ${QUIET_WAIT:-30}s; running anyway"; echo "$bz"; return; fi
+    sleep 2
+  done
+}

@@ -24,13 +24,16 @@
 # direct (same mode and size), proxy CPU us/req (utime+stime of the proxy
 # process and its child workers, from /proc, over requests served), upconn
 # (connections the origins accepted during the run: about 0 for a warm
-# pool), err (socket errors + non-2xx).
+# pool), err (socket errors + non-2xx), bg% (the highest share of the
+# machine busy with other programs just before a run; a high value makes
+# the row suspect: each run first waits up to QUIET_WAIT s for QUIET_MAX %).
 #
 # Settings (environment): DURATION (8s) WARMUP (2s) CONNS (50) THREADS (1)
 #   ROUNDS (3) SIZES ("small big") MODES ("pinned shared")
 #   TARGETS ("direct serval nginx haproxy goproxy") SMALL_BYTES (128)
 #   BIG_BYTES (65536) CLIENT_CPU (0) PROXY_CPU (1) SERVAL_ARGS (extra lb
-#   flags) WORK (mktemp dir) RESULTS (copy summary and CSV there)
+#   flags) QUIET_MAX (15) QUIET_WAIT (30) WORK (mktemp dir) RESULTS (copy
+#   summary and CSV there)
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -60,7 +63,7 @@ ensure_go
 mkdir -p "$WORK/bin"
 chmod 755 "$WORK"   # nginx workers may run as nobody
 CSV=$WORK/raw.csv
-echo "mode,size,round,target,rps,p50_us,p99_us,requests,errors,proxy_cpu_s,upstream_conns" >"$CSV"
+echo "mode,size,round,target,rps,p50_us,p99_us,requests,errors,proxy_cpu_s,upstream_conns,bg_busy" >"$CSV"
 log "work dir: $WORK"
 (cd "$REPO" && go build -o "$WORK/bin/" ./bench/origin ./bench/goproxy)
 if [[ " $TARGETS " == *" serval "* ]]; then
@@ -194,13 +197,14 @@ for mode in $MODES; do
       for ((i = 0; i < n; i++)); do
         t=${live[(i + r - 1) % n]} # rotate the order every round
         pid=${PID_OF[$t]:-}
+        bg=$(wait_quiet)
         u0=$(be_conns)
         read -r rps p50 p99 nreq errs cpu < <(measure "$t" "$pid" "$ccpu" "http://127.0.0.1:${PORT[$t]}/$size" \
           "$WORK/wrk-$mode-$size-$t-r$r.txt")
         u1=$(be_conns)
         nc=$((u1 - u0 - 2)) # each /_conns query is one new connection per origin
-        echo "$mode,$size,$r,$t,$rps,$p50,$p99,$nreq,$errs,$cpu,$nc" >>"$CSV"
-        log "$mode r$r $size $t: $rps req/s p50=${p50}us p99=${p99}us err=$errs proxyCPU=${cpu}s upconn=$nc"
+        echo "$mode,$size,$r,$t,$rps,$p50,$p99,$nreq,$errs,$cpu,$nc,$bg" >>"$CSV"
+        log "$mode r$r $size $t: $rps req/s p50=${p50}us p99=${p99}us err=$errs proxyCPU=${cpu}s upconn=$nc bg=${bg}%"
       done
     done
   done
@@ -220,19 +224,19 @@ NR==1 {next}
 { k=$1 SUBSEP $2 SUBSEP $4
   if (!(k in seen)) { seen[k]=1; order[++no]=k }
   rps[k]=rps[k] " " $5; p50[k]=p50[k] " " $6; p99[k]=p99[k] " " $7; err[k]+=$9
-  upr[k]=upr[k] " " ($8>0 ? $10/$8*1e6 : 0); nc[k]=nc[k] " " $11 }
+  upr[k]=upr[k] " " ($8>0 ? $10/$8*1e6 : 0); nc[k]=nc[k] " " $11; bg[k]=bg[k] " " $12 }
 END {
   printf "%s\n", head
   for (i=1;i<=no;i++) { split(order[i],f,SUBSEP); grp=f[1] SUBSEP f[2]
     if (grp in done) continue
     done[grp]=1
     printf "\n## mode=%s size=%s\n", f[1], f[2]
-    printf "%-9s %10s %17s %9s %9s %6s %13s %7s %5s\n", "target","req/s","min-max","p50","p99","ratio","proxy us/req","upconn","err"
+    printf "%-9s %10s %17s %9s %9s %6s %13s %7s %5s %4s\n", "target","req/s","min-max","p50","p99","ratio","proxy us/req","upconn","err","bg%"
     dk=grp SUBSEP "direct"; d=(dk in seen) ? med(rps[dk]) : 0
     for (j=1;j<=no;j++) { kk=order[j]; split(kk,g,SUBSEP); if (g[1]!=f[1] || g[2]!=f[2]) continue
       r=med(rps[kk]); ratio=(d>0)? sprintf("%.2f", r/d) : "NA"
       pu=(g[3]=="direct")?"-":sprintf("%.1f", med(upr[kk]))
-      printf "%-9s %10.0f %8.0f-%-8.0f %9s %9s %6s %13s %7s %5d\n", g[3], r, mn(rps[kk]), mx(rps[kk]), fmtus(med(p50[kk])), fmtus(med(p99[kk])), ratio, pu, med(nc[kk]), err[kk] }
+      printf "%-9s %10.0f %8.0f-%-8.0f %9s %9s %6s %13s %7s %5d %4s\n", g[3], r, mn(rps[kk]), mx(rps[kk]), fmtus(med(p50[kk])), fmtus(med(p99[kk])), ratio, pu, med(nc[kk]), err[kk], mx(bg[kk]) }
   }
 }' "$CSV"
 }
