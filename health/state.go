@@ -33,7 +33,12 @@ const (
 	ThresholdMax = 1000
 )
 
-// Errors returned by NewWithThresholds.
+// UpstreamsMax is the most upstreams one State tracks: serval.UpstreamsMax,
+// one bitmap bit each. A pool with more upstreams needs a larger
+// serval.UpstreamsMax (a multiple of 64, checked at compile time below).
+const UpstreamsMax = serval.UpstreamsMax
+
+// Errors returned by NewWithThresholds and NewWithOptions.
 var (
 	ErrUpstreams = errors.New("health: upstream count out of range [1, serval.UpstreamsMax]")
 	ErrThreshold = errors.New("health: threshold out of range [1, health.ThresholdMax]")
@@ -62,13 +67,31 @@ func (t Thresholds) Validate() error {
 	return nil
 }
 
-// counters are one upstream's consecutive outcomes. Padded to a cache
-// line so that recording outcomes for one upstream does not slow down
-// another's (every proxied request records one).
+// counters are one upstream's consecutive outcomes and its transition
+// counts. Padded to a cache line so that recording outcomes for one
+// upstream does not slow down another's (every proxied request records
+// one).
 type counters struct {
 	failures  atomic.Uint32
 	successes atomic.Uint32
-	_         [56]byte
+	ups       atomic.Uint64 // unhealthy -> healthy flips
+	downs     atomic.Uint64 // healthy -> unhealthy flips
+	_         [40]byte
+}
+
+// TransitionFunc learns every health flip: healthy is the new state. It
+// runs synchronously on the goroutine that caused the flip (the proxy's
+// OnUpstreamDone, a prober, or a Mark call), exactly once per flip, so it
+// must be quick and must not block: count, log, or wake a goroutine.
+type TransitionFunc func(i serval.UpstreamIndex, healthy bool)
+
+// Options configure a State beyond its size.
+type Options struct {
+	// Thresholds default to DefaultThresholds() when zero.
+	Thresholds Thresholds
+	// OnTransition, when non-nil, is called once per flip (metrics,
+	// logs). The per-upstream counters (Transitions) are kept either way.
+	OnTransition TransitionFunc
 }
 
 // State is the health of up to serval.UpstreamsMax upstreams, indexed by
@@ -76,10 +99,11 @@ type counters struct {
 // and allocation-free. Build one with New; the zero value has no
 // upstreams.
 type State struct {
-	bits       [words]atomic.Uint64
-	n          int
-	thresholds Thresholds
-	counts     [serval.UpstreamsMax]counters
+	bits         [words]atomic.Uint64
+	n            int
+	thresholds   Thresholds
+	onTransition TransitionFunc
+	counts       [serval.UpstreamsMax]counters
 }
 
 // New returns the state of n upstreams, all healthy, with the default
@@ -95,13 +119,25 @@ func New(n int) *State {
 
 // NewWithThresholds returns the state of n upstreams, all healthy.
 func NewWithThresholds(n int, t Thresholds) (*State, error) {
+	return NewWithOptions(n, Options{Thresholds: t})
+}
+
+// NewWithOptions returns the state of n upstreams, all healthy: a proxy
+// that starts must send traffic before any check has run, and a checker
+// that finds a dead upstream takes it out within Thresholds.Failures
+// outcomes.
+func NewWithOptions(n int, o Options) (*State, error) {
 	if n < 1 || n > serval.UpstreamsMax {
 		return nil, ErrUpstreams
+	}
+	t := o.Thresholds
+	if t == (Thresholds{}) {
+		t = DefaultThresholds()
 	}
 	if err := t.Validate(); err != nil {
 		return nil, err
 	}
-	s := &State{n: n, thresholds: t}
+	s := &State{n: n, thresholds: t, onTransition: o.OnTransition}
 	for i := 0; i < n; i++ {
 		s.bits[i/wordBits].Or(1 << (i % wordBits))
 	}
@@ -110,6 +146,33 @@ func NewWithThresholds(n int, t Thresholds) (*State, error) {
 
 // Len returns the number of upstreams tracked.
 func (s *State) Len() int { return s.n }
+
+// Thresholds returns the thresholds in force.
+func (s *State) Thresholds() Thresholds { return s.thresholds }
+
+// Transitions returns how many times upstream i went up (unhealthy to
+// healthy) and down (healthy to unhealthy) since the State was built:
+// monotonic counters for metrics. Out-of-range indexes return zeros.
+func (s *State) Transitions(i serval.UpstreamIndex) (up, down uint64) {
+	if int(i) >= s.n {
+		return 0, 0
+	}
+	return s.counts[i].ups.Load(), s.counts[i].downs.Load()
+}
+
+// flipped counts a flip and tells the callback. Only the caller whose
+// atomic Or/And changed the bit gets here, so each flip is counted and
+// reported exactly once.
+func (s *State) flipped(i serval.UpstreamIndex, healthy bool) {
+	if healthy {
+		s.counts[i].ups.Add(1)
+	} else {
+		s.counts[i].downs.Add(1)
+	}
+	if s.onTransition != nil {
+		s.onTransition(i, healthy)
+	}
+}
 
 // Healthy reports whether upstream i may receive traffic. An index at or
 // beyond Len is never healthy.
@@ -120,7 +183,8 @@ func (s *State) Healthy(i serval.UpstreamIndex) bool {
 	return s.bits[i/wordBits].Load()&(1<<(i%wordBits)) != 0
 }
 
-// MarkHealthy sets upstream i healthy and reports whether it changed.
+// MarkHealthy sets upstream i healthy and reports whether it changed
+// (true exactly once per flip, so the caller may log it).
 // It also clears the consecutive-outcome counters so a later flip starts
 // from a clean count.
 func (s *State) MarkHealthy(i serval.UpstreamIndex) bool {
@@ -128,7 +192,11 @@ func (s *State) MarkHealthy(i serval.UpstreamIndex) bool {
 	s.counts[i].failures.Store(0)
 	s.counts[i].successes.Store(0)
 	old := s.bits[i/wordBits].Or(1 << (i % wordBits))
-	return old&(1<<(i%wordBits)) == 0
+	if old&(1<<(i%wordBits)) != 0 {
+		return false
+	}
+	s.flipped(i, true)
+	return true
 }
 
 // MarkUnhealthy sets upstream i unhealthy and reports whether it changed.
@@ -137,7 +205,11 @@ func (s *State) MarkUnhealthy(i serval.UpstreamIndex) bool {
 	s.counts[i].failures.Store(0)
 	s.counts[i].successes.Store(0)
 	old := s.bits[i/wordBits].And(^uint64(1 << (i % wordBits)))
-	return old&(1<<(i%wordBits)) != 0
+	if old&(1<<(i%wordBits)) == 0 {
+		return false
+	}
+	s.flipped(i, false)
+	return true
 }
 
 // RecordSuccess counts a successful exchange with upstream i. An
@@ -225,4 +297,41 @@ func (b Set) Count() int {
 		n += bits.OnesCount64(w)
 	}
 	return n
+}
+
+// Nth returns the index of the k-th upstream in the set (k from 0, in
+// index order) and true, or false when the set has k or fewer members.
+// It costs one popcount per word plus a six-step binary search inside
+// the word, so random choice among healthy upstreams is O(log 64).
+func (b Set) Nth(k int) (serval.UpstreamIndex, bool) {
+	if k < 0 {
+		return 0, false
+	}
+	for w, word := range b {
+		c := bits.OnesCount64(word)
+		if k >= c {
+			k -= c
+			continue
+		}
+		return serval.UpstreamIndex(w*wordBits + nthBit(word, k)), true
+	}
+	return 0, false
+}
+
+// nthBit returns the position of the k-th set bit of w (k < popcount(w))
+// by halving: at each step keep the low half when it holds more than k
+// set bits, else skip it.
+func nthBit(w uint64, k int) int {
+	pos := 0
+	for width := 32; width > 0; width /= 2 {
+		low := w & (1<<uint(width) - 1)
+		if c := bits.OnesCount64(low); k >= c {
+			k -= c
+			w >>= uint(width)
+			pos += width
+		} else {
+			w = low
+		}
+	}
+	return pos
 }
