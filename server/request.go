@@ -110,6 +110,9 @@ func (c *slot[H]) forward() {
 		return
 	}
 	c.x.Upstream = up
+	if !c.closeAfter && s.draining.Load() {
+		c.closeAfter, c.reason = true, serval.CloseShutdown
+	}
 	if c.closeAfter {
 		// Asks the proxy for "Connection: close" on the response.
 		c.req.Close = true

@@ -187,6 +187,10 @@ func (c *slot[H]) write(b []byte) bool {
 // not fit. Handler fields named Content-Length, Transfer-Encoding or
 // Connection are dropped: framing and persistence are the server's.
 func (c *slot[H]) buildHead(status int, ctype string, fields []serval.Header, frame uint8, length int64) (int, bool) {
+	if !c.closeAfter && c.srv.draining.Load() {
+		// Shutdown began while the handler ran.
+		c.closeAfter, c.reason = true, serval.CloseShutdown
+	}
 	h := headBuf{b: c.wbuf[:c.headCap]}
 	h.str("HTTP/1.1 ")
 	h.int(int64(status))

@@ -1,0 +1,159 @@
+package server
+
+import (
+	"bufio"
+	"context"
+	"net"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/servalproxy/serval"
+)
+
+// TestGracefulShutdown: on cancel, idle connections close at once, the
+// in-flight request finishes with "Connection: close", new connections are
+// refused, and Serve returns with every connection goroutine gone.
+func TestGracefulShutdown(t *testing.T) {
+	leakCheck(t)
+	entered, release := make(chan struct{}), make(chan struct{})
+	h := &handler{onRequest: func(_ *serval.Exchange, req *serval.Request, _ []byte) serval.Action {
+		if string(req.Path) == "/slow" {
+			close(entered)
+			<-release
+		}
+		return serval.Respond(200, "", []byte("done"))
+	}}
+	s, err := New(h, nil, nil, nil, testConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	served := make(chan error, 1)
+	go func() { served <- s.Serve(ctx, ln) }()
+
+	idle := dial(t, ln.Addr().String())
+	send(t, idle, get("/"))
+	idleBR := bufio.NewReader(idle)
+	readResp(t, idleBR, "GET")
+
+	busy := dial(t, ln.Addr().String())
+	send(t, busy, get("/slow"))
+	<-entered
+
+	began := time.Now()
+	cancel()
+	expectClosed(t, idleBR)
+	if took := time.Since(began); took > time.Second {
+		t.Fatalf("idle connection closed after %v", took)
+	}
+	select {
+	case <-served:
+		t.Fatal("Serve returned with a request in flight")
+	case <-time.After(50 * time.Millisecond):
+	}
+	if c, err := net.DialTimeout("tcp", ln.Addr().String(), time.Second); err == nil {
+		c.SetDeadline(time.Now().Add(testTimeout))
+		expectClosed(t, bufio.NewReader(c))
+		c.Close()
+	}
+	close(release)
+	br := bufio.NewReader(busy)
+	if r := readResp(t, br, "GET"); r.body != "done" || !r.Close {
+		t.Fatalf("in-flight got %q close=%v", r.body, r.Close)
+	}
+	expectClosed(t, br)
+	select {
+	case err := <-served:
+		if err != nil {
+			t.Fatalf("Serve: %v", err)
+		}
+	case <-time.After(testTimeout):
+		t.Fatal("Serve did not return")
+	}
+	_, _, conns := h.snapshot()
+	reasons := []serval.CloseReason{}
+	for _, c := range conns {
+		reasons = append(reasons, c.CloseReason)
+	}
+	if !slices.Contains(reasons, serval.CloseShutdown) {
+		t.Fatalf("close reasons %v", reasons)
+	}
+}
+
+// TestShutdownTimeout: a connection stuck mid-head is closed hard at
+// ShutdownTimeout, and Serve returns.
+func TestShutdownTimeout(t *testing.T) {
+	leakCheck(t)
+	cfg := testConfig()
+	cfg.ShutdownTimeout = 200 * time.Millisecond
+	cfg.HeaderReadTimeout = time.Minute
+	s, err := New(&handler{}, nil, nil, nil, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- s.Serve(ctx, ln) }()
+	c := dial(t, ln.Addr().String())
+	send(t, c, "GET / HTTP/1.1\r\n")
+	time.Sleep(50 * time.Millisecond)
+	began := time.Now()
+	cancel()
+	select {
+	case <-served:
+	case <-time.After(testTimeout):
+		t.Fatal("Serve did not return")
+	}
+	if took := time.Since(began); took < 150*time.Millisecond || took > 2*time.Second {
+		t.Fatalf("Serve returned after %v", took)
+	}
+	expectClosed(t, bufio.NewReader(c))
+}
+
+// TestHooksOrder: connection and request hooks run in order with the
+// right ConnInfo and LogEntry.
+func TestHooksOrder(t *testing.T) {
+	h := &handler{onRequest: echoBody}
+	m := &countMetrics{}
+	ts := start(t, h, testConfig(), m)
+	c := dial(t, ts.addr)
+	br := bufio.NewReader(c)
+	send(t, c, "POST /one HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc")
+	r1 := readResp(t, br, "POST")
+	send(t, c, "GET /two HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+	readResp(t, br, "GET")
+	expectClosed(t, br)
+	ev := h.waitEvents(t, 6)
+	want := []string{"open", "request POST /one", "log", "request GET /two", "log", "close normal"}
+	if !slices.Equal(ev, want) {
+		t.Fatalf("events %q, want %q", ev, want)
+	}
+	_, logs, conns := h.snapshot()
+	l := logs[0]
+	if string(l.Method) != "POST" || string(l.Path) != "/one" || l.Status != 200 || l.Err != nil ||
+		l.BytesIn != int64(len("POST /one HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc")) ||
+		l.BytesOut == 0 || l.Timings.Total <= 0 || l.Start.IsZero() {
+		t.Fatalf("log entry %+v", l)
+	}
+	if r1.ContentLength <= 0 {
+		t.Fatalf("response %v", r1.Header)
+	}
+	ci := conns[0]
+	if ci.Requests != 2 || ci.CloseReason != serval.CloseNormal || ci.ID == 0 ||
+		ci.ClientAddr.String() != c.LocalAddr().String() || ci.LocalAddr.String() != c.RemoteAddr().String() {
+		t.Fatalf("conn info %+v (client %v)", ci, c.LocalAddr())
+	}
+	if m.opened.Load() != 1 || m.started.Load() != 2 || m.finished.Load() != 2 {
+		t.Fatalf("metrics opened %d started %d finished %d", m.opened.Load(), m.started.Load(), m.finished.Load())
+	}
+}
