@@ -154,7 +154,7 @@ func TestChunkedSticky(t *testing.T) {
 func TestChunkEncode(t *testing.T) {
 	for _, n := range []int{0, 1, 9, 10, 15, 16, 255, 256, 4096, 65535, 1 << 20} {
 		got := string(AppendChunkHeader(nil, n))
-		want := strings.ToLower(strings.TrimLeft(strings.ToUpper(hex(n)), "")) + "\r\n"
+		want := hexString(n) + "\r\n"
 		if got != want {
 			t.Fatalf("%d: %q want %q", n, got, want)
 		}
@@ -174,7 +174,7 @@ func TestChunkEncode(t *testing.T) {
 	}
 }
 
-func hex(n int) string {
+func hexString(n int) string {
 	const digits = "0123456789abcdef"
 	if n == 0 {
 		return "0"

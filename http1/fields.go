@@ -7,14 +7,15 @@ import (
 )
 
 // parseFields parses the field lines of a head from win[pos:] through the
-// empty line that ends it, appending to *fields up to its capacity. It
+// empty line that ends it, appending to *fields up to its capacity and
+// judging each field by rules as soon as its line is complete. It
 // returns the position after the final CRLF. Errors are the request
 // variants; ParseResponse maps them to 502.
 //
 // Each byte is checked as it is reached, so a defect is reported as soon
 // as it is in win, and ErrIncomplete only when win ends on a prefix that
 // could still be valid.
-func parseFields(win []byte, pos int, fields *[]serval.Header) (int, error) {
+func parseFields(win []byte, pos int, fields *[]serval.Header, rules *fieldRules) (int, error) {
 	for {
 		if pos >= len(win) {
 			return 0, ErrIncomplete
@@ -42,6 +43,9 @@ func parseFields(win []byte, pos int, fields *[]serval.Header) (int, error) {
 		var f serval.Header
 		var err error
 		if pos, err = parseFieldLine(win, pos, &f); err != nil {
+			return 0, err
+		}
+		if err = rules.field(&f); err != nil {
 			return 0, err
 		}
 		*fields = append(*fields, f)
@@ -93,11 +97,13 @@ func parseFieldLine(win []byte, pos int, f *serval.Header) (int, error) {
 }
 
 // framing gathers the fields that frame a message and manage its
-// connection, shared by requests and responses.
+// connection, shared by requests and responses. Each field is judged as
+// soon as its line is complete, so a defect is reported before the rest
+// of the head arrives; check finishes the rules that need every field.
 type framing struct {
+	version       serval.Version
 	contentLength int64 // -1 when absent
 	te            bool  // a Transfer-Encoding field was seen
-	chunkedCount  int   // how many times chunked was listed
 	lastChunked   bool  // the last coding listed is chunked
 	otherCoding   bool  // a coding other than chunked was listed
 	close         bool  // Connection lists close
@@ -123,6 +129,9 @@ func (fr *framing) field(f *serval.Header) (bool, error) {
 		}
 	case 14:
 		if serval.EqualFold(f.Name, "content-length") {
+			if fr.te {
+				return true, ErrLengthAndTE
+			}
 			return true, fr.length(f.Value)
 		}
 	case 17:
@@ -191,43 +200,94 @@ func parseDecimal(b []byte) (int64, bool) {
 	return n, true
 }
 
-// codings takes one Transfer-Encoding field; all of them form one list.
+// codings takes one Transfer-Encoding field; all of them form one list
+// (RFC 9112 §6.1). Whatever follows chunked is an error (a second chunked,
+// or a final coding that is not chunked), and chunked after any other
+// coding asks us to decode something we do not implement (501). HTTP/1.0
+// messages must not carry the field at all: its framing is faulty.
 func (fr *framing) codings(v []byte) error {
 	fr.te = true
+	if fr.version == serval.Version10 {
+		return ErrTEVersion
+	}
+	if fr.contentLength >= 0 {
+		return ErrLengthAndTE
+	}
 	it := NewTokenIter(v)
 	for t, ok := it.Next(); ok; t, ok = it.Next() {
-		if !ValidFieldName(t) {
-			// Not a bare token (parameters, spaces): we implement no
-			// coding that takes parameters, and a malformed list is
-			// where parsers disagree.
+		if fr.lastChunked || !ValidFieldName(t) {
+			// After chunked, or not a bare token (parameters, spaces):
+			// we implement no coding that takes parameters, and a
+			// malformed list is where parsers disagree.
 			return ErrBadTE
 		}
 		fr.lastChunked = serval.EqualFold(t, "chunked")
-		if fr.lastChunked {
-			fr.chunkedCount++
-		} else {
+		if !fr.lastChunked {
 			fr.otherCoding = true
+		} else if fr.otherCoding {
+			return ErrTENotSupported
 		}
 	}
 	return nil
 }
 
-// check applies the framing rules of RFC 9112 §6 once every field is
-// seen: Transfer-Encoding must end in chunked exactly once and exclude
-// Content-Length, and HTTP/1.0 messages must not use it.
-func (fr *framing) check(v serval.Version) error {
-	if !fr.te {
-		return nil
+// check applies the framing rules that need every field: a
+// Transfer-Encoding must end in chunked (RFC 9112 §6.3).
+func (fr *framing) check() error {
+	if fr.te && !fr.lastChunked {
+		return ErrBadTE
+	}
+	return nil
+}
+
+// fieldRules judges each field of a head as it is parsed: framing for
+// both kinds of message, Host and Expect for requests.
+type fieldRules struct {
+	framing
+	request        bool
+	hosts          int
+	host           []byte
+	expectContinue bool
+}
+
+func (r *fieldRules) field(f *serval.Header) error {
+	known, err := r.framing.field(f)
+	if err != nil || known || !r.request {
+		return err
 	}
 	switch {
-	case fr.contentLength >= 0:
-		return ErrLengthAndTE
-	case v == serval.Version10:
-		return ErrTEVersion
-	case fr.chunkedCount != 1 || !fr.lastChunked:
-		return ErrBadTE
-	case fr.otherCoding:
-		return ErrTENotSupported
+	case len(f.Name) == 4 && serval.EqualFold(f.Name, "host"):
+		// RFC 9112 §3.2: a repeated Host or an invalid one is a 400.
+		if r.hosts++; r.hosts > 1 {
+			return ErrRepeatedHost
+		}
+		if !validAuthority(f.Value, false, true) {
+			return ErrBadHost
+		}
+		r.host = f.Value
+	case len(f.Name) == 6 && serval.EqualFold(f.Name, "expect"):
+		return r.expectation(f.Value)
 	}
+	return nil
+}
+
+// expectation accepts only 100-continue (RFC 9110 §10.1.1); HTTP/1.0
+// requests have their expectations ignored, as that section requires.
+func (r *fieldRules) expectation(v []byte) error {
+	if r.version == serval.Version10 {
+		return nil
+	}
+	n := 0
+	it := NewTokenIter(v)
+	for t, ok := it.Next(); ok; t, ok = it.Next() {
+		if !serval.EqualFold(t, "100-continue") {
+			return ErrExpectation
+		}
+		n++
+	}
+	if n == 0 {
+		return ErrExpectation
+	}
+	r.expectContinue = true
 	return nil
 }

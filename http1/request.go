@@ -17,13 +17,14 @@ func ParseRequest(buf []byte, req *serval.Request, lim *Limits) (int, error) {
 	if len(win) > headMax {
 		win = win[:headMax]
 	}
-	n, err := parseRequestHead(win, req, targetMax)
+	rules := fieldRules{framing: framing{contentLength: -1}, request: true}
+	n, err := parseRequestHead(win, req, targetMax, &rules)
 	if err == ErrIncomplete && len(buf) >= headMax {
 		// A complete head would need more than headMax bytes.
 		err = ErrHeadTooLarge
 	}
 	if err == nil {
-		err = interpretRequest(req)
+		err = finishRequest(req, &rules)
 	}
 	if err != nil {
 		req.Reset()
@@ -33,7 +34,22 @@ func ParseRequest(buf []byte, req *serval.Request, lim *Limits) (int, error) {
 	return n, nil
 }
 
-func parseRequestHead(win []byte, req *serval.Request, targetMax int) (int, error) {
+func parseRequestHead(win []byte, req *serval.Request, targetMax int, rules *fieldRules) (int, error) {
+	pos, err := skipEmptyLines(win)
+	if err != nil {
+		return 0, err
+	}
+	if pos, err = parseRequestLine(win, pos, req, targetMax); err != nil {
+		return 0, err
+	}
+	rules.version = req.Version
+	return parseFields(win, pos, &req.Fields, rules)
+}
+
+// skipEmptyLines skips up to leadingEmptyLinesMax CRLFs at the start of
+// win (RFC 9112 §2.2 robustness: a CRLF after a body is common) and
+// returns where the start line begins.
+func skipEmptyLines(win []byte) (int, error) {
 	pos := 0
 	for i := 0; i < leadingEmptyLinesMax && pos < len(win) && win[pos] == '\r'; i++ {
 		if pos+1 == len(win) {
@@ -44,11 +60,7 @@ func parseRequestHead(win []byte, req *serval.Request, targetMax int) (int, erro
 		}
 		pos += 2
 	}
-	pos, err := parseRequestLine(win, pos, req, targetMax)
-	if err != nil {
-		return 0, err
-	}
-	return parseFields(win, pos, &req.Fields)
+	return pos, nil
 }
 
 // parseRequestLine parses "METHOD SP target SP HTTP/1.x CRLF" at win[pos:].
@@ -115,9 +127,11 @@ func parseVersion(win []byte, pos int, v *serval.Version) (int, error) {
 			return 0, ErrBadVersion
 		}
 	}
-	if pos == len(win) {
+	if pos == len(win) && pos-start < versionBytes {
 		return 0, ErrIncomplete
 	}
+	// Here the version is complete, or as long as a valid one: judge it
+	// now rather than wait for a CR that may never come.
 	b := win[start:pos]
 	if len(b) == versionBytes && string(b[:7]) == "HTTP/1." && (b[7] == '0' || b[7] == '1') {
 		*v = serval.Version(10 + b[7] - '0')
@@ -126,7 +140,7 @@ func parseVersion(win []byte, pos int, v *serval.Version) (int, error) {
 	} else {
 		return 0, ErrBadVersion
 	}
-	if pos+1 == len(win) {
+	if pos+1 >= len(win) {
 		return 0, ErrIncomplete
 	}
 	if win[pos+1] != '\n' {
@@ -176,81 +190,23 @@ func methodID(m []byte) serval.Method {
 	return serval.MethodOther
 }
 
-// interpretRequest applies the field rules once the head is complete:
-// framing, Host, Expect, connection management.
-func interpretRequest(req *serval.Request) error {
-	fr := framing{contentLength: -1}
-	hosts := 0
-	var host []byte
-	for i := range req.Fields {
-		f := &req.Fields[i]
-		known, err := fr.field(f)
-		if err != nil {
-			return err
-		}
-		if known {
-			continue
-		}
-		switch {
-		case len(f.Name) == 4 && serval.EqualFold(f.Name, "host"):
-			hosts++
-			host = f.Value
-		case len(f.Name) == 6 && serval.EqualFold(f.Name, "expect"):
-			if err := expectation(req, f.Value); err != nil {
-				return err
-			}
-		}
-	}
-	if err := fr.check(req.Version); err != nil {
+// finishRequest applies the rules that need the whole head and fills
+// the request's framing summary.
+func finishRequest(req *serval.Request, r *fieldRules) error {
+	if err := r.check(); err != nil {
 		return err
 	}
-	if err := checkHost(req, hosts, host); err != nil {
-		return err
-	}
-	req.ContentLength = fr.contentLength
-	req.Chunked = fr.te
-	req.Close = fr.close || req.Version == serval.Version10 && !fr.keepAlive
-	req.Upgrade = fr.upgradeToken && fr.upgradeField
-	return nil
-}
-
-// expectation accepts only 100-continue (RFC 9110 §10.1.1); HTTP/1.0
-// requests have their expectations ignored, as that section requires.
-func expectation(req *serval.Request, v []byte) error {
-	if req.Version == serval.Version10 {
-		return nil
-	}
-	n := 0
-	it := NewTokenIter(v)
-	for t, ok := it.Next(); ok; t, ok = it.Next() {
-		if !serval.EqualFold(t, "100-continue") {
-			return ErrExpectation
-		}
-		n++
-	}
-	if n == 0 {
-		return ErrExpectation
-	}
-	req.ExpectContinue = true
-	return nil
-}
-
-// checkHost enforces RFC 9112 §3.2: HTTP/1.1 needs exactly one Host, no
-// version may repeat it, and its value must be an authority. For an
-// absolute-form target the Host field is checked but req.Host keeps the
-// target's authority.
-func checkHost(req *serval.Request, hosts int, host []byte) error {
-	switch {
-	case hosts > 1:
-		return ErrRepeatedHost
-	case hosts == 0 && req.Version == serval.Version11:
-		return ErrMissingHost
-	case hosts == 1 && !validAuthority(host, false, true):
-		return ErrBadHost
+	if r.hosts == 0 && req.Version == serval.Version11 {
+		return ErrMissingHost // RFC 9112 §3.2; HTTP/1.0 may omit it
 	}
 	if req.Form != serval.FormAbsolute {
-		req.Host = host
+		req.Host = r.host // absolute form: the target's authority wins
 	}
+	req.ContentLength = r.contentLength
+	req.Chunked = r.te
+	req.Close = r.close || req.Version == serval.Version10 && !r.keepAlive
+	req.ExpectContinue = r.expectContinue
+	req.Upgrade = r.upgradeToken && r.upgradeField
 	return nil
 }
 

@@ -3,8 +3,10 @@ package http1
 import "github.com/servalproxy/serval"
 
 // ParseResponse parses a response head at the start of buf into resp, as
-// ParseRequest (no leading empty lines: RFC 9112 §2.2 allows skipping
-// them only before a request). Errors are *serval.StatusError with Status
+// ParseRequest. Like a request, it may follow a few empty lines: RFC 9112
+// §2.2 asks this only of servers, but servers do send a stray CRLF after
+// a body or an interim response, and an empty line cannot smuggle
+// anything. Errors are *serval.StatusError with Status
 // 502: an invalid response is never forwarded. A nil lim means
 // DefaultLimits; TargetBytesMax is unused.
 func ParseResponse(buf []byte, resp *serval.Response, lim *Limits) (int, error) {
@@ -14,45 +16,58 @@ func ParseResponse(buf []byte, resp *serval.Response, lim *Limits) (int, error) 
 	if len(win) > headMax {
 		win = win[:headMax]
 	}
-	n, err := parseStatusLine(win, resp)
-	if err == nil {
-		n, err = parseFields(win, n, &resp.Fields)
-	}
+	rules := fieldRules{framing: framing{contentLength: -1}}
+	n, err := parseResponseHead(win, resp, &rules)
 	if err == ErrIncomplete && len(buf) >= headMax {
 		err = ErrHeadTooLarge
 	}
 	if err == nil {
-		err = interpretResponse(resp)
+		err = rules.check()
 	}
 	if err != nil {
 		resp.Reset()
 		return 0, responseError(err)
 	}
+	resp.ContentLength = rules.contentLength
+	resp.Chunked = rules.te
+	resp.Close = rules.close || resp.Version == serval.Version10 && !rules.keepAlive
 	resp.HeadBytes = n
 	return n, nil
 }
 
+func parseResponseHead(win []byte, resp *serval.Response, rules *fieldRules) (int, error) {
+	pos, err := skipEmptyLines(win)
+	if err != nil {
+		return 0, err
+	}
+	if pos, err = parseStatusLine(win, pos, resp); err != nil {
+		return 0, err
+	}
+	rules.version = resp.Version
+	return parseFields(win, pos, &resp.Fields, rules)
+}
+
 // parseStatusLine parses "HTTP/1.x SP 3DIGIT [SP reason] CRLF"; the SP
 // before an empty reason may be missing (servers differ).
-func parseStatusLine(win []byte, resp *serval.Response) (int, error) {
+func parseStatusLine(win []byte, pos int, resp *serval.Response) (int, error) {
 	const prefix = "HTTP/1.x "
-	pos := 0
-	for ; pos < len(prefix); pos++ {
+	start := pos
+	for ; pos-start < len(prefix); pos++ {
 		if pos == len(win) {
 			return 0, ErrIncomplete
 		}
-		c, want := win[pos], prefix[pos]
+		c, want := win[pos], prefix[pos-start]
 		if c != want && !(want == 'x' && (c == '0' || c == '1')) {
 			return 0, ErrBadStatusLine
 		}
 	}
-	resp.Version = serval.Version(10 + win[7] - '0')
-	for ; pos < len(prefix)+3; pos++ {
+	resp.Version = serval.Version(10 + win[start+7] - '0')
+	for ; pos-start < len(prefix)+3; pos++ {
 		if pos == len(win) {
 			return 0, ErrIncomplete
 		}
 		c := win[pos]
-		if !isDigit(c) || pos == len(prefix) && c == '0' {
+		if !isDigit(c) || pos-start == len(prefix) && c == '0' {
 			return 0, ErrBadStatusLine
 		}
 		resp.Status = resp.Status*10 + int(c-'0')
@@ -81,23 +96,6 @@ func parseStatusLine(win []byte, resp *serval.Response) (int, error) {
 		return 0, ErrBareCR
 	}
 	return pos + 2, nil
-}
-
-// interpretResponse applies the framing rules to a complete head.
-func interpretResponse(resp *serval.Response) error {
-	fr := framing{contentLength: -1}
-	for i := range resp.Fields {
-		if _, err := fr.field(&resp.Fields[i]); err != nil {
-			return err
-		}
-	}
-	if err := fr.check(resp.Version); err != nil {
-		return err
-	}
-	resp.ContentLength = fr.contentLength
-	resp.Chunked = fr.te
-	resp.Close = fr.close || resp.Version == serval.Version10 && !fr.keepAlive
-	return nil
 }
 
 // ResponseBody tells the framing of a parsed response's body given the

@@ -61,7 +61,8 @@ var responseCases = []struct {
 	{name: "TE in 1.0", head: crlf("HTTP/1.0 200 OK\nTransfer-Encoding: chunked\n\n"), bad: true},
 	{name: "obs-fold", head: crlf("HTTP/1.1 200 OK\nX-A: 1\n 2\n\n"), bad: true},
 	{name: "space before colon", head: crlf("HTTP/1.1 200 OK\nContent-Length : 5\n\n"), bad: true},
-	{name: "leading CRLF", head: crlf("\nHTTP/1.1 200 OK\n\n"), bad: true},
+	{name: "leading CRLF", head: crlf("\nHTTP/1.1 200 OK\n\n"), body: BodyClose},
+	{name: "too many leading CRLF", head: crlf("\n\n\n\n\nHTTP/1.1 200 OK\n\n"), bad: true},
 	{name: "oversized", head: "HTTP/1.1 200 OK\r\nX: " + strings.Repeat("a", serval.HeadBytesMaxDefault) + "\r\n\r\n", bad: true},
 }
 
