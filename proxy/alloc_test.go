@@ -149,3 +149,22 @@ func BenchmarkHTTPUtilReverseProxy(b *testing.B) {
 		fc.roundTrip(b)
 	}
 }
+
+// TestAllocsSplice pins the splice path: a 1 MiB Content-Length upload
+// answered by a 1 MiB download, both spliced (pump goroutine for the
+// request, the session's goroutine for the response), allocates nothing
+// in steady state. Go's splice keeps its pipes in a sync.Pool; a GC
+// during the run may empty it and cost a pipe (two fds, one small
+// object), so the budget allows a fraction of an allocation per run.
+func TestAllocsSplice(t *testing.T) {
+	checkLeaks(t)
+	sc := newSpliceHarness(t)
+	for range 5 {
+		sc.roundTrip(t)
+	}
+	n := testing.AllocsPerRun(50, func() { sc.roundTrip(t) })
+	t.Logf("%.2f allocations per 1 MiB up + 1 MiB down", n)
+	if n > 0.5 {
+		t.Fatalf("splice path allocates %.2f times per exchange, want 0", n)
+	}
+}
