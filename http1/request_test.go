@@ -284,6 +284,27 @@ func TestRequestLimits(t *testing.T) {
 			t.Fatal(err)
 		}
 	})
+	// Verdicts that need no more bytes come before the head is complete.
+	early := []struct {
+		name, head string
+		want       error
+	}{
+		{"content-length overflow", "PUT /u HTTP/1.1\r\nContent-Length: 1000000000000000000000\r\n", ErrBadLength},
+		{"duplicate content-length", "PUT /u HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n", ErrBadLength},
+		{"CL then TE", "PUT /u HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n", ErrLengthAndTE},
+		{"chunked then more", "PUT /u HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: gzip\r\n", ErrBadTE},
+		{"repeated host", "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n", ErrRepeatedHost},
+		{"bad expect", "GET / HTTP/1.1\r\nExpect: x\r\n", ErrExpectation},
+		{"version without CR", "GET / HTTP/5.6", ErrVersion},
+		{"garbage version without CR", "GET / HTTP/x.y", ErrBadVersion},
+	}
+	for _, tc := range early {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := ParseRequest([]byte(tc.head), newReq(10), nil); err != tc.want {
+				t.Fatalf("got %v want %v", err, tc.want)
+			}
+		})
+	}
 	t.Run("early bad byte", func(t *testing.T) {
 		if _, err := ParseRequest([]byte("GET / HTTP/1.1\r\nX\x00"), newReq(10), nil); err != ErrBadFieldName {
 			t.Fatal(err)
