@@ -16,13 +16,14 @@ import (
 func decodeAll(in []byte, step, trailerMax int) (data, trailers []byte, err error) {
 	var d ChunkedDecoder
 	d.Reset(trailerMax)
-	var buf []byte
-	fed := 0
-	if step == 0 {
-		buf, fed = in, len(in)
+	// in[start:fed] is what the decoder has been shown and not consumed:
+	// always a contiguous view, so no copying is needed.
+	start, fed := 0, len(in)
+	if step > 0 {
+		fed = min(step, len(in))
 	}
 	for {
-		n, kind, seg, err := d.Next(buf)
+		n, kind, seg, err := d.Next(in[start:fed])
 		if err != nil {
 			return data, trailers, err
 		}
@@ -34,14 +35,12 @@ func decodeAll(in []byte, step, trailerMax int) (data, trailers []byte, err erro
 		case SegEnd:
 			return data, trailers, nil
 		}
-		buf = buf[n:]
+		start += n
 		if kind == SegNone {
 			if fed == len(in) {
 				return data, trailers, ErrIncomplete
 			}
-			end := min(fed+step, len(in))
-			buf = append(buf[:len(buf):len(buf)], in[fed:end]...)
-			fed = end
+			fed = min(fed+step, len(in))
 		}
 	}
 }
