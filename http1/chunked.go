@@ -161,7 +161,10 @@ func dataEnd(b []byte) (int, error) {
 // in[consumed:], bounded by what is left of the trailer budget.
 func (d *ChunkedDecoder) trailer(in []byte, consumed int) (int, SegmentKind, []byte, error) {
 	rest := in[consumed:]
-	if len(rest) > 0 && rest[0] == '\r' {
+	if len(rest) == 0 {
+		return consumed, SegNone, nil, nil
+	}
+	if rest[0] == '\r' {
 		n, err := dataEnd(rest)
 		if err != nil || n == 0 {
 			if err != nil {

@@ -72,6 +72,8 @@ func TestChunked(t *testing.T) {
 		{name: "trailer obs-fold", in: "0\r\nX-A: 1\r\n 2\r\n\r\n", status: 400},
 		{name: "trailer bad name", in: "0\r\nX A: 1\r\n\r\n", status: 400},
 		{name: "trailer bare LF", in: "0\r\nX-A: 1\n\r\n", status: 400},
+		{name: "trailer exactly at bound", in: "0\r\nX-A: " + strings.Repeat("v", 64-7) + "\r\n\r\n", trailers: "X-A: " + strings.Repeat("v", 64-7) + "\r\n"},
+		{name: "trailer one over bound", in: "0\r\nX-A: " + strings.Repeat("v", 64-6) + "\r\n\r\n", status: 431},
 		{name: "trailer too large", in: "0\r\nX-A: " + strings.Repeat("v", 100) + "\r\n\r\n", status: 431},
 		{name: "max digits", in: "000000000000000" + "5\r\nhello\r\n0\r\n\r\n", data: "hello"},
 		{name: "too many digits", in: "0000000000000000" + "5\r\nhello\r\n0\r\n\r\n", status: 400},
