@@ -27,11 +27,12 @@ import (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	os.Exit(run(ctx, os.Args[1:], os.Stderr))
+	os.Exit(run(ctx, os.Args[1:], os.Stderr, nil))
 }
 
 // run parses args, serves until ctx is done and returns the exit code.
-func run(ctx context.Context, args []string, stderr io.Writer) int {
+// When ready is non-nil the listener's address is sent on it once serving.
+func run(ctx context.Context, args []string, stderr io.Writer, ready chan<- string) int {
 	fs := flag.NewFlagSet("echo-backend", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	port := fs.Int("port", 8001, "listening port (0 picks a free one)")
@@ -78,6 +79,9 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 		return 1
 	}
 	logger.Info("echo backend listening", "id", *id, "addr", ln.Addr().String(), "chunked", *chunked, "echo_body", *echoBody)
+	if ready != nil {
+		ready <- ln.Addr().String()
+	}
 	if err := srv.Serve(ctx, ln); err != nil && !errors.Is(err, context.Canceled) {
 		logger.Error("serve", "err", err)
 		return 1
