@@ -77,6 +77,52 @@ func TestKeepAliveZeroAlloc(t *testing.T) {
 	}
 }
 
+// bodyReader reads the request body into the hook's buffer and answers
+// with it.
+type bodyReading struct{ static }
+
+func (bodyReading) OnRequest(x *serval.Exchange, _ *serval.Request, buf []byte) serval.Action {
+	n, _ := io.ReadFull(x.Body, buf[:5])
+	return serval.Respond(200, "text/plain", buf[:n])
+}
+
+// TestBodyZeroAlloc: a Content-Length and a chunked body, read through
+// Exchange.Body or drained unread, allocate nothing either.
+func TestBodyZeroAlloc(t *testing.T) {
+	reqs := []byte("POST /a HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello" +
+		"POST /b HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nhel\r\n2\r\nlo\r\n0\r\n\r\n")
+	for name, h := range map[string]serval.Handler{"read": bodyReading{}, "drained": static{}} {
+		t.Run(name, func(t *testing.T) {
+			ts := start(t, h, testConfig(), nil)
+			c, err := net.DialTimeout("tcp", ts.addr, testTimeout)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			c.Write(reqs)
+			c.SetReadDeadline(time.Now().Add(testTimeout))
+			// Both responses have the same length; read them once to learn it.
+			buf := make([]byte, 4096)
+			n := 0
+			for n == 0 || n%2 != 0 || string(buf[:n/2]) != string(buf[n/2:n]) {
+				m, err := c.Read(buf[n:])
+				if err != nil {
+					t.Fatal(err)
+				}
+				n += m
+			}
+			resp := buf[:n]
+			c.SetDeadline(time.Time{})
+			if n := testing.AllocsPerRun(500, func() {
+				c.Write(reqs)
+				io.ReadFull(c, resp)
+			}); n != 0 {
+				t.Fatalf("%v allocations per pair of requests, want 0", n)
+			}
+		})
+	}
+}
+
 func BenchmarkKeepAliveDirect(b *testing.B) {
 	ts := start(b, static{}, testConfig(), nil)
 	k := newKeepAliveClient(b, ts.addr)
