@@ -1,0 +1,137 @@
+package tlsconn
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"fmt"
+	"net"
+	"time"
+)
+
+// endpoint is what Server and Client share for running a handshake.
+type endpoint struct {
+	server  bool
+	mode    Mode
+	timeout time.Duration
+	ctr     *counters
+}
+
+// run completes the handshake on tc (built over raw, through rc when rc is
+// not nil), then offloads or falls back. On error the caller closes raw.
+func (e *endpoint) run(ctx context.Context, raw *net.TCPConn, tc *tls.Conn, rc *recordConn) (net.Conn, *net.TCPConn, ConnInfo, error) {
+	deadline := time.Now().Add(e.timeout)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	if err := raw.SetDeadline(deadline); err != nil {
+		e.ctr.other.Add(1)
+		return nil, nil, ConnInfo{}, fmt.Errorf("tlsconn: handshake: %w", err)
+	}
+	// HandshakeContext watches ctx only if it can be cancelled; the
+	// deadline above bounds the handshake either way.
+	if err := tc.HandshakeContext(ctx); err != nil {
+		e.ctr.countFailure(err, e.server)
+		return nil, nil, ConnInfo{}, fmt.Errorf("tlsconn: handshake: %w", err)
+	}
+	if err := raw.SetDeadline(time.Time{}); err != nil {
+		e.ctr.other.Add(1)
+		return nil, nil, ConnInfo{}, fmt.Errorf("tlsconn: handshake: %w", err)
+	}
+	cs := tc.ConnectionState()
+	info := newConnInfo(&cs)
+	fb := FallbackOff
+	if e.mode != ModeOff {
+		fb = FallbackNoKernel // no recordConn: kernel TLS not built for this OS
+	}
+	var kc *Conn
+	if rc != nil {
+		var err error
+		kc, fb, err = offload(raw, rc, &cs, e.server)
+		rc.wipe()
+		if err != nil { // the kernel holds half the state: unusable
+			e.ctr.other.Add(1)
+			return nil, nil, info, err
+		}
+	}
+	info.Fallback = fb
+	if fb == FallbackNone {
+		info.Offloaded = true
+		e.ctr.ok.Add(1)
+		e.ctr.countPath(fb)
+		return kc, raw, info, nil
+	}
+	if e.mode == ModeRequire {
+		e.ctr.other.Add(1)
+		return nil, nil, info, fmt.Errorf("%w: %s", ErrOffloadRequired, fb)
+	}
+	if rc != nil {
+		rc.passthrough = true // user space from here: no per-record reads
+	}
+	e.ctr.ok.Add(1)
+	e.ctr.countPath(fb)
+	return tc, nil, info, nil
+}
+
+// offload hands the connection's record state to the kernel. It returns
+// a fallback reason when the connection should stay in user space, and an
+// error only when the socket is left half-configured.
+func offload(raw *net.TCPConn, rc *recordConn, cs *tls.ConnectionState, server bool) (*Conn, Fallback, error) {
+	s, ok := offloadable(cs.Version, cs.CipherSuite)
+	if !ok {
+		return nil, FallbackCipher, nil
+	}
+	tx, rx, ok := rc.directionKeys(s, cs.Version, server)
+	defer tx.zero()
+	defer rx.zero()
+	if !ok {
+		return nil, FallbackNoSecrets, nil
+	}
+	return enableKTLS(raw, &tx, &rx)
+}
+
+// directionKeys derives our TX and RX keys and sequence numbers from what
+// rc captured. ok is false when anything is missing or inconsistent, in
+// which case the connection stays in user space.
+func (r *recordConn) directionKeys(s suite, version uint16, server bool) (tx, rx trafficKeys, ok bool) {
+	clientHello, serverHello := &r.out, &r.in
+	chN, shN := r.outN, r.inN
+	if server {
+		clientHello, serverHello = &r.in, &r.out
+		chN, shN = r.inN, r.outN
+	}
+	crand, ok := helloRandom(clientHello, chN, handshakeClientHello)
+	if !ok || r.keylogErr {
+		return tx, rx, false
+	}
+	var client, srvKeys trafficKeys
+	switch version {
+	case tls.VersionTLS13:
+		cs, ss := &r.clientSecret, &r.serverSecret
+		if cs.n == 0 || ss.n == 0 || !bytes.Equal(cs.random[:], crand) ||
+			!bytes.Equal(ss.random[:], crand) || r.ticketsUnknown {
+			return tx, rx, false
+		}
+		var err1, err2 error
+		// Application records start at seq 0 each way; the server has
+		// already written its tickets under its key (see wrapSession).
+		client, err1 = keysTLS13(s, cs.bytes(), 0)
+		srvKeys, err2 = keysTLS13(s, ss.bytes(), r.ticketRecords)
+		if err1 != nil || err2 != nil {
+			return tx, rx, false
+		}
+	case tls.VersionTLS12:
+		srand, ok := helloRandom(serverHello, shN, handshakeServerHello)
+		m := &r.master
+		if !ok || m.n != secretBytesMax || !bytes.Equal(m.random[:], crand) {
+			return tx, rx, false
+		}
+		client, srvKeys = keysTLS12(s, m.bytes(), crand, srand)
+	default:
+		return tx, rx, false
+	}
+	if server {
+		return srvKeys, client, true
+	}
+	return client, srvKeys, true
+}

@@ -1,0 +1,284 @@
+package tlsconn
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+const (
+	// HandshakeTimeoutDefault bounds a handshake when the config says 0:
+	// long enough for a slow mobile client, short enough that a slowloris
+	// holding connection slots in the handshake is cut off.
+	HandshakeTimeoutDefault = 10 * time.Second
+	// CertsMax bounds the certificates one Server holds (SNI table).
+	CertsMax = 1024
+	// ALPNHTTP11 is the protocol advertised by default.
+	ALPNHTTP11 = "http/1.1"
+)
+
+// CertPair names a PEM certificate chain and its private key.
+type CertPair struct {
+	CertFile string
+	KeyFile  string
+}
+
+// ServerConfig configures TLS termination.
+type ServerConfig struct {
+	// CertFile and KeyFile are the default certificate: used when the
+	// client sends no SNI or a name no certificate covers. Optional if
+	// Certs is not empty (then Certs[0] is the default).
+	CertFile, KeyFile string
+	// Certs are more certificates, chosen by SNI against each leaf's DNS
+	// SANs: exact names first, then wildcards ("*.example.com" covers
+	// "a.example.com", not "example.com" nor "a.b.example.com").
+	Certs []CertPair
+	// ClientCAFile, if set, turns on mTLS: clients must present a
+	// certificate that verifies against these PEM roots.
+	ClientCAFile string
+	// MinVersion is the lowest TLS version accepted. 0 means TLS 1.2;
+	// below TLS 1.2 is rejected.
+	MinVersion uint16
+	// HandshakeTimeout bounds each handshake. 0 means
+	// HandshakeTimeoutDefault.
+	HandshakeTimeout time.Duration
+	// ALPN lists the protocols to advertise, in preference order. Empty
+	// means just "http/1.1". ConnInfo.ALPN is the dispatch point.
+	ALPN []string
+	// Mode selects kernel TLS offload (zero value: ModeAuto).
+	Mode Mode
+}
+
+// tls12Suites are the only TLS 1.2 suites: ECDHE for forward secrecy,
+// AEAD only, and every one of them offloadable to the kernel. (TLS 1.3
+// suites are not configurable in crypto/tls and are all AEAD.)
+var tls12Suites = []uint16{
+	tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+	tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384, tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+	tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256, tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+}
+
+// Server terminates TLS. It is safe for concurrent use; Reload may run
+// at any time.
+type Server struct {
+	cfg  ServerConfig // as given, with defaults applied; read by Reload
+	base *tls.Config  // fixed: picks the current snapshot per handshake
+	snap atomic.Pointer[serverSnapshot]
+	ep   endpoint
+	ctr  counters
+
+	reloadMu sync.Mutex // one Reload at a time
+}
+
+// serverSnapshot is everything a Reload replaces, immutable once stored.
+type serverSnapshot struct {
+	cfg      *tls.Config
+	def      *tls.Certificate
+	exact    map[string]*tls.Certificate // lower-case DNS name
+	wildcard map[string]*tls.Certificate // "example.com" for "*.example.com"
+}
+
+// NewServer validates cfg, loads the files and builds the TLS config.
+func NewServer(cfg ServerConfig) (*Server, error) {
+	if cfg.MinVersion == 0 {
+		cfg.MinVersion = tls.VersionTLS12
+	}
+	if cfg.MinVersion != tls.VersionTLS12 && cfg.MinVersion != tls.VersionTLS13 {
+		return nil, errors.New("tlsconn: MinVersion must be TLS 1.2 or TLS 1.3")
+	}
+	if cfg.HandshakeTimeout == 0 {
+		cfg.HandshakeTimeout = HandshakeTimeoutDefault
+	}
+	if cfg.HandshakeTimeout < 0 {
+		return nil, errors.New("tlsconn: HandshakeTimeout must not be negative")
+	}
+	if len(cfg.ALPN) == 0 {
+		cfg.ALPN = []string{ALPNHTTP11}
+	}
+	if cfg.Mode > ModeRequire {
+		return nil, errors.New("tlsconn: unknown Mode")
+	}
+	s := &Server{cfg: cfg}
+	s.ep = endpoint{server: true, mode: cfg.Mode, timeout: cfg.HandshakeTimeout, ctr: &s.ctr}
+	// The base config is what tls.Server sees. It owns the session
+	// ticket keys (so tickets survive reloads) and defers everything
+	// else to the current snapshot through GetConfigForClient.
+	s.base = &tls.Config{MinVersion: cfg.MinVersion, GetConfigForClient: s.configForClient}
+	snap, err := loadSnapshot(&s.cfg)
+	if err != nil {
+		return nil, err
+	}
+	s.snap.Store(snap)
+	return s, nil
+}
+
+// Reload re-reads the certificate, key and CA files. On any error the
+// current certificates stay in use and the error says which file failed.
+// New handshakes use the new certificates; established connections are
+// untouched.
+func (s *Server) Reload() error {
+	s.reloadMu.Lock()
+	defer s.reloadMu.Unlock()
+	snap, err := loadSnapshot(&s.cfg)
+	if err != nil {
+		return fmt.Errorf("tlsconn: reload rejected, keeping current certificates: %w", err)
+	}
+	s.snap.Store(snap)
+	return nil
+}
+
+// TLSConfig returns a config for callers that run crypto/tls themselves
+// (no offload, no counters). It follows reloads.
+func (s *Server) TLSConfig() *tls.Config { return s.base }
+
+// Stats returns the counters.
+func (s *Server) Stats() Stats { return s.ctr.stats() }
+
+// Handshake runs the server handshake on raw, bounded by the handshake
+// timeout and ctx. It returns the connection to use: a *Conn (kernel TLS;
+// tcp is raw, usable for splice, see Conn) or a *tls.Conn (user space;
+// tcp is nil). On error the caller closes raw.
+func (s *Server) Handshake(ctx context.Context, raw *net.TCPConn) (conn net.Conn, tcp *net.TCPConn, info ConnInfo, err error) {
+	if s.cfg.Mode == ModeOff || !kernelTLSBuilt {
+		return s.ep.run(ctx, raw, tls.Server(raw, s.base), nil)
+	}
+	rc := newRecordConn(raw)
+	rc.ticketCfg = s.base
+	return s.ep.run(ctx, raw, tls.Server(rc, s.base), rc)
+}
+
+// configForClient picks the current snapshot. When the connection may be
+// offloaded it returns a per-connection clone whose KeyLogWriter and
+// WrapSession feed that connection's recordConn: one allocation per
+// connection, none per request, and no shared map to race on.
+func (s *Server) configForClient(hello *tls.ClientHelloInfo) (*tls.Config, error) {
+	snap := s.snap.Load()
+	rc, ok := hello.Conn.(*recordConn)
+	if !ok {
+		return snap.cfg, nil
+	}
+	c := snap.cfg.Clone()
+	c.KeyLogWriter = keyLogWriter{rc}
+	c.WrapSession = rc.wrapSession
+	return c, nil
+}
+
+// loadSnapshot reads every file named in cfg.
+func loadSnapshot(cfg *ServerConfig) (*serverSnapshot, error) {
+	pairs := cfg.Certs
+	if cfg.CertFile != "" || cfg.KeyFile != "" {
+		pairs = append([]CertPair{{cfg.CertFile, cfg.KeyFile}}, cfg.Certs...)
+	}
+	if len(pairs) == 0 {
+		return nil, errors.New("tlsconn: no certificate configured (CertFile/KeyFile or Certs)")
+	}
+	if len(pairs) > CertsMax {
+		return nil, fmt.Errorf("tlsconn: %d certificates, more than CertsMax (%d)", len(pairs), CertsMax)
+	}
+	snap := &serverSnapshot{exact: map[string]*tls.Certificate{}, wildcard: map[string]*tls.Certificate{}}
+	for i, p := range pairs {
+		c, err := loadPair(p)
+		if err != nil {
+			return nil, err
+		}
+		if i == 0 {
+			snap.def = c
+		}
+		snap.index(c)
+	}
+	snap.cfg = &tls.Config{
+		MinVersion:     cfg.MinVersion,
+		CipherSuites:   tls12Suites,
+		NextProtos:     cfg.ALPN,
+		GetCertificate: snap.getCertificate,
+	}
+	if cfg.ClientCAFile != "" {
+		pool, err := loadPool(cfg.ClientCAFile)
+		if err != nil {
+			return nil, err
+		}
+		snap.cfg.ClientCAs = pool
+		snap.cfg.ClientAuth = tls.RequireAndVerifyClientCert
+	}
+	return snap, nil
+}
+
+func loadPair(p CertPair) (*tls.Certificate, error) {
+	c, err := tls.LoadX509KeyPair(p.CertFile, p.KeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("tlsconn: certificate %s / key %s: %w", p.CertFile, p.KeyFile, err)
+	}
+	if c.Leaf == nil { // Go fills Leaf unless GODEBUG x509keypairleaf=0
+		if c.Leaf, err = x509.ParseCertificate(c.Certificate[0]); err != nil {
+			return nil, fmt.Errorf("tlsconn: certificate %s: %w", p.CertFile, err)
+		}
+	}
+	return &c, nil
+}
+
+func loadPool(file string) (*x509.CertPool, error) {
+	pem, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("tlsconn: CA file: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("tlsconn: CA file %s: no PEM certificates", file)
+	}
+	return pool, nil
+}
+
+// index adds c under each DNS SAN. The first certificate to claim a name
+// keeps it, so earlier entries in the config win.
+func (snap *serverSnapshot) index(c *tls.Certificate) {
+	for _, name := range c.Leaf.DNSNames {
+		name = strings.ToLower(name)
+		m := snap.exact
+		if rest, ok := strings.CutPrefix(name, "*."); ok {
+			m, name = snap.wildcard, rest
+		}
+		if _, dup := m[name]; !dup {
+			m[name] = c
+		}
+	}
+}
+
+// getCertificate selects by SNI: exact name, then the wildcard of its
+// parent domain, then the default. DNS names compare case-insensitively;
+// fold only when needed so the common lower-case SNI does not allocate.
+func (snap *serverSnapshot) getCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+	name := hello.ServerName
+	if name == "" {
+		return snap.def, nil
+	}
+	if hasUpper(name) {
+		name = strings.ToLower(name)
+	}
+	name = strings.TrimSuffix(name, ".")
+	if c, ok := snap.exact[name]; ok {
+		return c, nil
+	}
+	if i := strings.IndexByte(name, '.'); i > 0 {
+		if c, ok := snap.wildcard[name[i+1:]]; ok {
+			return c, nil
+		}
+	}
+	return snap.def, nil
+}
+
+func hasUpper(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if 'A' <= s[i] && s[i] <= 'Z' {
+			return true
+		}
+	}
+	return false
+}
