@@ -125,6 +125,7 @@ func (s *Server[H]) Serve(ctx context.Context, ln net.Listener) error {
 		return ErrServing
 	}
 	defer s.serving.Store(false)
+	s.draining.Store(false)
 	stop := context.AfterFunc(ctx, func() { ln.Close() })
 	err := s.acceptLoop(ctx, ln)
 	stop()
@@ -211,6 +212,8 @@ func (s *Server[H]) takeSlot(wait *time.Timer) (int32, bool) {
 
 // evictIdle claims the connection idle the longest and wakes it; it then
 // closes with CloseEvicted and frees its slot. False when none is idle.
+// The scan is O(ConnectionsMax), paid only when every slot is taken: no
+// shared idle list is kept on the request path.
 func (s *Server[H]) evictIdle() bool {
 	for range evictAttemptsMax {
 		best, bestSince := -1, int64(0)
