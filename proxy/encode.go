@@ -44,7 +44,7 @@ func (e *encoder) write(b []byte) error {
 }
 
 func (e *encoder) flush() error {
-	if len(e.buf) == 0 {
+	if len(e.buf) == 0 || e.conn == nil { // nil conn: encoding into memory only
 		return nil
 	}
 	err := e.write(e.buf)
@@ -54,7 +54,7 @@ func (e *encoder) flush() error {
 
 // room makes n bytes of room in the buffer.
 func (e *encoder) room(n int) error {
-	if cap(e.buf)-len(e.buf) >= n {
+	if cap(e.buf)-len(e.buf) >= n || e.conn == nil {
 		return nil
 	}
 	return e.flush()
@@ -71,7 +71,7 @@ func (e *encoder) data(b []byte) error {
 		}
 		e.buf = http1.AppendChunkHeader(e.buf, len(b))
 	}
-	if cap(e.buf)-len(e.buf) >= len(b) {
+	if cap(e.buf)-len(e.buf) >= len(b) || e.conn == nil {
 		e.buf = append(e.buf, b...)
 	} else {
 		if err := e.flush(); err != nil {
@@ -99,7 +99,7 @@ func (e *encoder) framing(b []byte) error {
 	if err := e.room(len(b)); err != nil {
 		return err
 	}
-	if cap(e.buf)-len(e.buf) < len(b) {
+	if cap(e.buf)-len(e.buf) < len(b) && e.conn != nil {
 		return e.write(b)
 	}
 	e.buf = append(e.buf, b...)

@@ -78,6 +78,8 @@ type harness struct {
 	results []Result
 	xs      []serval.Exchange
 	conns   map[net.Conn]bool
+
+	recording atomic.Bool
 }
 
 func newHarness(t testing.TB, cfg Config, h serval.Handler, hooks serval.Hooks) *harness {
@@ -176,7 +178,6 @@ type connState struct {
 	req        serval.Request
 	x          serval.Exchange
 	d          Downstream
-	record     bool
 	clientAddr [16]byte
 }
 
@@ -216,7 +217,7 @@ func (cs *connState) loop(hs *harness, s *Session) bool {
 	up := hs.h.SelectUpstream(&cs.x, &cs.req)
 	cs.d = Downstream{Conn: cs.c, TCP: cs.tcp, Buf: cs.buf, Head: n, End: cs.end, ClientAddr: append(cs.clientAddr[:0], "127.0.0.1"...)}
 	res := s.Forward(&cs.d, &cs.x, &cs.req, up)
-	if cs.record {
+	if hs.recording.Load() {
 		hs.mu.Lock()
 		hs.results = append(hs.results, res)
 		hs.xs = append(hs.xs, cs.x)
@@ -348,3 +349,6 @@ func readRequest(br *bufio.Reader) (*http.Request, []byte, error) {
 func hasHeaderLine(head, line string) bool {
 	return strings.Contains(strings.ToLower(head), strings.ToLower(line))
 }
+
+// record makes the harness keep every Result and Exchange.
+func (hs *harness) record(t testing.TB) { hs.recording.Store(true) }

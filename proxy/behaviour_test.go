@@ -1,0 +1,566 @@
+package proxy
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/servalproxy/serval"
+)
+
+// rawHarness is a harness in front of a raw scripted origin.
+func rawHarness(t *testing.T, cfg Config, hooks serval.Hooks, fn func(c net.Conn, br *bufio.Reader)) (*harness, *rawOrigin) {
+	o := newRawOrigin(t, fn)
+	h := &handler{ups: []serval.Upstream{upstreamOf(t, o.addr(), 0)}}
+	return newHarness(t, cfg, h, hooks), o
+}
+
+// answer reads requests and answers each with resp.
+func answer(resp string) func(c net.Conn, br *bufio.Reader) {
+	return func(c net.Conn, br *bufio.Reader) {
+		for {
+			if _, _, err := readRequest(br); err != nil {
+				return
+			}
+			if _, err := io.WriteString(c, resp); err != nil {
+				return
+			}
+		}
+	}
+}
+
+func TestConcurrentClientsNeverMix(t *testing.T) {
+	checkLeaks(t)
+	// The origin echoes the body back with Content-Length.
+	hs, _ := rawHarness(t, Config{}, serval.Hooks{}, func(c net.Conn, br *bufio.Reader) {
+		for {
+			_, body, err := readRequest(br)
+			if err != nil {
+				return
+			}
+			fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n", len(body))
+			c.Write(body)
+		}
+	})
+	var wg sync.WaitGroup
+	errs := make(chan error, 32)
+	for i := range 32 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, err := net.Dial("tcp", hs.addr())
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(testTimeout))
+			br := bufio.NewReader(c)
+			r := rand.New(rand.NewPCG(uint64(i), 7))
+			for j := range 10 {
+				body := make([]byte, 1+r.IntN(200<<10))
+				for k := range body {
+					body[k] = byte(r.Uint32())
+				}
+				chunked := j%2 == 1
+				if chunked {
+					fmt.Fprintf(c, "POST /%d/%d HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n", i, j, len(body))
+					c.Write(body)
+					io.WriteString(c, "\r\n0\r\n\r\n")
+				} else {
+					fmt.Fprintf(c, "POST /%d/%d HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n", i, j, len(body))
+					c.Write(body)
+				}
+				resp, err := http.ReadResponse(br, nil)
+				if err != nil {
+					errs <- err
+					return
+				}
+				got, _ := io.ReadAll(resp.Body)
+				if !bytes.Equal(got, body) {
+					errs <- fmt.Errorf("client %d request %d: got another body", i, j)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+}
+
+func TestHopByHopAndForwardedFields(t *testing.T) {
+	checkLeaks(t)
+	heads := make(chan *http.Request, 4)
+	for _, trust := range []bool{false, true} {
+		t.Run("trust="+strconv.FormatBool(trust), func(t *testing.T) {
+			hs, _ := rawHarness(t, Config{TrustForwarded: trust, Via: "serval"}, serval.Hooks{}, func(c net.Conn, br *bufio.Reader) {
+				for {
+					req, _, err := readRequest(br)
+					if err != nil {
+						return
+					}
+					heads <- req
+					io.WriteString(c, "HTTP/1.1 204 No Content\r\nConnection: X-Secret, close-ish\r\nX-Secret: s\r\nKeep-Alive: timeout=5\r\nProxy-Connection: x\r\nUpgrade: h2c\r\nX-Kept: k\r\n\r\n")
+				}
+			})
+			tc := dialHarness(t, hs)
+			tc.send("GET /p?q=1 HTTP/1.1\r\nHost: example.com\r\nConnection: keep-alive, X-Drop\r\nX-Drop: 1\r\n" +
+				"Keep-Alive: 300\r\nProxy-Connection: keep-alive\r\nTE: trailers, deflate\r\nUpgrade: websocket\r\n" +
+				"Proxy-Authorization: secret\r\nX-Forwarded-For: 10.0.0.1\r\nX-Forwarded-Host: orig.example\r\n" +
+				"X-Forwarded-Proto: https\r\nVia: 1.0 other\r\nX-Keep: yes\r\n\r\n")
+			resp, _ := tc.mustRead("GET")
+			req := <-heads
+			if resp.StatusCode != 204 {
+				t.Fatalf("status %d", resp.StatusCode)
+			}
+			for _, f := range []string{"X-Drop", "Keep-Alive", "Proxy-Connection", "Upgrade", "Proxy-Authorization"} {
+				if v := req.Header.Get(f); v != "" {
+					t.Errorf("%s reached the upstream: %q", f, v)
+				}
+			}
+			if v := req.Header.Get("Connection"); v != "" {
+				t.Errorf("Connection reached the upstream: %q", v)
+			}
+			if v := req.Header.Get("Te"); v != "trailers" {
+				t.Errorf("TE = %q, want trailers", v)
+			}
+			if req.Host != "example.com" || req.URL.RequestURI() != "/p?q=1" || req.Header.Get("X-Keep") != "yes" {
+				t.Errorf("host %q uri %q x-keep %q", req.Host, req.URL.RequestURI(), req.Header.Get("X-Keep"))
+			}
+			wantXFF, wantHost, wantProto := "127.0.0.1", "example.com", "http"
+			if trust {
+				wantXFF, wantHost, wantProto = "10.0.0.1, 127.0.0.1", "orig.example", "https"
+			}
+			if got := req.Header.Get("X-Forwarded-For"); got != wantXFF {
+				t.Errorf("X-Forwarded-For = %q, want %q", got, wantXFF)
+			}
+			if got := req.Header.Get("X-Forwarded-Host"); got != wantHost {
+				t.Errorf("X-Forwarded-Host = %q, want %q", got, wantHost)
+			}
+			if got := req.Header.Get("X-Forwarded-Proto"); got != wantProto {
+				t.Errorf("X-Forwarded-Proto = %q, want %q", got, wantProto)
+			}
+			if got := req.Header.Get("Via"); got != "1.0 other, 1.1 serval" {
+				t.Errorf("Via = %q", got)
+			}
+			for _, f := range []string{"X-Secret", "Keep-Alive", "Proxy-Connection", "Upgrade"} {
+				if v := resp.Header.Get(f); v != "" {
+					t.Errorf("response field %s reached the client: %q", f, v)
+				}
+			}
+			if resp.Header.Get("X-Kept") != "k" {
+				t.Errorf("X-Kept lost")
+			}
+		})
+	}
+}
+
+// rewriteHandler rewrites the path and adds a field upstream.
+type rewriteHandler struct{ handler }
+
+func (h *rewriteHandler) OnUpstreamRequest(x *serval.Exchange, req *serval.Request, out *serval.Outbound) {
+	out.Add([]byte("X-Added"), []byte("by-hook"))
+}
+
+func TestPathRewriteAndUpstreamRequestHook(t *testing.T) {
+	checkLeaks(t)
+	heads := make(chan *http.Request, 1)
+	o := newRawOrigin(t, func(c net.Conn, br *bufio.Reader) {
+		req, _, err := readRequest(br)
+		if err != nil {
+			return
+		}
+		heads <- req
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+	})
+	h := &rewriteHandler{handler{ups: []serval.Upstream{upstreamOf(t, o.addr(), 0)}}}
+	hs := newHarness(t, Config{}, &pathSetter{h}, serval.DetectHooks(h))
+	tc := dialHarness(t, hs)
+	tc.send("GET http://abs.example:8080/old?x=y HTTP/1.1\r\nHost: ignored\r\n\r\n")
+	tc.mustRead("GET")
+	req := <-heads
+	if req.URL.RequestURI() != "/new?x=y" || req.Header.Get("X-Added") != "by-hook" || req.Host != "abs.example:8080" {
+		t.Fatalf("uri %q added %q host %q", req.URL.RequestURI(), req.Header.Get("X-Added"), req.Host)
+	}
+}
+
+// pathSetter sets RewritePath in SelectUpstream.
+type pathSetter struct{ *rewriteHandler }
+
+func (p *pathSetter) SelectUpstream(x *serval.Exchange, req *serval.Request) *serval.Upstream {
+	x.RewritePath = append(x.PathBuf[:0], "/new"...)
+	return p.rewriteHandler.SelectUpstream(x, req)
+}
+
+func TestInvalidUpstreamResponses(t *testing.T) {
+	checkLeaks(t)
+	for _, tt := range []struct{ name, resp string }{
+		{"garbage", "NOT HTTP AT ALL\r\n\r\n"},
+		{"cl-and-te", "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"},
+		{"bad-cl", "HTTP/1.1 200 OK\r\nContent-Length: 5x\r\n\r\nhello"},
+		{"two-cl", "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!"},
+		{"obs-fold", "HTTP/1.1 200 OK\r\nX-A: a\r\n  folded\r\nContent-Length: 0\r\n\r\n"},
+		{"bad-status", "HTTP/1.1 2000 OK\r\nContent-Length: 0\r\n\r\n"},
+		{"oversized", "HTTP/1.1 200 OK\r\nX-Big: " + strings.Repeat("a", 20<<10) + "\r\n\r\n"},
+		{"101", "HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\nConnection: upgrade\r\n\r\n"},
+		{"bad-chunk-before-head", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			hs, _ := rawHarness(t, Config{}, serval.Hooks{}, answer(tt.resp))
+			tc := dialHarness(t, hs)
+			tc.send("GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+			resp, body := tc.mustRead("GET")
+			if tt.name == "bad-chunk-before-head" {
+				// The head was valid and went out; the body is cut and
+				// the connection closed: never a complete response.
+				if resp.StatusCode == 200 && len(body) > 0 {
+					t.Fatalf("garbage body forwarded: %q", body)
+				}
+				return
+			}
+			if resp.StatusCode != 502 {
+				t.Fatalf("status %d, want 502", resp.StatusCode)
+			}
+		})
+	}
+}
+
+func TestInterimResponses(t *testing.T) {
+	checkLeaks(t)
+	hs, _ := rawHarness(t, Config{}, serval.Hooks{}, answer(
+		"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n"+
+			"HTTP/1.1 100 Continue\r\n\r\n"+
+			"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"))
+	tc := dialHarness(t, hs)
+	tc.send("GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+	tc.c.SetReadDeadline(time.Now().Add(testTimeout))
+	var all bytes.Buffer
+	for !bytes.HasSuffix(all.Bytes(), []byte("ok")) {
+		b, err := tc.br.ReadByte()
+		if err != nil {
+			t.Fatal(err)
+		}
+		all.WriteByte(b)
+	}
+	got := all.String()
+	if !strings.HasPrefix(got, "HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\nHTTP/1.1 200 OK\r\n") {
+		t.Fatalf("interim not forwarded first (the unasked 100 must be dropped): %q", got)
+	}
+}
+
+func TestBodilessResponsesWithStrayBytes(t *testing.T) {
+	checkLeaks(t)
+	for _, tt := range []struct{ name, method, resp string }{
+		{"HEAD", "HEAD", "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nSTRAY"},
+		{"204", "GET", "HTTP/1.1 204 No Content\r\n\r\nSTRAY"},
+		{"304", "GET", "HTTP/1.1 304 Not Modified\r\n\r\nSTRAY"},
+		{"CL-extra", "GET", "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokSTRAY"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			hs, o := rawHarness(t, Config{}, serval.Hooks{}, answer(tt.resp))
+			tc := dialHarness(t, hs)
+			for i := range 2 {
+				tc.send(tt.method + " / HTTP/1.1\r\nHost: t\r\n\r\n")
+				resp, body := tc.mustRead(tt.method)
+				if bytes.Contains(body, []byte("STRAY")) || resp.StatusCode >= 500 {
+					t.Fatalf("request %d: status %d body %q", i, resp.StatusCode, body)
+				}
+			}
+			// Both exchanges needed their own upstream connection.
+			if n := o.conns.Load(); n != 2 {
+				t.Fatalf("%d upstream connections, want 2 (a poisoned one was reused)", n)
+			}
+			tc.c.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+			if b, err := tc.br.Peek(1); err == nil {
+				t.Fatalf("stray bytes reached the client: %q", b)
+			}
+		})
+	}
+}
+
+func TestResponseTimeout(t *testing.T) {
+	checkLeaks(t)
+	hs, _ := rawHarness(t, Config{ResponseTimeout: 200 * time.Millisecond}, serval.Hooks{}, func(c net.Conn, br *bufio.Reader) {
+		readRequest(br)
+		time.Sleep(time.Second)
+	})
+	tc := dialHarness(t, hs)
+	start := time.Now()
+	tc.send("GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+	resp, _ := tc.mustRead("GET")
+	if resp.StatusCode != 504 || time.Since(start) > 900*time.Millisecond {
+		t.Fatalf("status %d after %v, want 504 after ~200ms", resp.StatusCode, time.Since(start))
+	}
+}
+
+func TestConnectErrors(t *testing.T) {
+	checkLeaks(t)
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	addr := ln.Addr().String()
+	ln.Close() // refused from now on
+	h := &handler{ups: []serval.Upstream{upstreamOf(t, addr, 0)}}
+	hs := newHarness(t, Config{}, h, serval.Hooks{})
+	tc := dialHarness(t, hs)
+	tc.send("GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+	resp, _ := tc.mustRead("GET")
+	if resp.StatusCode != 502 {
+		t.Fatalf("refused: status %d, want 502", resp.StatusCode)
+	}
+	// The request had no body: the client connection stays usable.
+	tc.send("GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+	if resp, _ := tc.mustRead("GET"); resp.StatusCode != 502 {
+		t.Fatalf("second request: status %d", resp.StatusCode)
+	}
+}
+
+// resetAfterFirst answers the first request on each connection, then
+// resets the connection when the next request arrives (RST, no response).
+func resetAfterFirst(requests *atomic.Int32) func(c net.Conn, br *bufio.Reader) {
+	return func(c net.Conn, br *bufio.Reader) {
+		if _, _, err := readRequest(br); err != nil {
+			return
+		}
+		requests.Add(1)
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		if _, _, err := readRequest(br); err != nil {
+			return
+		}
+		requests.Add(1)
+		c.(*net.TCPConn).SetLinger(0)
+	}
+}
+
+func TestPooledResetRetry(t *testing.T) {
+	checkLeaks(t)
+	var requests atomic.Int32
+	hs, o := rawHarness(t, Config{}, serval.Hooks{}, resetAfterFirst(&requests))
+	hs.record(t)
+	tc := dialHarness(t, hs)
+	tc.send("GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+	tc.mustRead("GET")
+	// GET on the pooled connection: reset, retried on a fresh one.
+	tc.send("GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+	if resp, body := tc.mustRead("GET"); resp.StatusCode != 200 || string(body) != "ok" {
+		t.Fatalf("GET retry: status %d body %q", resp.StatusCode, body)
+	}
+	if n := o.conns.Load(); n != 2 {
+		t.Fatalf("%d upstream connections, want 2", n)
+	}
+	xs := hs.lastExchanges()
+	if last := xs[len(xs)-1]; last.Attempts != 2 || last.Reused {
+		t.Fatalf("attempts %d reused %v, want 2 fresh", last.Attempts, last.Reused)
+	}
+	// POST with a body sent on the pooled connection: not retried.
+	tc.send("POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\n\r\nbody")
+	if resp, _ := tc.mustRead("POST"); resp.StatusCode != 502 {
+		t.Fatalf("POST: status %d, want 502", resp.StatusCode)
+	}
+	if n := o.conns.Load(); n != 2 {
+		t.Fatalf("POST was retried: %d upstream connections", n)
+	}
+}
+
+func TestEchoLargeBodyNoDeadlock(t *testing.T) {
+	checkLeaks(t)
+	// The origin streams the body back as it reads it, before the end.
+	hs, _ := rawHarness(t, Config{}, serval.Hooks{}, func(c net.Conn, br *bufio.Reader) {
+		req, err := http.ReadRequest(br)
+		if err != nil {
+			return
+		}
+		fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n", req.ContentLength)
+		io.Copy(c, req.Body)
+	})
+	tc := dialHarness(t, hs)
+	const n = 16 << 20
+	errc := sendBody(t, tc.c, "POST", "/echo", 9, n, false)
+	resp, body := tc.mustRead("POST")
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(body)
+	if resp.StatusCode != 200 || hex.EncodeToString(sum[:]) != genSum(9, n) {
+		t.Fatalf("status %d, %d bytes echoed", resp.StatusCode, len(body))
+	}
+}
+
+func TestEarly413WithoutReadingBody(t *testing.T) {
+	checkLeaks(t)
+	hs, _ := rawHarness(t, Config{}, serval.Hooks{}, func(c net.Conn, br *bufio.Reader) {
+		if _, err := http.ReadRequest(br); err != nil {
+			return
+		}
+		io.WriteString(c, "HTTP/1.1 413 Content Too Large\r\nContent-Length: 3\r\nConnection: close\r\n\r\nbig")
+		time.Sleep(300 * time.Millisecond)
+	})
+	tc := dialHarness(t, hs)
+	errc := sendBody(t, tc.c, "POST", "/upload", 3, 10<<20, false)
+	resp, body := tc.mustRead("POST")
+	if resp.StatusCode != 413 || string(body) != "big" {
+		t.Fatalf("status %d body %q", resp.StatusCode, body)
+	}
+	if !tc.closed() {
+		t.Fatal("client connection kept although its body was not read")
+	}
+	<-errc // the writer fails once the connection is closed
+}
+
+func TestCloseDelimitedResponse(t *testing.T) {
+	checkLeaks(t)
+	hs, _ := rawHarness(t, Config{}, serval.Hooks{}, func(c net.Conn, br *bufio.Reader) {
+		readRequest(br)
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil the end")
+	})
+	t.Run("http11", func(t *testing.T) {
+		tc := dialHarness(t, hs)
+		tc.send("GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+		resp, body := tc.mustRead("GET")
+		if len(resp.TransferEncoding) == 0 || string(body) != "until the end" || resp.Close {
+			t.Fatalf("te %v close %v body %q", resp.TransferEncoding, resp.Close, body)
+		}
+		tc.send("GET / HTTP/1.1\r\nHost: t\r\n\r\n") // still alive
+		if _, body := tc.mustRead("GET"); string(body) != "until the end" {
+			t.Fatalf("second: %q", body)
+		}
+	})
+	t.Run("http10", func(t *testing.T) {
+		tc := dialHarness(t, hs)
+		tc.send("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+		tc.c.SetReadDeadline(time.Now().Add(testTimeout))
+		all, err := io.ReadAll(tc.br)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.HasSuffix(all, []byte("\r\n\r\nuntil the end")) || !hasHeaderLine(string(all), "Connection: close") ||
+			hasHeaderLine(string(all), "chunked") {
+			t.Fatalf("got %q", all)
+		}
+	})
+}
+
+func TestUpstreamClosesMidBody(t *testing.T) {
+	checkLeaks(t)
+	for _, resp := range []string{
+		"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" + strings.Repeat("x", 5000),
+		"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1000\r\n" + strings.Repeat("x", 4096) + "\r\n",
+	} {
+		hs, _ := rawHarness(t, Config{}, serval.Hooks{}, func(c net.Conn, br *bufio.Reader) {
+			readRequest(br)
+			io.WriteString(c, resp)
+		})
+		tc := dialHarness(t, hs)
+		tc.send("GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+		// Either nothing had left yet (502), or the client sees the cut:
+		// never a 200 that looks complete.
+		if r, _, err := tc.read("GET"); err == nil && r.StatusCode != 502 {
+			t.Fatalf("a truncated response looked complete: %d", r.StatusCode)
+		}
+		if !tc.closed() {
+			t.Fatal("client connection not closed after a truncated response")
+		}
+	}
+}
+
+func TestSmugglingRejected(t *testing.T) {
+	checkLeaks(t)
+	var requests atomic.Int32
+	hs, _ := rawHarness(t, Config{}, serval.Hooks{}, func(c net.Conn, br *bufio.Reader) {
+		for {
+			if _, _, err := readRequest(br); err != nil {
+				return
+			}
+			requests.Add(1)
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		}
+	})
+	for _, attack := range []string{
+		// CL.TE
+		"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 13\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /x HTTP/1.1\r\nHost: t\r\n\r\n",
+		// TE.CL
+		"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n5c\r\nGPOST / HTTP/1.1\r\n\r\n0\r\n\r\n",
+		// TE.TE obfuscations
+		"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: x\r\n\r\n0\r\n\r\nGET /x HTTP/1.1\r\nHost: t\r\n\r\n",
+		"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding : chunked\r\n\r\n0\r\n\r\nGET /x HTTP/1.1\r\nHost: t\r\n\r\n",
+		"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding:\r\n chunked\r\n\r\n0\r\n\r\nGET /x HTTP/1.1\r\nHost: t\r\n\r\n",
+		"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: xchunked\r\n\r\n0\r\n\r\nGET /x HTTP/1.1\r\nHost: t\r\n\r\n",
+		"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\nContent-Length: 40\r\n\r\nbodyGET /x HTTP/1.1\r\nHost: t\r\n\r\n",
+	} {
+		tc := dialHarness(t, hs)
+		tc.send(attack)
+		resp, _ := tc.mustRead("POST")
+		if resp.StatusCode != 400 && resp.StatusCode != 501 {
+			t.Errorf("attack %q: status %d, want 400", attack, resp.StatusCode)
+		}
+		if !tc.closed() {
+			t.Errorf("attack %q: connection kept", attack)
+		}
+	}
+	if n := requests.Load(); n != 0 {
+		t.Fatalf("%d smuggled requests reached the upstream", n)
+	}
+}
+
+func TestPipelinedAfterChunkedBody(t *testing.T) {
+	checkLeaks(t)
+	var requests atomic.Int32
+	hs, _ := rawHarness(t, Config{}, serval.Hooks{}, func(c net.Conn, br *bufio.Reader) {
+		for {
+			_, body, err := readRequest(br)
+			if err != nil {
+				return
+			}
+			requests.Add(1)
+			fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
+		}
+	})
+	tc := dialHarness(t, hs)
+	tc.send("POST /a HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n" +
+		"POST /b HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\ndef" +
+		"GET /c HTTP/1.1\r\nHost: t\r\n\r\n")
+	for _, want := range []string{"abc", "def", ""} {
+		if _, body := tc.mustRead("POST"); string(body) != want {
+			t.Fatalf("body %q, want %q", body, want)
+		}
+	}
+	if requests.Load() != 3 {
+		t.Fatalf("%d requests upstream", requests.Load())
+	}
+}
+
+func TestExpectContinue(t *testing.T) {
+	checkLeaks(t)
+	hs, _ := rawHarness(t, Config{}, serval.Hooks{}, func(c net.Conn, br *bufio.Reader) {
+		req, body, err := readRequest(br)
+		if err != nil {
+			return
+		}
+		fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(body)+len(req.Header.Get("Expect")), body)
+		io.WriteString(c, req.Header.Get("Expect"))
+	})
+	tc := dialHarness(t, hs)
+	tc.send("PUT / HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+	line, err := tc.br.ReadString('\n')
+	if err != nil || line != "HTTP/1.1 100 Continue\r\n" {
+		t.Fatalf("got %q %v", line, err)
+	}
+	tc.br.ReadString('\n')
+	tc.send("hello")
+	if _, body := tc.mustRead("PUT"); string(body) != "hello" {
+		t.Fatalf("body %q (Expect must not reach the upstream)", body)
+	}
+}
