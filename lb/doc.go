@@ -3,9 +3,26 @@
 //
 // Layer 4 (strategy): it imports the serval vocabulary (layer 0) and
 // health (layer 2), never proxy or server. One file per selection policy,
-// each a small type whose doc comment names the algorithm and why.
+// each a small type whose doc comment names the algorithm and why:
+// RoundRobin, Weighted (smooth weighted round robin), LeastConn, P2C
+// (power of two choices over peak EWMA), Hash (Maglev consistent
+// hashing on client IP, header, cookie or path) and Sticky (cookie
+// stickiness around any of them).
 //
 // Selectors keep the caller's upstream table and return pointers into it,
 // so selecting never allocates; the table must not change after the
-// selector is built (swap a whole new selector instead).
+// selector is built (swap a whole new selector instead). Only healthy
+// upstreams are selected; tables derived from the healthy set (Weighted,
+// Hash) are rebuilt off the request path and swapped atomically.
+//
+// Wiring (what examples/lb does):
+//
+//	table, err := lb.ParseBackends("10.0.0.1:80=3,10.0.0.2:80")
+//	pol, err := lb.ParsePolicy("p2c")
+//	h, err := lb.New(lb.Config{Upstreams: table, Policy: pol})
+//	// h is the server's handler; h.Health() feeds prober.Config.Health.
+//
+// Handler implements serval.UpstreamDoneHook: every attempt the proxy
+// reports feeds passive health (health.Passive), the in-flight counts
+// and the latency averages (Load), whatever selector picked it.
 package lb

@@ -2,6 +2,9 @@ package lb
 
 import (
 	"errors"
+	"log/slog"
+	"strconv"
+	"time"
 
 	"github.com/servalproxy/serval"
 	"github.com/servalproxy/serval/health"
@@ -15,19 +18,36 @@ type Selector interface {
 	Select(x *serval.Exchange, req *serval.Request) *serval.Upstream
 }
 
-// Handler is a serval.Handler that delegates selection to a Selector.
-// Embed it, or wrap it, to add hooks (OnRequest, OnLog, ...) to a
-// load-balancing proxy.
+// Handler is a serval.Handler that delegates selection to a Selector and
+// feeds the outcome of every upstream attempt back (OnUpstreamDone):
+// passive health, in-flight counts and latency averages. Built by New it
+// also answers 503 with Retry-After when no upstream is healthy
+// (OnRequest) and sets the sticky cookie (OnResponse). Embed it, or wrap
+// it, to add hooks (OnLog, ...) to a load-balancing proxy; a wrapper that
+// overrides SelectUpstream must still route through it, or the Load
+// counts drift (they are clamped and counted in Load.Unbalanced).
 type Handler struct {
-	sel Selector
+	sel        Selector
+	table      []serval.Upstream
+	health     *health.State
+	passive    *health.Passive
+	load       *Load
+	sticky     *Sticky
+	tryAll     func(x *serval.Exchange, req *serval.Request) *serval.Upstream
+	reject     bool // answer 503 in OnRequest when none is healthy
+	retryAfter []serval.Header
+	log        *slog.Logger
 }
 
-var _ serval.Handler = (*Handler)(nil)
+var (
+	_ serval.Handler          = (*Handler)(nil)
+	_ serval.UpstreamDoneHook = (*Handler)(nil)
+	_ serval.RequestHook      = (*Handler)(nil)
+	_ serval.ResponseHook     = (*Handler)(nil)
+)
 
-// ErrNilSelector is returned by NewHandler for a nil selector.
-var ErrNilSelector = errors.New("lb: nil selector")
-
-// NewHandler returns a handler over sel.
+// NewHandler returns a handler over sel alone: no health feedback, no
+// load tracking, no sticky cookie. New builds the full handler.
 func NewHandler(sel Selector) (*Handler, error) {
 	if sel == nil {
 		return nil, ErrNilSelector
@@ -35,17 +55,108 @@ func NewHandler(sel Selector) (*Handler, error) {
 	return &Handler{sel: sel}, nil
 }
 
-// SelectUpstream returns the selector's choice, nil when none is healthy.
+// SelectUpstream returns the selector's choice, nil when none may take
+// the request; it counts the attempt in (Load.Start), and
+// OnUpstreamDone counts it out.
 func (h *Handler) SelectUpstream(x *serval.Exchange, req *serval.Request) *serval.Upstream {
-	return h.sel.Select(x, req)
+	u := h.sel.Select(x, req)
+	if u == nil && h.tryAll != nil {
+		if u = h.tryAll(x, req); u != nil && h.sticky != nil && x != nil && x.User == nil {
+			x.User = stickyMark // re-pin the client once health returns
+		}
+	}
+	if u != nil && h.load != nil {
+		h.load.Start(u.Index)
+	}
+	return u
 }
 
-// Errors returned when a selector's table is unusable.
+// OnUpstreamDone feeds one attempt's outcome back: the in-flight count
+// and latency average (least-conn, p2c) and passive health. An upstream
+// that crosses the failure threshold is out of the bitmap before this
+// returns, so the next selection skips it. Each flip is logged once.
+func (h *Handler) OnUpstreamDone(_ *serval.Exchange, u *serval.Upstream, r serval.UpstreamResult) {
+	if u == nil || int(u.Index) >= len(h.table) || &h.table[u.Index] != u {
+		return // not one of ours (a wrapper selected elsewhere)
+	}
+	if h.load != nil {
+		h.load.Done(u.Index, r)
+	}
+	if h.passive == nil {
+		return
+	}
+	if flipped, healthy := h.passive.Observe(u.Index, r); flipped {
+		h.log.Warn("lb: upstream health changed (passive)", "upstream", u.Addr(), "index", u.Index,
+			"healthy", healthy, "phase", r.Phase.String(), "status", r.Status, "healthy_count", h.health.HealthyCount())
+	}
+}
+
+// noHealthyBody is the 503 body when no upstream is healthy.
+var noHealthyBody = []byte("lb: no healthy upstream\n")
+
+// OnRequest answers 503 with a Retry-After hint when the all-unhealthy
+// policy is AllUnhealthy503 and no upstream is healthy (one atomic load
+// per request); otherwise it continues.
+func (h *Handler) OnRequest(_ *serval.Exchange, _ *serval.Request, _ []byte) serval.Action {
+	if h.reject && h.health.HealthyCount() == 0 {
+		return serval.Action{Kind: serval.ActionRespond, Status: 503, ContentType: "text/plain; charset=utf-8",
+			Headers: h.retryAfter, Body: noHealthyBody, Reason: "lb: no healthy upstream"}
+	}
+	return serval.Continue()
+}
+
+// setCookieName is the response field sticky sessions add.
+var setCookieName = []byte("Set-Cookie")
+
+// OnResponse adds the sticky cookie to the response when the request had
+// no valid one (or was failed over). It appends the field to
+// resp.Fields within its capacity, which the proxy forwards with the
+// upstream's fields; a full field table skips the cookie for this
+// response (the next one sets it).
+func (h *Handler) OnResponse(x *serval.Exchange, resp *serval.Response, _ []byte) serval.Action {
+	if h.sticky == nil || !h.sticky.NeedsCookie(x) {
+		return serval.Continue()
+	}
+	clearMark(x)
+	if len(resp.Fields) < cap(resp.Fields) {
+		resp.Fields = append(resp.Fields, serval.Header{Name: setCookieName, Value: h.sticky.SetCookie(x.Upstream)})
+	}
+	return serval.Continue()
+}
+
+// Health returns the health state selection reads (nil for NewHandler):
+// give it to the prober (prober.Config.Health).
+func (h *Handler) Health() *health.State { return h.health }
+
+// Load returns the load feedback (nil for NewHandler).
+func (h *Handler) Load() *Load { return h.load }
+
+// Selector returns the selector (the Sticky wrapper when configured).
+func (h *Handler) Selector() Selector { return h.sel }
+
+// Sticky returns the sticky-cookie wrapper, nil when not configured.
+func (h *Handler) Sticky() *Sticky { return h.sticky }
+
+// Upstreams returns the table (shared; do not modify).
+func (h *Handler) Upstreams() []serval.Upstream { return h.table }
+
+// Errors returned by constructors when a table or option is unusable.
 var (
-	ErrNoUpstreams     = errors.New("lb: empty upstream table")
-	ErrTooManyUpstream = errors.New("lb: more than serval.UpstreamsMax upstreams")
-	ErrIndexMismatch   = errors.New("lb: table[i].Index != i")
-	ErrHealthSize      = errors.New("lb: health state tracks a different number of upstreams")
+	ErrNilSelector       = errors.New("lb: nil selector")
+	ErrNilLoad           = errors.New("lb: nil load")
+	ErrNoUpstreams       = errors.New("lb: empty upstream table")
+	ErrTooManyUpstream   = errors.New("lb: more than serval.UpstreamsMax upstreams")
+	ErrIndexMismatch     = errors.New("lb: table[i].Index != i")
+	ErrHealthSize        = errors.New("lb: health state tracks a different number of upstreams")
+	ErrWeight            = errors.New("lb: upstream weight above lb.WeightMax")
+	ErrDecay             = errors.New("lb: decay outside [lb.DecayMin, lb.DecayMax]")
+	ErrKeyName           = errors.New("lb: hash header or cookie name is not a token")
+	ErrKeyKind           = errors.New("lb: unknown hash key kind")
+	ErrCookieName        = errors.New("lb: sticky cookie name is not a token")
+	ErrDuplicateUpstream = errors.New("lb: two upstreams have the same address")
+	ErrPolicy            = errors.New("lb: unknown policy kind")
+	ErrAllUnhealthy      = errors.New("lb: unknown all-unhealthy policy")
+	ErrRetryAfter        = errors.New("lb: retry-after outside [1s, lb.RetryAfterMax]")
 )
 
 // checkTable validates a selector's table against the limits and the
@@ -70,4 +181,11 @@ func checkTable(table []serval.Upstream, h *health.State) error {
 		return ErrHealthSize
 	}
 	return nil
+}
+
+// retryAfterHeader builds the Retry-After field once (whole seconds,
+// rounded up).
+func retryAfterHeader(d time.Duration) []serval.Header {
+	secs := int64((d + time.Second - 1) / time.Second)
+	return []serval.Header{{Name: []byte("Retry-After"), Value: []byte(strconv.FormatInt(secs, 10))}}
 }

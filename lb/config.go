@@ -1,0 +1,136 @@
+package lb
+
+import (
+	"log/slog"
+	"time"
+
+	"github.com/servalproxy/serval"
+	"github.com/servalproxy/serval/health"
+)
+
+// Retry-After bounds: the hint a 503 carries when no upstream is
+// healthy. The default is about two active-probe intervals, after which
+// a recovered upstream is back.
+const (
+	RetryAfterDefault = 5 * time.Second
+	RetryAfterMax     = time.Hour
+)
+
+// Config builds a Handler with New. The zero value of every field but
+// Upstreams is a working default.
+type Config struct {
+	// Upstreams is the table (lb.ParseBackends or serval.ParseUpstreams);
+	// kept, not copied: selections return pointers into it.
+	Upstreams []serval.Upstream
+	// Policy is the selection algorithm (lb.ParsePolicy). Zero: round
+	// robin.
+	Policy Policy
+	// StickyCookie, when set, pins clients with a cookie of that name
+	// (see Sticky), falling back to Policy.
+	StickyCookie string
+	// Health is the state selection reads and passive checks feed. Nil:
+	// New builds one with the default thresholds (Handler.Health returns
+	// it, for the prober).
+	Health *health.State
+	// Passive5xx counts 5xx responses as passive failures (default: only
+	// transport failures, connect/reset/timeout/invalid response, count).
+	Passive5xx bool
+	// PassiveStatuses are further statuses counted as failures.
+	PassiveStatuses []int
+	// AllUnhealthy says what happens when no upstream is healthy.
+	// Default AllUnhealthy503.
+	AllUnhealthy AllUnhealthyPolicy
+	// RetryAfter is the Retry-After hint of that 503. Default
+	// RetryAfterDefault; rounded up to whole seconds; at most
+	// RetryAfterMax.
+	RetryAfter time.Duration
+	// Decay is the time constant of the latency average (p2c). Default
+	// DecayDefault.
+	Decay time.Duration
+	// Logger logs passive health transitions. Nil: slog.Default().
+	Logger *slog.Logger
+}
+
+// New builds the handler Config describes: the selector for Policy
+// (wrapped in Sticky when StickyCookie is set), passive health over
+// Config.Health and load feedback, all sharing one table.
+func New(cfg Config) (*Handler, error) {
+	if err := checkTable(cfg.Upstreams, cfg.Health); err != nil {
+		return nil, err
+	}
+	if cfg.AllUnhealthy > AllUnhealthyTryAll {
+		return nil, ErrAllUnhealthy
+	}
+	if cfg.RetryAfter == 0 {
+		cfg.RetryAfter = RetryAfterDefault
+	}
+	if cfg.RetryAfter < time.Second || cfg.RetryAfter > RetryAfterMax {
+		return nil, ErrRetryAfter
+	}
+	hs := cfg.Health
+	if hs == nil {
+		hs = health.New(len(cfg.Upstreams))
+	}
+	load, err := NewLoad(cfg.Decay)
+	if err != nil {
+		return nil, err
+	}
+	passive, err := health.NewPassive(hs, health.PassiveOptions{Count5xx: cfg.Passive5xx, Statuses: cfg.PassiveStatuses})
+	if err != nil {
+		return nil, err
+	}
+	sel, err := newSelector(cfg.Policy, cfg.Upstreams, hs, load)
+	if err != nil {
+		return nil, err
+	}
+	h := &Handler{sel: sel, table: cfg.Upstreams, health: hs, passive: passive, load: load,
+		retryAfter: retryAfterHeader(cfg.RetryAfter), log: cfg.Logger}
+	if h.log == nil {
+		h.log = slog.Default()
+	}
+	if cfg.AllUnhealthy == AllUnhealthyTryAll {
+		h.tryAll = tryAllFunc(sel, cfg.Upstreams)
+	} else {
+		h.reject = true
+	}
+	if cfg.StickyCookie != "" {
+		if h.sticky, err = NewSticky(cfg.StickyCookie, cfg.Upstreams, hs, sel); err != nil {
+			return nil, err
+		}
+		h.sel = h.sticky
+	}
+	return h, nil
+}
+
+// newSelector builds the selector for p.
+func newSelector(p Policy, table []serval.Upstream, hs *health.State, load *Load) (Selector, error) {
+	switch p.Kind {
+	case PolicyRoundRobin:
+		return NewRoundRobin(table, hs)
+	case PolicyWeighted:
+		return NewWeighted(table, hs)
+	case PolicyLeastConn:
+		return NewLeastConn(table, hs, load)
+	case PolicyP2C:
+		return NewP2C(table, hs, load)
+	case PolicyHash:
+		return NewHash(table, hs, p.Key)
+	}
+	return nil, ErrPolicy
+}
+
+// tryAllFunc is the AllUnhealthyTryAll fallback: the hash selector's
+// full table (keys keep their upstreams), else round robin over every
+// upstream regardless of health.
+func tryAllFunc(sel Selector, table []serval.Upstream) func(*serval.Exchange, *serval.Request) *serval.Upstream {
+	rr, _ := NewRoundRobin(table, nil) // table already checked
+	if hs, ok := sel.(*Hash); ok {
+		return func(x *serval.Exchange, req *serval.Request) *serval.Upstream {
+			if u := hs.SelectAny(x, req); u != nil {
+				return u
+			}
+			return rr.Select(x, req)
+		}
+	}
+	return rr.Select
+}
