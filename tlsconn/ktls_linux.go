@@ -302,28 +302,33 @@ func (p *connPlatform) sendmsg(fd uintptr) bool {
 // TCP pair, sets TCP_ULP "tls" and TLS_TX (AES-128-GCM, TLS 1.3, a dummy
 // key; nothing is sent). reason is one line for the startup log.
 func Probe() (ok bool, reason string) {
+	if err := probe(); err != nil {
+		return false, "tlsconn: no kernel TLS (" + err.Error() + "; tcp_available_ulp=" +
+			availableULP() + "): TLS stays in user space"
+	}
+	return true, "tlsconn: kernel TLS available (tcp_available_ulp=" + availableULP() + ")"
+}
+
+// probe is Probe with the error kept (tests check it for ENOENT).
+func probe() error {
 	ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
-		return false, "tlsconn: kernel TLS probe: " + err.Error()
+		return err
 	}
 	defer ln.Close()
 	_ = ln.SetDeadline(time.Now().Add(probeTimeout))
 	d := net.Dialer{Timeout: probeTimeout}
 	c, err := d.Dial("tcp", ln.Addr().String())
 	if err != nil {
-		return false, "tlsconn: kernel TLS probe: " + err.Error()
+		return err
 	}
 	defer c.Close()
 	a, err := ln.AcceptTCP()
 	if err != nil {
-		return false, "tlsconn: kernel TLS probe: " + err.Error()
+		return err
 	}
 	defer a.Close()
-	if err := probeTX(a); err != nil {
-		return false, "tlsconn: no kernel TLS (" + err.Error() + "; tcp_available_ulp=" +
-			availableULP() + "): TLS stays in user space"
-	}
-	return true, "tlsconn: kernel TLS available (tcp_available_ulp=" + availableULP() + ")"
+	return probeTX(a)
 }
 
 // probeTX sets TCP_ULP "tls" and TLS_TX with a zero TLS 1.3 AES-128-GCM key.

@@ -29,3 +29,5 @@ func (c *Conn) sendCloseNotify() error { return errNoKernelTLS }
 func Probe() (ok bool, reason string) {
 	return false, "tlsconn: kernel TLS is Linux-only: TLS stays in user space"
 }
+
+func probe() error { return errNoKernelTLS }
