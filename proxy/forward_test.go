@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/servalproxy/serval"
 )
@@ -139,6 +140,8 @@ func TestForwardBodies(t *testing.T) {
 			if testing.Short() && (c.reqN > 10<<20 || c.respN > 10<<20) {
 				t.Skip("large body")
 			}
+			tc.t = t
+			tc.c.SetDeadline(time.Now().Add(4 * testTimeout))
 			seed := uint64(i + 1)
 			path := fmt.Sprintf("/gen?n=%d&seed=%d", c.respN, seed+100)
 			if c.respChunked {

@@ -1,0 +1,177 @@
+package proxy
+
+import (
+	"bufio"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"hash"
+	"io"
+	"net"
+	"sync"
+	"testing"
+
+	"github.com/servalproxy/serval"
+)
+
+// bodyHooks hashes the request and response bodies it sees and rejects a
+// request body containing "REJECT".
+type bodyHooks struct {
+	handler
+	mu         sync.Mutex
+	reqH, resH hash.Hash
+	reqN, resN int
+}
+
+var errRejected = &serval.StatusError{Status: 422, Msg: "test: rejected"}
+
+func (h *bodyHooks) OnRequestBody(x *serval.Exchange, chunk []byte) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if string(chunk) == "REJECT" {
+		return errRejected
+	}
+	h.reqH.Write(chunk)
+	h.reqN += len(chunk)
+	return nil
+}
+
+func (h *bodyHooks) OnResponseBody(x *serval.Exchange, chunk []byte) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.resH.Write(chunk)
+	h.resN += len(chunk)
+	return nil
+}
+
+func TestBodyHooksSeeAllBytes(t *testing.T) {
+	checkLeaks(t)
+	srv, _ := genOrigin(t)
+	h := &bodyHooks{handler: handler{ups: []serval.Upstream{upstreamOf(t, srv.Listener.Addr().String(), 0)}}}
+	hs := newHarness(t, Config{}, h, serval.DetectHooks(h))
+	tc := dialHarness(t, hs)
+	for i, chunked := range []bool{false, true} {
+		h.reqH, h.resH, h.reqN, h.resN = sha256.New(), sha256.New(), 0, 0
+		const n = 3 << 20
+		path := fmt.Sprintf("/gen?n=%d&seed=5", n)
+		if chunked {
+			path += "&chunked=1"
+		}
+		errc := sendBody(t, tc.c, "POST", path, uint64(i+20), n, chunked)
+		resp, _ := tc.mustRead("POST")
+		if err := <-errc; err != nil {
+			t.Fatal(err)
+		}
+		h.mu.Lock()
+		if resp.StatusCode != 200 || h.reqN != n || hex.EncodeToString(h.reqH.Sum(nil)) != genSum(uint64(i+20), n) {
+			t.Fatalf("chunked=%v: request hook saw %d bytes", chunked, h.reqN)
+		}
+		if h.resN != n || hex.EncodeToString(h.resH.Sum(nil)) != genSum(5, n) {
+			t.Fatalf("chunked=%v: response hook saw %d bytes", chunked, h.resN)
+		}
+		h.mu.Unlock()
+	}
+	// Rejection before anything was sent: the hook's status.
+	h.reqH, h.resH = sha256.New(), sha256.New()
+	tc.send("POST /gen?n=1&seed=1 HTTP/1.1\r\nHost: t\r\nContent-Length: 6\r\n\r\nREJECT")
+	if resp, _ := tc.mustRead("POST"); resp.StatusCode != 422 {
+		t.Fatalf("rejected body: status %d, want 422", resp.StatusCode)
+	}
+}
+
+// replaceHooks replaces every 500 from the upstream.
+type replaceHooks struct{ handler }
+
+func (h *replaceHooks) OnResponse(x *serval.Exchange, resp *serval.Response, buf []byte) serval.Action {
+	if resp.Status == 500 {
+		return serval.Respond(503, "text/plain", []byte("replaced"))
+	}
+	return serval.Continue()
+}
+
+func TestOnResponseReplaces(t *testing.T) {
+	checkLeaks(t)
+	o := newRawOrigin(t, answer("HTTP/1.1 500 Internal Server Error\r\nContent-Length: 4\r\n\r\noops"))
+	h := &replaceHooks{handler{ups: []serval.Upstream{upstreamOf(t, o.addr(), 0)}}}
+	hs := newHarness(t, Config{}, h, serval.DetectHooks(h))
+	tc := dialHarness(t, hs)
+	for range 2 {
+		tc.send("GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+		if resp, body := tc.mustRead("GET"); resp.StatusCode != 503 || string(body) != "replaced" {
+			t.Fatalf("status %d body %q", resp.StatusCode, body)
+		}
+	}
+	// The dropped response was complete: its connection was reused.
+	if n := o.conns.Load(); n != 1 {
+		t.Fatalf("%d upstream connections, want 1", n)
+	}
+}
+
+// errorHooks retries on the second upstream, or answers a custom 599.
+type errorHooks struct {
+	handler
+	retry bool
+	seen  []serval.ProxyError
+}
+
+func (h *errorHooks) OnError(x *serval.Exchange, perr *serval.ProxyError) serval.ErrorAction {
+	h.seen = append(h.seen, *perr)
+	if h.retry {
+		h.next.Store(1)
+		return serval.ErrorAction{Kind: serval.ErrorRetry}
+	}
+	return serval.ErrorAction{Kind: serval.ErrorRespond, Response: serval.Respond(599, "text/plain", []byte("custom"))}
+}
+
+func TestOnError(t *testing.T) {
+	checkLeaks(t)
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	dead := ln.Addr().String()
+	ln.Close()
+	good := newRawOrigin(t, answer("HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\ngood"))
+	for _, retry := range []bool{true, false} {
+		h := &errorHooks{handler: handler{ups: []serval.Upstream{upstreamOf(t, dead, 0), upstreamOf(t, good.addr(), 1)}}, retry: retry}
+		hs := newHarness(t, Config{}, h, serval.DetectHooks(h))
+		hs.record(t)
+		tc := dialHarness(t, hs)
+		tc.send("POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\nabc")
+		resp, body := tc.mustRead("POST")
+		if retry && (resp.StatusCode != 200 || string(body) != "good") || !retry && (resp.StatusCode != 599 || string(body) != "custom") {
+			t.Fatalf("retry=%v: status %d body %q", retry, resp.StatusCode, body)
+		}
+		if len(h.seen) != 1 || h.seen[0].Phase != serval.PhaseConnect || h.seen[0].Status != 502 {
+			t.Fatalf("OnError saw %+v", h.seen)
+		}
+		if retry {
+			xs := hs.lastExchanges()
+			x := xs[len(xs)-1]
+			if x.Attempts != 2 || x.Status != 200 || x.BytesOut == 0 || x.Timings.Total <= 0 || x.Timings.FirstByte <= 0 {
+				t.Fatalf("exchange not filled: %+v", x)
+			}
+		}
+	}
+}
+
+func TestBodyTooLarge(t *testing.T) {
+	checkLeaks(t)
+	var got sync.WaitGroup
+	o := newRawOrigin(t, func(c net.Conn, br *bufio.Reader) {
+		got.Add(1)
+		defer got.Done()
+		io.Copy(io.Discard, br)
+	})
+	h := &handler{ups: []serval.Upstream{upstreamOf(t, o.addr(), 0)}}
+	hs := newHarness(t, Config{RequestBodyBytesMax: 1000}, h, serval.Hooks{})
+	tc := dialHarness(t, hs)
+	tc.send("POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 1001\r\n\r\n")
+	if resp, _ := tc.mustRead("POST"); resp.StatusCode != 413 {
+		t.Fatalf("CL: status %d", resp.StatusCode)
+	}
+	tc2 := dialHarness(t, hs)
+	errc := sendBody(t, tc2.c, "POST", "/", 1, 5000, true)
+	resp, _, err := tc2.read("POST")
+	if err != nil || resp.StatusCode != 413 {
+		t.Fatalf("chunked: %v %v, want 413", resp, err)
+	}
+	<-errc
+}
