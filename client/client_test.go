@@ -1,0 +1,132 @@
+package client
+
+import (
+	"net"
+	"testing"
+	"time"
+
+	"github.com/servalproxy/serval"
+	"github.com/servalproxy/serval/http1"
+)
+
+// pair returns a connected loopback pair: ours and the upstream's.
+func pair(t *testing.T) (net.Conn, net.Conn) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	up := serval.NewUpstream("127.0.0.1", uint16(ln.Addr().(*net.TCPAddr).Port), 0)
+	type res struct {
+		c   net.Conn
+		err error
+	}
+	ch := make(chan res, 1)
+	go func() {
+		c, err := ln.Accept()
+		ch <- res{c, err}
+	}()
+	uc, err := NewDialer(time.Second).Dial(&up)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if uc.TCP == nil || uc.Conn == nil {
+		t.Fatal("Dial did not set Conn and TCP")
+	}
+	r := <-ch
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	t.Cleanup(func() { uc.Conn.Close(); r.c.Close() })
+	return uc.Conn, r.c
+}
+
+type interims struct{ statuses []int }
+
+func (i *interims) Interim(resp *serval.Response) error {
+	i.statuses = append(i.statuses, resp.Status)
+	return nil
+}
+
+func TestReadResponse(t *testing.T) {
+	lim := http1.DefaultLimits()
+	for _, tt := range []struct {
+		name, in string
+		method   serval.Method
+		status   int
+		body     http1.BodyKind
+		interims int
+		err      error
+	}{
+		{"length", "HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc", serval.MethodGet, 200, http1.BodyLength, 0, nil},
+		{"chunked", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", serval.MethodGet, 200, http1.BodyChunked, 0, nil},
+		{"close", "HTTP/1.1 200 OK\r\n\r\nabc", serval.MethodGet, 200, http1.BodyClose, 0, nil},
+		{"head", "HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n", serval.MethodHead, 200, http1.BodyNone, 0, nil},
+		{"204", "HTTP/1.1 204 No Content\r\n\r\n", serval.MethodGet, 204, http1.BodyNone, 0, nil},
+		{"304", "HTTP/1.1 304 Not Modified\r\n\r\n", serval.MethodGet, 304, http1.BodyNone, 0, nil},
+		{"interims", "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: <x>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", serval.MethodGet, 200, http1.BodyNone, 2, nil},
+		{"101", "HTTP/1.1 101 Switching Protocols\r\n\r\n", serval.MethodGet, 0, 0, 0, ErrUnexpectedSwitch},
+		{"empty", "", serval.MethodGet, 0, 0, 0, ErrNoResponse},
+		{"truncated", "HTTP/1.1 200 OK\r\nContent-", serval.MethodGet, 0, 0, 0, ErrTruncatedHead},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			ours, theirs := pair(t)
+			go func() {
+				theirs.Write([]byte(tt.in))
+				theirs.Close()
+			}()
+			var resp serval.Response
+			resp.Init(16)
+			var on interims
+			buf := make([]byte, lim.HeadBytesMax)
+			h, _, err := ReadResponse(ours, buf, 0, &resp, &lim, time.Now().Add(time.Second), tt.method, false, &on)
+			if err != tt.err {
+				t.Fatalf("err %v, want %v", err, tt.err)
+			}
+			if err != nil {
+				return
+			}
+			if resp.Status != tt.status || h.Body != tt.body || len(on.statuses) != tt.interims {
+				t.Fatalf("status %d body %d interims %v", resp.Status, h.Body, on.statuses)
+			}
+		})
+	}
+}
+
+func TestReadResponseLimits(t *testing.T) {
+	lim := http1.DefaultLimits()
+	var resp serval.Response
+	resp.Init(16)
+	buf := make([]byte, lim.HeadBytesMax)
+
+	ours, theirs := pair(t)
+	go func() {
+		for range serval.InterimResponsesMax + 1 {
+			theirs.Write([]byte("HTTP/1.1 103 Early Hints\r\n\r\n"))
+		}
+	}()
+	if _, _, err := ReadResponse(ours, buf, 0, &resp, &lim, time.Now().Add(time.Second), serval.MethodGet, false, nil); err != ErrInterimMax {
+		t.Fatalf("interims: %v", err)
+	}
+
+	ours, _ = pair(t)
+	start := time.Now()
+	if _, _, err := ReadResponse(ours, buf, 0, &resp, &lim, time.Now().Add(100*time.Millisecond), serval.MethodGet, false, nil); err != ErrResponseTimeout {
+		t.Fatalf("timeout: %v", err)
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Fatalf("timeout took %v", d)
+	}
+}
+
+func TestDialErrors(t *testing.T) {
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	port := uint16(ln.Addr().(*net.TCPAddr).Port)
+	ln.Close()
+	up := serval.NewUpstream("127.0.0.1", port, 0)
+	_, err := NewDialer(time.Second).Dial(&up)
+	de, ok := err.(*DialError)
+	if !ok || de.Status != 502 {
+		t.Fatalf("refused: %v", err)
+	}
+}
