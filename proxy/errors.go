@@ -17,15 +17,10 @@ var (
 	errConnect          = &serval.StatusError{Status: 501, Msg: "proxy: CONNECT is not proxied"}
 	errHeadTooLarge     = &serval.StatusError{Status: 431, Msg: "proxy: request head too large to forward"}
 	errBodyTooLarge     = &serval.StatusError{Status: 413, Msg: "proxy: request body too large"}
-	errClientBody       = &serval.StatusError{Status: 400, Msg: "proxy: reading the request body failed"}
 	errChunkTooLarge    = &serval.StatusError{Status: 400, Msg: "proxy: chunk framing does not fit the buffer"}
-	errUpstreamWrite    = &serval.StatusError{Status: 502, Msg: "proxy: writing the request body upstream failed"}
 	errUpstreamBody     = &serval.StatusError{Status: 502, Msg: "proxy: upstream response body truncated or failed"}
 	errUpstreamChunk    = &serval.StatusError{Status: 502, Msg: "proxy: invalid chunked response body"}
-	errBodyTimeout      = &serval.StatusError{Status: 504, Msg: "proxy: upstream response body stalled"}
 	errClientWrite      = &serval.StatusError{Status: 502, Msg: "proxy: writing to the client failed"}
-	errHookRejected     = &serval.StatusError{Status: 502, Msg: "proxy: body hook rejected the exchange"}
-	errBodyUnfinished   = &serval.StatusError{Status: 502, Msg: "proxy: response ended before the request body was sent"}
 	errPumpStopped      = &serval.StatusError{Status: 502, Msg: "proxy: request body pump stopped"}
 	errUpstreamResponse = &serval.StatusError{Status: 502, Msg: "proxy: invalid upstream response"}
 )
@@ -134,4 +129,14 @@ func (s *Session) logError(perr *serval.ProxyError) {
 	l.LogAttrs(context.Background(), slog.LevelWarn, "proxy: exchange failed",
 		slog.String("phase", perr.Phase.String()), slog.Int("status", perr.Status),
 		slog.String("upstream", up), slog.Any("err", perr.Err), slog.Uint64("id", s.x.ID))
+}
+
+// logCause logs the I/O error behind a response-head failure at debug
+// level (the ProxyError carries the mapped, allocation-free value).
+func (s *Session) logCause(cause error) {
+	l := s.f.log
+	if cause == nil || !l.Enabled(context.Background(), slog.LevelDebug) {
+		return
+	}
+	l.LogAttrs(context.Background(), slog.LevelDebug, "proxy: upstream read failed", slog.Any("err", cause), slog.Uint64("id", s.x.ID))
 }

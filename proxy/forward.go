@@ -137,7 +137,7 @@ func (s *Session) attempt(fresh bool) (serval.Phase, error) {
 	h, cause, err := client.ReadResponse(s.c.Conn, s.rbuf, 0, &s.resp, &s.f.lim,
 		time.Now().Add(s.f.cfg.ResponseTimeout), s.req.MethodID, false, s)
 	if err != nil {
-		_ = cause
+		s.logCause(cause)
 		phase := serval.PhaseUpstreamHead
 		if perr := s.stopPump(); perr != nil && s.pj.clientSide {
 			err, phase = perr, s.pj.phase
