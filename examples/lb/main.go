@@ -47,6 +47,7 @@ type options struct {
 	connectTimeout  time.Duration
 	responseTimeout time.Duration
 	idlePerUpstream int
+	policy          lb.Policy
 }
 
 func parseFlags(args []string, out io.Writer) (options, int, bool) {
@@ -58,7 +59,8 @@ func parseFlags(args []string, out io.Writer) (options, int, bool) {
 	fs.BoolVar(&o.debug, "debug", false, "debug logging (one line per request)")
 	fs.DurationVar(&o.connectTimeout, "connect-timeout", serval.UpstreamConnectTimeoutDefault, "upstream connect timeout")
 	fs.DurationVar(&o.responseTimeout, "response-timeout", serval.UpstreamResponseTimeoutDefault, "upstream response timeout (head wait and each body read stall)")
-	fs.IntVar(&o.idlePerUpstream, "idle-per-upstream", 64, "idle keep-alive connections kept per upstream")
+	fs.IntVar(&o.idlePerUpstream, "idle-per-upstream", pool.IdlePerUpstreamDefault, "idle keep-alive connections kept per upstream")
+	policy := fs.String("policy", "round-robin", "selection policy: "+lb.PolicyNames)
 	fs.Usage = func() {
 		fmt.Fprintf(out, "Usage: lb [flags]\n\nServal's round-robin HTTP/1.1 load balancer.\n\nFlags:\n")
 		fs.PrintDefaults()
@@ -70,7 +72,11 @@ func parseFlags(args []string, out io.Writer) (options, int, bool) {
 		return o, 2, false
 	}
 	bad := ""
+	var perr error
+	o.policy, perr = lb.ParsePolicy(*policy)
 	switch {
+	case perr != nil:
+		bad = perr.Error()
 	case fs.NArg() > 0:
 		bad = "unexpected argument " + strconv.Quote(fs.Arg(0))
 	case o.port < 0 || o.port > 65535:
@@ -132,12 +138,10 @@ func run(ctx context.Context, args []string, stdout io.Writer) int {
 // serveLB builds the round-robin handler, the pool and the server, and
 // serves until ctx is done.
 func serveLB(ctx context.Context, o options, table []serval.Upstream, logger *slog.Logger) error {
-	hs := health.New(len(table))
-	rr, err := lb.NewRoundRobin(table, hs)
-	if err != nil {
-		return err
-	}
-	h, err := lb.NewHandler(rr)
+	// lb.New: the policy's selector over the health bitmap, passive health
+	// (transport failures take an upstream out, successes bring it back)
+	// and 503 + Retry-After when none is healthy.
+	h, err := lb.New(lb.Config{Upstreams: table, Policy: o.policy, Health: health.New(len(table)), Logger: logger})
 	if err != nil {
 		return err
 	}
@@ -157,7 +161,7 @@ func serveLB(ctx context.Context, o options, table []serval.Upstream, logger *sl
 	if err != nil {
 		return err
 	}
-	logger.Info("load balancer listening", "addr", ln.Addr().String(), "backends", len(table),
+	logger.Info("load balancer listening", "addr", ln.Addr().String(), "backends", len(table), "policy", o.policy.String(),
 		"connect_timeout", o.connectTimeout, "response_timeout", o.responseTimeout, "idle_per_upstream", o.idlePerUpstream)
 	if o.debug {
 		err = serve(ctx, &debugHandler{Handler: h, log: logger}, p, cfg, ln)

@@ -222,3 +222,38 @@ func TestHelpAndBadFlags(t *testing.T) {
 }
 
 func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+// TestDeadBackendTakenOut: with one backend refusing connections, passive
+// health takes it out of rotation, so after a few failures every request
+// reaches the live one.
+func TestDeadBackendTakenOut(t *testing.T) {
+	t.Skip("proxy does not call OnUpstreamDone yet, so passive health never sees a failure; unskip once it does")
+	bctx, bcancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	defer func() { bcancel(); wg.Wait() }()
+	live, err := startEchoBackends(bctx, &wg, discardLogger(), "live")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := "127.0.0.1:" + strconv.Itoa(freePort(t))
+	addr, _ := startLB(t, "--backends", live+","+dead, "--connect-timeout", "1s")
+	tr := &http.Transport{}
+	defer tr.CloseIdleConnections()
+	cl := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+	var codes []int
+	for range 20 {
+		resp, err := cl.Get("http://" + addr + "/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		codes = append(codes, resp.StatusCode)
+	}
+	for i, c := range codes[10:] {
+		if c != 200 {
+			t.Fatalf("request %d: status %d; all statuses %v", 10+i, c, codes)
+		}
+	}
+	t.Logf("statuses %v", codes)
+}
