@@ -34,14 +34,19 @@ const fallbackProbesMax = 8
 // nodes would need O(log n) binary search and more memory for the same
 // balance.
 //
-// Health: the table holds healthy upstreams only. It is built at startup
-// and rebuilt off the request path when the healthy set changes (see
-// rebuilder), then swapped atomically; until then a key whose slot
-// names an unhealthy upstream is rehashed (up to fallbackProbesMax
-// times). The table for the full set is kept for the "all unhealthy,
-// try all" policy. Keyless requests (no such header or cookie) go round
-// robin, so they spread instead of piling onto one upstream. Weights
-// are ignored: every upstream owns an equal share.
+// Health: two tables. The full table (every upstream) answers first;
+// when the key's owner there is healthy, that is the pick — so a key
+// whose upstream is up never moves, whatever happens to the others
+// (plain Maglev rebuilt without one upstream also moves a few percent of
+// other keys). Only the keys of an unhealthy owner consult the second
+// table, built for the current healthy set, which spreads them evenly;
+// it is rebuilt off the request path when the set changes (see
+// rebuilder) and swapped atomically, and until then such a key is
+// rehashed (up to fallbackProbesMax times). When the upstream returns,
+// its keys go back to it at once. The full table also serves the "all
+// unhealthy, try all" policy. Keyless requests (no such header or
+// cookie) go round robin, so they spread instead of piling onto one
+// upstream. Weights are ignored: every upstream owns an equal share.
 type Hash struct {
 	key    Key
 	table  []serval.Upstream
@@ -81,6 +86,12 @@ func (s *Hash) Select(x *serval.Exchange, req *serval.Request) *serval.Upstream 
 	if !ok {
 		return s.rr.Select(x, req)
 	}
+	slot := k % MaglevTableSize
+	if i := s.all[slot]; s.h == nil || s.h.Healthy(i) {
+		return &s.table[i]
+	}
+	// The owner is down: the table built for the healthy set spreads its
+	// keys evenly over the others.
 	b, fresh := s.lookup.load()
 	t := b.t
 	if len(t) == 0 {
@@ -89,7 +100,7 @@ func (s *Hash) Select(x *serval.Exchange, req *serval.Request) *serval.Upstream 
 		}
 		return firstHealthy(s.table, s.h)
 	}
-	i := t[k%MaglevTableSize]
+	i := t[slot]
 	if fresh || s.h.Healthy(i) {
 		return &s.table[i]
 	}
