@@ -361,7 +361,7 @@ func TestPooledResetRetry(t *testing.T) {
 	if n := o.conns.Load(); n != 2 {
 		t.Fatalf("%d upstream connections, want 2", n)
 	}
-	xs := hs.lastExchanges()
+	xs := hs.exchanges(2)
 	if last := xs[len(xs)-1]; last.Attempts != 2 || last.Reused {
 		t.Fatalf("attempts %d reused %v, want 2 fresh", last.Attempts, last.Reused)
 	}

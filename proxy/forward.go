@@ -23,6 +23,7 @@ func (s *Session) Forward(d *Downstream, x *serval.Exchange, req *serval.Request
 		res.Status = x.Status
 	}
 	x.Timings.Total = time.Since(x.Start)
+	s.upstreamDone(false, res.Phase, 0) // a selection no attempt reached
 	if res.Err != nil {
 		s.perr = serval.ProxyError{Phase: res.Phase, Status: statusOf(res.Err, 502), Err: res.Err, Upstream: s.up}
 		s.logError(&s.perr)
@@ -36,6 +37,7 @@ func (s *Session) begin(d *Downstream, x *serval.Exchange, req *serval.Request, 
 	s.floor = d.Head
 	s.body, s.bodyOut, s.bodyEnd = bodyNone, nil, d.Head
 	s.bodySent, s.headSent, s.cont, s.keep, s.reusable = false, false, false, false, false
+	s.upDone, s.latency = false, 0
 	s.perr = serval.ProxyError{}
 	s.pj.done, s.pj.err, s.pj.clientSide = false, nil, false
 	x.Upstream = up
@@ -85,6 +87,7 @@ func (s *Session) attempts() Result {
 			raceRetry, fresh = false, true
 			continue
 		}
+		s.upstreamDone(upstreamFault(phase, err), phase, 0)
 		s.perr = serval.ProxyError{Phase: phase, Status: statusOf(err, 502), Err: err, Upstream: s.up}
 		act := serval.ErrorAction{}
 		if h := s.f.hooks.Error; h != nil {
@@ -97,6 +100,7 @@ func (s *Session) attempts() Result {
 				return s.fail(phase, errNoUpstream)
 			}
 			s.x.Upstream = s.up
+			s.upDone = false
 			continue
 		case act.Kind == serval.ErrorRespond:
 			s.finishBody()
@@ -130,6 +134,7 @@ func (s *Session) attempt(fresh bool) (serval.Phase, error) {
 	if err := s.connect(fresh); err != nil {
 		return serval.PhaseConnect, err
 	}
+	s.sentAt = time.Now()
 	if phase, err := s.sendRequest(); err != nil {
 		s.releaseUpstream(false)
 		return phase, err
@@ -149,6 +154,7 @@ func (s *Session) attempt(fresh bool) (serval.Phase, error) {
 		return phase, err
 	}
 	s.x.Timings.FirstByte = time.Since(s.x.Start)
+	s.latency = time.Since(s.sentAt)
 	return s.respond(h)
 }
 
@@ -217,6 +223,7 @@ func (s *Session) fail(phase serval.Phase, err error) Result {
 // abort ends an exchange whose response head went out: the client
 // connection closes, so a truncated response is never taken as complete.
 func (s *Session) abort(phase serval.Phase, err error) Result {
+	s.upstreamDone(upstreamFault(phase, err), phase, s.resp.Status)
 	s.stopPump()
 	s.releaseUpstream(false)
 	return Result{Status: s.x.Status, Phase: phase, Err: err}
@@ -243,4 +250,28 @@ func (s *Session) Interim(resp *serval.Response) error {
 		return errClientWrite
 	}
 	return nil
+}
+
+// upstreamDone tells OnUpstreamDone how the current selection ended, once.
+func (s *Session) upstreamDone(failure bool, phase serval.Phase, status int) {
+	if s.upDone || s.up == nil {
+		return
+	}
+	s.upDone = true
+	if h := s.f.hooks.UpstreamDone; h != nil {
+		h.OnUpstreamDone(s.x, s.up, serval.UpstreamResult{Failure: failure, Phase: phase, Status: status, Latency: s.latency})
+	}
+}
+
+// upstreamFault reports whether a failure says the upstream may be
+// unhealthy (connect, reset, head timeout, invalid or truncated response)
+// rather than the client's doing.
+func upstreamFault(phase serval.Phase, err error) bool {
+	switch phase {
+	case serval.PhaseConnect:
+		return err != errConnsMax
+	case serval.PhaseUpstreamWrite, serval.PhaseUpstreamHead, serval.PhaseUpstreamBody:
+		return true
+	}
+	return false
 }

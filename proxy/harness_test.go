@@ -146,16 +146,20 @@ func (hs *harness) accept() {
 	}
 }
 
-func (hs *harness) lastResults() []Result {
-	hs.mu.Lock()
-	defer hs.mu.Unlock()
-	return append([]Result(nil), hs.results...)
-}
-
-func (hs *harness) lastExchanges() []serval.Exchange {
-	hs.mu.Lock()
-	defer hs.mu.Unlock()
-	return append([]serval.Exchange(nil), hs.xs...)
+// exchanges waits until n exchanges were recorded (a Forward returns
+// after its response went out) and returns them.
+func (hs *harness) exchanges(n int) []serval.Exchange {
+	for range 200 {
+		hs.mu.Lock()
+		xs := append([]serval.Exchange(nil), hs.xs...)
+		hs.mu.Unlock()
+		if len(xs) >= n {
+			return xs
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	hs.t.Fatalf("fewer than %d exchanges recorded", n)
+	return nil
 }
 
 // serve is the keep-alive loop of one client connection.

@@ -10,6 +10,7 @@ import (
 	"net"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/servalproxy/serval"
 )
@@ -111,10 +112,13 @@ func TestOnResponseReplaces(t *testing.T) {
 type errorHooks struct {
 	handler
 	retry bool
+	mu    sync.Mutex
 	seen  []serval.ProxyError
 }
 
 func (h *errorHooks) OnError(x *serval.Exchange, perr *serval.ProxyError) serval.ErrorAction {
+	h.mu.Lock()
+	defer h.mu.Unlock()
 	h.seen = append(h.seen, *perr)
 	if h.retry {
 		h.next.Store(1)
@@ -139,11 +143,14 @@ func TestOnError(t *testing.T) {
 		if retry && (resp.StatusCode != 200 || string(body) != "good") || !retry && (resp.StatusCode != 599 || string(body) != "custom") {
 			t.Fatalf("retry=%v: status %d body %q", retry, resp.StatusCode, body)
 		}
-		if len(h.seen) != 1 || h.seen[0].Phase != serval.PhaseConnect || h.seen[0].Status != 502 {
-			t.Fatalf("OnError saw %+v", h.seen)
+		h.mu.Lock()
+		seen := h.seen
+		h.mu.Unlock()
+		if len(seen) != 1 || seen[0].Phase != serval.PhaseConnect || seen[0].Status != 502 {
+			t.Fatalf("OnError saw %+v", seen)
 		}
 		if retry {
-			xs := hs.lastExchanges()
+			xs := hs.exchanges(1)
 			x := xs[len(xs)-1]
 			if x.Attempts != 2 || x.Status != 200 || x.BytesOut == 0 || x.Timings.Total <= 0 || x.Timings.FirstByte <= 0 {
 				t.Fatalf("exchange not filled: %+v", x)
@@ -174,4 +181,51 @@ func TestBodyTooLarge(t *testing.T) {
 		t.Fatalf("chunked: %v %v, want 413", resp, err)
 	}
 	<-errc
+}
+
+// doneHooks counts OnUpstreamDone calls.
+type doneHooks struct {
+	errorHooks
+	mu      sync.Mutex
+	results []serval.UpstreamResult
+}
+
+func (h *doneHooks) OnUpstreamDone(x *serval.Exchange, u *serval.Upstream, r serval.UpstreamResult) {
+	h.mu.Lock()
+	h.results = append(h.results, r)
+	h.mu.Unlock()
+}
+
+// wait returns the results once n arrived (the last one comes after the
+// response went out), or what there is after a second.
+func (h *doneHooks) wait(n int) []serval.UpstreamResult {
+	for range 100 {
+		h.mu.Lock()
+		r := append([]serval.UpstreamResult(nil), h.results...)
+		h.mu.Unlock()
+		if len(r) >= n {
+			return r
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return nil
+}
+
+func TestUpstreamDoneOncePerSelection(t *testing.T) {
+	checkLeaks(t)
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	dead := ln.Addr().String()
+	ln.Close()
+	good := newRawOrigin(t, answer("HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\ngood"))
+	h := &doneHooks{errorHooks: errorHooks{handler: handler{ups: []serval.Upstream{upstreamOf(t, dead, 0), upstreamOf(t, good.addr(), 1)}}, retry: true}}
+	hs := newHarness(t, Config{}, h, serval.DetectHooks(h))
+	tc := dialHarness(t, hs)
+	tc.send("GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+	if resp, _ := tc.mustRead("GET"); resp.StatusCode != 200 {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	r := h.wait(2)
+	if len(r) != 2 || !r[0].Failure || r[0].Phase != serval.PhaseConnect || r[1].Failure || r[1].Status != 200 || r[1].Latency <= 0 {
+		t.Fatalf("results %+v", r)
+	}
 }

@@ -281,6 +281,7 @@ func (s *Session) settle(clean bool) (serval.Phase, error) {
 	if !sent {
 		s.keep = false
 	}
+	s.upstreamDone(false, serval.PhaseNone, s.resp.Status)
 	s.releaseUpstream(clean && sent && !s.resp.Close)
 	return serval.PhaseNone, nil
 }

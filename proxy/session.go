@@ -76,13 +76,16 @@ type Session struct {
 	c        *serval.UpstreamConn
 	floor    int // d.Head on entry: Forward never writes below it
 	body     reqBodyKind
-	bodyOut  []byte // a wholly buffered body as it goes upstream
-	bodyEnd  int    // d.Buf index past a wholly buffered body
-	bodySent bool   // some request body byte may have reached an upstream
-	headSent bool   // the final response head went to the client
-	cont     bool   // 100 Continue went to the client
-	keep     bool   // the client connection may carry another request
-	reusable bool   // the upstream connection may go back to the pool
+	bodyOut  []byte    // a wholly buffered body as it goes upstream
+	bodyEnd  int       // d.Buf index past a wholly buffered body
+	bodySent bool      // some request body byte may have reached an upstream
+	headSent bool      // the final response head went to the client
+	cont     bool      // 100 Continue went to the client
+	keep     bool      // the client connection may carry another request
+	reusable bool      // the upstream connection may go back to the pool
+	upDone   bool      // OnUpstreamDone ran for the current selection
+	sentAt   time.Time // when the request head went upstream
+	latency  time.Duration
 
 	// The body pump (pump.go): one goroutine per session, started lazily.
 	pj       pumpJob
