@@ -1,0 +1,114 @@
+package prober
+
+import (
+	"bytes"
+	"context"
+	"net"
+	"sync/atomic"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/servalproxy/serval"
+	"github.com/servalproxy/serval/health"
+)
+
+// pipeDialer is a fake dialer over net.Pipe: each dial starts a
+// goroutine that reads the probe's head and answers per the upstream's
+// mode (0 answer 200, 1 hang). No real network, so synctest's fake clock
+// drives the intervals, jitter and timeouts.
+type pipeDialer struct {
+	mode  [serval.UpstreamsMax]atomic.Int32
+	dials [serval.UpstreamsMax]atomic.Int32
+}
+
+func (d *pipeDialer) dial(ctx context.Context, u *serval.Upstream) (net.Conn, error) {
+	d.dials[u.Index].Add(1)
+	client, server := net.Pipe()
+	go func() {
+		defer server.Close()
+		var head []byte
+		buf := make([]byte, 512)
+		for !bytes.Contains(head, []byte("\r\n\r\n")) {
+			n, err := server.Read(buf)
+			if err != nil {
+				return
+			}
+			head = append(head, buf[:n]...)
+		}
+		if d.mode[u.Index].Load() == 1 {
+			server.Read(buf) // until the prober closes its end
+			return
+		}
+		server.Write([]byte(ok200))
+	}()
+	return client, nil
+}
+
+// TestScheduling: with Interval 1 s and Jitter 100 ms, ten seconds of
+// (fake) time give each upstream about ten probes; a hanging upstream
+// is taken out by the 200 ms timeout after three probes; Close leaves no
+// goroutine behind (synctest.Test fails if any is still blocked).
+func TestScheduling(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		d := &pipeDialer{}
+		d.mode[1].Store(1)
+		table := []serval.Upstream{serval.NewUpstream("a", 80, 0), serval.NewUpstream("b", 80, 1)}
+		hs := health.New(2)
+		p, err := New(Config{Upstreams: table, Health: hs, Dial: d.dial, Interval: time.Second,
+			Jitter: 100 * time.Millisecond, Timeout: 200 * time.Millisecond, Logger: quietLogger()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := p.Start(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(10*time.Second + 50*time.Millisecond)
+		synctest.Wait()
+		for i := range table {
+			st := p.Stats(serval.UpstreamIndex(i))
+			// First probe within 100 ms, then 1 s ± 100 ms (+ 200 ms
+			// timeouts for the hanging one): 9 to 11 probes.
+			if st.Probes < 9 || st.Probes > 11 {
+				t.Errorf("upstream %d: %d probes in 10 s, want about 10", i, st.Probes)
+			}
+		}
+		if !hs.Healthy(0) || hs.Healthy(1) {
+			t.Fatalf("health: %v %v, want true false", hs.Healthy(0), hs.Healthy(1))
+		}
+		if st := p.Stats(1); st.Failures != st.Probes || st.Downs != 1 {
+			t.Fatalf("hanging upstream stats %+v", st)
+		}
+		// It recovers: two good probes bring it back.
+		d.mode[1].Store(0)
+		time.Sleep(2*time.Second + 300*time.Millisecond)
+		synctest.Wait()
+		if !hs.Healthy(1) || p.Stats(1).Ups != 1 {
+			t.Fatalf("not restored: stats %+v", p.Stats(1))
+		}
+		p.Close()
+	})
+}
+
+// TestContextCancelStops: cancelling Start's context stops the probes
+// too (Close then returns at once).
+func TestContextCancelStops(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		d := &pipeDialer{}
+		hs := health.New(1)
+		p, _ := New(Config{Upstreams: []serval.Upstream{serval.NewUpstream("a", 80, 0)}, Health: hs, Dial: d.dial,
+			Interval: time.Second, Logger: quietLogger()})
+		ctx, cancel := context.WithCancel(context.Background())
+		p.Start(ctx)
+		time.Sleep(3 * time.Second)
+		cancel()
+		synctest.Wait()
+		n := d.dials[0].Load()
+		time.Sleep(5 * time.Second)
+		synctest.Wait()
+		if d.dials[0].Load() != n {
+			t.Fatal("probes continued after cancel")
+		}
+		p.Close()
+	})
+}
