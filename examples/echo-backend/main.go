@@ -39,6 +39,7 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready chan<- stri
 	id := fs.String("id", "echo-1", "instance identifier, shown in the dump and sent as X-Backend-Id")
 	chunked := fs.Bool("chunked", false, "answer with Transfer-Encoding: chunked")
 	echoBody := fs.Bool("echo-body", false, "answer with exactly the request body (streamed, any size)")
+	maxConns := fs.Int("max-conns", server.DefaultConfig().ConnectionsMax, "client connection slots (buffers for each are allocated at startup)")
 	debug := fs.Bool("debug", false, "debug logging (one line per request)")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: echo-backend [flags]\n\nAn HTTP/1.1 echo origin built on Serval's server.\n\nFlags:\n")
@@ -50,7 +51,7 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready chan<- stri
 		}
 		return 2
 	}
-	if fs.NArg() > 0 || *port < 0 || *port > 65535 {
+	if fs.NArg() > 0 || *port < 0 || *port > 65535 || *maxConns < 1 || *maxConns > 1<<20 {
 		fs.Usage()
 		return 2
 	}
@@ -71,6 +72,7 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready chan<- stri
 
 	cfg := server.DefaultConfig()
 	cfg.Addr = ln.Addr().String()
+	cfg.ConnectionsMax = *maxConns
 	cfg.Logger = logger
 	srv, err := server.New(h, nil, nil, nil, cfg)
 	if err != nil {

@@ -21,7 +21,9 @@ func start(t *testing.T, args ...string) string {
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan string, 1)
 	done := make(chan int, 1)
-	go func() { done <- run(ctx, append([]string{"--port", "0"}, args...), io.Discard, ready) }()
+	go func() {
+		done <- run(ctx, append([]string{"--port", "0", "--max-conns", "32"}, args...), io.Discard, ready)
+	}()
 	t.Cleanup(func() {
 		cancel()
 		select {

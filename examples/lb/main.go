@@ -48,6 +48,7 @@ type options struct {
 	responseTimeout time.Duration
 	idlePerUpstream int
 	policy          lb.Policy
+	connectionsMax  int
 }
 
 func parseFlags(args []string, out io.Writer) (options, int, bool) {
@@ -60,6 +61,7 @@ func parseFlags(args []string, out io.Writer) (options, int, bool) {
 	fs.DurationVar(&o.connectTimeout, "connect-timeout", serval.UpstreamConnectTimeoutDefault, "upstream connect timeout")
 	fs.DurationVar(&o.responseTimeout, "response-timeout", serval.UpstreamResponseTimeoutDefault, "upstream response timeout (head wait and each body read stall)")
 	fs.IntVar(&o.idlePerUpstream, "idle-per-upstream", pool.IdlePerUpstreamDefault, "idle keep-alive connections kept per upstream")
+	fs.IntVar(&o.connectionsMax, "max-conns", server.DefaultConfig().ConnectionsMax, "client connection slots (buffers for each are allocated at startup)")
 	policy := fs.String("policy", "round-robin", "selection policy: "+lb.PolicyNames)
 	fs.Usage = func() {
 		fmt.Fprintf(out, "Usage: lb [flags]\n\nServal's round-robin HTTP/1.1 load balancer.\n\nFlags:\n")
@@ -83,6 +85,8 @@ func parseFlags(args []string, out io.Writer) (options, int, bool) {
 		bad = "--port out of range"
 	case o.connectTimeout <= 0 || o.responseTimeout <= 0:
 		bad = "timeouts must be positive"
+	case o.connectionsMax < 1 || o.connectionsMax > 1<<20:
+		bad = "--max-conns must be in [1, 1048576]"
 	case o.idlePerUpstream < 1 || o.idlePerUpstream > pool.IdlePerUpstreamLimit:
 		bad = "--idle-per-upstream must be in [1, " + strconv.Itoa(pool.IdlePerUpstreamLimit) + "]"
 	}
@@ -152,6 +156,7 @@ func serveLB(ctx context.Context, o options, table []serval.Upstream, logger *sl
 	defer p.Close()
 	cfg := server.DefaultConfig()
 	cfg.Addr = ":" + strconv.Itoa(o.port)
+	cfg.ConnectionsMax = o.connectionsMax
 	cfg.Logger = logger
 	cfg.Proxy.ConnectTimeout = o.connectTimeout
 	cfg.Proxy.ResponseTimeout = o.responseTimeout

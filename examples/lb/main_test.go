@@ -52,7 +52,11 @@ func startLB(t *testing.T, args ...string) (addr string, logs *syncBuffer) {
 	logs = new(syncBuffer)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan int, 1)
-	go func() { done <- run(ctx, append([]string{"--port", strconv.Itoa(port)}, args...), logs) }()
+	// A few slots: every slot's buffers are allocated at startup, which
+	// is slow under the race detector.
+	go func() {
+		done <- run(ctx, append([]string{"--port", strconv.Itoa(port), "--max-conns", "64"}, args...), logs)
+	}()
 	t.Cleanup(func() {
 		cancel()
 		select {

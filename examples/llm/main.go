@@ -109,6 +109,7 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready chan<- stri
 	fs.SetOutput(stderr)
 	port := fs.Int("port", 8080, "listening port (0 picks a free one)")
 	delay := fs.Duration("delay", 50*time.Millisecond, "pause between streamed tokens")
+	maxConns := fs.Int("max-conns", server.DefaultConfig().ConnectionsMax, "client connection slots (buffers for each are allocated at startup)")
 	debug := fs.Bool("debug", false, "debug logging")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: llm [flags]\n\nAn SSE streaming server (POST /v1/chat/completions, GET /health) on Serval.\n\nFlags:\n")
@@ -120,7 +121,7 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready chan<- stri
 		}
 		return 2
 	}
-	if fs.NArg() > 0 || *port < 0 || *port > 65535 || *delay < 0 {
+	if fs.NArg() > 0 || *port < 0 || *port > 65535 || *maxConns < 1 || *maxConns > 1<<20 || *delay < 0 {
 		fs.Usage()
 		return 2
 	}
@@ -137,6 +138,7 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready chan<- stri
 	}
 	cfg := server.DefaultConfig()
 	cfg.Addr = ln.Addr().String()
+	cfg.ConnectionsMax = *maxConns
 	cfg.Logger = logger
 	srv, err := server.New(&Handler{Delay: *delay, Log: logger}, nil, nil, nil, cfg)
 	if err != nil {

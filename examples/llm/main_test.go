@@ -76,7 +76,10 @@ func TestServe(t *testing.T) {
 	var wg sync.WaitGroup
 	wg.Add(1)
 	rc := make(chan int, 1)
-	go func() { defer wg.Done(); rc <- run(ctx, []string{"--port", "0", "--delay", "1ms"}, io.Discard, ready) }()
+	go func() {
+		defer wg.Done()
+		rc <- run(ctx, []string{"--port", "0", "--delay", "1ms", "--max-conns", "32"}, io.Discard, ready)
+	}()
 	defer wg.Wait()
 	defer cancel()
 	var addr string
