@@ -216,10 +216,10 @@ func skipWithoutKTLS(t *testing.T) {
 	}
 }
 
-// TestFallbackUserspace runs everywhere: ModeAuto on both ends. Without
+// TestOffloadAutoFallback runs everywhere: ModeAuto on both ends. Without
 // kernel TLS (this development machine: TCP_ULP fails with ENOENT) both
 // ends must keep working in crypto/tls and count the fallback.
-func TestFallbackUserspace(t *testing.T) {
+func TestOffloadAutoFallback(t *testing.T) {
 	checkLeaks(t)
 	f := newSNIFixture(t)
 	s, err := NewServer(ServerConfig{CertFile: f.def.CertFile, KeyFile: f.def.KeyFile})
