@@ -70,6 +70,25 @@ func BenchmarkSelect(b *testing.B) {
 	}
 }
 
+// BenchmarkSelectOnly is the selector alone, without Handler bookkeeping.
+func BenchmarkSelectOnly(b *testing.B) {
+	for _, policy := range benchPolicies {
+		for _, n := range []int{2, serval.UpstreamsMax} {
+			b.Run(policy+"/"+strconv.Itoa(n), func(b *testing.B) {
+				h, x, req := benchHandler(b, policy, n)
+				sel := h.Selector()
+				b.ReportAllocs()
+				for b.Loop() {
+					if sel.Select(x, req) == nil {
+						b.Fatal("nil")
+					}
+					x.User = nil
+				}
+			})
+		}
+	}
+}
+
 // BenchmarkSelectParallel is the same under contention from every core.
 func BenchmarkSelectParallel(b *testing.B) {
 	for _, policy := range benchPolicies {

@@ -75,6 +75,9 @@ func New(cfg Config) (*Handler, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Only p2c reads the latency average; the others save a clock read,
+	// two exponentials and a CAS per attempt.
+	load.noLatency = cfg.Policy.Kind != PolicyP2C
 	passive, err := health.NewPassive(hs, health.PassiveOptions{Count5xx: cfg.Passive5xx, Statuses: cfg.PassiveStatuses})
 	if err != nil {
 		return nil, err

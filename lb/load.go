@@ -49,6 +49,7 @@ type Load struct {
 	inflight   [serval.UpstreamsMax]atomic.Int32
 	ewma       [serval.UpstreamsMax]atomic.Uint64 // float32 bits of ns << 32 | ms stamp
 	unbalanced atomic.Uint64
+	noLatency  bool // no selector reads the average: skip the clock and the CAS
 	tauMs      float64
 	epoch      time.Time
 }
@@ -80,6 +81,7 @@ func (l *Load) Done(i serval.UpstreamIndex, r serval.UpstreamResult) {
 		l.unbalanced.Add(1)
 	}
 	switch {
+	case l.noLatency:
 	case r.Failure:
 		l.observe(i, 0, true)
 	case r.Latency > 0:
@@ -94,7 +96,8 @@ func (l *Load) InFlight(i serval.UpstreamIndex) int32 { return l.inflight[i].Loa
 func (l *Load) Unbalanced() uint64 { return l.unbalanced.Load() }
 
 // Latency returns upstream i's latency average decayed to now (0 before
-// any sample).
+// any sample, and always 0 in a Handler built by New with a policy other
+// than p2c, which does not record latencies).
 func (l *Load) Latency(i serval.UpstreamIndex) time.Duration {
 	return time.Duration(l.decayed(i, l.nowMs()))
 }
