@@ -55,7 +55,9 @@ type Config struct {
 	Path string
 	// Host is the Host field. Default: each upstream's "host:port".
 	Host string
-	// Interval between probes of one upstream. Default IntervalDefault.
+	// Interval is the wait between the end of one probe of an upstream
+	// and the start of the next (so probes of one upstream never
+	// overlap). Default IntervalDefault.
 	Interval time.Duration
 	// Jitter spreads probes: each wait is Interval ± up to Jitter, and
 	// the first probe comes after up to Jitter, so upstreams (and
