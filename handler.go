@@ -16,9 +16,11 @@ import "time"
 //	OnConnectionClose (once per connection)
 //
 // Every argument a hook receives is valid only until the hook returns.
-// Hooks of one connection run on one goroutine; hooks of different
-// connections run concurrently, so shared handler state needs atomics or
-// locks.
+// Hooks of one connection run on one goroutine, except OnRequestBody for
+// a body that was not wholly buffered: it runs on the session's body pump
+// and may overlap OnResponse/OnResponseBody of the same exchange. Hooks of
+// different connections run concurrently, so shared handler state needs
+// atomics or locks.
 type Handler interface {
 	// SelectUpstream returns the upstream for the request, or nil when
 	// none is available (the client gets 503).

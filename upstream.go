@@ -99,7 +99,10 @@ type UpstreamConn struct {
 // Pool keeps idle upstream connections for reuse.
 type Pool interface {
 	// Acquire returns an idle connection to the upstream, or nil. It never
-	// dials and never blocks.
+	// dials and never blocks. It must not return a connection whose peer
+	// has closed or sent bytes while it was idle (a cheap non-blocking
+	// peek): the proxy relies on it to catch bytes an upstream sent after
+	// a spliced response.
 	Acquire(u *Upstream) *UpstreamConn
 	// Release gives a connection back after an exchange. reusable is true
 	// only when both messages ended cleanly and neither side asked to
