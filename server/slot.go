@@ -235,8 +235,10 @@ func (c *slot[H]) readHead() (int, serval.CloseReason, bool) {
 			return 0, reason, false
 		}
 	}
-	// The whole head, measured from its first byte (slowloris).
-	c.in.nc.SetReadDeadline(time.Now().Add(s.cfg.HeaderReadTimeout))
+	// The whole head is bounded from its first byte (slowloris). The
+	// deadline is armed only before a second read: most heads arrive in
+	// one, and a timer update per request is measurable.
+	armed := false
 	var rerr error
 	for {
 		n, err := http1.ParseRequest(c.in.buf[:c.in.end], &c.req, &s.lim)
@@ -251,6 +253,10 @@ func (c *slot[H]) readHead() (int, serval.CloseReason, bool) {
 		}
 		if c.in.end == len(c.in.buf) {
 			return 0, c.headFailed(errHeadTooLarge), false
+		}
+		if !armed {
+			c.in.nc.SetReadDeadline(time.Now().Add(s.cfg.HeaderReadTimeout))
+			armed = true
 		}
 		var m int
 		m, rerr = c.in.nc.Read(c.in.buf[c.in.end:])
