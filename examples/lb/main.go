@@ -30,6 +30,7 @@ import (
 	"github.com/servalproxy/serval/health"
 	"github.com/servalproxy/serval/lb"
 	"github.com/servalproxy/serval/pool"
+	"github.com/servalproxy/serval/prober"
 	"github.com/servalproxy/serval/server"
 )
 
@@ -49,6 +50,8 @@ type options struct {
 	idlePerUpstream int
 	policy          lb.Policy
 	connectionsMax  int
+	healthPath      string
+	healthInterval  time.Duration
 }
 
 func parseFlags(args []string, out io.Writer) (options, int, bool) {
@@ -62,6 +65,8 @@ func parseFlags(args []string, out io.Writer) (options, int, bool) {
 	fs.DurationVar(&o.responseTimeout, "response-timeout", serval.UpstreamResponseTimeoutDefault, "upstream response timeout (head wait and each body read stall)")
 	fs.IntVar(&o.idlePerUpstream, "idle-per-upstream", pool.IdlePerUpstreamDefault, "idle keep-alive connections kept per upstream")
 	fs.IntVar(&o.connectionsMax, "max-conns", server.DefaultConfig().ConnectionsMax, "client connection slots (buffers for each are allocated at startup)")
+	fs.StringVar(&o.healthPath, "health-path", "/", "path of the active health probe (GET, 2xx-3xx is healthy)")
+	fs.DurationVar(&o.healthInterval, "health-interval", prober.IntervalDefault, "time between active health probes of each backend (0 disables probing)")
 	policy := fs.String("policy", "round-robin", "selection policy: "+lb.PolicyNames)
 	fs.Usage = func() {
 		fmt.Fprintf(out, "Usage: lb [flags]\n\nServal's round-robin HTTP/1.1 load balancer.\n\nFlags:\n")
@@ -85,6 +90,8 @@ func parseFlags(args []string, out io.Writer) (options, int, bool) {
 		bad = "--port out of range"
 	case o.connectTimeout <= 0 || o.responseTimeout <= 0:
 		bad = "timeouts must be positive"
+	case o.healthInterval < 0:
+		bad = "--health-interval must not be negative"
 	case o.connectionsMax < 1 || o.connectionsMax > 1<<20:
 		bad = "--max-conns must be in [1, 1048576]"
 	case o.idlePerUpstream < 1 || o.idlePerUpstream > pool.IdlePerUpstreamLimit:
@@ -145,9 +152,23 @@ func serveLB(ctx context.Context, o options, table []serval.Upstream, logger *sl
 	// lb.New: the policy's selector over the health bitmap, passive health
 	// (transport failures take an upstream out, successes bring it back)
 	// and 503 + Retry-After when none is healthy.
-	h, err := lb.New(lb.Config{Upstreams: table, Policy: o.policy, Health: health.New(len(table)), Logger: logger})
+	hs := health.New(len(table))
+	h, err := lb.New(lb.Config{Upstreams: table, Policy: o.policy, Health: hs, Logger: logger})
 	if err != nil {
 		return err
+	}
+	// Active probes bring an upstream back after passive checks took it
+	// out (without them, no traffic reaches it to prove it healthy).
+	if o.healthInterval > 0 {
+		pr, err := prober.New(prober.Config{Upstreams: table, Health: hs, Path: o.healthPath,
+			Interval: o.healthInterval, Timeout: min(prober.TimeoutDefault, o.healthInterval), Logger: logger})
+		if err != nil {
+			return err
+		}
+		if err := pr.Start(ctx); err != nil {
+			return err
+		}
+		defer pr.Close()
 	}
 	p, err := newPool(o, len(table))
 	if err != nil {
@@ -167,7 +188,7 @@ func serveLB(ctx context.Context, o options, table []serval.Upstream, logger *sl
 		return err
 	}
 	logger.Info("load balancer listening", "addr", ln.Addr().String(), "backends", len(table), "policy", o.policy.String(),
-		"connect_timeout", o.connectTimeout, "response_timeout", o.responseTimeout, "idle_per_upstream", o.idlePerUpstream)
+		"health_interval", o.healthInterval, "connect_timeout", o.connectTimeout, "response_timeout", o.responseTimeout, "idle_per_upstream", o.idlePerUpstream)
 	if o.debug {
 		err = serve(ctx, &debugHandler{Handler: h, log: logger}, p, cfg, ln)
 	} else {

@@ -12,6 +12,9 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/servalproxy/serval/examples/echo-backend/echo"
+	"github.com/servalproxy/serval/server"
 )
 
 // freePort returns a port that was free a moment ago on 127.0.0.1.
@@ -231,7 +234,6 @@ func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
 // health takes it out of rotation, so after a few failures every request
 // reaches the live one.
 func TestDeadBackendTakenOut(t *testing.T) {
-	t.Skip("proxy does not call OnUpstreamDone yet, so passive health never sees a failure; unskip once it does")
 	bctx, bcancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	defer func() { bcancel(); wg.Wait() }()
@@ -260,4 +262,67 @@ func TestDeadBackendTakenOut(t *testing.T) {
 		}
 	}
 	t.Logf("statuses %v", codes)
+}
+
+// TestBackendComesBack: a backend that was down and taken out of rotation
+// is brought back by the active prober once it listens again.
+func TestBackendComesBack(t *testing.T) {
+	bctx, bcancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	defer func() { bcancel(); wg.Wait() }()
+	live, err := startEchoBackends(bctx, &wg, discardLogger(), "live")
+	if err != nil {
+		t.Fatal(err)
+	}
+	late := "127.0.0.1:" + strconv.Itoa(freePort(t))
+	addr, _ := startLB(t, "--backends", live+","+late, "--health-interval", "20ms")
+	tr := &http.Transport{}
+	defer tr.CloseIdleConnections()
+	cl := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+	get := func() (int, string) {
+		resp, err := cl.Get("http://" + addr + "/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode, resp.Header.Get("X-Backend-Id")
+	}
+	// Wait (bounded) until the late backend is out: only "live" answers.
+	deadline := time.Now().Add(5 * time.Second)
+	for ok := 0; ok < 4; {
+		if time.Now().After(deadline) {
+			t.Fatal("the down backend was not taken out within 5s")
+		}
+		if code, id := get(); code == 200 && id == "live" {
+			ok++
+		} else {
+			ok = 0
+		}
+	}
+	// Start it; the prober must bring it back.
+	ln, err := net.Listen("tcp", late)
+	if err != nil {
+		t.Skipf("port %s was taken meanwhile: %v", late, err)
+	}
+	h := echo.New(echo.Config{ID: "late", Logger: discardLogger()})
+	cfg := server.DefaultConfig()
+	cfg.ConnectionsMax = 16
+	cfg.Logger = discardLogger()
+	srv, err := server.New(h, nil, nil, nil, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wg.Add(1)
+	go func() { defer wg.Done(); srv.Serve(bctx, ln) }()
+	deadline = time.Now().Add(5 * time.Second)
+	for {
+		if _, id := get(); id == "late" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the backend was not brought back within 5s of listening")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
