@@ -8,6 +8,9 @@ import (
 	"hash"
 	"io"
 	"net"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -227,5 +230,36 @@ func TestUpstreamDoneOncePerSelection(t *testing.T) {
 	r := h.wait(2)
 	if len(r) != 2 || !r[0].Failure || r[0].Phase != serval.PhaseConnect || r[1].Failure || r[1].Status != 200 || r[1].Latency <= 0 {
 		t.Fatalf("results %+v", r)
+	}
+}
+
+// A client that goes away in the middle of a spliced response is the
+// client's failure, not the upstream's: passive health must not count it.
+func TestClientGoneMidSpliceIsNotUpstreamFailure(t *testing.T) {
+	checkLeaks(t)
+	body := make([]byte, 1<<20)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", strconv.Itoa(64*len(body)))
+		for range 64 {
+			if _, err := w.Write(body); err != nil {
+				return
+			}
+		}
+	}))
+	defer srv.Close()
+	h := &doneHooks{errorHooks: errorHooks{handler: handler{ups: []serval.Upstream{upstreamOf(t, srv.Listener.Addr().String(), 0)}}}}
+	hs := newHarness(t, Config{}, h, serval.DetectHooks(h))
+	tc := dialHarness(t, hs)
+	tc.send("GET /big HTTP/1.1\r\nHost: t\r\n\r\n")
+	buf := make([]byte, 64<<10)
+	if _, err := io.ReadFull(tc.br, buf); err != nil {
+		t.Fatal(err)
+	}
+	// Reset rather than FIN, so the proxy's next write fails at once.
+	tc.c.(*net.TCPConn).SetLinger(0)
+	tc.c.Close()
+	r := h.wait(1)
+	if len(r) != 1 || r[0].Failure {
+		t.Fatalf("results %+v, want one non-failure", r)
 	}
 }

@@ -112,7 +112,7 @@ func (s *Session) forwardLength(head []byte, h client.Head) (serval.Phase, error
 			err = s.copyResponse(rest)
 		}
 		if err != nil {
-			return serval.PhaseUpstreamBody, err
+			return s.bodyFailPhase(err), err
 		}
 	}
 	return s.settle(!extra)

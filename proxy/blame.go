@@ -1,0 +1,44 @@
+package proxy
+
+import (
+	"errors"
+	"os"
+
+	"github.com/servalproxy/serval"
+)
+
+// bodyFailPhase says which side broke a response body transfer. A copy
+// through our buffer knows (errClientWrite); a splice does not: its error
+// may come from reading the upstream or from writing the client. Blaming
+// the upstream for a client that went away would feed passive health a
+// false failure and take healthy upstreams out, so the upstream socket is
+// asked: bytes waiting there mean the client stopped taking them; a quiet
+// but open upstream means the error was the client's unless the transfer
+// timed out (then the upstream stalled).
+func (s *Session) bodyFailPhase(err error) serval.Phase {
+	if err == errClientWrite {
+		return serval.PhaseClientWrite
+	}
+	if s.c == nil || s.c.TCP == nil {
+		return serval.PhaseUpstreamBody
+	}
+	switch peekSocket(s.c.TCP) {
+	case peekPending:
+		return serval.PhaseClientWrite
+	case peekIdle:
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			return serval.PhaseClientWrite
+		}
+	}
+	return serval.PhaseUpstreamBody
+}
+
+// peekResult is what a non-blocking one-byte MSG_PEEK saw.
+type peekResult uint8
+
+const (
+	peekUnknown peekResult = iota // not a socket we can ask, or an error
+	peekPending                   // at least one byte is waiting
+	peekIdle                      // open, nothing to read (EAGAIN)
+	peekClosed                    // EOF or reset
+)

@@ -1,0 +1,9 @@
+//go:build !linux
+
+package proxy
+
+import "net"
+
+// peekSocket cannot ask the kernel here; the caller then blames the
+// upstream, as before.
+func peekSocket(*net.TCPConn) peekResult { return peekUnknown }
