@@ -102,7 +102,8 @@ type Pool interface {
 	// dials and never blocks. It must not return a connection whose peer
 	// has closed or sent bytes while it was idle (a cheap non-blocking
 	// peek): the proxy relies on it to catch bytes an upstream sent after
-	// a spliced response.
+	// a spliced response. The connection may carry the deadlines its last
+	// exchange set: set your own before any I/O.
 	Acquire(u *Upstream) *UpstreamConn
 	// Release gives a connection back after an exchange. reusable is true
 	// only when both messages ended cleanly and neither side asked to

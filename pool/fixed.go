@@ -158,12 +158,9 @@ func (p *Fixed) Release(c *serval.UpstreamConn, reusable bool) {
 		p.closeConn(up, c)
 		return
 	}
-	// A deadline left by the last exchange would fail the next peek (and
-	// the next user's first read) once it passes.
-	if c.Conn.SetDeadline(time.Time{}) != nil {
-		p.closeConn(up, c)
-		return
-	}
+	// Deadlines are left as the last exchange set them: the peek ignores
+	// them, and every user sets its own before I/O (serval.Pool says so).
+	// Clearing them here would cost a timer update per request.
 	c.IdleSince = now
 	s := &up.stacks[tlsKey(c.TLS)]
 	s.mu.Lock()

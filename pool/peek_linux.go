@@ -32,11 +32,13 @@ func alive(tcp *net.TCPConn) bool {
 		buf   [1]byte
 		errno unix.Errno
 	)
-	err = rc.Read(func(fd uintptr) bool {
-		_, _, errno = unix.Syscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&buf[0])), 1,
+	// Control, not Read: Read would take the fd's read lock, reset the
+	// poller's readiness and fail on a deadline left by the last exchange.
+	// The call never blocks (MSG_DONTWAIT), so the raw form skips the
+	// scheduler's syscall bookkeeping.
+	err = rc.Control(func(fd uintptr) {
+		_, _, errno = unix.RawSyscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&buf[0])), 1,
 			unix.MSG_PEEK|unix.MSG_DONTWAIT, 0, 0)
-		// true: never let the runtime wait for readability.
-		return true
 	})
 	if err != nil {
 		return false
