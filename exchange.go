@@ -1,6 +1,7 @@
 package serval
 
 import (
+	"crypto/x509"
 	"io"
 	"net/netip"
 	"time"
@@ -23,6 +24,11 @@ type Exchange struct {
 	LocalAddr  netip.AddrPort
 	// TLS is true when the client connection is TLS-terminated.
 	TLS bool
+	// TLSInfo describes the client's TLS connection (version, SNI, ALPN,
+	// the verified client certificate under mTLS); nil on plain
+	// connections. It is computed once per connection and owned by the
+	// server: read it, never modify or keep it.
+	TLSInfo *TLSInfo
 
 	// Start is when the request head was complete.
 	Start time.Time
@@ -76,8 +82,48 @@ type Timings struct {
 // Reset clears the exchange for the next request, keeping buffers.
 func (x *Exchange) Reset() {
 	pb := x.PathBuf
-	connID, client, local, tls := x.ConnID, x.ClientAddr, x.LocalAddr, x.TLS
-	*x = Exchange{PathBuf: pb, ConnID: connID, ClientAddr: client, LocalAddr: local, TLS: tls}
+	connID, client, local, tls, ti := x.ConnID, x.ClientAddr, x.LocalAddr, x.TLS, x.TLSInfo
+	*x = Exchange{PathBuf: pb, ConnID: connID, ClientAddr: client, LocalAddr: local, TLS: tls, TLSInfo: ti}
+}
+
+// TLSInfo describes a TLS-terminated client connection. The server fills
+// it once, when the handshake ends, from the TLS layer's view of the
+// connection; requests on that connection see the same value, so reading
+// it never allocates. Slices and Leaf alias the parsed certificate.
+type TLSInfo struct {
+	Version     uint16 // tls.VersionTLS12 or tls.VersionTLS13
+	CipherSuite uint16
+	// ServerName is the SNI the client sent ("" when none).
+	ServerName string
+	// ALPN is the negotiated application protocol ("" when none).
+	ALPN string
+	// Resumed is true for a resumed session (no full handshake).
+	Resumed bool
+	// Offloaded is true when the kernel encrypts and decrypts the
+	// connection's records (kernel TLS); false for crypto/tls in user
+	// space.
+	Offloaded bool
+	// Peer is the client certificate's identity (mTLS); zero when the
+	// client sent none.
+	Peer PeerInfo
+}
+
+// PeerInfo is the identity in a peer's leaf certificate.
+type PeerInfo struct {
+	// Verified is true when the certificate chain verified against the
+	// configured client CA roots. Trust the other fields only when it is.
+	Verified bool
+	// Subject is the RFC 2253 form of the leaf's subject, CommonName its
+	// CN.
+	Subject    string
+	CommonName string
+	// DNSNames, EmailAddresses and URIs (e.g. SPIFFE IDs) are the leaf's
+	// subject alternative names.
+	DNSNames       []string
+	EmailAddresses []string
+	URIs           []string
+	// Leaf is the parsed certificate, for anything else.
+	Leaf *x509.Certificate
 }
 
 // Outbound is the request head the proxy sends upstream, built from the

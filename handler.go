@@ -76,7 +76,10 @@ type LogHook interface {
 	OnLog(x *Exchange, e *LogEntry)
 }
 
-// ConnectionOpenHook runs when a client connection takes a slot.
+// ConnectionOpenHook runs when a client connection takes a slot; on a
+// TLS server, after the handshake, so c.TLSInfo is set. A connection
+// whose handshake fails runs neither connection hook (it is counted by
+// Metrics with CloseTLSHandshake).
 type ConnectionOpenHook interface {
 	OnConnectionOpen(c *ConnInfo)
 }

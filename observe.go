@@ -11,7 +11,10 @@ type ConnInfo struct {
 	ClientAddr netip.AddrPort
 	LocalAddr  netip.AddrPort
 	TLS        bool
-	Opened     time.Time
+	// TLSInfo is the connection's TLS description (nil when plain), the
+	// same value Exchange.TLSInfo points to.
+	TLSInfo *TLSInfo
+	Opened  time.Time
 	// Requests served on the connection (set at close).
 	Requests uint32
 	// CloseReason says why it closed (set at close).
@@ -33,9 +36,10 @@ const (
 	CloseEvicted                          // idle connection evicted for a new one
 	CloseError                            // I/O error or aborted exchange
 	CloseRequestsMax                      // MaxRequestsPerConnection reached
+	CloseTLSHandshake                     // TLS handshake failed or timed out
 )
 
-var closeReasonNames = [...]string{"normal", "idle_timeout", "header_timeout", "body_timeout", "write_timeout", "bad_request", "shutdown", "slots_full", "evicted", "error", "requests_max"}
+var closeReasonNames = [...]string{"normal", "idle_timeout", "header_timeout", "body_timeout", "write_timeout", "bad_request", "shutdown", "slots_full", "evicted", "error", "requests_max", "tls_handshake"}
 
 func (r CloseReason) String() string {
 	if int(r) < len(closeReasonNames) {

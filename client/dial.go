@@ -18,7 +18,9 @@ const KeepAlivePeriod = 15 * time.Second
 // Dialer dials upstream connections. Its zero value is not usable: build
 // one with NewDialer. Safe for concurrent use.
 type Dialer struct {
-	d net.Dialer
+	d       net.Dialer
+	timeout time.Duration
+	tls     tlsClients
 }
 
 // DialError is a failed dial. Status is 504 when the connect timeout ran
@@ -40,7 +42,7 @@ func NewDialer(connectTimeout time.Duration) *Dialer {
 	if connectTimeout <= 0 {
 		panic("client: connect timeout must be positive")
 	}
-	return &Dialer{d: net.Dialer{
+	return &Dialer{timeout: connectTimeout, d: net.Dialer{
 		Timeout: connectTimeout,
 		KeepAliveConfig: net.KeepAliveConfig{
 			Enable:   true,
@@ -53,9 +55,27 @@ func NewDialer(connectTimeout time.Duration) *Dialer {
 
 // Dial connects to up and returns the connection with Conn and TCP set.
 // TCP_NODELAY is on (Go's default, set again to say we rely on it): heads
-// and small bodies must leave at once.
+// and small bodies must leave at once. For an upstream with TLS set, the
+// TLS handshake follows (see dialTLS); the connect timeout covers both.
 func (d *Dialer) Dial(up *serval.Upstream) (*serval.UpstreamConn, error) {
-	c, err := d.d.DialContext(context.Background(), "tcp", up.Addr())
+	if up.TLS {
+		return d.dialTLS(up)
+	}
+	tcp, err := d.dialTCP(context.Background(), up)
+	if err != nil {
+		return nil, err
+	}
+	return &serval.UpstreamConn{
+		Conn:     tcp,
+		TCP:      tcp,
+		Upstream: up.Index,
+		Created:  time.Now(),
+	}, nil
+}
+
+// dialTCP connects to up within the dialer's timeout (and ctx).
+func (d *Dialer) dialTCP(ctx context.Context, up *serval.Upstream) (*net.TCPConn, error) {
+	c, err := d.d.DialContext(ctx, "tcp", up.Addr())
 	if err != nil {
 		status := 502
 		if errors.Is(err, os.ErrDeadlineExceeded) || isTimeout(err) {
@@ -72,12 +92,7 @@ func (d *Dialer) Dial(up *serval.Upstream) (*serval.UpstreamConn, error) {
 		c.Close()
 		return nil, &DialError{Status: 502, Err: err}
 	}
-	return &serval.UpstreamConn{
-		Conn:     tcp,
-		TCP:      tcp,
-		Upstream: up.Index,
-		Created:  time.Now(),
-	}, nil
+	return tcp, nil
 }
 
 func isTimeout(err error) bool {

@@ -8,6 +8,7 @@ import (
 	"github.com/servalproxy/serval"
 	"github.com/servalproxy/serval/client"
 	"github.com/servalproxy/serval/http1"
+	"github.com/servalproxy/serval/tlsconn"
 )
 
 // Defaults for the Config fields that have no serval.*Default constant.
@@ -65,6 +66,14 @@ type Config struct {
 	// RequestBodyBytesMax bounds a proxied request body (413 above it).
 	// Default RequestBodyBytesMaxDefault.
 	RequestBodyBytesMax int64
+	// UpstreamTLS configures TLS origination to every upstream with
+	// Upstream.TLS set: verification (on unless InsecureSkipVerify; the
+	// system roots unless CAFile), minimum version, session resumption,
+	// kernel TLS mode. Upstream.ServerName overrides its ServerName per
+	// upstream. The zero value verifies against the system roots with the
+	// upstream's host name. ConnectTimeout covers TCP connect and the
+	// handshake (504 when it runs out); a failed verification is a 502.
+	UpstreamTLS tlsconn.ClientConfig
 	// RetriesMax bounds OnError-requested retries on another upstream.
 	// Zero means RetriesMaxDefault; negative means none.
 	RetriesMax int
@@ -102,6 +111,11 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
+	}
+	// Validate the TLS defaults now (a bad CA file fails New, not the
+	// first dial); the per-upstream clients are built from them later.
+	if _, err := tlsconn.NewClient(c.UpstreamTLS, "config.check.invalid"); err != nil {
+		return c, &serval.ConfigError{Field: "proxy.UpstreamTLS", Msg: err.Error()}
 	}
 	type bound struct {
 		name      string
@@ -175,12 +189,27 @@ func New(cfg Config, h serval.Handler, hooks serval.Hooks, pool serval.Pool, m s
 	f := &Forwarder{cfg: cfg, h: h, hooks: hooks, pool: pool, m: m, t: t, log: cfg.Logger,
 		dialer: client.NewDialer(cfg.ConnectTimeout),
 		lim:    http1.Limits{HeadBytesMax: cfg.HeadBytesMax, TargetBytesMax: serval.TargetBytesMaxDefault}}
+	f.dialer.ConfigureTLS(cfg.UpstreamTLS, cfg.Logger)
 	f.reserve, _ = pool.(reserver)
 	if cfg.Via != "" {
 		f.via = []byte("1.1 " + cfg.Via)
 	}
 	return f, nil
 }
+
+// PrepareUpstreams builds the TLS client of every upstream in ups with TLS
+// set (one per upstream, holding its session cache): call it at startup
+// with the upstream table so that configuration errors surface then and
+// InsecureSkipVerify warnings are logged once. An upstream not prepared
+// gets its client on its first dial.
+func (f *Forwarder) PrepareUpstreams(ups []serval.Upstream) error {
+	return f.dialer.PrepareTLS(ups)
+}
+
+// UpstreamTLSStats sums the TLS counters of every upstream: handshakes,
+// failures by reason, and connections offloaded to kernel TLS versus kept
+// in user space.
+func (f *Forwarder) UpstreamTLSStats() tlsconn.Stats { return f.dialer.TLSStats() }
 
 // nopPool keeps nothing: every Release closes.
 type nopPool struct{}

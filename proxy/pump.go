@@ -135,8 +135,12 @@ func (s *Session) pumpLength(j *pumpJob) {
 // spliceBody moves j.remaining bytes from the client socket to the
 // upstream socket. (*net.TCPConn).ReadFrom over an *io.LimitedReader of a
 // *net.TCPConn is Go's splice path: the bytes never enter user space.
+//
+// A kernel TLS client socket may hold a control record where splice stops
+// (see ktls.go): that stretch goes through d.Conn.Read (spliceFallback).
 func (s *Session) spliceBody(j *pumpJob) {
 	cfg := &s.f.cfg
+	ktls, fallbacks := kernelTLS(j.d.Conn, j.d.TCP), 0
 	for j.remaining > 0 {
 		if !s.pumpDeadlines(j.d.TCP, j.upTCP, cfg.BodyReadTimeout, cfg.WriteTimeout) {
 			j.fail(false, serval.PhaseClientBody, errPumpStopped)
@@ -146,6 +150,13 @@ func (s *Session) spliceBody(j *pumpJob) {
 		n, err := j.upTCP.ReadFrom(&j.lim)
 		j.remaining -= n
 		j.bytesIn += n
+		if err != nil && ktls && controlRecordNext(err) && fallbacks < spliceFallbacksMax {
+			fallbacks++
+			if !s.spliceFallback(j) {
+				return
+			}
+			continue
+		}
 		if err != nil {
 			// Splice does not say which side failed; the upstream's is
 			// the one the response read will tell more about.
@@ -157,6 +168,27 @@ func (s *Session) spliceBody(j *pumpJob) {
 			return
 		}
 	}
+}
+
+// spliceFallback reads one stretch of the body through the kernel TLS
+// connection (which consumes the control record splice stopped at) and
+// writes it upstream. False when the job failed.
+func (s *Session) spliceFallback(j *pumpJob) bool {
+	n, err := j.d.Conn.Read(s.pbuf[:min(int64(len(s.pbuf)), j.remaining)])
+	j.remaining -= int64(n)
+	j.bytesIn += int64(n)
+	if n == 0 {
+		if err == nil || err == io.EOF {
+			err = io.ErrUnexpectedEOF // close_notify in the middle of the body
+		}
+		j.fail(true, serval.PhaseClientBody, err)
+		return false
+	}
+	if _, err := j.up.Write(s.pbuf[:n]); err != nil {
+		j.fail(false, serval.PhaseUpstreamWrite, err)
+		return false
+	}
+	return true
 }
 
 // copyBody moves j.remaining bytes through the pump buffer (TLS, or a

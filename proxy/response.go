@@ -119,9 +119,12 @@ func (s *Session) forwardLength(head []byte, h client.Head) (serval.Phase, error
 }
 
 // spliceResponse moves rest bytes from the upstream socket to the client
-// socket by splice, in segments so each stall is bounded.
+// socket by splice, in segments so each stall is bounded. A kernel TLS
+// upstream socket may hold a control record where splice stops (see
+// ktls.go): that stretch goes through the upstream Conn and s.rbuf.
 func (s *Session) spliceResponse(rest int64) error {
 	cfg := &s.f.cfg
+	ktls, fallbacks := kernelTLS(s.c.Conn, s.c.TCP), 0
 	for rest > 0 {
 		now := time.Now()
 		if s.c.TCP.SetReadDeadline(now.Add(cfg.ResponseTimeout)) != nil ||
@@ -132,6 +135,15 @@ func (s *Session) spliceResponse(rest int64) error {
 		n, err := s.d.TCP.ReadFrom(&s.limResp)
 		rest -= n
 		s.x.BytesOut += n
+		if err != nil && ktls && controlRecordNext(err) && fallbacks < spliceFallbacksMax {
+			fallbacks++
+			m, err := s.responseFallback(rest)
+			if err != nil {
+				return err
+			}
+			rest -= m
+			continue
+		}
 		if err != nil {
 			return err
 		}
@@ -140,6 +152,23 @@ func (s *Session) spliceResponse(rest int64) error {
 		}
 	}
 	return nil
+}
+
+// responseFallback reads one stretch of at most rest response bytes
+// through the upstream's kernel TLS connection (consuming the control
+// record splice stopped at) and writes it to the client.
+func (s *Session) responseFallback(rest int64) (int64, error) {
+	n, err := s.c.Conn.Read(s.rbuf[:min(int64(len(s.rbuf)), rest)])
+	if n == 0 {
+		if err == nil || err == io.EOF {
+			err = errUpstreamBody
+		}
+		return 0, err
+	}
+	if !s.writeClient(s.rbuf[:n]) {
+		return int64(n), errClientWrite
+	}
+	return int64(n), nil
 }
 
 // copyResponse moves rest bytes through s.rbuf (TLS, or OnResponseBody).

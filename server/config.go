@@ -7,6 +7,7 @@ import (
 
 	"github.com/servalproxy/serval"
 	"github.com/servalproxy/serval/proxy"
+	"github.com/servalproxy/serval/tlsconn"
 )
 
 // Config configures a Server. DefaultConfig returns a working one;
@@ -60,6 +61,13 @@ type Config struct {
 	WriteTimeout time.Duration
 	// ShutdownTimeout bounds the graceful drain after the context ends.
 	ShutdownTimeout time.Duration
+
+	// TLS, when non-nil, terminates TLS on every accepted connection:
+	// certificates (SNI), ALPN, optional mTLS, kernel TLS mode and the
+	// handshake timeout (tlsconn.HandshakeTimeoutDefault when 0). The
+	// handshake runs on the connection's goroutine and holds its slot,
+	// at most HandshakeTimeout. Nil serves plain HTTP.
+	TLS *tlsconn.ServerConfig
 
 	// Proxy configures forwarding for requests the handler continues.
 	Proxy proxy.Config

@@ -118,7 +118,7 @@ func (c *slot[H]) forward() {
 		c.req.Close = true
 	}
 	c.down = proxy.Downstream{
-		Conn: c.nc, TCP: c.tcp, Buf: c.in.buf, Head: c.in.start, End: c.in.end,
+		Conn: c.conn, TCP: c.tcp, Buf: c.in.buf, Head: c.in.start, End: c.in.end,
 		ClientAddr: c.clientAddr, TLS: c.x.TLS,
 	}
 	c.inForward = true

@@ -170,7 +170,7 @@ var chunkEnd = []byte("\r\n" + lastChunk)
 func (c *slot[H]) write(b []byte) bool {
 	c.respStarted = true
 	c.nc.SetWriteDeadline(time.Now().Add(c.srv.cfg.WriteTimeout))
-	n, err := c.nc.Write(b)
+	n, err := c.conn.Write(b)
 	c.x.BytesOut += int64(n)
 	if err != nil {
 		reason := serval.CloseError

@@ -12,6 +12,7 @@ import (
 	"github.com/servalproxy/serval"
 	"github.com/servalproxy/serval/http1"
 	"github.com/servalproxy/serval/proxy"
+	"github.com/servalproxy/serval/tlsconn"
 )
 
 const (
@@ -47,6 +48,8 @@ type Server[H serval.Handler] struct {
 	tracer  serval.Tracer
 	log     *slog.Logger
 	fwd     *proxy.Forwarder
+	// tls terminates TLS; nil when the server is plain.
+	tls *tlsconn.Server
 
 	slots []slot[H]
 	// free holds the indexes of free slots; only the accept loop receives.
@@ -82,6 +85,9 @@ func New[H serval.Handler](h H, pool serval.Pool, m serval.Metrics, t serval.Tra
 	}
 	fwd, err := proxy.New(s.proxyConfig(), h, s.hooks, pool, m, t)
 	if err != nil {
+		return nil, err
+	}
+	if err := s.initTLS(); err != nil {
 		return nil, err
 	}
 	s.fwd = fwd
@@ -248,6 +254,8 @@ func (s *Server[H]) shutdown() {
 		sl := &s.slots[i]
 		if sl.state.CompareAndSwap(stIdle, stShutdown) {
 			sl.nc.SetReadDeadline(pastDeadline)
+		} else if sl.state.CompareAndSwap(stHandshake, stShutdown) {
+			sl.nc.SetDeadline(pastDeadline)
 		}
 	}
 	done := make(chan struct{})

@@ -23,6 +23,9 @@ const (
 	stIdle
 	stEvicted
 	stShutdown
+	// stHandshake: the TLS handshake runs. Not evictable (it is bounded
+	// by the handshake timeout); shutdown claims it like an idle slot.
+	stHandshake
 )
 
 // clientAddrBytesMax holds "[ipv6%zone]" text; zones are bounded by
@@ -39,10 +42,19 @@ type slot[H serval.Handler] struct {
 	idleSince atomic.Int64 // unix nanoseconds; meaningful while stIdle
 
 	// nc is written by the accept loop while the slot is free and read by
-	// the connection goroutine, the evictor and the shutdown scan.
-	nc      net.Conn
+	// the connection goroutine, the evictor and the shutdown scan. It is
+	// the accepted socket: deadlines set on it bound a TLS connection too.
+	nc net.Conn
+	// conn carries the connection's bytes: nc itself, or the TLS
+	// connection over it. Only the connection goroutine uses it.
+	conn net.Conn
+	// tcp is the socket bodies may be spliced to and from: nc when plain
+	// or kernel TLS, nil for TLS in user space.
 	tcp     *net.TCPConn
 	session *proxy.Session
+	// tlsInfo is the connection's TLS description, filled once after the
+	// handshake; x.TLSInfo and info.TLSInfo point here.
+	tlsInfo serval.TLSInfo
 
 	in      inbuf
 	wbuf    []byte
@@ -95,6 +107,15 @@ func (c *slot[H]) serve() {
 		c.release(reason)
 	}()
 	c.open()
+	if c.srv.tls != nil {
+		var ok bool
+		if reason, ok = c.handshake(); !ok {
+			return
+		}
+	}
+	if k := c.srv.hooks.ConnectionOpen; k != nil {
+		k.OnConnectionOpen(&c.info)
+	}
 	reason = c.loop()
 }
 
@@ -108,14 +129,12 @@ func (c *slot[H]) open() {
 	c.x.Reset()
 	c.x.User = nil
 	c.x.ConnID = s.nextConnID.Add(1)
-	c.x.ClientAddr, c.x.LocalAddr, c.x.TLS = remote, local, false
+	c.x.ClientAddr, c.x.LocalAddr, c.x.TLS, c.x.TLSInfo = remote, local, false, nil
 	c.info = serval.ConnInfo{ID: c.x.ConnID, ClientAddr: remote, LocalAddr: local, Opened: time.Now()}
+	c.conn = c.nc
 	c.in.reset(c.nc)
 	c.requests = 0
 	s.metrics.ConnectionOpened()
-	if k := s.hooks.ConnectionOpen; k != nil {
-		k.OnConnectionOpen(&c.info)
-	}
 }
 
 func addrPort(a net.Addr) netip.AddrPort {
@@ -126,18 +145,21 @@ func addrPort(a net.Addr) netip.AddrPort {
 	return netip.AddrPort{}
 }
 
-// release closes the connection, reports it and frees the slot.
+// release closes the connection, reports it and frees the slot. A
+// connection whose TLS handshake failed never ran OnConnectionOpen and
+// does not run OnConnectionClose either.
 func (c *slot[H]) release(reason serval.CloseReason) {
 	s := c.srv
-	c.nc.Close()
+	c.close(reason)
 	c.info.Requests = uint32(c.requests)
 	c.info.CloseReason = reason
-	if k := s.hooks.ConnectionClose; k != nil {
+	if k := s.hooks.ConnectionClose; k != nil && reason != serval.CloseTLSHandshake {
 		k.OnConnectionClose(&c.info)
 	}
 	s.metrics.ConnectionClosed(reason)
-	c.x.User, c.x.Body, c.x.Upstream = nil, nil, nil
-	c.tcp = nil
+	c.x.User, c.x.Body, c.x.Upstream, c.x.TLSInfo, c.info.TLSInfo = nil, nil, nil, nil, nil
+	c.conn, c.tcp = nil, nil
+	c.tlsInfo = serval.TLSInfo{}
 	c.state.Store(stFree)
 	s.free <- c.idx
 	s.wg.Done()

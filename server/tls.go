@@ -1,0 +1,160 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+
+	"github.com/servalproxy/serval"
+	"github.com/servalproxy/serval/tlsconn"
+)
+
+// errNoTLS is returned by ReloadTLS on a server without Config.TLS.
+var errNoTLS = errors.New("server: TLS is not configured (Config.TLS is nil)")
+
+// initTLS builds the TLS terminator from cfg.TLS and logs, once, whether
+// the kernel can take the records over (kernel TLS) or every connection
+// stays in crypto/tls.
+func (s *Server[H]) initTLS() error {
+	if s.cfg.TLS == nil {
+		return nil
+	}
+	ts, err := tlsconn.NewServer(*s.cfg.TLS)
+	if err != nil {
+		return err
+	}
+	s.tls = ts
+	return logProbe(s.log, "termination", s.cfg.TLS.Mode)
+}
+
+// logProbe logs the kernel TLS verdict for a side (termination or
+// origination) under mode. ModeRequire without kernel TLS is an error:
+// every connection would fail.
+func logProbe(log *slog.Logger, side string, mode tlsconn.Mode) error {
+	if mode == tlsconn.ModeOff {
+		log.Info("server: kernel TLS off: TLS in user space (crypto/tls)", "side", side)
+		return nil
+	}
+	ok, reason := tlsconn.Probe()
+	if !ok && mode == tlsconn.ModeRequire {
+		return errors.New("server: kernel TLS mode is require (" + side + ") but " + reason)
+	}
+	log.Info(reason, "side", side, "ktls_mode", mode.String())
+	return nil
+}
+
+// ReloadTLS re-reads the certificate, key and client CA files of
+// Config.TLS without a restart (e.g. on SIGHUP): new handshakes use the
+// new certificates, established connections keep theirs. A file that
+// fails to load is rejected with a logged error and the current
+// certificates stay in use. Safe to call at any time, concurrently with
+// serving.
+func (s *Server[H]) ReloadTLS() error {
+	if s.tls == nil {
+		return errNoTLS
+	}
+	if err := s.tls.Reload(); err != nil {
+		s.log.Error("server: TLS reload rejected, serving the current certificates", "err", err)
+		return err
+	}
+	s.log.Info("server: TLS certificates reloaded")
+	return nil
+}
+
+// TLSStats returns the termination counters: handshakes, failures by
+// reason, and connections offloaded to kernel TLS versus kept in user
+// space (with the fallback reasons). Zero when Config.TLS is nil.
+func (s *Server[H]) TLSStats() tlsconn.Stats {
+	if s.tls == nil {
+		return tlsconn.Stats{}
+	}
+	return s.tls.Stats()
+}
+
+// UpstreamTLSStats returns the origination counters summed over every
+// TLS upstream (see proxy.Forwarder.UpstreamTLSStats).
+func (s *Server[H]) UpstreamTLSStats() tlsconn.Stats { return s.fwd.UpstreamTLSStats() }
+
+// PrepareUpstreams builds, at startup, the TLS client of every upstream
+// in ups with TLS set (one each: verification roots, SNI, the session
+// cache its pooled connections share), logs the InsecureSkipVerify
+// warnings and the kernel TLS verdict once, and fails on a bad
+// configuration. Upstreams not prepared get their client on first dial.
+func (s *Server[H]) PrepareUpstreams(ups []serval.Upstream) error {
+	if err := s.fwd.PrepareUpstreams(ups); err != nil {
+		return err
+	}
+	for i := range ups {
+		if ups[i].TLS {
+			return logProbe(s.log, "origination", s.cfg.Proxy.UpstreamTLS.Mode)
+		}
+	}
+	return nil
+}
+
+// handshake runs the TLS handshake on the connection's goroutine, holding
+// the slot for at most the handshake timeout. On success conn and tcp are
+// replaced (tcp stays the socket only when the kernel took the records
+// over, so splice is safe, and is nil otherwise) and the TLS description
+// is filled once for every request of the connection.
+func (c *slot[H]) handshake() (serval.CloseReason, bool) {
+	s := c.srv
+	if c.tcp == nil {
+		s.log.Error("server: TLS needs a TCP listener; closing the connection", "conn", c.info.ID)
+		return serval.CloseTLSHandshake, false
+	}
+	c.state.Store(stHandshake)
+	conn, tcp, info, err := s.tls.Handshake(context.Background(), c.tcp)
+	if conn != nil {
+		c.conn = conn // closed with close_notify from here on
+	}
+	if !c.state.CompareAndSwap(stHandshake, stBusy) {
+		return serval.CloseShutdown, false
+	}
+	if err != nil {
+		if s.log.Enabled(context.Background(), slog.LevelInfo) {
+			s.log.LogAttrs(context.Background(), slog.LevelInfo, "server: TLS handshake failed",
+				slog.Uint64("conn", c.info.ID), slog.String("client", c.info.ClientAddr.String()),
+				slog.Any("err", err))
+		}
+		return serval.CloseTLSHandshake, false
+	}
+	// ALPN dispatch: HTTP/1.1 is served by this slot's loop. "h2" would
+	// branch to its own connection loop here once it is advertised.
+	switch info.ALPN {
+	case "", tlsconn.ALPNHTTP11:
+	default:
+		s.log.Warn("server: negotiated ALPN protocol not served; closing", "alpn", info.ALPN, "conn", c.info.ID)
+		return serval.CloseTLSHandshake, false
+	}
+	c.conn, c.tcp = conn, tcp
+	c.in.reset(conn)
+	c.setTLSInfo(&info)
+	return 0, true
+}
+
+// setTLSInfo fills the slot's TLS description from the handshake's and
+// points the exchange and the connection info at it.
+func (c *slot[H]) setTLSInfo(info *tlsconn.ConnInfo) {
+	p := &info.Peer
+	c.tlsInfo = serval.TLSInfo{
+		Version: info.Version, CipherSuite: info.CipherSuite, ServerName: info.ServerName,
+		ALPN: info.ALPN, Resumed: info.DidResume, Offloaded: info.Offloaded,
+		Peer: serval.PeerInfo{
+			Verified: p.Verified, Subject: p.Subject, CommonName: p.CommonName,
+			DNSNames: p.DNSNames, EmailAddresses: p.EmailAddresses, URIs: p.URIs, Leaf: p.Leaf,
+		},
+	}
+	c.x.TLS, c.x.TLSInfo = true, &c.tlsInfo
+	c.info.TLS, c.info.TLSInfo = true, &c.tlsInfo
+}
+
+// close closes the connection. A TLS connection sends close_notify first
+// (bounded by the TLS layer's own write deadline), except after a write
+// failure or timeout: a peer that stopped reading gets no alert.
+func (c *slot[H]) close(reason serval.CloseReason) {
+	if c.conn != nil && c.conn != c.nc && reason != serval.CloseWriteTimeout && reason != serval.CloseError {
+		c.conn.Close()
+	}
+	c.nc.Close()
+}
