@@ -29,6 +29,8 @@ var layerOf = map[string]int{
 	"http1":   1, // protocol
 	"tlsconn": 1,
 
+	"internal/testpki": 1, // test certificates (std only)
+
 	"pool":    2, // infrastructure
 	"client":  2,
 	"health":  2,

@@ -2,12 +2,27 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"log/slog"
+	"time"
 
 	"github.com/servalproxy/serval"
 	"github.com/servalproxy/serval/tlsconn"
 )
+
+const (
+	// notTLSDrainBytesMax and notTLSDrainTimeout bound the read of a
+	// plaintext request's rest after its 400: what the client already
+	// sent is consumed so that closing does not reset the connection
+	// before the client reads the answer; the slot waits no longer.
+	notTLSDrainBytesMax = 4 << 10
+	notTLSDrainTimeout  = 50 * time.Millisecond
+)
+
+// notTLSResponse answers plaintext HTTP on a TLS port, as net/http does.
+var notTLSResponse = []byte("HTTP/1.0 400 Bad Request\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\n" +
+	"server: plain HTTP request sent to an HTTPS port\n")
 
 // errNoTLS is returned by ReloadTLS on a server without Config.TLS.
 var errNoTLS = errors.New("server: TLS is not configured (Config.TLS is nil)")
@@ -117,6 +132,7 @@ func (c *slot[H]) handshake() (serval.CloseReason, bool) {
 				slog.Uint64("conn", c.info.ID), slog.String("client", c.info.ClientAddr.String()),
 				slog.Any("err", err))
 		}
+		c.answerPlaintext(err)
 		return serval.CloseTLSHandshake, false
 	}
 	// ALPN dispatch: HTTP/1.1 is served by this slot's loop. "h2" would
@@ -131,6 +147,34 @@ func (c *slot[H]) handshake() (serval.CloseReason, bool) {
 	c.in.reset(conn)
 	c.setTLSInfo(&info)
 	return 0, true
+}
+
+// answerPlaintext answers 400 when the handshake failed because the
+// client spoke plain HTTP, so a misconfigured client learns why.
+func (c *slot[H]) answerPlaintext(err error) {
+	var rhe tls.RecordHeaderError
+	if !errors.As(err, &rhe) || !looksLikeHTTP(rhe.RecordHeader[:]) {
+		return
+	}
+	now := time.Now()
+	c.nc.SetWriteDeadline(now.Add(c.srv.cfg.WriteTimeout))
+	if _, err := c.nc.Write(notTLSResponse); err != nil {
+		return
+	}
+	var drain [notTLSDrainBytesMax]byte
+	c.nc.SetReadDeadline(now.Add(notTLSDrainTimeout))
+	c.nc.Read(drain[:])
+}
+
+// looksLikeHTTP reports whether a would-be TLS record header is the start
+// of an HTTP request line.
+func looksLikeHTTP(h []byte) bool {
+	for _, m := range []string{"GET /", "HEAD ", "POST ", "PUT /", "OPTIO", "DELET", "PATCH", "CONNE"} {
+		if string(h) == m {
+			return true
+		}
+	}
+	return false
 }
 
 // setTLSInfo fills the slot's TLS description from the handshake's and
