@@ -276,6 +276,12 @@ func (s *Server[H]) shutdown() {
 		}
 		<-done
 	}
+	// Every connection goroutine has exited: stop the sessions' body
+	// pump goroutines, which would otherwise outlive Serve (a later Serve
+	// starts them again on demand).
+	for i := range s.slots {
+		s.slots[i].session.Close()
+	}
 	if s.pool != nil {
 		s.pool.Drain()
 	}

@@ -7,6 +7,7 @@ import (
 	"crypto/tls"
 	hexenc "encoding/hex"
 	"io"
+	"log"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -100,7 +101,7 @@ func startOrigin(t testing.TB, tc *tls.Config) (host string, port uint16) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := &http.Server{Handler: http.HandlerFunc(originHandler), ErrorLog: nil,
+	srv := &http.Server{Handler: http.HandlerFunc(originHandler), ErrorLog: log.New(io.Discard, "", 0),
 		TLSNextProto: map[string]func(*http.Server, *tls.Conn, http.Handler){}}
 	if tc != nil {
 		srv.TLSConfig = tc

@@ -3,8 +3,8 @@ package server
 import (
 	"bufio"
 	"context"
-	"io"
 	"crypto/tls"
+	"io"
 	"net"
 	"os"
 	"os/exec"
