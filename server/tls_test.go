@@ -34,7 +34,9 @@ func newTLSSetup(t testing.TB) *tlsSetup {
 }
 
 // tlsInfoHandler answers directly with the TLS view of the request.
-type tlsInfoHandler struct{ static }
+type tlsInfoHandler struct{}
+
+func (tlsInfoHandler) SelectUpstream(*serval.Exchange, *serval.Request) *serval.Upstream { return nil }
 
 func (tlsInfoHandler) OnRequest(x *serval.Exchange, _ *serval.Request, buf []byte) serval.Action {
 	if !x.TLS || x.TLSInfo == nil {
