@@ -42,24 +42,6 @@ func newTLSKeepAliveClient(t testing.TB, addr string, tc *tls.Config) *keepAlive
 	return k
 }
 
-// complete reports whether b holds a whole response with a
-// Content-Length body.
-func complete(b []byte) bool {
-	i := bytes.Index(b, []byte("\r\n\r\n"))
-	j := bytes.Index(b, []byte("Content-Length: "))
-	if i < 0 || j < 0 {
-		return false
-	}
-	n := 0
-	for _, d := range b[j+len("Content-Length: "):] {
-		if d < '0' || d > '9' {
-			break
-		}
-		n = n*10 + int(d-'0')
-	}
-	return len(b) >= i+4+n
-}
-
 // crypto/tls in user space allocates once per record read that reaches
 // the socket: (*tls.Conn).readFromUntil passes a fresh &atLeastReader{}
 // (24 B) to bytes.Buffer.ReadFrom, and it escapes. Serval cannot avoid

@@ -212,3 +212,21 @@ func exchange(t testing.TB, c *http.Client, url string, reqLen, respLen int, req
 	}
 	return resp
 }
+
+// complete reports whether b holds a whole response with a
+// Content-Length body.
+func complete(b []byte) bool {
+	i := bytes.Index(b, []byte("\r\n\r\n"))
+	j := bytes.Index(b, []byte("Content-Length: "))
+	if i < 0 || j < 0 {
+		return false
+	}
+	n := 0
+	for _, d := range b[j+len("Content-Length: "):] {
+		if d < '0' || d > '9' {
+			break
+		}
+		n = n*10 + int(d-'0')
+	}
+	return len(b) >= i+4+n
+}
