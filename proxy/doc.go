@@ -2,8 +2,8 @@
 // an upstream and the upstream's response back to the client, on the
 // connections the server and the pool lend it.
 //
-// Layer 3 (mechanics): it imports serval, http1, client and the standard
-// library. The server (layer 5) owns the client connection and calls
+// Layer 3 (mechanics): it imports serval, http1, tlsconn, client and the
+// standard library. The server (layer 5) owns the client connection and calls
 // Session.Forward once per proxied request.
 //
 // One exchange, in order (Forward):
@@ -21,6 +21,14 @@
 //     the same way (response.go).
 //  5. Release the upstream connection as reusable only when both messages
 //     ended cleanly and nothing else came after the response.
+//
+// TLS: the client side may be TLS (the server lends the TLS connection as
+// Downstream.Conn), and so may the upstream side (Upstream.TLS: the
+// dialer runs the handshake with Config.UpstreamTLS; the pool keeps TLS
+// and plain connections apart). Bodies are spliced only between sockets
+// the kernel reads and writes itself: plain TCP or kernel TLS; TLS in
+// user space takes the bounded copy path. Reading a kernel TLS socket by
+// splice stops at a control record; ktls.go says how that is handled.
 //
 // Failures before the response head reached the client become 502 or 504
 // answers (errors.go); after it, the client connection is closed so a

@@ -16,7 +16,9 @@ type Downstream struct {
 	// Conn is the client connection.
 	Conn net.Conn
 	// TCP is the raw socket when body bytes may be spliced to and from it
-	// (plain TCP, or kernel TLS), nil otherwise.
+	// (plain TCP, or kernel TLS), nil otherwise (TLS in user space). When
+	// Conn is not TCP itself (kernel TLS), a splice read that stops at a
+	// TLS control record continues through Conn.Read (see ktls.go).
 	TCP *net.TCPConn
 	// Buf is the connection's read buffer (its full capacity may be used).
 	// Buf[Head:End] holds bytes read past the request head: the start of

@@ -44,6 +44,31 @@
 //     MaxRequestsPerConnection is not reached (the last response carries
 //     "Connection: close").
 //
+// # TLS
+//
+// With Config.TLS set, every accepted connection runs the TLS handshake
+// (tlsconn.Server.Handshake) on its own goroutine before its first
+// request, holding its slot for at most the handshake timeout: a client
+// that never completes loses the slot at the deadline (CloseTLSHandshake).
+// A failed handshake (timeout, TLS 1.0/1.1, no common cipher, a missing
+// or untrusted client certificate under mTLS) is counted by reason
+// (TLSStats) and logged at info level, never fatal; plain HTTP sent to
+// the TLS port is answered "400" and closed. Such a connection runs no
+// connection hook. ALPN "http/1.1" (or none) is served by the HTTP/1.1
+// loop; handshake() is where "h2" would branch off.
+//
+// After the handshake, requests see Exchange.TLS and Exchange.TLSInfo
+// (version, SNI, ALPN, offload, the verified client identity), filled
+// once per connection: nothing is computed per request. The connection's
+// bytes go through the TLS connection: a *tls.Conn in user space, or a
+// *tlsconn.Conn when the kernel took the records over (kernel TLS). Only
+// in the second case is the raw socket lent to the proxy (Downstream.TCP)
+// so Content-Length bodies are spliced; see proxy's ktls.go for reads of
+// control records. ReloadTLS re-reads the certificate files without a
+// restart; PrepareUpstreams builds the per-upstream TLS clients for
+// origination (proxy.Config.UpstreamTLS); TLSStats and UpstreamTLSStats
+// count handshakes and offloaded versus user-space connections.
+//
 // # Errors
 //
 // A malformed head is answered with the parser's status (400, 414, 431,
