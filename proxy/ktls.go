@@ -1,7 +1,9 @@
 package proxy
 
 import (
+	"context"
 	"errors"
+	"log/slog"
 	"net"
 	"syscall"
 )
@@ -40,4 +42,15 @@ func kernelTLS(conn net.Conn, tcp *net.TCPConn) bool {
 // non-data TLS record is next on a kernel TLS socket.
 func controlRecordNext(err error) bool {
 	return errors.Is(err, syscall.EINVAL) || errors.Is(err, syscall.EIO)
+}
+
+// logControlRecord notes a splice fallback at debug level (rare; the
+// guard keeps the disabled level free).
+func (s *Session) logControlRecord(side string, err error) {
+	l := s.f.log
+	if !l.Enabled(context.Background(), slog.LevelDebug) {
+		return
+	}
+	l.LogAttrs(context.Background(), slog.LevelDebug, "proxy: kernel TLS splice stopped at a control record; reading through the TLS connection",
+		slog.String("side", side), slog.Any("err", err))
 }

@@ -152,6 +152,7 @@ func (s *Session) spliceBody(j *pumpJob) {
 		j.bytesIn += n
 		if err != nil && ktls && controlRecordNext(err) && fallbacks < spliceFallbacksMax {
 			fallbacks++
+			s.logControlRecord("client", err)
 			if !s.spliceFallback(j) {
 				return
 			}

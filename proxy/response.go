@@ -137,6 +137,7 @@ func (s *Session) spliceResponse(rest int64) error {
 		s.x.BytesOut += n
 		if err != nil && ktls && controlRecordNext(err) && fallbacks < spliceFallbacksMax {
 			fallbacks++
+			s.logControlRecord("upstream", err)
 			m, err := s.responseFallback(rest)
 			if err != nil {
 				return err
