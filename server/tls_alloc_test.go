@@ -157,6 +157,7 @@ func TestTLSProxyAllocs(t *testing.T) {
 func BenchmarkTLSKeepAliveDirect(b *testing.B) {
 	ts := newTLSSetup(b)
 	cfg := testConfig()
+	cfg.MaxRequestsPerConnection = 1 << 40
 	cfg.TLS = serverTLS(ts.cert, ts.key)
 	_, srv := startWith(b, static{}, nil, cfg)
 	k := newTLSKeepAliveClient(b, srv.addr, tlsClientConfig(ts.ca, "serval.test"))
