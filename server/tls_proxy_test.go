@@ -122,13 +122,23 @@ func (h *logRouter) OnLog(_ *serval.Exchange, e *serval.LogEntry) {
 	h.errs = append(h.errs, msg)
 }
 
-func (h *logRouter) lastLog() (serval.Phase, string) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if len(h.phases) == 0 {
-		return 0, ""
+// logN waits for the n-th log (OnLog runs after the response was sent,
+// so the client may see the response first) and returns it.
+func (h *logRouter) logN(t testing.TB, n int) (serval.Phase, string) {
+	t.Helper()
+	deadline := time.Now().Add(testTimeout)
+	for {
+		h.mu.Lock()
+		if len(h.phases) >= n {
+			defer h.mu.Unlock()
+			return h.phases[n-1], h.errs[n-1]
+		}
+		h.mu.Unlock()
+		if time.Now().After(deadline) {
+			t.Fatalf("log %d never came", n)
+		}
+		time.Sleep(2 * time.Millisecond)
 	}
-	return h.phases[len(h.phases)-1], h.errs[len(h.errs)-1]
 }
 
 // TestTLSUpstreamVerification: an origin whose certificate is signed by
@@ -195,7 +205,7 @@ func TestTLSUpstreamVerification(t *testing.T) {
 				if resp.StatusCode != code {
 					t.Fatalf("upstream %d: status %d, want %d", i, resp.StatusCode, code)
 				}
-				phase, msg := h.lastLog()
+				phase, msg := h.logN(t, i+1)
 				if code != 200 && phase != serval.PhaseConnect {
 					t.Fatalf("upstream %d: phase %v (%s), want connect", i, phase, msg)
 				}
