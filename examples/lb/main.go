@@ -1,20 +1,22 @@
 // Command lb is Serval's load balancer: an HTTP/1.1 reverse proxy that
-// spreads requests round-robin over a list of backends, with pooled
-// keep-alive upstream connections.
+// spreads requests over a list of backends (round robin by default, or
+// weighted, least-conn, p2c, consistent hash, sticky cookie), with active
+// and passive health checks, pooled keep-alive upstream connections, TLS
+// termination (--cert/--key, mTLS with --client-ca) and origination
+// (--upstream-tls), kernel TLS offload when the kernel has it (--ktls).
 //
 //	go run ./examples/lb                       # two in-process echo backends
-//	go run ./examples/lb --backends 127.0.0.1:8001,127.0.0.1:8002
+//	go run ./examples/lb --backends 127.0.0.1:8001=3,127.0.0.1:8002=1 --lb weighted
 //	curl localhost:8080/
 //
 // With no --backends it starts two echo backends (backend-1, backend-2) on
 // free loopback ports inside the same process, so it works out of the box.
+// SIGHUP re-reads the --cert/--key/--client-ca files.
 package main
 
 import (
 	"context"
 	"errors"
-	"flag"
-	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -23,91 +25,34 @@ import (
 	"strconv"
 	"sync"
 	"syscall"
-	"time"
 
 	"github.com/servalproxy/serval"
 	"github.com/servalproxy/serval/examples/echo-backend/echo"
-	"github.com/servalproxy/serval/health"
 	"github.com/servalproxy/serval/lb"
-	"github.com/servalproxy/serval/pool"
-	"github.com/servalproxy/serval/prober"
 	"github.com/servalproxy/serval/server"
+	"github.com/servalproxy/serval/tlsconn"
 )
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	os.Exit(run(ctx, os.Args[1:], os.Stdout))
-}
-
-// options are the parsed flags.
-type options struct {
-	port            int
-	backends        string
-	debug           bool
-	connectTimeout  time.Duration
-	responseTimeout time.Duration
-	idlePerUpstream int
-	policy          lb.Policy
-	connectionsMax  int
-	healthPath      string
-	healthInterval  time.Duration
-}
-
-func parseFlags(args []string, out io.Writer) (options, int, bool) {
-	var o options
-	fs := flag.NewFlagSet("lb", flag.ContinueOnError)
-	fs.SetOutput(out)
-	fs.IntVar(&o.port, "port", 8080, "listening port (0 picks a free one)")
-	fs.StringVar(&o.backends, "backends", "", "comma-separated backend addresses host:port,...\n(default: two in-process echo backends on free loopback ports)")
-	fs.BoolVar(&o.debug, "debug", false, "debug logging (one line per request)")
-	fs.DurationVar(&o.connectTimeout, "connect-timeout", serval.UpstreamConnectTimeoutDefault, "upstream connect timeout")
-	fs.DurationVar(&o.responseTimeout, "response-timeout", serval.UpstreamResponseTimeoutDefault, "upstream response timeout (head wait and each body read stall)")
-	fs.IntVar(&o.idlePerUpstream, "idle-per-upstream", pool.IdlePerUpstreamDefault, "idle keep-alive connections kept per upstream")
-	fs.IntVar(&o.connectionsMax, "max-conns", server.DefaultConfig().ConnectionsMax, "client connection slots (buffers for each are allocated at startup)")
-	fs.StringVar(&o.healthPath, "health-path", "/", "path of the active health probe (GET, 2xx-3xx is healthy)")
-	fs.DurationVar(&o.healthInterval, "health-interval", prober.IntervalDefault, "time between active health probes of each backend (0 disables probing)")
-	policy := fs.String("policy", "round-robin", "selection policy: "+lb.PolicyNames)
-	fs.Usage = func() {
-		fmt.Fprintf(out, "Usage: lb [flags]\n\nServal's round-robin HTTP/1.1 load balancer.\n\nFlags:\n")
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return o, 0, false
-		}
-		return o, 2, false
-	}
-	bad := ""
-	var perr error
-	o.policy, perr = lb.ParsePolicy(*policy)
-	switch {
-	case perr != nil:
-		bad = perr.Error()
-	case fs.NArg() > 0:
-		bad = "unexpected argument " + strconv.Quote(fs.Arg(0))
-	case o.port < 0 || o.port > 65535:
-		bad = "--port out of range"
-	case o.connectTimeout <= 0 || o.responseTimeout <= 0:
-		bad = "timeouts must be positive"
-	case o.healthInterval < 0:
-		bad = "--health-interval must not be negative"
-	case o.connectionsMax < 1 || o.connectionsMax > 1<<20:
-		bad = "--max-conns must be in [1, 1048576]"
-	case o.idlePerUpstream < 1 || o.idlePerUpstream > pool.IdlePerUpstreamLimit:
-		bad = "--idle-per-upstream must be in [1, " + strconv.Itoa(pool.IdlePerUpstreamLimit) + "]"
-	}
-	if bad != "" {
-		fmt.Fprintln(out, "lb: "+bad)
-		fs.Usage()
-		return o, 2, false
-	}
-	return o, 0, true
+	// SIGHUP reloads the TLS certificate files instead of ending the
+	// process.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	os.Exit(runWith(ctx, os.Args[1:], os.Stdout, hup))
 }
 
 // run parses args, serves until ctx is done and returns the exit code.
 // Logs (slog text) and usage go to stdout.
 func run(ctx context.Context, args []string, stdout io.Writer) int {
+	return runWith(ctx, args, stdout, nil)
+}
+
+// runWith is run with a reload trigger: each value received on hup
+// reloads the TLS certificate files (main feeds it SIGHUP; tests send on
+// it directly). hup may be nil.
+func runWith(ctx context.Context, args []string, stdout io.Writer, hup <-chan os.Signal) int {
 	o, code, ok := parseFlags(args, stdout)
 	if !ok {
 		return code
@@ -134,65 +79,66 @@ func run(ctx context.Context, args []string, stdout io.Writer) int {
 		list = addrs
 		logger.Info("no --backends given: started two in-process echo backends", "backends", list)
 	}
-	table, err := serval.ParseUpstreams(list)
+	table, err := lb.ParseBackends(list)
+	if err == nil {
+		err = markTLS(table, o.upstreamTLS)
+	}
 	if err != nil {
-		logger.Error("bad --backends", "err", err)
+		logger.Error("bad --backends or --upstream-tls", "err", err)
 		return 2
 	}
-	if err := serveLB(ctx, o, table, logger); err != nil {
+	if err := serveLB(ctx, &o, table, logger, hup); err != nil {
 		logger.Error("load balancer", "err", err)
 		return 1
 	}
 	return 0
 }
 
-// serveLB builds the round-robin handler, the pool and the server, and
-// serves until ctx is done.
-func serveLB(ctx context.Context, o options, table []serval.Upstream, logger *slog.Logger) error {
-	// lb.New: the policy's selector over the health bitmap, passive health
-	// (transport failures take an upstream out, successes bring it back)
-	// and 503 + Retry-After when none is healthy.
-	hs := health.New(len(table))
-	h, err := lb.New(lb.Config{Upstreams: table, Policy: o.policy, Health: hs, Logger: logger})
+// serveLB builds the handler, the health checks, the pool and the
+// server, and serves until ctx is done.
+func serveLB(ctx context.Context, o *options, table []serval.Upstream, logger *slog.Logger, hup <-chan os.Signal) error {
+	// lb.New: the policy's selector over the health bitmap, passive
+	// health (failures take an upstream out) and the all-unhealthy
+	// policy (503 + Retry-After, or try every upstream).
+	h, err := newHandler(o, table, logger)
 	if err != nil {
 		return err
 	}
-	// Active probes bring an upstream back after passive checks took it
-	// out (without them, no traffic reaches it to prove it healthy).
-	if o.healthInterval > 0 {
-		pr, err := prober.New(prober.Config{Upstreams: table, Health: hs, Path: o.healthPath,
-			Interval: o.healthInterval, Timeout: min(prober.TimeoutDefault, o.healthInterval), Logger: logger})
-		if err != nil {
-			return err
-		}
-		if err := pr.Start(ctx); err != nil {
-			return err
-		}
-		defer pr.Close()
+	warnInsecure(o, logger)
+	upTLS := upstreamTLS(o)
+	// Active probes bring an upstream back after it was taken out
+	// (without them, no traffic reaches it to prove it healthy).
+	stopProber, err := startProber(ctx, o, table, h.Health(), upTLS, logger)
+	if err != nil {
+		return err
 	}
-	p, err := newPool(o, len(table))
+	defer stopProber()
+	p, err := newPool(*o, len(table))
 	if err != nil {
 		return err
 	}
 	defer p.Close()
-	cfg := server.DefaultConfig()
-	cfg.Addr = ":" + strconv.Itoa(o.port)
-	cfg.ConnectionsMax = o.connectionsMax
-	cfg.Logger = logger
-	cfg.Proxy.ConnectTimeout = o.connectTimeout
-	cfg.Proxy.ResponseTimeout = o.responseTimeout
-	cfg.Proxy.Logger = logger
-
+	cfg := serverConfig(o, logger, upTLS)
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
 		return err
 	}
-	logger.Info("load balancer listening", "addr", ln.Addr().String(), "backends", len(table), "policy", o.policy.String(),
-		"health_interval", o.healthInterval, "connect_timeout", o.connectTimeout, "response_timeout", o.responseTimeout, "idle_per_upstream", o.idlePerUpstream)
-	if o.debug {
-		err = serve(ctx, &debugHandler{Handler: h, log: logger}, p, cfg, ln)
-	} else {
-		err = serve(ctx, h, p, cfg, ln)
+	logger.Info("load balancer listening", "addr", ln.Addr().String(), "https", cfg.TLS != nil, "mtls", o.clientCAFile != "",
+		"backends", len(table), "https_backends", countTLS(table), "lb", o.policy.String(), "sticky_cookie", o.stickyCookie,
+		"health", !o.noHealth, "health_interval", o.healthInterval, "unhealthy_threshold", o.unhealthyThreshold, "healthy_threshold", o.healthyThreshold,
+		"connect_timeout", o.connectTimeout, "response_timeout", o.responseTimeout, "idle_per_upstream", o.idlePerUpstream)
+	s := serving{table: table, pool: p, cfg: cfg, ln: ln, hup: hup, log: logger}
+	switch {
+	case o.debug:
+		var inner lbHandler = h
+		if o.noHealth {
+			inner = &noHealthHandler{h}
+		}
+		err = serve(ctx, &debugHandler{lbHandler: inner, log: logger}, s)
+	case o.noHealth:
+		err = serve(ctx, &noHealthHandler{h}, s)
+	default:
+		err = serve(ctx, h, s)
 	}
 	if err != nil {
 		return err
@@ -201,14 +147,58 @@ func serveLB(ctx context.Context, o options, table []serval.Upstream, logger *sl
 	return nil
 }
 
-// serve runs a server over handler type H (fixed at compile time).
-func serve[H serval.Handler](ctx context.Context, h H, p serval.Pool, cfg server.Config, ln net.Listener) error {
-	srv, err := server.New(h, p, nil, nil, cfg)
+// serverConfig is the server's configuration from the flags.
+func serverConfig(o *options, logger *slog.Logger, upTLS tlsconn.ClientConfig) server.Config {
+	cfg := server.DefaultConfig()
+	cfg.Addr = ":" + strconv.Itoa(o.port)
+	cfg.ConnectionsMax = o.connectionsMax
+	cfg.Logger = logger
+	cfg.TLS = serverTLS(o)
+	cfg.Proxy.ConnectTimeout = o.connectTimeout
+	cfg.Proxy.ResponseTimeout = o.responseTimeout
+	cfg.Proxy.UpstreamTLS = upTLS
+	cfg.Proxy.Logger = logger
+	return cfg
+}
+
+// countTLS counts the HTTPS backends.
+func countTLS(table []serval.Upstream) int {
+	n := 0
+	for i := range table {
+		if table[i].TLS {
+			n++
+		}
+	}
+	return n
+}
+
+// serving is what serve needs besides the handler.
+type serving struct {
+	table []serval.Upstream
+	pool  serval.Pool
+	cfg   server.Config
+	ln    net.Listener
+	hup   <-chan os.Signal
+	log   *slog.Logger
+}
+
+// serve runs a server over handler type H (fixed at compile time). The
+// server logs the kernel TLS verdict for termination (server.New) and
+// origination (PrepareUpstreams), and the upstream TLS warnings.
+func serve[H serval.Handler](ctx context.Context, h H, s serving) error {
+	srv, err := server.New(h, s.pool, nil, nil, s.cfg)
 	if err != nil {
-		ln.Close()
+		s.ln.Close()
 		return err
 	}
-	if err := srv.Serve(ctx, ln); err != nil && !errors.Is(err, context.Canceled) {
+	if err := srv.PrepareUpstreams(s.table); err != nil {
+		s.ln.Close()
+		return err
+	}
+	stop := make(chan struct{})
+	wait := watchReload(srv, s.cfg.TLS != nil, s.hup, stop, s.log)
+	defer func() { close(stop); wait() }()
+	if err := srv.Serve(ctx, s.ln); err != nil && !errors.Is(err, context.Canceled) {
 		return err
 	}
 	return nil
@@ -217,7 +207,7 @@ func serve[H serval.Handler](ctx context.Context, h H, p serval.Pool, cfg server
 // debugHandler adds a log line per request (--debug only, so the default
 // path keeps no OnLog hook at all).
 type debugHandler struct {
-	*lb.Handler
+	lbHandler
 	log *slog.Logger
 }
 

@@ -1,0 +1,182 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"strconv"
+	"time"
+
+	"github.com/servalproxy/serval"
+	"github.com/servalproxy/serval/health"
+	"github.com/servalproxy/serval/lb"
+	"github.com/servalproxy/serval/pool"
+	"github.com/servalproxy/serval/prober"
+	"github.com/servalproxy/serval/server"
+	"github.com/servalproxy/serval/tlsconn"
+)
+
+// Flag defaults that are not a library constant.
+const (
+	portDefault         = 8080
+	healthPathDefault   = "/"
+	policyDefault       = "round-robin"
+	allUnhealthyDefault = "503"
+	ktlsDefault         = "auto"
+	// connectionsMaxLimit bounds --max-conns: every slot's buffers are
+	// allocated at startup (48 KiB each by default).
+	connectionsMaxLimit = 1 << 20
+)
+
+// options are the parsed flags.
+type options struct {
+	port            int
+	backends        string
+	debug           bool
+	connectTimeout  time.Duration
+	responseTimeout time.Duration
+	idlePerUpstream int
+	connectionsMax  int
+
+	// Load balancing and health.
+	policy             lb.Policy
+	stickyCookie       string
+	healthPath         string
+	healthInterval     time.Duration
+	healthTimeout      time.Duration
+	unhealthyThreshold uint
+	healthyThreshold   uint
+	passive5xx         bool
+	noHealth           bool
+	allUnhealthy       lb.AllUnhealthyPolicy
+
+	// TLS.
+	certFile, keyFile  string
+	clientCAFile       string
+	upstreamTLS        string
+	upstreamCAFile     string
+	upstreamServerName string
+	insecureSkipVerify bool
+	ktls               tlsconn.Mode
+}
+
+// rawFlags are the flags parsed into strings before validation.
+type rawFlags struct {
+	policy, allUnhealthy, ktls string
+}
+
+// defineFlags registers every flag on fs.
+func defineFlags(fs *flag.FlagSet, o *options, r *rawFlags) {
+	fs.IntVar(&o.port, "port", portDefault, "listening port (0 picks a free one)")
+	fs.StringVar(&o.backends, "backends", "", "comma-separated backends host:port[=weight],...\n(default: two in-process echo backends on free loopback ports)")
+	fs.BoolVar(&o.debug, "debug", false, "debug logging (one line per request)")
+	fs.DurationVar(&o.connectTimeout, "connect-timeout", serval.UpstreamConnectTimeoutDefault, "upstream connect timeout (TCP connect plus TLS handshake)")
+	fs.DurationVar(&o.responseTimeout, "response-timeout", serval.UpstreamResponseTimeoutDefault, "upstream response timeout (head wait and each body read stall)")
+	fs.IntVar(&o.idlePerUpstream, "idle-per-upstream", pool.IdlePerUpstreamDefault, "idle keep-alive connections kept per upstream")
+	fs.IntVar(&o.connectionsMax, "max-conns", server.DefaultConfig().ConnectionsMax, "client connection slots (buffers for each are allocated at startup)")
+
+	fs.StringVar(&r.policy, "lb", policyDefault, "load-balancing algorithm: "+lb.PolicyNames)
+	fs.StringVar(&r.policy, "policy", policyDefault, "alias of --lb")
+	fs.StringVar(&o.stickyCookie, "sticky-cookie", "", "pin each client to a backend with a cookie of this name (falls back to --lb)")
+	fs.StringVar(&o.healthPath, "health-path", healthPathDefault, "path of the active health probe (GET, 2xx-3xx is healthy)")
+	fs.DurationVar(&o.healthInterval, "health-interval", prober.IntervalDefault, "time between active health probes of each backend (0 disables probing)")
+	fs.DurationVar(&o.healthTimeout, "health-timeout", prober.TimeoutDefault, "timeout of one probe (dial, TLS, request, response); capped at --health-interval")
+	fs.UintVar(&o.unhealthyThreshold, "unhealthy-threshold", health.FailuresDefault, "consecutive failures (probes or requests) that take a backend out")
+	fs.UintVar(&o.healthyThreshold, "healthy-threshold", health.SuccessesDefault, "consecutive successful probes that bring a backend back")
+	fs.BoolVar(&o.passive5xx, "passive-5xx", false, "count 5xx responses as passive failures (default: only transport failures)")
+	fs.BoolVar(&o.noHealth, "no-health", false, "no health checking at all: no probes, no passive checks")
+	fs.StringVar(&r.allUnhealthy, "all-unhealthy", allUnhealthyDefault, "when no backend is healthy: 503 (with Retry-After) or try-all")
+
+	fs.StringVar(&o.certFile, "cert", "", "PEM certificate chain: terminate TLS (HTTPS) on --port (needs --key)")
+	fs.StringVar(&o.keyFile, "key", "", "PEM private key of --cert")
+	fs.StringVar(&o.clientCAFile, "client-ca", "", "PEM CA file: require client certificates signed by it (mTLS; needs --cert)")
+	fs.StringVar(&o.upstreamTLS, "upstream-tls", "", "comma-separated backends (host:port, as in --backends) reached over HTTPS; probes to them use HTTPS too")
+	fs.StringVar(&o.upstreamCAFile, "upstream-ca", "", "PEM CA file to verify HTTPS backends against (default: the system roots)")
+	fs.StringVar(&o.upstreamServerName, "upstream-server-name", "", "TLS server name (SNI and verification) for HTTPS backends (default: each backend's host)")
+	fs.BoolVar(&o.insecureSkipVerify, "insecure-skip-verify", false, "DANGEROUS: do not verify HTTPS backends' certificates")
+	fs.StringVar(&r.ktls, "ktls", ktlsDefault, "kernel TLS offload: auto (offload when the kernel can, else user space), off, require")
+}
+
+// parseFlags parses args; ok is false when the program must exit with
+// code (0 after --help, 2 on a usage error).
+func parseFlags(args []string, out io.Writer) (o options, code int, ok bool) {
+	var r rawFlags
+	fs := flag.NewFlagSet("lb", flag.ContinueOnError)
+	fs.SetOutput(out)
+	defineFlags(fs, &o, &r)
+	fs.Usage = func() {
+		fmt.Fprintf(out, "Usage: lb [flags]\n\nServal's HTTP/1.1 load balancer: health-checked backends, several algorithms, TLS both ways.\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return o, 0, false
+		}
+		return o, 2, false
+	}
+	err := o.parseEnums(r)
+	if err == nil && fs.NArg() > 0 {
+		err = errors.New("unexpected argument " + strconv.Quote(fs.Arg(0)))
+	}
+	if err == nil {
+		err = o.validate()
+	}
+	if err != nil {
+		fmt.Fprintln(out, "lb: "+err.Error())
+		fs.Usage()
+		return o, 2, false
+	}
+	return o, 0, true
+}
+
+// parseEnums turns the string flags into their library values.
+func (o *options) parseEnums(r rawFlags) error {
+	var err error
+	if o.policy, err = lb.ParsePolicy(r.policy); err != nil {
+		return err
+	}
+	if o.allUnhealthy, err = lb.ParseAllUnhealthy(r.allUnhealthy); err != nil {
+		return err
+	}
+	if o.ktls, err = tlsconn.ParseMode(r.ktls); err != nil {
+		return errors.New("--ktls: " + err.Error())
+	}
+	return nil
+}
+
+// validate checks ranges and flag combinations.
+func (o *options) validate() error {
+	switch {
+	case o.port < 0 || o.port > 65535:
+		return errors.New("--port out of range")
+	case o.connectTimeout <= 0 || o.responseTimeout <= 0:
+		return errors.New("timeouts must be positive")
+	case o.healthInterval < 0:
+		return errors.New("--health-interval must not be negative")
+	case o.healthTimeout <= 0:
+		return errors.New("--health-timeout must be positive")
+	case o.connectionsMax < 1 || o.connectionsMax > connectionsMaxLimit:
+		return errors.New("--max-conns must be in [1, " + strconv.Itoa(connectionsMaxLimit) + "]")
+	case o.idlePerUpstream < 1 || o.idlePerUpstream > pool.IdlePerUpstreamLimit:
+		return errors.New("--idle-per-upstream must be in [1, " + strconv.Itoa(pool.IdlePerUpstreamLimit) + "]")
+	case (o.certFile == "") != (o.keyFile == ""):
+		return errors.New("--cert and --key go together")
+	case o.clientCAFile != "" && o.certFile == "":
+		return errors.New("--client-ca needs --cert and --key")
+	}
+	t := o.thresholds()
+	if err := t.Validate(); err != nil {
+		return errors.New("--unhealthy-threshold/--healthy-threshold: " + err.Error())
+	}
+	return nil
+}
+
+// thresholds are the health thresholds the flags ask for.
+func (o *options) thresholds() health.Thresholds {
+	return health.Thresholds{Failures: uint32(min(o.unhealthyThreshold, 1<<31)), Successes: uint32(min(o.healthyThreshold, 1<<31))}
+}
+
+// probeTimeout is --health-timeout capped at the interval (a probe must
+// end before the next one of the same backend is due).
+func (o *options) probeTimeout() time.Duration { return min(o.healthTimeout, o.healthInterval) }
