@@ -5,6 +5,7 @@
 //
 //	go run ./examples/echo-backend --port 8001 --id backend-1
 //	curl localhost:8001/test
+//	go run ./examples/echo-backend --port 8443 --cert cert.pem --key key.pem   # HTTPS
 package main
 
 import (
@@ -22,6 +23,7 @@ import (
 
 	"github.com/servalproxy/serval/examples/echo-backend/echo"
 	"github.com/servalproxy/serval/server"
+	"github.com/servalproxy/serval/tlsconn"
 )
 
 func main() {
@@ -41,6 +43,8 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready chan<- stri
 	echoBody := fs.Bool("echo-body", false, "answer with exactly the request body (streamed, any size)")
 	maxConns := fs.Int("max-conns", server.DefaultConfig().ConnectionsMax, "client connection slots (buffers for each are allocated at startup)")
 	debug := fs.Bool("debug", false, "debug logging (one line per request)")
+	certFile := fs.String("cert", "", "PEM certificate chain: serve HTTPS (needs --key)")
+	keyFile := fs.String("key", "", "PEM private key of --cert")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: echo-backend [flags]\n\nAn HTTP/1.1 echo origin built on Serval's server.\n\nFlags:\n")
 		fs.PrintDefaults()
@@ -51,7 +55,7 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready chan<- stri
 		}
 		return 2
 	}
-	if fs.NArg() > 0 || *port < 0 || *port > 65535 || *maxConns < 1 || *maxConns > 1<<20 {
+	if fs.NArg() > 0 || *port < 0 || *port > 65535 || *maxConns < 1 || *maxConns > 1<<20 || (*certFile == "") != (*keyFile == "") {
 		fs.Usage()
 		return 2
 	}
@@ -74,13 +78,17 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready chan<- stri
 	cfg.Addr = ln.Addr().String()
 	cfg.ConnectionsMax = *maxConns
 	cfg.Logger = logger
+	if *certFile != "" {
+		// The server logs the kernel TLS verdict (offload or user space).
+		cfg.TLS = &tlsconn.ServerConfig{CertFile: *certFile, KeyFile: *keyFile}
+	}
 	srv, err := server.New(h, nil, nil, nil, cfg)
 	if err != nil {
 		ln.Close()
 		logger.Error("server config", "err", err)
 		return 1
 	}
-	logger.Info("echo backend listening", "id", *id, "addr", ln.Addr().String(), "chunked", *chunked, "echo_body", *echoBody)
+	logger.Info("echo backend listening", "id", *id, "addr", ln.Addr().String(), "chunked", *chunked, "echo_body", *echoBody, "https", cfg.TLS != nil)
 	if ready != nil {
 		ready <- ln.Addr().String()
 	}
