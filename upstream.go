@@ -94,6 +94,9 @@ type UpstreamConn struct {
 	IdleSince time.Time
 	// Requests counts the exchanges it has carried.
 	Requests uint32
+	// Deadlines renews the socket's deadlines lazily; whoever changes
+	// them another way calls Deadlines.Forget.
+	Deadlines Deadlines
 }
 
 // Pool keeps idle upstream connections for reuse.

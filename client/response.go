@@ -60,10 +60,12 @@ func AppendHead(dst []byte, out *serval.Outbound) []byte {
 }
 
 // WriteHead writes a head built by AppendHead (plus any body bytes the
-// caller appended) under deadline. It reports ErrWriteFailed wrapped in
+// caller appended) under deadline (zero: the one the caller set). It reports ErrWriteFailed wrapped in
 // nothing: the cause is returned second so the caller can log it.
 func WriteHead(conn net.Conn, b []byte, deadline time.Time) (cause error, err error) {
-	if err := conn.SetWriteDeadline(deadline); err != nil {
+	if deadline.IsZero() {
+		// The caller keeps the deadline (e.g. serval.Deadlines).
+	} else if err := conn.SetWriteDeadline(deadline); err != nil {
 		return err, ErrWriteFailed
 	}
 	if _, err := conn.Write(b); err != nil {
@@ -76,7 +78,8 @@ func WriteHead(conn net.Conn, b []byte, deadline time.Time) (cause error, err er
 // bytes already read. Interim 1xx responses go to on (nil drops them) and
 // are consumed from buf. method is the request's method (a HEAD response
 // has no body); upgrade tells whether the request asked to switch
-// protocols. The deadline bounds the whole wait. len(buf) must be at
+// protocols. The deadline bounds the whole wait (zero: the one the caller
+// set). len(buf) must be at
 // least lim.HeadBytesMax. cause, when err != nil, is the underlying I/O
 // error for logs (nil for protocol errors).
 func ReadResponse(conn net.Conn, buf []byte, have int, resp *serval.Response, lim *http1.Limits,
@@ -84,7 +87,9 @@ func ReadResponse(conn net.Conn, buf []byte, have int, resp *serval.Response, li
 	if len(buf) < lim.HeadBytesMax {
 		panic("client: response buffer smaller than the head limit")
 	}
-	if err := conn.SetReadDeadline(deadline); err != nil {
+	if deadline.IsZero() {
+		// The caller keeps the deadline (e.g. serval.Deadlines).
+	} else if err := conn.SetReadDeadline(deadline); err != nil {
 		return Head{}, err, ErrReadFailed
 	}
 	for interim := 0; ; interim++ {

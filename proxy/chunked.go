@@ -6,6 +6,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/servalproxy/serval"
 	"github.com/servalproxy/serval/http1"
 )
 
@@ -19,6 +20,7 @@ import (
 // chunkSource is a chunked body arriving on conn through buf[lo:hi].
 type chunkSource struct {
 	conn    net.Conn
+	dl      *serval.Deadlines // conn's deadlines
 	buf     []byte
 	floor   int // compaction never moves bytes below it
 	lo, hi  int
@@ -39,7 +41,7 @@ func (src *chunkSource) fill() error {
 		n := copy(src.buf[src.floor:], src.buf[src.lo:src.hi])
 		src.lo, src.hi = src.floor, src.floor+n
 	}
-	if err := src.conn.SetReadDeadline(time.Now().Add(src.timeout)); err != nil {
+	if err := src.dl.Read(src.conn, src.timeout); err != nil {
 		return err
 	}
 	if src.stop != nil && src.stop.Load() {

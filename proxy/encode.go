@@ -5,6 +5,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/servalproxy/serval"
 	"github.com/servalproxy/serval/http1"
 )
 
@@ -17,20 +18,21 @@ const chunkHeaderBytesMax = 24
 // data goes straight to the connection; small pieces are coalesced.
 type encoder struct {
 	conn    net.Conn
-	buf     []byte // cap is the bound; never grows
+	dl      *serval.Deadlines // conn's deadlines
+	buf     []byte            // cap is the bound; never grows
 	chunked bool
 	timeout time.Duration
 	stop    *atomic.Bool // the pump's stop flag; nil on the main goroutine
 	written int64
 }
 
-func (e *encoder) reset(conn net.Conn, buf []byte, chunked bool, timeout time.Duration, stop *atomic.Bool) {
-	*e = encoder{conn: conn, buf: buf[:0], chunked: chunked, timeout: timeout, stop: stop}
+func (e *encoder) reset(conn net.Conn, dl *serval.Deadlines, buf []byte, chunked bool, timeout time.Duration, stop *atomic.Bool) {
+	*e = encoder{conn: conn, dl: dl, buf: buf[:0], chunked: chunked, timeout: timeout, stop: stop}
 }
 
 // write writes b under a fresh write deadline (each stall is bounded).
 func (e *encoder) write(b []byte) error {
-	if err := e.conn.SetWriteDeadline(time.Now().Add(e.timeout)); err != nil {
+	if err := e.dl.Write(e.conn, e.timeout); err != nil {
 		return err
 	}
 	// Checked after setting the deadline: a stop request sets a past

@@ -28,12 +28,20 @@ func (s *Session) Forward(d *Downstream, x *serval.Exchange, req *serval.Request
 		s.perr = serval.ProxyError{Phase: res.Phase, Status: statusOf(res.Err, 502), Err: res.Err, Upstream: s.up}
 		s.logError(&s.perr)
 	}
+	if d.Deadlines == &s.ownDL {
+		d.Deadlines = nil
+	}
 	s.d, s.x, s.req, s.up, s.c = nil, nil, nil, nil, nil
 	return res
 }
 
 func (s *Session) begin(d *Downstream, x *serval.Exchange, req *serval.Request, up *serval.Upstream) {
 	s.d, s.x, s.req, s.up, s.c = d, x, req, up, nil
+	if d.Deadlines == nil {
+		// A caller that keeps no tracker may have set deadlines itself.
+		s.ownDL.Forget()
+		d.Deadlines = &s.ownDL // put back by Forward
+	}
 	s.floor = d.Head
 	s.body, s.bodyOut, s.bodyEnd = bodyNone, nil, d.Head
 	s.bodySent, s.headSent, s.cont, s.keep, s.reusable = false, false, false, false, false
@@ -139,8 +147,11 @@ func (s *Session) attempt(fresh bool) (serval.Phase, error) {
 		s.releaseUpstream(false)
 		return phase, err
 	}
+	// The head wait is bounded by a lazily renewed deadline; the zero
+	// deadline tells ReadResponse to keep it.
+	s.c.Deadlines.Read(s.c.Conn, s.f.cfg.ResponseTimeout)
 	h, cause, err := client.ReadResponse(s.c.Conn, s.rbuf, 0, &s.resp, &s.f.lim,
-		time.Now().Add(s.f.cfg.ResponseTimeout), s.req.MethodID, false, s)
+		time.Time{}, s.req.MethodID, false, s)
 	if err != nil {
 		s.logCause(cause)
 		phase := serval.PhaseUpstreamHead

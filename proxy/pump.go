@@ -46,6 +46,7 @@ type pumpJob struct {
 	d         *Downstream
 	up        net.Conn
 	upTCP     *net.TCPConn
+	upDL      *serval.Deadlines // the upstream socket's deadlines
 	chunked   bool
 	remaining int64 // Content-Length bytes not in d.Buf
 
@@ -73,7 +74,7 @@ func (s *Session) startPump(chunked bool) {
 		go s.pumpLoop()
 	}
 	j := &s.pj
-	j.d, j.up, j.upTCP, j.chunked = d, s.c.Conn, s.c.TCP, chunked
+	j.d, j.up, j.upTCP, j.upDL, j.chunked = d, s.c.Conn, s.c.TCP, &s.c.Deadlines, chunked
 	j.remaining = 0
 	if !chunked {
 		j.remaining = s.req.ContentLength - int64(d.End-d.Head)
@@ -117,7 +118,7 @@ func (s *Session) pumpLength(j *pumpJob) {
 				return
 			}
 		}
-		j.enc.reset(j.up, nil, false, cfg.WriteTimeout, &s.pumpStop)
+		j.enc.reset(j.up, j.upDL, nil, false, cfg.WriteTimeout, &s.pumpStop)
 		if err := j.enc.write(b); err != nil {
 			j.fail(false, serval.PhaseUpstreamWrite, err)
 			return
@@ -142,7 +143,7 @@ func (s *Session) spliceBody(j *pumpJob) {
 	cfg := &s.f.cfg
 	ktls, fallbacks := kernelTLS(j.d.Conn, j.d.TCP), 0
 	for j.remaining > 0 {
-		if !s.pumpDeadlines(j.d.TCP, j.upTCP, cfg.BodyReadTimeout, cfg.WriteTimeout) {
+		if !s.pumpDeadlines(j, cfg.BodyReadTimeout, cfg.WriteTimeout) {
 			j.fail(false, serval.PhaseClientBody, errPumpStopped)
 			return
 		}
@@ -196,9 +197,9 @@ func (s *Session) spliceFallback(j *pumpJob) bool {
 // request body hook that must see the bytes).
 func (s *Session) copyBody(j *pumpJob) {
 	cfg := &s.f.cfg
-	j.enc.reset(j.up, nil, false, cfg.WriteTimeout, &s.pumpStop)
+	j.enc.reset(j.up, j.upDL, nil, false, cfg.WriteTimeout, &s.pumpStop)
 	for j.remaining > 0 {
-		if err := j.d.Conn.SetReadDeadline(time.Now().Add(cfg.BodyReadTimeout)); err != nil || s.pumpStop.Load() {
+		if err := j.d.Deadlines.Read(j.d.Conn, cfg.BodyReadTimeout); err != nil || s.pumpStop.Load() {
 			j.fail(true, serval.PhaseClientBody, errPumpStopped)
 			return
 		}
@@ -230,9 +231,9 @@ func (s *Session) copyBody(j *pumpJob) {
 // re-encoded. Bytes read past the body stay in d.Buf for the server.
 func (s *Session) pumpChunked(j *pumpJob) {
 	d, cfg := j.d, &s.f.cfg
-	j.src = chunkSource{conn: d.Conn, buf: d.Buf[:cap(d.Buf)], floor: s.floor, lo: d.Head, hi: d.End,
+	j.src = chunkSource{conn: d.Conn, dl: d.Deadlines, buf: d.Buf[:cap(d.Buf)], floor: s.floor, lo: d.Head, hi: d.End,
 		timeout: cfg.BodyReadTimeout, stop: &s.pumpStop}
-	j.enc.reset(j.up, s.pbuf, true, cfg.WriteTimeout, &s.pumpStop)
+	j.enc.reset(j.up, j.upDL, s.pbuf, true, cfg.WriteTimeout, &s.pumpStop)
 	j.dec.Reset(cfg.TrailerBytesMax)
 	hook := hookNone
 	if s.f.hooks.RequestBody != nil {
@@ -254,9 +255,8 @@ func (s *Session) pumpChunked(j *pumpJob) {
 // pumpDeadlines renews the read deadline of the client and the write
 // deadline of the upstream; false when the session asked the pump to stop
 // (checked after setting, see stopPump).
-func (s *Session) pumpDeadlines(client, up *net.TCPConn, read, write time.Duration) bool {
-	now := time.Now()
-	if client.SetReadDeadline(now.Add(read)) != nil || up.SetWriteDeadline(now.Add(write)) != nil {
+func (s *Session) pumpDeadlines(j *pumpJob, read, write time.Duration) bool {
+	if j.d.Deadlines.Read(j.d.TCP, read) != nil || j.upDL.Write(j.upTCP, write) != nil {
 		return false
 	}
 	return !s.pumpStop.Load()
@@ -281,6 +281,11 @@ func (s *Session) stopPump() error {
 		// The deadlines we broke must not fail the next request.
 		s.d.Conn.SetReadDeadline(time.Time{})
 		s.pj.up.SetWriteDeadline(time.Time{})
+	}
+	// Set behind the trackers' backs: the next renewal must set them.
+	s.d.Deadlines.Forget()
+	if s.pj.upDL != nil {
+		s.pj.upDL.Forget()
 	}
 	return s.pj.err
 }

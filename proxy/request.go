@@ -75,7 +75,7 @@ func (s *Session) planChunked() error {
 	}
 	src := chunkSource{buf: in[:off], hi: off}
 	var enc encoder
-	enc.reset(nil, s.cbuf, true, 0, nil)
+	enc.reset(nil, nil, s.cbuf, true, 0, nil)
 	dec.Reset(cfg.TrailerBytesMax)
 	if _, err := s.pipeChunked(&src, dec, &enc, hook, -1); err != nil {
 		return err
@@ -92,7 +92,11 @@ func (s *Session) sendRequest() (serval.Phase, error) {
 	if s.body == bodyBuffered && len(b)+len(body) <= cap(b) {
 		b, body = append(b, body...), nil // one write, one packet
 	}
-	deadline := time.Now().Add(s.f.cfg.WriteTimeout)
+	// The zero deadline tells WriteHead that the lazily renewed one holds.
+	var deadline time.Time
+	if err := s.c.Deadlines.Write(s.c.Conn, s.f.cfg.WriteTimeout); err != nil {
+		return serval.PhaseUpstreamWrite, err
+	}
 	if _, err := client.WriteHead(s.c.Conn, b, deadline); err != nil {
 		s.bodySent = s.bodySent || len(b) > len(s.hbuf)
 		return serval.PhaseUpstreamWrite, err

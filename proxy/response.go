@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"io"
-	"time"
 
 	"github.com/servalproxy/serval"
 	"github.com/servalproxy/serval/client"
@@ -126,9 +125,8 @@ func (s *Session) spliceResponse(rest int64) error {
 	cfg := &s.f.cfg
 	ktls, fallbacks := kernelTLS(s.c.Conn, s.c.TCP), 0
 	for rest > 0 {
-		now := time.Now()
-		if s.c.TCP.SetReadDeadline(now.Add(cfg.ResponseTimeout)) != nil ||
-			s.d.TCP.SetWriteDeadline(now.Add(cfg.WriteTimeout)) != nil {
+		if s.c.Deadlines.Read(s.c.TCP, cfg.ResponseTimeout) != nil ||
+			s.d.Deadlines.Write(s.d.TCP, cfg.WriteTimeout) != nil {
 			return errUpstreamBody
 		}
 		s.limResp = io.LimitedReader{R: s.c.TCP, N: min(rest, spliceSegmentBytes)}
@@ -176,7 +174,7 @@ func (s *Session) responseFallback(rest int64) (int64, error) {
 func (s *Session) copyResponse(rest int64) error {
 	cfg := &s.f.cfg
 	for rest > 0 {
-		if err := s.c.Conn.SetReadDeadline(time.Now().Add(cfg.ResponseTimeout)); err != nil {
+		if err := s.c.Deadlines.Read(s.c.Conn, cfg.ResponseTimeout); err != nil {
 			return err
 		}
 		n, err := s.c.Conn.Read(s.rbuf[:min(int64(len(s.rbuf)), rest)])
@@ -207,7 +205,7 @@ func (s *Session) respHook() bodyHook {
 // writeClient writes b to the client under a fresh write deadline.
 func (s *Session) writeClient(b []byte) bool {
 	c := s.d.Conn
-	if c.SetWriteDeadline(time.Now().Add(s.f.cfg.WriteTimeout)) != nil {
+	if s.d.Deadlines.Write(c, s.f.cfg.WriteTimeout) != nil {
 		return false
 	}
 	n, err := c.Write(b)
@@ -221,11 +219,11 @@ func (s *Session) writeClient(b []byte) bool {
 func (s *Session) forwardChunked(head []byte, h client.Head, chunkOut bool) (serval.Phase, error) {
 	cfg := &s.f.cfg
 	enc := &s.renc
-	enc.reset(s.d.Conn, s.wbuf, chunkOut, cfg.WriteTimeout, nil)
+	enc.reset(s.d.Conn, s.d.Deadlines, s.wbuf, chunkOut, cfg.WriteTimeout, nil)
 	enc.buf = head
 	s.headSent, s.x.Status = true, s.resp.Status
 	src := &s.rsrc
-	*src = chunkSource{conn: s.c.Conn, buf: s.rbuf, lo: h.HeadBytes, hi: h.End, timeout: cfg.ResponseTimeout}
+	*src = chunkSource{conn: s.c.Conn, dl: &s.c.Deadlines, buf: s.rbuf, lo: h.HeadBytes, hi: h.End, timeout: cfg.ResponseTimeout}
 	var fail pipeFail
 	var err error
 	if h.Body == http1.BodyClose {

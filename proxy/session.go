@@ -32,6 +32,10 @@ type Downstream struct {
 	ClientAddr []byte
 	// TLS is true when the client connection is TLS (X-Forwarded-Proto).
 	TLS bool
+	// Deadlines renews the client socket's deadlines lazily; the server
+	// shares its own so both sides know the deadlines in force. Nil: the
+	// session uses one of its own, forgotten at every Forward.
+	Deadlines *serval.Deadlines
 }
 
 // Result tells the server how the exchange ended.
@@ -52,6 +56,10 @@ type Result struct {
 // session serves one exchange at a time.
 type Session struct {
 	f *Forwarder
+
+	// ownDL tracks the client socket's deadlines for a caller that lends
+	// no Downstream.Deadlines.
+	ownDL serval.Deadlines
 
 	out     serval.Outbound
 	scratch []byte // values of the outbound head (X-Forwarded-For, Via, path)

@@ -18,11 +18,15 @@ type inbuf struct {
 	buf        []byte
 	start, end int
 	base       int
+	// dl renews the client socket's deadlines, read and write, lazily
+	// (the proxy renews them through Downstream.Deadlines too).
+	dl serval.Deadlines
 }
 
 func (in *inbuf) reset(nc net.Conn) {
 	in.nc = nc
 	in.start, in.end, in.base = 0, 0, 0
+	in.dl.Forget() // a TLS handshake set deadlines of its own
 }
 
 // compact moves the unconsumed bytes (a pipelined next request) to the
@@ -216,7 +220,7 @@ func (b *bodyReader) fillChunked() error {
 // per stall.
 func (b *bodyReader) fill(n int) error {
 	in := b.in
-	in.nc.SetReadDeadline(time.Now().Add(b.readTimeout))
+	in.dl.Read(in.nc, b.readTimeout)
 	m, err := in.nc.Read(in.buf[in.end : in.end+n])
 	in.end += m
 	if m > 0 {
@@ -235,7 +239,7 @@ func (b *bodyReader) fill(n int) error {
 // wanted (RFC 9110 §10.1.1).
 func (b *bodyReader) sendContinue() error {
 	nc := b.in.nc
-	nc.SetWriteDeadline(time.Now().Add(b.writeTimeout))
+	b.in.dl.Write(nc, b.writeTimeout)
 	n, err := nc.Write(continueLine)
 	b.x.BytesOut += int64(n)
 	return err

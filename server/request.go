@@ -119,7 +119,7 @@ func (c *slot[H]) forward() {
 	}
 	c.down = proxy.Downstream{
 		Conn: c.conn, TCP: c.tcp, Buf: c.in.buf, Head: c.in.start, End: c.in.end,
-		ClientAddr: c.clientAddr, TLS: c.x.TLS,
+		ClientAddr: c.clientAddr, TLS: c.x.TLS, Deadlines: &c.in.dl,
 	}
 	c.inForward = true
 	res := c.session.Forward(&c.down, &c.x, &c.req, up)

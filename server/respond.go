@@ -169,7 +169,7 @@ var chunkEnd = []byte("\r\n" + lastChunk)
 // to close and false returned.
 func (c *slot[H]) write(b []byte) bool {
 	c.respStarted = true
-	c.nc.SetWriteDeadline(time.Now().Add(c.srv.cfg.WriteTimeout))
+	c.in.dl.Write(c.nc, c.srv.cfg.WriteTimeout)
 	n, err := c.conn.Write(b)
 	c.x.BytesOut += int64(n)
 	if err != nil {

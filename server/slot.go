@@ -212,11 +212,11 @@ func (c *slot[H]) awaitFirstByte() (serval.CloseReason, bool) {
 	if c.requests == 0 {
 		timeout = min(timeout, s.cfg.HeaderReadTimeout)
 	}
-	now := time.Now()
-	// The deadline is set before the slot is marked idle, so a claimer's
-	// past deadline always lands after it.
-	c.nc.SetReadDeadline(now.Add(timeout))
-	c.idleSince.Store(now.UnixNano())
+	// The deadline is set (when due: it is renewed lazily) before the
+	// slot is marked idle, so a claimer's past deadline always lands
+	// after it.
+	c.in.dl.Read(c.nc, timeout)
+	c.idleSince.Store(time.Now().UnixNano())
 	c.state.Store(stIdle)
 	if s.draining.Load() {
 		// Shutdown may have scanned before we were idle: close ourselves.
@@ -277,7 +277,7 @@ func (c *slot[H]) readHead() (int, serval.CloseReason, bool) {
 			return 0, c.headFailed(errHeadTooLarge), false
 		}
 		if !armed {
-			c.in.nc.SetReadDeadline(time.Now().Add(s.cfg.HeaderReadTimeout))
+			c.in.dl.Read(c.in.nc, s.cfg.HeaderReadTimeout)
 			armed = true
 		}
 		var m int
