@@ -228,6 +228,12 @@ func (d *debugHandler) OnLog(x *serval.Exchange, e *serval.LogEntry) {
 // returns their addresses as a --backends list. They stop when ctx is done;
 // wg tracks them.
 func startEchoBackends(ctx context.Context, wg *sync.WaitGroup, logger *slog.Logger, ids ...string) (string, error) {
+	return startEchoBackendsTLS(ctx, wg, logger, nil, ids...)
+}
+
+// startEchoBackendsTLS is startEchoBackends serving HTTPS when tlsCfg is
+// not nil (tests use it as HTTPS origins).
+func startEchoBackendsTLS(ctx context.Context, wg *sync.WaitGroup, logger *slog.Logger, tlsCfg *tlsconn.ServerConfig, ids ...string) (string, error) {
 	list := ""
 	for _, id := range ids {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -240,20 +246,19 @@ func startEchoBackends(ctx context.Context, wg *sync.WaitGroup, logger *slog.Log
 		cfg := server.DefaultConfig()
 		cfg.Addr = ln.Addr().String()
 		cfg.Logger = blog
+		cfg.TLS = tlsCfg
 		// Small: these only serve the demo and tests.
-		cfg.ConnectionsMax = 256
+		cfg.ConnectionsMax = echoBackendConnectionsMax
 		srv, err := server.New(h, nil, nil, nil, cfg)
 		if err != nil {
 			ln.Close()
 			return "", err
 		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			if err := srv.Serve(ctx, ln); err != nil && !errors.Is(err, context.Canceled) {
 				blog.Error("echo backend", "err", err)
 			}
-		}()
+		})
 		if list != "" {
 			list += ","
 		}
@@ -261,3 +266,7 @@ func startEchoBackends(ctx context.Context, wg *sync.WaitGroup, logger *slog.Log
 	}
 	return list, nil
 }
+
+// echoBackendConnectionsMax sizes the in-process echo backends: they only
+// serve the demo and tests, and every slot is allocated at startup.
+const echoBackendConnectionsMax = 256

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -46,9 +47,16 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-// startLB runs the balancer in-process with args; the returned stop
+// startLB runs the balancer in-process with args; the test's cleanup
 // cancels it and waits for run to return, checking its exit code.
 func startLB(t *testing.T, args ...string) (addr string, logs *syncBuffer) {
+	t.Helper()
+	return startLBWith(t, nil, args...)
+}
+
+// startLBWith is startLB with a reload trigger (what SIGHUP feeds in
+// main).
+func startLBWith(t *testing.T, hup <-chan os.Signal, args ...string) (addr string, logs *syncBuffer) {
 	t.Helper()
 	port := freePort(t)
 	addr = "127.0.0.1:" + strconv.Itoa(port)
@@ -58,7 +66,7 @@ func startLB(t *testing.T, args ...string) (addr string, logs *syncBuffer) {
 	// A few slots: every slot's buffers are allocated at startup, which
 	// is slow under the race detector.
 	go func() {
-		done <- run(ctx, append([]string{"--port", strconv.Itoa(port), "--max-conns", "64"}, args...), logs)
+		done <- runWith(ctx, append([]string{"--port", strconv.Itoa(port), "--max-conns", "64"}, args...), logs, hup)
 	}()
 	t.Cleanup(func() {
 		cancel()
@@ -215,12 +223,19 @@ func TestHelpAndBadFlags(t *testing.T) {
 	if code := run(context.Background(), []string{"--help"}, &out); code != 0 {
 		t.Errorf("--help exit %d", code)
 	}
-	for _, f := range []string{"-port", "-backends", "-debug", "-connect-timeout", "-response-timeout", "-idle-per-upstream"} {
+	for _, f := range []string{"-port", "-backends", "-debug", "-connect-timeout", "-response-timeout", "-idle-per-upstream",
+		"-lb", "-policy", "-sticky-cookie", "-health-path", "-health-interval", "-health-timeout", "-unhealthy-threshold",
+		"-healthy-threshold", "-passive-5xx", "-no-health", "-all-unhealthy", "-cert", "-key", "-client-ca", "-upstream-tls",
+		"-upstream-ca", "-upstream-server-name", "-insecure-skip-verify", "-ktls"} {
 		if !strings.Contains(out.String(), f) {
 			t.Errorf("usage lacks %s:\n%s", f, out.String())
 		}
 	}
-	for _, args := range [][]string{{"--port", "70000"}, {"--idle-per-upstream", "0"}, {"--backends", "nope"}, {"extra"}} {
+	for _, args := range [][]string{{"--port", "70000"}, {"--idle-per-upstream", "0"}, {"--backends", "nope"}, {"extra"},
+		{"--lb", "random"}, {"--policy", "hash:nope"}, {"--all-unhealthy", "maybe"}, {"--ktls", "sometimes"},
+		{"--cert", "c.pem"}, {"--key", "k.pem"}, {"--client-ca", "ca.pem"}, {"--unhealthy-threshold", "0"},
+		{"--healthy-threshold", "100000"}, {"--health-timeout", "0s"}, {"--backends", "127.0.0.1:1=0"},
+		{"--backends", "127.0.0.1:1", "--upstream-tls", "127.0.0.1:2"}} {
 		out.Reset()
 		if code := run(context.Background(), append([]string{"--port", "0"}, args...), &out); code != 2 {
 			t.Errorf("%v: exit %d, want 2; output:\n%s", args, code, out.String())
