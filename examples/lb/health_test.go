@@ -1,0 +1,340 @@
+package main
+
+import (
+	"errors"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// healthPath is the probe path the test backends count separately.
+const healthPath = "/healthz"
+
+// testBackend is a net/http origin that counts probes and requests, can
+// fail its probes on demand, and can be killed and restarted on the same
+// address.
+type testBackend struct {
+	t        *testing.T
+	id, addr string
+	probes   atomic.Int64 // probes since the last (re)start
+	hits     atomic.Int64 // proxied requests since the last (re)start
+	// probesAtFirstHit is probes when the first request after the last
+	// (re)start arrived; -1 before.
+	probesAtFirstHit atomic.Int64
+	failProbes       atomic.Bool
+	srv              *http.Server
+	done             chan struct{}
+}
+
+// newTestBackend starts a backend on a free loopback port.
+func newTestBackend(t *testing.T, id string) *testBackend {
+	t.Helper()
+	b := &testBackend{t: t, id: id}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.addr = ln.Addr().String()
+	b.serve(ln)
+	t.Cleanup(b.kill)
+	return b
+}
+
+func (b *testBackend) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path == healthPath {
+		if b.failProbes.Load() {
+			w.WriteHeader(500)
+			return
+		}
+		b.probes.Add(1)
+		return
+	}
+	if b.hits.Add(1) == 1 {
+		b.probesAtFirstHit.Store(b.probes.Load())
+	}
+	w.Header().Set("X-Backend-Id", b.id)
+	w.Write([]byte("ok\n"))
+}
+
+func (b *testBackend) serve(ln net.Listener) {
+	b.probes.Store(0)
+	b.hits.Store(0)
+	b.probesAtFirstHit.Store(-1)
+	b.srv = &http.Server{Handler: b, ReadHeaderTimeout: 5 * time.Second}
+	b.done = make(chan struct{})
+	go func() {
+		defer close(b.done)
+		if err := b.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			b.t.Errorf("backend %s: %v", b.id, err)
+		}
+	}()
+}
+
+// kill closes the listener and every connection at once, like a crash.
+func (b *testBackend) kill() {
+	if b.srv == nil {
+		return
+	}
+	b.srv.Close()
+	<-b.done
+	b.srv = nil
+}
+
+// restart listens on the same address again.
+func (b *testBackend) restart() {
+	ln, err := net.Listen("tcp", b.addr)
+	if err != nil {
+		b.t.Skipf("port %s taken meanwhile: %v", b.addr, err)
+	}
+	b.serve(ln)
+}
+
+// fetch GETs / through the balancer and returns status and backend id;
+// a transport error is status 0.
+func fetch(c *http.Client, addr string, header ...string) (int, string, *http.Response) {
+	req, _ := http.NewRequest("GET", "http://"+addr+"/", nil)
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return 0, "", nil
+	}
+	resp.Body.Close()
+	return resp.StatusCode, resp.Header.Get("X-Backend-Id"), resp
+}
+
+func plainClient(t *testing.T) *http.Client {
+	tr := &http.Transport{MaxIdleConnsPerHost: 16}
+	t.Cleanup(tr.CloseIdleConnections)
+	return &http.Client{Transport: tr, Timeout: 10 * time.Second}
+}
+
+// TestWeighted: --lb weighted with host:port=weight sends each backend
+// its share of the requests.
+func TestWeighted(t *testing.T) {
+	a, b := newTestBackend(t, "a"), newTestBackend(t, "b")
+	addr, _ := startLB(t, "--lb", "weighted", "--backends", a.addr+"=3,"+b.addr+"=1", "--health-path", healthPath)
+	c := plainClient(t)
+	const n = 400
+	count := map[string]int{}
+	for range n {
+		code, id, _ := fetch(c, addr)
+		if code != 200 {
+			t.Fatalf("status %d", code)
+		}
+		count[id]++
+	}
+	// Smooth weighted round robin is exact over whole cycles; allow a
+	// cycle of slack.
+	if count["a"] < 3*n/4-4 || count["a"] > 3*n/4+4 || count["a"]+count["b"] != n {
+		t.Fatalf("weights 3:1 gave %v over %d requests", count, n)
+	}
+}
+
+// TestStickyCookie: the first response sets the cookie; requests that
+// send it back stay on that backend while cookie-less ones are balanced.
+func TestStickyCookie(t *testing.T) {
+	a, b := newTestBackend(t, "a"), newTestBackend(t, "b")
+	addr, _ := startLB(t, "--sticky-cookie", "srv", "--backends", a.addr+","+b.addr, "--health-path", healthPath)
+	c := plainClient(t)
+	code, first, resp := fetch(c, addr)
+	if code != 200 {
+		t.Fatalf("status %d", code)
+	}
+	var cookie *http.Cookie
+	for _, ck := range resp.Cookies() {
+		if ck.Name == "srv" {
+			cookie = ck
+		}
+	}
+	if cookie == nil {
+		t.Fatalf("no srv cookie in %v", resp.Header)
+	}
+	for i := range 10 {
+		if _, id, _ := fetch(c, addr, "Cookie", "srv="+cookie.Value); id != first {
+			t.Fatalf("request %d with the cookie went to %q, want %q", i, id, first)
+		}
+	}
+	seen := map[string]bool{}
+	for range 4 {
+		_, id, _ := fetch(c, addr)
+		seen[id] = true
+	}
+	if len(seen) != 2 {
+		t.Errorf("cookie-less requests reached %v, want both backends", seen)
+	}
+}
+
+// loadResult is one request of the load loop.
+type loadResult struct {
+	at   time.Time
+	code int
+	id   string
+}
+
+// runLoad sends requests from workers goroutines until stop is closed
+// and returns every result.
+func runLoad(t *testing.T, addr string, workers int, stop <-chan struct{}) func() []loadResult {
+	var mu sync.Mutex
+	var out []loadResult
+	var wg sync.WaitGroup
+	c := plainClient(t)
+	for range workers {
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				code, id, _ := fetch(c, addr)
+				mu.Lock()
+				out = append(out, loadResult{time.Now(), code, id})
+				mu.Unlock()
+			}
+		})
+	}
+	return func() []loadResult { wg.Wait(); return out }
+}
+
+// TestKilledBackendUnderLoad: a backend killed under load is taken out
+// after at most the failure threshold of failed requests (plus one per
+// concurrent client already on its way to it), the other takes all the
+// traffic, and after a restart the backend gets traffic again only
+// once the success threshold of probes has passed.
+func TestKilledBackendUnderLoad(t *testing.T) {
+	const workers, failures, successes = 4, 3, 2
+	a, b := newTestBackend(t, "a"), newTestBackend(t, "b")
+	// Probes every 200ms: passive checks see the failures first, and the
+	// comeback takes at least two probes.
+	addr, logs := startLB(t, "--backends", a.addr+","+b.addr, "--health-path", healthPath,
+		"--health-interval", "200ms", "--health-timeout", "100ms",
+		"--unhealthy-threshold", strconv.Itoa(failures), "--healthy-threshold", strconv.Itoa(successes))
+	stop := make(chan struct{})
+	results := runLoad(t, addr, workers, stop)
+	time.Sleep(200 * time.Millisecond)
+	killed := time.Now()
+	b.kill()
+	time.Sleep(300 * time.Millisecond)
+	b.restart()
+	deadline := time.Now().Add(5 * time.Second)
+	for b.hits.Load() == 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	close(stop)
+	all := results()
+
+	failed, toB := 0, 0
+	for _, r := range all {
+		if r.code != 200 {
+			failed++
+			if r.at.Before(killed) {
+				t.Errorf("request failed before the kill: %+v", r)
+			}
+		}
+		if r.id == "b" && r.at.After(killed) {
+			toB++
+		}
+	}
+	t.Logf("%d requests, %d failed, %d reached b after the restart (first after %d probes)",
+		len(all), failed, toB, b.probesAtFirstHit.Load())
+	if limit := failures + workers - 1; failed > limit {
+		t.Errorf("%d failed requests after the kill, want at most %d (threshold %d + %d in flight)", failed, limit, failures, workers-1)
+	}
+	if failed == 0 {
+		t.Errorf("no failed request: the kill was not noticed by requests")
+	}
+	if b.hits.Load() == 0 {
+		t.Fatalf("b got no traffic within 5s of its restart; logs:\n%s", logs)
+	}
+	if p := b.probesAtFirstHit.Load(); p < successes {
+		t.Errorf("b got traffic after %d successful probes, want at least %d", p, successes)
+	}
+}
+
+// TestAllUnhealthy: when every backend fails its probes, the default
+// answers 503 with Retry-After and --all-unhealthy try-all keeps
+// sending requests to them.
+func TestAllUnhealthy(t *testing.T) {
+	for _, policy := range []string{"503", "try-all"} {
+		t.Run(policy, func(t *testing.T) {
+			a, b := newTestBackend(t, "a"), newTestBackend(t, "b")
+			a.failProbes.Store(true)
+			b.failProbes.Store(true)
+			addr, logs := startLB(t, "--backends", a.addr+","+b.addr, "--health-path", healthPath,
+				"--health-interval", "20ms", "--all-unhealthy", policy)
+			waitLog(t, logs, "prober: upstream unhealthy", 2)
+			c := plainClient(t)
+			code, id, resp := fetch(c, addr)
+			switch policy {
+			case "503":
+				if code != 503 || resp.Header.Get("Retry-After") == "" {
+					t.Fatalf("status %d, Retry-After %q; want 503 with Retry-After", code, resp.Header.Get("Retry-After"))
+				}
+			case "try-all":
+				if code != 200 || id == "" {
+					t.Fatalf("status %d from %q, want 200 from a backend", code, id)
+				}
+			}
+		})
+	}
+}
+
+// TestNoHealth: --no-health neither probes nor takes out a dead backend
+// (every other request fails), which is what the flag promises.
+func TestNoHealth(t *testing.T) {
+	a := newTestBackend(t, "a")
+	dead := "127.0.0.1:" + strconv.Itoa(freePort(t))
+	addr, _ := startLB(t, "--no-health", "--backends", a.addr+","+dead, "--health-path", healthPath,
+		"--health-interval", "10ms", "--connect-timeout", "1s")
+	c := plainClient(t)
+	failed := 0
+	for range 20 {
+		if code, _, _ := fetch(c, addr); code != 200 {
+			failed++
+		}
+	}
+	if failed != 10 {
+		t.Errorf("%d of 20 requests failed, want 10 (no passive checks)", failed)
+	}
+	if p := a.probes.Load(); p != 0 {
+		t.Errorf("%d probes with --no-health", p)
+	}
+}
+
+// TestPassive5xx: with --passive-5xx a backend answering 500 is taken
+// out after the threshold; without, it keeps its share.
+func TestPassive5xx(t *testing.T) {
+	ok := newTestBackend(t, "ok")
+	bad := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(500) })}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go bad.Serve(ln)
+	t.Cleanup(func() { bad.Close() })
+	for _, on := range []bool{false, true} {
+		t.Run("passive-5xx="+strconv.FormatBool(on), func(t *testing.T) {
+			args := []string{"--backends", ok.addr + "," + ln.Addr().String(), "--health-interval", "0"}
+			if on {
+				args = append(args, "--passive-5xx")
+			}
+			addr, _ := startLB(t, args...)
+			c := plainClient(t)
+			n500 := 0
+			for range 20 {
+				if code, _, _ := fetch(c, addr); code == 500 {
+					n500++
+				}
+			}
+			if on && n500 != 3 || !on && n500 != 10 {
+				t.Errorf("%d of 20 were 500s with --passive-5xx=%v", n500, on)
+			}
+		})
+	}
+}
