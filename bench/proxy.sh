@@ -13,6 +13,10 @@
 #             proxy_buffering on (the default)
 #   haproxy : :19382 balance roundrobin, http-reuse always
 #   goproxy : :19383 bench/goproxy (httputil.ReverseProxy, MaxIdleConnsPerHost 256)
+#   serval-nohealth : :19384 examples/lb --no-health (no probes, no passive
+#             checks), to compare with serval's default health checking
+#             (active probes every 5 s, passive checks on every request):
+#             TARGETS="serval serval-nohealth" bash bench/proxy.sh
 #
 # Modes (MODES):
 #   pinned : the proxy alone on CPU $PROXY_CPU with one worker (nginx
@@ -52,7 +56,7 @@ PROXY_CPU=${PROXY_CPU:-1}
 SERVAL_ARGS=${SERVAL_ARGS:-}
 WORK=${WORK:-$(mktemp -d /tmp/serval-bench-proxy.XXXXXX)}
 BE1=19391 BE2=19392
-declare -A PORT=([direct]=$BE1 [serval]=19380 [nginx]=19381 [haproxy]=19382 [goproxy]=19383)
+declare -A PORT=([direct]=$BE1 [serval]=19380 [nginx]=19381 [haproxy]=19382 [goproxy]=19383 [serval-nohealth]=19384)
 
 tools=(wrk curl taskset ss ps)
 [[ " $TARGETS " == *" nginx "* ]] && tools+=(nginx)
@@ -66,7 +70,7 @@ CSV=$WORK/raw.csv
 echo "mode,size,round,target,rps,p50_us,p99_us,requests,errors,proxy_cpu_s,upstream_conns,bg_busy" >"$CSV"
 log "work dir: $WORK"
 (cd "$REPO" && go build -o "$WORK/bin/" ./bench/origin ./bench/goproxy)
-if [[ " $TARGETS " == *" serval "* ]]; then
+if [[ " $TARGETS " == *" serval"* ]]; then
   (cd "$REPO" && go build -o "$WORK/bin/serval-lb" ./examples/lb) || log "serval: examples/lb did not build; skipping it"
 fi
 
@@ -126,7 +130,7 @@ HAPROXY
 available() {
   case $1 in
     direct | goproxy) return 0 ;;
-    serval) [[ -x $WORK/bin/serval-lb ]] ;;
+    serval | serval-nohealth) [[ -x $WORK/bin/serval-lb ]] ;;
     nginx | haproxy) command -v "$1" >/dev/null ;;
     *) return 1 ;;
   esac
@@ -140,6 +144,9 @@ start_target() { # start_target NAME CPULIST GOMAXPROCS
     serval) # shellcheck disable=SC2086
       start_bg serval "$cpus" env GOMAXPROCS="$gmp" "$WORK/bin/serval-lb" --port "${PORT[serval]}" \
         --backends "127.0.0.1:$BE1,127.0.0.1:$BE2" $SERVAL_ARGS ;;
+    serval-nohealth) # shellcheck disable=SC2086
+      start_bg serval-nohealth "$cpus" env GOMAXPROCS="$gmp" "$WORK/bin/serval-lb" --port "${PORT[serval-nohealth]}" \
+        --backends "127.0.0.1:$BE1,127.0.0.1:$BE2" --no-health $SERVAL_ARGS ;;
     nginx) start_bg nginx "$cpus" nginx -p "$WORK/nginx/" -c "$WORK/nginx/nginx.conf" -e "$WORK/nginx/logs/error.log" -g 'daemon off;' ;;
     haproxy) start_bg haproxy "$cpus" haproxy -db -f "$WORK/haproxy.cfg" ;;
     goproxy) start_bg goproxy "$cpus" env GOMAXPROCS="$gmp" "$WORK/bin/goproxy" -listen "127.0.0.1:${PORT[goproxy]}" \
@@ -231,12 +238,12 @@ END {
     if (grp in done) continue
     done[grp]=1
     printf "\n## mode=%s size=%s\n", f[1], f[2]
-    printf "%-9s %10s %17s %9s %9s %6s %13s %7s %5s %4s\n", "target","req/s","min-max","p50","p99","ratio","proxy us/req","upconn","err","bg%"
+    printf "%-15s %10s %17s %9s %9s %6s %13s %7s %5s %4s\n", "target","req/s","min-max","p50","p99","ratio","proxy us/req","upconn","err","bg%"
     dk=grp SUBSEP "direct"; d=(dk in seen) ? med(rps[dk]) : 0
     for (j=1;j<=no;j++) { kk=order[j]; split(kk,g,SUBSEP); if (g[1]!=f[1] || g[2]!=f[2]) continue
       r=med(rps[kk]); ratio=(d>0)? sprintf("%.2f", r/d) : "NA"
       pu=(g[3]=="direct")?"-":sprintf("%.1f", med(upr[kk]))
-      printf "%-9s %10.0f %8.0f-%-8.0f %9s %9s %6s %13s %7s %5d %4s\n", g[3], r, mn(rps[kk]), mx(rps[kk]), fmtus(med(p50[kk])), fmtus(med(p99[kk])), ratio, pu, med(nc[kk]), err[kk], mx(bg[kk]) }
+      printf "%-15s %10.0f %8.0f-%-8.0f %9s %9s %6s %13s %7s %5d %4s\n", g[3], r, mn(rps[kk]), mx(rps[kk]), fmtus(med(p50[kk])), fmtus(med(p99[kk])), ratio, pu, med(nc[kk]), err[kk], mx(bg[kk]) }
   }
 }' "$CSV"
 }
