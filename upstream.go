@@ -84,6 +84,9 @@ type UpstreamConn struct {
 	// TCP is the raw socket when bodies may be spliced to it (plain or
 	// kernel TLS), nil otherwise.
 	TCP *net.TCPConn
+	// Socket is the TCP socket under Conn, TLS in user space included:
+	// pools peek at it to tell whether an idle connection is still good.
+	Socket *net.TCPConn
 	// Upstream is the index of the upstream it connects to; TLS tells a
 	// plain from an encrypted connection to the same address.
 	Upstream UpstreamIndex

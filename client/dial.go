@@ -68,6 +68,7 @@ func (d *Dialer) Dial(up *serval.Upstream) (*serval.UpstreamConn, error) {
 	return &serval.UpstreamConn{
 		Conn:     tcp,
 		TCP:      tcp,
+		Socket:   tcp,
 		Upstream: up.Index,
 		Created:  time.Now(),
 	}, nil

@@ -142,6 +142,7 @@ func (d *Dialer) dialTLS(up *serval.Upstream) (*serval.UpstreamConn, error) {
 	return &serval.UpstreamConn{
 		Conn:     conn,
 		TCP:      tcp,
+		Socket:   raw,
 		Upstream: up.Index,
 		TLS:      true,
 		Created:  time.Now(),

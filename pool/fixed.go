@@ -2,6 +2,7 @@ package pool
 
 import (
 	"errors"
+	"net"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -130,7 +131,7 @@ func (p *Fixed) Acquire(u *serval.Upstream) *serval.UpstreamConn {
 			up.idleEvicts.Add(1)
 		case now.Sub(c.Created) >= p.cfg.MaxAge:
 			up.ages.Add(1)
-		case c.TCP != nil && !alive(c.TCP):
+		case !alive(socketOf(c)):
 			up.staleEvicts.Add(1)
 		default:
 			up.hits.Add(1)
@@ -270,4 +271,13 @@ func tlsKey(tls bool) int {
 		return 1
 	}
 	return 0
+}
+
+// socketOf is the TCP socket to peek at: Socket, or TCP for a connection
+// built without it. Nil (no socket known) is taken as alive.
+func socketOf(c *serval.UpstreamConn) *net.TCPConn {
+	if c.Socket != nil {
+		return c.Socket
+	}
+	return c.TCP
 }

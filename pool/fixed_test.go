@@ -212,7 +212,7 @@ func TestStale(t *testing.T) {
 
 func TestPeekHealthyAfterDeadline(t *testing.T) {
 	// A deadline left in the past by the last exchange must not make the
-	// next Acquire think the conn is stale: Release clears it.
+	// next Acquire think the conn is stale: the peek ignores deadlines.
 	clk := newClock()
 	o := newOrigin(t)
 	p := newFixed(t, testConfig(clk, 1))
@@ -223,6 +223,28 @@ func TestPeekHealthyAfterDeadline(t *testing.T) {
 	p.Release(c, true)
 	if got := p.Acquire(u); got != c {
 		t.Fatalf("conn with a passed deadline evicted: %+v", p.Stats())
+	}
+}
+
+// A TLS connection in user space cannot be spliced (TCP is nil) but its
+// socket is still peeked: a peer that closed it while idle is seen.
+func TestStaleUserspaceTLS(t *testing.T) {
+	clk := newClock()
+	o := newOrigin(t)
+	p := newFixed(t, testConfig(clk, 1))
+	u := &upstreams(1)[0]
+	u.TLS = true
+	c, srv := o.dial(t, u, clk.Now())
+	c.Socket, c.TCP = c.TCP, nil
+	p.TryReserve(u)
+	p.Release(c, true)
+	srv.Close()
+	waitFor(t, "peer's FIN", func() bool { return !alive(c.Socket) })
+	if got := p.Acquire(u); got != nil {
+		t.Fatalf("got %p, want the closed conn discarded", got)
+	}
+	if st := p.Stats(); st.EvictedStale != 1 || !isClosed(c) {
+		t.Fatalf("stats %+v", st)
 	}
 }
 

@@ -24,6 +24,9 @@ import (
 // recvfrom avoids unix.Recvfrom's heap Sockaddr. The closure's state is
 // on the caller's stack, so concurrent Acquires never share it.
 func alive(tcp *net.TCPConn) bool {
+	if tcp == nil {
+		return true // nothing to ask; the proxy's retry covers a dead one
+	}
 	rc, err := tcp.SyscallConn()
 	if err != nil {
 		return false
