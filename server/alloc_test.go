@@ -124,7 +124,9 @@ func TestBodyZeroAlloc(t *testing.T) {
 }
 
 func BenchmarkKeepAliveDirect(b *testing.B) {
-	ts := start(b, static{}, testConfig(), nil)
+	cfg := testConfig()
+	cfg.MaxRequestsPerConnection = 1 << 40 // one connection for the whole run
+	ts := start(b, static{}, cfg, nil)
 	k := newKeepAliveClient(b, ts.addr)
 	for range 100 {
 		k.do(b)
