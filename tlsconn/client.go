@@ -133,7 +133,7 @@ func (c *Client) Handshake(ctx context.Context, raw *net.TCPConn) (conn net.Conn
 		return c.ep.run(ctx, raw, tls.Client(raw, c.cfg), nil)
 	}
 	// A per-connection clone carries this connection's key log writer.
-	rc := newRecordConn(raw)
+	rc := newHandshakeConn(raw)
 	cfg := c.cfg.Clone()
 	cfg.KeyLogWriter = keyLogWriter{rc}
 	return c.ep.run(ctx, raw, tls.Client(rc, cfg), rc)

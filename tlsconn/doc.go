@@ -28,7 +28,7 @@
 //     (CLIENT_RANDOM line). TLS 1.3 keys and IVs come from
 //     HKDF-Expand-Label (RFC 8446 §7.3); TLS 1.2 ones from the PRF key
 //     block (RFC 5246 §6.3), which also needs the server random: it is
-//     read from the ServerHello bytes that pass through (recordConn). The
+//     read from the ServerHello bytes that pass through (handshakeConn). The
 //     client random of each key log line is checked against the
 //     ClientHello bytes.
 //   - No over-read. The socket is wrapped during the handshake by a

@@ -19,7 +19,7 @@ type endpoint struct {
 
 // run completes the handshake on tc (built over raw, through rc when rc is
 // not nil), then offloads or falls back. On error the caller closes raw.
-func (e *endpoint) run(ctx context.Context, raw *net.TCPConn, tc *tls.Conn, rc *recordConn) (net.Conn, *net.TCPConn, ConnInfo, error) {
+func (e *endpoint) run(ctx context.Context, raw *net.TCPConn, tc *tls.Conn, rc *handshakeConn) (net.Conn, *net.TCPConn, ConnInfo, error) {
 	deadline := time.Now().Add(e.timeout)
 	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
 		deadline = d
@@ -42,7 +42,7 @@ func (e *endpoint) run(ctx context.Context, raw *net.TCPConn, tc *tls.Conn, rc *
 	info := newConnInfo(&cs)
 	fb := FallbackOff
 	if e.mode != ModeOff {
-		fb = FallbackNoKernel // no recordConn: kernel TLS not built for this OS
+		fb = FallbackNoKernel // no handshakeConn: kernel TLS not built for this OS
 	}
 	var kc *Conn
 	if rc != nil {
@@ -76,7 +76,7 @@ func (e *endpoint) run(ctx context.Context, raw *net.TCPConn, tc *tls.Conn, rc *
 // offload hands the connection's record state to the kernel. It returns
 // a fallback reason when the connection should stay in user space, and an
 // error only when the socket is left half-configured.
-func offload(raw *net.TCPConn, rc *recordConn, cs *tls.ConnectionState, server bool) (*Conn, Fallback, error) {
+func offload(raw *net.TCPConn, rc *handshakeConn, cs *tls.ConnectionState, server bool) (*Conn, Fallback, error) {
 	s, ok := offloadable(cs.Version, cs.CipherSuite)
 	if !ok {
 		return nil, FallbackCipher, nil
@@ -93,7 +93,7 @@ func offload(raw *net.TCPConn, rc *recordConn, cs *tls.ConnectionState, server b
 // directionKeys derives our TX and RX keys and sequence numbers from what
 // rc captured. ok is false when anything is missing or inconsistent, in
 // which case the connection stays in user space.
-func (r *recordConn) directionKeys(s suite, version uint16, server bool) (tx, rx trafficKeys, ok bool) {
+func (r *handshakeConn) directionKeys(s suite, version uint16, server bool) (tx, rx trafficKeys, ok bool) {
 	clientHello, serverHello := &r.out, &r.in
 	chN, shN := r.outN, r.inN
 	if server {

@@ -150,7 +150,7 @@ func TestCryptoInfoLayout(t *testing.T) {
 
 // TestKeyLogParse checks the per-connection key log capture.
 func TestKeyLogParse(t *testing.T) {
-	r := newRecordConn(nil)
+	r := newHandshakeConn(nil)
 	w := keyLogWriter{r}
 	cr := bytes.Repeat([]byte{0xcc}, 32)
 	sec := bytes.Repeat([]byte{0x5e}, 48)

@@ -91,7 +91,7 @@ func openRecord(t *testing.T, r io.Reader, k *trafficKeys) (byte, []byte, error)
 	return hdr[0], plain, nil
 }
 
-// TestDerivedKeysMatchCryptoTLS runs real handshakes through recordConn,
+// TestDerivedKeysMatchCryptoTLS runs real handshakes through handshakeConn,
 // derives both directions' keys and sequence numbers exactly as offload
 // does, and then speaks the record layer by hand against a crypto/tls
 // peer: decrypt what it sends, encrypt what it reads. No kernel needed,
@@ -116,7 +116,7 @@ func TestDerivedKeysMatchCryptoTLS(t *testing.T) {
 		for _, server := range []bool{true, false} {
 			t.Run(fmt.Sprintf("%s/server=%v", c.name, server), func(t *testing.T) {
 				ours, theirs := tcpPair(t)
-				rc := newRecordConn(ours)
+				rc := newHandshakeConn(ours)
 				var tc, peer *tls.Conn
 				if server {
 					s, err := NewServer(ServerConfig{CertFile: cf, KeyFile: kf})

@@ -150,18 +150,18 @@ func (s *Server) Handshake(ctx context.Context, raw *net.TCPConn) (conn net.Conn
 	if s.cfg.Mode == ModeOff || !kernelTLSBuilt {
 		return s.ep.run(ctx, raw, tls.Server(raw, s.base), nil)
 	}
-	rc := newRecordConn(raw)
+	rc := newHandshakeConn(raw)
 	rc.ticketCfg = s.base
 	return s.ep.run(ctx, raw, tls.Server(rc, s.base), rc)
 }
 
 // configForClient picks the current snapshot. When the connection may be
 // offloaded it returns a per-connection clone whose KeyLogWriter and
-// WrapSession feed that connection's recordConn: one allocation per
+// WrapSession feed that connection's handshakeConn: one allocation per
 // connection, none per request, and no shared map to race on.
 func (s *Server) configForClient(hello *tls.ClientHelloInfo) (*tls.Config, error) {
 	snap := s.snap.Load()
-	rc, ok := hello.Conn.(*recordConn)
+	rc, ok := hello.Conn.(*handshakeConn)
 	if !ok {
 		return snap.cfg, nil
 	}

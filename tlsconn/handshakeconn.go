@@ -31,7 +31,7 @@ const (
 	ticketOverheadMax = 4 + 4 + 4 + 1 + 255 + 2 + 2 + 8
 )
 
-// recordConn sits between crypto/tls and the socket during the handshake.
+// handshakeConn sits between crypto/tls and the socket during the handshake.
 //
 // Reads: it hands crypto/tls exactly one TLS record at a time (the 5-byte
 // header, then exactly the body the header announces), so when the
@@ -44,9 +44,9 @@ const (
 // connection (it is the KeyLogWriter of a per-connection Config), and the
 // number of TLS 1.3 tickets the server wrote after its Finished (it wraps
 // WrapSession), which fixes the server's first application sequence
-// number. One recordConn per connection; crypto/tls calls it from the
+// number. One handshakeConn per connection; crypto/tls calls it from the
 // handshake goroutine only, and it is read after Handshake returns.
-type recordConn struct {
+type handshakeConn struct {
 	net.Conn // the raw *net.TCPConn
 
 	passthrough bool
@@ -76,10 +76,10 @@ type secretBuf struct {
 
 func (s *secretBuf) bytes() []byte { return s.b[:s.n] }
 
-func newRecordConn(raw net.Conn) *recordConn { return &recordConn{Conn: raw} }
+func newHandshakeConn(raw net.Conn) *handshakeConn { return &handshakeConn{Conn: raw} }
 
 // Read returns bytes of the current record only, never past its end.
-func (r *recordConn) Read(p []byte) (int, error) {
+func (r *handshakeConn) Read(p []byte) (int, error) {
 	if r.passthrough {
 		return r.Conn.Read(p)
 	}
@@ -108,14 +108,14 @@ func (r *recordConn) Read(p []byte) (int, error) {
 }
 
 // Write passes through, noting the first bytes (our hello).
-func (r *recordConn) Write(p []byte) (int, error) {
+func (r *handshakeConn) Write(p []byte) (int, error) {
 	if !r.passthrough {
 		r.capture(&r.out, &r.outN, p)
 	}
 	return r.Conn.Write(p)
 }
 
-func (r *recordConn) capture(dst *[helloPrefixBytes]byte, n *int, p []byte) {
+func (r *handshakeConn) capture(dst *[helloPrefixBytes]byte, n *int, p []byte) {
 	if *n < helloPrefixBytes {
 		*n += copy(dst[*n:], p)
 	}
@@ -142,7 +142,7 @@ var (
 // Write is KeyLogWriter: "LABEL <client random hex> <secret hex>\n".
 // Other labels (handshake secrets) are ignored. It never fails the
 // handshake: a line it cannot parse only rules out offload.
-func (r *recordConn) writeKeyLog(line []byte) {
+func (r *handshakeConn) writeKeyLog(line []byte) {
 	line = bytes.TrimRight(line, "\n")
 	label, rest, ok1 := bytes.Cut(line, []byte{' '})
 	rnd, sec, ok2 := bytes.Cut(rest, []byte{' '})
@@ -170,9 +170,9 @@ func (r *recordConn) writeKeyLog(line []byte) {
 	}
 }
 
-// keyLogWriter adapts recordConn to io.Writer without giving recordConn
+// keyLogWriter adapts handshakeConn to io.Writer without giving handshakeConn
 // itself a second Write method (it is the net.Conn crypto/tls writes to).
-type keyLogWriter struct{ r *recordConn }
+type keyLogWriter struct{ r *handshakeConn }
 
 func (w keyLogWriter) Write(p []byte) (int, error) {
 	w.r.writeKeyLog(p)
@@ -184,7 +184,7 @@ func (w keyLogWriter) Write(p []byte) (int, error) {
 // NewSessionTicket record under the server's application traffic key,
 // written after Finished and before Handshake returns, so the server's
 // first application record has that sequence number.
-func (r *recordConn) wrapSession(cs tls.ConnectionState, ss *tls.SessionState) ([]byte, error) {
+func (r *handshakeConn) wrapSession(cs tls.ConnectionState, ss *tls.SessionState) ([]byte, error) {
 	label, err := r.ticketCfg.EncryptTicket(cs, ss)
 	if err != nil {
 		return nil, err
@@ -199,7 +199,7 @@ func (r *recordConn) wrapSession(cs tls.ConnectionState, ss *tls.SessionState) (
 }
 
 // wipe clears captured secrets.
-func (r *recordConn) wipe() {
+func (r *handshakeConn) wipe() {
 	r.clientSecret = secretBuf{}
 	r.serverSecret = secretBuf{}
 	r.master = secretBuf{}
