@@ -2,7 +2,7 @@
 GO ?= go
 FUZZTIME ?= 60s
 
-.PHONY: all test race vet fmt fuzz bench bench-echo bench-proxy ci
+.PHONY: all test race vet fmt fuzz bench bench-echo bench-proxy bench-tls ktls-vm ci
 
 all: vet test
 
@@ -31,12 +31,19 @@ fuzz:
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 
-# Loopback load tests (install wrk/nginx/haproxy through apt if missing).
+# Loopback load tests (install wrk/nginx/haproxy/openssl through apt if missing).
 bench-echo:
 	bash bench/echo.sh
 
 bench-proxy:
 	bash bench/proxy.sh
+
+bench-tls:
+	bash bench/tls.sh
+
+# Kernel TLS tests in a VM (needs shared/ktls-vm beside the checkout).
+ktls-vm:
+	bash scripts/ktls-vm-test.sh
 
 ci:
 	bash .ci/run
