@@ -88,7 +88,11 @@ func NewClient(cfg ClientConfig, host string) (*Client, error) {
 		cfg.ALPN = []string{ALPNHTTP11}
 	}
 	c := &Client{mode: cfg.Mode}
-	c.ep = endpoint{server: false, mode: cfg.Mode, timeout: cfg.HandshakeTimeout, ctr: &c.ctr}
+	// Origination stays on crypto/tls when not offloaded: it must keep
+	// reading the server's TLS 1.3 NewSessionTickets into the session
+	// cache for resumption, which only crypto/tls can do.
+	c.ep = endpoint{server: false, mode: cfg.Mode, timeout: cfg.HandshakeTimeout, ctr: &c.ctr,
+		cryptoTLS: CryptoTLSClient}
 	c.cfg = &tls.Config{
 		ServerName:         name,
 		MinVersion:         cfg.MinVersion,
@@ -129,7 +133,7 @@ func (c *Client) Stats() Stats { return c.ctr.stats() }
 // Handshake runs the client handshake on raw (already connected to the
 // upstream). Results are as for Server.Handshake.
 func (c *Client) Handshake(ctx context.Context, raw *net.TCPConn) (conn net.Conn, tcp *net.TCPConn, info ConnInfo, err error) {
-	if c.mode == ModeOff || !kernelTLSBuilt {
+	if !c.ep.wantsHandshakeConn() {
 		return c.ep.run(ctx, raw, tls.Client(raw, c.cfg), nil)
 	}
 	// A per-connection clone carries this connection's key log writer.

@@ -14,7 +14,8 @@ const (
 	// ModeAuto offloads when the kernel and the negotiated cipher allow
 	// it and keeps crypto/tls in user space otherwise, per connection.
 	ModeAuto Mode = iota
-	// ModeOff never offloads; connections are plain *tls.Conn.
+	// ModeOff never offloads; connections stay in user space (a
+	// *RecordConn or a *tls.Conn, see ServerConfig.CryptoTLSRecords).
 	ModeOff
 	// ModeRequire fails a connection that cannot be offloaded (after a
 	// successful handshake) instead of falling back.
@@ -64,6 +65,46 @@ func (f Fallback) String() string {
 	return "unknown"
 }
 
+// Path says which record layer carries a connection's application data.
+type Path uint8
+
+const (
+	PathCryptoTLS Path = iota // crypto/tls in user space: a *tls.Conn (see CryptoTLSReason)
+	PathKernel                // kernel TLS both ways: a *Conn
+	PathRecords               // Serval's user-space record layer: a *RecordConn
+)
+
+var pathNames = [...]string{"crypto-tls", "offloaded", "userspace-records"}
+
+func (p Path) String() string {
+	if int(p) < len(pathNames) {
+		return pathNames[p]
+	}
+	return "unknown"
+}
+
+// CryptoTLSReason says why a connection that was not offloaded kept
+// crypto/tls's record layer instead of a RecordConn.
+type CryptoTLSReason uint8
+
+const (
+	CryptoTLSNone      CryptoTLSReason = iota // not on crypto/tls (offloaded or RecordConn)
+	CryptoTLSOff                              // ServerConfig.CryptoTLSRecords is set
+	CryptoTLSCipher                           // not AES-GCM (ChaCha20-Poly1305: no std AEAD)
+	CryptoTLSNoSecrets                        // keys or sequence numbers not capturable (e.g. TLS 1.2 resumption)
+	CryptoTLSClient                           // origination: crypto/tls keeps processing session tickets
+)
+
+var cryptoTLSNames = [...]string{"", "record layer off", "cipher not AES-GCM",
+	"traffic secrets not available", "client side"}
+
+func (r CryptoTLSReason) String() string {
+	if int(r) < len(cryptoTLSNames) {
+		return cryptoTLSNames[r]
+	}
+	return "unknown"
+}
+
 // ErrOffloadRequired is returned (wrapped) by Handshake under ModeRequire
 // when the connection could not be offloaded.
 var ErrOffloadRequired = errors.New("tlsconn: kernel TLS required but not possible for this connection")
@@ -75,10 +116,14 @@ type ConnInfo struct {
 	CipherSuite uint16
 	Offloaded   bool     // kernel TLS both ways
 	Fallback    Fallback // why not offloaded (FallbackNone when Offloaded)
-	ServerName  string   // SNI the client sent (server side) or we sent (client side)
-	ALPN        string   // negotiated protocol; "" if none. Dispatch h2 here later.
-	DidResume   bool
-	Peer        PeerIdentity
+	// Path is the record layer in use; CryptoTLSReason says why a
+	// connection that was not offloaded is on crypto/tls (PathCryptoTLS).
+	Path            Path
+	CryptoTLSReason CryptoTLSReason
+	ServerName      string // SNI the client sent (server side) or we sent (client side)
+	ALPN            string // negotiated protocol; "" if none. Dispatch h2 here later.
+	DidResume       bool
+	Peer            PeerIdentity
 }
 
 // PeerIdentity is the peer's leaf certificate identity: on a server with

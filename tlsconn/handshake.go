@@ -15,11 +15,22 @@ type endpoint struct {
 	mode    Mode
 	timeout time.Duration
 	ctr     *counters
+	// cryptoTLS is why this endpoint keeps every connection that is not
+	// offloaded on crypto/tls; CryptoTLSNone: use a RecordConn when the
+	// cipher and the captured keys allow.
+	cryptoTLS CryptoTLSReason
 }
 
-// run completes the handshake on tc (built over raw, through rc when rc is
-// not nil), then offloads or falls back. On error the caller closes raw.
-func (e *endpoint) run(ctx context.Context, raw *net.TCPConn, tc *tls.Conn, rc *handshakeConn) (net.Conn, *net.TCPConn, ConnInfo, error) {
+// wantsHandshakeConn reports whether a handshake needs the capturing
+// handshakeConn: for kernel TLS or for a RecordConn afterwards.
+func (e *endpoint) wantsHandshakeConn() bool {
+	return e.mode != ModeOff && kernelTLSBuilt || e.cryptoTLS == CryptoTLSNone
+}
+
+// run completes the handshake on tc (built over raw, through hc when hc is
+// not nil), then offloads, moves to a RecordConn, or stays on tc. On
+// error the caller closes raw.
+func (e *endpoint) run(ctx context.Context, raw *net.TCPConn, tc *tls.Conn, hc *handshakeConn) (net.Conn, *net.TCPConn, ConnInfo, error) {
 	deadline := time.Now().Add(e.timeout)
 	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
 		deadline = d
@@ -38,39 +49,65 @@ func (e *endpoint) run(ctx context.Context, raw *net.TCPConn, tc *tls.Conn, rc *
 		e.ctr.other.Add(1)
 		return nil, nil, ConnInfo{}, fmt.Errorf("tlsconn: handshake: %w", err)
 	}
+	if hc != nil {
+		defer hc.wipe()
+	}
 	cs := tc.ConnectionState()
 	info := newConnInfo(&cs)
-	fb := FallbackOff
-	if e.mode != ModeOff {
-		fb = FallbackNoKernel // no handshakeConn: kernel TLS not built for this OS
-	}
-	var kc *Conn
-	if rc != nil {
-		var err error
-		kc, fb, err = offload(raw, rc, &cs, e.server)
-		rc.wipe()
-		if err != nil { // the kernel holds half the state: unusable
-			e.ctr.other.Add(1)
-			return nil, nil, info, err
-		}
-	}
+	kc, fb, err := e.tryOffload(raw, hc, &cs)
 	info.Fallback = fb
+	if err != nil { // the kernel holds half the state: unusable
+		e.ctr.other.Add(1)
+		return nil, nil, info, err
+	}
 	if fb == FallbackNone {
-		info.Offloaded = true
+		info.Offloaded, info.Path = true, PathKernel
 		e.ctr.ok.Add(1)
-		e.ctr.countPath(fb)
+		e.ctr.countPath(&info)
 		return kc, raw, info, nil
 	}
 	if e.mode == ModeRequire {
 		e.ctr.other.Add(1)
 		return nil, nil, info, fmt.Errorf("%w: %s", ErrOffloadRequired, fb)
 	}
-	if rc != nil {
-		rc.passthrough = true // user space from here: no per-record reads
-	}
+	conn := e.userspace(raw, tc, hc, &cs, &info)
 	e.ctr.ok.Add(1)
-	e.ctr.countPath(fb)
-	return tc, nil, info, nil
+	e.ctr.countPath(&info)
+	return conn, nil, info, nil
+}
+
+// tryOffload hands the records to the kernel when the mode and the build
+// allow, else says why not.
+func (e *endpoint) tryOffload(raw *net.TCPConn, hc *handshakeConn, cs *tls.ConnectionState) (*Conn, Fallback, error) {
+	switch {
+	case e.mode == ModeOff:
+		return nil, FallbackOff, nil
+	case hc == nil || !kernelTLSBuilt:
+		return nil, FallbackNoKernel, nil
+	}
+	return offload(raw, hc, cs, e.server)
+}
+
+// userspace picks the user-space record layer of a connection the kernel
+// did not take: a RecordConn when the endpoint, the cipher and the
+// captured keys allow, else tc (crypto/tls), with the reason in info.
+func (e *endpoint) userspace(raw *net.TCPConn, tc *tls.Conn, hc *handshakeConn, cs *tls.ConnectionState, info *ConnInfo) net.Conn {
+	why := e.cryptoTLS
+	if why == CryptoTLSNone && hc == nil {
+		why = CryptoTLSNoSecrets // not reached: wantsHandshakeConn
+	}
+	if why == CryptoTLSNone {
+		var rc *RecordConn
+		if rc, why = userRecords(raw, hc, cs, e.server); rc != nil {
+			info.Path = PathRecords
+			return rc // tc is dropped: it holds nothing past the handshake
+		}
+	}
+	if hc != nil {
+		hc.passthrough = true // crypto/tls from here: no per-record reads
+	}
+	info.Path, info.CryptoTLSReason = PathCryptoTLS, why
+	return tc
 }
 
 // offload hands the connection's record state to the kernel. It returns

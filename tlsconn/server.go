@@ -55,6 +55,15 @@ type ServerConfig struct {
 	ALPN []string
 	// Mode selects kernel TLS offload (zero value: ModeAuto).
 	Mode Mode
+	// CryptoTLSRecords keeps crypto/tls's record layer (a *tls.Conn) for
+	// connections the kernel does not take. Zero value (false): such a
+	// connection moves, after the crypto/tls handshake, to Serval's
+	// user-space record layer (a *RecordConn: AES-GCM, TLS 1.2 and 1.3,
+	// no allocation per Read or Write, KeyUpdate honoured), whatever
+	// Mode says; ChaCha20-Poly1305, resumed TLS 1.2 sessions and
+	// anything else it cannot take stay on crypto/tls (ConnInfo and
+	// Stats say why). Set it to compare the two or as a kill switch.
+	CryptoTLSRecords bool
 }
 
 // tls12Suites are the only TLS 1.2 suites: ECDHE for forward secrecy,
@@ -108,6 +117,9 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	}
 	s := &Server{cfg: cfg}
 	s.ep = endpoint{server: true, mode: cfg.Mode, timeout: cfg.HandshakeTimeout, ctr: &s.ctr}
+	if cfg.CryptoTLSRecords {
+		s.ep.cryptoTLS = CryptoTLSOff
+	}
 	// The base config is what tls.Server sees. It owns the session
 	// ticket keys (so tickets survive reloads) and defers everything
 	// else to the current snapshot through GetConfigForClient.
@@ -144,10 +156,11 @@ func (s *Server) Stats() Stats { return s.ctr.stats() }
 
 // Handshake runs the server handshake on raw, bounded by the handshake
 // timeout and ctx. It returns the connection to use: a *Conn (kernel TLS;
-// tcp is raw, usable for splice, see Conn) or a *tls.Conn (user space;
-// tcp is nil). On error the caller closes raw.
+// tcp is raw, usable for splice, see Conn), else a *RecordConn (Serval's
+// user-space records) or a *tls.Conn (crypto/tls); in user space tcp is
+// nil. info.Path says which. On error the caller closes raw.
 func (s *Server) Handshake(ctx context.Context, raw *net.TCPConn) (conn net.Conn, tcp *net.TCPConn, info ConnInfo, err error) {
-	if s.cfg.Mode == ModeOff || !kernelTLSBuilt {
+	if !s.ep.wantsHandshakeConn() {
 		return s.ep.run(ctx, raw, tls.Server(raw, s.base), nil)
 	}
 	rc := newHandshakeConn(raw)
@@ -156,7 +169,7 @@ func (s *Server) Handshake(ctx context.Context, raw *net.TCPConn) (conn net.Conn
 }
 
 // configForClient picks the current snapshot. When the connection may be
-// offloaded it returns a per-connection clone whose KeyLogWriter and
+// offloaded or moved to a RecordConn it returns a per-connection clone whose KeyLogWriter and
 // WrapSession feed that connection's handshakeConn: one allocation per
 // connection, none per request, and no shared map to race on.
 func (s *Server) configForClient(hello *tls.ClientHelloInfo) (*tls.Config, error) {

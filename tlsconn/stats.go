@@ -24,6 +24,14 @@ type Stats struct {
 	// Which path each successful connection took.
 	Offloaded uint64 // kernel TLS both ways
 	Userspace uint64 // crypto/tls in user space
+	// Which user-space record layer (sums to Userspace).
+	UserspaceRecords uint64 // Serval's zero-allocation record layer (RecordConn)
+	CryptoTLS        uint64 // crypto/tls (*tls.Conn)
+	// Why crypto/tls kept the records (sums to CryptoTLS).
+	CryptoTLSOff       uint64 // ServerConfig.CryptoTLSRecords set
+	CryptoTLSCipher    uint64 // not AES-GCM (ChaCha20-Poly1305)
+	CryptoTLSNoSecrets uint64 // keys not capturable (e.g. TLS 1.2 resumption)
+	CryptoTLSClient    uint64 // origination, always crypto/tls
 	// Why connections stayed in user space (sums to Userspace).
 	FallbackOff       uint64 // Mode is ModeOff
 	FallbackNoKernel  uint64 // no kernel TLS: not Linux, or no tls module (TCP_ULP: ENOENT)
@@ -36,6 +44,8 @@ type counters struct {
 	ok, timeout, versionCipher, badCert, clientCert, notTLS, other atomic.Uint64
 	offloaded, userspace                                           atomic.Uint64
 	fbOff, fbNoKernel, fbCipher, fbNoSecrets                       atomic.Uint64
+	records, cryptoTLS                                             atomic.Uint64
+	ctOff, ctCipher, ctNoSecrets, ctClient                         atomic.Uint64
 }
 
 func (c *counters) stats() Stats {
@@ -47,15 +57,20 @@ func (c *counters) stats() Stats {
 		Userspace: c.userspace.Load(), FallbackOff: c.fbOff.Load(),
 		FallbackNoKernel: c.fbNoKernel.Load(), FallbackCipher: c.fbCipher.Load(),
 		FallbackNoSecrets: c.fbNoSecrets.Load(),
+		UserspaceRecords:  c.records.Load(), CryptoTLS: c.cryptoTLS.Load(),
+		CryptoTLSOff: c.ctOff.Load(), CryptoTLSCipher: c.ctCipher.Load(),
+		CryptoTLSNoSecrets: c.ctNoSecrets.Load(), CryptoTLSClient: c.ctClient.Load(),
 	}
 }
 
 // countPath records the path a connection took.
-func (c *counters) countPath(f Fallback) {
-	switch f {
-	case FallbackNone:
+func (c *counters) countPath(info *ConnInfo) {
+	if info.Path == PathKernel {
 		c.offloaded.Add(1)
 		return
+	}
+	c.countRecords(info)
+	switch info.Fallback {
 	case FallbackOff:
 		c.fbOff.Add(1)
 	case FallbackNoKernel:
@@ -97,5 +112,24 @@ func (c *counters) countFailure(err error, server bool) {
 		c.versionCipher.Add(1)
 	default:
 		c.other.Add(1)
+	}
+}
+
+// countRecords records which user-space record layer a connection uses.
+func (c *counters) countRecords(info *ConnInfo) {
+	if info.Path == PathRecords {
+		c.records.Add(1)
+		return
+	}
+	c.cryptoTLS.Add(1)
+	switch info.CryptoTLSReason {
+	case CryptoTLSOff:
+		c.ctOff.Add(1)
+	case CryptoTLSCipher:
+		c.ctCipher.Add(1)
+	case CryptoTLSClient:
+		c.ctClient.Add(1)
+	default:
+		c.ctNoSecrets.Add(1)
 	}
 }
