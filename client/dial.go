@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/servalproxy/serval"
+	"github.com/servalproxy/serval/internal/sockio"
 )
 
 // KeepAlivePeriod is the TCP keepalive probe interval of dialled
@@ -65,8 +66,16 @@ func (d *Dialer) Dial(up *serval.Upstream) (*serval.UpstreamConn, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Reads and writes as raw system calls (internal/sockio): a dial
+	// allocates the wrapper once; requests allocate nothing.
+	sc := &sockio.Conn{}
+	sc.Init()
+	var conn net.Conn = tcp
+	if sc.Reset(tcp) == nil {
+		conn = sc
+	}
 	return &serval.UpstreamConn{
-		Conn:     tcp,
+		Conn:     conn,
 		TCP:      tcp,
 		Socket:   tcp,
 		Upstream: up.Index,

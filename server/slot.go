@@ -10,6 +10,7 @@ import (
 
 	"github.com/servalproxy/serval"
 	"github.com/servalproxy/serval/http1"
+	"github.com/servalproxy/serval/internal/sockio"
 	"github.com/servalproxy/serval/proxy"
 )
 
@@ -50,7 +51,10 @@ type slot[H serval.Handler] struct {
 	conn net.Conn
 	// tcp is the socket bodies may be spliced to and from: nc when plain
 	// or kernel TLS, nil for TLS in user space.
-	tcp     *net.TCPConn
+	tcp *net.TCPConn
+	// raw is conn for a plain connection: the socket with reads and
+	// writes made as raw system calls (see internal/sockio).
+	raw     sockio.Conn
 	session *proxy.Session
 	// tlsInfo is the connection's TLS description, filled once after the
 	// handshake; x.TLSInfo and info.TLSInfo point here.
@@ -93,6 +97,7 @@ func (c *slot[H]) init(s *Server[H], idx int32) {
 	c.x.PathBuf = make([]byte, serval.PathBytesMax)
 	c.clientAddr = make([]byte, 0, clientAddrBytesMax)
 	c.body.init(&c.in, &c.x, &s.cfg)
+	c.raw.Init()
 }
 
 // serve runs one connection on the slot, then frees the slot.
@@ -132,7 +137,10 @@ func (c *slot[H]) open() {
 	c.x.ClientAddr, c.x.LocalAddr, c.x.TLS, c.x.TLSInfo = remote, local, false, nil
 	c.info = serval.ConnInfo{ID: c.x.ConnID, ClientAddr: remote, LocalAddr: local, Opened: time.Now()}
 	c.conn = c.nc
-	c.in.reset(c.nc)
+	if c.tcp != nil && c.raw.Reset(c.tcp) == nil {
+		c.conn = &c.raw
+	}
+	c.in.reset(c.conn)
 	c.requests = 0
 	s.metrics.ConnectionOpened()
 }
@@ -159,6 +167,7 @@ func (c *slot[H]) release(reason serval.CloseReason) {
 	s.metrics.ConnectionClosed(reason)
 	c.x.User, c.x.Body, c.x.Upstream, c.x.TLSInfo, c.info.TLSInfo = nil, nil, nil, nil, nil
 	c.conn, c.tcp = nil, nil
+	c.raw.Clear()
 	c.tlsInfo = serval.TLSInfo{}
 	c.state.Store(stFree)
 	s.free <- c.idx

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"log/slog"
+	"net"
 	"time"
 
 	"github.com/servalproxy/serval"
@@ -197,7 +198,8 @@ func (c *slot[H]) setTLSInfo(info *tlsconn.ConnInfo) {
 // (bounded by the TLS layer's own write deadline), except after a write
 // failure or timeout: a peer that stopped reading gets no alert.
 func (c *slot[H]) close(reason serval.CloseReason) {
-	if c.conn != nil && c.conn != c.nc && reason != serval.CloseWriteTimeout && reason != serval.CloseError {
+	if c.conn != nil && c.conn != c.nc && c.conn != net.Conn(&c.raw) &&
+		reason != serval.CloseWriteTimeout && reason != serval.CloseError {
 		c.conn.Close()
 	}
 	c.nc.Close()

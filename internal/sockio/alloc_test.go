@@ -1,0 +1,28 @@
+//go:build !race
+
+package sockio
+
+import "testing"
+
+func TestNoAllocs(t *testing.T) {
+	c, peer := pair(t)
+	msg := []byte("ping")
+	buf := make([]byte, 16)
+	n := testing.AllocsPerRun(1000, func() {
+		if _, err := c.Write(msg); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := peer.Read(buf); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := peer.Write(msg); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Read(buf); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if n != 0 {
+		t.Fatalf("%v allocations per round trip", n)
+	}
+}
