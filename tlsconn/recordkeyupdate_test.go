@@ -3,6 +3,7 @@ package tlsconn
 import (
 	"crypto/rand"
 	"crypto/tls"
+	"fmt"
 	"testing"
 	"time"
 )
@@ -197,5 +198,39 @@ func TestRecordConnKeyUpdateFromPeer(t *testing.T) {
 			_, _ = raw.Write(recs)
 			expectReadErr(t, rc, c.want)
 		})
+	}
+}
+
+// TestOffloadRecordConnPeer checks the user-space record layer against
+// an independent implementation, the kernel's: kernel TLS on one end, a
+// RecordConn on the other, every AES-GCM version and key size, 1 MiB
+// each way and close_notify each way round. It needs the tls module (it
+// runs in scripts/ktls-vm-test.sh).
+func TestOffloadRecordConnPeer(t *testing.T) {
+	skipWithoutKTLS(t)
+	for _, v := range []uint16{tls.VersionTLS13, tls.VersionTLS12} {
+		for _, s := range []suite{suiteAES128, suiteAES256} {
+			for _, kernelCloses := range []bool{true, false} {
+				name := fmt.Sprintf("%s/cipher%d/kernel-closes=%v", tls.VersionName(v), s.kernelCipher, kernelCloses)
+				t.Run(name, func(t *testing.T) {
+					checkLeaks(t)
+					a, b := tcpPair(t)
+					ka, kb := randomKeys(t, v, s), randomKeys(t, v, s)
+					kc, _, err := enableKTLS(a, &ka, &kb)
+					if kc == nil {
+						t.Fatalf("enableKTLS: %v", err)
+					}
+					rc, err := newRecordConn(b, true, &kb, &ka, nil, nil)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if kernelCloses {
+						exchange(t, kc, rc, 1<<20)
+					} else {
+						exchange(t, rc, kc, 1<<20)
+					}
+				})
+			}
+		}
 	}
 }
