@@ -100,9 +100,12 @@ type TLSInfo struct {
 	// Resumed is true for a resumed session (no full handshake).
 	Resumed bool
 	// Offloaded is true when the kernel encrypts and decrypts the
-	// connection's records (kernel TLS); false for crypto/tls in user
-	// space.
+	// connection's records (kernel TLS); false in user space.
 	Offloaded bool
+	// Records is true when Serval's own allocation-free record layer
+	// (tlsconn.RecordConn) carries the records in user space; false for
+	// kernel TLS or crypto/tls.
+	Records bool
 	// Peer is the client certificate's identity (mTLS); zero when the
 	// client sent none.
 	Peer PeerInfo

@@ -164,4 +164,10 @@ func addStats(a *tlsconn.Stats, b tlsconn.Stats) {
 	a.FallbackNoKernel += b.FallbackNoKernel
 	a.FallbackCipher += b.FallbackCipher
 	a.FallbackNoSecrets += b.FallbackNoSecrets
+	a.UserspaceRecords += b.UserspaceRecords
+	a.CryptoTLS += b.CryptoTLS
+	a.CryptoTLSOff += b.CryptoTLSOff
+	a.CryptoTLSCipher += b.CryptoTLSCipher
+	a.CryptoTLSNoSecrets += b.CryptoTLSNoSecrets
+	a.CryptoTLSClient += b.CryptoTLSClient
 }

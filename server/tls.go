@@ -185,6 +185,7 @@ func (c *slot[H]) setTLSInfo(info *tlsconn.ConnInfo) {
 	c.tlsInfo = serval.TLSInfo{
 		Version: info.Version, CipherSuite: info.CipherSuite, ServerName: info.ServerName,
 		ALPN: info.ALPN, Resumed: info.DidResume, Offloaded: info.Offloaded,
+		Records: info.Path == tlsconn.PathRecords,
 		Peer: serval.PeerInfo{
 			Verified: p.Verified, Subject: p.Subject, CommonName: p.CommonName,
 			DNSNames: p.DNSNames, EmailAddresses: p.EmailAddresses, URIs: p.URIs, Leaf: p.Leaf,

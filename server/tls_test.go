@@ -53,6 +53,9 @@ func (tlsInfoHandler) OnRequest(x *serval.Exchange, _ *serval.Request, buf []byt
 	b = strconv.AppendBool(b, i.Peer.Verified)
 	b = append(b, ' ')
 	b = append(b, i.Peer.CommonName...)
+	if i.Records || i.Offloaded {
+		b = append(b, " fast"...) // no crypto/tls on the record path
+	}
 	return serval.Respond(200, "text/plain", b)
 }
 
@@ -73,7 +76,7 @@ func TestTLSDirect(t *testing.T) {
 	for range 3 {
 		send(t, c, get("/"))
 		r := readResp(t, br, "GET")
-		if r.StatusCode != 200 || r.body != "tls 304 serval.test http/1.1 false " {
+		if r.StatusCode != 200 || r.body != "tls 304 serval.test http/1.1 false  fast" {
 			t.Fatalf("got %d %q", r.StatusCode, r.body)
 		}
 	}
@@ -221,7 +224,7 @@ func TestTLSMutual(t *testing.T) {
 	}
 	good := clientCA.KeyPair(t, testpki.Leaf{CommonName: "svc-a", Client: true})
 	out, err := try(&good)
-	if err != nil || !strings.HasSuffix(out, "tls 304 serval.test http/1.1 true svc-a") {
+	if err != nil || !strings.HasSuffix(out, "tls 304 serval.test http/1.1 true svc-a fast") {
 		t.Fatalf("good client: %q %v", out, err)
 	}
 	if _, err := try(nil); err == nil {
