@@ -44,12 +44,13 @@ func newTLSKeepAliveClient(t testing.TB, addr string, tc *tls.Config) *keepAlive
 
 // crypto/tls in user space allocates once per record read that reaches
 // the socket: (*tls.Conn).readFromUntil passes a fresh &atLeastReader{}
-// (24 B) to bytes.Buffer.ReadFrom, and it escapes. Serval cannot avoid
-// it, so the budget of a TLS keep-alive exchange is measured: the same
-// crypto/tls client talking to a bare crypto/tls responder (no Serval) is
-// the baseline, and Serval must add nothing to it. (Kernel TLS reads and
-// writes allocate nothing at all: see tlsconn's zero-alloc test and the
-// VM test.)
+// (24 B) to bytes.Buffer.ReadFrom, and it escapes. That is why terminated
+// connections use tlsconn's RecordConn (or kernel TLS) instead; the test
+// clients and origins here are still crypto/tls, and allocation counts
+// cover the whole process, so budgets are measured against a baseline: the
+// same crypto/tls client talking to a bare crypto/tls responder (no
+// Serval). (RecordConn and kernel TLS allocate nothing at all: see
+// tlsconn's zero-alloc tests and the VM test.)
 func tlsBaselineAllocs(t *testing.T, ca *testpki.CA, tc *tls.Config) float64 {
 	host, port := tlsFixedOrigin(t, tc)
 	addr := net.JoinHostPort(host, strconv.Itoa(int(port)))
