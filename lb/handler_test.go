@@ -2,6 +2,8 @@ package lb
 
 import (
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -294,5 +296,46 @@ func TestNewRejects(t *testing.T) {
 		if _, err := New(cfg); err == nil {
 			t.Errorf("%s: accepted", name)
 		}
+	}
+}
+
+// TestNeverNilWhileOneHealthy: under concurrent selection, with one of
+// two upstreams down, no policy ever answers nil (a 503) while the other
+// is healthy. Round robin used to: n probes of a shared counter can all
+// land on the dead upstream while other goroutines take the live one.
+func TestNeverNilWhileOneHealthy(t *testing.T) {
+	for _, policy := range []string{"round-robin", "weighted", "least-conn", "p2c", "hash:path"} {
+		t.Run(policy, func(t *testing.T) {
+			pol, _ := ParsePolicy(policy)
+			hs := health.New(2)
+			h, err := New(Config{Upstreams: table(2), Health: hs, Policy: pol})
+			if err != nil {
+				t.Fatal(err)
+			}
+			hs.MarkUnhealthy(1)
+			if r, ok := h.sel.(interface{ Refresh() }); ok {
+				r.Refresh()
+			}
+			var nils atomic.Int64
+			var wg sync.WaitGroup
+			for g := range 8 {
+				wg.Go(func() {
+					var x serval.Exchange
+					req := pathReq("/p" + string(rune('a'+g)))
+					for range 20000 {
+						u := h.SelectUpstream(&x, req)
+						if u == nil {
+							nils.Add(1)
+							continue
+						}
+						h.OnUpstreamDone(&x, u, serval.UpstreamResult{Status: 200})
+					}
+				})
+			}
+			wg.Wait()
+			if n := nils.Load(); n != 0 {
+				t.Fatalf("%d selections returned nil with upstream 0 healthy", n)
+			}
+		})
 	}
 }

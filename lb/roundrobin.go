@@ -47,6 +47,12 @@ func NewRoundRobin(table []serval.Upstream, h *health.State) (*RoundRobin, error
 
 // Select returns the next healthy upstream in round-robin order, or nil
 // when none is healthy.
+//
+// Every probe takes the next turn of the shared counter, so an unhealthy
+// upstream's turns spread over the others instead of all going to its
+// neighbour. Under concurrency those n turns may all land on unhealthy
+// upstreams while other goroutines take the healthy ones in between, so
+// before answering nil it looks for any healthy upstream at all.
 func (r *RoundRobin) Select(_ *serval.Exchange, _ *serval.Request) *serval.Upstream {
 	for probe := uint64(0); probe < r.n; probe++ {
 		// Add-1 so the first request goes to table[0].
@@ -55,5 +61,5 @@ func (r *RoundRobin) Select(_ *serval.Exchange, _ *serval.Request) *serval.Upstr
 			return &r.table[i]
 		}
 	}
-	return nil
+	return firstHealthy(r.table, r.health)
 }
