@@ -5,7 +5,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/servalproxy/serval"
 	"github.com/servalproxy/serval/http1"
+	"github.com/servalproxy/serval/internal/leakcheck"
 	"github.com/servalproxy/serval/pool"
 )
 
@@ -23,25 +23,7 @@ const testTimeout = 10 * time.Second
 
 // checkLeaks registers a goroutine-leak check; call it first in a test so
 // it runs after every other cleanup.
-func checkLeaks(t testing.TB) {
-	before := runtime.NumGoroutine()
-	t.Cleanup(func() {
-		deadline := time.Now().Add(3 * time.Second)
-		for {
-			n := runtime.NumGoroutine()
-			if n <= before {
-				return
-			}
-			if time.Now().After(deadline) {
-				buf := make([]byte, 1<<20)
-				buf = buf[:runtime.Stack(buf, true)]
-				t.Errorf("goroutine leak: %d before, %d after\n%s", before, n, buf)
-				return
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-	})
-}
+func checkLeaks(t testing.TB) { leakcheck.Check(t) }
 
 // handler is a test Handler: one upstream, optional hooks via fields.
 type handler struct {

@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -16,6 +15,7 @@ import (
 	"time"
 
 	"github.com/servalproxy/serval"
+	"github.com/servalproxy/serval/internal/leakcheck"
 )
 
 // testTimeout bounds every socket operation of a test: nothing may hang.
@@ -76,27 +76,9 @@ func (ts *testServer) stop(t testing.TB) {
 	}
 }
 
-// leakCheck fails the test when, shortly after cleanup, more goroutines
-// run than before it started. Registered first, so it runs last.
-func leakCheck(t testing.TB) {
-	before := runtime.NumGoroutine()
-	t.Cleanup(func() {
-		deadline := time.Now().Add(3 * time.Second)
-		for {
-			n := runtime.NumGoroutine()
-			if n <= before {
-				return
-			}
-			if time.Now().After(deadline) {
-				buf := make([]byte, 1<<20)
-				buf = buf[:runtime.Stack(buf, true)]
-				t.Errorf("goroutine leak: %d before, %d after\n%s", before, n, buf)
-				return
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-	})
-}
+// leakCheck fails the test when goroutines it started outlive it.
+// Registered first, so it runs last.
+func leakCheck(t testing.TB) { leakcheck.Check(t) }
 
 // dial opens a client connection with a deadline on everything.
 func dial(t testing.TB, addr string) net.Conn {
