@@ -56,7 +56,9 @@ var adapters = []string{"otel", "promexport"}
 
 // allowedModules are the non-std modules any layer >= 1 package may use
 // (besides adapters and programs). The root and http1 stay std-only.
-var allowedModules = []string{"golang.org/x/sys"}
+// golang.org/x/crypto: tlsconn's ChaCha20-Poly1305 (std exports no such
+// AEAD; x/crypto is the implementation crypto/tls itself vendors).
+var allowedModules = []string{"golang.org/x/sys", "golang.org/x/crypto"}
 
 type goPackage struct {
 	ImportPath string

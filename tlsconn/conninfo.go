@@ -90,12 +90,12 @@ type CryptoTLSReason uint8
 const (
 	CryptoTLSNone      CryptoTLSReason = iota // not on crypto/tls (offloaded or RecordConn)
 	CryptoTLSOff                              // ServerConfig.CryptoTLSRecords is set
-	CryptoTLSCipher                           // not AES-GCM (ChaCha20-Poly1305: no std AEAD)
+	CryptoTLSCipher                           // version or suite the record layer cannot take (none that Server negotiates)
 	CryptoTLSNoSecrets                        // keys or sequence numbers not capturable (e.g. TLS 1.2 resumption)
 	CryptoTLSClient                           // origination: crypto/tls keeps processing session tickets
 )
 
-var cryptoTLSNames = [...]string{"", "record layer off", "cipher not AES-GCM",
+var cryptoTLSNames = [...]string{"", "record layer off", "cipher not supported by the record layer",
 	"traffic secrets not available", "client side"}
 
 func (r CryptoTLSReason) String() string {

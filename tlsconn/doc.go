@@ -6,12 +6,13 @@
 // own zero-allocation record layer (RecordConn) on terminated
 // connections, crypto/tls otherwise.
 //
-// Layer 1: it imports the standard library only (syscall for the kernel
-// interface). server and proxy call Server.Handshake / Client.Handshake on
-// an accepted or dialled *net.TCPConn and get back a net.Conn (a *Conn
-// when offloaded, a *RecordConn or a *tls.Conn otherwise), the raw socket
-// when offloaded (for splice), and a ConnInfo computed once per
-// connection (ConnInfo.Path says which).
+// Layer 1: it imports the standard library (syscall for the kernel
+// interface) and golang.org/x/crypto/chacha20poly1305, RecordConn's
+// ChaCha20-Poly1305 AEAD. server and proxy call Server.Handshake /
+// Client.Handshake on an accepted or dialled *net.TCPConn and get back a
+// net.Conn (a *Conn when offloaded, a *RecordConn or a *tls.Conn
+// otherwise), the raw socket when offloaded (for splice), and a ConnInfo
+// computed once per connection (ConnInfo.Path says which).
 //
 // # How offload works
 //
@@ -62,17 +63,19 @@
 // a *tls.Conn costs an allocation. A terminated connection that the
 // kernel does not take (no tls module, ModeOff, a refused cipher) instead
 // moves, after the crypto/tls handshake, to a RecordConn built from the
-// very keys and sequence numbers captured for offload: AES-GCM (TLS 1.3
-// and TLS 1.2) sealed and opened with crypto/cipher into buffers owned by
-// the connection, zero allocations per Read and Write. It honours TLS 1.3
-// KeyUpdate both ways (which the kernel here cannot), refuses TLS 1.2
-// renegotiation and any other post-handshake message with an alert,
-// enforces the record size limits of RFC 8446 §5 and RFC 5246 §6.2, and
-// never lets a sequence number wrap. ChaCha20-Poly1305 stays on crypto/tls:
-// the standard library exports no ChaCha20-Poly1305 AEAD. So do resumed
-// TLS 1.2 sessions (no master secret logged) and, always, origination:
-// a client must keep feeding the server's NewSessionTickets to crypto/tls
-// for resumption. ServerConfig.CryptoTLSRecords turns RecordConn off.
+// very keys and sequence numbers captured for offload: AES-GCM
+// (crypto/cipher) and ChaCha20-Poly1305 (golang.org/x/crypto, the
+// implementation crypto/tls vendors: the standard library exports none),
+// TLS 1.3 and TLS 1.2 (RFC 5288 and RFC 7905 record formats), sealed and
+// opened into buffers owned by the connection, zero allocations per Read
+// and Write. It honours TLS 1.3 KeyUpdate both ways (which the kernel here
+// cannot), refuses TLS 1.2 renegotiation and any other post-handshake
+// message with an alert, enforces the record size limits of RFC 8446 §5
+// and RFC 5246 §6.2, and never lets a sequence number wrap. Resumed TLS
+// 1.2 sessions (no master secret logged) stay on crypto/tls, and so,
+// always, does origination: a client must keep feeding the server's
+// NewSessionTickets to crypto/tls for resumption.
+// ServerConfig.CryptoTLSRecords turns RecordConn off.
 // Stats counts UserspaceRecords versus CryptoTLS (with the reason).
 //
 // Resumption and offload: a TLS 1.3 server issues tickets and still

@@ -15,11 +15,21 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/crypto/chacha20poly1305"
 )
 
-// gcm returns the AES-GCM AEAD for k (test side, user space).
-func gcm(t *testing.T, k *trafficKeys) cipher.AEAD {
+// testAEAD returns the AEAD for k (test side, user space): AES-GCM or
+// ChaCha20-Poly1305.
+func testAEAD(t *testing.T, k *trafficKeys) cipher.AEAD {
 	t.Helper()
+	if !k.s.salted {
+		a, err := chacha20poly1305.New(k.key[:k.s.keyLen])
+		if err != nil {
+			t.Fatal(err)
+		}
+		return a
+	}
 	b, err := aes.NewCipher(k.key[:k.s.keyLen])
 	if err != nil {
 		t.Fatal(err)
@@ -31,25 +41,36 @@ func gcm(t *testing.T, k *trafficKeys) cipher.AEAD {
 	return a
 }
 
+// xorNonce is the 12-byte iv XOR the left-padded seq: the TLS 1.3 nonce
+// (RFC 8446 §5.3) and the TLS 1.2 ChaCha20-Poly1305 one (RFC 7905 §2).
+func xorNonce(k *trafficKeys, seq [8]byte) []byte {
+	nonce := append([]byte{}, k.iv[:12]...)
+	for i := range seq {
+		nonce[4+i] ^= seq[i]
+	}
+	return nonce
+}
+
 // sealRecord protects one record with k at k.seq (then increments it),
-// per TLS 1.3 (RFC 8446 §5.2-5.3) or TLS 1.2 GCM (RFC 5288).
+// per TLS 1.3 (RFC 8446 §5.2-5.3), TLS 1.2 GCM (RFC 5288) or TLS 1.2
+// ChaCha20-Poly1305 (RFC 7905).
 func sealRecord(t *testing.T, k *trafficKeys, typ byte, plain []byte) []byte {
-	a := gcm(t, k)
+	a := testAEAD(t, k)
 	var seq [8]byte
 	binary.BigEndian.PutUint64(seq[:], k.seq)
 	k.seq++
 	if k.version == tls.VersionTLS13 {
-		nonce := append([]byte{}, k.iv[:12]...)
-		for i := range seq {
-			nonce[4+i] ^= seq[i]
-		}
 		inner := append(append([]byte{}, plain...), typ)
 		n := len(inner) + a.Overhead()
 		hdr := []byte{recordAppData, 3, 3, byte(n >> 8), byte(n)}
-		return a.Seal(hdr, nonce, inner, hdr)
+		return a.Seal(hdr, xorNonce(k, seq), inner, hdr)
+	}
+	aad := append(append([]byte{}, seq[:]...), typ, 3, 3, byte(len(plain)>>8), byte(len(plain)))
+	if !k.s.salted { // ChaCha20-Poly1305: no nonce_explicit
+		n := len(plain) + a.Overhead()
+		return a.Seal([]byte{typ, 3, 3, byte(n >> 8), byte(n)}, xorNonce(k, seq), plain, aad)
 	}
 	nonce := append(append([]byte{}, k.iv[:4]...), seq[:]...)
-	aad := append(append([]byte{}, seq[:]...), typ, 3, 3, byte(len(plain)>>8), byte(len(plain)))
 	n := 8 + len(plain) + a.Overhead()
 	rec := append([]byte{typ, 3, 3, byte(n >> 8), byte(n)}, seq[:]...)
 	return a.Seal(rec, nonce, plain, aad)
@@ -57,7 +78,7 @@ func sealRecord(t *testing.T, k *trafficKeys, typ byte, plain []byte) []byte {
 
 // openRecord reads one record from r and opens it with k at k.seq.
 func openRecord(t *testing.T, r io.Reader, k *trafficKeys) (byte, []byte, error) {
-	a := gcm(t, k)
+	a := testAEAD(t, k)
 	hdr := make([]byte, 5)
 	if _, err := io.ReadFull(r, hdr); err != nil {
 		return 0, nil, err
@@ -70,21 +91,20 @@ func openRecord(t *testing.T, r io.Reader, k *trafficKeys) (byte, []byte, error)
 	binary.BigEndian.PutUint64(seq[:], k.seq)
 	k.seq++
 	if k.version == tls.VersionTLS13 {
-		nonce := append([]byte{}, k.iv[:12]...)
-		for i := range seq {
-			nonce[4+i] ^= seq[i]
-		}
-		inner, err := a.Open(nil, nonce, body, hdr)
+		inner, err := a.Open(nil, xorNonce(k, seq), body, hdr)
 		if err != nil {
 			return 0, nil, fmt.Errorf("open at seq %d: %w", k.seq-1, err)
 		}
 		inner = bytes.TrimRight(inner, "\x00")
 		return inner[len(inner)-1], inner[:len(inner)-1], nil
 	}
-	nonce := append(append([]byte{}, k.iv[:4]...), body[:8]...)
-	n := len(body) - 8 - a.Overhead()
+	nonce, e := xorNonce(k, seq), 0 // ChaCha20-Poly1305
+	if k.s.salted {
+		nonce, e = append(append([]byte{}, k.iv[:4]...), body[:8]...), 8
+	}
+	n := len(body) - e - a.Overhead()
 	aad := append(append([]byte{}, seq[:]...), hdr[0], 3, 3, byte(n>>8), byte(n))
-	plain, err := a.Open(nil, nonce, body[8:], aad)
+	plain, err := a.Open(nil, nonce, body[e:], aad)
 	if err != nil {
 		return 0, nil, fmt.Errorf("open at seq %d: %w", k.seq-1, err)
 	}
@@ -96,8 +116,8 @@ func openRecord(t *testing.T, r io.Reader, k *trafficKeys) (byte, []byte, error)
 // does, and then speaks the record layer by hand against a crypto/tls
 // peer: decrypt what it sends, encrypt what it reads. No kernel needed,
 // so it checks keys, IVs and sequence numbers (TLS 1.3 tickets included)
-// on every machine. AES-GCM only: the standard library exports no
-// ChaCha20-Poly1305 (the kTLS tests cover it).
+// on every machine, for every TLS 1.2 suite kind (TLS 1.3 ChaCha20 keys
+// are checked through RecordConn in TestRecordConnTLS13ChaCha20).
 func TestDerivedKeysMatchCryptoTLS(t *testing.T) {
 	checkLeaks(t)
 	ca := newCA(t, "derive")
@@ -111,6 +131,7 @@ func TestDerivedKeysMatchCryptoTLS(t *testing.T) {
 		{"tls13", tls.VersionTLS13, nil},
 		{"tls12-aes128", tls.VersionTLS12, []uint16{tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256}},
 		{"tls12-aes256", tls.VersionTLS12, []uint16{tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384}},
+		{"tls12-chacha20", tls.VersionTLS12, []uint16{tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256}},
 	}
 	for _, c := range cases {
 		for _, server := range []bool{true, false} {
@@ -151,7 +172,7 @@ func TestDerivedKeysMatchCryptoTLS(t *testing.T) {
 				cs := tc.ConnectionState()
 				s, ok := offloadable(cs.Version, cs.CipherSuite)
 				if !ok {
-					t.Skipf("negotiated %s, not AES-GCM here", tls.CipherSuiteName(cs.CipherSuite))
+					t.Fatalf("negotiated %s, not a supported suite", tls.CipherSuiteName(cs.CipherSuite))
 				}
 				tx, rx, ok := rc.directionKeys(s, cs.Version, server)
 				if !ok {

@@ -63,10 +63,11 @@ var (
 )
 
 // RecordConn is a TLS connection whose records Serval protects in user
-// space: AES-GCM, TLS 1.3 or TLS 1.2, on the keys and sequence numbers
-// crypto/tls negotiated. Server.Handshake returns one when kernel TLS is
-// not used (no tls module, ModeOff, or the kernel refused the cipher) and
-// the suite is AES-GCM, unless ServerConfig.CryptoTLSRecords is set.
+// space: AES-GCM or ChaCha20-Poly1305, TLS 1.3 or TLS 1.2, on the keys and
+// sequence numbers crypto/tls negotiated. Server.Handshake returns one
+// when kernel TLS is not used (no tls module, ModeOff, or the kernel
+// refused the cipher) and the keys were captured, unless
+// ServerConfig.CryptoTLSRecords is set.
 //
 // Unlike *tls.Conn it allocates nothing per Read or Write: records are
 // read into a buffer owned by the connection (one record of the largest
@@ -121,7 +122,7 @@ type RecordConn struct {
 // (copied; the caller wipes its copies) and, for TLS 1.3, the traffic
 // secrets they came from.
 func newRecordConn(conn net.Conn, server bool, tx, rx *trafficKeys, txSecret, rxSecret []byte) (*RecordConn, error) {
-	if tx.version != rx.version || tx.s.kernelCipher == kernelChaCha20 || rx.s.kernelCipher == kernelChaCha20 {
+	if tx.version != rx.version || tx.s.kernelCipher != rx.s.kernelCipher {
 		return nil, errors.New("tlsconn: record layer: unsupported keys")
 	}
 	c := &RecordConn{conn: conn, server: server, v13: tx.version == tls.VersionTLS13, rekeyAt: keyUpdateRecords}

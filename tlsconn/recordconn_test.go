@@ -70,14 +70,28 @@ func recordServer(t *testing.T, s *Server, tc *tls.Config) (*RecordConn, *tls.Co
 	return rc, peer, raw
 }
 
+// recordCases are the negotiated suites every handshake-based record test
+// runs. TLS 1.3 ChaCha20-Poly1305 needs GODEBUG=cpu.aes=off, so it has a
+// child process of its own (TestRecordConnTLS13ChaCha20), in which this
+// list is just that suite.
 var recordCases = []ktlsCase{
 	{"tls13-aes128gcm", tls.VersionTLS13, nil, tls.TLS_AES_128_GCM_SHA256},
 	{"tls12-aes128gcm", tls.VersionTLS12, []uint16{tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256}, tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256},
 	{"tls12-aes256gcm", tls.VersionTLS12, []uint16{tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384}, tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384},
+	{"tls12-chacha20", tls.VersionTLS12, []uint16{tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256}, tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256},
+}
+
+// chacha13Child: this process is TestRecordConnTLS13ChaCha20's child.
+const chacha13Child = "records-chacha13"
+
+func init() {
+	if os.Getenv("TLSCONN_CHILD") == chacha13Child {
+		recordCases = []ktlsCase{{"tls13-chacha20", tls.VersionTLS13, nil, tls.TLS_CHACHA20_POLY1305_SHA256}}
+	}
 }
 
 // TestRecordConnInterop: a crypto/tls client against our server's
-// RecordConn, per version and AES-GCM suite: 1 MiB each way byte-exact,
+// RecordConn, per version and suite: 1 MiB each way byte-exact,
 // closing each way round (close_notify read as EOF on the other side).
 func TestRecordConnInterop(t *testing.T) {
 	f := newRecordFixture(t)
@@ -155,16 +169,18 @@ func TestRecordConnWrites(t *testing.T) {
 	}
 }
 
-// TestRecordConnFallbacks: ChaCha20-Poly1305 (TLS 1.2 here; TLS 1.3 in a
-// child) and CryptoTLSRecords keep crypto/tls, with the reason counted.
+// TestRecordConnFallbacks: ChaCha20-Poly1305 (TLS 1.2 here; TLS 1.3 in
+// TestRecordConnTLS13ChaCha20) takes RecordConn like AES-GCM, counted as
+// such; CryptoTLSRecords keeps crypto/tls, with the reason counted.
 func TestRecordConnFallbacks(t *testing.T) {
 	checkLeaks(t)
 	f := newRecordFixture(t)
 	s := f.server(t, false)
 	chacha := []uint16{tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256}
 	r, peer, _ := serveStd(t, s, f.clientConfig(t, tls.VersionTLS12, chacha))
-	if _, ok := r.conn.(*tls.Conn); !ok || r.info.Path != PathCryptoTLS || r.info.CryptoTLSReason != CryptoTLSCipher {
-		t.Fatalf("chacha20: %T %s %s", r.conn, r.info.Path, r.info.CryptoTLSReason)
+	if _, ok := r.conn.(*RecordConn); !ok || r.info.Path != PathRecords || r.info.CryptoTLSReason != CryptoTLSNone ||
+		r.info.CipherSuite != chacha[0] {
+		t.Fatalf("chacha20: %T %s %s %s", r.conn, r.info.Path, r.info.CryptoTLSReason, tls.CipherSuiteName(r.info.CipherSuite))
 	}
 	exchange(t, r.conn, peer, 64<<10)
 	off := f.server(t, true)
@@ -173,7 +189,7 @@ func TestRecordConnFallbacks(t *testing.T) {
 		t.Fatalf("CryptoTLSRecords: %T %s", r.conn, r.info.CryptoTLSReason)
 	}
 	exchange(t, peer, r.conn, 64<<10)
-	if st := s.Stats(); st.CryptoTLS != 1 || st.CryptoTLSCipher != 1 || st.FallbackOff != 1 {
+	if st := s.Stats(); st.UserspaceRecords != 1 || st.CryptoTLS != 0 || st.CryptoTLSCipher != 0 || st.FallbackOff != 1 {
 		t.Errorf("stats %+v", st)
 	}
 	if st := off.Stats(); st.CryptoTLS != 1 || st.CryptoTLSOff != 1 || st.UserspaceRecords != 0 {
@@ -182,22 +198,32 @@ func TestRecordConnFallbacks(t *testing.T) {
 }
 
 // TestRecordConnTLS13ChaCha20: with GODEBUG=cpu.aes=off both ends prefer
-// ChaCha20-Poly1305 in TLS 1.3, which stays on crypto/tls.
+// ChaCha20-Poly1305 in TLS 1.3, which takes RecordConn. The child runs
+// every TestRecordConn* test with recordCases set to TLS 1.3 ChaCha20
+// (interop, record sizes, bad input, zero allocations outside -race) and
+// with it as what TLS 1.3 negotiates (KeyUpdate against crypto/tls
+// included).
 func TestRecordConnTLS13ChaCha20(t *testing.T) {
-	if os.Getenv("TLSCONN_CHILD") == "records-chacha" {
+	if os.Getenv("TLSCONN_CHILD") == chacha13Child {
+		checkLeaks(t)
 		f := newRecordFixture(t)
-		r, peer, _ := serveStd(t, f.server(t, false), f.clientConfig(t, tls.VersionTLS13, nil))
-		if r.info.CipherSuite != tls.TLS_CHACHA20_POLY1305_SHA256 || r.info.CryptoTLSReason != CryptoTLSCipher {
-			t.Fatalf("%s: %s", tls.CipherSuiteName(r.info.CipherSuite), r.info.CryptoTLSReason)
+		rc, peer, _ := recordServer(t, f.server(t, false), f.clientConfig(t, tls.VersionTLS13, nil))
+		if cs := peer.ConnectionState(); cs.CipherSuite != tls.TLS_CHACHA20_POLY1305_SHA256 {
+			t.Fatalf("negotiated %s", tls.CipherSuiteName(cs.CipherSuite))
 		}
-		exchange(t, r.conn, peer, 64<<10)
+		exchange(t, rc, peer, 1<<20)
 		return
 	}
-	cmd := exec.Command(os.Args[0], "-test.run", "^TestRecordConnTLS13ChaCha20$", "-test.v")
-	cmd.Env = append(os.Environ(), "GODEBUG=cpu.aes=off", "TLSCONN_CHILD=records-chacha")
+	cmd := exec.Command(os.Args[0], "-test.run", "^TestRecordConn", "-test.v")
+	cmd.Env = append(os.Environ(), "GODEBUG=cpu.aes=off", "TLSCONN_CHILD="+chacha13Child)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
-		t.Fatalf("child: %v\n%s", err, out)
+		t.Fatalf("child (GODEBUG=cpu.aes=off): %v\n%s", err, out)
+	}
+	for line := range strings.Lines(string(out)) { // the summary: results and allocation figures
+		if strings.HasPrefix(line, "--- ") || strings.Contains(line, "allocations per") {
+			t.Logf("child: %s", strings.TrimSpace(line))
+		}
 	}
 }
 

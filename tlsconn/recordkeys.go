@@ -6,6 +6,8 @@ import (
 	"crypto/tls"
 	"encoding/binary"
 	"errors"
+
+	"golang.org/x/crypto/chacha20poly1305"
 )
 
 // User-space record layer limits (RFC 8446 §5.1-5.4, RFC 5246 §6.2).
@@ -18,10 +20,12 @@ const (
 	// (content, content type, zero padding): 2^14 + 1.
 	innerPlaintextMax13 = maxPlaintext + 1
 	// explicitNonceBytes is the TLS 1.2 AES-GCM nonce_explicit carried in
-	// each record (RFC 5288 §3); we send the sequence number there.
+	// each record (RFC 5288 §3); we send the sequence number there. TLS
+	// 1.2 ChaCha20-Poly1305 records carry none (RFC 7905 §2).
 	explicitNonceBytes = 8
-	// gcmTagBytes is the AES-GCM authentication tag.
-	gcmTagBytes = 16
+	// tagBytes is the authentication tag of both AEADs, AES-GCM and
+	// ChaCha20-Poly1305.
+	tagBytes = 16
 	// ad12Bytes is the TLS 1.2 additional data: seq_num(8) || type(1) ||
 	// version(2) || length(2) (RFC 5246 §6.2.3.3).
 	ad12Bytes = 8 + 1 + 2 + 2
@@ -30,10 +34,12 @@ const (
 	readBufBytes = recordHeaderBytes + ciphertextMax12
 	// writeBufBytes holds one sealed record carrying maxPlaintext bytes:
 	// header, TLS 1.2 explicit nonce or TLS 1.3 inner content type, tag.
-	writeBufBytes = recordHeaderBytes + explicitNonceBytes + maxPlaintext + 1 + gcmTagBytes
+	writeBufBytes = recordHeaderBytes + explicitNonceBytes + maxPlaintext + 1 + tagBytes
 	// keyUpdateRecords: once our TLS 1.3 send key has protected this many
 	// records we send a KeyUpdate before the next one. RFC 8446 §5.5 puts
-	// the AES-GCM limit at 2^24.5 full-size records per key.
+	// the AES-GCM limit at 2^24.5 full-size records per key (ChaCha20-
+	// Poly1305 has none below the sequence number space; one limit for
+	// both keeps it simple).
 	keyUpdateRecords = 1 << 24
 	// seqMax is the last usable sequence number: a sequence number must
 	// never wrap (RFC 8446 §5.3, RFC 5246 §6.1), so a direction that
@@ -44,16 +50,12 @@ const (
 var errSeqExhausted = &recordError{alertInternalError, "tlsconn: record sequence number exhausted"}
 
 // recordSuite maps a negotiated (version, cipher suite) to what the
-// user-space record layer supports: AES-GCM only. The standard library
-// exports no ChaCha20-Poly1305 AEAD (it lives in crypto/internal and
-// vendor/golang.org/x/crypto, neither importable), so ChaCha20 connections
-// stay in crypto/tls.
+// user-space record layer supports: every suite the kernel could take,
+// AES-GCM (crypto/cipher) and ChaCha20-Poly1305 (golang.org/x/crypto: the
+// standard library exports no ChaCha20-Poly1305 AEAD; x/crypto's is the
+// implementation crypto/tls itself vendors), TLS 1.3 and TLS 1.2.
 func recordSuite(version, id uint16) (suite, bool) {
-	s, ok := offloadable(version, id)
-	if !ok || s.kernelCipher == kernelChaCha20 {
-		return suite{}, false
-	}
-	return s, true
+	return offloadable(version, id)
 }
 
 // direction is one direction's user-space record protection: key, IV and
@@ -61,11 +63,16 @@ func recordSuite(version, id uint16) (suite, bool) {
 // traffic secret that KeyUpdate ratchets. The scratch arrays let Seal and
 // Open run without allocating.
 type direction struct {
-	k      trafficKeys
-	aead   cipher.AEAD
-	secret secretBuf // TLS 1.3 only; random unused
-	nonce  [ivBytesMax]byte
-	ad     [ad12Bytes]byte
+	k    trafficKeys
+	aead cipher.AEAD
+	// explicitNonce: TLS 1.2 AES-GCM, whose records carry an 8-byte
+	// nonce_explicit after the header (RFC 5288 §3). TLS 1.3 and TLS 1.2
+	// ChaCha20-Poly1305 (RFC 7905 §2) records carry none: the nonce is
+	// the 12-byte IV XOR the sequence number.
+	explicitNonce bool
+	secret        secretBuf // TLS 1.3 only; random unused
+	nonce         [ivBytesMax]byte
+	ad            [ad12Bytes]byte
 }
 
 // init takes k (copied) and, for TLS 1.3, the traffic secret it came from.
@@ -73,30 +80,57 @@ func (d *direction) init(k *trafficKeys, secret []byte) error {
 	if len(secret) > secretBytesMax {
 		return errors.New("tlsconn: traffic secret too long")
 	}
+	if k.ivLen() != ivBytesMax && k.ivLen() != ivBytesMax-explicitNonceBytes {
+		return errors.New("tlsconn: record layer: unsupported IV length")
+	}
 	d.k = *k
+	d.explicitNonce = k.ivLen() < ivBytesMax // 4-byte salt: AES-GCM in TLS 1.2
 	d.secret.n = copy(d.secret.b[:], secret)
 	return d.setAEAD()
 }
 
-// setAEAD builds AES-GCM from d.k. The AES key schedule inside it cannot
-// be wiped (crypto/aes exposes none; crypto/tls has the same limit);
-// zero drops the reference.
+// explicitLen is the nonce_explicit length of this direction's TLS 1.2
+// records: 8 for AES-GCM, 0 for ChaCha20-Poly1305.
+func (d *direction) explicitLen() int {
+	if d.explicitNonce {
+		return explicitNonceBytes
+	}
+	return 0
+}
+
+// setAEAD builds the AEAD of d.k's suite: ChaCha20-Poly1305 or AES-GCM.
+// Neither's key state can be wiped from here (x/crypto keeps a copy of
+// the key, crypto/aes a key schedule, and neither exposes it; crypto/tls
+// has the same limit); zero drops the reference.
 func (d *direction) setAEAD() error {
-	b, err := aes.NewCipher(d.k.key[:d.k.s.keyLen])
+	var a cipher.AEAD
+	var err error
+	if d.k.s.kernelCipher == kernelChaCha20 {
+		a, err = chacha20poly1305.New(d.k.key[:d.k.s.keyLen])
+	} else {
+		var b cipher.Block
+		if b, err = aes.NewCipher(d.k.key[:d.k.s.keyLen]); err == nil {
+			a, err = cipher.NewGCM(b)
+		}
+	}
 	if err != nil {
 		return err
 	}
-	d.aead, err = cipher.NewGCM(b)
-	return err
+	if a.NonceSize() != ivBytesMax || a.Overhead() != tagBytes { // the record code assumes both
+		return errors.New("tlsconn: record layer: unexpected AEAD nonce or tag size")
+	}
+	d.aead = a
+	return nil
 }
 
-// nonceFor is the nonce of the record at d.k.seq: TLS 1.3 write_iv XOR
-// the left-padded sequence number (RFC 8446 §5.3); TLS 1.2 the 4-byte
-// salt || the sequence number as nonce_explicit (RFC 5288 §3). The
+// nonceFor is the nonce of the record at d.k.seq. TLS 1.3 (any suite)
+// and TLS 1.2 ChaCha20-Poly1305: the 12-byte write IV XOR the left-padded
+// sequence number (RFC 8446 §5.3, RFC 7905 §2). TLS 1.2 AES-GCM: the
+// 4-byte salt || the sequence number as nonce_explicit (RFC 5288 §3). The
 // sequence number strictly increases per direction, so no nonce repeats
 // under one key.
 func (d *direction) nonceFor() []byte {
-	if d.k.version == tls.VersionTLS13 {
+	if !d.explicitNonce {
 		d.nonce = d.k.iv
 		var s [8]byte
 		binary.BigEndian.PutUint64(s[:], d.k.seq)

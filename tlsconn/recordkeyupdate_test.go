@@ -42,12 +42,13 @@ func randomRecordPair(t *testing.T, version uint16, s suite) (a, b *RecordConn) 
 }
 
 // TestRecordConnRandomKeys covers every supported version and suite on
-// both ends, TLS 1.3 AES-256-GCM included (Go peers never pick it):
+// both ends, TLS 1.3 AES-256-GCM included (Go peers never pick it) and
+// ChaCha20-Poly1305:
 // 1 MiB each way, then close_notify.
 func TestRecordConnRandomKeys(t *testing.T) {
 	for _, v := range []uint16{tls.VersionTLS13, tls.VersionTLS12} {
-		for _, s := range []suite{suiteAES128, suiteAES256} {
-			t.Run(tls.VersionName(v)+"/"+map[int]string{16: "aes128", 32: "aes256"}[s.keyLen], func(t *testing.T) {
+		for _, s := range []suite{suiteAES128, suiteAES256, suiteChaCha} {
+			t.Run(fmt.Sprintf("%s/cipher%d", tls.VersionName(v), s.kernelCipher), func(t *testing.T) {
 				checkLeaks(t)
 				a, b := randomRecordPair(t, v, s)
 				exchange(t, a, b, 1<<20)
@@ -203,13 +204,13 @@ func TestRecordConnKeyUpdateFromPeer(t *testing.T) {
 
 // TestOffloadRecordConnPeer checks the user-space record layer against
 // an independent implementation, the kernel's: kernel TLS on one end, a
-// RecordConn on the other, every AES-GCM version and key size, 1 MiB
-// each way and close_notify each way round. It needs the tls module (it
-// runs in scripts/ktls-vm-test.sh).
+// RecordConn on the other, every version and suite (AES-GCM both key
+// sizes, ChaCha20-Poly1305), 1 MiB each way and close_notify each way
+// round. It needs the tls module (it runs in scripts/ktls-vm-test.sh).
 func TestOffloadRecordConnPeer(t *testing.T) {
 	skipWithoutKTLS(t)
 	for _, v := range []uint16{tls.VersionTLS13, tls.VersionTLS12} {
-		for _, s := range []suite{suiteAES128, suiteAES256} {
+		for _, s := range []suite{suiteAES128, suiteAES256, suiteChaCha} {
 			for _, kernelCloses := range []bool{true, false} {
 				name := fmt.Sprintf("%s/cipher%d/kernel-closes=%v", tls.VersionName(v), s.kernelCipher, kernelCloses)
 				t.Run(name, func(t *testing.T) {

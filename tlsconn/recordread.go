@@ -186,22 +186,31 @@ func (c *RecordConn) open13(rec []byte) (typ byte, lo, hi int, err error) {
 	return inner[i], recordHeaderBytes, recordHeaderBytes + i, nil
 }
 
-// open12 opens a TLS 1.2 AES-GCM record (RFC 5246 §6.2.3.3, RFC 5288):
-// nonce = salt || nonce_explicit, AD = seq || type || version || length.
+// open12 opens a TLS 1.2 AEAD record (RFC 5246 §6.2.3.3): AD = seq ||
+// type || version || length. AES-GCM (RFC 5288): nonce = salt ||
+// nonce_explicit, the first 8 bytes of the body. ChaCha20-Poly1305 (RFC
+// 7905): no nonce_explicit, nonce = IV XOR seq.
 func (c *RecordConn) open12(rec []byte) (typ byte, lo, hi int, err error) {
 	d := &c.rx
 	if d.k.seq == seqMax {
 		return 0, 0, 0, errSeqExhausted
 	}
 	hdr, body := rec[:recordHeaderBytes], rec[recordHeaderBytes:]
-	if len(body) < explicitNonceBytes+gcmTagBytes {
+	e := d.explicitLen()
+	if len(body) < e+tagBytes {
 		return 0, 0, 0, errBadRecordMAC
 	}
-	n := len(body) - explicitNonceBytes - gcmTagBytes
-	copy(d.nonce[:4], d.k.iv[:4])
-	copy(d.nonce[4:], body[:explicitNonceBytes])
-	ct := body[explicitNonceBytes:]
-	plain, err := d.aead.Open(ct[:0], d.nonce[:], ct, d.ad12(hdr[0], n))
+	n := len(body) - e - tagBytes
+	var nonce []byte
+	if d.explicitNonce {
+		copy(d.nonce[:4], d.k.iv[:4])
+		copy(d.nonce[4:], body[:explicitNonceBytes])
+		nonce = d.nonce[:]
+	} else {
+		nonce = d.nonceFor()
+	}
+	ct := body[e:]
+	plain, err := d.aead.Open(ct[:0], nonce, ct, d.ad12(hdr[0], n))
 	d.k.seq++
 	if err != nil {
 		return 0, 0, 0, errBadRecordMAC
@@ -209,7 +218,7 @@ func (c *RecordConn) open12(rec []byte) (typ byte, lo, hi int, err error) {
 	if len(plain) > maxPlaintext {
 		return 0, 0, 0, errRecordOverflow
 	}
-	lo = recordHeaderBytes + explicitNonceBytes
+	lo = recordHeaderBytes + e
 	return hdr[0], lo, lo + len(plain), nil
 }
 

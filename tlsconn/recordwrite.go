@@ -67,7 +67,7 @@ func (c *RecordConn) writeRecordLocked(typ byte, data []byte) error {
 // header as additional data (RFC 8446 §5.2).
 func (c *RecordConn) seal13(typ byte, data []byte) []byte {
 	b := c.wbuf[:]
-	n := len(data) + 1 + gcmTagBytes
+	n := len(data) + 1 + tagBytes
 	b[0], b[1], b[2], b[3], b[4] = recordAppData, 3, 3, byte(n>>8), byte(n)
 	body := b[recordHeaderBytes:]
 	copy(body, data)
@@ -76,17 +76,21 @@ func (c *RecordConn) seal13(typ byte, data []byte) []byte {
 	return b[:recordHeaderBytes+len(out)]
 }
 
-// seal12 builds a TLS 1.2 AES-GCM record: header, nonce_explicit (our
-// sequence number), then data sealed in place (RFC 5246 §6.2.3.3).
+// seal12 builds a TLS 1.2 record: header, for AES-GCM the nonce_explicit
+// (our sequence number; RFC 5288), then data sealed in place (RFC 5246
+// §6.2.3.3). ChaCha20-Poly1305 records have no nonce_explicit (RFC 7905).
 func (c *RecordConn) seal12(typ byte, data []byte) []byte {
 	b := c.wbuf[:]
-	n := explicitNonceBytes + len(data) + gcmTagBytes
+	e := c.tx.explicitLen()
+	n := e + len(data) + tagBytes
 	b[0], b[1], b[2], b[3], b[4] = typ, 3, 3, byte(n>>8), byte(n)
-	binary.BigEndian.PutUint64(b[recordHeaderBytes:], c.tx.k.seq)
-	body := b[recordHeaderBytes+explicitNonceBytes:]
+	if c.tx.explicitNonce {
+		binary.BigEndian.PutUint64(b[recordHeaderBytes:], c.tx.k.seq)
+	}
+	body := b[recordHeaderBytes+e:]
 	copy(body, data)
 	out := c.tx.aead.Seal(body[:0], c.tx.nonceFor(), body[:len(data)], c.tx.ad12(typ, len(data)))
-	return b[:recordHeaderBytes+explicitNonceBytes+len(out)]
+	return b[:recordHeaderBytes+e+len(out)]
 }
 
 // sendAlertLocked sends an alert: close_notify as a warning, anything

@@ -58,11 +58,12 @@ type ServerConfig struct {
 	// CryptoTLSRecords keeps crypto/tls's record layer (a *tls.Conn) for
 	// connections the kernel does not take. Zero value (false): such a
 	// connection moves, after the crypto/tls handshake, to Serval's
-	// user-space record layer (a *RecordConn: AES-GCM, TLS 1.2 and 1.3,
-	// no allocation per Read or Write, KeyUpdate honoured), whatever
-	// Mode says; ChaCha20-Poly1305, resumed TLS 1.2 sessions and
-	// anything else it cannot take stay on crypto/tls (ConnInfo and
-	// Stats say why). Set it to compare the two or as a kill switch.
+	// user-space record layer (a *RecordConn: AES-GCM and
+	// ChaCha20-Poly1305, TLS 1.2 and 1.3, no allocation per Read or
+	// Write, KeyUpdate honoured), whatever Mode says; resumed TLS 1.2
+	// sessions and anything else it cannot take stay on crypto/tls
+	// (ConnInfo and Stats say why). Set it to compare the two or as a
+	// kill switch.
 	CryptoTLSRecords bool
 }
 

@@ -29,7 +29,7 @@ type Stats struct {
 	CryptoTLS        uint64 // crypto/tls (*tls.Conn)
 	// Why crypto/tls kept the records (sums to CryptoTLS).
 	CryptoTLSOff       uint64 // ServerConfig.CryptoTLSRecords set
-	CryptoTLSCipher    uint64 // not AES-GCM (ChaCha20-Poly1305)
+	CryptoTLSCipher    uint64 // version or suite RecordConn cannot take (none that Server negotiates)
 	CryptoTLSNoSecrets uint64 // keys not capturable (e.g. TLS 1.2 resumption)
 	CryptoTLSClient    uint64 // origination, always crypto/tls
 	// Why connections stayed in user space (sums to Userspace).
