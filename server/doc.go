@@ -62,8 +62,8 @@
 // once per connection: nothing is computed per request. The connection's
 // bytes go through the TLS connection: a *tlsconn.Conn when the kernel
 // took the records over (kernel TLS), a *tlsconn.RecordConn (Serval's
-// allocation-free record layer) in user space for AES-GCM suites, or a
-// *tls.Conn otherwise (ChaCha20-Poly1305, resumed TLS 1.2). Only in the
+// allocation-free record layer) in user space for AES-GCM and
+// ChaCha20-Poly1305 suites, or a *tls.Conn otherwise (resumed TLS 1.2). Only in the
 // first case is the raw socket lent to the proxy (Downstream.TCP)
 // so Content-Length bodies are spliced; see proxy's ktls.go for reads of
 // control records. ReloadTLS re-reads the certificate files without a
