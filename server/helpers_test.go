@@ -45,8 +45,16 @@ type testServer struct {
 // returned, and checks no goroutine leaked.
 func start[H serval.Handler](t testing.TB, h H, cfg Config, m serval.Metrics) *testServer {
 	t.Helper()
+	_, ts := serve(t, h, nil, m, cfg)
+	return ts
+}
+
+// serve builds a server with pool p and metrics m, runs it on
+// 127.0.0.1:0 and registers the stop and leak checks.
+func serve[H serval.Handler](t testing.TB, h H, p serval.Pool, m serval.Metrics, cfg Config) (*Server[H], *testServer) {
+	t.Helper()
 	leakCheck(t)
-	s, err := New(h, nil, m, nil, cfg)
+	s, err := New(h, p, m, nil, cfg)
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
@@ -58,7 +66,7 @@ func start[H serval.Handler](t testing.TB, h H, cfg Config, m serval.Metrics) *t
 	ts := &testServer{addr: ln.Addr().String(), cancel: cancel, done: make(chan error, 1)}
 	go func() { ts.done <- s.Serve(ctx, ln) }()
 	t.Cleanup(func() { ts.stop(t) })
-	return ts
+	return s, ts
 }
 
 // stop cancels the server and waits for Serve to return.

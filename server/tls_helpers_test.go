@@ -2,7 +2,6 @@ package server
 
 import (
 	"bytes"
-	"context"
 	"crypto/sha256"
 	"crypto/tls"
 	hexenc "encoding/hex"
@@ -25,23 +24,10 @@ import (
 // startWith runs a server like start, with a pool, and returns it too.
 func startWith[H serval.Handler](t testing.TB, h H, p serval.Pool, cfg Config) (*Server[H], *testServer) {
 	t.Helper()
-	leakCheck(t)
 	if cfg.Logger == nil {
 		cfg.Logger = discardLogger()
 	}
-	s, err := New(h, p, nil, nil, cfg)
-	if err != nil {
-		t.Fatalf("New: %v", err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("listen: %v", err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	ts := &testServer{addr: ln.Addr().String(), cancel: cancel, done: make(chan error, 1)}
-	go func() { ts.done <- s.Serve(ctx, ln) }()
-	t.Cleanup(func() { ts.stop(t) })
-	return s, ts
+	return serve(t, h, p, nil, cfg)
 }
 
 // testPool is a pool.Fixed for n upstreams, closed at cleanup.
