@@ -21,7 +21,7 @@ import (
 // TLS handshake's own) must be followed by Forget. The fields are atomic
 // because a body pump may renew a deadline while its owner aborts it.
 type Deadlines struct {
-	read, write atomic.Int64 // unix nanoseconds of the deadline set; 0: unknown
+	read, write atomic.Int64 // Nanotime of the deadline set; 0: unknown
 }
 
 // deadlineSlackShift makes the slack d>>3, an eighth of the timeout.
@@ -29,11 +29,16 @@ const deadlineSlackShift = 3
 
 // Read makes the read deadline of c lie between d and d+d/8 from now.
 func (l *Deadlines) Read(c net.Conn, d time.Duration) error {
-	at, stale := due(&l.read, d)
+	return l.ReadAt(c, d, Nanotime())
+}
+
+// ReadAt is Read with now given as a Nanotime reading the caller took.
+func (l *Deadlines) ReadAt(c net.Conn, d time.Duration, now int64) error {
+	at, stale := due(&l.read, d, now)
 	if !stale {
 		return nil
 	}
-	if err := c.SetReadDeadline(time.Unix(0, at)); err != nil {
+	if err := c.SetReadDeadline(epoch.Add(time.Duration(at))); err != nil {
 		l.read.Store(0)
 		return err
 	}
@@ -43,11 +48,16 @@ func (l *Deadlines) Read(c net.Conn, d time.Duration) error {
 
 // Write makes the write deadline of c lie between d and d+d/8 from now.
 func (l *Deadlines) Write(c net.Conn, d time.Duration) error {
-	at, stale := due(&l.write, d)
+	return l.WriteAt(c, d, Nanotime())
+}
+
+// WriteAt is Write with now given as a Nanotime reading the caller took.
+func (l *Deadlines) WriteAt(c net.Conn, d time.Duration, now int64) error {
+	at, stale := due(&l.write, d, now)
 	if !stale {
 		return nil
 	}
-	if err := c.SetWriteDeadline(time.Unix(0, at)); err != nil {
+	if err := c.SetWriteDeadline(epoch.Add(time.Duration(at))); err != nil {
 		l.write.Store(0)
 		return err
 	}
@@ -63,8 +73,10 @@ func (l *Deadlines) Forget() {
 
 // due returns the deadline to set for a timeout of d, and whether the one
 // in force (cur) is outside [now+d, now+d+d/8] and must be replaced.
-func due(cur *atomic.Int64, d time.Duration) (at int64, stale bool) {
-	want := time.Now().UnixNano() + int64(d)
+// Deadlines are kept as Nanotime values (monotonic: immune to steps of
+// the wall clock) and set as the time.Time with that monotonic reading.
+func due(cur *atomic.Int64, d time.Duration, now int64) (at int64, stale bool) {
+	want := now + int64(d)
 	slack := int64(d) >> deadlineSlackShift
 	if c := cur.Load(); c >= want && c <= want+slack {
 		return 0, false

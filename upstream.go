@@ -92,7 +92,7 @@ type UpstreamConn struct {
 	Upstream UpstreamIndex
 	TLS      bool
 	// Created is when the connection was dialled; IdleSince when it was
-	// last released to a pool.
+	// last released to a pool (the pool sets it in Release).
 	Created   time.Time
 	IdleSince time.Time
 	// Requests counts the exchanges it has carried.

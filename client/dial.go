@@ -73,6 +73,9 @@ func (d *Dialer) Dial(up *serval.Upstream) (*serval.UpstreamConn, error) {
 	var conn net.Conn = tcp
 	if sc.Reset(tcp) == nil {
 		conn = sc
+		// Wait for the response's readiness before reading it; a
+		// failure leaves reads the runtime's way. Close unregisters.
+		sc.Poll()
 	}
 	return &serval.UpstreamConn{
 		Conn:     conn,

@@ -69,7 +69,7 @@ type Config struct {
 	// ReapInterval is the reaper's period, in [ReapIntervalMin,
 	// TimeoutLimit].
 	ReapInterval time.Duration
-	// Now returns the current time; nil means time.Now. For tests.
+	// Now returns the current time; nil means serval.Now. For tests.
 	Now func() time.Time
 }
 

@@ -94,7 +94,7 @@ func New(cfg Config) (*Fixed, error) {
 		done: make(chan struct{}),
 	}
 	if p.now == nil {
-		p.now = time.Now
+		p.now = serval.Now
 	}
 	storage := make([]*serval.UpstreamConn, cfg.Upstreams*2*cfg.IdlePerUpstream)
 	for i := range p.ups {
@@ -131,7 +131,7 @@ func (p *Fixed) Acquire(u *serval.Upstream) *serval.UpstreamConn {
 			up.idleEvicts.Add(1)
 		case now.Sub(c.Created) >= p.cfg.MaxAge:
 			up.ages.Add(1)
-		case !alive(socketOf(c)):
+		case !quiet(c) && !alive(socketOf(c)):
 			up.staleEvicts.Add(1)
 		default:
 			up.hits.Add(1)
@@ -271,6 +271,21 @@ func tlsKey(tls bool) int {
 		return 1
 	}
 	return 0
+}
+
+// quieter is a Conn that can tell, without a system call, that nothing
+// arrived on its socket since its last read (internal/sockio's polled
+// sockets, whose readiness poller saw no edge and no FIN).
+type quieter interface{ Quiet() bool }
+
+// quiet reports that c's Conn vouches for its socket, so the staleness
+// peek can be skipped. A Conn that cannot tell, or saw something, is
+// peeked. What the poller has not harvested yet (a FIN that arrived in
+// the last moments) is missed, as one arriving just after a peek would
+// be: the proxy's retry of a reused connection covers both.
+func quiet(c *serval.UpstreamConn) bool {
+	q, ok := c.Conn.(quieter)
+	return ok && q.Quiet()
 }
 
 // socketOf is the TCP socket to peek at: Socket, or TCP for a connection

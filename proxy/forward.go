@@ -142,7 +142,6 @@ func (s *Session) attempt(fresh bool) (serval.Phase, error) {
 	if err := s.connect(fresh); err != nil {
 		return serval.PhaseConnect, err
 	}
-	s.sentAt = time.Now()
 	if phase, err := s.sendRequest(); err != nil {
 		s.releaseUpstream(false)
 		return phase, err
@@ -164,8 +163,9 @@ func (s *Session) attempt(fresh bool) (serval.Phase, error) {
 		}
 		return phase, err
 	}
-	s.x.Timings.FirstByte = time.Since(s.x.Start)
-	s.latency = time.Since(s.sentAt)
+	now := serval.Now()
+	s.x.Timings.FirstByte = now.Sub(s.x.Start)
+	s.latency = now.Sub(s.sentAt)
 	return s.respond(h)
 }
 
@@ -175,7 +175,7 @@ func (s *Session) attempt(fresh bool) (serval.Phase, error) {
 // stray bytes or an EOF there mean stale); settle never pools a
 // connection with bytes left after its response.
 func (s *Session) connect(fresh bool) error {
-	x, start := s.x, time.Now()
+	x, start := s.x, serval.Now()
 	x.Attempts++
 	s.c, x.Reused = nil, false
 	if !fresh {
@@ -198,9 +198,11 @@ func (s *Session) connect(fresh bool) error {
 		s.c = c
 	}
 	s.c.Requests++
-	x.Timings.Connect += time.Since(start)
+	s.sentAt = serval.Now() // the request is sent next: latency counts from here
+	x.Timings.Connect += s.sentAt.Sub(start)
 	if h := s.f.hooks.UpstreamConnect; h != nil {
 		h.OnUpstreamConnect(x, s.up, x.Reused)
+		s.sentAt = serval.Now()
 	}
 	return nil
 }
@@ -209,9 +211,6 @@ func (s *Session) connect(fresh bool) error {
 func (s *Session) releaseUpstream(reusable bool) {
 	if s.c == nil {
 		return
-	}
-	if reusable {
-		s.c.IdleSince = time.Now()
 	}
 	s.f.pool.Release(s.c, reusable)
 	s.c = nil

@@ -147,8 +147,8 @@ func (s *Session) spliceBody(j *pumpJob) {
 			j.fail(false, serval.PhaseClientBody, errPumpStopped)
 			return
 		}
-		j.lim = io.LimitedReader{R: j.d.TCP, N: min(j.remaining, spliceSegmentBytes)}
-		n, err := j.upTCP.ReadFrom(&j.lim)
+		seg := min(j.remaining, spliceSegmentBytes)
+		n, err := spliceSockets(j.up, j.upTCP, j.d.Conn, j.d.TCP, seg, &j.lim)
 		j.remaining -= n
 		j.bytesIn += n
 		if err != nil && ktls && controlRecordNext(err) && fallbacks < spliceFallbacksMax {
@@ -165,7 +165,7 @@ func (s *Session) spliceBody(j *pumpJob) {
 			j.fail(false, serval.PhaseUpstreamWrite, err)
 			return
 		}
-		if n == 0 || j.lim.N > 0 {
+		if n < seg {
 			j.fail(true, serval.PhaseClientBody, io.ErrUnexpectedEOF) // the client closed early
 			return
 		}
@@ -256,7 +256,7 @@ func (s *Session) pumpChunked(j *pumpJob) {
 // deadline of the upstream; false when the session asked the pump to stop
 // (checked after setting, see stopPump).
 func (s *Session) pumpDeadlines(j *pumpJob, read, write time.Duration) bool {
-	if j.d.Deadlines.Read(j.d.TCP, read) != nil || j.upDL.Write(j.upTCP, write) != nil {
+	if j.d.Deadlines.Read(j.d.Conn, read) != nil || j.upDL.Write(j.upTCP, write) != nil {
 		return false
 	}
 	return !s.pumpStop.Load()

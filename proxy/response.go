@@ -125,12 +125,12 @@ func (s *Session) spliceResponse(rest int64) error {
 	cfg := &s.f.cfg
 	ktls, fallbacks := kernelTLS(s.c.Conn, s.c.TCP), 0
 	for rest > 0 {
-		if s.c.Deadlines.Read(s.c.TCP, cfg.ResponseTimeout) != nil ||
+		if s.c.Deadlines.Read(s.c.Conn, cfg.ResponseTimeout) != nil ||
 			s.d.Deadlines.Write(s.d.TCP, cfg.WriteTimeout) != nil {
 			return errUpstreamBody
 		}
-		s.limResp = io.LimitedReader{R: s.c.TCP, N: min(rest, spliceSegmentBytes)}
-		n, err := s.d.TCP.ReadFrom(&s.limResp)
+		seg := min(rest, spliceSegmentBytes)
+		n, err := spliceSockets(s.d.Conn, s.d.TCP, s.c.Conn, s.c.TCP, seg, &s.limResp)
 		rest -= n
 		s.x.BytesOut += n
 		if err != nil && ktls && controlRecordNext(err) && fallbacks < spliceFallbacksMax {
@@ -146,7 +146,7 @@ func (s *Session) spliceResponse(rest int64) error {
 		if err != nil {
 			return err
 		}
-		if n == 0 || s.limResp.N > 0 {
+		if n < seg {
 			return errUpstreamBody // the upstream closed before the end
 		}
 	}

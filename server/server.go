@@ -11,6 +11,7 @@ import (
 
 	"github.com/servalproxy/serval"
 	"github.com/servalproxy/serval/http1"
+	"github.com/servalproxy/serval/internal/sockio"
 	"github.com/servalproxy/serval/proxy"
 	"github.com/servalproxy/serval/tlsconn"
 )
@@ -132,6 +133,11 @@ func (s *Server[H]) Serve(ctx context.Context, ln net.Listener) error {
 	}
 	defer s.serving.Store(false)
 	s.draining.Store(false)
+	// Keep the readiness poller up between connections (internal/sockio);
+	// without it, reads fall back to the runtime's poller on their own.
+	if sockio.Hold() == nil {
+		defer sockio.Unhold()
+	}
 	stop := context.AfterFunc(ctx, func() { ln.Close() })
 	err := s.acceptLoop(ctx, ln)
 	stop()
@@ -238,7 +244,7 @@ func (s *Server[H]) evictIdle() bool {
 		}
 		sl := &s.slots[best]
 		if sl.state.CompareAndSwap(stIdle, stEvicted) {
-			sl.nc.SetReadDeadline(pastDeadline)
+			sl.expireRead()
 			return true
 		}
 	}
@@ -253,7 +259,7 @@ func (s *Server[H]) shutdown() {
 	for i := range s.slots {
 		sl := &s.slots[i]
 		if sl.state.CompareAndSwap(stIdle, stShutdown) {
-			sl.nc.SetReadDeadline(pastDeadline)
+			sl.expireRead()
 		} else if sl.state.CompareAndSwap(stHandshake, stShutdown) {
 			sl.nc.SetDeadline(pastDeadline)
 		}
@@ -271,6 +277,7 @@ func (s *Server[H]) shutdown() {
 		for i := range s.slots {
 			sl := &s.slots[i]
 			if sl.state.Load() != stFree {
+				sl.raw.Interrupt()
 				sl.nc.Close()
 			}
 		}

@@ -40,7 +40,7 @@ type slot[H serval.Handler] struct {
 	idx int32
 
 	state     atomic.Uint32
-	idleSince atomic.Int64 // unix nanoseconds; meaningful while stIdle
+	idleSince atomic.Int64 // serval.Nanotime; meaningful while stIdle
 
 	// nc is written by the accept loop while the slot is free and read by
 	// the connection goroutine, the evictor and the shutdown scan. It is
@@ -139,6 +139,11 @@ func (c *slot[H]) open() {
 	c.conn = c.nc
 	if c.tcp != nil && c.raw.Reset(c.tcp) == nil {
 		c.conn = &c.raw
+		if s.tls == nil {
+			// Plain: wait for readiness before reading (internal/sockio).
+			// A failure leaves the socket read the runtime's way.
+			c.raw.Poll()
+		}
 	}
 	c.in.reset(c.conn)
 	c.requests = 0
@@ -224,8 +229,9 @@ func (c *slot[H]) awaitFirstByte() (serval.CloseReason, bool) {
 	// The deadline is set (when due: it is renewed lazily) before the
 	// slot is marked idle, so a claimer's past deadline always lands
 	// after it.
-	c.in.dl.Read(c.nc, timeout)
-	c.idleSince.Store(time.Now().UnixNano())
+	now := serval.Nanotime()
+	c.in.dl.ReadAt(c.in.nc, timeout, now)
+	c.idleSince.Store(now)
 	c.state.Store(stIdle)
 	if s.draining.Load() {
 		// Shutdown may have scanned before we were idle: close ourselves.
@@ -321,4 +327,13 @@ func (c *slot[H]) headFailed(se *serval.StatusError) serval.CloseReason {
 func isTimeout(err error) bool {
 	ne, ok := err.(net.Error)
 	return ok && ne.Timeout()
+}
+
+// expireRead wakes the connection's idle read with a timeout, from the
+// accept loop or the shutdown scan. Both the socket's deadline (a TLS or
+// runtime-polled read) and the readiness wait's (internal/sockio) are
+// expired: only the slot's own goroutine knows which one it waits in.
+func (c *slot[H]) expireRead() {
+	c.nc.SetReadDeadline(pastDeadline)
+	c.raw.ExpireRead()
 }

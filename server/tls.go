@@ -203,5 +203,9 @@ func (c *slot[H]) close(reason serval.CloseReason) {
 		reason != serval.CloseWriteTimeout && reason != serval.CloseError {
 		c.conn.Close()
 	}
+	if c.conn == net.Conn(&c.raw) {
+		c.raw.Close() // leaves the readiness poller, then closes nc
+		return
+	}
 	c.nc.Close()
 }

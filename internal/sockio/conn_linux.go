@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"syscall"
+	"time"
 	"unsafe"
 )
 
@@ -28,12 +29,36 @@ type Conn struct {
 	werr    syscall.Errno
 	readFn  func(uintptr) bool
 	writeFn func(uintptr) bool
+
+	// Readiness (see poll_linux.go): when polled, Read waits for a token
+	// of d unless more says the last read filled its buffer.
+	d          Desc
+	polled     bool
+	more       bool
+	readOnceFn func(uintptr)
+	regFn      func(uintptr)
+	unregFn    func(uintptr)
+	regErr     error
+
+	// SpliceTo's state (splice_linux.go), bound once like the others.
+	sp             *Pipe
+	spWant         int
+	spliceInOnceFn func(uintptr)
+	spliceInFn     func(uintptr) bool
+	spliceOutFn    func(uintptr) bool
 }
 
 // Init binds the callbacks; call once before the first Reset.
 func (c *Conn) Init() {
 	c.readFn = c.doRead
 	c.writeFn = c.doWrite
+	c.readOnceFn = c.doReadOnce
+	c.regFn = c.doRegister
+	c.unregFn = c.doUnregister
+	c.spliceInOnceFn = c.doSpliceInOnce
+	c.spliceInFn = c.doSpliceIn
+	c.spliceOutFn = c.doSpliceOut
+	c.d.init()
 }
 
 // Reset makes c use tcp. It fails only when tcp has no file descriptor.
@@ -47,14 +72,108 @@ func (c *Conn) Reset(tcp *net.TCPConn) error {
 }
 
 // Clear drops the socket (the Conn keeps no reference to a closed one).
+// A polled Conn must have been closed through Close first.
 func (c *Conn) Clear() {
 	c.TCPConn, c.rc = nil, nil
 	c.rbuf, c.wbuf = nil, nil
 }
 
+// Poll registers the socket with the readiness poller: from now on Read
+// waits for readiness before reading (see poll_linux.go). Close then
+// must be called on c, not on the TCPConn, to unregister it. Under the
+// race detector Poll does nothing: reads go through net.
+func (c *Conn) Poll() error {
+	if raceEnabled || c.polled {
+		return nil
+	}
+	c.d.reset()
+	c.regErr = nil
+	if err := c.rc.Control(c.regFn); err != nil {
+		return err
+	}
+	if c.regErr != nil {
+		return c.regErr
+	}
+	c.polled, c.more = true, true
+	return nil
+}
+
+func (c *Conn) doRegister(fd uintptr) { c.regErr = thePoller.register(int(fd), &c.d) }
+
+func (c *Conn) doUnregister(fd uintptr) { thePoller.unregister(int(fd), &c.d, true) }
+
+// Close unregisters a polled socket and closes it.
+func (c *Conn) Close() error {
+	if c.polled {
+		c.polled = false
+		c.d.closed.Store(true)
+		c.d.notify()
+		// The socket may have been closed already (Interrupt's caller
+		// closed the TCPConn): the kernel then dropped it from the set.
+		if c.rc.Control(c.unregFn) != nil {
+			thePoller.unregister(-1, &c.d, false)
+		}
+	}
+	return c.TCPConn.Close()
+}
+
+// Quiet reports, without a system call, that nothing arrived on a polled
+// socket since its last read: no readiness token, no FIN or error seen,
+// and the last read did not fill its buffer. It is false when c is not
+// polled (nothing is known) and when anything arrived, even an edge for
+// bytes already read: the caller then asks the kernel. An arrival the
+// poller has not harvested yet is not seen.
+func (c *Conn) Quiet() bool {
+	return c.polled && !c.more && !c.d.hup.Load() && len(c.d.wake) == 0
+}
+
+// Interrupt makes a Read that waits, or the next one, fail as closed.
+// Unlike every other method it may be called from any goroutine, while
+// another uses c; the owner still calls Close.
+func (c *Conn) Interrupt() {
+	c.d.closed.Store(true)
+	c.d.notify()
+}
+
+// ExpireRead makes a Read that waits, or the next one, fail as timed out,
+// as a read deadline in the past would; any goroutine may call it. The
+// next SetReadDeadline or SetDeadline re-arms reads.
+func (c *Conn) ExpireRead() {
+	c.d.expired.Store(true)
+	c.d.notify()
+}
+
+// SetReadDeadline sets the socket's read deadline and the readiness wait's.
+func (c *Conn) SetReadDeadline(t time.Time) error {
+	if c.polled {
+		c.d.setDeadline(t)
+	}
+	return c.TCPConn.SetReadDeadline(t)
+}
+
+// SetDeadline sets both deadlines, the readiness wait's too.
+func (c *Conn) SetDeadline(t time.Time) error {
+	if c.polled {
+		c.d.setDeadline(t)
+	}
+	return c.TCPConn.SetDeadline(t)
+}
+
+// doReadOnce makes one read(2); EAGAIN is reported, not waited for.
+func (c *Conn) doReadOnce(fd uintptr) {
+	for {
+		n, _, e := syscall.RawSyscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&c.rbuf[0])), uintptr(len(c.rbuf)), 0, 0, 0)
+		if e == syscall.EINTR {
+			continue
+		}
+		c.rn, c.rerr = int(n), e
+		return
+	}
+}
+
 func (c *Conn) doRead(fd uintptr) bool {
 	for {
-		n, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&c.rbuf[0])), uintptr(len(c.rbuf)))
+		n, _, e := syscall.RawSyscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&c.rbuf[0])), uintptr(len(c.rbuf)), 0, 0, 0)
 		switch e {
 		case syscall.EINTR:
 			continue
@@ -63,6 +182,48 @@ func (c *Conn) doRead(fd uintptr) bool {
 		}
 		c.rn, c.rerr = int(n), e
 		return true
+	}
+}
+
+// readPolled reads when a token or a full last read says bytes may be
+// there, and otherwise waits for a token first. Once the readiness wait's
+// deadline passed (or ExpireRead), the read is the runtime's: the
+// socket's own deadline, set alongside, decides, so a deadline set on the
+// TCPConn behind c's back is still honoured, if later than c's.
+func (c *Conn) readPolled(b []byte) (int, error) {
+	for {
+		var err error
+		if c.more || c.d.hup.Load() {
+			err = c.d.check()
+		} else {
+			err = c.d.wait()
+		}
+		switch err {
+		case nil:
+		case errTimeout:
+			return c.readRuntime(b)
+		default:
+			return 0, err
+		}
+		c.rbuf, c.rn, c.rerr = b, 0, 0
+		err = c.rc.Control(c.readOnceFn)
+		c.rbuf = nil
+		switch {
+		case err != nil:
+			return 0, err
+		case c.rerr == syscall.EAGAIN:
+			c.more = false
+			continue
+		case c.rerr != 0:
+			return 0, opError("read", c.TCPConn, c.rerr)
+		case c.rn == 0:
+			return 0, io.EOF
+		}
+		// A read that filled b may have left bytes behind: read again
+		// without waiting. A shorter one emptied the socket; whatever
+		// arrives next comes with an edge.
+		c.more = c.rn == len(b)
+		return c.rn, nil
 	}
 }
 
@@ -75,6 +236,14 @@ func (c *Conn) Read(b []byte) (int, error) {
 	if len(b) == 0 {
 		return 0, nil
 	}
+	if c.polled {
+		return c.readPolled(b)
+	}
+	return c.readRuntime(b)
+}
+
+// readRuntime reads b's worth, parking in the runtime's poller on EAGAIN.
+func (c *Conn) readRuntime(b []byte) (int, error) {
 	c.rbuf, c.rn, c.rerr = b, 0, 0
 	err := c.rc.Read(c.readFn)
 	c.rbuf = nil
@@ -86,12 +255,13 @@ func (c *Conn) Read(b []byte) (int, error) {
 	case c.rn == 0:
 		return 0, io.EOF
 	}
+	c.more = c.rn == len(b)
 	return c.rn, nil
 }
 
 func (c *Conn) doWrite(fd uintptr) bool {
 	for len(c.wbuf) > 0 {
-		n, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&c.wbuf[0])), uintptr(len(c.wbuf)))
+		n, _, e := syscall.RawSyscall6(syscall.SYS_SENDTO, fd, uintptr(unsafe.Pointer(&c.wbuf[0])), uintptr(len(c.wbuf)), syscall.MSG_NOSIGNAL, 0, 0)
 		switch e {
 		case 0:
 			c.wn += int(n)
