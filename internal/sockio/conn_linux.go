@@ -194,7 +194,7 @@ func (c *Conn) readPolled(b []byte) (int, error) {
 	for {
 		var err error
 		if c.more || c.d.hup.Load() {
-			err = c.d.check()
+			err = c.d.poll()
 		} else {
 			err = c.d.wait()
 		}

@@ -312,6 +312,18 @@ func (d *Desc) wait() error {
 	return d.check()
 }
 
+// poll is wait without the waiting, for a reader that reads anyway (its
+// last read filled the buffer, or the peer closed): it consumes a pending
+// token first, so that after a short read a token means bytes that
+// arrived after it (see Quiet), and reports a deadline or close.
+func (d *Desc) poll() error {
+	select {
+	case <-d.wake:
+	default:
+	}
+	return d.check()
+}
+
 func (d *Desc) check() error {
 	if d.closed.Load() {
 		return errClosed

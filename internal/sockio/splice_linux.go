@@ -109,7 +109,7 @@ func (c *Conn) spliceIn(p *Pipe, want int) (int, error) {
 	for {
 		var err error
 		if c.more || c.d.hup.Load() {
-			err = c.d.check()
+			err = c.d.poll()
 		} else {
 			err = c.d.wait()
 		}

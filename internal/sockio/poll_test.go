@@ -1,0 +1,367 @@
+//go:build linux && !race
+
+package sockio
+
+import (
+	"bytes"
+	"crypto/rand"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/servalproxy/serval/internal/leakcheck"
+)
+
+// polledPair returns a polled Conn over one end of a loopback connection
+// and the other end. The socket is closed through c (it unregisters).
+func polledPair(t *testing.T) (*Conn, *net.TCPConn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	peer, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &Conn{}
+	c.Init()
+	if err := c.Reset(s.(*net.TCPConn)); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Poll(); err != nil {
+		t.Fatal(err)
+	}
+	if !c.Polled() {
+		t.Fatal("Poll did not register the socket")
+	}
+	t.Cleanup(func() { c.Close(); peer.Close() })
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	peer.SetDeadline(time.Now().Add(10 * time.Second))
+	return c, peer.(*net.TCPConn)
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout() && errors.Is(err, os.ErrDeadlineExceeded)
+}
+
+func TestPolledReadWriteBothWays(t *testing.T) {
+	leakcheck.Check(t)
+	c, peer := polledPair(t)
+	want := make([]byte, 8<<20)
+	rand.Read(want)
+	got := make(chan []byte, 1)
+	go func() {
+		b, _ := io.ReadAll(io.LimitReader(peer, int64(len(want))))
+		got <- b
+	}()
+	if n, err := c.Write(want); n != len(want) || err != nil {
+		t.Fatalf("Write: %d, %v", n, err)
+	}
+	if b := <-got; !bytes.Equal(b, want) {
+		t.Fatalf("peer got %d bytes, not what was written", len(b))
+	}
+	// Reads of every size: buffers the data fills (read again at once)
+	// and larger ones (wait for the next edge).
+	go func() { peer.Write(want); peer.Close() }()
+	var b []byte
+	buf := make([]byte, 100_000)
+	for i := 1; ; i++ {
+		n, err := c.Read(buf[:1+i*7919%len(buf)])
+		b = append(b, buf[:n]...)
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatalf("Read after %d bytes: %v", len(b), err)
+		}
+	}
+	if !bytes.Equal(b, want) {
+		t.Fatalf("read %d bytes, not what the peer wrote", len(b))
+	}
+}
+
+// Bytes that arrived before Poll are read, not waited for.
+func TestPolledBytesBeforeRegistration(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	peer, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer peer.Close()
+	peer.Write([]byte("early"))
+	s, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(20 * time.Millisecond) // the bytes are in the socket
+	c := &Conn{}
+	c.Init()
+	c.Reset(s.(*net.TCPConn))
+	if err := c.Poll(); err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	buf := make([]byte, 64)
+	n, err := c.Read(buf)
+	if err != nil || string(buf[:n]) != "early" {
+		t.Fatalf("Read: %q, %v", buf[:n], err)
+	}
+}
+
+// A FIN that arrives with the last bytes (one edge for both) is seen:
+// the read after the short one returns EOF at once instead of waiting.
+func TestPolledBytesThenFIN(t *testing.T) {
+	for range 50 {
+		c, peer := polledPair(t)
+		peer.Write([]byte("last words"))
+		peer.Close()
+		time.Sleep(time.Millisecond)
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		buf := make([]byte, 64)
+		n, err := c.Read(buf)
+		if err != nil || string(buf[:n]) != "last words" {
+			t.Fatalf("Read: %q, %v", buf[:n], err)
+		}
+		if n, err := c.Read(buf); n != 0 || err != io.EOF {
+			t.Fatalf("after the FIN: %d, %v; want EOF", n, err)
+		}
+	}
+}
+
+func TestPolledDeadline(t *testing.T) {
+	c, peer := polledPair(t)
+	c.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+	start := time.Now()
+	_, err := c.Read(make([]byte, 10))
+	if !isTimeout(err) {
+		t.Fatalf("err %v, want a timeout", err)
+	}
+	if d := time.Since(start); d < 40*time.Millisecond || d > 5*time.Second {
+		t.Fatalf("returned after %v", d)
+	}
+	// A new deadline re-arms reads.
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	peer.Write([]byte("x"))
+	if n, err := c.Read(make([]byte, 10)); n != 1 || err != nil {
+		t.Fatalf("after re-arming: %d, %v", n, err)
+	}
+}
+
+// A deadline extended on the TCPConn behind the Conn's back (a splice
+// path does that) is honoured: the readiness wait's earlier one only
+// hands the read to the runtime's poller.
+func TestPolledDeadlineExtendedBehindBack(t *testing.T) {
+	c, peer := polledPair(t)
+	c.SetReadDeadline(time.Now().Add(30 * time.Millisecond))
+	c.TCPConn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	time.AfterFunc(150*time.Millisecond, func() { peer.Write([]byte("late")) })
+	buf := make([]byte, 10)
+	n, err := c.Read(buf)
+	if err != nil || string(buf[:n]) != "late" {
+		t.Fatalf("Read: %q, %v; want the bytes sent before the socket's deadline", buf[:n], err)
+	}
+}
+
+func TestPolledExpireReadWakesWaiter(t *testing.T) {
+	c, _ := polledPair(t)
+	errc := make(chan error, 1)
+	go func() {
+		_, err := c.Read(make([]byte, 10))
+		errc <- err
+	}()
+	time.Sleep(20 * time.Millisecond)
+	c.TCPConn.SetReadDeadline(time.Unix(1, 0))
+	c.ExpireRead()
+	select {
+	case err := <-errc:
+		if !isTimeout(err) {
+			t.Fatalf("err %v, want a timeout", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("ExpireRead did not wake the read")
+	}
+}
+
+func TestPolledInterruptWakesWaiter(t *testing.T) {
+	c, _ := polledPair(t)
+	errc := make(chan error, 1)
+	go func() {
+		_, err := c.Read(make([]byte, 10))
+		errc <- err
+	}()
+	time.Sleep(20 * time.Millisecond)
+	c.Interrupt()
+	select {
+	case err := <-errc:
+		if !errors.Is(err, net.ErrClosed) {
+			t.Fatalf("err %v, want net.ErrClosed", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Interrupt did not wake the read")
+	}
+}
+
+// eventually polls cond for up to 5 s.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); !cond(); {
+		if time.Now().After(deadline) {
+			t.Fatal(what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// Quiet is true only when nothing arrived since the last read, and turns
+// false when bytes or a FIN arrive. (A token can also arrive late for
+// bytes a read already took; Quiet is then false until the next read:
+// the safe direction, the pool peeks. The test avoids that case by
+// reading only bytes whose edge was harvested first.)
+func TestPolledQuiet(t *testing.T) {
+	c, peer := polledPair(t)
+	if c.Quiet() {
+		t.Fatal("a fresh Conn may hold bytes: not quiet until a read says so")
+	}
+	buf := make([]byte, 10)
+	done := make(chan error, 1)
+	go func() { _, err := c.Read(buf); done <- err }()
+	time.Sleep(20 * time.Millisecond) // the read waits for the edge
+	peer.Write([]byte("a"))
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if !c.Quiet() {
+		t.Fatal("not quiet after a read that took everything")
+	}
+	peer.Write([]byte("b"))
+	eventually(t, "still quiet after the peer wrote", func() bool { return !c.Quiet() })
+	if n, err := c.Read(buf); n != 1 || err != nil {
+		t.Fatalf("Read: %d, %v", n, err)
+	}
+	if !c.Quiet() {
+		t.Fatal("not quiet after a read that took everything")
+	}
+	peer.Close()
+	eventually(t, "still quiet after the peer closed", func() bool { return !c.Quiet() })
+}
+
+// splicePairs returns a polled source with its peer (the writer) and a
+// destination Conn with its peer (the reader).
+func splicePairs(t *testing.T) (src *Conn, srcPeer *net.TCPConn, dst *Conn, dstPeer *net.TCPConn) {
+	src, srcPeer = polledPair(t)
+	dst, dstPeer = polledPair(t)
+	return
+}
+
+func TestSpliceTo(t *testing.T) {
+	leakcheck.Check(t)
+	src, in, dst, out := splicePairs(t)
+	want := make([]byte, 4<<20+123)
+	rand.Read(want)
+	go in.Write(want)
+	got := make(chan []byte, 1)
+	go func() {
+		b, _ := io.ReadAll(io.LimitReader(out, int64(len(want))))
+		got <- b
+	}()
+	p, err := GetPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := src.SpliceTo(dst, int64(len(want)), p)
+	PutPipe(p)
+	if n != int64(len(want)) || err != nil {
+		t.Fatalf("SpliceTo: %d, %v", n, err)
+	}
+	if b := <-got; !bytes.Equal(b, want) {
+		t.Fatalf("the destination's peer got %d bytes, not what was sent", len(b))
+	}
+}
+
+func TestSpliceToSourceEndsEarly(t *testing.T) {
+	src, in, dst, out := splicePairs(t)
+	in.Write(make([]byte, 1000))
+	in.Close()
+	p, _ := GetPipe()
+	defer PutPipe(p)
+	n, err := src.SpliceTo(dst, 5000, p)
+	if n != 1000 || err != nil {
+		t.Fatalf("SpliceTo: %d, %v; want 1000, nil", n, err)
+	}
+	out.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadFull(out, make([]byte, 1000)); err != nil {
+		t.Fatalf("the destination's peer: %v", err)
+	}
+}
+
+func TestSpliceToDeadline(t *testing.T) {
+	src, _, dst, _ := splicePairs(t)
+	src.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+	p, _ := GetPipe()
+	defer PutPipe(p)
+	start := time.Now()
+	_, err := src.SpliceTo(dst, 10, p)
+	if !isTimeout(err) {
+		t.Fatalf("err %v, want a timeout", err)
+	}
+	if d := time.Since(start); d < 40*time.Millisecond || d > 5*time.Second {
+		t.Fatalf("returned after %v", d)
+	}
+}
+
+// The harvesting goroutine and its epoll set go away with the last
+// registration (leakcheck counts the goroutine).
+func TestPollerStopsWhenUnused(t *testing.T) {
+	leakcheck.Check(t)
+	for range 3 {
+		c, peer := polledPair(t)
+		peer.Write([]byte("x"))
+		if _, err := c.Read(make([]byte, 1)); err != nil {
+			t.Fatal(err)
+		}
+		c.Close()
+		peer.Close()
+	}
+	if err := Hold(); err != nil {
+		t.Fatal(err)
+	}
+	Unhold()
+}
+
+func TestPolledNoAllocs(t *testing.T) {
+	c, peer := polledPair(t)
+	msg := []byte("ping")
+	buf := make([]byte, 16)
+	n := testing.AllocsPerRun(1000, func() {
+		if _, err := c.Write(msg); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := peer.Read(buf); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := peer.Write(msg); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Read(buf); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if n != 0 {
+		t.Fatalf("%v allocations per polled round trip", n)
+	}
+}
