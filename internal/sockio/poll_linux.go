@@ -5,7 +5,6 @@ package sockio
 import (
 	"net"
 	"os"
-	_ "runtime"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -83,6 +82,7 @@ type epollSet struct {
 	events  [eventsMax]syscall.EpollEvent
 	n       int
 	harvest func(uintptr) bool
+	p       *poller
 }
 
 var thePoller poller
@@ -95,6 +95,7 @@ func (p *poller) acquire() error {
 		if err != nil {
 			return err
 		}
+		set.p = p
 		p.set = set
 		go p.run(set)
 	}
@@ -102,13 +103,25 @@ func (p *poller) acquire() error {
 	return nil
 }
 
-// release drops a reference; the last one closes the set, which ends its
-// goroutine. Called with p.mu held.
-func (p *poller) release() {
+// release drops a reference. The last one retires the set and returns
+// its file, which the caller closes after unlocking p.mu (closing waits
+// for the harvester, which may be waiting for p.mu); the close wakes the
+// harvester with an error and it ends. Called with p.mu held.
+func (p *poller) release() *os.File {
 	p.refs--
-	if p.refs == 0 {
-		p.set.file.Close() // wakes the harvester with an error
-		p.set = nil
+	if p.refs > 0 {
+		return nil
+	}
+	f := p.set.file
+	p.set = nil
+	return f
+}
+
+// unlockClosing unlocks p.mu, then closes f if not nil (see release).
+func (p *poller) unlockClosing(f *os.File) {
+	p.mu.Unlock()
+	if f != nil {
+		f.Close()
 	}
 }
 
@@ -134,33 +147,40 @@ func newEpollSet() (*epollSet, error) {
 }
 
 // run harvests the set's events until the set is closed.
+//
+// The whole life of the goroutine is one RawConn.Read: its callback
+// harvests and dispatches, and returns false to park until the runtime's
+// poller sees the set readable again. The readiness the runtime keeps for
+// the set is reset once, before the first harvest; after that every new
+// event leaves it set, so parking never misses one, and a round costs one
+// epoll_wait (a second only when events came in meanwhile) instead of a
+// harvest that finds nothing after every dispatch.
 func (p *poller) run(s *epollSet) {
-	for {
-		if err := s.rc.Read(s.harvest); err != nil {
-			return
-		}
-		p.dispatch(s)
-		// Let the goroutines just woken run before harvesting again: by
-		// then more edges have usually arrived, and one epoll_wait
-		// collects them all.
-		// runtime.Gosched()
-	}
+	s.rc.Read(s.harvest) // returns when the set is closed
 }
 
-// doHarvest collects ready events without blocking; false (nothing
-// ready) parks the goroutine until the set is readable.
+// doHarvest collects ready events without blocking and hands them out;
+// it returns true (ending run) only when the set is unusable.
 func (s *epollSet) doHarvest(fd uintptr) bool {
 	for {
 		n, _, e := syscall.RawSyscall6(syscall.SYS_EPOLL_WAIT, fd, uintptr(unsafe.Pointer(&s.events[0])), eventsMax, 0, 0, 0)
-		if e == syscall.EINTR {
+		switch e {
+		case 0:
+		case syscall.EINTR:
 			continue
+		case syscall.EAGAIN:
+			return false
+		default:
+			return true
 		}
-		if e != 0 || n == 0 {
-			s.n = 0
-			return e != 0 && e != syscall.EAGAIN
+		if n == 0 {
+			return false
 		}
 		s.n = int(n)
-		return true
+		s.p.dispatch(s)
+		if n < eventsMax {
+			return false
+		}
 	}
 }
 
@@ -187,8 +207,8 @@ func (p *poller) dispatch(s *epollSet) {
 // register adds fd to the set for d.
 func (p *poller) register(fd int, d *Desc) error {
 	p.mu.Lock()
-	defer p.mu.Unlock()
 	if err := p.acquire(); err != nil {
+		p.mu.Unlock()
 		return err
 	}
 	var idx uint32
@@ -204,10 +224,11 @@ func (p *poller) register(fd int, d *Desc) error {
 	ev := syscall.EpollEvent{Events: pollEvents, Fd: int32(idx), Pad: int32(d.gen)}
 	if err := syscall.EpollCtl(p.set.epfd, syscall.EPOLL_CTL_ADD, fd, &ev); err != nil {
 		p.free = append(p.free, idx)
-		p.release()
+		p.unlockClosing(p.release())
 		return os.NewSyscallError("epoll_ctl", err)
 	}
 	p.table[idx] = d
+	p.mu.Unlock()
 	return nil
 }
 
@@ -216,14 +237,13 @@ func (p *poller) register(fd int, d *Desc) error {
 // kernel released it.
 func (p *poller) unregister(fd int, d *Desc, open bool) {
 	p.mu.Lock()
-	defer p.mu.Unlock()
 	if open {
 		syscall.EpollCtl(p.set.epfd, syscall.EPOLL_CTL_DEL, fd, nil)
 	}
 	p.table[d.idx] = nil
 	p.free = append(p.free, d.idx)
 	d.gen++ // events already harvested for the old registration are dropped
-	p.release()
+	p.unlockClosing(p.release())
 }
 
 // hold keeps the poller running while there are no Descs (a server that
@@ -236,8 +256,7 @@ func (p *poller) hold() error {
 
 func (p *poller) unhold() {
 	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.release()
+	p.unlockClosing(p.release())
 }
 
 // Hold keeps the readiness poller running until Unhold, so connections
