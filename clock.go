@@ -18,6 +18,10 @@ var epoch = time.Now()
 // time.Now.
 func Now() time.Time { return epoch.Add(time.Since(epoch)) }
 
+// NanotimeAt returns t as a Nanotime value, without reading the clock.
+// It is exact for a t with a monotonic reading (from time.Now or Now).
+func NanotimeAt(t time.Time) int64 { return int64(t.Sub(epoch)) }
+
 // Nanotime returns monotonic nanoseconds since an arbitrary, fixed
 // origin, at the cost of one clock read: for ordering and intervals.
 func Nanotime() int64 { return int64(time.Since(epoch)) }

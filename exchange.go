@@ -74,7 +74,7 @@ type Exchange struct {
 // Timings are the durations of an exchange's phases, measured from Start.
 type Timings struct {
 	Queue     time.Duration // head complete to upstream selected
-	Connect   time.Duration // time spent acquiring or dialling the upstream connection
+	Connect   time.Duration // time spent dialling the upstream connection (0 when pooled)
 	FirstByte time.Duration // head complete to the first response byte from upstream
 	Total     time.Duration // head complete to the last byte sent to the client
 }

@@ -146,9 +146,10 @@ func (s *Session) attempt(fresh bool) (serval.Phase, error) {
 		s.releaseUpstream(false)
 		return phase, err
 	}
-	// The head wait is bounded by a lazily renewed deadline; the zero
-	// deadline tells ReadResponse to keep it.
-	s.c.Deadlines.Read(s.c.Conn, s.f.cfg.ResponseTimeout)
+	// The head wait is bounded by a lazily renewed deadline, counted from
+	// when the request began to be sent; the zero deadline tells
+	// ReadResponse to keep it.
+	s.c.Deadlines.ReadAt(s.c.Conn, s.f.cfg.ResponseTimeout, serval.NanotimeAt(s.sentAt))
 	h, cause, err := client.ReadResponse(s.c.Conn, s.rbuf, 0, &s.resp, &s.f.lim,
 		time.Time{}, s.req.MethodID, false, s)
 	if err != nil {
@@ -182,6 +183,7 @@ func (s *Session) connect(fresh bool) error {
 		s.c = s.f.pool.Acquire(s.up)
 		x.Reused = s.c != nil
 	}
+	end := start // a pooled connection costs no clock read
 	if s.c == nil {
 		if s.f.reserve != nil && !s.f.reserve.TryReserve(s.up) {
 			x.Timings.Connect += time.Since(start)
@@ -196,10 +198,11 @@ func (s *Session) connect(fresh bool) error {
 			return err
 		}
 		s.c = c
+		end = serval.Now()
 	}
 	s.c.Requests++
-	s.sentAt = serval.Now() // the request is sent next: latency counts from here
-	x.Timings.Connect += s.sentAt.Sub(start)
+	s.sentAt = end // the request is sent next: latency counts from here
+	x.Timings.Connect += end.Sub(start)
 	if h := s.f.hooks.UpstreamConnect; h != nil {
 		h.OnUpstreamConnect(x, s.up, x.Reused)
 		s.sentAt = serval.Now()

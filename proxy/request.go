@@ -94,7 +94,7 @@ func (s *Session) sendRequest() (serval.Phase, error) {
 	}
 	// The zero deadline tells WriteHead that the lazily renewed one holds.
 	var deadline time.Time
-	if err := s.c.Deadlines.Write(s.c.Conn, s.f.cfg.WriteTimeout); err != nil {
+	if err := s.c.Deadlines.WriteAt(s.c.Conn, s.f.cfg.WriteTimeout, serval.NanotimeAt(s.sentAt)); err != nil {
 		return serval.PhaseUpstreamWrite, err
 	}
 	if _, err := client.WriteHead(s.c.Conn, b, deadline); err != nil {

@@ -151,7 +151,9 @@ func (c *slot[H]) forward() {
 func (c *slot[H]) finish() {
 	s := c.srv
 	x := &c.x
-	x.Timings.Total = time.Since(x.Start)
+	now := serval.Nanotime()
+	x.Timings.Total = time.Duration(now - serval.NanotimeAt(x.Start))
+	c.finishedAt = now
 	if k := s.hooks.Log; k != nil {
 		c.entry = serval.LogEntry{
 			Method: c.req.Method, Path: c.req.Path, Status: x.Status, Upstream: x.Upstream,

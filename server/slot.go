@@ -75,7 +75,8 @@ type slot[H serval.Handler] struct {
 	clientAddr []byte
 	scratch    [32]byte // chunk size lines
 
-	requests int // requests begun on this connection
+	requests   int   // requests begun on this connection
+	finishedAt int64 // serval.Nanotime when the last request's books closed
 
 	// Per request.
 	inRequest   bool
@@ -229,7 +230,12 @@ func (c *slot[H]) awaitFirstByte() (serval.CloseReason, bool) {
 	// The deadline is set (when due: it is renewed lazily) before the
 	// slot is marked idle, so a claimer's past deadline always lands
 	// after it.
-	now := serval.Nanotime()
+	// The idle time counts from the end of the previous request (its
+	// books closed: finish took the time); the first from now.
+	now := c.finishedAt
+	if c.requests == 0 {
+		now = serval.Nanotime()
+	}
 	c.in.dl.ReadAt(c.in.nc, timeout, now)
 	c.idleSince.Store(now)
 	c.state.Store(stIdle)
