@@ -78,8 +78,11 @@ func ParseUpstreams(list string) ([]Upstream, error) {
 // UpstreamConn is one connection to an upstream, owned by a Pool while
 // idle and by one exchange while in use.
 type UpstreamConn struct {
-	// Conn is the connection: a *net.TCPConn for plain upstreams, a TLS
-	// connection otherwise.
+	// Conn is the connection: the TCP socket for plain upstreams (the
+	// client package's dialer wraps it to read through a readiness poller),
+	// a TLS connection otherwise. Close a connection through Conn, never
+	// through TCP or Socket: Conn's Close also takes the socket out of the
+	// poller.
 	Conn net.Conn
 	// TCP is the raw socket when bodies may be spliced to it (plain or
 	// kernel TLS), nil otherwise.

@@ -1,4 +1,5 @@
-// Package sockio reads and writes TCP sockets with raw system calls.
+// Package sockio reads and writes TCP sockets with raw system calls, and
+// reads them only when they are ready.
 //
 // Go's net package issues every read(2) and write(2) through
 // syscall.Syscall, which tells the scheduler the goroutine may block: the
@@ -9,6 +10,14 @@
 // Conn makes the same calls with syscall.RawSyscall through the socket's
 // syscall.RawConn, so the runtime's poller still parks the goroutine on
 // EAGAIN and deadlines still apply.
+//
+// A polled Conn (Poll, Linux) goes further: it reads only after an epoll
+// set of this package's said the socket is readable, or when its last
+// read filled the buffer, so the read(2) that fails with EAGAIN before
+// every wait is gone; its splice (SpliceTo) waits the same way. See
+// poll_linux.go for the design and its invariants. Under the race
+// detector Poll does nothing: reads go through net, whose
+// synchronisation the detector understands.
 //
 // Layer: internal infrastructure, standard library only.
 package sockio

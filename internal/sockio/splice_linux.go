@@ -21,7 +21,7 @@ const pipeBytesMax = 64 << 10
 
 // pipesIdleMax bounds the idle pipes kept for reuse (two descriptors
 // each); more are closed when returned.
-const pipesIdleMax = 256
+const pipesIdleMax = 64
 
 // Pipe is a kernel pipe that carries spliced bytes; see GetPipe.
 type Pipe struct {
