@@ -107,6 +107,7 @@ func (c *Conn) Close() error {
 	if c.polled {
 		c.polled = false
 		c.d.closed.Store(true)
+		c.d.timer.Stop()
 		c.d.notify()
 		// The socket may have been closed already (Interrupt's caller
 		// closed the TCPConn): the kernel then dropped it from the set.
