@@ -186,6 +186,23 @@ func (c *Conn) doRead(fd uintptr) bool {
 	}
 }
 
+// ready returns when a read may find bytes: at once when the last read
+// filled its buffer or the peer closed, else after a token. runtime is
+// true when the readiness wait's deadline passed (or ExpireRead): the
+// caller then reads through the runtime's poller, where the socket's own
+// deadline decides.
+func (c *Conn) ready() (runtime bool, err error) {
+	if c.more || c.d.hup.Load() {
+		err = c.d.poll()
+	} else {
+		err = c.d.wait()
+	}
+	if err == errTimeout {
+		return true, nil
+	}
+	return false, err
+}
+
 // readPolled reads when a token or a full last read says bytes may be
 // there, and otherwise waits for a token first. Once the readiness wait's
 // deadline passed (or ExpireRead), the read is the runtime's: the
@@ -193,21 +210,13 @@ func (c *Conn) doRead(fd uintptr) bool {
 // TCPConn behind c's back is still honoured, if later than c's.
 func (c *Conn) readPolled(b []byte) (int, error) {
 	for {
-		var err error
-		if c.more || c.d.hup.Load() {
-			err = c.d.poll()
-		} else {
-			err = c.d.wait()
-		}
-		switch err {
-		case nil:
-		case errTimeout:
+		if runtime, err := c.ready(); runtime {
 			return c.readRuntime(b)
-		default:
+		} else if err != nil {
 			return 0, err
 		}
 		c.rbuf, c.rn, c.rerr = b, 0, 0
-		err = c.rc.Control(c.readOnceFn)
+		err := c.rc.Control(c.readOnceFn)
 		c.rbuf = nil
 		switch {
 		case err != nil:

@@ -107,17 +107,9 @@ func (c *Conn) spliceIn(p *Pipe, want int) (int, error) {
 		return c.spliceInRuntime()
 	}
 	for {
-		var err error
-		if c.more || c.d.hup.Load() {
-			err = c.d.poll()
-		} else {
-			err = c.d.wait()
-		}
-		switch err {
-		case nil:
-		case errTimeout:
+		if runtime, err := c.ready(); runtime {
 			return c.spliceInRuntime()
-		default:
+		} else if err != nil {
 			return 0, err
 		}
 		c.rn, c.rerr = 0, 0
