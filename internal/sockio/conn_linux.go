@@ -98,9 +98,9 @@ func (c *Conn) Poll() error {
 	return nil
 }
 
-func (c *Conn) doRegister(fd uintptr) { c.regErr = shard().register(int(fd), &c.d) }
+func (c *Conn) doRegister(fd uintptr) { c.regErr = thePoller.register(int(fd), &c.d) }
 
-func (c *Conn) doUnregister(fd uintptr) { c.d.p.unregister(int(fd), &c.d, true) }
+func (c *Conn) doUnregister(fd uintptr) { thePoller.unregister(int(fd), &c.d, true) }
 
 // Close unregisters a polled socket and closes it.
 func (c *Conn) Close() error {
@@ -112,7 +112,7 @@ func (c *Conn) Close() error {
 		// The socket may have been closed already (Interrupt's caller
 		// closed the TCPConn): the kernel then dropped it from the set.
 		if c.rc.Control(c.unregFn) != nil {
-			c.d.p.unregister(-1, &c.d, false)
+			thePoller.unregister(-1, &c.d, false)
 		}
 	}
 	return c.TCPConn.Close()

@@ -5,7 +5,6 @@ package sockio
 import (
 	"net"
 	"os"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -26,7 +25,7 @@ import (
 // A Desc does the same. Its socket is added to an epoll set of this
 // package's (edge-triggered, EPOLLIN|EPOLLRDHUP) besides the runtime's;
 // one goroutine harvests that set and hands each socket's goroutine a
-// token per edge (one set and goroutine per processor: see pollers). The epoll set is itself a file the runtime's poller
+// token per edge. The epoll set is itself a file the runtime's poller
 // waits on, so the harvesting goroutine parks like any other reader and
 // no thread blocks in epoll_wait. A Conn with a Desc reads when it holds
 // a token or its last read filled the buffer (the socket may hold more),
@@ -38,8 +37,8 @@ import (
 // after the last read that returned EAGAIN or fewer bytes than asked
 // for; a token without bytes (they were read already) costs one EAGAIN.
 //
-// A set's file descriptor and goroutine live while some Desc is
-// registered with it or some holder (a server) asked to keep them (Hold).
+// The set's file descriptor and goroutine live while some Desc is
+// registered or some holder (a server) asked to keep them (Hold).
 
 // eventsMax bounds the events one epoll_wait harvests.
 const eventsMax = 256
@@ -86,23 +85,7 @@ type epollSet struct {
 	p       *poller
 }
 
-// pollers are the process's shards: one per processor the runtime had
-// at start (at most pollersMax), so no single harvesting goroutine sits
-// on every connection's path and the harvesters spread over the
-// processors like other goroutines. Sockets are dealt to them in turn.
-var (
-	pollers   = make([]poller, min(max(runtime.GOMAXPROCS(0), 1), pollersMax))
-	nextShard atomic.Uint32
-)
-
-// pollersMax bounds the shards (each an epoll set and a goroutine while
-// in use).
-const pollersMax = 64
-
-// shard returns the poller a new registration goes to.
-func shard() *poller {
-	return &pollers[int(nextShard.Add(1)-1)%len(pollers)]
-}
+var thePoller poller
 
 // acquire takes a reference on the poller, starting an epoll set when it
 // has none. Called with p.mu held.
@@ -237,7 +220,7 @@ func (p *poller) register(fd int, d *Desc) error {
 		p.table = append(p.table, nil)
 	}
 	d.gen++
-	d.idx, d.p = idx, p
+	d.idx = idx
 	ev := syscall.EpollEvent{Events: pollEvents, Fd: int32(idx), Pad: int32(d.gen)}
 	if err := syscall.EpollCtl(p.set.epfd, syscall.EPOLL_CTL_ADD, fd, &ev); err != nil {
 		p.free = append(p.free, idx)
@@ -276,33 +259,18 @@ func (p *poller) unhold() {
 	p.unlockClosing(p.release())
 }
 
-// Hold keeps the readiness pollers running until Unhold, so connections
-// that come and go do not start and stop them each time. A server holds
-// them while it serves.
-func Hold() error {
-	for i := range pollers {
-		if err := pollers[i].hold(); err != nil {
-			for j := range i {
-				pollers[j].unhold()
-			}
-			return err
-		}
-	}
-	return nil
-}
+// Hold keeps the readiness poller running until Unhold, so connections
+// that come and go do not start and stop it each time. A server holds
+// it while it serves.
+func Hold() error { return thePoller.hold() }
 
 // Unhold undoes one Hold.
-func Unhold() {
-	for i := range pollers {
-		pollers[i].unhold()
-	}
-}
+func Unhold() { thePoller.unhold() }
 
 // Desc is a socket's registration with the readiness poller, and the
 // means to wait for it. It lives in a Conn and is reused with it.
 type Desc struct {
-	p        *poller // the shard it is registered with (set by register)
-	idx, gen uint32  // guarded by p.mu
+	idx, gen uint32 // guarded by thePoller.mu
 
 	wake     chan struct{} // one token: an edge, a deadline or a close since the last wait
 	timer    *time.Timer
