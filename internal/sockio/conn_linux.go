@@ -80,10 +80,12 @@ func (c *Conn) Clear() {
 
 // Poll registers the socket with the readiness poller: from now on Read
 // waits for readiness before reading (see poll_linux.go). Close then
-// must be called on c, not on the TCPConn, to unregister it. Under the
-// race detector Poll does nothing: reads go through net.
+// must be called on c, not on the TCPConn, to unregister it. Poll does
+// nothing (reads stay the runtime's) under the race detector, whose view
+// of synchronisation goes through net, and with more than one processor
+// (see pollingPays).
 func (c *Conn) Poll() error {
-	if raceEnabled || c.polled {
+	if raceEnabled || c.polled || !pollingPays() {
 		return nil
 	}
 	c.d.reset()

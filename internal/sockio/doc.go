@@ -15,9 +15,10 @@
 // set of this package's said the socket is readable, or when its last
 // read filled the buffer, so the read(2) that fails with EAGAIN before
 // every wait is gone; its splice (SpliceTo) waits the same way. See
-// poll_linux.go for the design and its invariants. Under the race
-// detector Poll does nothing: reads go through net, whose
-// synchronisation the detector understands.
+// poll_linux.go for the design and its invariants. Poll does nothing with
+// more than one processor (the hand-off to a reader would wake idle
+// threads; see pollingPays) and under the race detector (reads go through
+// net, whose synchronisation the detector understands).
 //
 // Layer: internal infrastructure, standard library only.
 package sockio

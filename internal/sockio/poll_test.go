@@ -15,6 +15,8 @@ import (
 	"github.com/servalproxy/serval/internal/leakcheck"
 )
 
+func init() { pollingForced = true }
+
 // polledPair returns a polled Conn over one end of a loopback connection
 // and the other end. The socket is closed through c (it unregisters).
 func polledPair(t *testing.T) (*Conn, *net.TCPConn) {
