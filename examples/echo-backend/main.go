@@ -37,6 +37,7 @@ func main() {
 func run(ctx context.Context, args []string, stderr io.Writer, ready chan<- string) int {
 	fs := flag.NewFlagSet("echo-backend", flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	host := fs.String("host", "", "listening address (default: all interfaces)")
 	port := fs.Int("port", 8001, "listening port (0 picks a free one)")
 	id := fs.String("id", "echo-1", "instance identifier, shown in the dump and sent as X-Backend-Id")
 	chunked := fs.Bool("chunked", false, "answer with Transfer-Encoding: chunked")
@@ -66,7 +67,7 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready chan<- stri
 	}
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 
-	ln, err := net.Listen("tcp", ":"+strconv.Itoa(*port))
+	ln, err := net.Listen("tcp", net.JoinHostPort(*host, strconv.Itoa(*port)))
 	if err != nil {
 		logger.Error("listen", "err", err)
 		return 1

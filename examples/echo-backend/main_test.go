@@ -22,7 +22,7 @@ func start(t *testing.T, args ...string) string {
 	ready := make(chan string, 1)
 	done := make(chan int, 1)
 	go func() {
-		done <- run(ctx, append([]string{"--port", "0", "--max-conns", "32"}, args...), io.Discard, ready)
+		done <- run(ctx, append([]string{"--host", "127.0.0.1", "--port", "0", "--max-conns", "32"}, args...), io.Discard, ready)
 	}()
 	t.Cleanup(func() {
 		cancel()

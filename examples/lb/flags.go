@@ -31,6 +31,7 @@ const (
 
 // options are the parsed flags.
 type options struct {
+	host            string
 	port            int
 	backends        string
 	debug           bool
@@ -68,6 +69,7 @@ type rawFlags struct {
 
 // defineFlags registers every flag on fs.
 func defineFlags(fs *flag.FlagSet, o *options, r *rawFlags) {
+	fs.StringVar(&o.host, "host", "", "listening address (default: all interfaces)")
 	fs.IntVar(&o.port, "port", portDefault, "listening port (0 picks a free one)")
 	fs.StringVar(&o.backends, "backends", "", "comma-separated backends host:port[=weight],...\n(default: two in-process echo backends on free loopback ports)")
 	fs.BoolVar(&o.debug, "debug", false, "debug logging (one line per request)")

@@ -150,7 +150,7 @@ func serveLB(ctx context.Context, o *options, table []serval.Upstream, logger *s
 // serverConfig is the server's configuration from the flags.
 func serverConfig(o *options, logger *slog.Logger, upTLS tlsconn.ClientConfig) server.Config {
 	cfg := server.DefaultConfig()
-	cfg.Addr = ":" + strconv.Itoa(o.port)
+	cfg.Addr = net.JoinHostPort(o.host, strconv.Itoa(o.port))
 	cfg.ConnectionsMax = o.connectionsMax
 	cfg.Logger = logger
 	cfg.TLS = serverTLS(o)

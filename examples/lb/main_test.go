@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -58,18 +59,22 @@ func startLB(t *testing.T, args ...string) (addr string, logs *syncBuffer) {
 // main).
 func startLBWith(t *testing.T, hup <-chan os.Signal, args ...string) (addr string, logs *syncBuffer) {
 	t.Helper()
-	port := freePort(t)
-	addr = "127.0.0.1:" + strconv.Itoa(port)
 	logs = new(syncBuffer)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan int, 1)
-	// A few slots: every slot's buffers are allocated at startup, which
-	// is slow under the race detector.
+	exited := false // run returned before listening: nothing to wait for
+	// Port 0 on 127.0.0.1: the kernel picks the port as it binds, so the
+	// in-process backends can never take it first. A few slots: every
+	// slot's buffers are allocated at startup, which is slow under the
+	// race detector.
 	go func() {
-		done <- runWith(ctx, append([]string{"--port", strconv.Itoa(port), "--max-conns", "64"}, args...), logs, hup)
+		done <- runWith(ctx, append([]string{"--host", "127.0.0.1", "--port", "0", "--max-conns", "64"}, args...), logs, hup)
 	}()
 	t.Cleanup(func() {
 		cancel()
+		if exited {
+			return
+		}
 		select {
 		case code := <-done:
 			if code != 0 {
@@ -79,25 +84,36 @@ func startLBWith(t *testing.T, hup <-chan os.Signal, args ...string) (addr strin
 			t.Errorf("run did not return within 15s of cancel; logs:\n%s", logs)
 		}
 	})
-	// Wait until it accepts connections (bounded).
+	// Wait until it says where it listens, then accepts there (bounded).
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		c, err := net.DialTimeout("tcp", addr, time.Second)
-		if err == nil {
-			c.Close()
-			return addr, logs
+		if addr == "" {
+			if m := listeningAddr.FindStringSubmatch(logs.String()); m != nil {
+				addr = m[1]
+			}
+		}
+		if addr != "" {
+			c, err := net.DialTimeout("tcp", addr, time.Second)
+			if err == nil {
+				c.Close()
+				return addr, logs
+			}
 		}
 		select {
 		case code := <-done:
+			exited = true
 			t.Fatalf("run exited with %d before listening; logs:\n%s", code, logs)
 		default:
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("lb not listening on %s after 10s; logs:\n%s", addr, logs)
+			t.Fatalf("lb not listening (address %q) after 10s; logs:\n%s", addr, logs)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// listeningAddr finds the address in the "load balancer listening" line.
+var listeningAddr = regexp.MustCompile(`msg="load balancer listening" addr=(\S+)`)
 
 // roundTrip sends raw request bytes on c and reads one response.
 func roundTrip(t *testing.T, c net.Conn, br *bufio.Reader, raw string) (*http.Response, string) {

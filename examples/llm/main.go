@@ -107,6 +107,7 @@ func (h *Handler) NextChunk(x *serval.Exchange, buf []byte) (int, bool, error) {
 func run(ctx context.Context, args []string, stderr io.Writer, ready chan<- string) int {
 	fs := flag.NewFlagSet("llm", flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	host := fs.String("host", "", "listening address (default: all interfaces)")
 	port := fs.Int("port", 8080, "listening port (0 picks a free one)")
 	delay := fs.Duration("delay", 50*time.Millisecond, "pause between streamed tokens")
 	maxConns := fs.Int("max-conns", server.DefaultConfig().ConnectionsMax, "client connection slots (buffers for each are allocated at startup)")
@@ -131,7 +132,7 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready chan<- stri
 	}
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 
-	ln, err := net.Listen("tcp", ":"+strconv.Itoa(*port))
+	ln, err := net.Listen("tcp", net.JoinHostPort(*host, strconv.Itoa(*port)))
 	if err != nil {
 		logger.Error("listen", "err", err)
 		return 1

@@ -78,7 +78,7 @@ func TestServe(t *testing.T) {
 	rc := make(chan int, 1)
 	go func() {
 		defer wg.Done()
-		rc <- run(ctx, []string{"--port", "0", "--delay", "1ms", "--max-conns", "32"}, io.Discard, ready)
+		rc <- run(ctx, []string{"--host", "127.0.0.1", "--port", "0", "--delay", "1ms", "--max-conns", "32"}, io.Discard, ready)
 	}()
 	defer wg.Wait()
 	defer cancel()
