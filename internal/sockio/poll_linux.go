@@ -38,6 +38,18 @@ import (
 // produces an edge. A token is therefore pending whenever bytes arrived
 // after the last read that returned EAGAIN or fewer bytes than asked
 // for; a token without bytes (they were read already) costs one EAGAIN.
+// A reader that reads without waiting takes any pending token first, so
+// a token never stands for bytes older than the last read. A FIN or an
+// error is remembered (hup): after one, a short read no longer means the
+// next would block, and reads never wait again.
+//
+// Deadlines: a Desc has its own timer for the wait; once it fires the
+// read goes through the runtime's poller, where the socket's deadline
+// (always set alongside) decides. Wake-ups from other goroutines
+// (ExpireRead, Interrupt) go through the same token.
+//
+// Only with one processor (pollingPays): with more, each hand-off from
+// the harvester wakes an idle thread, which costs more than it saves.
 //
 // The set's file descriptor and goroutine live while some Desc is
 // registered or some holder (a server) asked to keep them (Hold).
