@@ -41,8 +41,12 @@ type Conn struct {
 	regErr     error
 
 	// SpliceTo's state (splice_linux.go), bound once like the others.
-	sp             *Pipe
+	// The reading side (c the source) and the writing side (c the
+	// destination) have fields of their own: a request body can be
+	// spliced from a client socket while a response is spliced to it.
+	spIn           *Pipe
 	spWant         int
+	spOut          *Pipe
 	spliceInOnceFn func(uintptr)
 	spliceInFn     func(uintptr) bool
 	spliceOutFn    func(uintptr) bool

@@ -367,3 +367,49 @@ func TestPolledNoAllocs(t *testing.T) {
 		t.Fatalf("%v allocations per polled round trip", n)
 	}
 }
+
+// A socket can be the source of one splice and the destination of
+// another at once: a request body spliced from a client while the
+// response is spliced to it. The two directions share no state.
+func TestSpliceBothDirectionsAtOnce(t *testing.T) {
+	leakcheck.Check(t)
+	a, pa := polledPair(t) // the client: its body flows a -> b, its response c -> a
+	b, pb := polledPair(t)
+	c, pc := polledPair(t)
+	up := make([]byte, 8<<20)
+	down := make([]byte, 8<<20+7)
+	rand.Read(up)
+	rand.Read(down)
+	errs := make(chan error, 6)
+	gotUp, gotDown := make(chan []byte, 1), make(chan []byte, 1)
+	go func() { _, err := pa.Write(up); errs <- err }()
+	go func() { _, err := pc.Write(down); errs <- err }()
+	go func() { b, _ := io.ReadAll(io.LimitReader(pb, int64(len(up)))); gotUp <- b }()
+	go func() { b, _ := io.ReadAll(io.LimitReader(pa, int64(len(down)))); gotDown <- b }()
+	splice := func(src, dst *Conn, n int) {
+		p, err := GetPipe()
+		if err != nil {
+			errs <- err
+			return
+		}
+		m, err := src.SpliceTo(dst, int64(n), p)
+		PutPipe(p)
+		if err == nil && m != int64(n) {
+			err = io.ErrUnexpectedEOF
+		}
+		errs <- err
+	}
+	go splice(a, b, len(up))
+	go splice(c, a, len(down))
+	for range 4 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if g := <-gotUp; !bytes.Equal(g, up) {
+		t.Fatalf("upstream got %d bytes, not the body", len(g))
+	}
+	if g := <-gotDown; !bytes.Equal(g, down) {
+		t.Fatalf("client got %d bytes, not the response", len(g))
+	}
+}

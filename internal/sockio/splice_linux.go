@@ -101,8 +101,8 @@ func (c *Conn) SpliceTo(dst *Conn, n int64, p *Pipe) (int64, error) {
 // spliceIn fills p with up to want bytes of c's socket, waiting for them
 // as readPolled does. 0 means EOF.
 func (c *Conn) spliceIn(p *Pipe, want int) (int, error) {
-	c.sp, c.spWant = p, want
-	defer func() { c.sp = nil }()
+	c.spIn, c.spWant = p, want
+	defer func() { c.spIn = nil }()
 	if !c.polled {
 		return c.spliceInRuntime()
 	}
@@ -141,13 +141,13 @@ func (c *Conn) spliceInRuntime() (int, error) {
 		return 0, spliceError(c.rerr)
 	}
 	c.more = c.rn == c.spWant
-	c.sp.n += c.rn
+	c.spIn.n += c.rn
 	return c.rn, nil
 }
 
 func (c *Conn) doSpliceInOnce(fd uintptr) {
 	for {
-		n, _, e := syscall.RawSyscall6(syscall.SYS_SPLICE, fd, 0, uintptr(c.sp.w), 0, uintptr(c.spWant), spliceFlags)
+		n, _, e := syscall.RawSyscall6(syscall.SYS_SPLICE, fd, 0, uintptr(c.spIn.w), 0, uintptr(c.spWant), spliceFlags)
 		if e == syscall.EINTR {
 			continue
 		}
@@ -164,9 +164,9 @@ func (c *Conn) doSpliceIn(fd uintptr) bool {
 // spliceOut empties p into c's socket, waiting for room in the runtime's
 // poller under c's write deadline.
 func (c *Conn) spliceOut(p *Pipe) (int, error) {
-	c.sp, c.wn, c.werr = p, 0, 0
+	c.spOut, c.wn, c.werr = p, 0, 0
 	err := c.rc.Write(c.spliceOutFn)
-	c.sp = nil
+	c.spOut = nil
 	switch {
 	case err != nil:
 		return c.wn, err
@@ -177,11 +177,11 @@ func (c *Conn) spliceOut(p *Pipe) (int, error) {
 }
 
 func (c *Conn) doSpliceOut(fd uintptr) bool {
-	for c.sp.n > 0 {
-		n, _, e := syscall.RawSyscall6(syscall.SYS_SPLICE, uintptr(c.sp.r), 0, fd, 0, uintptr(c.sp.n), spliceFlags)
+	for c.spOut.n > 0 {
+		n, _, e := syscall.RawSyscall6(syscall.SYS_SPLICE, uintptr(c.spOut.r), 0, fd, 0, uintptr(c.spOut.n), spliceFlags)
 		switch e {
 		case 0:
-			c.sp.n -= int(n)
+			c.spOut.n -= int(n)
 			c.wn += int(n)
 		case syscall.EINTR:
 		case syscall.EAGAIN:
