@@ -2,11 +2,15 @@ package server
 
 import (
 	"bufio"
+	"bytes"
+	"crypto/rand"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"strconv"
 	"testing"
+	"time"
 
 	"github.com/servalproxy/serval"
 )
@@ -72,6 +76,73 @@ func TestForwardChunked(t *testing.T) {
 		r := readResp(t, br, "GET")
 		if r.StatusCode != 200 || r.body != want {
 			t.Fatalf("got %d %q, want %q", r.StatusCode, r.body, want)
+		}
+	}
+}
+
+// TestForwardFullDuplexBodies: an upstream that streams a large body back
+// while it is still arriving. The request body is spliced from the client
+// while the response is spliced to it, at the same time, twice on one
+// keep-alive connection. (On one processor, as CI's -cpu 1 pass runs
+// it, both directions go through internal/sockio's readiness poller.)
+func TestForwardFullDuplexBodies(t *testing.T) {
+	leakCheck(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				br := bufio.NewReader(c)
+				for {
+					req, err := http.ReadRequest(br)
+					if err != nil {
+						return
+					}
+					fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n", req.ContentLength)
+					if _, err := io.Copy(c, req.Body); err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	up := serval.NewUpstream("127.0.0.1", uint16(ln.Addr().(*net.TCPAddr).Port), 0)
+	ts := start(t, &minimalUp{up: &up}, testConfig(), nil)
+	c := dial(t, ts.addr)
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	br := bufio.NewReader(c)
+	for round := range 2 {
+		body := make([]byte, 8<<20+round)
+		rand.Read(body)
+		errc := make(chan error, 1)
+		go func() {
+			_, err := fmt.Fprintf(c, "POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n", len(body))
+			if err == nil {
+				_, err = c.Write(body)
+			}
+			errc <- err
+		}()
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := io.ReadAll(resp.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := <-errc; err != nil {
+			t.Fatal(err)
+		}
+		if resp.StatusCode != 200 || !bytes.Equal(got, body) {
+			t.Fatalf("round %d: status %d, %d of %d bytes echoed intact=%v", round, resp.StatusCode, len(got), len(body), bytes.Equal(got, body))
 		}
 	}
 }
