@@ -19,6 +19,12 @@ func (s *Session) bodyFailPhase(err error) serval.Phase {
 	if err == errClientWrite {
 		return serval.PhaseClientWrite
 	}
+	// A client that is gone (closed or reset) is the cause: when it goes
+	// while its request body is still being sent, our half-close ends the
+	// upstream's request and its response ends short too.
+	if s.d != nil && s.d.TCP != nil && peekSocket(s.d.TCP) == peekClosed {
+		return serval.PhaseClientWrite
+	}
 	if s.c == nil || s.c.TCP == nil {
 		return serval.PhaseUpstreamBody
 	}

@@ -235,9 +235,18 @@ func (s *Session) fail(phase serval.Phase, err error) Result {
 
 // abort ends an exchange whose response head went out: the client
 // connection closes, so a truncated response is never taken as complete.
+//
+// A request body the client broke (it went away mid-upload, stalled, sent
+// bad framing) ends the upstream's request with our half-close, and the
+// upstream's response then ends short: that is the client's doing, not
+// the upstream's, and must not count against its health (else any client
+// could take healthy backends out by aborting uploads). So the pump is
+// stopped first and a client-side failure of it takes the blame.
 func (s *Session) abort(phase serval.Phase, err error) Result {
+	if perr := s.stopPump(); perr != nil && s.pj.clientSide && upstreamFault(phase, err) {
+		phase, err = s.pj.phase, perr
+	}
 	s.upstreamDone(upstreamFault(phase, err), phase, s.resp.Status)
-	s.stopPump()
 	s.releaseUpstream(false)
 	return Result{Status: s.x.Status, Phase: phase, Err: err}
 }

@@ -160,9 +160,16 @@ func (s *Session) spliceBody(j *pumpJob) {
 			continue
 		}
 		if err != nil {
-			// Splice does not say which side failed; the upstream's is
-			// the one the response read will tell more about.
-			j.fail(false, serval.PhaseUpstreamWrite, err)
+			// Splice does not say which side failed: ask the client's
+			// socket. A client that is gone (it closed with our
+			// response unread, which resets) broke the body; blaming
+			// the upstream would let any client take healthy backends
+			// out by aborting uploads.
+			if peekSocket(j.d.TCP) == peekClosed {
+				j.fail(true, serval.PhaseClientBody, err)
+			} else {
+				j.fail(false, serval.PhaseUpstreamWrite, err)
+			}
 			return
 		}
 		if n < seg {

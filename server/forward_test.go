@@ -9,6 +9,8 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -143,6 +145,104 @@ func TestForwardFullDuplexBodies(t *testing.T) {
 		}
 		if resp.StatusCode != 200 || !bytes.Equal(got, body) {
 			t.Fatalf("round %d: status %d, %d of %d bytes echoed intact=%v", round, resp.StatusCode, len(got), len(body), bytes.Equal(got, body))
+		}
+	}
+}
+
+// doneRecorder forwards everything to up and records upstream outcomes.
+type doneRecorder struct {
+	up      *serval.Upstream
+	mu      sync.Mutex
+	results []serval.UpstreamResult
+}
+
+func (d *doneRecorder) SelectUpstream(*serval.Exchange, *serval.Request) *serval.Upstream { return d.up }
+
+func (d *doneRecorder) OnUpstreamDone(_ *serval.Exchange, _ *serval.Upstream, r serval.UpstreamResult) {
+	d.mu.Lock()
+	d.results = append(d.results, r)
+	d.mu.Unlock()
+}
+
+// TestClientAbortsAreNotUpstreamFailures: clients that go away mid-upload
+// (Content-Length or chunked, closing with the echoed response unread, so
+// their socket resets) or mid-download end the upstream's exchange too
+// (our half-close cuts its request short). None of that may count as an
+// upstream failure: passive health would take a healthy backend out, and
+// any client could do it on purpose.
+func TestClientAbortsAreNotUpstreamFailures(t *testing.T) {
+	leakCheck(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				br := bufio.NewReader(c)
+				req, err := http.ReadRequest(br)
+				if err != nil {
+					return
+				}
+				// Echo the body back as it arrives, chunked.
+				io.WriteString(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+				buf := make([]byte, 16<<10)
+				for {
+					n, err := req.Body.Read(buf)
+					if n > 0 {
+						fmt.Fprintf(c, "%x\r\n", n)
+						c.Write(buf[:n])
+						io.WriteString(c, "\r\n")
+					}
+					if err == io.EOF {
+						io.WriteString(c, "0\r\n\r\n")
+						return
+					}
+					if err != nil {
+						return // a cut request body: the response ends short
+					}
+				}
+			}()
+		}
+	}()
+	up := serval.NewUpstream("127.0.0.1", uint16(ln.Addr().(*net.TCPAddr).Port), 0)
+	h := &doneRecorder{up: &up}
+	ts := start(t, h, testConfig(), nil)
+	const n = 1 << 20
+	body := make([]byte, n)
+	for i, mode := range []string{"length-upload", "chunked-upload", "length-download", "chunked-download"} {
+		c := dial(t, ts.addr)
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		chunked := strings.HasPrefix(mode, "chunked")
+		if chunked {
+			fmt.Fprintf(c, "POST /%d HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n", i, n)
+		} else {
+			fmt.Fprintf(c, "POST /%d HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n", i, n)
+		}
+		if strings.HasSuffix(mode, "upload") {
+			c.Write(body[:n/2])
+			time.Sleep(50 * time.Millisecond) // echoed bytes arrive unread: Close resets
+		} else {
+			go c.Write(body)
+			br := bufio.NewReader(c)
+			if resp, err := http.ReadResponse(br, nil); err == nil {
+				io.CopyN(io.Discard, resp.Body, n/4)
+			}
+		}
+		c.Close()
+	}
+	ts.stop(t)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for i, r := range h.results {
+		if r.Failure {
+			t.Errorf("outcome %d: counted as an upstream failure (phase %v)", i, r.Phase)
 		}
 	}
 }
