@@ -156,7 +156,9 @@ type doneRecorder struct {
 	results []serval.UpstreamResult
 }
 
-func (d *doneRecorder) SelectUpstream(*serval.Exchange, *serval.Request) *serval.Upstream { return d.up }
+func (d *doneRecorder) SelectUpstream(*serval.Exchange, *serval.Request) *serval.Upstream {
+	return d.up
+}
 
 func (d *doneRecorder) OnUpstreamDone(_ *serval.Exchange, _ *serval.Upstream, r serval.UpstreamResult) {
 	d.mu.Lock()
