@@ -95,6 +95,7 @@ func (s *Session) attempts() Result {
 			raceRetry, fresh = false, true
 			continue
 		}
+		phase, err = s.stopPumpBlame(phase, err)
 		s.upstreamDone(upstreamFault(phase, err), phase, 0)
 		s.perr = serval.ProxyError{Phase: phase, Status: statusOf(err, 502), Err: err, Upstream: s.up}
 		act := serval.ErrorAction{}
@@ -233,19 +234,26 @@ func (s *Session) fail(phase serval.Phase, err error) Result {
 	return Result{KeepAlive: s.keep && ok, Status: status, Phase: phase, Err: err}
 }
 
+// stopPumpBlame stops the request body pump and returns who failed: the
+// pump's client-side failure (the client went away mid-upload, stalled,
+// sent bad framing) when there was one and phase/err blame the upstream.
+// Our half-close after such a failure cuts the upstream's request short,
+// and its response then ends short too: that is the client's doing, and
+// counting it against the upstream's health would let any client take
+// healthy backends out by aborting uploads.
+func (s *Session) stopPumpBlame(phase serval.Phase, err error) (serval.Phase, error) {
+	if perr := s.stopPump(); perr != nil && s.pj.clientSide && upstreamFault(phase, err) {
+		return s.pj.phase, perr
+	}
+	return phase, err
+}
+
 // abort ends an exchange whose response head went out: the client
 // connection closes, so a truncated response is never taken as complete.
-//
-// A request body the client broke (it went away mid-upload, stalled, sent
-// bad framing) ends the upstream's request with our half-close, and the
-// upstream's response then ends short: that is the client's doing, not
-// the upstream's, and must not count against its health (else any client
-// could take healthy backends out by aborting uploads). So the pump is
-// stopped first and a client-side failure of it takes the blame.
+// The pump is stopped first: a client-side failure of it takes the blame
+// (stopPumpBlame).
 func (s *Session) abort(phase serval.Phase, err error) Result {
-	if perr := s.stopPump(); perr != nil && s.pj.clientSide && upstreamFault(phase, err) {
-		phase, err = s.pj.phase, perr
-	}
+	phase, err = s.stopPumpBlame(phase, err)
 	s.upstreamDone(upstreamFault(phase, err), phase, s.resp.Status)
 	s.releaseUpstream(false)
 	return Result{Status: s.x.Status, Phase: phase, Err: err}
