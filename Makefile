@@ -4,7 +4,7 @@ GO ?= go
 # fuzz coordinator can fail a duration run at its deadline).
 FUZZTIME ?= 3000000x
 
-.PHONY: all test race vet fmt fuzz bench bench-echo bench-proxy bench-tls ktls-vm ci
+.PHONY: all test race vet fmt fuzz bench bench-echo bench-proxy bench-tls chaos ktls-vm ci
 
 all: vet test
 
@@ -43,6 +43,11 @@ bench-proxy:
 
 bench-tls:
 	bash bench/tls.sh
+
+# Integrity under client aborts through examples/lb (plain and TLS, one and
+# two processors; also part of CI).
+chaos:
+	bash bench/chaos.sh
 
 # Kernel TLS tests in a VM (needs shared/ktls-vm beside the checkout).
 ktls-vm:

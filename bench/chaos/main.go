@@ -1,0 +1,141 @@
+// Command chaos is an integrity and fault load for a proxy in front of
+// echo backends (examples/echo-backend --echo-body): concurrent clients
+// send POST bodies of random sizes, with Content-Length or chunked, and
+// check that each response body is exactly what they sent; a share of the
+// clients go away at random points (mid-upload, mid-download). At the end
+// one more request must still be served. It exits 1 on any mismatch or
+// error of a client that did not go away on purpose.
+//
+// bench/chaos.sh starts the backends and the balancer and runs it.
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/rand"
+	"crypto/tls"
+	"flag"
+	"fmt"
+	"io"
+	mrand "math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+func main() {
+	addr := flag.String("addr", "127.0.0.1:19620", "proxy address")
+	clients := flag.Int("clients", 24, "concurrent clients")
+	requests := flag.Int("requests", 120, "requests per client, one connection each")
+	bodyMax := flag.Int("body-max", 400_000, "largest request body in bytes")
+	abortEvery := flag.Int("abort-every", 3, "every n-th client goes away at random points (0: none)")
+	useTLS := flag.Bool("tls", false, "HTTPS (the certificate is not verified)")
+	flag.Parse()
+
+	var good, bad, aborted atomic.Int64
+	var wg sync.WaitGroup
+	for w := range *clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range *requests {
+				mode := modeGood
+				if *abortEvery > 0 && w%*abortEvery == 0 {
+					mode = mrand.IntN(3) // may be good too
+				}
+				switch err := exchange(*addr, *useTLS, 1+mrand.IntN(*bodyMax), i%2 == 1, mode); {
+				case err != nil:
+					bad.Add(1)
+					fmt.Fprintf(os.Stderr, "client %d request %d: %v\n", w, i, err)
+				case mode == modeGood:
+					good.Add(1)
+				default:
+					aborted.Add(1)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if err := exchange(*addr, *useTLS, 4, false, modeGood); err != nil {
+		bad.Add(1)
+		fmt.Fprintf(os.Stderr, "after the load: %v\n", err)
+	}
+	fmt.Printf("echoed intact: %d, went away on purpose: %d, failed: %d\n", good.Load(), aborted.Load(), bad.Load())
+	if bad.Load() > 0 {
+		os.Exit(1)
+	}
+}
+
+const (
+	modeAbortUpload   = 0 // send half the body, close with the echo unread (a reset)
+	modeAbortDownload = 1 // send the body, read a third of the echo, close
+	modeGood          = 2
+)
+
+// exchange sends one POST of n random bytes on a new connection and, for
+// a good client, checks the echo.
+func exchange(addr string, useTLS bool, n int, chunked bool, mode int) error {
+	var c net.Conn
+	var err error
+	if useTLS {
+		c, err = tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true})
+	} else {
+		c, err = net.Dial("tcp", addr)
+	}
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	body := make([]byte, n)
+	rand.Read(body)
+	send := body
+	if mode == modeAbortUpload {
+		send = body[:n/2]
+	}
+	werr := make(chan error, 1)
+	go func() {
+		var err error
+		if chunked {
+			_, err = fmt.Fprintf(c, "POST /chaos HTTP/1.1\r\nHost: chaos\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n", len(send))
+		} else {
+			_, err = fmt.Fprintf(c, "POST /chaos HTTP/1.1\r\nHost: chaos\r\nContent-Length: %d\r\n\r\n", n)
+		}
+		if err == nil {
+			_, err = c.Write(send)
+		}
+		if err == nil && chunked && mode != modeAbortUpload {
+			_, err = io.WriteString(c, "\r\n0\r\n\r\n")
+		}
+		werr <- err
+	}()
+	if mode == modeAbortUpload {
+		<-werr
+		time.Sleep(time.Duration(mrand.IntN(20)) * time.Millisecond)
+		return nil // Close (deferred) with the echo unread
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		return fmt.Errorf("response: %w", err)
+	}
+	defer resp.Body.Close()
+	if mode == modeAbortDownload {
+		io.CopyN(io.Discard, resp.Body, int64(n/3))
+		return nil
+	}
+	got, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return fmt.Errorf("reading the echo: %w", err)
+	}
+	if err := <-werr; err != nil {
+		return fmt.Errorf("sending: %w", err)
+	}
+	if resp.StatusCode != 200 || !bytes.Equal(got, body) {
+		return fmt.Errorf("status %d, %d bytes back for %d sent (chunked=%v), intact=%v",
+			resp.StatusCode, len(got), n, chunked, bytes.Equal(got, body))
+	}
+	return nil
+}
