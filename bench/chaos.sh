@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # bench/chaos.sh - integrity under faults: bench/chaos's clients (random
-# body sizes, Content-Length and chunked, a third of them going away
+# body sizes, Content-Length and chunked, pipelined, read slowly, some going away
 # mid-upload or mid-download) through examples/lb to two
 # examples/echo-backend --echo-body, plain and TLS, with one processor and
 # with two. Fails when an echo comes back altered, a good client fails, the
