@@ -82,18 +82,15 @@ func TestForwardChunked(t *testing.T) {
 	}
 }
 
-// TestForwardFullDuplexBodies: an upstream that streams a large body back
-// while it is still arriving. The request body is spliced from the client
-// while the response is spliced to it, at the same time, twice on one
-// keep-alive connection. (On one processor, as CI's -cpu 1 pass runs
-// it, both directions go through internal/sockio's readiness poller.)
-func TestForwardFullDuplexBodies(t *testing.T) {
-	leakCheck(t)
+// rawOrigin starts an upstream on 127.0.0.1 that runs serve on each
+// connection (then closes it) until the test ends.
+func rawOrigin(t *testing.T, serve func(c net.Conn, br *bufio.Reader)) *serval.Upstream {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
+	t.Cleanup(func() { ln.Close() })
 	go func() {
 		for {
 			c, err := ln.Accept()
@@ -102,22 +99,34 @@ func TestForwardFullDuplexBodies(t *testing.T) {
 			}
 			go func() {
 				defer c.Close()
-				br := bufio.NewReader(c)
-				for {
-					req, err := http.ReadRequest(br)
-					if err != nil {
-						return
-					}
-					fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n", req.ContentLength)
-					if _, err := io.Copy(c, req.Body); err != nil {
-						return
-					}
-				}
+				serve(c, bufio.NewReader(c))
 			}()
 		}
 	}()
 	up := serval.NewUpstream("127.0.0.1", uint16(ln.Addr().(*net.TCPAddr).Port), 0)
-	ts := start(t, &minimalUp{up: &up}, testConfig(), nil)
+	return &up
+}
+
+// TestForwardFullDuplexBodies: an upstream that streams a large body back
+// while it is still arriving. The request body is spliced from the client
+// while the response is spliced to it, at the same time, twice on one
+// keep-alive connection. (On one processor, as CI's -cpu 1 pass runs
+// it, both directions go through internal/sockio's readiness poller.)
+func TestForwardFullDuplexBodies(t *testing.T) {
+	leakCheck(t)
+	up := rawOrigin(t, func(c net.Conn, br *bufio.Reader) {
+		for {
+			req, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n", req.ContentLength)
+			if _, err := io.Copy(c, req.Body); err != nil {
+				return
+			}
+		}
+	})
+	ts := start(t, &minimalUp{up: up}, testConfig(), nil)
 	c := dial(t, ts.addr)
 	c.SetDeadline(time.Now().Add(30 * time.Second))
 	br := bufio.NewReader(c)
@@ -174,47 +183,31 @@ func (d *doneRecorder) OnUpstreamDone(_ *serval.Exchange, _ *serval.Upstream, r 
 // any client could do it on purpose.
 func TestClientAbortsAreNotUpstreamFailures(t *testing.T) {
 	leakCheck(t)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
+	up := rawOrigin(t, func(c net.Conn, br *bufio.Reader) {
+		req, err := http.ReadRequest(br)
+		if err != nil {
+			return
+		}
+		// Echo the body back as it arrives, chunked.
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+		buf := make([]byte, 16<<10)
 		for {
-			c, err := ln.Accept()
-			if err != nil {
+			n, err := req.Body.Read(buf)
+			if n > 0 {
+				fmt.Fprintf(c, "%x\r\n", n)
+				c.Write(buf[:n])
+				io.WriteString(c, "\r\n")
+			}
+			if err == io.EOF {
+				io.WriteString(c, "0\r\n\r\n")
 				return
 			}
-			go func() {
-				defer c.Close()
-				br := bufio.NewReader(c)
-				req, err := http.ReadRequest(br)
-				if err != nil {
-					return
-				}
-				// Echo the body back as it arrives, chunked.
-				io.WriteString(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
-				buf := make([]byte, 16<<10)
-				for {
-					n, err := req.Body.Read(buf)
-					if n > 0 {
-						fmt.Fprintf(c, "%x\r\n", n)
-						c.Write(buf[:n])
-						io.WriteString(c, "\r\n")
-					}
-					if err == io.EOF {
-						io.WriteString(c, "0\r\n\r\n")
-						return
-					}
-					if err != nil {
-						return // a cut request body: the response ends short
-					}
-				}
-			}()
+			if err != nil {
+				return // a cut request body: the response ends short
+			}
 		}
-	}()
-	up := serval.NewUpstream("127.0.0.1", uint16(ln.Addr().(*net.TCPAddr).Port), 0)
-	h := &doneRecorder{up: &up}
+	})
+	h := &doneRecorder{up: up}
 	ts := start(t, h, testConfig(), nil)
 	const n = 1 << 20
 	body := make([]byte, n)

@@ -178,18 +178,11 @@ func (c *Conn) doReadOnce(fd uintptr) {
 	}
 }
 
+// doRead is doReadOnce for the runtime's poller: false (EAGAIN) parks
+// until it says readable.
 func (c *Conn) doRead(fd uintptr) bool {
-	for {
-		n, _, e := syscall.RawSyscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&c.rbuf[0])), uintptr(len(c.rbuf)), 0, 0, 0)
-		switch e {
-		case syscall.EINTR:
-			continue
-		case syscall.EAGAIN:
-			return false // park until the poller says readable
-		}
-		c.rn, c.rerr = int(n), e
-		return true
-	}
+	c.doReadOnce(fd)
+	return c.rerr != syscall.EAGAIN
 }
 
 // ready returns when a read may find bytes: at once when the last read

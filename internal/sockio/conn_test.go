@@ -11,9 +11,9 @@ import (
 	"time"
 )
 
-// pair returns a Conn over one end of a loopback connection and the
-// other end.
-func pair(t *testing.T) (*Conn, net.Conn) {
+// loopback returns both ends of a loopback TCP connection, closed when
+// the test ends (closing an end twice is harmless), with 10 s deadlines.
+func loopback(t *testing.T) (*net.TCPConn, net.Conn) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -28,23 +28,28 @@ func pair(t *testing.T) (*Conn, net.Conn) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var c Conn
-	c.Init()
-	if err := c.Reset(s.(*net.TCPConn)); err != nil {
-		t.Fatal(err)
-	}
 	t.Cleanup(func() { s.Close(); peer.Close() })
-	c.SetDeadline(time.Now().Add(10 * time.Second))
+	s.SetDeadline(time.Now().Add(10 * time.Second))
 	peer.SetDeadline(time.Now().Add(10 * time.Second))
-	return &c, peer
+	return s.(*net.TCPConn), peer
 }
 
-func TestReadWriteBothWays(t *testing.T) {
-	c, peer := pair(t)
-	// 8 MiB is far more than the socket buffers: Write must wait for
-	// room and go on where it stopped.
-	want := make([]byte, 8<<20)
-	rand.Read(want)
+// pair returns a Conn over one end of a loopback connection and the
+// other end.
+func pair(t *testing.T) (*Conn, net.Conn) {
+	t.Helper()
+	s, peer := loopback(t)
+	c := &Conn{}
+	c.Init()
+	if err := c.Reset(s); err != nil {
+		t.Fatal(err)
+	}
+	return c, peer
+}
+
+// writeAll writes want on c and checks that peer reads exactly that.
+func writeAll(t *testing.T, c *Conn, peer net.Conn, want []byte) {
+	t.Helper()
 	got := make(chan []byte, 1)
 	go func() {
 		b, _ := io.ReadAll(io.LimitReader(peer, int64(len(want))))
@@ -56,6 +61,15 @@ func TestReadWriteBothWays(t *testing.T) {
 	if b := <-got; !bytes.Equal(b, want) {
 		t.Fatalf("peer got %d bytes, not what was written", len(b))
 	}
+}
+
+func TestReadWriteBothWays(t *testing.T) {
+	c, peer := pair(t)
+	// 8 MiB is far more than the socket buffers: Write must wait for
+	// room and go on where it stopped.
+	want := make([]byte, 8<<20)
+	rand.Read(want)
+	writeAll(t, c, peer, want)
 	go func() { peer.Write(want); peer.Close() }()
 	b, err := io.ReadAll(c)
 	if err != nil || !bytes.Equal(b, want) {

@@ -21,33 +21,15 @@ func init() { pollingForced = true }
 // and the other end. The socket is closed through c (it unregisters).
 func polledPair(t *testing.T) (*Conn, *net.TCPConn) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	peer, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := &Conn{}
-	c.Init()
-	if err := c.Reset(s.(*net.TCPConn)); err != nil {
-		t.Fatal(err)
-	}
+	c, peer := pair(t)
 	if err := c.Poll(); err != nil {
 		t.Fatal(err)
 	}
 	if !c.Polled() {
 		t.Fatal("Poll did not register the socket")
 	}
-	t.Cleanup(func() { c.Close(); peer.Close() })
-	c.SetDeadline(time.Now().Add(10 * time.Second))
-	peer.SetDeadline(time.Now().Add(10 * time.Second))
+	t.Cleanup(func() { c.Close() })
+	c.SetDeadline(time.Now().Add(10 * time.Second)) // the readiness wait's too
 	return c, peer.(*net.TCPConn)
 }
 
@@ -61,17 +43,7 @@ func TestPolledReadWriteBothWays(t *testing.T) {
 	c, peer := polledPair(t)
 	want := make([]byte, 8<<20)
 	rand.Read(want)
-	got := make(chan []byte, 1)
-	go func() {
-		b, _ := io.ReadAll(io.LimitReader(peer, int64(len(want))))
-		got <- b
-	}()
-	if n, err := c.Write(want); n != len(want) || err != nil {
-		t.Fatalf("Write: %d, %v", n, err)
-	}
-	if b := <-got; !bytes.Equal(b, want) {
-		t.Fatalf("peer got %d bytes, not what was written", len(b))
-	}
+	writeAll(t, c, peer, want)
 	// Reads of every size: buffers the data fills (read again at once)
 	// and larger ones (wait for the next edge).
 	go func() { peer.Write(want); peer.Close() }()
@@ -347,69 +319,5 @@ func TestPollerStopsWhenUnused(t *testing.T) {
 
 func TestPolledNoAllocs(t *testing.T) {
 	c, peer := polledPair(t)
-	msg := []byte("ping")
-	buf := make([]byte, 16)
-	n := testing.AllocsPerRun(1000, func() {
-		if _, err := c.Write(msg); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := peer.Read(buf); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := peer.Write(msg); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := c.Read(buf); err != nil {
-			t.Fatal(err)
-		}
-	})
-	if n != 0 {
-		t.Fatalf("%v allocations per polled round trip", n)
-	}
-}
-
-// A socket can be the source of one splice and the destination of
-// another at once: a request body spliced from a client while the
-// response is spliced to it. The two directions share no state.
-func TestSpliceBothDirectionsAtOnce(t *testing.T) {
-	leakcheck.Check(t)
-	a, pa := polledPair(t) // the client: its body flows a -> b, its response c -> a
-	b, pb := polledPair(t)
-	c, pc := polledPair(t)
-	up := make([]byte, 8<<20)
-	down := make([]byte, 8<<20+7)
-	rand.Read(up)
-	rand.Read(down)
-	errs := make(chan error, 6)
-	gotUp, gotDown := make(chan []byte, 1), make(chan []byte, 1)
-	go func() { _, err := pa.Write(up); errs <- err }()
-	go func() { _, err := pc.Write(down); errs <- err }()
-	go func() { b, _ := io.ReadAll(io.LimitReader(pb, int64(len(up)))); gotUp <- b }()
-	go func() { b, _ := io.ReadAll(io.LimitReader(pa, int64(len(down)))); gotDown <- b }()
-	splice := func(src, dst *Conn, n int) {
-		p, err := GetPipe()
-		if err != nil {
-			errs <- err
-			return
-		}
-		m, err := src.SpliceTo(dst, int64(n), p)
-		PutPipe(p)
-		if err == nil && m != int64(n) {
-			err = io.ErrUnexpectedEOF
-		}
-		errs <- err
-	}
-	go splice(a, b, len(up))
-	go splice(c, a, len(down))
-	for range 4 {
-		if err := <-errs; err != nil {
-			t.Fatal(err)
-		}
-	}
-	if g := <-gotUp; !bytes.Equal(g, up) {
-		t.Fatalf("upstream got %d bytes, not the body", len(g))
-	}
-	if g := <-gotDown; !bytes.Equal(g, down) {
-		t.Fatalf("client got %d bytes, not the response", len(g))
-	}
+	checkRoundTripAllocs(t, c, peer)
 }
