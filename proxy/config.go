@@ -21,6 +21,9 @@ const (
 	BufferBytesMax = 16 << 20
 	// RequestBodyBytesMaxDefault: 1 GiB, as the server's default.
 	RequestBodyBytesMaxDefault = 1 << 30
+	// TunnelIdleTimeoutDefault: ten minutes without a byte either way
+	// ends an upgraded connection (WebSocket peers ping far more often).
+	TunnelIdleTimeoutDefault = 10 * time.Minute
 	// RetriesMaxDefault: one OnError-requested retry elsewhere.
 	RetriesMaxDefault = 1
 	// RetriesMaxLimit bounds RetriesMax: each retry holds the client.
@@ -74,6 +77,13 @@ type Config struct {
 	// upstream's host name. ConnectTimeout covers TCP connect and the
 	// handshake (504 when it runs out); a failed verification is a 502.
 	UpstreamTLS tlsconn.ClientConfig
+	// TunnelIdleTimeout ends a protocol upgrade's tunnel (WebSocket, after
+	// 101 Switching Protocols) when no byte went either way for this long.
+	// Default TunnelIdleTimeoutDefault.
+	TunnelIdleTimeout time.Duration
+	// UpgradesOff strips Upgrade from requests (as every hop-by-hop
+	// field) instead of proxying protocol upgrades.
+	UpgradesOff bool
 	// RetriesMax bounds OnError-requested retries on another upstream.
 	// Zero means RetriesMaxDefault; negative means none.
 	RetriesMax int
@@ -92,6 +102,7 @@ func (c Config) withDefaults() (Config, error) {
 	def(&c.ResponseTimeout, serval.UpstreamResponseTimeoutDefault)
 	def(&c.BodyReadTimeout, serval.BodyReadTimeoutDefault)
 	def(&c.WriteTimeout, serval.WriteTimeoutDefault)
+	def(&c.TunnelIdleTimeout, TunnelIdleTimeoutDefault)
 	defInt := func(v *int, d int) {
 		if *v == 0 {
 			*v = d
@@ -126,6 +137,7 @@ func (c Config) withDefaults() (Config, error) {
 		{"ResponseTimeout", int64(c.ResponseTimeout), int64(time.Millisecond), int64(TimeoutMax)},
 		{"BodyReadTimeout", int64(c.BodyReadTimeout), int64(time.Millisecond), int64(TimeoutMax)},
 		{"WriteTimeout", int64(c.WriteTimeout), int64(time.Millisecond), int64(TimeoutMax)},
+		{"TunnelIdleTimeout", int64(c.TunnelIdleTimeout), int64(time.Millisecond), int64(TimeoutMax)},
 		{"HeadBytesMax", int64(c.HeadBytesMax), 256, serval.HeadBytesMaxLimit},
 		{"FieldsMax", int64(c.FieldsMax), 1, serval.FieldsMaxLimit},
 		{"TrailerBytesMax", int64(c.TrailerBytesMax), 2, serval.HeadBytesMaxLimit},

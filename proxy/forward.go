@@ -46,6 +46,7 @@ func (s *Session) begin(d *Downstream, x *serval.Exchange, req *serval.Request, 
 	s.body, s.bodyOut, s.bodyEnd = bodyNone, nil, d.Head
 	s.bodySent, s.headSent, s.cont, s.keep, s.reusable = false, false, false, false, false
 	s.upDone, s.latency = false, 0
+	s.upgrade = upgradable(req, &s.f.cfg)
 	s.perr = serval.ProxyError{}
 	s.pj.done, s.pj.err, s.pj.clientSide = false, nil, false
 	x.Upstream = up
@@ -152,7 +153,7 @@ func (s *Session) attempt(fresh bool) (serval.Phase, error) {
 	// ReadResponse to keep it.
 	s.c.Deadlines.ReadAt(s.c.Conn, s.f.cfg.ResponseTimeout, serval.NanotimeAt(s.sentAt))
 	h, cause, err := client.ReadResponse(s.c.Conn, s.rbuf, 0, &s.resp, &s.f.lim,
-		time.Time{}, s.req.MethodID, false, s)
+		time.Time{}, s.req.MethodID, s.upgrade, s)
 	if err != nil {
 		s.logCause(cause)
 		phase := serval.PhaseUpstreamHead

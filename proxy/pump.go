@@ -48,6 +48,7 @@ type pumpJob struct {
 	upTCP     *net.TCPConn
 	upDL      *serval.Deadlines // the upstream socket's deadlines
 	chunked   bool
+	tunnel    bool  // relay client bytes upstream until the end (tunnel.go)
 	remaining int64 // Content-Length bytes not in d.Buf
 
 	done       bool // the whole body was read from the client and sent
@@ -66,15 +67,9 @@ type pumpJob struct {
 // startPump hands the current body to the pump.
 func (s *Session) startPump(chunked bool) {
 	d := s.d
-	if s.pumpGo == nil {
-		s.pumpGo = make(chan struct{})
-		s.pumpDone = make(chan struct{}, 1)
-		s.pumpExit = make(chan struct{})
-		s.pbuf = make([]byte, s.f.cfg.BufferBytes)
-		go s.pumpLoop()
-	}
+	s.ensurePump()
 	j := &s.pj
-	j.d, j.up, j.upTCP, j.upDL, j.chunked = d, s.c.Conn, s.c.TCP, &s.c.Deadlines, chunked
+	j.d, j.up, j.upTCP, j.upDL, j.chunked, j.tunnel = d, s.c.Conn, s.c.TCP, &s.c.Deadlines, chunked, false
 	j.remaining = 0
 	if !chunked {
 		j.remaining = s.req.ContentLength - int64(d.End-d.Head)
@@ -85,11 +80,24 @@ func (s *Session) startPump(chunked bool) {
 	s.pumpGo <- struct{}{}
 }
 
+// ensurePump starts the pump goroutine on the session's first job.
+func (s *Session) ensurePump() {
+	if s.pumpGo == nil {
+		s.pumpGo = make(chan struct{})
+		s.pumpDone = make(chan struct{}, 1)
+		s.pumpExit = make(chan struct{})
+		s.pbuf = make([]byte, s.f.cfg.BufferBytes)
+		go s.pumpLoop()
+	}
+}
+
 func (s *Session) pumpLoop() {
 	defer close(s.pumpExit)
 	for range s.pumpGo {
 		j := &s.pj
-		if j.chunked {
+		if j.tunnel {
+			s.pumpTunnel(j)
+		} else if j.chunked {
 			s.pumpChunked(j)
 		} else {
 			s.pumpLength(j)

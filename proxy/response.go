@@ -13,6 +13,9 @@ import (
 // error after the head went out is an abort.
 func (s *Session) respond(h client.Head) (serval.Phase, error) {
 	resp, req := &s.resp, s.req
+	if resp.Status == 101 && s.f.hooks.Response == nil {
+		return s.tunnel(h)
+	}
 	if hk := s.f.hooks.Response; hk != nil {
 		if s.hookBuf == nil {
 			s.hookBuf = make([]byte, s.f.cfg.BufferBytes)
@@ -20,6 +23,9 @@ func (s *Session) respond(h client.Head) (serval.Phase, error) {
 		act := hk.OnResponse(s.x, resp, s.hookBuf)
 		if act.Kind != serval.ActionContinue {
 			return s.replaceResponse(&act, h)
+		}
+		if resp.Status == 101 {
+			return s.tunnel(h)
 		}
 	}
 	// HTTP/1.0 clients cannot read chunked framing: they get the bytes
@@ -287,7 +293,7 @@ var lastChunkFinal = []byte("0\r\n\r\n")
 // left unread.
 func (s *Session) replaceResponse(act *serval.Action, h client.Head) (serval.Phase, error) {
 	rest := h.End - h.HeadBytes
-	clean := h.Body == http1.BodyNone && rest == 0 ||
+	clean := h.Body == http1.BodyNone && rest == 0 && s.resp.Status != 101 ||
 		h.Body == http1.BodyLength && int64(rest) == s.resp.ContentLength
 	s.keep = !s.req.Close && !act.Close
 	s.headSent = true

@@ -31,6 +31,7 @@ var (
 	valueChunked  = []byte("chunked")
 	valueClose    = []byte("close")
 	valueKeep     = []byte("keep-alive")
+	valueUpgrade  = []byte("upgrade")
 	valueText     = []byte("text/plain; charset=utf-8")
 	listSep       = []byte(", ")
 )
@@ -99,6 +100,8 @@ func (s *Session) rewriteRequest(d *Downstream, x *serval.Exchange, req *serval.
 				out.Fields = append(out.Fields, serval.Header{Name: nameTE, Value: valueTrailers})
 			}
 			continue
+		case s.upgrade && serval.EqualFold(f.Name, "upgrade"):
+			// Kept: the protocols offered (tunnel.go).
 		case hopByHop(f.Name), serval.EqualFold(f.Name, "host"), connectionListed(req.Fields, f.Name),
 			serval.EqualFold(f.Name, "x-forwarded-for"):
 			continue
@@ -143,6 +146,9 @@ func (s *Session) rewriteRequest(d *Downstream, x *serval.Exchange, req *serval.
 	}
 	if req.Chunked {
 		out.Fields = append(out.Fields, serval.Header{Name: nameTEncoding, Value: valueChunked})
+	}
+	if s.upgrade {
+		out.Fields = append(out.Fields, serval.Header{Name: nameConn, Value: valueUpgrade})
 	}
 	return nil
 }

@@ -94,6 +94,7 @@ type Session struct {
 	keep     bool      // the client connection may carry another request
 	reusable bool      // the upstream connection may go back to the pool
 	upDone   bool      // OnUpstreamDone ran for the current selection
+	upgrade  bool      // the request asks to switch protocols, and may (tunnel.go)
 	sentAt   time.Time // when the request head went upstream
 	latency  time.Duration
 
@@ -104,7 +105,11 @@ type Session struct {
 	pumpExit chan struct{}
 	pumpStop atomic.Bool
 	pumping  bool // a job was handed to the pump and not collected
-	pbuf     []byte
+	// tunnelSeen is when a byte last went either way through a tunnel
+	// (serval.Nanotime); tunnelStop asks the session's side to end.
+	tunnelSeen atomic.Int64
+	tunnelStop atomic.Bool
+	pbuf       []byte
 }
 
 // NewSession allocates a session. Call once per connection slot.

@@ -13,6 +13,7 @@ import (
 	"github.com/servalproxy/serval/lb"
 	"github.com/servalproxy/serval/pool"
 	"github.com/servalproxy/serval/prober"
+	"github.com/servalproxy/serval/proxy"
 	"github.com/servalproxy/serval/server"
 	"github.com/servalproxy/serval/tlsconn"
 )
@@ -37,6 +38,7 @@ type options struct {
 	debug           bool
 	connectTimeout  time.Duration
 	responseTimeout time.Duration
+	tunnelIdle      time.Duration
 	idlePerUpstream int
 	connectionsMax  int
 
@@ -75,6 +77,7 @@ func defineFlags(fs *flag.FlagSet, o *options, r *rawFlags) {
 	fs.BoolVar(&o.debug, "debug", false, "debug logging (one line per request)")
 	fs.DurationVar(&o.connectTimeout, "connect-timeout", serval.UpstreamConnectTimeoutDefault, "upstream connect timeout (TCP connect plus TLS handshake)")
 	fs.DurationVar(&o.responseTimeout, "response-timeout", serval.UpstreamResponseTimeoutDefault, "upstream response timeout (head wait and each body read stall)")
+	fs.DurationVar(&o.tunnelIdle, "tunnel-idle-timeout", proxy.TunnelIdleTimeoutDefault, "close an upgraded connection (WebSocket) after this long without a byte either way")
 	fs.IntVar(&o.idlePerUpstream, "idle-per-upstream", pool.IdlePerUpstreamDefault, "idle keep-alive connections kept per upstream")
 	fs.IntVar(&o.connectionsMax, "max-conns", server.DefaultConfig().ConnectionsMax, "client connection slots (buffers for each are allocated at startup)")
 
@@ -152,7 +155,7 @@ func (o *options) validate() error {
 	switch {
 	case o.port < 0 || o.port > 65535:
 		return errors.New("--port out of range")
-	case o.connectTimeout <= 0 || o.responseTimeout <= 0:
+	case o.connectTimeout <= 0 || o.responseTimeout <= 0 || o.tunnelIdle <= 0:
 		return errors.New("timeouts must be positive")
 	case o.healthInterval < 0:
 		return errors.New("--health-interval must not be negative")

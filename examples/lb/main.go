@@ -156,6 +156,7 @@ func serverConfig(o *options, logger *slog.Logger, upTLS tlsconn.ClientConfig) s
 	cfg.TLS = serverTLS(o)
 	cfg.Proxy.ConnectTimeout = o.connectTimeout
 	cfg.Proxy.ResponseTimeout = o.responseTimeout
+	cfg.Proxy.TunnelIdleTimeout = o.tunnelIdle
 	cfg.Proxy.UpstreamTLS = upTLS
 	cfg.Proxy.Logger = logger
 	return cfg

@@ -1,0 +1,203 @@
+package proxy
+
+import (
+	"errors"
+	"io"
+	"net"
+	"os"
+
+	"github.com/servalproxy/serval"
+	"github.com/servalproxy/serval/client"
+	"github.com/servalproxy/serval/http1"
+)
+
+// Protocol upgrades (RFC 9110 §7.8): WebSocket and the like.
+//
+// A request that asks to switch protocols (HTTP/1.1, "Connection:
+// upgrade" and an Upgrade field, no body) goes upstream with its Upgrade
+// field and "Connection: upgrade"; every other hop-by-hop field is still
+// removed. An upstream that declines answers as usual and the exchange
+// goes on as any other. One that agrees answers 101 Switching Protocols:
+// the 101 goes to the client with the Upgrade field the upstream chose,
+// and from then on the two connections are a tunnel. Bytes already read
+// past either head (a client that did not wait for the 101, an upstream
+// that spoke first) are relayed first.
+//
+// The tunnel relays each direction on its own goroutine: upstream to
+// client on the session's, client to upstream on the body pump's (no
+// goroutine per tunnel). A direction that reads EOF half-closes its
+// destination and ends; the tunnel ends when both did, when either fails,
+// or when no byte went either way for TunnelIdleTimeout. Neither
+// connection is reused after: the upstream connection is closed, and the
+// client connection closes when Forward returns.
+//
+// An upgraded exchange counts as the upstream's success when its 101
+// arrives (health sees it then, not when the tunnel ends); how the tunnel
+// ends is the peers' business, not an upstream failure. x.Status is 101,
+// x.BytesIn and x.BytesOut count the tunnel's bytes, Timings.Total its
+// life.
+
+// upgradable reports whether req's protocol upgrade is proxied.
+func upgradable(req *serval.Request, cfg *Config) bool {
+	return req.Upgrade && !cfg.UpgradesOff && req.Version == serval.Version11 &&
+		!req.Chunked && req.ContentLength <= 0
+}
+
+// errTunnelStopped ends a tunnel direction the other one asked to stop.
+var errTunnelStopped = errors.New("proxy: tunnel stopped")
+
+// tunnel sends the upstream's 101 to the client and relays both ways
+// until the tunnel ends (see above). The head is in s.rbuf.
+func (s *Session) tunnel(h client.Head) (serval.Phase, error) {
+	resp := &s.resp
+	b := http1.AppendStatusLine(s.wbuf[:0], resp.Status, resp.Reason)
+	b = s.appendResponseFields(b, resp, true)
+	for _, f := range resp.Fields {
+		if serval.EqualFold(f.Name, "upgrade") {
+			b = http1.AppendField(b, f.Name, f.Value)
+		}
+	}
+	b = http1.AppendField(b, nameConn, valueUpgrade)
+	b = append(b, "\r\n"...)
+	s.wbuf = b[:0]
+	s.headSent, s.x.Status, s.keep = true, resp.Status, false
+	s.upstreamDone(false, serval.PhaseNone, resp.Status)
+	if !s.writeClient(b) || h.End > h.HeadBytes && !s.writeClient(s.rbuf[h.HeadBytes:h.End]) {
+		return serval.PhaseClientWrite, errClientWrite
+	}
+	s.tunnelSeen.Store(serval.Nanotime())
+	s.tunnelStop.Store(false)
+	s.startTunnel()
+	if s.relayDown() && halfClose(s.d.Conn) {
+		// The upstream is done sending; the client may still send until
+		// it closes (or the idle timeout).
+		<-s.pumpDone
+		s.collectPump()
+	} else {
+		s.stopPump()
+	}
+	s.d.Deadlines.Forget()
+	s.c.Deadlines.Forget()
+	s.releaseUpstream(false)
+	return serval.PhaseNone, nil
+}
+
+// relayDown relays upstream bytes to the client until the upstream's EOF
+// (true), a failure, the idle timeout or the pump's stop (false).
+func (s *Session) relayDown() (eof bool) {
+	cfg := &s.f.cfg
+	c := s.c
+	for {
+		// The stop flag is read after the deadline is renewed: a stop
+		// whose past deadline the renewal overwrote is seen here.
+		if c.Deadlines.Read(c.Conn, cfg.TunnelIdleTimeout) != nil || s.tunnelStop.Load() {
+			return false
+		}
+		n, err := c.Conn.Read(s.rbuf)
+		if n > 0 {
+			s.tunnelSeen.Store(serval.Nanotime())
+			if !s.writeClient(s.rbuf[:n]) {
+				return false
+			}
+		}
+		switch {
+		case err == nil:
+		case err == io.EOF:
+			return true
+		case s.tunnelStop.Load() || !s.tunnelActive(err):
+			return false
+		}
+	}
+}
+
+// tunnelActive reports whether err is a read timeout while the other
+// direction moved bytes within TunnelIdleTimeout (the tunnel is not idle:
+// read on).
+func (s *Session) tunnelActive(err error) bool {
+	return errors.Is(err, os.ErrDeadlineExceeded) &&
+		serval.Nanotime()-s.tunnelSeen.Load() < int64(s.f.cfg.TunnelIdleTimeout)
+}
+
+// startTunnel hands the client-to-upstream direction to the pump.
+func (s *Session) startTunnel() {
+	d := s.d
+	s.ensurePump()
+	j := &s.pj
+	j.d, j.up, j.upTCP, j.upDL, j.chunked, j.tunnel = d, s.c.Conn, s.c.TCP, &s.c.Deadlines, false, true
+	j.remaining = 0
+	j.done, j.clientSide, j.phase, j.err, j.head, j.end, j.bytesIn = false, false, 0, nil, d.Head, d.End, 0
+	s.pumpStop.Store(false)
+	s.pumping = true
+	s.pumpGo <- struct{}{}
+}
+
+// pumpTunnel relays client bytes upstream (bytes read past the request
+// head first) until the client's EOF, which half-closes the upstream.
+// Any other end (a failure, the idle timeout, the session's stop) also
+// stops the session's direction.
+func (s *Session) pumpTunnel(j *pumpJob) {
+	d, cfg := j.d, &s.f.cfg
+	if b := d.Buf[d.Head:d.End]; len(b) > 0 {
+		if !s.tunnelWrite(j, b) {
+			s.stopDown()
+			return
+		}
+	}
+	j.head, j.end = d.End, d.End
+	for {
+		if d.Deadlines.Read(d.Conn, cfg.TunnelIdleTimeout) != nil || s.pumpStop.Load() {
+			j.fail(true, serval.PhaseClientBody, errTunnelStopped)
+			s.stopDown()
+			return
+		}
+		n, err := d.Conn.Read(s.pbuf)
+		if n > 0 {
+			s.tunnelSeen.Store(serval.Nanotime())
+			if !s.tunnelWrite(j, s.pbuf[:n]) {
+				s.stopDown()
+				return
+			}
+		}
+		switch {
+		case err == nil:
+		case err == io.EOF:
+			j.done = true
+			if !halfClose(j.up) {
+				s.stopDown()
+			}
+			return
+		case s.pumpStop.Load() || !s.tunnelActive(err):
+			j.fail(true, serval.PhaseClientBody, err)
+			s.stopDown()
+			return
+		}
+	}
+}
+
+// tunnelWrite writes b upstream under a fresh write deadline.
+func (s *Session) tunnelWrite(j *pumpJob, b []byte) bool {
+	j.bytesIn += int64(len(b))
+	if err := j.upDL.Write(j.up, s.f.cfg.WriteTimeout); err != nil {
+		j.fail(false, serval.PhaseUpstreamWrite, err)
+		return false
+	}
+	if _, err := j.up.Write(b); err != nil {
+		j.fail(false, serval.PhaseUpstreamWrite, err)
+		return false
+	}
+	return true
+}
+
+// stopDown makes the session's direction end: the flag first, then a past
+// read deadline on the upstream (see relayDown).
+func (s *Session) stopDown() {
+	s.tunnelStop.Store(true)
+	s.pj.up.SetReadDeadline(pastDeadline)
+}
+
+// halfClose shuts c's sending side (FIN, after close_notify on TLS); false
+// when c cannot.
+func halfClose(c net.Conn) bool {
+	cw, ok := c.(interface{ CloseWrite() error })
+	return ok && cw.CloseWrite() == nil
+}
