@@ -22,6 +22,10 @@
 //  5. Release the upstream connection as reusable only when both messages
 //     ended cleanly and nothing else came after the response.
 //
+// A request that asks to switch protocols (WebSocket) keeps its Upgrade
+// field; an upstream's 101 turns both connections into a tunnel, relayed
+// both ways until both sides are done or it idles (tunnel.go).
+//
 // TLS: the client side may be TLS (the server lends the TLS connection as
 // Downstream.Conn), and so may the upstream side (Upstream.TLS: the
 // dialer runs the handshake with Config.UpstreamTLS; the pool keeps TLS
