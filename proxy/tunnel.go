@@ -31,6 +31,12 @@ import (
 // connection is reused after: the upstream connection is closed, and the
 // client connection closes when Forward returns.
 //
+// The tunnel's bytes are another protocol's: OnRequestBody and
+// OnResponseBody do not see them (a handler that must not let a protocol
+// through rejects on Request.Upgrade, or sets UpgradesOff). OnResponse
+// sees the 101 and may replace it; the upstream connection is then
+// closed and the client's stays HTTP.
+//
 // An upgraded exchange counts as the upstream's success when its 101
 // arrives (health sees it then, not when the tunnel ends); how the tunnel
 // ends is the peers' business, not an upstream failure. x.Status is 101,
