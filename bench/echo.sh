@@ -36,7 +36,7 @@ log "work dir: $WORK"
 (cd "$REPO" && go build -o "$WORK/bin/" ./examples/echo-backend ./bench/nethttp-echo)
 
 for t in $TARGETS; do port_free "${PORT[$t]}" || { log "port ${PORT[$t]} is taken"; exit 1; }; done
-start_bg serval "$SERVER_CPU" env GOMAXPROCS=1 "$WORK/bin/echo-backend" --port "${PORT[serval]}" --id bench
+start_bg serval "$SERVER_CPU" env GOMAXPROCS=1 "$WORK/bin/echo-backend" --host 127.0.0.1 --port "${PORT[serval]}" --id bench
 start_bg nethttp "$SERVER_CPU" env GOMAXPROCS=1 "$WORK/bin/nethttp-echo" -port "${PORT[nethttp]}" -id bench
 for t in $TARGETS; do wait_http "${PORT[$t]}" "$URLPATH" || { log "$t did not start; see $WORK/$t.log"; exit 1; }; done
 

@@ -142,10 +142,10 @@ start_target() { # start_target NAME CPULIST GOMAXPROCS
   port_free "${PORT[$t]}" || { log "port ${PORT[$t]} for $t is taken; skipping $t"; return 1; }
   case $t in
     serval) # shellcheck disable=SC2086
-      start_bg serval "$cpus" env GOMAXPROCS="$gmp" "$WORK/bin/serval-lb" --port "${PORT[serval]}" \
+      start_bg serval "$cpus" env GOMAXPROCS="$gmp" "$WORK/bin/serval-lb" --host 127.0.0.1 --port "${PORT[serval]}" \
         --backends "127.0.0.1:$BE1,127.0.0.1:$BE2" $SERVAL_ARGS ;;
     serval-nohealth) # shellcheck disable=SC2086
-      start_bg serval-nohealth "$cpus" env GOMAXPROCS="$gmp" "$WORK/bin/serval-lb" --port "${PORT[serval-nohealth]}" \
+      start_bg serval-nohealth "$cpus" env GOMAXPROCS="$gmp" "$WORK/bin/serval-lb" --host 127.0.0.1 --port "${PORT[serval-nohealth]}" \
         --backends "127.0.0.1:$BE1,127.0.0.1:$BE2" --no-health $SERVAL_ARGS ;;
     nginx) start_bg nginx "$cpus" nginx -p "$WORK/nginx/" -c "$WORK/nginx/nginx.conf" -e "$WORK/nginx/logs/error.log" -g 'daemon off;' ;;
     haproxy) start_bg haproxy "$cpus" haproxy -db -f "$WORK/haproxy.cfg" ;;

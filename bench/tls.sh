@@ -152,7 +152,7 @@ start_target() { # start_target NAME KIND
   port_free "${PORT[$t]}" || { log "port ${PORT[$t]} for $t is taken; skipping $t"; return 1; }
   case $t in
     serval) # shellcheck disable=SC2086
-      start_bg serval "$PROXY_CPU" env GOMAXPROCS=1 "$WORK/bin/serval-lb" --port "${PORT[serval]}" \
+      start_bg serval "$PROXY_CPU" env GOMAXPROCS=1 "$WORK/bin/serval-lb" --host 127.0.0.1 --port "${PORT[serval]}" \
         --backends "127.0.0.1:$ORIGIN" --cert "$d/cert.pem" --key "$d/key.pem" $SERVAL_ARGS ;;
     nginx) start_bg nginx "$PROXY_CPU" nginx -p "$WORK/nginx/" -c "$WORK/nginx/nginx.conf" -e "$WORK/nginx/logs/error.log" -g 'daemon off;' ;;
     haproxy) start_bg haproxy "$PROXY_CPU" haproxy -db -f "$WORK/haproxy.cfg" ;;
