@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"sync/atomic"
 
 	"github.com/servalproxy/serval"
 	"github.com/servalproxy/serval/client"
@@ -74,7 +75,9 @@ func (s *Session) tunnel(h client.Head) (serval.Phase, error) {
 	s.tunnelSeen.Store(serval.Nanotime())
 	s.tunnelStop.Store(false)
 	s.startTunnel()
-	if s.relayDown() && halfClose(s.d.Conn) {
+	// Upstream to client here, until the upstream's EOF (true), a
+	// failure, the idle timeout or the pump's stop.
+	if eof, _ := s.relay(s.c.Conn, &s.c.Deadlines, s.rbuf, &s.tunnelStop, s.writeClient); eof && halfClose(s.d.Conn) {
 		// The upstream is done sending; the client may still send until
 		// it closes (or the idle timeout).
 		<-s.pumpDone
@@ -88,30 +91,30 @@ func (s *Session) tunnel(h client.Head) (serval.Phase, error) {
 	return serval.PhaseNone, nil
 }
 
-// relayDown relays upstream bytes to the client until the upstream's EOF
-// (true), a failure, the idle timeout or the pump's stop (false).
-func (s *Session) relayDown() (eof bool) {
-	cfg := &s.f.cfg
-	c := s.c
+// relay copies src to write, one direction of a tunnel, until src's EOF
+// (eof true), a failed write (write reports it), the stop flag, or the
+// tunnel's idle timeout; err is what ended the reading.
+func (s *Session) relay(src net.Conn, dl *serval.Deadlines, buf []byte, stop *atomic.Bool, write func([]byte) bool) (eof bool, err error) {
+	idle := s.f.cfg.TunnelIdleTimeout
 	for {
 		// The stop flag is read after the deadline is renewed: a stop
 		// whose past deadline the renewal overwrote is seen here.
-		if c.Deadlines.Read(c.Conn, cfg.TunnelIdleTimeout) != nil || s.tunnelStop.Load() {
-			return false
+		if dl.Read(src, idle) != nil || stop.Load() {
+			return false, errTunnelStopped
 		}
-		n, err := c.Conn.Read(s.rbuf)
+		n, err := src.Read(buf)
 		if n > 0 {
 			s.tunnelSeen.Store(serval.Nanotime())
-			if !s.writeClient(s.rbuf[:n]) {
-				return false
+			if !write(buf[:n]) {
+				return false, nil
 			}
 		}
 		switch {
 		case err == nil:
 		case err == io.EOF:
-			return true
-		case s.tunnelStop.Load() || !s.tunnelActive(err):
-			return false
+			return true, nil
+		case stop.Load() || !s.tunnelActive(err):
+			return false, err
 		}
 	}
 }
@@ -142,7 +145,7 @@ func (s *Session) startTunnel() {
 // Any other end (a failure, the idle timeout, the session's stop) also
 // stops the session's direction.
 func (s *Session) pumpTunnel(j *pumpJob) {
-	d, cfg := j.d, &s.f.cfg
+	d := j.d
 	if b := d.Buf[d.Head:d.End]; len(b) > 0 {
 		if !s.tunnelWrite(j, b) {
 			s.stopDown()
@@ -150,34 +153,17 @@ func (s *Session) pumpTunnel(j *pumpJob) {
 		}
 	}
 	j.head, j.end = d.End, d.End
-	for {
-		if d.Deadlines.Read(d.Conn, cfg.TunnelIdleTimeout) != nil || s.pumpStop.Load() {
-			j.fail(true, serval.PhaseClientBody, errTunnelStopped)
-			s.stopDown()
+	eof, err := s.relay(d.Conn, d.Deadlines, s.pbuf, &s.pumpStop, func(b []byte) bool { return s.tunnelWrite(j, b) })
+	switch {
+	case eof:
+		j.done = true
+		if halfClose(j.up) {
 			return
 		}
-		n, err := d.Conn.Read(s.pbuf)
-		if n > 0 {
-			s.tunnelSeen.Store(serval.Nanotime())
-			if !s.tunnelWrite(j, s.pbuf[:n]) {
-				s.stopDown()
-				return
-			}
-		}
-		switch {
-		case err == nil:
-		case err == io.EOF:
-			j.done = true
-			if !halfClose(j.up) {
-				s.stopDown()
-			}
-			return
-		case s.pumpStop.Load() || !s.tunnelActive(err):
-			j.fail(true, serval.PhaseClientBody, err)
-			s.stopDown()
-			return
-		}
+	case err != nil:
+		j.fail(true, serval.PhaseClientBody, err)
 	}
+	s.stopDown()
 }
 
 // tunnelWrite writes b upstream under a fresh write deadline.
