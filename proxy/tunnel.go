@@ -181,7 +181,7 @@ func (s *Session) tunnelWrite(j *pumpJob, b []byte) bool {
 }
 
 // stopDown makes the session's direction end: the flag first, then a past
-// read deadline on the upstream (see relayDown).
+// read deadline on the upstream (see relay).
 func (s *Session) stopDown() {
 	s.tunnelStop.Store(true)
 	s.pj.up.SetReadDeadline(pastDeadline)
