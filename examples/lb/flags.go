@@ -41,6 +41,7 @@ type options struct {
 	tunnelIdle      time.Duration
 	idlePerUpstream int
 	connectionsMax  int
+	workers         int
 
 	// Load balancing and health.
 	policy             lb.Policy
@@ -79,7 +80,8 @@ func defineFlags(fs *flag.FlagSet, o *options, r *rawFlags) {
 	fs.DurationVar(&o.responseTimeout, "response-timeout", serval.UpstreamResponseTimeoutDefault, "upstream response timeout (head wait and each body read stall)")
 	fs.DurationVar(&o.tunnelIdle, "tunnel-idle-timeout", proxy.TunnelIdleTimeoutDefault, "close an upgraded connection (WebSocket) after this long without a byte either way")
 	fs.IntVar(&o.idlePerUpstream, "idle-per-upstream", pool.IdlePerUpstreamDefault, "idle keep-alive connections kept per upstream")
-	fs.IntVar(&o.connectionsMax, "max-conns", server.DefaultConfig().ConnectionsMax, "client connection slots (buffers for each are allocated at startup)")
+	fs.IntVar(&o.connectionsMax, "max-conns", server.DefaultConfig().ConnectionsMax, "client connection slots (buffers for each are allocated at startup; per worker)")
+	fs.IntVar(&o.workers, "workers", 1, "worker processes, each on one processor (GOMAXPROCS=1) with its own share of the\nconnections (SO_REUSEPORT), like nginx's worker_processes; 1 serves in this process")
 
 	fs.StringVar(&r.policy, "lb", policyDefault, "load-balancing algorithm: "+lb.PolicyNames)
 	fs.StringVar(&r.policy, "policy", policyDefault, "alias of --lb")
@@ -163,6 +165,8 @@ func (o *options) validate() error {
 		return errors.New("--health-timeout must be positive")
 	case o.connectionsMax < 1 || o.connectionsMax > connectionsMaxLimit:
 		return errors.New("--max-conns must be in [1, " + strconv.Itoa(connectionsMaxLimit) + "]")
+	case o.workers < 1 || o.workers > workersLimit:
+		return errors.New("--workers must be in [1, " + strconv.Itoa(workersLimit) + "]")
 	case o.idlePerUpstream < 1 || o.idlePerUpstream > pool.IdlePerUpstreamLimit:
 		return errors.New("--idle-per-upstream must be in [1, " + strconv.Itoa(pool.IdlePerUpstreamLimit) + "]")
 	case (o.certFile == "") != (o.keyFile == ""):

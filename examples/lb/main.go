@@ -62,6 +62,10 @@ func runWith(ctx context.Context, args []string, stdout io.Writer, hup <-chan os
 		level = slog.LevelDebug
 	}
 	logger := slog.New(slog.NewTextHandler(stdout, &slog.HandlerOptions{Level: level}))
+	worker := workerIndex()
+	if worker >= 0 {
+		logger = logger.With("worker", worker)
+	}
 
 	// In-process backends outlive the balancer's drain: they stop only
 	// after it has finished its in-flight requests.
@@ -86,6 +90,9 @@ func runWith(ctx context.Context, args []string, stdout io.Writer, hup <-chan os
 	if err != nil {
 		logger.Error("bad --backends or --upstream-tls", "err", err)
 		return 2
+	}
+	if worker < 0 && o.workers > 1 {
+		return runMaster(ctx, &o, args, list, logger, stdout, hup)
 	}
 	if err := serveLB(ctx, &o, table, logger, hup); err != nil {
 		logger.Error("load balancer", "err", err)
@@ -119,11 +126,11 @@ func serveLB(ctx context.Context, o *options, table []serval.Upstream, logger *s
 	}
 	defer p.Close()
 	cfg := serverConfig(o, logger, upTLS)
-	ln, err := net.Listen("tcp", cfg.Addr)
+	ln, msg, err := listen(cfg.Addr)
 	if err != nil {
 		return err
 	}
-	logger.Info("load balancer listening", "addr", ln.Addr().String(), "https", cfg.TLS != nil, "mtls", o.clientCAFile != "",
+	logger.Info(msg, "addr", ln.Addr().String(), "https", cfg.TLS != nil, "mtls", o.clientCAFile != "",
 		"backends", len(table), "https_backends", countTLS(table), "lb", o.policy.String(), "sticky_cookie", o.stickyCookie,
 		"health", !o.noHealth, "health_interval", o.healthInterval, "unhealthy_threshold", o.unhealthyThreshold, "healthy_threshold", o.healthyThreshold,
 		"connect_timeout", o.connectTimeout, "response_timeout", o.responseTimeout, "idle_per_upstream", o.idlePerUpstream)
@@ -145,6 +152,17 @@ func serveLB(ctx context.Context, o *options, table []serval.Upstream, logger *s
 	}
 	logger.Info("load balancer stopped")
 	return nil
+}
+
+// listen opens the balancer's listener, or takes the one a worker
+// inherited from its master; msg is the log line's message.
+func listen(addr string) (ln net.Listener, msg string, err error) {
+	if workerIndex() >= 0 {
+		ln, err = workerListener()
+		return ln, "worker serving", err
+	}
+	ln, err = net.Listen("tcp", addr)
+	return ln, "load balancer listening", err
 }
 
 // serverConfig is the server's configuration from the flags.

@@ -1,0 +1,287 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"slices"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// Worker processes (--workers N).
+//
+// Serval's connections are cheapest with one processor: a single-P Go
+// process waits for sockets through its own readiness poller and never
+// wakes a second thread to hand work over (see internal/sockio). On a
+// machine with several cores, --workers N runs N such processes, as
+// nginx runs worker processes: the master binds N listening sockets on
+// the port with SO_REUSEPORT (the kernel spreads connections over them),
+// starts itself N times with one socket each and GOMAXPROCS=1, forwards
+// their logs line by line, restarts a worker that dies, passes SIGHUP on
+// and, when it is told to stop, stops them (each drains its connections)
+// and waits for them.
+//
+// Each worker is a whole balancer: its own connection slots, upstream
+// pool and health view (active probes run in every worker; passive
+// failures seen by one worker take the backend out of that worker only).
+// Round robin and least-connections are per worker; the hash policies
+// and sticky cookies pick the same backend in every worker.
+
+// workerEnv names the environment variable that makes a process a worker:
+// its value is the worker's index. The master sets it; nothing else should.
+const workerEnv = "SERVAL_LB_WORKER"
+
+// workerListenerFD is the descriptor of the listening socket a worker
+// inherits (the first of exec.Cmd.ExtraFiles).
+const workerListenerFD = 3
+
+// workersLimit bounds --workers.
+const workersLimit = 256
+
+// Restart policy: a worker that exits within workerFastExit of starting
+// failed fast; after workerFastExitsMax fast failures in a row the
+// master gives up (the configuration cannot work) and stops. A worker is
+// restarted workerRestartDelay after it exits.
+const (
+	workerFastExit      = 2 * time.Second
+	workerFastExitsMax  = 3
+	workerRestartDelay  = 500 * time.Millisecond
+	workerStopKillAfter = 5 * time.Second // past the worker's own drain deadline
+)
+
+// workerIndex is this process's worker index, or -1 when it is not a
+// worker (a single-process balancer, or the master).
+func workerIndex() int {
+	v, ok := os.LookupEnv(workerEnv)
+	if !ok {
+		return -1
+	}
+	k, err := strconv.Atoi(v)
+	if err != nil || k < 0 || k >= workersLimit {
+		return -1
+	}
+	return k
+}
+
+// workerListener is the listening socket a worker inherited.
+func workerListener() (net.Listener, error) {
+	f := os.NewFile(workerListenerFD, "lb-listener")
+	if f == nil {
+		return nil, errors.New("worker: no inherited listener")
+	}
+	defer f.Close() // FileListener holds its own descriptor
+	ln, err := net.FileListener(f)
+	if err != nil {
+		return nil, errors.New("worker: inherited descriptor is not a listener: " + err.Error())
+	}
+	return ln, nil
+}
+
+// master supervises the workers.
+type master struct {
+	exe    string
+	args   []string // each worker's arguments
+	files  []*os.File
+	out    *lineSink
+	log    *slog.Logger
+	drain  time.Duration // a worker's shutdown deadline
+	cancel context.CancelFunc
+
+	mu     sync.Mutex
+	procs  []*os.Process // running workers, by index; nil when none
+	failed bool          // a worker kept failing: exit 1
+}
+
+// runMaster starts o.workers workers serving backends list and supervises
+// them until ctx is done; it returns the exit code.
+func runMaster(ctx context.Context, o *options, args []string, list string, logger *slog.Logger, stdout io.Writer, hup <-chan os.Signal) int {
+	addr := net.JoinHostPort(o.host, strconv.Itoa(o.port))
+	files, bound, err := listenWorkers(addr, o.workers)
+	if err != nil {
+		logger.Error("load balancer", "err", err)
+		return 1
+	}
+	defer func() {
+		for _, f := range files {
+			f.Close()
+		}
+	}()
+	exe, err := os.Executable()
+	if err != nil {
+		logger.Error("load balancer: cannot find its own executable to start workers", "err", err)
+		return 1
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	m := &master{
+		exe:    exe,
+		args:   append(slices.Clone(args), "--backends", list),
+		files:  files,
+		out:    &lineSink{w: stdout},
+		log:    logger,
+		drain:  serverConfig(o, logger, upstreamTLS(o)).ShutdownTimeout,
+		cancel: cancel,
+		procs:  make([]*os.Process, o.workers),
+	}
+	logger.Info("load balancer listening", "addr", bound, "workers", o.workers, "backends", list, "pid", os.Getpid())
+	var wg sync.WaitGroup
+	for k := range o.workers {
+		wg.Go(func() { m.keep(ctx, k) })
+	}
+	wg.Go(func() { m.forwardHUP(ctx, hup) })
+	wg.Wait()
+	if m.failed {
+		return 1
+	}
+	logger.Info("load balancer stopped")
+	return 0
+}
+
+// keep runs worker k until ctx is done, restarting it when it exits.
+func (m *master) keep(ctx context.Context, k int) {
+	fast := 0
+	for ctx.Err() == nil {
+		started := time.Now()
+		cmd, sink, err := m.start(k)
+		if err != nil {
+			m.log.Error("starting worker", "worker", k, "err", err)
+		} else {
+			m.log.Info("worker started", "worker", k, "pid", cmd.Process.Pid)
+			err = m.wait(ctx, k, cmd, sink)
+			if ctx.Err() != nil {
+				return
+			}
+			m.log.Error("worker exited", "worker", k, "pid", cmd.Process.Pid, "err", err, "ran", time.Since(started).Round(time.Millisecond))
+		}
+		if time.Since(started) < workerFastExit {
+			fast++
+		} else {
+			fast = 0
+		}
+		if fast >= workerFastExitsMax {
+			m.log.Error("worker keeps failing at start: stopping the load balancer", "worker", k, "failures", fast)
+			m.mu.Lock()
+			m.failed = true
+			m.mu.Unlock()
+			m.cancel()
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(workerRestartDelay):
+		}
+	}
+}
+
+// start starts worker k with its listening socket and its output going
+// through the line sink; the returned channel is closed when all of the
+// worker's output was forwarded.
+func (m *master) start(k int) (*exec.Cmd, <-chan struct{}, error) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		return nil, nil, err
+	}
+	cmd := exec.Command(m.exe, m.args...)
+	cmd.Env = append(os.Environ(), workerEnv+"="+strconv.Itoa(k), "GOMAXPROCS=1")
+	cmd.Stdout, cmd.Stderr = w, w
+	cmd.ExtraFiles = []*os.File{m.files[k]}
+	cmd.SysProcAttr = workerSysProcAttr()
+	err = cmd.Start()
+	w.Close() // the worker has its own copy
+	if err != nil {
+		r.Close()
+		return nil, nil, err
+	}
+	m.mu.Lock()
+	m.procs[k] = cmd.Process
+	m.mu.Unlock()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		defer r.Close()
+		m.out.copyLines(r)
+	}()
+	return cmd, done, nil
+}
+
+// wait waits for worker k to exit. When ctx is done first it asks the
+// worker to stop (SIGTERM: it drains) and kills it if it outlives its
+// drain deadline by workerStopKillAfter.
+func (m *master) wait(ctx context.Context, k int, cmd *exec.Cmd, sink <-chan struct{}) error {
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	var err error
+	select {
+	case err = <-exited:
+	case <-ctx.Done():
+		cmd.Process.Signal(syscall.SIGTERM)
+		kill := time.NewTimer(m.drain + workerStopKillAfter)
+		select {
+		case err = <-exited:
+		case <-kill.C:
+			m.log.Error("worker did not stop in time: killing it", "worker", k, "pid", cmd.Process.Pid)
+			cmd.Process.Kill()
+			err = <-exited
+		}
+		kill.Stop()
+	}
+	m.mu.Lock()
+	m.procs[k] = nil
+	m.mu.Unlock()
+	<-sink
+	return err
+}
+
+// forwardHUP passes each reload request on to every running worker.
+func (m *master) forwardHUP(ctx context.Context, hup <-chan os.Signal) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+			m.mu.Lock()
+			for _, p := range m.procs {
+				if p != nil {
+					p.Signal(syscall.SIGHUP)
+				}
+			}
+			m.mu.Unlock()
+		}
+	}
+}
+
+// lineSink writes whole lines from several workers to one writer, so
+// their log lines never interleave mid-line.
+type lineSink struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+// lineBytesMax bounds one forwarded line; a longer one is forwarded in
+// pieces.
+const lineBytesMax = 64 << 10
+
+// copyLines forwards r's lines until EOF or an error.
+func (s *lineSink) copyLines(r io.Reader) {
+	br := bufio.NewReaderSize(r, lineBytesMax)
+	for {
+		line, err := br.ReadSlice('\n')
+		if len(line) > 0 {
+			s.mu.Lock()
+			s.w.Write(line)
+			s.mu.Unlock()
+		}
+		if err != nil && !errors.Is(err, bufio.ErrBufferFull) {
+			return
+		}
+	}
+}

@@ -1,0 +1,187 @@
+//go:build linux
+
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"net"
+	"os"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestMain makes this test binary a worker when a master (a test running
+// --workers) starts it as one: the master re-executes its own binary.
+func TestMain(m *testing.M) {
+	if workerIndex() >= 0 {
+		main() // exits
+	}
+	os.Exit(m.Run())
+}
+
+// workerStarted finds the master's "worker started" lines.
+var workerStarted = regexp.MustCompile(`msg="worker started" worker=(\d+) pid=(\d+)`)
+
+// workerPids returns the pids the master logged as started, by worker.
+func workerPids(logs string) map[int][]int {
+	pids := map[int][]int{}
+	for _, m := range workerStarted.FindAllStringSubmatch(logs, -1) {
+		k, _ := strconv.Atoi(m[1])
+		pid, _ := strconv.Atoi(m[2])
+		pids[k] = append(pids[k], pid)
+	}
+	return pids
+}
+
+// waitLogs waits (bounded) until cond holds for the logs.
+func waitLogs(t *testing.T, logs *syncBuffer, what string, cond func(string) bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond(logs.String()) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within 10s; logs:\n%s", what, logs)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// getOnce makes one request on a new connection and checks it was served
+// by an echo backend.
+func getOnce(t *testing.T, addr string) {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	resp, body := roundTrip(t, c, bufio.NewReader(c), "GET /w HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+	if resp.StatusCode != 200 || !strings.Contains(body, "Path: /w") {
+		t.Fatalf("status %d, body %q", resp.StatusCode, body)
+	}
+}
+
+// TestWorkersShareConnections: with --workers 2, connections are spread
+// over both worker processes (each logs the requests it served) and every
+// request is answered.
+func TestWorkersShareConnections(t *testing.T) {
+	addr, logs := startLB(t, "--workers", "2", "--debug")
+	waitLogs(t, logs, "two workers serving", func(s string) bool { return strings.Count(s, `msg="worker serving"`) == 2 })
+	for range 40 {
+		getOnce(t, addr)
+	}
+	// A worker logs a request after answering it: wait for the last lines.
+	waitLogs(t, logs, "40 requests logged as 200", func(s string) bool {
+		return strings.Count(s, "method=GET path=/w status=200") >= 40
+	})
+	s := logs.String()
+	if n := strings.Count(s, "method=GET path=/w status=200"); n != 40 {
+		t.Errorf("%d requests logged as 200, want 40; logs:\n%s", n, s)
+	}
+	if !strings.Contains(s, "worker=0 method=GET path=/w") || !strings.Contains(s, "worker=1 method=GET path=/w") {
+		t.Errorf("the requests were not spread over both workers; logs:\n%s", s)
+	}
+}
+
+// TestWorkerRestartedAfterCrash: a worker killed with SIGKILL is started
+// again, and connections the kernel queued on its socket meanwhile are
+// served by the new one (the master keeps the socket open).
+func TestWorkerRestartedAfterCrash(t *testing.T) {
+	addr, logs := startLB(t, "--workers", "2")
+	waitLogs(t, logs, "two workers started", func(s string) bool { return len(workerPids(s)) == 2 })
+	old := workerPids(logs.String())[0][0]
+	if err := syscall.Kill(old, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	// Connections made now may land on the dead worker's socket: they
+	// wait there for its successor.
+	for range 20 {
+		getOnce(t, addr)
+	}
+	waitLogs(t, logs, "worker 0 restarted", func(s string) bool { return len(workerPids(s)[0]) == 2 })
+	if !strings.Contains(logs.String(), `msg="worker exited" worker=0 pid=`+strconv.Itoa(old)) {
+		t.Errorf("the crash was not logged; logs:\n%s", logs)
+	}
+}
+
+// TestWorkersStopAndReload: SIGHUP reaches every worker; cancelling the
+// master stops the workers (they drain) and reaps them before run returns 0.
+func TestWorkersStopAndReload(t *testing.T) {
+	logs := new(syncBuffer)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	hup := make(chan os.Signal, 1)
+	done := make(chan int, 1)
+	go func() {
+		done <- runWith(ctx, []string{"--host", "127.0.0.1", "--port", "0", "--max-conns", "64", "--workers", "3"}, logs, hup)
+	}()
+	waitLogs(t, logs, "three workers serving", func(s string) bool { return strings.Count(s, `msg="worker serving"`) == 3 })
+	hup <- syscall.SIGHUP
+	waitLogs(t, logs, "SIGHUP passed to every worker", func(s string) bool { return strings.Count(s, "SIGHUP: no --cert") == 3 })
+	m := listeningAddr.FindStringSubmatch(logs.String())
+	if m == nil {
+		t.Fatalf("no listening line; logs:\n%s", logs)
+	}
+	getOnce(t, m[1])
+	cancel()
+	select {
+	case code := <-done:
+		if code != 0 {
+			t.Fatalf("run returned %d; logs:\n%s", code, logs)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatalf("run did not return within 20s of cancel; logs:\n%s", logs)
+	}
+	for k, pids := range workerPids(logs.String()) {
+		for _, pid := range pids {
+			if err := syscall.Kill(pid, 0); !errors.Is(err, syscall.ESRCH) {
+				t.Errorf("worker %d (pid %d) still exists after run returned: %v", k, pid, err)
+			}
+		}
+	}
+	if n := strings.Count(logs.String(), `msg="load balancer stopped" worker=`); n != 3 {
+		t.Errorf("%d workers logged a clean stop, want 3; logs:\n%s", n, logs)
+	}
+	if _, err := net.DialTimeout("tcp", m[1], time.Second); err == nil {
+		t.Error("the port still accepts connections after run returned")
+	}
+}
+
+// TestWorkersFailingAtStart: workers that cannot start (here: a missing
+// certificate file) make the master give up with exit code 1 instead of
+// restarting them forever.
+func TestWorkersFailingAtStart(t *testing.T) {
+	missing := t.TempDir() + "/missing.pem"
+	logs := new(syncBuffer)
+	done := make(chan int, 1)
+	go func() {
+		done <- runWith(context.Background(), []string{"--host", "127.0.0.1", "--port", "0", "--max-conns", "8",
+			"--workers", "2", "--cert", missing, "--key", missing}, logs, nil)
+	}()
+	select {
+	case code := <-done:
+		if code != 1 {
+			t.Fatalf("run returned %d, want 1; logs:\n%s", code, logs)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("run did not give up within 30s; logs:\n%s", logs)
+	}
+	if !strings.Contains(logs.String(), "worker keeps failing at start") {
+		t.Errorf("no give-up line; logs:\n%s", logs)
+	}
+}
+
+// TestWorkersFlag: --workers is bounded.
+func TestWorkersFlag(t *testing.T) {
+	for _, v := range []string{"0", "-1", strconv.Itoa(workersLimit + 1)} {
+		var out syncBuffer
+		if code := run(context.Background(), []string{"--workers", v}, &out); code != 2 {
+			t.Errorf("--workers %s: exit %d, want 2", v, code)
+		}
+	}
+}
