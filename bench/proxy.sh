@@ -13,6 +13,10 @@
 #             proxy_buffering on (the default)
 #   haproxy : :19382 balance roundrobin, http-reuse always
 #   goproxy : :19383 bench/goproxy (httputil.ReverseProxy, MaxIdleConnsPerHost 256)
+#   Same work everywhere: every proxy passes the client's Host on and adds
+#   X-Forwarded-For, X-Forwarded-Proto and X-Forwarded-Host, as Serval does
+#   by default (nginx proxy_set_header, HAProxy option forwardfor and
+#   set-header, httputil SetXForwarded).
 #   serval-nohealth : :19384 examples/lb --no-health (no probes, no passive
 #             checks), to compare with serval's default health checking
 #             (active probes every 5 s, passive checks on every request):
@@ -22,7 +26,12 @@
 #   pinned : the proxy alone on CPU $PROXY_CPU with one worker (nginx
 #            worker_processes 1, HAProxy nbthread 1, Go GOMAXPROCS=1); wrk
 #            and both origins on CPU $CLIENT_CPU.
-#   shared : nothing pinned; 2 workers / GOMAXPROCS=2 everywhere.
+#   shared : nothing pinned; $(nproc) workers everywhere: nginx
+#            worker_processes, HAProxy nbthread, Serval lb --workers (that
+#            many processes with GOMAXPROCS=1 each), GOMAXPROCS=$(nproc) for
+#            the Go origins and httputil.
+#   serval-1proc : (not in the default TARGETS) :19387 examples/lb as one
+#            process with GOMAXPROCS=workers, to compare with --workers.
 #
 # Columns: req/s (median over ROUNDS, min-max), p50/p99 (medians), ratio to
 # direct (same mode and size), proxy CPU us/req (utime+stime of the proxy
@@ -56,7 +65,7 @@ PROXY_CPU=${PROXY_CPU:-1}
 SERVAL_ARGS=${SERVAL_ARGS:-}
 WORK=${WORK:-$(mktemp -d /tmp/serval-bench-proxy.XXXXXX)}
 BE1=19391 BE2=19392
-declare -A PORT=([direct]=$BE1 [serval]=19380 [nginx]=19381 [haproxy]=19382 [goproxy]=19383 [serval-nohealth]=19384)
+declare -A PORT=([direct]=$BE1 [serval]=19380 [nginx]=19381 [haproxy]=19382 [goproxy]=19383 [serval-nohealth]=19384 [serval-1proc]=19387)
 
 tools=(wrk curl taskset ss ps)
 [[ " $TARGETS " == *" nginx "* ]] && tools+=(nginx)
@@ -102,6 +111,10 @@ http {
       proxy_pass http://be;
       proxy_http_version 1.1;
       proxy_set_header Connection "";
+      proxy_set_header Host \$http_host;
+      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-Proto \$scheme;
+      proxy_set_header X-Forwarded-Host \$http_host;
       proxy_buffers 8 16k;    # a 64 KiB body fits in memory, no temp file
     }
   }
@@ -122,6 +135,9 @@ frontend fe
   default_backend be
 backend be
   balance roundrobin
+  option forwardfor
+  http-request set-header X-Forwarded-Proto http
+  http-request set-header X-Forwarded-Host %[req.hdr(host)]
   server s1 127.0.0.1:$BE1
   server s2 127.0.0.1:$BE2
 HAPROXY
@@ -130,23 +146,26 @@ HAPROXY
 available() {
   case $1 in
     direct | goproxy) return 0 ;;
-    serval | serval-nohealth) [[ -x $WORK/bin/serval-lb ]] ;;
+    serval | serval-nohealth | serval-1proc) [[ -x $WORK/bin/serval-lb ]] ;;
     nginx | haproxy) command -v "$1" >/dev/null ;;
     *) return 1 ;;
   esac
 }
 
-start_target() { # start_target NAME CPULIST GOMAXPROCS
-  local t=$1 cpus=$2 gmp=$3
+start_target() { # start_target NAME CPULIST GOMAXPROCS WORKERS
+  local t=$1 cpus=$2 gmp=$3 w=$4
   [[ $t == direct ]] && return 0
   port_free "${PORT[$t]}" || { log "port ${PORT[$t]} for $t is taken; skipping $t"; return 1; }
   case $t in
     serval) # shellcheck disable=SC2086
       start_bg serval "$cpus" env GOMAXPROCS="$gmp" "$WORK/bin/serval-lb" --host 127.0.0.1 --port "${PORT[serval]}" \
-        --backends "127.0.0.1:$BE1,127.0.0.1:$BE2" $SERVAL_ARGS ;;
+        --backends "127.0.0.1:$BE1,127.0.0.1:$BE2" --workers "$w" $SERVAL_ARGS ;;
     serval-nohealth) # shellcheck disable=SC2086
       start_bg serval-nohealth "$cpus" env GOMAXPROCS="$gmp" "$WORK/bin/serval-lb" --host 127.0.0.1 --port "${PORT[serval-nohealth]}" \
-        --backends "127.0.0.1:$BE1,127.0.0.1:$BE2" --no-health $SERVAL_ARGS ;;
+        --backends "127.0.0.1:$BE1,127.0.0.1:$BE2" --workers "$w" --no-health $SERVAL_ARGS ;;
+    serval-1proc) # shellcheck disable=SC2086
+      start_bg serval-1proc "$cpus" env GOMAXPROCS="$gmp" "$WORK/bin/serval-lb" --host 127.0.0.1 --port "${PORT[serval-1proc]}" \
+        --backends "127.0.0.1:$BE1,127.0.0.1:$BE2" $SERVAL_ARGS ;;
     nginx) start_bg nginx "$cpus" nginx -p "$WORK/nginx/" -c "$WORK/nginx/nginx.conf" -e "$WORK/nginx/logs/error.log" -g 'daemon off;' ;;
     haproxy) start_bg haproxy "$cpus" haproxy -db -f "$WORK/haproxy.cfg" ;;
     goproxy) start_bg goproxy "$cpus" env GOMAXPROCS="$gmp" "$WORK/bin/goproxy" -listen "127.0.0.1:${PORT[goproxy]}" \
@@ -185,7 +204,7 @@ for mode in $MODES; do
   live=()
   for t in $TARGETS; do
     available "$t" || { log "skip $t: not available"; continue; }
-    start_target "$t" "$pcpu" "$gmp" || continue
+    start_target "$t" "$pcpu" "$gmp" "$workers" || continue
     check_target "$t" || { stop_name "$t"; continue; }
     live+=("$t")
   done

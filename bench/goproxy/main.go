@@ -2,8 +2,9 @@
 // Go proxy framework must beat. Round-robin over -upstreams, keep-alive
 // upstream connections (MaxIdleConnsPerHost raised from the default 2,
 // which would force new upstream connections under concurrency) and a pooled
-// 32 KiB copy buffer. No header rewriting beyond ReverseProxy's own
-// (hop-by-hop removal, X-Forwarded-For).
+// 32 KiB copy buffer. Header rewriting: ReverseProxy's hop-by-hop removal,
+// the client's Host passed on and X-Forwarded-For/-Host/-Proto
+// (SetXForwarded), the same work the other proxies are configured to do.
 package main
 
 import (
@@ -54,6 +55,7 @@ func main() {
 			t := targets[n.Add(1)%uint64(len(targets))]
 			pr.SetURL(t)
 			pr.Out.Host = pr.In.Host
+			pr.SetXForwarded() // as Serval, nginx and HAProxy are configured to
 		},
 		Transport:  tr,
 		BufferPool: bp,

@@ -11,7 +11,9 @@
 //
 // With no --backends it starts two echo backends (backend-1, backend-2) on
 // free loopback ports inside the same process, so it works out of the box.
-// SIGHUP re-reads the --cert/--key/--client-ca files.
+// SIGHUP re-reads the --cert/--key/--client-ca files. --workers N (Linux)
+// serves from N single-processor worker processes that share the port
+// through SO_REUSEPORT, under a supervising master (workers.go).
 package main
 
 import (
