@@ -3,7 +3,6 @@
 package main
 
 import (
-	"errors"
 	"net"
 	"os"
 	"strconv"
@@ -14,9 +13,9 @@ import (
 
 // listenWorkers opens n listening sockets on addr with SO_REUSEPORT, one
 // per worker: the kernel spreads new connections over them by a hash of
-// the connection's addresses. The first binds addr as given (port 0
-// picks a free port); the others bind the port it got. It returns the
-// sockets as files to hand to the workers and the address they listen on.
+// the connection's addresses. Port 0 picks a free port (claimPort) that
+// all of them bind. It returns the sockets as files to hand to the
+// workers and the address they listen on.
 //
 // The sockets are made with raw system calls and stay in blocking mode,
 // so this process's runtime never polls them (os.NewFile leaves a
@@ -41,27 +40,23 @@ func listenWorkers(addr string, n int) (files []*os.File, bound string, err erro
 			files = nil
 		}
 	}()
+	// SO_REUSEPORT would also let this balancer share the port with
+	// another program that asked for it (a second balancer started by
+	// mistake): each would then get part of the connections, silently.
+	// A plain bind first fails when anything holds the port.
+	if err := claimPort(host, ta); err != nil {
+		return nil, "", os.NewSyscallError("listen "+addr, err)
+	}
+	var sa syscall.Sockaddr
 	for i := range n {
-		fd, sa, err := reuseportSocket(host, ta)
+		fd, got, err := reuseportSocket(host, ta)
 		if err != nil {
 			return files, "", os.NewSyscallError("listen "+addr, err)
 		}
 		files = append(files, os.NewFile(uintptr(fd), "lb-listener-"+strconv.Itoa(i)))
-		if i == 0 {
-			// The others bind the port the first one got.
-			got, err := syscall.Getsockname(fd)
-			if err != nil {
-				return files, "", os.NewSyscallError("getsockname", err)
-			}
-			switch a := got.(type) {
-			case *syscall.SockaddrInet4:
-				ta.Port = a.Port
-			case *syscall.SockaddrInet6:
-				ta.Port = a.Port
-			}
-			bound = net.JoinHostPort(boundHost(host, sa), strconv.Itoa(ta.Port))
-		}
+		sa = got
 	}
+	bound = net.JoinHostPort(boundHost(host, sa), strconv.Itoa(ta.Port))
 	return files, bound, nil
 }
 
@@ -77,26 +72,56 @@ func boundHost(host string, sa syscall.Sockaddr) string {
 	return "0.0.0.0"
 }
 
+// claimPort checks that nothing is bound to ta's port: it binds a socket
+// without SO_REUSEPORT there (for port 0 it picks the port, which it
+// stores in ta) and closes it. The listening sockets bind right after.
+func claimPort(host string, ta *net.TCPAddr) error {
+	fd, _, err := socketFor(host, ta, false)
+	if err != nil {
+		return err
+	}
+	defer syscall.Close(fd)
+	if ta.Port == 0 {
+		got, err := syscall.Getsockname(fd)
+		if err != nil {
+			return err
+		}
+		switch a := got.(type) {
+		case *syscall.SockaddrInet4:
+			ta.Port = a.Port
+		case *syscall.SockaddrInet6:
+			ta.Port = a.Port
+		}
+	}
+	return nil
+}
+
 // reuseportSocket makes one listening socket bound to ta with
 // SO_REUSEADDR and SO_REUSEPORT. With no host it listens on every
 // interface: an IPv6 socket that also takes IPv4 when the system allows
 // it (as net.Listen does), else IPv4 only.
 func reuseportSocket(host string, ta *net.TCPAddr) (int, syscall.Sockaddr, error) {
+	return socketFor(host, ta, true)
+}
+
+// socketFor makes a socket bound to ta; with reuseport it has
+// SO_REUSEPORT and listens, without it is only bound.
+func socketFor(host string, ta *net.TCPAddr, reuseport bool) (int, syscall.Sockaddr, error) {
 	if host == "" || ta.IP == nil || ta.IP.IsUnspecified() && ta.IP.To4() == nil {
 		sa := &syscall.SockaddrInet6{Port: ta.Port}
-		if fd, err := bindListen(syscall.AF_INET6, sa, true); err == nil {
+		if fd, err := bindListen(syscall.AF_INET6, sa, true, reuseport); err == nil {
 			return fd, sa, nil
 		} else if host != "" {
 			return -1, nil, err
 		}
 		sa4 := &syscall.SockaddrInet4{Port: ta.Port}
-		fd, err := bindListen(syscall.AF_INET, sa4, false)
+		fd, err := bindListen(syscall.AF_INET, sa4, false, reuseport)
 		return fd, sa4, err
 	}
 	if ip4 := ta.IP.To4(); ip4 != nil {
 		sa := &syscall.SockaddrInet4{Port: ta.Port}
 		copy(sa.Addr[:], ip4)
-		fd, err := bindListen(syscall.AF_INET, sa, false)
+		fd, err := bindListen(syscall.AF_INET, sa, false, reuseport)
 		return fd, sa, err
 	}
 	sa := &syscall.SockaddrInet6{Port: ta.Port}
@@ -108,7 +133,7 @@ func reuseportSocket(host string, ta *net.TCPAddr) (int, syscall.Sockaddr, error
 		}
 		sa.ZoneId = uint32(ifi.Index)
 	}
-	fd, err := bindListen(syscall.AF_INET6, sa, false)
+	fd, err := bindListen(syscall.AF_INET6, sa, false, reuseport)
 	return fd, sa, err
 }
 
@@ -116,21 +141,24 @@ func reuseportSocket(host string, ta *net.TCPAddr) (int, syscall.Sockaddr, error
 // net.core.somaxconn.
 const listenBacklog = 4096
 
-func bindListen(family int, sa syscall.Sockaddr, dualStack bool) (int, error) {
+// bindListen makes a socket of family bound to sa; with reuseport it has
+// SO_REUSEPORT and listens.
+func bindListen(family int, sa syscall.Sockaddr, dualStack, reuseport bool) (int, error) {
 	fd, err := syscall.Socket(family, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, syscall.IPPROTO_TCP)
 	if err != nil {
 		return -1, err
 	}
-	err = errors.Join(
-		syscall.SetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_REUSEADDR, 1),
-		syscall.SetsockoptInt(fd, syscall.SOL_SOCKET, unix.SO_REUSEPORT, 1))
+	err = syscall.SetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_REUSEADDR, 1)
+	if err == nil && reuseport {
+		err = syscall.SetsockoptInt(fd, syscall.SOL_SOCKET, unix.SO_REUSEPORT, 1)
+	}
 	if err == nil && dualStack {
 		err = syscall.SetsockoptInt(fd, syscall.IPPROTO_IPV6, syscall.IPV6_V6ONLY, 0)
 	}
 	if err == nil {
 		err = syscall.Bind(fd, sa)
 	}
-	if err == nil {
+	if err == nil && reuseport {
 		err = syscall.Listen(fd, listenBacklog)
 	}
 	if err != nil {

@@ -185,3 +185,17 @@ func TestWorkersFlag(t *testing.T) {
 		}
 	}
 }
+
+// TestWorkersPortTaken: SO_REUSEPORT never makes two balancers share a
+// port by mistake: a second one on a port the first holds fails to start.
+func TestWorkersPortTaken(t *testing.T) {
+	addr, _ := startLB(t, "--workers", "2")
+	_, port, _ := net.SplitHostPort(addr)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var out syncBuffer
+	code := run(ctx, []string{"--host", "127.0.0.1", "--port", port, "--workers", "2", "--max-conns", "8"}, &out)
+	if code != 1 || !strings.Contains(out.String(), "address already in use") {
+		t.Errorf("second balancer on the same port: exit %d, want 1 with \"address already in use\"; logs:\n%s", code, &out)
+	}
+}
