@@ -49,6 +49,12 @@ type Config struct {
 	Decay time.Duration
 	// Logger logs passive health transitions. Nil: slog.Default().
 	Logger *slog.Logger
+	// FirstTurn is where round robin and weighted round robin start
+	// their rotation (modulo its length). Several processes serving one
+	// table (lb --workers) give each a different one, so that a few
+	// requests spread over the upstreams instead of all starting with
+	// the first. Zero: the first upstream first.
+	FirstTurn uint64
 }
 
 // New builds the handler Config describes: the selector for Policy
@@ -85,6 +91,12 @@ func New(cfg Config) (*Handler, error) {
 	sel, err := newSelector(cfg.Policy, cfg.Upstreams, hs, load)
 	if err != nil {
 		return nil, err
+	}
+	switch r := sel.(type) {
+	case *RoundRobin:
+		r.next.Store(cfg.FirstTurn)
+	case *Weighted:
+		r.next.Store(cfg.FirstTurn)
 	}
 	h := &Handler{sel: sel, table: cfg.Upstreams, health: hs, passive: passive, load: load,
 		retryAfter: retryAfterHeader(cfg.RetryAfter), log: cfg.Logger}

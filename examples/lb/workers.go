@@ -32,8 +32,9 @@ import (
 // Each worker is a whole balancer: its own connection slots, upstream
 // pool and health view (active probes run in every worker; passive
 // failures seen by one worker take the backend out of that worker only).
-// Round robin and least-connections are per worker; the hash policies
-// and sticky cookies pick the same backend in every worker.
+// Round robin and least-connections are per worker (worker k starts its
+// rotation at turn k); the hash policies and sticky cookies pick the same
+// backend in every worker.
 
 // workerEnv names the environment variable that makes a process a worker:
 // its value is the worker's index. The master sets it; nothing else should.
