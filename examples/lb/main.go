@@ -67,6 +67,10 @@ func runWith(ctx context.Context, args []string, stdout io.Writer, hup <-chan os
 	worker := workerIndex()
 	if worker >= 0 {
 		logger = logger.With("worker", worker)
+		// Logs go to the master through a pipe. If the master dies the
+		// worker drains (SIGTERM, see workerSysProcAttr); a log line
+		// written meanwhile must fail quietly, not kill it with SIGPIPE.
+		signal.Ignore(syscall.SIGPIPE)
 	}
 
 	// In-process backends outlive the balancer's drain: they stop only
