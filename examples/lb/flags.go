@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"runtime"
 	"strconv"
 	"time"
 
@@ -67,7 +68,7 @@ type options struct {
 
 // rawFlags are the flags parsed into strings before validation.
 type rawFlags struct {
-	policy, allUnhealthy, ktls string
+	policy, allUnhealthy, ktls, workers string
 }
 
 // defineFlags registers every flag on fs.
@@ -81,7 +82,7 @@ func defineFlags(fs *flag.FlagSet, o *options, r *rawFlags) {
 	fs.DurationVar(&o.tunnelIdle, "tunnel-idle-timeout", proxy.TunnelIdleTimeoutDefault, "close an upgraded connection (WebSocket) after this long without a byte either way")
 	fs.IntVar(&o.idlePerUpstream, "idle-per-upstream", pool.IdlePerUpstreamDefault, "idle keep-alive connections kept per upstream")
 	fs.IntVar(&o.connectionsMax, "max-conns", server.DefaultConfig().ConnectionsMax, "client connection slots (buffers for each are allocated at startup; per worker)")
-	fs.IntVar(&o.workers, "workers", 1, "worker processes, each on one processor (GOMAXPROCS=1) with its own share of the\nconnections (SO_REUSEPORT), like nginx's worker_processes; 1 serves in this process")
+	fs.StringVar(&r.workers, "workers", "1", "worker processes, each on one processor (GOMAXPROCS=1) with its own share of the\nconnections (SO_REUSEPORT), like nginx's worker_processes; auto: one per processor\nthis process may use (GOMAXPROCS: CPU affinity and cgroup limits); 1 serves in this process")
 
 	fs.StringVar(&r.policy, "lb", policyDefault, "load-balancing algorithm: "+lb.PolicyNames)
 	fs.StringVar(&r.policy, "policy", policyDefault, "alias of --lb")
@@ -149,7 +150,23 @@ func (o *options) parseEnums(r rawFlags) error {
 	if o.ktls, err = tlsconn.ParseMode(r.ktls); err != nil {
 		return errors.New("--ktls: " + err.Error())
 	}
+	if o.workers, err = parseWorkers(r.workers); err != nil {
+		return err
+	}
 	return nil
+}
+
+// parseWorkers reads --workers: a count, or auto for one worker per
+// processor this process may use.
+func parseWorkers(v string) (int, error) {
+	if v == "auto" {
+		return min(runtime.GOMAXPROCS(0), workersLimit), nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil {
+		return 0, errors.New("--workers: a number or auto, not " + strconv.Quote(v))
+	}
+	return n, nil
 }
 
 // validate checks ranges and flag combinations.

@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -176,13 +177,19 @@ func TestWorkersFailingAtStart(t *testing.T) {
 	}
 }
 
-// TestWorkersFlag: --workers is bounded.
+// TestWorkersFlag: --workers is a bounded count or auto (one per
+// processor the process may use).
 func TestWorkersFlag(t *testing.T) {
-	for _, v := range []string{"0", "-1", strconv.Itoa(workersLimit + 1)} {
+	for _, v := range []string{"0", "-1", strconv.Itoa(workersLimit + 1), "many", ""} {
 		var out syncBuffer
 		if code := run(context.Background(), []string{"--workers", v}, &out); code != 2 {
-			t.Errorf("--workers %s: exit %d, want 2", v, code)
+			t.Errorf("--workers %q: exit %d, want 2", v, code)
 		}
+	}
+	var out syncBuffer
+	o, code, ok := parseFlags([]string{"--workers", "auto"}, &out)
+	if want := min(runtime.GOMAXPROCS(0), workersLimit); !ok || o.workers != want {
+		t.Errorf("--workers auto: %d workers (ok %v, code %d), want %d; output:\n%s", o.workers, ok, code, want, &out)
 	}
 }
 
