@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"runtime"
 	"testing"
 	"time"
 
@@ -320,4 +321,66 @@ func TestPollerStopsWhenUnused(t *testing.T) {
 func TestPolledNoAllocs(t *testing.T) {
 	c, peer := polledPair(t)
 	checkRoundTripAllocs(t, c, peer)
+}
+
+// TestSpliceToManyFragments: a splice moves at most one pipe's worth of
+// buffers (16), one per fragment of the socket's queued data, so a
+// source whose bytes arrived in many small segments is spliced in several
+// rounds with everything already there. A round that came back short
+// must not be taken for an empty socket (it would wait for an arrival
+// that never comes, until the deadline).
+func TestSpliceToManyFragments(t *testing.T) {
+	src, in, dst, out := splicePairs(t)
+	_, other := loopback(t)
+	const pieces, size = 48, 512
+	want := make([]byte, pieces*size)
+	rand.Read(want)
+	// Small writes, each sent at once (TCP_NODELAY), from one thread,
+	// interleaved with writes to another socket so no two of them share
+	// a contiguous piece of the thread's page fragment: each arrives as
+	// a fragment of its own.
+	done := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		for i := range pieces {
+			if _, err := in.Write(want[i*size : (i+1)*size]); err != nil {
+				done <- err
+				return
+			}
+			if _, err := other.Write(want[:size]); err != nil {
+				done <- err
+				return
+			}
+			time.Sleep(100 * time.Microsecond)
+		}
+		done <- nil
+	}()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(20 * time.Millisecond) // all of it queued on src, unread
+	got := make(chan []byte, 1)
+	go func() {
+		b, _ := io.ReadAll(io.LimitReader(out, int64(len(want))))
+		got <- b
+	}()
+	src.SetReadDeadline(time.Now().Add(3 * time.Second))
+	p, err := GetPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	n, err := src.SpliceTo(dst, int64(len(want)), p)
+	elapsed := time.Since(start)
+	PutPipe(p)
+	if n != int64(len(want)) || err != nil {
+		t.Fatalf("SpliceTo: %d, %v after %v", n, err, elapsed)
+	}
+	if elapsed > time.Second {
+		t.Fatalf("SpliceTo took %v for bytes that were all there: a short round was taken for an empty socket", elapsed)
+	}
+	if b := <-got; !bytes.Equal(b, want) {
+		t.Fatalf("the destination's peer got %d bytes, not what was sent", len(b))
+	}
 }

@@ -124,11 +124,20 @@ func (c *Conn) spliceIn(p *Pipe, want int) (int, error) {
 		default:
 			return 0, spliceError(c.rerr)
 		}
-		c.more = c.rn == want
+		c.more = c.rn > 0 // see spliceMore
 		p.n += c.rn
 		return c.rn, nil
 	}
 }
+
+// spliceMore: unlike a read, a splice that moved fewer bytes than asked
+// does not mean the socket is empty. A pipe takes at most 16 buffers and
+// a splice fills one per fragment of the socket's queued data, so bytes
+// that arrived in many small segments (an MTU's worth each from a real
+// network card) are moved 16 fragments at a time, with the rest still
+// queued and no new arrival to announce it. After any splice that moved
+// bytes the next one therefore goes ahead without waiting; it costs one
+// EAGAIN when the socket was in fact empty.
 
 // spliceInRuntime fills p waiting in the runtime's poller (the socket's
 // own deadline decides).
@@ -140,7 +149,7 @@ func (c *Conn) spliceInRuntime() (int, error) {
 	if c.rerr != 0 {
 		return 0, spliceError(c.rerr)
 	}
-	c.more = c.rn == c.spWant
+	c.more = c.rn > 0 // see spliceMore
 	c.spIn.n += c.rn
 	return c.rn, nil
 }
