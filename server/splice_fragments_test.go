@@ -103,11 +103,73 @@ func serveFragmented(ln net.Listener, other net.Conn, body []byte, size int, rel
 	}
 	runtime.LockOSThread() // one thread: one page fragment shared by both sockets
 	defer runtime.UnlockOSThread()
-	cork := func(on int) error {
-		rc, err := c.(*net.TCPConn).SyscallConn()
-		if err != nil {
-			return err
+	head := "HTTP/1.1 200 OK\r\nContent-Length: " + strconv.Itoa(len(body)) + "\r\n\r\n"
+	if err := writeFragmented(c.(*net.TCPConn), other, head, body, size); err != nil {
+		return err
+	}
+	<-release
+	return nil
+}
+
+// TestForwardFragmentedRequestBody: the same for a request body: a client
+// whose body reached the proxy in many small segments, all queued before
+// the proxy reads them, has it forwarded whole and at once.
+func TestForwardFragmentedRequestBody(t *testing.T) {
+	const pieces, size = 160, 512
+	body := make([]byte, pieces*size)
+	rand.Read(body)
+	up := origin(t) // answers "POST /path:" + body
+	cfg := testConfig()
+	cfg.Logger = discardLogger()
+	ts := start(t, &minimalUp{up: up}, cfg, nil)
+
+	oln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer oln.Close()
+	other, err := net.Dial("tcp", oln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	go func() {
+		if c, err := oln.Accept(); err == nil {
+			io.Copy(io.Discard, c)
+			c.Close()
 		}
+	}()
+	c := dial(t, ts.addr)
+	start := time.Now()
+	sent := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		sent <- writeFragmented(c.(*net.TCPConn), other,
+			"POST /frag HTTP/1.1\r\nHost: a\r\nContent-Length: "+strconv.Itoa(len(body))+"\r\n\r\n", body, size)
+	}()
+	if err := <-sent; err != nil {
+		t.Fatal(err)
+	}
+	r := readResp(t, bufio.NewReader(c), "POST")
+	elapsed := time.Since(start)
+	if want := "POST /frag:" + string(body); r.StatusCode != 200 || r.body != want {
+		t.Fatalf("status %d, body of %d bytes (want %d) after %v", r.StatusCode, len(r.body), len(want), elapsed)
+	}
+	if elapsed > time.Second {
+		t.Fatalf("the exchange took %v: a splice round waited for bytes that were already there", elapsed)
+	}
+}
+
+// writeFragmented writes head then body in size pieces on c, corked so
+// that everything leaves together, each piece its own fragment (writes to
+// other in between; the caller locks its thread).
+func writeFragmented(c *net.TCPConn, other net.Conn, head string, body []byte, size int) error {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return err
+	}
+	cork := func(on int) error {
 		var serr error
 		if err := rc.Control(func(fd uintptr) {
 			serr = syscall.SetsockoptInt(int(fd), syscall.IPPROTO_TCP, syscall.TCP_CORK, on)
@@ -119,7 +181,7 @@ func serveFragmented(ln net.Listener, other net.Conn, body []byte, size int, rel
 	if err := cork(1); err != nil {
 		return err
 	}
-	if _, err := io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: "+strconv.Itoa(len(body))+"\r\n\r\n"); err != nil {
+	if _, err := io.WriteString(c, head); err != nil {
 		return err
 	}
 	for i := 0; i < len(body); i += size {
@@ -130,9 +192,5 @@ func serveFragmented(ln net.Listener, other net.Conn, body []byte, size int, rel
 			return err
 		}
 	}
-	if err := cork(0); err != nil {
-		return err
-	}
-	<-release
-	return nil
+	return cork(0)
 }
