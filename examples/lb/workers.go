@@ -1,7 +1,7 @@
 package main
 
 import (
-	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -271,17 +271,32 @@ type lineSink struct {
 // pieces.
 const lineBytesMax = 64 << 10
 
-// copyLines forwards r's lines until EOF or an error.
+// copyLines forwards r's output until EOF or an error, each write ending
+// at a line's end: every complete line read so far goes out in one write
+// (a worker logging each request costs the master one write per batch,
+// not per line), and a partial line waits for its end.
 func (s *lineSink) copyLines(r io.Reader) {
-	br := bufio.NewReaderSize(r, lineBytesMax)
+	buf := make([]byte, lineBytesMax)
+	n := 0
 	for {
-		line, err := br.ReadSlice('\n')
-		if len(line) > 0 {
-			s.mu.Lock()
-			s.w.Write(line)
-			s.mu.Unlock()
+		m, err := r.Read(buf[n:])
+		n += m
+		end := bytes.LastIndexByte(buf[:n], '\n') + 1
+		if end == 0 && n == len(buf) {
+			end = n // a line longer than the buffer: forward this piece
 		}
-		if err != nil && !errors.Is(err, bufio.ErrBufferFull) {
+		if end > 0 {
+			s.mu.Lock()
+			s.w.Write(buf[:end])
+			s.mu.Unlock()
+			n = copy(buf, buf[end:n])
+		}
+		if err != nil {
+			if n > 0 { // the last line had no newline
+				s.mu.Lock()
+				s.w.Write(buf[:n])
+				s.mu.Unlock()
+			}
 			return
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"io"
 	"net"
 	"os"
 	"regexp"
@@ -205,4 +206,54 @@ func TestWorkersPortTaken(t *testing.T) {
 	if code != 1 || !strings.Contains(out.String(), "address already in use") {
 		t.Errorf("second balancer on the same port: exit %d, want 1 with \"address already in use\"; logs:\n%s", code, &out)
 	}
+}
+
+// TestLineSink: whatever the reads' boundaries, the sink writes whole
+// lines only (a line longer than its buffer goes in pieces), and the
+// last unterminated line at EOF.
+func TestLineSink(t *testing.T) {
+	var out recordingWriter
+	s := &lineSink{w: &out}
+	long := strings.Repeat("x", lineBytesMax+10)
+	input := "one\ntwo\nthr" + "ee\n" + long + "\nlast"
+	s.copyLines(&chunkReader{data: input, sizes: []int{5, 1, 7, 3, 100, lineBytesMax}})
+	if got := strings.Join(out.writes, ""); got != input {
+		t.Fatalf("forwarded %d bytes, want the %d read", len(got), len(input))
+	}
+	for i, w := range out.writes[:len(out.writes)-1] {
+		if !strings.HasSuffix(w, "\n") && len(w) != lineBytesMax {
+			t.Errorf("write %d %q does not end a line", i, w[:min(len(w), 40)])
+		}
+	}
+	if last := out.writes[len(out.writes)-1]; last != "last" {
+		t.Errorf("last write %q, want the unterminated last line", last)
+	}
+}
+
+type recordingWriter struct{ writes []string }
+
+func (w *recordingWriter) Write(p []byte) (int, error) {
+	w.writes = append(w.writes, string(p))
+	return len(p), nil
+}
+
+// chunkReader returns data in reads of the given sizes (the last size
+// repeats).
+type chunkReader struct {
+	data  string
+	sizes []int
+}
+
+func (r *chunkReader) Read(p []byte) (int, error) {
+	if r.data == "" {
+		return 0, io.EOF
+	}
+	n := r.sizes[0]
+	if len(r.sizes) > 1 {
+		r.sizes = r.sizes[1:]
+	}
+	n = min(n, len(p), len(r.data))
+	copy(p, r.data[:n])
+	r.data = r.data[n:]
+	return n, nil
 }
