@@ -3,6 +3,7 @@ package http1
 import (
 	"bufio"
 	"bytes"
+	"io"
 	"net/http"
 	"testing"
 
@@ -48,6 +49,49 @@ func FuzzAgainstNetHTTP(f *testing.F) {
 		}
 		if hr.Method != string(req.Method) {
 			t.Fatalf("method: serval %q, net/http %q\n%q", req.Method, hr.Method, buf[:n])
+		}
+	})
+}
+
+// FuzzChunkedAgainstNetHTTP: when Serval's chunked decoder and net/http's
+// both accept a chunked request body, they must agree on its bytes and
+// on where it ends (the next request starts there).
+func FuzzChunkedAgainstNetHTTP(f *testing.F) {
+	f.Add([]byte("5\r\nhello\r\n0\r\n\r\nGET / HTTP/1.1\r\n\r\n"))
+	f.Add([]byte("5;a=b\r\nhello\r\n0\r\nT: v\r\n\r\n"))
+	f.Add(chunkedBody[:200])
+	const head = "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+	f.Fuzz(func(t *testing.T, in []byte) {
+		var d ChunkedDecoder
+		d.Reset(1024)
+		var data []byte
+		used, ok := 0, false
+		for !ok {
+			n, kind, seg, err := d.Next(in[used:])
+			if err != nil || kind == SegNone && n == 0 {
+				return // rejected or incomplete: nothing to compare
+			}
+			used += n
+			switch kind {
+			case SegData:
+				data = append(data, seg...)
+			case SegEnd:
+				ok = true
+			}
+		}
+		br := bufio.NewReader(bytes.NewReader(append([]byte(head), in...)))
+		hr, err := http.ReadRequest(br)
+		if err != nil {
+			t.Fatalf("net/http refused the head: %v", err)
+		}
+		body, err := io.ReadAll(hr.Body)
+		if err != nil {
+			return // net/http refuses this body: no disagreement on framing
+		}
+		rest := br.Buffered()
+		if !bytes.Equal(body, data) || len(in)-rest != used {
+			t.Fatalf("serval: %d body bytes, ends at %d; net/http: %d body bytes, ends at %d\n%q",
+				len(data), used, len(body), len(in)-rest, in)
 		}
 	})
 }
