@@ -95,3 +95,52 @@ func FuzzChunkedAgainstNetHTTP(f *testing.F) {
 		}
 	})
 }
+
+// FuzzResponseAgainstNetHTTP: when Serval and net/http (as a client) both
+// accept a response head to a GET, they must frame its body the same way:
+// the proxy forwards the head's framing fields as received, so a client
+// that read them differently would take part of one response for the next.
+func FuzzResponseAgainstNetHTTP(f *testing.F) {
+	for _, s := range []string{
+		"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello",
+		"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+		"HTTP/1.1 204 No Content\r\n\r\n",
+		"HTTP/1.1 304 Not Modified\r\nContent-Length: 10\r\n\r\n",
+		"HTTP/1.0 200 OK\r\n\r\nuntil close",
+		"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+		"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n",
+	} {
+		f.Add([]byte(s))
+	}
+	resp := new(serval.Response)
+	resp.Init(fuzzFieldsMax)
+	getReq, _ := http.NewRequest("GET", "http://a/", nil)
+	f.Fuzz(func(t *testing.T, buf []byte) {
+		n, err := ParseResponse(buf, resp, &fuzzLimits)
+		if err != nil || resp.Status < 200 {
+			return // interim responses: net/http's client skips them itself
+		}
+		hr, err := http.ReadResponse(bufio.NewReader(bytes.NewReader(buf[:n])), getReq)
+		if err != nil {
+			return // the client refuses it
+		}
+		defer hr.Body.Close()
+		kind := ResponseBody(resp, serval.MethodGet)
+		chunked := len(hr.TransferEncoding) > 0 && hr.TransferEncoding[len(hr.TransferEncoding)-1] == "chunked"
+		var agree bool
+		switch kind {
+		case BodyNone:
+			agree = !chunked && hr.ContentLength <= 0 && (hr.ContentLength == 0 || resp.Status == 204 || resp.Status == 304)
+		case BodyLength:
+			agree = !chunked && hr.ContentLength == resp.ContentLength
+		case BodyChunked:
+			agree = chunked
+		case BodyClose:
+			agree = !chunked && hr.ContentLength == -1
+		}
+		if !agree {
+			t.Fatalf("serval frames kind %d (CL %d, chunked %v); net/http CL %d, TE %q\n%q",
+				kind, resp.ContentLength, resp.Chunked, hr.ContentLength, hr.TransferEncoding, buf[:n])
+		}
+	})
+}
