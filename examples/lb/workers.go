@@ -25,7 +25,7 @@ import (
 // nginx runs worker processes: the master binds N listening sockets on
 // the port with SO_REUSEPORT (the kernel spreads connections over them),
 // starts itself N times with one socket each and GOMAXPROCS=1, forwards
-// their logs line by line, restarts a worker that dies, passes SIGHUP on
+// their logs in whole lines, restarts a worker that dies, passes SIGHUP on
 // and, when it is told to stop, stops them (each drains its connections)
 // and waits for them.
 //
