@@ -30,14 +30,17 @@ import (
 // token per edge. The epoll set is itself a file the runtime's poller
 // waits on, so the harvesting goroutine parks like any other reader and
 // no thread blocks in epoll_wait. A Conn with a Desc reads when it holds
-// a token or its last read filled the buffer (the socket may hold more),
-// and otherwise waits for a token without a system call.
+// a token, its last read filled the buffer or its last splice moved bytes
+// (the socket may hold more: see spliceMore), and otherwise waits for a
+// token without a system call.
 //
 // Correctness rests on edge-triggered epoll's contract: every arrival of
 // bytes (or of the peer's FIN, or an error) after the socket was added
 // produces an edge. A token is therefore pending whenever bytes arrived
 // after the last read that returned EAGAIN or fewer bytes than asked
-// for; a token without bytes (they were read already) costs one EAGAIN.
+// for (a read takes all the socket holds, up to the buffer; a splice
+// does not, so only its EAGAIN counts); a token without bytes (they were
+// read already) costs one EAGAIN.
 // A reader that reads without waiting takes any pending token first, so
 // a token never stands for bytes older than the last read. A FIN or an
 // error is remembered (hup): after one, a short read no longer means the
