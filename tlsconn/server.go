@@ -2,12 +2,16 @@ package tlsconn
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -65,7 +69,25 @@ type ServerConfig struct {
 	// (ConnInfo and Stats say why). Set it to compare the two or as a
 	// kill switch.
 	CryptoTLSRecords bool
+	// SessionTicketSeed, when set (at least SessionTicketSeedBytes),
+	// makes the session ticket keys a function of it and of the clock
+	// instead of random per Server: every Server given the same seed
+	// issues and accepts the same tickets, so a client resumes its
+	// session whichever of several processes it reaches (lb --workers).
+	// A new key starts every TicketKeyRotation; tickets sealed with the
+	// last TicketKeysKept keys are accepted. Keep the seed as secret as
+	// the private key: it opens every session resumed with it.
+	SessionTicketSeed []byte
 }
+
+// Session ticket keys from a seed (ServerConfig.SessionTicketSeed), as
+// crypto/tls rotates its own random ones: a new key each day, the last
+// week's accepted (Go caps a ticket's lifetime at 7 days anyway).
+const (
+	SessionTicketSeedBytes = 32
+	TicketKeyRotation      = 24 * time.Hour
+	TicketKeysKept         = 8
+)
 
 // tls12Suites are the only TLS 1.2 suites: ECDHE for forward secrecy,
 // AEAD only, and every one of them offloadable to the kernel. (TLS 1.3
@@ -86,6 +108,12 @@ type Server struct {
 	ctr  counters
 
 	reloadMu sync.Mutex // one Reload at a time
+
+	// Seeded session ticket keys: the rotation period the keys set on
+	// base belong to (-1: none yet), and the clock (tests move it).
+	ticketMu    sync.Mutex
+	ticketEpoch atomic.Int64
+	now         func() time.Time
 }
 
 // serverSnapshot is everything a Reload replaces, immutable once stored.
@@ -116,7 +144,12 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	if cfg.Mode > ModeRequire {
 		return nil, errors.New("tlsconn: unknown Mode")
 	}
-	s := &Server{cfg: cfg}
+	if n := len(cfg.SessionTicketSeed); n > 0 && n < SessionTicketSeedBytes {
+		return nil, fmt.Errorf("tlsconn: SessionTicketSeed has %d bytes, fewer than %d", n, SessionTicketSeedBytes)
+	}
+	cfg.SessionTicketSeed = slices.Clone(cfg.SessionTicketSeed)
+	s := &Server{cfg: cfg, now: time.Now}
+	s.ticketEpoch.Store(-1)
 	s.ep = endpoint{server: true, mode: cfg.Mode, timeout: cfg.HandshakeTimeout, ctr: &s.ctr}
 	if cfg.CryptoTLSRecords {
 		s.ep.cryptoTLS = CryptoTLSOff
@@ -125,6 +158,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	// ticket keys (so tickets survive reloads) and defers everything
 	// else to the current snapshot through GetConfigForClient.
 	s.base = &tls.Config{MinVersion: cfg.MinVersion, GetConfigForClient: s.configForClient}
+	s.rotateTicketKeys()
 	snap, err := loadSnapshot(&s.cfg)
 	if err != nil {
 		return nil, err
@@ -174,6 +208,7 @@ func (s *Server) Handshake(ctx context.Context, raw *net.TCPConn) (conn net.Conn
 // WrapSession feed that connection's handshakeConn: one allocation per
 // connection, none per request, and no shared map to race on.
 func (s *Server) configForClient(hello *tls.ClientHelloInfo) (*tls.Config, error) {
+	s.rotateTicketKeys()
 	snap := s.snap.Load()
 	rc, ok := hello.Conn.(*handshakeConn)
 	if !ok {
@@ -183,6 +218,42 @@ func (s *Server) configForClient(hello *tls.ClientHelloInfo) (*tls.Config, error
 	c.KeyLogWriter = keyLogWriter{rc}
 	c.WrapSession = rc.wrapSession
 	return c, nil
+}
+
+// rotateTicketKeys sets the session ticket keys of the current rotation
+// period on base, once per period, when the keys come from a seed. Every
+// handshake calls it: the common case is one clock read and a compare.
+// Tickets are sealed with the base config's keys (the snapshots carry
+// none), whichever config a handshake ends up using.
+func (s *Server) rotateTicketKeys() {
+	if len(s.cfg.SessionTicketSeed) == 0 {
+		return
+	}
+	epoch := s.now().Unix() / int64(TicketKeyRotation/time.Second)
+	if s.ticketEpoch.Load() == epoch {
+		return
+	}
+	s.ticketMu.Lock()
+	defer s.ticketMu.Unlock()
+	if s.ticketEpoch.Load() == epoch {
+		return
+	}
+	s.base.SetSessionTicketKeys(ticketKeys(s.cfg.SessionTicketSeed, epoch))
+	s.ticketEpoch.Store(epoch)
+}
+
+// ticketKeys derives the keys of rotation period epoch and of the
+// TicketKeysKept-1 periods before it, newest first (it seals new
+// tickets): HMAC-SHA256 of the period under the seed.
+func ticketKeys(seed []byte, epoch int64) [][32]byte {
+	keys := make([][32]byte, TicketKeysKept)
+	for i := range keys {
+		m := hmac.New(sha256.New, seed)
+		m.Write([]byte("serval session ticket key v1"))
+		m.Write(binary.BigEndian.AppendUint64(nil, uint64(epoch-int64(i))))
+		m.Sum(keys[i][:0])
+	}
+	return keys
 }
 
 // loadSnapshot reads every file named in cfg.
