@@ -43,6 +43,7 @@ type options struct {
 	idlePerUpstream int
 	connectionsMax  int
 	workers         int
+	ticketSeed      []byte // a worker's session ticket seed (from the master, not a flag)
 
 	// Load balancing and health.
 	policy             lb.Policy

@@ -71,6 +71,12 @@ func runWith(ctx context.Context, args []string, stdout io.Writer, hup <-chan os
 		// worker drains (SIGTERM, see workerSysProcAttr); a log line
 		// written meanwhile must fail quietly, not kill it with SIGPIPE.
 		signal.Ignore(syscall.SIGPIPE)
+		seed, err := workerTicketSeed()
+		if err != nil {
+			logger.Error("worker", "err", err)
+			return 1
+		}
+		o.ticketSeed = seed
 	}
 
 	// In-process backends outlive the balancer's drain: they stop only

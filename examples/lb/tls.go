@@ -20,7 +20,8 @@ func serverTLS(o *options) *tlsconn.ServerConfig {
 	if o.certFile == "" {
 		return nil
 	}
-	return &tlsconn.ServerConfig{CertFile: o.certFile, KeyFile: o.keyFile, ClientCAFile: o.clientCAFile, Mode: o.ktls}
+	return &tlsconn.ServerConfig{CertFile: o.certFile, KeyFile: o.keyFile, ClientCAFile: o.clientCAFile, Mode: o.ktls,
+		SessionTicketSeed: o.ticketSeed}
 }
 
 // upstreamTLS is the origination config shared by every HTTPS backend.

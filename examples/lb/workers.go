@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"errors"
 	"io"
 	"log/slog"
@@ -14,6 +15,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/servalproxy/serval/tlsconn"
 )
 
 // Worker processes (--workers N).
@@ -41,8 +44,12 @@ import (
 const workerEnv = "SERVAL_LB_WORKER"
 
 // workerListenerFD is the descriptor of the listening socket a worker
-// inherits (the first of exec.Cmd.ExtraFiles).
-const workerListenerFD = 3
+// inherits (the first of exec.Cmd.ExtraFiles); workerSeedFD is a pipe
+// holding the session ticket seed (the second).
+const (
+	workerListenerFD = 3
+	workerSeedFD     = 4
+)
 
 // workersLimit bounds --workers.
 const workersLimit = 256
@@ -86,10 +93,30 @@ func workerListener() (net.Listener, error) {
 	return ln, nil
 }
 
+// workerTicketSeed reads the session ticket seed the master passed down:
+// every worker derives the same ticket keys from it, so a TLS client
+// resumes its session whichever worker its next connection reaches.
+func workerTicketSeed() ([]byte, error) {
+	f := os.NewFile(workerSeedFD, "lb-ticket-seed")
+	if f == nil {
+		return nil, errors.New("worker: no session ticket seed")
+	}
+	defer f.Close()
+	seed, err := io.ReadAll(io.LimitReader(f, 2*tlsconn.SessionTicketSeedBytes))
+	if err == nil && len(seed) != tlsconn.SessionTicketSeedBytes {
+		err = errors.New("worker: session ticket seed of " + strconv.Itoa(len(seed)) + " bytes")
+	}
+	if err != nil {
+		return nil, err
+	}
+	return seed, nil
+}
+
 // master supervises the workers.
 type master struct {
 	exe    string
 	args   []string // each worker's arguments
+	seed   []byte   // session ticket seed, the same for every worker
 	files  []*os.File
 	out    *lineSink
 	log    *slog.Logger
@@ -122,9 +149,15 @@ func runMaster(ctx context.Context, o *options, args []string, list string, logg
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	seed := make([]byte, tlsconn.SessionTicketSeedBytes)
+	if _, err := rand.Read(seed); err != nil {
+		logger.Error("load balancer: no randomness for the session ticket seed", "err", err)
+		return 1
+	}
 	m := &master{
 		exe:    exe,
 		args:   append(slices.Clone(args), "--backends", list),
+		seed:   seed,
 		files:  files,
 		out:    &lineSink{w: stdout},
 		log:    logger,
@@ -187,6 +220,19 @@ func (m *master) keep(ctx context.Context, k int) {
 // through the line sink; the returned channel is closed when all of the
 // worker's output was forwarded.
 func (m *master) start(k int) (*exec.Cmd, <-chan struct{}, error) {
+	// The seed goes through a pipe, not the environment or the arguments
+	// (which other users can read in /proc): the worker reads it and the
+	// pipe is gone. 32 bytes fit in a pipe's buffer: the write never blocks.
+	sr, sw, err := os.Pipe()
+	if err != nil {
+		return nil, nil, err
+	}
+	defer sr.Close()
+	_, err = sw.Write(m.seed)
+	sw.Close()
+	if err != nil {
+		return nil, nil, err
+	}
 	r, w, err := os.Pipe()
 	if err != nil {
 		return nil, nil, err
@@ -194,7 +240,7 @@ func (m *master) start(k int) (*exec.Cmd, <-chan struct{}, error) {
 	cmd := exec.Command(m.exe, m.args...)
 	cmd.Env = append(os.Environ(), workerEnv+"="+strconv.Itoa(k), "GOMAXPROCS=1")
 	cmd.Stdout, cmd.Stderr = w, w
-	cmd.ExtraFiles = []*os.File{m.files[k]}
+	cmd.ExtraFiles = []*os.File{m.files[k], sr}
 	cmd.SysProcAttr = workerSysProcAttr()
 	err = cmd.Start()
 	w.Close() // the worker has its own copy

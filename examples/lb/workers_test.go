@@ -5,9 +5,11 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"regexp"
 	"runtime"
@@ -16,6 +18,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/servalproxy/serval/internal/testpki"
 )
 
 // TestMain makes this test binary a worker when a master (a test running
@@ -256,4 +260,36 @@ func (r *chunkReader) Read(p []byte) (int, error) {
 	copy(p, r.data[:n])
 	r.data = r.data[n:]
 	return n, nil
+}
+
+// TestWorkersShareSessionTickets: with TLS termination and several
+// workers, a client resumes its TLS session whichever worker its next
+// connection reaches: the workers derive their session ticket keys from
+// one seed the master hands them. Every connection after the first
+// resumes, and the connections reach both workers.
+func TestWorkersShareSessionTickets(t *testing.T) {
+	ca := testpki.NewCA(t, "lb-tickets-ca")
+	cert, key := ca.Issue(t, testpki.Leaf{CommonName: "lb", Names: loopbackNames})
+	addr, logs := startLB(t, "--workers", "2", "--cert", cert, "--key", key, "--debug")
+	waitLogs(t, logs, "two workers serving", func(s string) bool { return strings.Count(s, `msg="worker serving"`) == 2 })
+	tr := &http.Transport{
+		TLSClientConfig:   &tls.Config{RootCAs: ca.Pool(), ClientSessionCache: tls.NewLRUClientSessionCache(8)},
+		DisableKeepAlives: true, // a new connection, and a new handshake, per request
+	}
+	t.Cleanup(tr.CloseIdleConnections)
+	c := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+	const conns = 24
+	for i := range conns {
+		status, _, st := get(t, c, "https://"+addr+"/t")
+		if status != 200 || st == nil {
+			t.Fatalf("connection %d: status %d, TLS %v", i, status, st != nil)
+		}
+		if i > 0 && !st.DidResume {
+			t.Errorf("connection %d: a full handshake, not a resumption", i)
+		}
+	}
+	waitLogs(t, logs, "every request logged", func(s string) bool { return strings.Count(s, "method=GET path=/t status=200") >= conns })
+	if s := logs.String(); !strings.Contains(s, "worker=0 method=GET path=/t") || !strings.Contains(s, "worker=1 method=GET path=/t") {
+		t.Errorf("the connections did not reach both workers; logs:\n%s", s)
+	}
 }
