@@ -145,6 +145,15 @@ func (c *slot[H]) handshake() (serval.CloseReason, bool) {
 		return serval.CloseTLSHandshake, false
 	}
 	c.conn, c.tcp = conn, tcp
+	if rc, ok := conn.(*tlsconn.RecordConn); ok && c.raw.TCPConn != nil {
+		// Serval's records in user space: read the socket the way plain
+		// connections are read, waiting for readiness first (with one
+		// processor; see internal/sockio), instead of through the
+		// runtime's read-then-wait.
+		if c.raw.Poll() == nil && c.raw.Polled() {
+			rc.UseTransport(&c.raw)
+		}
+	}
 	c.in.reset(conn)
 	c.setTLSInfo(&info)
 	return 0, true
@@ -203,7 +212,10 @@ func (c *slot[H]) close(reason serval.CloseReason) {
 		reason != serval.CloseWriteTimeout && reason != serval.CloseError {
 		c.conn.Close()
 	}
-	if c.conn == net.Conn(&c.raw) {
+	// A polled socket leaves the readiness poller through raw, whether
+	// raw is the connection itself or the transport of the TLS records
+	// (which may have closed it just above: closing again is harmless).
+	if c.conn == net.Conn(&c.raw) || c.raw.Polled() {
 		c.raw.Close() // leaves the readiness poller, then closes nc
 		return
 	}

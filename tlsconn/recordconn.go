@@ -163,6 +163,13 @@ func userRecords(raw net.Conn, hc *handshakeConn, cs *tls.ConnectionState, serve
 	return rc, CryptoTLSNone
 }
 
+// UseTransport makes c read and write its records through t from now on:
+// t must carry the same socket (a wrapper that does the socket's I/O its
+// own way, such as the server's readiness-polled connection). Call it
+// right after the handshake, before any Read, Write or Close; c closes t
+// when it is closed.
+func (c *RecordConn) UseTransport(t net.Conn) { c.conn = t }
+
 func (c *RecordConn) LocalAddr() net.Addr                { return c.conn.LocalAddr() }
 func (c *RecordConn) RemoteAddr() net.Addr               { return c.conn.RemoteAddr() }
 func (c *RecordConn) SetDeadline(t time.Time) error      { return c.conn.SetDeadline(t) }
