@@ -19,6 +19,9 @@
 # (utime+stime of the proxy and its workers, from /proc), the fairer figure
 # when the client shares the machine.
 #
+# Same header work everywhere: every proxy passes the client's Host on and
+# adds X-Forwarded-For, -Proto and -Host, as Serval does by default.
+#
 # Layout (127.0.0.1 only): the proxy alone on CPU $PROXY_CPU with one
 # worker (nginx worker_processes 1, HAProxy nbthread 1, Go GOMAXPROCS=1);
 # the clients (openssl, wrk) and the origin (bench/origin, :19491) on CPU
@@ -107,6 +110,10 @@ http {
       proxy_pass http://be;
       proxy_http_version 1.1;
       proxy_set_header Connection "";
+      proxy_set_header Host \$http_host;
+      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-Proto \$scheme;
+      proxy_set_header X-Forwarded-Host \$http_host;
     }
   }
 }
@@ -126,6 +133,9 @@ frontend fe
   bind 127.0.0.1:${PORT[haproxy]} ssl crt $d/haproxy.pem
   default_backend be
 backend be
+  option forwardfor
+  http-request set-header X-Forwarded-Proto https
+  http-request set-header X-Forwarded-Host %[req.hdr(host)]
   server s1 127.0.0.1:$ORIGIN
 HAPROXY
 }
