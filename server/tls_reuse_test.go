@@ -58,9 +58,18 @@ func TestTLSSlotAfterFailedWrite(t *testing.T) {
 	_, srv := startWith(t, bigOrSmall{big: make([]byte, 8<<20)}, nil, cfg)
 	for round := range 3 {
 		// A client that asks for 8 MiB, reads none of it and resets.
-		c, err := tls.Dial("tcp", srv.addr, tlsClientConfig(ts.ca, "serval.test"))
-		if err != nil {
-			t.Fatal(err)
+		// (The slot may still be closing the previous round's
+		// connection: a refused handshake is tried again.)
+		var c *tls.Conn
+		for start := time.Now(); ; time.Sleep(20 * time.Millisecond) {
+			var err error
+			c, err = tls.Dial("tcp", srv.addr, tlsClientConfig(ts.ca, "serval.test"))
+			if err == nil {
+				break
+			}
+			if time.Since(start) > 2*time.Second {
+				t.Fatalf("round %d: %v", round, err)
+			}
 		}
 		send(t, c, get("/big"))
 		time.Sleep(50 * time.Millisecond) // the server is writing, blocked
