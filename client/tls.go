@@ -5,12 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/servalproxy/serval"
+	"github.com/servalproxy/serval/internal/sockio"
 	"github.com/servalproxy/serval/tlsconn"
 )
 
@@ -130,8 +132,24 @@ func (d *Dialer) dialTLS(up *serval.Upstream) (*serval.UpstreamConn, error) {
 	if err != nil {
 		return nil, err
 	}
-	conn, tcp, _, err := tc.Handshake(ctx, raw)
+	// The handshake and the records in user space read the socket the way
+	// plain upstream connections are read, waiting for readiness first
+	// (with one processor; see internal/sockio). Closing the TLS
+	// connection closes sc, which leaves the poller.
+	var transport net.Conn = raw
+	sc := &sockio.Conn{}
+	sc.Init()
+	if sc.Reset(raw) == nil && sc.Poll() == nil && sc.Polled() {
+		transport = sc
+	}
+	conn, tcp, _, err := tc.HandshakeOver(ctx, raw, transport)
+	if err == nil && tcp != nil && transport == net.Conn(sc) {
+		sc.Unpoll() // the kernel has the records: they are read from raw
+	}
 	if err != nil {
+		if transport == net.Conn(sc) {
+			sc.Close() // leaves the poller, closes raw
+		}
 		raw.Close()
 		status := 502
 		if errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, context.DeadlineExceeded) || isTimeout(err) {

@@ -133,12 +133,23 @@ func (c *Client) Stats() Stats { return c.ctr.stats() }
 // Handshake runs the client handshake on raw (already connected to the
 // upstream). Results are as for Server.Handshake.
 func (c *Client) Handshake(ctx context.Context, raw *net.TCPConn) (conn net.Conn, tcp *net.TCPConn, info ConnInfo, err error) {
+	return c.HandshakeOver(ctx, raw, raw)
+}
+
+// HandshakeOver is Handshake with the connection's bytes read and written
+// through transport, a wrapper of raw that does the socket's I/O its own
+// way (the upstream dialer's readiness-polled connection); deadlines are
+// set on it. raw still serves what only the socket can do (kernel TLS).
+// When the kernel takes the records over (tcp is returned), they no
+// longer go through transport. Closing a user-space connection closes
+// transport.
+func (c *Client) HandshakeOver(ctx context.Context, raw *net.TCPConn, transport net.Conn) (conn net.Conn, tcp *net.TCPConn, info ConnInfo, err error) {
 	if !c.ep.wantsHandshakeConn() {
-		return c.ep.run(ctx, raw, tls.Client(raw, c.cfg), nil)
+		return c.ep.run(ctx, raw, transport, tls.Client(transport, c.cfg), nil)
 	}
 	// A per-connection clone carries this connection's key log writer.
-	rc := newHandshakeConn(raw)
+	rc := newHandshakeConn(transport)
 	cfg := c.cfg.Clone()
 	cfg.KeyLogWriter = keyLogWriter{rc}
-	return c.ep.run(ctx, raw, tls.Client(rc, cfg), rc)
+	return c.ep.run(ctx, raw, transport, tls.Client(rc, cfg), rc)
 }

@@ -27,15 +27,17 @@ func (e *endpoint) wantsHandshakeConn() bool {
 	return e.mode != ModeOff && kernelTLSBuilt || e.cryptoTLS == CryptoTLSNone
 }
 
-// run completes the handshake on tc (built over raw, through hc when hc is
-// not nil), then offloads, moves to a RecordConn, or stays on tc. On
-// error the caller closes raw.
-func (e *endpoint) run(ctx context.Context, raw *net.TCPConn, tc *tls.Conn, hc *handshakeConn) (net.Conn, *net.TCPConn, ConnInfo, error) {
+// run completes the handshake on tc (built over tr, raw or a wrapper of
+// it, through hc when hc is not nil), then offloads raw, moves to a
+// RecordConn, or stays on tc. On error the caller closes raw.
+func (e *endpoint) run(ctx context.Context, raw *net.TCPConn, tr net.Conn, tc *tls.Conn, hc *handshakeConn) (net.Conn, *net.TCPConn, ConnInfo, error) {
 	deadline := time.Now().Add(e.timeout)
 	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
 		deadline = d
 	}
-	if err := raw.SetDeadline(deadline); err != nil {
+	// Deadlines go on tr, the conn the handshake reads through (raw, or
+	// a wrapper of it whose reads wait on deadlines of their own).
+	if err := tr.SetDeadline(deadline); err != nil {
 		e.ctr.other.Add(1)
 		return nil, nil, ConnInfo{}, fmt.Errorf("tlsconn: handshake: %w", err)
 	}
@@ -45,7 +47,7 @@ func (e *endpoint) run(ctx context.Context, raw *net.TCPConn, tc *tls.Conn, hc *
 		e.ctr.countFailure(err, e.server)
 		return nil, nil, ConnInfo{}, fmt.Errorf("tlsconn: handshake: %w", err)
 	}
-	if err := raw.SetDeadline(time.Time{}); err != nil {
+	if err := tr.SetDeadline(time.Time{}); err != nil {
 		e.ctr.other.Add(1)
 		return nil, nil, ConnInfo{}, fmt.Errorf("tlsconn: handshake: %w", err)
 	}

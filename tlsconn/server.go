@@ -196,11 +196,11 @@ func (s *Server) Stats() Stats { return s.ctr.stats() }
 // nil. info.Path says which. On error the caller closes raw.
 func (s *Server) Handshake(ctx context.Context, raw *net.TCPConn) (conn net.Conn, tcp *net.TCPConn, info ConnInfo, err error) {
 	if !s.ep.wantsHandshakeConn() {
-		return s.ep.run(ctx, raw, tls.Server(raw, s.base), nil)
+		return s.ep.run(ctx, raw, raw, tls.Server(raw, s.base), nil)
 	}
 	rc := newHandshakeConn(raw)
 	rc.ticketCfg = s.base
-	return s.ep.run(ctx, raw, tls.Server(rc, s.base), rc)
+	return s.ep.run(ctx, raw, raw, tls.Server(rc, s.base), rc)
 }
 
 // configForClient picks the current snapshot. When the connection may be

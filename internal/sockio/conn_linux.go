@@ -124,6 +124,20 @@ func (c *Conn) Close() error {
 	return c.TCPConn.Close()
 }
 
+// Unpoll takes a polled socket out of the readiness poller without
+// closing it: reads go through the runtime's poller again (for a socket
+// whose reads move elsewhere, such as kernel TLS). Close still closes it.
+func (c *Conn) Unpoll() {
+	if !c.polled {
+		return
+	}
+	c.polled = false
+	c.d.timer.Stop()
+	if c.rc.Control(c.unregFn) != nil {
+		thePoller.unregister(-1, &c.d, false)
+	}
+}
+
 // Quiet reports, without a system call, that nothing arrived on a polled
 // socket since its last read: no readiness token, no FIN or error seen,
 // and the last read did not fill its buffer. It is false when c is not

@@ -11,6 +11,9 @@ func Unhold() {}
 // Poll does nothing here: reads go through net.
 func (c *Conn) Poll() error { return nil }
 
+// Unpoll does nothing: nothing is polled here.
+func (c *Conn) Unpoll() {}
+
 // Interrupt does nothing here; closing the socket wakes its reader.
 func (c *Conn) Interrupt() {}
 
