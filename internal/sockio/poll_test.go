@@ -384,3 +384,38 @@ func TestSpliceToManyFragments(t *testing.T) {
 		t.Fatalf("the destination's peer got %d bytes, not what was sent", len(b))
 	}
 }
+
+// TestUnpoll: a socket taken out of the poller without being closed is
+// read the runtime's way from then on (a read waits for bytes that arrive
+// later, and a deadline still bounds it), and its registration is gone:
+// the poller stops once nothing else holds it.
+func TestUnpoll(t *testing.T) {
+	leakcheck.Check(t)
+	c, peer := polledPair(t)
+	c.Unpoll()
+	if c.Polled() {
+		t.Fatal("still polled after Unpoll")
+	}
+	c.Unpoll() // twice is harmless
+	go func() {
+		time.Sleep(20 * time.Millisecond)
+		peer.Write([]byte("late"))
+	}()
+	buf := make([]byte, 8)
+	n, err := c.Read(buf)
+	if err != nil || string(buf[:n]) != "late" {
+		t.Fatalf("read after Unpoll: %q %v", buf[:n], err)
+	}
+	c.SetReadDeadline(time.Now().Add(30 * time.Millisecond))
+	if _, err := c.Read(buf); !isTimeout(err) {
+		t.Fatalf("err %v, want a timeout", err)
+	}
+	c.Close()
+	peer.Close()
+	thePoller.mu.Lock()
+	refs := thePoller.refs
+	thePoller.mu.Unlock()
+	if refs != 0 {
+		t.Fatalf("the poller is still held (%d refs) after its only socket left it", refs)
+	}
+}
