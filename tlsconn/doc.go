@@ -12,7 +12,12 @@
 // Client.Handshake on an accepted or dialled *net.TCPConn and get back a
 // net.Conn (a *Conn when offloaded, a *RecordConn or a *tls.Conn
 // otherwise), the raw socket when offloaded (for splice), and a ConnInfo
-// computed once per connection (ConnInfo.Path says which).
+// computed once per connection (ConnInfo.Path says which). A caller that
+// reads its sockets its own way (Serval's readiness poller) hands that
+// wrapper over: Client.HandshakeOver on the client side,
+// RecordConn.UseTransport right after a server handshake. Several
+// processes serving one port share resumable sessions through
+// ServerConfig.SessionTicketSeed.
 //
 // # How offload works
 //
