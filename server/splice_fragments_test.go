@@ -32,25 +32,7 @@ func TestForwardFragmentedResponse(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	// other takes the writes interleaved with the body's, so that no two
-	// body pieces share a contiguous page fragment: each stays a fragment
-	// of its own in the proxy's receive queue.
-	oln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer oln.Close()
-	other, err := net.Dial("tcp", oln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer other.Close()
-	go func() {
-		if c, err := oln.Accept(); err == nil {
-			io.Copy(io.Discard, c)
-			c.Close()
-		}
-	}()
+	other := fragmentSpacer(t)
 	originDone := make(chan error, 1)
 	release := make(chan struct{})
 	go func() {
@@ -78,6 +60,31 @@ func TestForwardFragmentedResponse(t *testing.T) {
 	if elapsed > time.Second {
 		t.Fatalf("the response took %v: a splice round waited for bytes that were already there", elapsed)
 	}
+}
+
+// fragmentSpacer returns a connection whose peer discards what it reads:
+// the writes interleaved with a body's, so that no two body pieces share
+// a contiguous page fragment and each stays a fragment of its own in the
+// receiver's queue. Cleanup closes it.
+func fragmentSpacer(t *testing.T) net.Conn {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	other, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { other.Close() })
+	go func() {
+		if c, err := ln.Accept(); err == nil {
+			io.Copy(io.Discard, c)
+			c.Close()
+		}
+	}()
+	return other
 }
 
 // serveFragmented answers one request on ln with body, corked so that the
@@ -123,22 +130,7 @@ func TestForwardFragmentedRequestBody(t *testing.T) {
 	cfg.Logger = discardLogger()
 	ts := start(t, &minimalUp{up: up}, cfg, nil)
 
-	oln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer oln.Close()
-	other, err := net.Dial("tcp", oln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer other.Close()
-	go func() {
-		if c, err := oln.Accept(); err == nil {
-			io.Copy(io.Discard, c)
-			c.Close()
-		}
-	}()
+	other := fragmentSpacer(t)
 	c := dial(t, ts.addr)
 	start := time.Now()
 	sent := make(chan error, 1)

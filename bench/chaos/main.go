@@ -84,9 +84,9 @@ const (
 	modeSlowReader    = 4 // the echo is read in small pieces with pauses
 )
 
-// exchange sends one POST of n random bytes on a new connection and, for
-// a good client, checks the echo.
-func exchange(addr string, useTLS bool, n int, chunked bool, mode int) error {
+// dial connects to the balancer, over TLS when useTLS (the test
+// certificate is not verified), with a 30 s deadline on the whole exchange.
+func dial(addr string, useTLS bool) (net.Conn, error) {
 	var c net.Conn
 	var err error
 	if useTLS {
@@ -95,10 +95,20 @@ func exchange(addr string, useTLS bool, n int, chunked bool, mode int) error {
 		c, err = net.Dial("tcp", addr)
 	}
 	if err != nil {
+		return nil, err
+	}
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	return c, nil
+}
+
+// exchange sends one POST of n random bytes on a new connection and, for
+// a good client, checks the echo.
+func exchange(addr string, useTLS bool, n int, chunked bool, mode int) error {
+	c, err := dial(addr, useTLS)
+	if err != nil {
 		return err
 	}
 	defer c.Close()
-	c.SetDeadline(time.Now().Add(30 * time.Second))
 	body := make([]byte, n)
 	rand.Read(body)
 	send := body
@@ -177,18 +187,11 @@ func readSlowly(r io.Reader) ([]byte, error) {
 // pipelined sends two POSTs (n1 and n2 random bytes, Content-Length) in
 // one write and checks that both echoes come back, in order, intact.
 func pipelined(addr string, useTLS bool, n1, n2 int) error {
-	var c net.Conn
-	var err error
-	if useTLS {
-		c, err = tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true})
-	} else {
-		c, err = net.Dial("tcp", addr)
-	}
+	c, err := dial(addr, useTLS)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	c.SetDeadline(time.Now().Add(30 * time.Second))
 	b1, b2 := make([]byte, n1), make([]byte, n2)
 	rand.Read(b1)
 	rand.Read(b2)
