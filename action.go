@@ -70,9 +70,10 @@ const (
 	ErrorRespond
 	// ErrorRetry selects an upstream again (SelectUpstream is called once
 	// more) and retries there. Honoured only while nothing was sent to the
-	// client and the request body can be replayed (there is none, or it
-	// was small enough to be wholly buffered), and at most RetriesMax
-	// times. The handler asked for it, so it decides whether a
+	// client and the request body can be replayed (there is none, it was
+	// small enough to be wholly buffered, or it is streamed and the
+	// failed attempt had not started reading it from the client, as after
+	// a failed connect), and at most RetriesMax times. The handler asked for it, so it decides whether a
 	// non-idempotent request may reach a second upstream: check
 	// Request.MethodID.Idempotent() and ProxyError.Phase (a failure after
 	// the request was written may have been executed) before retrying.

@@ -49,6 +49,10 @@ type Config struct {
 	Decay time.Duration
 	// Logger logs passive health transitions. Nil: slog.Default().
 	Logger *slog.Logger
+	// NoRetry turns off the retry on another upstream of a request
+	// whose connection attempt failed (see Handler.OnError). The proxy
+	// bounds retries separately (proxy.Config.RetriesMax).
+	NoRetry bool
 	// FirstTurn is where round robin and weighted round robin start
 	// their rotation (modulo its length). Several processes serving one
 	// table (lb --workers) give each a different one, so that a few
@@ -99,7 +103,7 @@ func New(cfg Config) (*Handler, error) {
 		r.next.Store(cfg.FirstTurn)
 	}
 	h := &Handler{sel: sel, table: cfg.Upstreams, health: hs, passive: passive, load: load,
-		retryAfter: retryAfterHeader(cfg.RetryAfter), log: cfg.Logger}
+		retryAfter: retryAfterHeader(cfg.RetryAfter), retry: !cfg.NoRetry, log: cfg.Logger}
 	if h.log == nil {
 		h.log = slog.Default()
 	}

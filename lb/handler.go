@@ -35,6 +35,7 @@ type Handler struct {
 	sticky     *Sticky
 	tryAll     func(x *serval.Exchange, req *serval.Request) *serval.Upstream
 	reject     bool // answer 503 in OnRequest when none is healthy
+	retry      bool // OnError retries connect failures on another upstream
 	retryAfter []serval.Header
 	log        *slog.Logger
 }
@@ -44,6 +45,7 @@ var (
 	_ serval.UpstreamDoneHook = (*Handler)(nil)
 	_ serval.RequestHook      = (*Handler)(nil)
 	_ serval.ResponseHook     = (*Handler)(nil)
+	_ serval.ErrorHook        = (*Handler)(nil)
 )
 
 // NewHandler returns a handler over sel alone: no health feedback, no
@@ -58,11 +60,25 @@ func NewHandler(sel Selector) (*Handler, error) {
 // SelectUpstream returns the selector's choice, nil when none may take
 // the request; it counts the attempt in (Load.Start), and
 // OnUpstreamDone counts it out.
+//
+// On a retry (OnError asked for one; Exchange.Upstream is then the
+// upstream that failed) a selection that lands on the failed upstream
+// again, because passive health has not taken it out yet or the policy
+// maps the request to it (hash, sticky), takes the next other upstream
+// instead; a sticky client is re-pinned to it.
 func (h *Handler) SelectUpstream(x *serval.Exchange, req *serval.Request) *serval.Upstream {
 	u := h.sel.Select(x, req)
 	if u == nil && h.tryAll != nil {
 		if u = h.tryAll(x, req); u != nil && h.sticky != nil && x != nil && x.User == nil {
 			x.User = stickyMark // re-pin the client once health returns
+		}
+	}
+	if x != nil && x.Upstream != nil && (u == x.Upstream || u == nil) && h.table != nil {
+		if o := h.other(x.Upstream); o != nil {
+			u = o
+			if h.sticky != nil && x.User == nil {
+				x.User = stickyMark
+			}
 		}
 	}
 	if u != nil && h.load != nil {
@@ -89,6 +105,44 @@ func (h *Handler) OnUpstreamDone(_ *serval.Exchange, u *serval.Upstream, r serva
 		h.log.Warn("lb: upstream health changed (passive)", "upstream", u.Addr(), "index", u.Index,
 			"healthy", healthy, "phase", r.Phase.String(), "status", r.Status, "healthy_count", h.health.HealthyCount())
 	}
+}
+
+// OnError asks the proxy to retry a request on another upstream when its
+// attempt failed while connecting (refused, timed out, TLS handshake
+// failed): the failed upstream never saw the request, so any method may
+// go elsewhere, as nginx's default proxy_next_upstream does. A failure
+// after the request was written is answered (502/504): the upstream may
+// have acted on it. No retry when no other upstream is healthy (or, under
+// AllUnhealthyTryAll, none other exists) or Config.NoRetry is set. The
+// proxy honours the retry while nothing went to the client and the
+// request body can be replayed, at most proxy.Config.RetriesMax times;
+// SelectUpstream then avoids the upstream that failed.
+func (h *Handler) OnError(_ *serval.Exchange, e *serval.ProxyError) serval.ErrorAction {
+	if !h.retry || e.Phase != serval.PhaseConnect || e.Upstream == nil || h.other(e.Upstream) == nil {
+		return serval.ErrorAction{}
+	}
+	return serval.ErrorAction{Kind: serval.ErrorRetry}
+}
+
+// other returns the first upstream after failed in table order that is
+// healthy, or under AllUnhealthyTryAll with none healthy, the next one
+// whatever its health; nil when there is none. It reads the health bitmap
+// only: no allocation, no lock.
+func (h *Handler) other(failed *serval.Upstream) *serval.Upstream {
+	n := len(h.table)
+	if int(failed.Index) >= n || &h.table[failed.Index] != failed {
+		return nil // not one of ours
+	}
+	for k := 1; k < n; k++ {
+		u := &h.table[(int(failed.Index)+k)%n]
+		if h.health == nil || h.health.Healthy(u.Index) {
+			return u
+		}
+	}
+	if h.tryAll != nil && n > 1 && (h.health == nil || h.health.HealthyCount() == 0) {
+		return &h.table[(int(failed.Index)+1)%n]
+	}
+	return nil
 }
 
 // noHealthyBody is the 503 body when no upstream is healthy.

@@ -123,8 +123,11 @@ func (s *Session) attempts() Result {
 }
 
 // replayable reports whether the request may be sent again: nothing went
-// to the client, and the body is absent, or wholly buffered and either not
-// sent yet or (race retry) the method is idempotent.
+// to the client, and the body is absent; or wholly buffered and either not
+// sent yet or (race retry) the method is idempotent; or streamed and not
+// started (the attempt failed before the pump read a byte of it from the
+// client: a refused connect, a head write to a stale pooled connection),
+// so the next attempt streams it whole.
 func (s *Session) replayable(race bool) bool {
 	if s.headSent {
 		return false
@@ -134,6 +137,8 @@ func (s *Session) replayable(race bool) bool {
 		return true
 	case bodyBuffered:
 		return !s.bodySent || !race || s.req.MethodID.Idempotent()
+	case bodyLength, bodyChunked:
+		return !s.bodySent
 	}
 	return false
 }

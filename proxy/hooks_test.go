@@ -7,10 +7,12 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -158,6 +160,61 @@ func TestOnError(t *testing.T) {
 			if x.Attempts != 2 || x.Status != 200 || x.BytesOut == 0 || x.Timings.Total <= 0 || x.Timings.FirstByte <= 0 {
 				t.Fatalf("exchange not filled: %+v", x)
 			}
+		}
+	}
+}
+
+// TestOnErrorRetryStreamedBody: a body too large to be buffered is
+// streamed by the pump; when the connect fails the pump has not read a
+// byte of it, so the retry on the second upstream streams it whole
+// (Content-Length and chunked), and a second request on the same client
+// connection is unaffected.
+func TestOnErrorRetryStreamedBody(t *testing.T) {
+	checkLeaks(t)
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	dead := ln.Addr().String()
+	ln.Close()
+	good := newRawOrigin(t, func(c net.Conn, br *bufio.Reader) {
+		for {
+			_, body, err := readRequest(br)
+			if err != nil {
+				return
+			}
+			sum := sha256.Sum256(body)
+			msg := fmt.Sprintf("%d %x", len(body), sum[:8])
+			if _, err := fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(msg), msg); err != nil {
+				return
+			}
+		}
+	})
+	body := make([]byte, 1<<20)
+	rng := rand.New(rand.NewPCG(1, 2))
+	for i := range body {
+		body[i] = byte(rng.Uint32())
+	}
+	sum := sha256.Sum256(body)
+	want := fmt.Sprintf("%d %x", len(body), sum[:8])
+	for _, chunked := range []bool{false, true} {
+		h := &errorHooks{handler: handler{ups: []serval.Upstream{upstreamOf(t, dead, 0), upstreamOf(t, good.addr(), 1)}}, retry: true}
+		hs := newHarness(t, Config{}, h, serval.DetectHooks(h))
+		tc := dialHarness(t, hs)
+		if chunked {
+			tc.send("POST /up HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n")
+			for off := 0; off < len(body); off += 100000 {
+				end := min(off+100000, len(body))
+				tc.send(fmt.Sprintf("%x\r\n%s\r\n", end-off, body[off:end]))
+			}
+			tc.send("0\r\n\r\n")
+		} else {
+			tc.send(fmt.Sprintf("POST /up HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n%s", len(body), body))
+		}
+		resp, got := tc.mustRead("POST")
+		if resp.StatusCode != 200 || string(got) != want {
+			t.Fatalf("chunked=%v: status %d body %q, want %q", chunked, resp.StatusCode, got, want)
+		}
+		tc.send("POST /again HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\nabc")
+		if resp, got := tc.mustRead("POST"); resp.StatusCode != 200 || !strings.HasPrefix(string(got), "3 ") {
+			t.Fatalf("chunked=%v: second request: status %d body %q", chunked, resp.StatusCode, got)
 		}
 	}
 }

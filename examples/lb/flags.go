@@ -54,6 +54,7 @@ type options struct {
 	unhealthyThreshold uint
 	healthyThreshold   uint
 	passive5xx         bool
+	retries            int
 	noHealth           bool
 	allUnhealthy       lb.AllUnhealthyPolicy
 
@@ -93,6 +94,7 @@ func defineFlags(fs *flag.FlagSet, o *options, r *rawFlags) {
 	fs.DurationVar(&o.healthTimeout, "health-timeout", prober.TimeoutDefault, "timeout of one probe (dial, TLS, request, response); capped at --health-interval")
 	fs.UintVar(&o.unhealthyThreshold, "unhealthy-threshold", health.FailuresDefault, "consecutive failures (probes or requests) that take a backend out")
 	fs.UintVar(&o.healthyThreshold, "healthy-threshold", health.SuccessesDefault, "consecutive successful probes that bring a backend back")
+	fs.IntVar(&o.retries, "retries", proxy.RetriesMaxDefault, "retry a request whose backend connection failed (refused, timed out) on another backend, at most this many times (0: never)")
 	fs.BoolVar(&o.passive5xx, "passive-5xx", false, "count 5xx responses as passive failures (default: only transport failures)")
 	fs.BoolVar(&o.noHealth, "no-health", false, "no health checking at all: no probes, no passive checks")
 	fs.StringVar(&r.allUnhealthy, "all-unhealthy", allUnhealthyDefault, "when no backend is healthy: 503 (with Retry-After) or try-all")
@@ -185,6 +187,8 @@ func (o *options) validate() error {
 		return errors.New("--max-conns must be in [1, " + strconv.Itoa(connectionsMaxLimit) + "]")
 	case o.workers < 1 || o.workers > workersLimit:
 		return errors.New("--workers must be in [1, " + strconv.Itoa(workersLimit) + "]")
+	case o.retries < 0 || o.retries > proxy.RetriesMaxLimit:
+		return errors.New("--retries must be in [0, " + strconv.Itoa(proxy.RetriesMaxLimit) + "]")
 	case o.idlePerUpstream < 1 || o.idlePerUpstream > pool.IdlePerUpstreamLimit:
 		return errors.New("--idle-per-upstream must be in [1, " + strconv.Itoa(pool.IdlePerUpstreamLimit) + "]")
 	case (o.certFile == "") != (o.keyFile == ""):

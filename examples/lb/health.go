@@ -33,7 +33,7 @@ func newHandler(o *options, table []serval.Upstream, logger *slog.Logger) (*lb.H
 		return nil, err
 	}
 	return lb.New(lb.Config{Upstreams: table, Policy: o.policy, StickyCookie: o.stickyCookie, Health: hs,
-		Passive5xx: o.passive5xx, AllUnhealthy: o.allUnhealthy, Logger: logger,
+		Passive5xx: o.passive5xx, AllUnhealthy: o.allUnhealthy, Logger: logger, NoRetry: o.retries == 0,
 		// Worker k starts its rotation at turn k: a few requests spread
 		// over the backends instead of each worker starting at the first.
 		FirstTurn: uint64(max(workerIndex(), 0))})

@@ -212,14 +212,26 @@ func runLoad(t *testing.T, addr string, workers int, stop <-chan struct{}) func(
 // probe that started before the kill and, succeeding after the first
 // failure, reset the streak. Whatever the load's length, the failures stay
 // within that.
+//
+// It runs with --retries 0, so that the requests the dead backend refuses
+// fail and count; with the default (retry elsewhere), refused requests go
+// to the live backend and only those already written to b when it died
+// can fail, within the same bound.
 func TestKilledBackendUnderLoad(t *testing.T) {
+	for _, retries := range []string{"0", "1"} {
+		t.Run("retries="+retries, func(t *testing.T) { killedBackendUnderLoad(t, retries) })
+	}
+}
+
+func killedBackendUnderLoad(t *testing.T, retries string) {
 	const workers, failures, successes = 4, 3, 2
 	a, b := newTestBackend(t, "a"), newTestBackend(t, "b")
 	// Probes every 200ms: passive checks see the failures first, and the
 	// comeback takes at least two probes.
 	addr, logs := startLB(t, "--backends", a.addr+","+b.addr, "--health-path", healthPath,
 		"--health-interval", "200ms", "--health-timeout", "100ms",
-		"--unhealthy-threshold", strconv.Itoa(failures), "--healthy-threshold", strconv.Itoa(successes))
+		"--unhealthy-threshold", strconv.Itoa(failures), "--healthy-threshold", strconv.Itoa(successes),
+		"--retries", retries)
 	stop := make(chan struct{})
 	results := runLoad(t, addr, workers, stop)
 	time.Sleep(200 * time.Millisecond)
@@ -251,7 +263,7 @@ func TestKilledBackendUnderLoad(t *testing.T) {
 	if limit := failures + (workers - 1) + 1; failed > limit {
 		t.Errorf("%d failed requests after the kill, want at most %d (threshold %d, %d clients)", failed, limit, failures, workers)
 	}
-	if failed == 0 {
+	if failed == 0 && retries == "0" {
 		t.Errorf("no failed request: the kill was not noticed by requests")
 	}
 	if b.hits.Load() == 0 {
@@ -290,22 +302,28 @@ func TestAllUnhealthy(t *testing.T) {
 	}
 }
 
-// TestNoHealth: --no-health neither probes nor takes out a dead backend
-// (every other request fails), which is what the flag promises.
+// TestNoHealth: --no-health neither probes nor takes out a dead backend,
+// which is what the flag promises: with --retries 0 every other request
+// fails; with the default each of those is retried on the live backend.
 func TestNoHealth(t *testing.T) {
 	a := newTestBackend(t, "a")
 	dead := "127.0.0.1:" + strconv.Itoa(freePort(t))
-	addr, _ := startLB(t, "--no-health", "--backends", a.addr+","+dead, "--health-path", healthPath,
-		"--health-interval", "10ms", "--connect-timeout", "1s")
-	c := plainClient(t)
-	failed := 0
-	for range 20 {
-		if code, _, _ := fetch(c, addr); code != 200 {
-			failed++
+	for _, c := range []struct {
+		retries string
+		failed  int
+	}{{"0", 10}, {"1", 0}} {
+		addr, _ := startLB(t, "--no-health", "--backends", a.addr+","+dead, "--health-path", healthPath,
+			"--health-interval", "10ms", "--connect-timeout", "1s", "--retries", c.retries)
+		cl := plainClient(t)
+		failed := 0
+		for range 20 {
+			if code, _, _ := fetch(cl, addr); code != 200 {
+				failed++
+			}
 		}
-	}
-	if failed != 10 {
-		t.Errorf("%d of 20 requests failed, want 10 (no passive checks)", failed)
+		if failed != c.failed {
+			t.Errorf("--retries %s: %d of 20 requests failed, want %d (no passive checks)", c.retries, failed, c.failed)
+		}
 	}
 	if p := a.probes.Load(); p != 0 {
 		t.Errorf("%d probes with --no-health", p)

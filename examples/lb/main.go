@@ -145,7 +145,7 @@ func serveLB(ctx context.Context, o *options, table []serval.Upstream, logger *s
 	logger.Info(msg, "addr", ln.Addr().String(), "https", cfg.TLS != nil, "mtls", o.clientCAFile != "",
 		"backends", len(table), "https_backends", countTLS(table), "lb", o.policy.String(), "sticky_cookie", o.stickyCookie,
 		"health", !o.noHealth, "health_interval", o.healthInterval, "unhealthy_threshold", o.unhealthyThreshold, "healthy_threshold", o.healthyThreshold,
-		"connect_timeout", o.connectTimeout, "response_timeout", o.responseTimeout, "idle_per_upstream", o.idlePerUpstream)
+		"connect_timeout", o.connectTimeout, "response_timeout", o.responseTimeout, "idle_per_upstream", o.idlePerUpstream, "retries", o.retries)
 	s := serving{table: table, pool: p, cfg: cfg, ln: ln, hup: hup, log: logger}
 	switch {
 	case o.debug:
@@ -187,6 +187,10 @@ func serverConfig(o *options, logger *slog.Logger, upTLS tlsconn.ClientConfig) s
 	cfg.Proxy.ConnectTimeout = o.connectTimeout
 	cfg.Proxy.ResponseTimeout = o.responseTimeout
 	cfg.Proxy.TunnelIdleTimeout = o.tunnelIdle
+	cfg.Proxy.RetriesMax = o.retries
+	if o.retries == 0 {
+		cfg.Proxy.RetriesMax = -1 // none (zero would mean the default)
+	}
 	cfg.Proxy.UpstreamTLS = upTLS
 	cfg.Proxy.Logger = logger
 	return cfg

@@ -242,7 +242,7 @@ func TestHelpAndBadFlags(t *testing.T) {
 	for _, f := range []string{"-port", "-backends", "-debug", "-connect-timeout", "-response-timeout", "-idle-per-upstream",
 		"-lb", "-policy", "-sticky-cookie", "-health-path", "-health-interval", "-health-timeout", "-unhealthy-threshold",
 		"-healthy-threshold", "-passive-5xx", "-no-health", "-all-unhealthy", "-cert", "-key", "-client-ca", "-upstream-tls",
-		"-upstream-ca", "-upstream-server-name", "-insecure-skip-verify", "-ktls"} {
+		"-upstream-ca", "-upstream-server-name", "-insecure-skip-verify", "-ktls", "-retries"} {
 		if !strings.Contains(out.String(), f) {
 			t.Errorf("usage lacks %s:\n%s", f, out.String())
 		}
@@ -251,7 +251,7 @@ func TestHelpAndBadFlags(t *testing.T) {
 		{"--lb", "random"}, {"--policy", "hash:nope"}, {"--all-unhealthy", "maybe"}, {"--ktls", "sometimes"},
 		{"--cert", "c.pem"}, {"--key", "k.pem"}, {"--client-ca", "ca.pem"}, {"--unhealthy-threshold", "0"},
 		{"--healthy-threshold", "100000"}, {"--health-timeout", "0s"}, {"--backends", "127.0.0.1:1=0"},
-		{"--backends", "127.0.0.1:1", "--upstream-tls", "127.0.0.1:2"}} {
+		{"--backends", "127.0.0.1:1", "--upstream-tls", "127.0.0.1:2"}, {"--retries", "-1"}, {"--retries", "9"}} {
 		out.Reset()
 		if code := run(context.Background(), append([]string{"--port", "0"}, args...), &out); code != 2 {
 			t.Errorf("%v: exit %d, want 2; output:\n%s", args, code, out.String())
@@ -261,9 +261,11 @@ func TestHelpAndBadFlags(t *testing.T) {
 
 func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
-// TestDeadBackendTakenOut: with one backend refusing connections, passive
-// health takes it out of rotation, so after a few failures every request
-// reaches the live one.
+// TestDeadBackendTakenOut: with one backend refusing connections, every
+// request is answered by the live one: a refused connect is retried there
+// (the dead backend never saw the request, so a POST goes too), and
+// passive health takes the dead one out of rotation. With --retries 0 the
+// requests sent to the dead backend before that get 502.
 func TestDeadBackendTakenOut(t *testing.T) {
 	bctx, bcancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
@@ -273,26 +275,47 @@ func TestDeadBackendTakenOut(t *testing.T) {
 		t.Fatal(err)
 	}
 	dead := "127.0.0.1:" + strconv.Itoa(freePort(t))
-	addr, _ := startLB(t, "--backends", live+","+dead, "--connect-timeout", "1s")
-	tr := &http.Transport{}
-	defer tr.CloseIdleConnections()
-	cl := &http.Client{Transport: tr, Timeout: 10 * time.Second}
-	var codes []int
-	for range 20 {
-		resp, err := cl.Get("http://" + addr + "/")
-		if err != nil {
-			t.Fatal(err)
+	run := func(args ...string) []int {
+		addr, _ := startLB(t, append([]string{"--backends", dead + "," + live, "--connect-timeout", "1s"}, args...)...)
+		tr := &http.Transport{}
+		defer tr.CloseIdleConnections()
+		cl := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+		var codes []int
+		for i := range 20 {
+			var resp *http.Response
+			var err error
+			if i%2 == 0 {
+				resp, err = cl.Get("http://" + addr + "/")
+			} else {
+				resp, err = cl.Post("http://"+addr+"/", "text/plain", strings.NewReader("body "+strconv.Itoa(i)))
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == 200 && i%2 == 1 && !strings.Contains(string(b), "body "+strconv.Itoa(i)) {
+				t.Fatalf("request %d: the body did not reach the backend: %q", i, b)
+			}
+			codes = append(codes, resp.StatusCode)
 		}
-		io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		codes = append(codes, resp.StatusCode)
+		return codes
+	}
+	codes := run()
+	for i, c := range codes {
+		if c != 200 {
+			t.Fatalf("request %d: status %d; all statuses %v", i, c, codes)
+		}
+	}
+	codes = run("--retries", "0")
+	if codes[0] != 502 {
+		t.Fatalf("--retries 0: first request (to the dead backend) got %d, want 502; all %v", codes[0], codes)
 	}
 	for i, c := range codes[10:] {
 		if c != 200 {
-			t.Fatalf("request %d: status %d; all statuses %v", 10+i, c, codes)
+			t.Fatalf("--retries 0: request %d: status %d after passive health; all %v", 10+i, c, codes)
 		}
 	}
-	t.Logf("statuses %v", codes)
 }
 
 // TestBackendComesBack: a backend that was down and taken out of rotation
