@@ -124,6 +124,13 @@ func (s *Session) pipeChunked(src *chunkSource, dec *http1.ChunkedDecoder, enc *
 			return failNone, nil
 		case http1.SegNone:
 			if n == 0 {
+				// Out of input: what was coalesced leaves before the
+				// read that may wait, so a stream (SSE, a token-by-token
+				// LLM answer, a progress feed) reaches the receiver as
+				// the sender produced it.
+				if err := enc.flush(); err != nil {
+					return failSink, err
+				}
 				if err := src.fill(); err != nil {
 					return failSource, err
 				}

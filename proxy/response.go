@@ -221,7 +221,9 @@ func (s *Session) writeClient(b []byte) bool {
 
 // forwardChunked sends a chunked or close-delimited body, re-encoded as
 // chunked for an HTTP/1.1 client or raw for an HTTP/1.0 one. The head
-// stays in the encoder's buffer and leaves with the first bytes.
+// stays in the encoder's buffer and leaves with the body bytes that came
+// with it, or before the first read that may wait for more: the client
+// sees everything the upstream sent so far whenever the proxy waits.
 func (s *Session) forwardChunked(head []byte, h client.Head, chunkOut bool) (serval.Phase, error) {
 	cfg := &s.f.cfg
 	enc := &s.renc
@@ -269,6 +271,10 @@ func (s *Session) pipeUntilClose(src *chunkSource, enc *encoder) (pipeFail, erro
 				return failSink, err
 			}
 			continue
+		}
+		// Flush before a read that may wait (see pipeChunked).
+		if err := enc.flush(); err != nil {
+			return failSink, err
 		}
 		err := src.fill()
 		if err == io.ErrUnexpectedEOF { // the close that ends the body
