@@ -5,6 +5,7 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -12,6 +13,8 @@ import (
 	"time"
 
 	"github.com/servalproxy/serval"
+	"github.com/servalproxy/serval/lb"
+	"github.com/servalproxy/serval/server"
 )
 
 func TestNextChunkSequence(t *testing.T) {
@@ -141,5 +144,81 @@ func TestServe(t *testing.T) {
 	cancel()
 	if code := <-rc; code != 0 {
 		t.Errorf("run returned %d after cancel, want 0", code)
+	}
+}
+
+// TestStreamThroughBalancer: the SSE stream reaches a client through a
+// Serval load balancer (lb.Handler in front of this server) token by
+// token, as the server produces it, not all at once when it ends.
+func TestStreamThroughBalancer(t *testing.T) {
+	const delay = 30 * time.Millisecond
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	ready := make(chan string, 1)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
+	wg.Go(func() {
+		run(ctx, []string{"--host", "127.0.0.1", "--port", "0", "--delay", delay.String(), "--max-conns", "8"}, io.Discard, ready)
+	})
+	var origin string
+	select {
+	case origin = <-ready:
+	case <-ctx.Done():
+		t.Fatal("llm server did not start")
+	}
+	table, err := lb.ParseBackends(strings.Replace(origin, "[::]", "127.0.0.1", 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := lb.New(lb.Config{Upstreams: table, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := server.DefaultConfig()
+	cfg.Addr = ln.Addr().String()
+	cfg.ConnectionsMax = 8
+	cfg.Logger = slog.New(slog.DiscardHandler)
+	srv, err := server.New(h, nil, nil, nil, cfg)
+	if err != nil {
+		ln.Close()
+		t.Fatal(err)
+	}
+	wg.Go(func() { srv.Serve(ctx, ln) })
+
+	tr := &http.Transport{}
+	defer tr.CloseIdleConnections()
+	c := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+	resp, err := c.Post("http://"+ln.Addr().String()+"/v1/chat/completions", "application/json", strings.NewReader(`{}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "text/event-stream" {
+		t.Fatalf("status %d, Content-Type %q", resp.StatusCode, resp.Header.Get("Content-Type"))
+	}
+	sc := bufio.NewScanner(resp.Body)
+	var at []time.Time
+	var events []string
+	for sc.Scan() {
+		if line := sc.Text(); line != "" {
+			events = append(events, line)
+			at = append(at, time.Now())
+		}
+	}
+	if err := sc.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if len(events) != len(tokens)+1 || events[0] != "data: Hello" || events[len(events)-1] != "data: [DONE]" {
+		t.Fatalf("events = %q", events)
+	}
+	// The server sleeps delay between tokens: the client must see the
+	// stream spread over about (tokens-1) delays, not in one burst.
+	if spread, want := at[len(at)-1].Sub(at[0]), time.Duration(len(tokens)-1)*delay/2; spread < want {
+		t.Fatalf("events arrived within %v, want them spread over at least %v: the balancer held the stream back", spread, want)
 	}
 }
