@@ -22,6 +22,7 @@ func (s *Session) Forward(d *Downstream, x *serval.Exchange, req *serval.Request
 	if res.Status == 0 {
 		res.Status = x.Status
 	}
+	res.BodyUnread = (s.body == bodyLength || s.body == bodyChunked) && !s.pj.done
 	x.Timings.Total = time.Since(x.Start)
 	s.upstreamDone(false, res.Phase, 0) // a selection no attempt reached
 	if res.Err != nil {

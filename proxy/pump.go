@@ -329,6 +329,18 @@ func (s *Session) waitPump(grace time.Duration) bool {
 	return s.pj.done
 }
 
+// pumpFinished reports, without waiting, whether the running pump has
+// sent the whole body (collecting its results when it has ended).
+func (s *Session) pumpFinished() bool {
+	select {
+	case <-s.pumpDone:
+		s.collectPump()
+		return s.pj.done
+	default:
+		return false
+	}
+}
+
 // collectPump takes the pump's results back after a completion signal.
 func (s *Session) collectPump() {
 	s.pumping = false

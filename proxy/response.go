@@ -36,6 +36,13 @@ func (s *Session) respond(h client.Head) (serval.Phase, error) {
 		chunkOut = req.Version == serval.Version11
 		s.keep = s.keep && chunkOut
 	}
+	if s.keep && resp.Close && s.pumping && !s.pumpFinished() {
+		// The upstream answers and closes before it has the whole request
+		// body: the rest cannot be sent, so the client connection closes
+		// after this response. Say so in the head rather than close
+		// without notice.
+		s.keep = false
+	}
 	b := http1.AppendStatusLine(s.wbuf[:0], resp.Status, resp.Reason)
 	b = s.appendResponseFields(b, resp, h.Body == http1.BodyNone)
 	switch {

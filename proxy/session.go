@@ -49,6 +49,11 @@ type Result struct {
 	// Phase and Err say what failed, if anything.
 	Phase serval.Phase
 	Err   error
+	// BodyUnread is true when the request body was streamed and not read
+	// to its end (the exchange failed or ended first): more of it may
+	// still be arriving, so a server closing the connection should close
+	// in stages rather than answer those bytes with a reset.
+	BodyUnread bool
 }
 
 // Session is one connection slot's forwarding state (buffers, parsed

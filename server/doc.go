@@ -43,6 +43,13 @@
 //     the loop continues while both sides keep the connection alive and
 //     MaxRequestsPerConnection is not reached (the last response carries
 //     "Connection: close").
+//  6. A connection closed while the client may still be sending (an unread
+//     body, bytes after a refused head, pipelined requests left unanswered)
+//     closes in stages, RFC 9112 §9.6: the sending side shuts first, input
+//     is discarded until the client closes or for lingerMax at most, then
+//     the socket closes. A client thus reads the 413 or 400 that explains
+//     the close instead of a reset. A lingering slot counts as idle and is
+//     the first one evicted (linger.go).
 //
 // # TLS
 //

@@ -63,6 +63,9 @@ func (c *slot[H]) serveRequest(headLen int) bool {
 	if !c.closeAfter && !c.body.complete() && !c.body.drain(s.cfg.BodyDrainBytesMax) {
 		c.fail(c.body.closeReason(), c.body.err, serval.PhaseClientBody)
 	}
+	if c.closeAfter && (!c.body.complete() || c.in.end > c.in.start) {
+		c.linger = true // body bytes or pipelined requests left unread
+	}
 	c.finish()
 	return !c.closeAfter
 }
@@ -144,6 +147,9 @@ func (c *slot[H]) forward() {
 		if res.Err != nil {
 			c.reason = serval.CloseError
 		}
+		// Body bytes may still be arriving (pipelined ones are caught by
+		// serveRequest): close in stages.
+		c.linger = c.linger || res.BodyUnread
 	}
 }
 

@@ -77,6 +77,10 @@ type slot[H serval.Handler] struct {
 
 	requests   int   // requests begun on this connection
 	finishedAt int64 // serval.Nanotime when the last request's books closed
+	// linger: the client may still be sending when the server closes (an
+	// unread body, bytes after a bad head, unanswered pipelined
+	// requests), so the close is staged (lingerClose).
+	linger bool
 
 	// Per request.
 	inRequest   bool
@@ -147,7 +151,7 @@ func (c *slot[H]) open() {
 		}
 	}
 	c.in.reset(c.conn)
-	c.requests = 0
+	c.requests, c.linger = 0, false
 	s.metrics.ConnectionOpened()
 }
 
@@ -321,6 +325,9 @@ func (c *slot[H]) headReadFailed(err error) serval.CloseReason {
 // headFailed answers a head that cannot be served with se's status and
 // closes; the request is logged and counted without method or path.
 func (c *slot[H]) headFailed(se *serval.StatusError) serval.CloseReason {
+	// A client whose head was refused may be sending its body or more
+	// requests behind it; one whose head timed out is not sending.
+	c.linger = se != errHeadTimeout
 	c.req.Reset()
 	c.begin(c.in.end)
 	c.in.start = c.in.end

@@ -208,6 +208,9 @@ func (c *slot[H]) setTLSInfo(info *tlsconn.ConnInfo) {
 // (bounded by the TLS layer's own write deadline), except after a write
 // failure or timeout: a peer that stopped reading gets no alert.
 func (c *slot[H]) close(reason serval.CloseReason) {
+	if c.linger && lingers(reason) {
+		c.lingerClose()
+	}
 	if c.conn != nil && c.conn != c.nc && c.conn != net.Conn(&c.raw) &&
 		reason != serval.CloseWriteTimeout && reason != serval.CloseError {
 		c.conn.Close()
