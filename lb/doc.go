@@ -24,5 +24,8 @@
 //
 // Handler implements serval.UpstreamDoneHook: every attempt the proxy
 // reports feeds passive health (health.Passive), the in-flight counts
-// and the latency averages (Load), whatever selector picked it.
+// and the latency averages (Load), whatever selector picked it. It also
+// implements serval.ErrorHook: a request whose connection to its upstream
+// failed is retried on the next healthy one (Handler.OnError), since that
+// upstream never saw it; Config.NoRetry turns this off.
 package lb
