@@ -7,7 +7,9 @@
 # ROUNDS rounds; the table shows medians. Every load run is bounded by
 # wrk -d; every process started here is stopped on exit.
 #
-# Settings (environment): DURATION (8s) WARMUP (2s) CONNS (50) THREADS (1)
+# Settings (environment): DURATION (8s) WARMUP (2s) CONNS ("50 500": a table
+#   per client concurrency; net/http's cost per request grows with it, a
+#   goroutine and buffers per connection, Serval's fixed slots' does not) THREADS (1)
 #   ROUNDS (3) URLPATH (/) SERVER_CPU (1) CLIENT_CPU (0) WORK (mktemp dir)
 #   QUIET_MAX (15) QUIET_WAIT (30): before each run, wait up to QUIET_WAIT s
 #   for the machine to be at most QUIET_MAX % busy (bg= in the log)
@@ -18,7 +20,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 DURATION=${DURATION:-8s}
 WARMUP=${WARMUP:-2s}
-CONNS=${CONNS:-50}
+CONNS_LIST=${CONNS:-"50 500"}
 THREADS=${THREADS:-1}
 ROUNDS=${ROUNDS:-3}
 URLPATH=${URLPATH:-/}
@@ -49,44 +51,53 @@ if ! cmp -s "$WORK/body-serval.txt" "$WORK/body-nethttp.txt"; then
 fi
 log "response body: $(wc -c <"$WORK/body-serval.txt") bytes"
 
-DURATION_SAVE=$DURATION; DURATION=$WARMUP
-for t in $TARGETS; do run_wrk "$WORK/warmup-$t.txt" "$CLIENT_CPU" "http://127.0.0.1:${PORT[$t]}$URLPATH"; done
-DURATION=$DURATION_SAVE
+# one_level: warm up, run ROUNDS interleaved rounds at $CONNS connections,
+# print the table and the ratios.
+one_level() {
+  DURATION_SAVE=$DURATION; DURATION=$WARMUP
+  for t in $TARGETS; do run_wrk "$WORK/warmup-$t.txt" "$CLIENT_CPU" "http://127.0.0.1:${PORT[$t]}$URLPATH"; done
+  DURATION=$DURATION_SAVE
 
-# The load generator's CPU share (wrk's user+sys over the run): near 100 %
-# means wrk, not the server, set the pace, and the req/s ratio understates
-# the servers' difference; the CPU µs/req ratio does not depend on it.
-TIMEFORMAT='%U %S'
-declare -A RPS P50 P99 USR ERR CLI
-for ((r = 1; r <= ROUNDS; r++)); do
-  order=$TARGETS; ((r % 2 == 0)) && order="nethttp serval"
-  for t in $order; do
-    bg=$(wait_quiet)
-    { time measure "$t" "${PID_OF[$t]}" "$CLIENT_CPU" "http://127.0.0.1:${PORT[$t]}$URLPATH" \
-      "$WORK/wrk-$t-r$r.txt" >"$WORK/m-$t-r$r.txt"; } 2>"$WORK/time-$t-r$r.txt"
-    read -r rps p50 p99 n errs cpu <"$WORK/m-$t-r$r.txt"
-    cli=$(tail -1 "$WORK/time-$t-r$r.txt" | awk -v d="${DURATION%s}" '{printf "%.0f", (d>0)? 100*($1+$2)/d : 0}')
-    usr=$(awk -v c="$cpu" -v n="$n" 'BEGIN{printf "%.2f", (n>0)? c/n*1e6 : 0}')
-    RPS[$t]+=" $rps"; P50[$t]+=" $p50"; P99[$t]+=" $p99"; USR[$t]+=" $usr"; CLI[$t]+=" $cli"; ERR[$t]=$(( ${ERR[$t]:-0} + errs ))
-    log "r$r $t: $rps req/s p50=${p50}us p99=${p99}us cpu=${cpu}s (${usr} us/req) wrk=${cli}% err=$errs bg=${bg}%"
+  # The load generator's CPU share (wrk's user+sys over the run): near 100 %
+  # means wrk, not the server, set the pace, and the req/s ratio understates
+  # the servers' difference; the CPU µs/req ratio does not depend on it.
+  TIMEFORMAT='%U %S'
+  declare -gA RPS P50 P99 USR ERR CLI
+  for ((r = 1; r <= ROUNDS; r++)); do
+    order=$TARGETS; ((r % 2 == 0)) && order="nethttp serval"
+    for t in $order; do
+      bg=$(wait_quiet)
+      { time measure "$t" "${PID_OF[$t]}" "$CLIENT_CPU" "http://127.0.0.1:${PORT[$t]}$URLPATH" \
+        "$WORK/wrk-$t-c$CONNS-r$r.txt" >"$WORK/m-$t-c$CONNS-r$r.txt"; } 2>"$WORK/time-$t-c$CONNS-r$r.txt"
+      read -r rps p50 p99 n errs cpu <"$WORK/m-$t-c$CONNS-r$r.txt"
+      cli=$(tail -1 "$WORK/time-$t-c$CONNS-r$r.txt" | awk -v d="${DURATION%s}" '{printf "%.0f", (d>0)? 100*($1+$2)/d : 0}')
+      usr=$(awk -v c="$cpu" -v n="$n" 'BEGIN{printf "%.2f", (n>0)? c/n*1e6 : 0}')
+      RPS[$t]+=" $rps"; P50[$t]+=" $p50"; P99[$t]+=" $p99"; USR[$t]+=" $usr"; CLI[$t]+=" $cli"; ERR[$t]=$(( ${ERR[$t]:-0} + errs ))
+      log "c$CONNS r$r $t: $rps req/s p50=${p50}us p99=${p99}us cpu=${cpu}s (${usr} us/req) wrk=${cli}% err=$errs bg=${bg}%"
+    done
   done
-done
 
-echo
-echo "## echo: wrk -t$THREADS -c$CONNS -d$DURATION GET $URLPATH, server on CPU $SERVER_CPU (GOMAXPROCS=1), wrk on CPU $CLIENT_CPU; medians of $ROUNDS rounds"
-printf '%-10s %12s %10s %10s %12s %9s %6s\n' target req/s p50 p99 "cpu us/req" "wrk cpu" err
-for t in $TARGETS; do
-  printf '%-10s %12.0f %10s %10s %12s %8s%% %6d\n' "$t" "$(median ${RPS[$t]})" "$(fmt_us "$(median ${P50[$t]})")" \
-    "$(fmt_us "$(median ${P99[$t]})")" "$(median ${USR[$t]})" "$(median ${CLI[$t]})" "${ERR[$t]}"
+  echo
+  echo "## echo: wrk -t$THREADS -c$CONNS -d$DURATION GET $URLPATH, server on CPU $SERVER_CPU (GOMAXPROCS=1), wrk on CPU $CLIENT_CPU; medians of $ROUNDS rounds"
+  printf '%-10s %12s %10s %10s %12s %9s %6s\n' target req/s p50 p99 "cpu us/req" "wrk cpu" err
+  for t in $TARGETS; do
+    printf '%-10s %12.0f %10s %10s %12s %8s%% %6d\n' "$t" "$(median ${RPS[$t]})" "$(fmt_us "$(median ${P50[$t]})")" \
+      "$(fmt_us "$(median ${P99[$t]})")" "$(median ${USR[$t]})" "$(median ${CLI[$t]})" "${ERR[$t]}"
+  done
+  ratio=$(awk -v a="$(median ${RPS[serval]})" -v b="$(median ${RPS[nethttp]})" 'BEGIN{printf "%.2f", (b>0)? a/b : 0}')
+  verdict=$(awk -v r="$ratio" 'BEGIN{print (r>=2.0) ? "met" : "NOT met"}')
+  echo "ratio serval/net-http req/s: $ratio (target >= 2.00: $verdict)"
+  cpuratio=$(awk -v a="$(median ${USR[serval]})" -v b="$(median ${USR[nethttp]})" 'BEGIN{printf "%.2f", (a>0)? b/a : 0}')
+  echo "ratio net-http/serval CPU per request: $cpuratio"
+  srvbusy=$(awk -v u="$(median ${USR[serval]})" -v r="$(median ${RPS[serval]})" 'BEGIN{printf "%.0f", u*r/1e4}')
+  if awk -v c="$(median ${CLI[serval]})" -v s="$srvbusy" 'BEGIN{exit !(c >= 90 && s < 90)}'; then
+    echo "note: in Serval's runs wrk used $(median ${CLI[serval]})% of its CPU and Serval ${srvbusy}%: the load"
+    echo "      generator was the limit, so the req/s ratio understates the difference (the CPU ratio does not)"
+  fi
+}
+
+for CONNS in $CONNS_LIST; do
+  unset RPS P50 P99 USR ERR CLI
+  one_level
 done
-ratio=$(awk -v a="$(median ${RPS[serval]})" -v b="$(median ${RPS[nethttp]})" 'BEGIN{printf "%.2f", (b>0)? a/b : 0}')
-verdict=$(awk -v r="$ratio" 'BEGIN{print (r>=2.0) ? "met" : "NOT met"}')
-echo "ratio serval/net-http req/s: $ratio (target >= 2.00: $verdict)"
-cpuratio=$(awk -v a="$(median ${USR[serval]})" -v b="$(median ${USR[nethttp]})" 'BEGIN{printf "%.2f", (a>0)? b/a : 0}')
-echo "ratio net-http/serval CPU per request: $cpuratio"
-srvbusy=$(awk -v u="$(median ${USR[serval]})" -v r="$(median ${RPS[serval]})" 'BEGIN{printf "%.0f", u*r/1e4}')
-if awk -v c="$(median ${CLI[serval]})" -v s="$srvbusy" 'BEGIN{exit !(c >= 90 && s < 90)}'; then
-  echo "note: in Serval's runs wrk used $(median ${CLI[serval]})% of its CPU and Serval ${srvbusy}%: the load"
-  echo "      generator was the limit, so the req/s ratio understates the difference (the CPU ratio does not)"
-fi
 log "wrk outputs and server logs: $WORK"
