@@ -117,9 +117,22 @@ func (h *Handler) OnUpstreamDone(_ *serval.Exchange, u *serval.Upstream, r serva
 // proxy honours the retry while nothing went to the client and the
 // request body can be replayed, at most proxy.Config.RetriesMax times;
 // SelectUpstream then avoids the upstream that failed.
-func (h *Handler) OnError(_ *serval.Exchange, e *serval.ProxyError) serval.ErrorAction {
-	if !h.retry || e.Phase != serval.PhaseConnect || e.Upstream == nil || h.other(e.Upstream) == nil {
+func (h *Handler) OnError(x *serval.Exchange, e *serval.ProxyError) serval.ErrorAction {
+	if !h.retry || e.Phase != serval.PhaseConnect || e.Upstream == nil {
 		return serval.ErrorAction{}
+	}
+	if h.other(e.Upstream) == nil {
+		return serval.ErrorAction{}
+	}
+	if h.log != nil {
+		// The retry may succeed, leaving no other trace of the failure
+		// than passive health's count: say which upstream failed.
+		var id uint64
+		if x != nil {
+			id = x.ID
+		}
+		h.log.Warn("lb: upstream connect failed; retrying on another", "upstream", e.Upstream.Addr(),
+			"err", e.Err, "id", id)
 	}
 	return serval.ErrorAction{Kind: serval.ErrorRetry}
 }
