@@ -49,7 +49,11 @@ func lingers(reason serval.CloseReason) bool {
 // checked, so a claimer's past deadline always lands after ours.
 func (c *slot[H]) lingerClose() {
 	cw, ok := c.conn.(interface{ CloseWrite() error })
-	if !ok || cw.CloseWrite() != nil {
+	if !ok {
+		return
+	}
+	// close_notify (TLS) is a write: bounded, like the rest.
+	if c.nc.SetWriteDeadline(time.Now().Add(lingerQuiet)) != nil || cw.CloseWrite() != nil {
 		return
 	}
 	var r interface {

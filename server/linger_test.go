@@ -2,6 +2,7 @@ package server
 
 import (
 	"bufio"
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -54,7 +55,9 @@ func TestLingeringClose(t *testing.T) {
 			if err != nil || len(b) > 0 {
 				t.Fatalf("after the response: %q, %v; want EOF (a staged close), not a reset", b, err)
 			}
-			<-done // the server read (and dropped) the rest: the write completed or failed on its own
+			if err := <-done; err != nil {
+				t.Fatalf("the bytes after the request: %v; want them discarded by a staged close, not reset", err)
+			}
 			conn.Close()
 			// Our close ends the linger and frees the one slot: a second
 			// connection is served.
@@ -201,5 +204,49 @@ func waitSlotFree[H serval.Handler](t *testing.T, s *Server[H]) {
 			t.Fatalf("%d of %d slots free", len(s.free), len(s.slots))
 		}
 		time.Sleep(time.Millisecond)
+	}
+}
+
+// TestLingeringCloseTLS: the staged close over TLS: close_notify, then
+// the rest of a refused upload discarded; the client reads the 413 and a
+// clean end of stream, and its upload is not cut by a reset. Records in
+// user space here; TestKTLSLingeringClose runs it with kernel TLS.
+func TestLingeringCloseTLS(t *testing.T) { lingeringCloseTLS(t) }
+
+// TestKTLSLingeringClose: the same with the kernel's records (in the kTLS
+// VM; skipped here).
+func TestKTLSLingeringClose(t *testing.T) {
+	needKTLS(t)
+	lingeringCloseTLS(t)
+}
+
+func lingeringCloseTLS(t *testing.T) {
+	ts := newTLSSetup(t)
+	cfg := testConfig()
+	cfg.TLS = serverTLS(ts.cert, ts.key)
+	cfg.RequestBodyBytesMax = 64 << 10
+	_, srv := startWith(t, &handler{}, nil, cfg)
+	c, err := tls.Dial("tcp", srv.addr, tlsClientConfig(ts.ca, "serval.test"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(testTimeout))
+	done := make(chan error, 1)
+	go func() {
+		_, err := io.WriteString(c, "POST /up HTTP/1.1\r\nHost: t\r\nContent-Length: 10000000\r\n\r\n"+strings.Repeat("x", 512<<10))
+		done <- err
+	}()
+	br := bufio.NewReader(c)
+	if resp := readResp(t, br, "POST"); resp.StatusCode != 413 || !resp.Close {
+		t.Fatalf("status %d close %v", resp.StatusCode, resp.Close)
+	}
+	if b, err := io.ReadAll(br); err != nil || len(b) > 0 {
+		t.Fatalf("after the response: %q, %v; want the end of the TLS stream", b, err)
+	}
+	// The server took the rest of the upload (and dropped it) instead of
+	// resetting the connection under the writer.
+	if err := <-done; err != nil {
+		t.Fatalf("the upload after the 413 failed: %v; want it discarded by a staged close", err)
 	}
 }

@@ -208,11 +208,13 @@ func (c *slot[H]) setTLSInfo(info *tlsconn.ConnInfo) {
 // (bounded by the TLS layer's own write deadline), except after a write
 // failure or timeout: a peer that stopped reading gets no alert.
 func (c *slot[H]) close(reason serval.CloseReason) {
-	if c.linger && lingers(reason) {
+	tlsConn := c.conn != nil && c.conn != c.nc && c.conn != net.Conn(&c.raw)
+	// A TLS connection that failed gets no alert (below), so no staged
+	// close either: that starts with close_notify.
+	if c.linger && lingers(reason) && !(tlsConn && reason == serval.CloseError) {
 		c.lingerClose()
 	}
-	if c.conn != nil && c.conn != c.nc && c.conn != net.Conn(&c.raw) &&
-		reason != serval.CloseWriteTimeout && reason != serval.CloseError {
+	if tlsConn && reason != serval.CloseWriteTimeout && reason != serval.CloseError {
 		c.conn.Close()
 	}
 	// A polled socket leaves the readiness poller through raw, whether
