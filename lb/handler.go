@@ -125,13 +125,14 @@ func (h *Handler) OnError(x *serval.Exchange, e *serval.ProxyError) serval.Error
 		return serval.ErrorAction{}
 	}
 	if h.log != nil {
-		// The retry may succeed, leaving no other trace of the failure
+		// The retry (when the proxy can make one: retries left, the body
+		// replayable) may succeed, leaving no other trace of the failure
 		// than passive health's count: say which upstream failed.
 		var id uint64
 		if x != nil {
 			id = x.ID
 		}
-		h.log.Warn("lb: upstream connect failed; retrying on another", "upstream", e.Upstream.Addr(),
+		h.log.Warn("lb: upstream connect failed; asking for a retry on another", "upstream", e.Upstream.Addr(),
 			"err", e.Err, "id", id)
 	}
 	return serval.ErrorAction{Kind: serval.ErrorRetry}
