@@ -50,8 +50,6 @@ func contains(s string, b byte) bool {
 	return false
 }
 
-func isTchar(c byte) bool { return charClass[c]&cTchar != 0 }
-
 // ValidFieldName reports whether name is a valid field name (a non-empty
 // token). The writers trust their input; callers that build fields from
 // untrusted data check them with this and ValidFieldValue first.

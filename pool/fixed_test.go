@@ -406,8 +406,10 @@ func TestTryReserve(t *testing.T) {
 	cfg.ConnsPerUpstreamMax = 2
 	p := newFixed(t, cfg)
 	ups := upstreams(2)
-	if !p.TryReserve(&ups[0]) || !p.TryReserve(&ups[0]) {
-		t.Fatal("reservations under the cap refused")
+	for i := range 2 { // two reservations: the cap
+		if !p.TryReserve(&ups[0]) {
+			t.Fatalf("reservation %d under the cap refused", i)
+		}
 	}
 	if p.TryReserve(&ups[0]) {
 		t.Fatal("reservation over the cap granted")

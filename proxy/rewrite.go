@@ -22,7 +22,6 @@ var (
 	nameVia       = []byte("Via")
 	nameTE        = []byte("TE")
 	nameTEncoding = []byte("Transfer-Encoding")
-	nameCL        = []byte("Content-Length")
 	nameConn      = []byte("Connection")
 	nameCType     = []byte("Content-Type")
 	valueHTTP     = []byte("http")

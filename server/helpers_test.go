@@ -279,7 +279,6 @@ func readRaw(t testing.TB, br *bufio.Reader) (head, body string) {
 type countMetrics struct {
 	opened, started, finished atomic.Int64
 	closed                    [16]atomic.Int64
-	statuses                  sync.Map
 }
 
 func (m *countMetrics) ConnectionOpened()                     { m.opened.Add(1) }
