@@ -12,6 +12,12 @@ const (
 	// IdlePerUpstreamDefault is the idle connections kept per upstream and
 	// TLS flag. 64 covers the concurrency of a busy upstream at typical
 	// request latencies without holding hundreds of sockets per backend.
+	// Size it at or above the requests one upstream has in flight at
+	// once: a connection released beyond it is closed, and the next burst
+	// dials it again (TIME_WAIT piles up, every burst pays a connect). A
+	// server's slot table bounds that concurrency, so IdlePerUpstream =
+	// server.Config.ConnectionsMax never closes a connection steady load
+	// needs (examples/lb does this).
 	IdlePerUpstreamDefault = 64
 	// IdlePerUpstreamLimit bounds IdlePerUpstream: stacks are allocated
 	// at startup (UpstreamsMax * 2 * 4096 pointers = 4 MiB at most), and

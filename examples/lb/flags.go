@@ -82,7 +82,7 @@ func defineFlags(fs *flag.FlagSet, o *options, r *rawFlags) {
 	fs.DurationVar(&o.connectTimeout, "connect-timeout", serval.UpstreamConnectTimeoutDefault, "upstream connect timeout (TCP connect plus TLS handshake)")
 	fs.DurationVar(&o.responseTimeout, "response-timeout", serval.UpstreamResponseTimeoutDefault, "upstream response timeout (head wait and each body read stall)")
 	fs.DurationVar(&o.tunnelIdle, "tunnel-idle-timeout", proxy.TunnelIdleTimeoutDefault, "close an upgraded connection (WebSocket) after this long without a byte either way")
-	fs.IntVar(&o.idlePerUpstream, "idle-per-upstream", pool.IdlePerUpstreamDefault, "idle keep-alive connections kept per upstream")
+	fs.IntVar(&o.idlePerUpstream, "idle-per-upstream", 0, "idle keep-alive connections kept per upstream\n(default: --max-conns, at most "+strconv.Itoa(pool.IdlePerUpstreamLimit)+": as many as can be in use at once, so a steady load never closes and re-dials them)")
 	fs.IntVar(&o.connectionsMax, "max-conns", server.DefaultConfig().ConnectionsMax, "client connection slots (buffers for each are allocated at startup; per worker)")
 	fs.StringVar(&r.workers, "workers", "1", "worker processes, each on one processor (GOMAXPROCS=1) with its own share of the\nconnections (SO_REUSEPORT), like nginx's worker_processes; auto: one per processor\nthis process may use (GOMAXPROCS: CPU affinity and cgroup limits); 1 serves in this process")
 
@@ -132,6 +132,13 @@ func parseFlags(args []string, out io.Writer) (o options, code int, ok bool) {
 	}
 	if err == nil {
 		err = o.validate()
+	}
+	if err == nil && o.idlePerUpstream == 0 {
+		// Each client slot holds at most one upstream connection at a
+		// time: an idle stack as deep as the slot table never closes a
+		// connection that steady load will need again (a shallower one
+		// churns: close, TIME_WAIT, re-dial, on every burst above it).
+		o.idlePerUpstream = min(o.connectionsMax, pool.IdlePerUpstreamLimit)
 	}
 	if err != nil {
 		fmt.Fprintln(out, "lb: "+err.Error())
@@ -189,8 +196,8 @@ func (o *options) validate() error {
 		return errors.New("--workers must be in [1, " + strconv.Itoa(workersLimit) + "]")
 	case o.retries < 0 || o.retries > proxy.RetriesMaxLimit:
 		return errors.New("--retries must be in [0, " + strconv.Itoa(proxy.RetriesMaxLimit) + "]")
-	case o.idlePerUpstream < 1 || o.idlePerUpstream > pool.IdlePerUpstreamLimit:
-		return errors.New("--idle-per-upstream must be in [1, " + strconv.Itoa(pool.IdlePerUpstreamLimit) + "]")
+	case o.idlePerUpstream < 0 || o.idlePerUpstream > pool.IdlePerUpstreamLimit:
+		return errors.New("--idle-per-upstream must be in [1, " + strconv.Itoa(pool.IdlePerUpstreamLimit) + "], or 0 for --max-conns")
 	case (o.certFile == "") != (o.keyFile == ""):
 		return errors.New("--cert and --key go together")
 	case o.clientCAFile != "" && o.certFile == "":

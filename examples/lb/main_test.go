@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -12,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -247,7 +249,7 @@ func TestHelpAndBadFlags(t *testing.T) {
 			t.Errorf("usage lacks %s:\n%s", f, out.String())
 		}
 	}
-	for _, args := range [][]string{{"--port", "70000"}, {"--idle-per-upstream", "0"}, {"--backends", "nope"}, {"extra"},
+	for _, args := range [][]string{{"--port", "70000"}, {"--idle-per-upstream", "-1"}, {"--idle-per-upstream", "4097"}, {"--backends", "nope"}, {"extra"},
 		{"--lb", "random"}, {"--policy", "hash:nope"}, {"--all-unhealthy", "maybe"}, {"--ktls", "sometimes"},
 		{"--cert", "c.pem"}, {"--key", "k.pem"}, {"--client-ca", "ca.pem"}, {"--unhealthy-threshold", "0"},
 		{"--healthy-threshold", "100000"}, {"--health-timeout", "0s"}, {"--backends", "127.0.0.1:1=0"},
@@ -378,5 +380,65 @@ func TestBackendComesBack(t *testing.T) {
 			t.Fatal("the backend was not brought back within 5s of listening")
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestUpstreamReuseUnderConcurrency: 100 clients in lockstep, more than
+// the library's default idle stack (pool.IdlePerUpstreamDefault, 64), keep
+// reusing their upstream connections: the backend sees about one
+// connection per client, not a new one per burst for every client above
+// the idle stack (closed, left in TIME_WAIT, re-dialled). The lb's default
+// --idle-per-upstream follows --max-conns for that.
+func TestUpstreamReuseUnderConcurrency(t *testing.T) {
+	const clients, rounds = 100, 15
+	var conns atomic.Int64
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	be := &http.Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }),
+		ConnState: func(_ net.Conn, s http.ConnState) {
+			if s == http.StateNew {
+				conns.Add(1)
+			}
+		},
+	}
+	go be.Serve(ln)
+	defer be.Close()
+	addr, _ := startLB(t, "--backends", ln.Addr().String(), "--max-conns", "128", "--no-health")
+	trs := make([]*http.Transport, clients)
+	for i := range trs {
+		trs[i] = &http.Transport{MaxIdleConnsPerHost: 1}
+		defer trs[i].CloseIdleConnections()
+	}
+	for r := range rounds {
+		var wg sync.WaitGroup
+		errs := make(chan error, clients)
+		for i := range clients {
+			wg.Go(func() {
+				c := &http.Client{Transport: trs[i], Timeout: 10 * time.Second}
+				resp, err := c.Get("http://" + addr + "/")
+				if err != nil {
+					errs <- err
+					return
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != 200 {
+					errs <- fmt.Errorf("status %d", resp.StatusCode)
+				}
+			})
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Fatalf("round %d: %v", r, err)
+		}
+	}
+	if n := conns.Load(); n > clients+clients/10 {
+		t.Fatalf("%d upstream connections for %d clients x %d rounds: the pool closed and re-dialled them", n, clients, rounds)
+	} else {
+		t.Logf("%d upstream connections for %d clients x %d rounds", n, clients, rounds)
 	}
 }
