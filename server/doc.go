@@ -12,7 +12,8 @@
 // write buffer (response heads, direct bodies, streamed chunks), a
 // serval.Request with its field table, a serval.Exchange with its PathBuf,
 // a request body reader with its chunked decoder, a LogEntry, a ConnInfo
-// and a proxy.Session. A free slot is an index in a buffered channel. The
+// and a proxy.Session. Free slots are a stack of indexes, the last freed
+// taken first, so a server below its slot count reuses warm slots. The
 // keep-alive loop answering a direct response allocates nothing per
 // request (alloc_test.go pins it).
 //

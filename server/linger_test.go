@@ -199,9 +199,9 @@ func waitSlotIdle[H serval.Handler](t *testing.T, sl *slot[H]) {
 func waitSlotFree[H serval.Handler](t *testing.T, s *Server[H]) {
 	t.Helper()
 	deadline := time.Now().Add(testTimeout)
-	for len(s.free) < len(s.slots) {
+	for s.free.len() < len(s.slots) {
 		if time.Now().After(deadline) {
-			t.Fatalf("%d of %d slots free", len(s.free), len(s.slots))
+			t.Fatalf("%d of %d slots free", s.free.len(), len(s.slots))
 		}
 		time.Sleep(time.Millisecond)
 	}

@@ -180,7 +180,7 @@ func (c *slot[H]) release(reason serval.CloseReason) {
 	c.raw.Clear()
 	c.tlsInfo = serval.TLSInfo{}
 	c.state.Store(stFree)
-	s.free <- c.idx
+	s.free.push(c.idx)
 	s.wg.Done()
 }
 
