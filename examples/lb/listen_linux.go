@@ -49,7 +49,7 @@ func listenWorkers(addr string, n int) (files []*os.File, bound string, err erro
 	}
 	var sa syscall.Sockaddr
 	for i := range n {
-		fd, got, err := reuseportSocket(host, ta)
+		fd, got, err := socketFor(host, ta, true)
 		if err != nil {
 			return files, "", os.NewSyscallError("listen "+addr, err)
 		}
@@ -96,16 +96,10 @@ func claimPort(host string, ta *net.TCPAddr) error {
 	return nil
 }
 
-// reuseportSocket makes one listening socket bound to ta with
-// SO_REUSEADDR and SO_REUSEPORT. With no host it listens on every
-// interface: an IPv6 socket that also takes IPv4 when the system allows
-// it (as net.Listen does), else IPv4 only.
-func reuseportSocket(host string, ta *net.TCPAddr) (int, syscall.Sockaddr, error) {
-	return socketFor(host, ta, true)
-}
-
-// socketFor makes a socket bound to ta; with reuseport it has
-// SO_REUSEPORT and listens, without it is only bound.
+// socketFor makes a socket bound to ta (SO_REUSEADDR); with reuseport it
+// has SO_REUSEPORT and listens, without it is only bound. With no host it
+// binds every interface: an IPv6 socket that also takes IPv4 when the
+// system allows it (as net.Listen does), else IPv4 only.
 func socketFor(host string, ta *net.TCPAddr, reuseport bool) (int, syscall.Sockaddr, error) {
 	if host == "" || ta.IP == nil || ta.IP.IsUnspecified() && ta.IP.To4() == nil {
 		sa := &syscall.SockaddrInet6{Port: ta.Port}
