@@ -87,6 +87,14 @@ type Config struct {
 	// RetriesMax bounds OnError-requested retries on another upstream.
 	// Zero means RetriesMaxDefault; negative means none.
 	RetriesMax int
+	// ClientCheckInterval is how often an exchange that has waited this
+	// long for its response head checks that its client is still
+	// connected; when it is not, the upstream connection is closed and
+	// nothing is answered (status 499 in logs; see watch.go). It needs
+	// WatchClients running (a server runs it). Zero means
+	// ClientCheckIntervalDefault; negative means never (the response is
+	// awaited, and dropped when writing it fails).
+	ClientCheckInterval time.Duration
 	// Logger receives forwarding errors; nil means slog.Default().
 	Logger *slog.Logger
 }
@@ -103,6 +111,7 @@ func (c Config) withDefaults() (Config, error) {
 	def(&c.BodyReadTimeout, serval.BodyReadTimeoutDefault)
 	def(&c.WriteTimeout, serval.WriteTimeoutDefault)
 	def(&c.TunnelIdleTimeout, TunnelIdleTimeoutDefault)
+	def(&c.ClientCheckInterval, ClientCheckIntervalDefault)
 	defInt := func(v *int, d int) {
 		if *v == 0 {
 			*v = d
@@ -138,6 +147,7 @@ func (c Config) withDefaults() (Config, error) {
 		{"BodyReadTimeout", int64(c.BodyReadTimeout), int64(time.Millisecond), int64(TimeoutMax)},
 		{"WriteTimeout", int64(c.WriteTimeout), int64(time.Millisecond), int64(TimeoutMax)},
 		{"TunnelIdleTimeout", int64(c.TunnelIdleTimeout), int64(time.Millisecond), int64(TimeoutMax)},
+		{"ClientCheckInterval", max(int64(c.ClientCheckInterval), int64(time.Millisecond)), int64(time.Millisecond), int64(TimeoutMax)},
 		{"HeadBytesMax", int64(c.HeadBytesMax), 256, serval.HeadBytesMaxLimit},
 		{"FieldsMax", int64(c.FieldsMax), 1, serval.FieldsMaxLimit},
 		{"TrailerBytesMax", int64(c.TrailerBytesMax), 2, serval.HeadBytesMaxLimit},
@@ -170,6 +180,8 @@ type Forwarder struct {
 	// reserve is the pool's optional connection cap (pool.Fixed has one):
 	// a dial happens only under a reservation.
 	reserve reserver
+	// watch lists the sessions in service for WatchClients.
+	watch watchList
 }
 
 // reserver is the optional pool capability that caps connections per

@@ -126,7 +126,11 @@ func (s *Session) logError(perr *serval.ProxyError) {
 	if perr.Upstream != nil {
 		up = perr.Upstream.Addr()
 	}
-	l.LogAttrs(context.Background(), slog.LevelWarn, "proxy: exchange failed",
+	level := slog.LevelWarn
+	if perr.Err == errClientGone {
+		level = slog.LevelInfo // the client's doing, and common
+	}
+	l.LogAttrs(context.Background(), level, "proxy: exchange failed",
 		slog.String("phase", perr.Phase.String()), slog.Int("status", perr.Status),
 		slog.String("upstream", up), slog.Any("err", perr.Err), slog.Uint64("id", s.x.ID))
 }

@@ -24,6 +24,7 @@ func (s *Session) Forward(d *Downstream, x *serval.Exchange, req *serval.Request
 	}
 	res.BodyUnread = (s.body == bodyLength || s.body == bodyChunked) && !s.pj.done
 	x.Timings.Total = time.Since(x.Start)
+	s.unwatch()
 	s.upstreamDone(false, res.Phase, 0) // a selection no attempt reached
 	if res.Err != nil {
 		s.perr = serval.ProxyError{Phase: res.Phase, Status: statusOf(res.Err, 502), Err: res.Err, Upstream: s.up}
@@ -50,6 +51,8 @@ func (s *Session) begin(d *Downstream, x *serval.Exchange, req *serval.Request, 
 	s.upgrade = upgradable(req, &s.f.cfg)
 	s.perr = serval.ProxyError{}
 	s.pj.done, s.pj.err, s.pj.clientSide = false, nil, false
+	s.w.gone.Store(false)
+	s.list()
 	x.Upstream = up
 }
 
@@ -87,6 +90,9 @@ func (s *Session) attempts() Result {
 		phase, err := s.attempt(fresh)
 		if err == nil {
 			return s.result()
+		}
+		if err == errClientGone {
+			return s.clientGone(phase)
 		}
 		if s.headSent {
 			return s.abort(phase, err)
@@ -170,7 +176,13 @@ func (s *Session) attempt(fresh bool) (serval.Phase, error) {
 		if errors.Is(err, client.ErrUnexpectedSwitch) {
 			err = errUpstreamResponse
 		}
+		if s.w.gone.Load() {
+			err = errClientGone
+		}
 		return phase, err
+	}
+	if s.unwatch() {
+		return serval.PhaseUpstreamHead, errClientGone
 	}
 	now := serval.Now()
 	s.x.Timings.FirstByte = now.Sub(s.x.Start)
@@ -215,6 +227,7 @@ func (s *Session) connect(fresh bool) error {
 		h.OnUpstreamConnect(x, s.up, x.Reused)
 		s.sentAt = serval.Now()
 	}
+	s.watchUpstream()
 	return nil
 }
 
@@ -222,6 +235,9 @@ func (s *Session) connect(fresh bool) error {
 func (s *Session) releaseUpstream(reusable bool) {
 	if s.c == nil {
 		return
+	}
+	if s.unwatchUpstream() {
+		reusable = false // its read side may be shut
 	}
 	s.f.pool.Release(s.c, reusable)
 	s.c = nil

@@ -20,6 +20,10 @@ type Downstream struct {
 	// Conn is not TCP itself (kernel TLS), a splice read that stops at a
 	// TLS control record continues through Conn.Read (see ktls.go).
 	TCP *net.TCPConn
+	// Socket is the TCP socket under Conn, TLS in user space included, or
+	// nil: the client watch (watch.go) asks the kernel whether the client
+	// closed it. Without it, Conn itself is tried.
+	Socket *net.TCPConn
 	// Buf is the connection's read buffer (its full capacity may be used).
 	// Buf[Head:End] holds bytes read past the request head: the start of
 	// the body, perhaps followed by pipelined requests. Forward updates
@@ -115,6 +119,9 @@ type Session struct {
 	tunnelSeen atomic.Int64
 	tunnelStop atomic.Bool
 	pbuf       []byte
+
+	// w is the session's part of the client watch (watch.go).
+	w clientWatch
 }
 
 // NewSession allocates a session. Call once per connection slot.
@@ -134,9 +141,11 @@ func (f *Forwarder) NewSession() *Session {
 	return s
 }
 
-// Close releases the session (stops its body pump goroutine, if any).
-// The session must not be in a Forward call.
+// Close releases the session (stops its body pump goroutine, if any, and
+// takes it off the client watch); a later Forward starts them again. The
+// session must not be in a Forward call.
 func (s *Session) Close() {
+	s.unlist()
 	if s.pumpGo != nil {
 		close(s.pumpGo)
 		<-s.pumpExit

@@ -121,7 +121,7 @@ func (c *slot[H]) forward() {
 		c.req.Close = true
 	}
 	c.down = proxy.Downstream{
-		Conn: c.conn, TCP: c.tcp, Buf: c.in.buf, Head: c.in.start, End: c.in.end,
+		Conn: c.conn, TCP: c.tcp, Socket: c.sock, Buf: c.in.buf, Head: c.in.start, End: c.in.end,
 		ClientAddr: c.clientAddr, TLS: c.x.TLS, Deadlines: &c.in.dl,
 	}
 	c.inForward = true

@@ -139,10 +139,20 @@ func (s *Server[H]) Serve(ctx context.Context, ln net.Listener) error {
 		defer sockio.Unhold()
 	}
 	stop := context.AfterFunc(ctx, func() { ln.Close() })
+	// The client watch (proxy/watch.go) runs through the drain: requests
+	// still waiting for an upstream then are watched too.
+	watchCtx, endWatch := context.WithCancel(context.Background())
+	watchDone := make(chan struct{})
+	go func() {
+		defer close(watchDone)
+		s.fwd.WatchClients(watchCtx)
+	}()
 	err := s.acceptLoop(ctx, ln)
 	stop()
 	ln.Close()
 	s.shutdown()
+	endWatch()
+	<-watchDone
 	if ctx.Err() != nil {
 		return nil
 	}

@@ -52,6 +52,9 @@ type slot[H serval.Handler] struct {
 	// tcp is the socket bodies may be spliced to and from: nc when plain
 	// or kernel TLS, nil for TLS in user space.
 	tcp *net.TCPConn
+	// sock is the accepted TCP socket, whatever runs over it (the proxy's
+	// client watch asks the kernel about it).
+	sock *net.TCPConn
 	// raw is conn for a plain connection: the socket with reads and
 	// writes made as raw system calls (see internal/sockio).
 	raw     sockio.Conn
@@ -134,6 +137,7 @@ func (c *slot[H]) serve() {
 func (c *slot[H]) open() {
 	s := c.srv
 	c.tcp, _ = c.nc.(*net.TCPConn)
+	c.sock = c.tcp
 	remote, local := addrPort(c.nc.RemoteAddr()), addrPort(c.nc.LocalAddr())
 	c.clientAddr = remote.Addr().AppendTo(c.clientAddr[:0])
 	c.x.Reset()
@@ -176,7 +180,7 @@ func (c *slot[H]) release(reason serval.CloseReason) {
 	}
 	s.metrics.ConnectionClosed(reason)
 	c.x.User, c.x.Body, c.x.Upstream, c.x.TLSInfo, c.info.TLSInfo = nil, nil, nil, nil, nil
-	c.conn, c.tcp = nil, nil
+	c.conn, c.tcp, c.sock = nil, nil, nil
 	c.raw.Clear()
 	c.tlsInfo = serval.TLSInfo{}
 	c.state.Store(stFree)

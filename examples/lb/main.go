@@ -188,6 +188,9 @@ func serverConfig(o *options, logger *slog.Logger, upTLS tlsconn.ClientConfig) s
 	cfg.Proxy.ResponseTimeout = o.responseTimeout
 	cfg.Proxy.TunnelIdleTimeout = o.tunnelIdle
 	cfg.Proxy.RetriesMax = o.retries
+	if o.ignoreClientAbort {
+		cfg.Proxy.ClientCheckInterval = -1
+	}
 	if o.retries == 0 {
 		cfg.Proxy.RetriesMax = -1 // none (zero would mean the default)
 	}

@@ -1,0 +1,209 @@
+package proxy
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/servalproxy/serval"
+)
+
+// Client watch: noticing that a client went away while its request waits
+// for the upstream's response head.
+//
+// A session waiting for a response head reads the upstream socket only:
+// a client that gives up (a closed browser tab, a timed-out caller) is
+// seen when the response is written to it, which may be after the upstream
+// spent minutes on a request nobody waits for (a long poll, a language
+// model's first token) and the slot was held all along. A proxy that lets
+// such requests pile up can be exhausted by clients that send slow
+// requests and leave. nginx closes the upstream connection as soon as the
+// client closes (proxy_ignore_client_abort off, its default), and so does
+// Go's ReverseProxy (the request's context is cancelled).
+//
+// Here one goroutine (WatchClients, which the server runs) looks every
+// ClientCheckInterval at each session whose exchange has waited that long
+// for its response head, and asks the kernel about its client's socket:
+// when the client's FIN or reset arrived (TCP_INFO state CLOSE_WAIT or
+// CLOSE) and, on plain connections, no byte of it is left unread
+// (SIOCINQ, and the session's buffer: a pipelined request does not count
+// as gone), the
+// session is marked gone and the read side of its upstream socket is shut,
+// which wakes the session's blocked read. The session then closes the
+// upstream connection (the upstream sees the close and can stop working),
+// answers nothing, and reports status 499 (nginx's "client closed
+// request"); the failure does not count against the upstream's health.
+//
+// The hot path pays two uncontended lock pairs per forwarded request (the
+// watch starts when the first upstream connection is in hand and ends when
+// the response head arrives); only slow exchanges cost a system call, once
+// per interval. A half-closed client (shutdown of its sending side, still
+// reading) is indistinguishable from a closed one until a byte is written
+// to it: like nginx, the watch takes it as gone. ClientCheckInterval < 0
+// turns the watch off.
+
+// errClientGone ends an exchange whose client went away while the
+// response head was awaited. Nothing is written to the client.
+var errClientGone = &serval.StatusError{Status: 499, Msg: "proxy: the client closed its connection before the response head arrived"}
+
+// ClientCheckIntervalDefault is Config.ClientCheckInterval's default.
+const ClientCheckIntervalDefault = time.Second
+
+// clientWatch is a session's part of the watch.
+type clientWatch struct {
+	mu      sync.Mutex
+	active  bool                 // an upstream connection is in hand and no response head arrived
+	since   int64                // serval.Nanotime when active became true
+	up      *serval.UpstreamConn // the upstream connection in use; nil: none
+	queued  bool                 // pipelined request bytes wait in the client's buffer
+	checked bool                 // the client was found connected at least once (for tests)
+	gone    atomic.Bool          // the client was found gone: the exchange ends
+	listed  bool                 // the session is in its forwarder's list (the session's goroutine only)
+	index   int                  // its index there, guarded by Forwarder.watchMu
+}
+
+// watchList is the forwarder's list of sessions in service.
+type watchList struct {
+	mu       sync.Mutex
+	sessions []*Session
+}
+
+// list puts s on its forwarder's watch list (once per time in service).
+func (s *Session) list() {
+	if s.w.listed || s.f.cfg.ClientCheckInterval < 0 {
+		return
+	}
+	l := &s.f.watch
+	l.mu.Lock()
+	s.w.index = len(l.sessions)
+	l.sessions = append(l.sessions, s)
+	l.mu.Unlock()
+	s.w.listed = true
+}
+
+// unlist takes s off the list (Close).
+func (s *Session) unlist() {
+	if !s.w.listed {
+		return
+	}
+	l := &s.f.watch
+	l.mu.Lock()
+	last := len(l.sessions) - 1
+	moved := l.sessions[last]
+	l.sessions[s.w.index] = moved
+	moved.w.index = s.w.index
+	l.sessions[last] = nil
+	l.sessions = l.sessions[:last]
+	l.mu.Unlock()
+	s.w.listed = false
+}
+
+// watchUpstream starts watching, or moves the watch to s.c (a retry's
+// connection). Called after connect.
+func (s *Session) watchUpstream() {
+	if !s.w.listed {
+		return
+	}
+	s.w.mu.Lock()
+	if !s.w.active {
+		s.w.active, s.w.since = true, serval.NanotimeAt(s.sentAt)
+		s.w.queued = s.pipelined()
+	}
+	s.w.up = s.c
+	s.w.mu.Unlock()
+}
+
+// unwatchUpstream stops watching s.c before it is released or closed, and
+// reports whether the client is gone (the connection's read side may then
+// be shut: it must not be reused).
+func (s *Session) unwatchUpstream() bool {
+	if s.w.up == nil { // only this goroutine writes up
+		return s.w.gone.Load()
+	}
+	s.w.mu.Lock()
+	s.w.up = nil
+	s.w.mu.Unlock()
+	return s.w.gone.Load()
+}
+
+// unwatch ends the watch: the response head arrived, or the exchange
+// ended. It reports whether the client was found gone first.
+func (s *Session) unwatch() bool {
+	if !s.w.active && s.w.up == nil { // only this goroutine sets them
+		return s.w.gone.Load()
+	}
+	s.w.mu.Lock()
+	s.w.active, s.w.up = false, nil
+	s.w.mu.Unlock()
+	return s.w.gone.Load()
+}
+
+// pipelined reports whether bytes past the request (and its body, when
+// wholly buffered) were read from the client already: a pipelined
+// request, which a FIN behind it does not cancel. A streamed body's end is
+// the pump's to find: unknown here, taken as none.
+func (s *Session) pipelined() bool {
+	switch s.body {
+	case bodyNone, bodyBuffered:
+		return s.d.End > s.bodyEnd
+	}
+	return false
+}
+
+// check looks at s's client once, when s has waited at least wait.
+func (s *Session) check(now int64, wait time.Duration) {
+	w := &s.w
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.active || w.gone.Load() || now-w.since < int64(wait) {
+		return
+	}
+	if (w.queued && !s.d.TLS) || !clientGone(s.d) {
+		w.checked = true
+		return
+	}
+	w.gone.Store(true)
+	if c := w.up; c != nil && c.Socket != nil {
+		c.Socket.CloseRead() // wakes the session's read with EOF
+	}
+}
+
+// WatchClients checks, every Config.ClientCheckInterval until ctx is
+// done, whether the clients of exchanges waiting that long for a response
+// head are still connected, and ends the exchanges of those that are not
+// (see watch.go). A server runs it while it serves; it returns at once
+// when the interval is negative.
+func (f *Forwarder) WatchClients(ctx context.Context) {
+	every := f.cfg.ClientCheckInterval
+	if every < 0 {
+		return
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		now := serval.Nanotime()
+		l := &f.watch
+		l.mu.Lock()
+		for _, s := range l.sessions {
+			s.check(now, every)
+		}
+		l.mu.Unlock()
+	}
+}
+
+// clientGone ends an exchange whose client was found gone: the upstream
+// connection closes (the upstream sees it), nothing is answered.
+func (s *Session) clientGone(phase serval.Phase) Result {
+	s.unwatch()
+	s.stopPump()
+	s.releaseUpstream(false)
+	s.keep = false
+	s.x.Status = errClientGone.Status
+	return Result{Status: errClientGone.Status, Phase: phase, Err: errClientGone}
+}

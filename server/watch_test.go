@@ -1,0 +1,262 @@
+package server
+
+import (
+	"bufio"
+	"crypto/tls"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/servalproxy/serval"
+)
+
+// hangOrigin is an origin whose /hang requests are never answered: it
+// reports each one as it arrives, and reports when the proxy closes the
+// connection carrying it. /slow is answered after 300 ms, anything else
+// at once.
+type hangOrigin struct {
+	up      serval.Upstream
+	arrived chan struct{}
+	closed  chan time.Time
+}
+
+func startHangOrigin(t *testing.T) *hangOrigin {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := &hangOrigin{arrived: make(chan struct{}, 16), closed: make(chan time.Time, 16)}
+	o.up = serval.NewUpstream("127.0.0.1", uint16(ln.Addr().(*net.TCPAddr).Port), 0)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var conns []net.Conn
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+			wg.Go(func() { o.serve(c) })
+		}
+	})
+	return o
+}
+
+func (o *hangOrigin) serve(c net.Conn) {
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(2 * testTimeout))
+	br := bufio.NewReader(c)
+	for {
+		req, err := http.ReadRequest(br)
+		if err != nil {
+			return
+		}
+		switch req.URL.Path {
+		case "/hang":
+			o.arrived <- struct{}{}
+			if _, err := br.ReadByte(); err == io.EOF {
+				o.closed <- time.Now()
+			}
+			return
+		case "/slow":
+			time.Sleep(300 * time.Millisecond)
+		}
+		body := "answer " + req.URL.Path
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: "+itoa(len(body))+"\r\n\r\n"+body)
+	}
+}
+
+func itoa(n int) string {
+	b := []byte{}
+	for ; n > 0 || len(b) == 0; n /= 10 {
+		b = append([]byte{byte('0' + n%10)}, b...)
+	}
+	return string(b)
+}
+
+// goneLog is minimalUp that records each request's status and error.
+type goneLog struct {
+	minimalUp
+	mu   sync.Mutex
+	logs []serval.LogEntry
+}
+
+func (h *goneLog) OnLog(_ *serval.Exchange, e *serval.LogEntry) {
+	h.mu.Lock()
+	h.logs = append(h.logs, serval.LogEntry{Status: e.Status, Err: e.Err, Phase: e.Phase})
+	h.mu.Unlock()
+}
+
+func (h *goneLog) waitLog(t *testing.T, n int) serval.LogEntry {
+	t.Helper()
+	deadline := time.Now().Add(testTimeout)
+	for {
+		h.mu.Lock()
+		if len(h.logs) >= n {
+			defer h.mu.Unlock()
+			return h.logs[n-1]
+		}
+		h.mu.Unlock()
+		if time.Now().After(deadline) {
+			t.Fatalf("log %d never came", n)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+func watchConfig(every time.Duration) Config {
+	cfg := testConfig()
+	cfg.Logger = discardLogger()
+	cfg.Proxy.ClientCheckInterval = every
+	cfg.Proxy.ResponseTimeout = 3 * time.Second
+	return cfg
+}
+
+// TestClientGoneClosesUpstream: a client that closes (or half-closes, or
+// resets) its connection while its request waits for the upstream's
+// response head has the upstream connection closed within a check
+// interval or two, not at the response timeout; the exchange is logged as
+// 499, and the slot is free again. The old code held the upstream until it
+// answered.
+func TestClientGoneClosesUpstream(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		tls    bool
+		finish func(net.Conn)
+	}{
+		{"close", false, func(c net.Conn) { c.Close() }},
+		{"half-close", false, func(c net.Conn) { c.(*net.TCPConn).CloseWrite() }},
+		{"reset", false, func(c net.Conn) { c.(*net.TCPConn).SetLinger(0); c.Close() }},
+		{"tls-close", true, func(c net.Conn) { c.Close() }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			o := startHangOrigin(t)
+			h := &goneLog{minimalUp: minimalUp{up: &o.up}}
+			cfg := watchConfig(50 * time.Millisecond)
+			var tc2 *tls.Config
+			if tc.tls {
+				front := newTLSSetup(t)
+				cfg.TLS = serverTLS(front.cert, front.key)
+				tc2 = tlsClientConfig(front.ca, "serval.test")
+			}
+			s, ts := serve(t, h, nil, nil, cfg)
+			var c net.Conn = dial(t, ts.addr)
+			raw := c
+			if tc.tls {
+				tcn := tls.Client(c, tc2)
+				if err := tcn.Handshake(); err != nil {
+					t.Fatal(err)
+				}
+				c = tcn
+			}
+			send(t, c, "GET /hang HTTP/1.1\r\nHost: a\r\n\r\n")
+			select {
+			case <-o.arrived:
+			case <-time.After(testTimeout):
+				t.Fatal("the request never reached the origin")
+			}
+			start := time.Now()
+			if tc.tls {
+				tc.finish(c)
+			} else {
+				tc.finish(raw)
+			}
+			select {
+			case at := <-o.closed:
+				if d := at.Sub(start); d > time.Second {
+					t.Fatalf("the upstream connection closed %v after the client left", d)
+				}
+			case <-time.After(testTimeout):
+				t.Fatal("the upstream connection was never closed")
+			}
+			e := h.waitLog(t, 1)
+			if e.Status != 499 || e.Err == nil || !strings.Contains(e.Err.Error(), "client closed") {
+				t.Fatalf("log status %d err %v, want 499 and the client-gone error", e.Status, e.Err)
+			}
+			if tc.name == "half-close" {
+				raw.SetReadDeadline(time.Now().Add(testTimeout))
+				if b, err := io.ReadAll(raw); len(b) > 0 || err != nil {
+					t.Fatalf("the half-closed client read %q, %v; want nothing, then EOF", b, err)
+				}
+			}
+			waitSlotFree(t, s)
+		})
+	}
+}
+
+// TestClientGonePipelinedAnswered: a client that pipelines two requests
+// and half-closes behind them still gets both answers, the first of them
+// slow (a FIN after a queued request does not cancel it).
+func TestClientGonePipelinedAnswered(t *testing.T) {
+	o := startHangOrigin(t)
+	h := &goneLog{minimalUp: minimalUp{up: &o.up}}
+	ts := start(t, h, watchConfig(50*time.Millisecond), nil)
+	c := dial(t, ts.addr)
+	send(t, c, "GET /slow HTTP/1.1\r\nHost: a\r\n\r\nGET /quick HTTP/1.1\r\nHost: a\r\n\r\n")
+	c.(*net.TCPConn).CloseWrite()
+	br := bufio.NewReader(c)
+	for _, want := range []string{"answer /slow", "answer /quick"} {
+		if r := readResp(t, br, "GET"); r.StatusCode != 200 || r.body != want {
+			t.Fatalf("status %d body %q, want 200 %q", r.StatusCode, r.body, want)
+		}
+	}
+}
+
+// TestClientGoneSlowAnswerKept: a client that stays gets a slow answer
+// (the watch looks at it several times and leaves it alone).
+func TestClientGoneSlowAnswerKept(t *testing.T) {
+	o := startHangOrigin(t)
+	h := &goneLog{minimalUp: minimalUp{up: &o.up}}
+	ts := start(t, h, watchConfig(20*time.Millisecond), nil)
+	c := dial(t, ts.addr)
+	br := bufio.NewReader(c)
+	for range 2 {
+		send(t, c, "GET /slow HTTP/1.1\r\nHost: a\r\n\r\n")
+		if r := readResp(t, br, "GET"); r.StatusCode != 200 || r.body != "answer /slow" {
+			t.Fatalf("status %d body %q", r.StatusCode, r.body)
+		}
+	}
+}
+
+// TestClientWatchOff: with the watch off, the upstream connection of a
+// client that left stays open until the response timeout.
+func TestClientWatchOff(t *testing.T) {
+	o := startHangOrigin(t)
+	h := &goneLog{minimalUp: minimalUp{up: &o.up}}
+	cfg := watchConfig(-1)
+	cfg.Proxy.ResponseTimeout = 700 * time.Millisecond
+	ts := start(t, h, cfg, nil)
+	c := dial(t, ts.addr)
+	send(t, c, "GET /hang HTTP/1.1\r\nHost: a\r\n\r\n")
+	<-o.arrived
+	start := time.Now()
+	c.Close()
+	select {
+	case at := <-o.closed:
+		if d := at.Sub(start); d < 500*time.Millisecond {
+			t.Fatalf("the upstream connection closed after %v with the watch off", d)
+		}
+	case <-time.After(testTimeout):
+		t.Fatal("the upstream connection was never closed")
+	}
+	if e := h.waitLog(t, 1); e.Status != 504 {
+		t.Fatalf("log status %d, want the response timeout's 504", e.Status)
+	}
+}
