@@ -90,7 +90,16 @@ func (s *Session) rewriteRequest(d *Downstream, x *serval.Exchange, req *serval.
 	out := &s.out
 	out.Method = req.Method
 	out.Path = s.outPath(x, req)
-	out.Fields = append(out.Fields[:0], serval.Header{Name: nameHost, Value: req.Host})
+	host := req.Host
+	if len(host) == 0 && x.LocalAddr.IsValid() {
+		// No Host (HTTP/1.0) or an empty one: the upstream, spoken to in
+		// HTTP/1.1, needs one, and many reject an empty value. The
+		// authority the client reached is this connection's local
+		// address (RFC 9112 §3.3).
+		var b [64]byte
+		host = s.appendList(nil, x.LocalAddr.AppendTo(b[:0]))
+	}
+	out.Fields = append(out.Fields[:0], serval.Header{Name: nameHost, Value: host})
 	var xfProto, xfHost []byte
 	for _, f := range req.Fields {
 		switch {
@@ -130,7 +139,7 @@ func (s *Session) rewriteRequest(d *Downstream, x *serval.Exchange, req *serval.
 		}
 	}
 	if !cfg.TrustForwarded || xfHost == nil {
-		xfHost = req.Host
+		xfHost = host
 	}
 	if s.f.via != nil {
 		via = s.appendList(s.joinFields(req.Fields, "via"), s.f.via)

@@ -243,3 +243,46 @@ func TestClientAbortsAreNotUpstreamFailures(t *testing.T) {
 		}
 	}
 }
+
+// TestForwardHostless: an HTTP/1.0 request without Host reaches the
+// upstream (spoken to in HTTP/1.1) with Host and X-Forwarded-Host set to
+// the address the client connected to, not empty (nginx, among others,
+// answers an empty Host with 400).
+func TestForwardHostless(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer ln.Close()
+	wg.Go(func() {
+		for { // a connection per request: the server has no pool
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.SetDeadline(time.Now().Add(testTimeout))
+			if req, err := http.ReadRequest(bufio.NewReader(c)); err == nil {
+				body := "host=" + req.Host + " xfh=" + req.Header.Get("X-Forwarded-Host")
+				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: "+strconv.Itoa(len(body))+"\r\n\r\n"+body)
+			}
+			c.Close()
+		}
+	})
+	up := serval.NewUpstream("127.0.0.1", uint16(ln.Addr().(*net.TCPAddr).Port), 0)
+	cfg := testConfig()
+	cfg.Logger = discardLogger()
+	ts := start(t, &minimalUp{up: &up}, cfg, nil)
+	for _, tc := range []struct{ req, want string }{
+		{"GET / HTTP/1.0\r\n\r\n", "host=" + ts.addr + " xfh=" + ts.addr},
+		{"GET / HTTP/1.1\r\nHost:\r\nConnection: close\r\n\r\n", "host=" + ts.addr + " xfh=" + ts.addr},
+		{"GET / HTTP/1.0\r\nHost: named.test\r\n\r\n", "host=named.test xfh=named.test"},
+	} {
+		c := dial(t, ts.addr)
+		send(t, c, tc.req)
+		if r := readResp(t, bufio.NewReader(c), "GET"); r.StatusCode != 200 || r.body != tc.want {
+			t.Fatalf("%q: status %d body %q, want %q", tc.req, r.StatusCode, r.body, tc.want)
+		}
+	}
+}
