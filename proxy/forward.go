@@ -91,7 +91,8 @@ func (s *Session) attempts() Result {
 		if err == nil {
 			return s.result()
 		}
-		if err == errClientGone {
+		if err == errClientGone || s.w.gone.Load() {
+			// Whatever failed, the client is not there to retry for.
 			return s.clientGone(phase)
 		}
 		if s.headSent {

@@ -52,15 +52,14 @@ const ClientCheckIntervalDefault = time.Second
 
 // clientWatch is a session's part of the watch.
 type clientWatch struct {
-	mu      sync.Mutex
-	active  bool                 // an upstream connection is in hand and no response head arrived
-	since   int64                // serval.Nanotime when active became true
-	up      *serval.UpstreamConn // the upstream connection in use; nil: none
-	queued  bool                 // pipelined request bytes wait in the client's buffer
-	checked bool                 // the client was found connected at least once (for tests)
-	gone    atomic.Bool          // the client was found gone: the exchange ends
-	listed  bool                 // the session is in its forwarder's list (the session's goroutine only)
-	index   int                  // its index there, guarded by Forwarder.watchMu
+	mu     sync.Mutex
+	active bool                 // an upstream connection is in hand and no response head arrived
+	since  int64                // serval.Nanotime when active became true
+	up     *serval.UpstreamConn // the upstream connection in use; nil: none
+	queued bool                 // pipelined request bytes wait in the client's buffer
+	gone   atomic.Bool          // the client was found gone: the exchange ends
+	listed bool                 // the session is in its forwarder's list (the session's goroutine only)
+	index  int                  // its index there, guarded by the list's mu
 }
 
 // watchList is the forwarder's list of sessions in service.
@@ -160,7 +159,6 @@ func (s *Session) check(now int64, wait time.Duration) {
 		return
 	}
 	if (w.queued && !s.d.TLS) || !clientGone(s.d) {
-		w.checked = true
 		return
 	}
 	w.gone.Store(true)

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -79,16 +80,8 @@ func (o *hangOrigin) serve(c net.Conn) {
 			time.Sleep(300 * time.Millisecond)
 		}
 		body := "answer " + req.URL.Path
-		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: "+itoa(len(body))+"\r\n\r\n"+body)
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: "+strconv.Itoa(len(body))+"\r\n\r\n"+body)
 	}
-}
-
-func itoa(n int) string {
-	b := []byte{}
-	for ; n > 0 || len(b) == 0; n /= 10 {
-		b = append([]byte{byte('0' + n%10)}, b...)
-	}
-	return string(b)
 }
 
 // goneLog is minimalUp that records each request's status and error.
