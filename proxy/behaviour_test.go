@@ -568,3 +568,39 @@ func TestExpectContinue(t *testing.T) {
 		t.Fatalf("body %q (Expect must not reach the upstream)", body)
 	}
 }
+
+// TestBytesInCountsBodies: x.BytesIn grows by the request body bytes as
+// they came over the wire (chunked framing included), whether the body
+// arrived with the head (buffered) or was streamed, and not by a
+// pipelined request read along with it.
+func TestBytesInCountsBodies(t *testing.T) {
+	checkLeaks(t)
+	hs, _ := rawHarness(t, Config{}, serval.Hooks{}, answer("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"))
+	hs.record(t)
+	big := strings.Repeat("b", 1<<20)
+	chunkedBig := fmt.Sprintf("%x\r\n%s\r\n0\r\n\r\n", len(big), big)
+	pipelined := "GET /next HTTP/1.1\r\nHost: t\r\n\r\n"
+	for i, tc := range []struct {
+		name, head, body string
+	}{
+		{"length buffered", "POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\n", "hello"},
+		{"length streamed", "POST / HTTP/1.1\r\nHost: t\r\nContent-Length: " + strconv.Itoa(len(big)) + "\r\n\r\n", big},
+		{"chunked buffered", "POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n", "5\r\nhello\r\n0\r\nX-T: 1\r\n\r\n"},
+		{"chunked streamed", "POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n", chunkedBig},
+	} {
+		tc2 := dialHarness(t, hs)
+		tc2.send(tc.head + tc.body + pipelined)
+		for range 2 {
+			if resp, _ := tc2.mustRead("POST"); resp.StatusCode != 200 {
+				t.Fatalf("%s: status %d", tc.name, resp.StatusCode)
+			}
+		}
+		xs := hs.exchanges(2 * (i + 1))
+		if got := xs[2*i].BytesIn; got != int64(len(tc.body)) {
+			t.Fatalf("%s: BytesIn %d, want %d (the body as sent)", tc.name, got, len(tc.body))
+		}
+		if got := xs[2*i+1].BytesIn; got != 0 {
+			t.Fatalf("%s: the pipelined GET has BytesIn %d, want 0 (the harness counts no heads)", tc.name, got)
+		}
+	}
+}

@@ -133,6 +133,7 @@ func (s *Session) pumpLength(j *pumpJob) {
 		}
 	}
 	j.head, j.end = d.End, d.End
+	j.bytesIn = int64(d.End - d.Head) // read with the head
 	if d.TCP != nil && j.upTCP != nil && s.f.hooks.RequestBody == nil {
 		s.spliceBody(j)
 	} else {
@@ -255,7 +256,9 @@ func (s *Session) pumpChunked(j *pumpJob) {
 		hook = hookRequest
 	}
 	fail, err := s.pipeChunked(&j.src, &j.dec, &j.enc, hook, cfg.RequestBodyBytesMax)
-	j.bytesIn = j.src.read
+	// Consumed: what was buffered with the head, plus what was read,
+	// less what is left past the body (a pipelined request).
+	j.bytesIn = int64(d.End-d.Head) + j.src.read - int64(j.src.hi-j.src.lo)
 	j.head, j.end = j.src.lo, j.src.hi
 	switch fail {
 	case failNone:

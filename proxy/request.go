@@ -27,6 +27,7 @@ func (s *Session) planBody() error {
 		s.body = bodyBuffered
 		s.bodyEnd = d.Head + int(req.ContentLength)
 		s.bodyOut = d.Buf[d.Head:s.bodyEnd]
+		s.x.BytesIn += req.ContentLength
 		if s.f.hooks.RequestBody != nil {
 			return s.callHook(hookRequest, s.bodyOut)
 		}
@@ -81,6 +82,7 @@ func (s *Session) planChunked() error {
 		return err
 	}
 	s.body, s.bodyOut, s.bodyEnd = bodyBuffered, enc.buf, d.Head+off
+	s.x.BytesIn += int64(off)
 	return nil
 }
 
