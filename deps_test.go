@@ -31,12 +31,13 @@ var layerOf = map[string]int{
 
 	"internal": 1, // internal/sockio (raw socket I/O), internal/testpki (test certificates): std only
 
-	"pool":    2, // infrastructure
-	"client":  2,
-	"health":  2,
-	"prober":  2,
-	"metrics": 2,
-	"tracing": 2,
+	"pool":      2, // infrastructure
+	"client":    2,
+	"health":    2,
+	"prober":    2,
+	"metrics":   2,
+	"accesslog": 2,
+	"tracing":   2,
 
 	"proxy": 3, // mechanics
 

@@ -53,6 +53,7 @@ func (r CloseReason) String() string {
 type LogEntry struct {
 	Method   []byte
 	Path     []byte
+	Query    []byte // without the '?'; nil when the target had none
 	Status   int
 	Upstream *Upstream
 	Start    time.Time

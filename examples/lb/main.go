@@ -106,7 +106,7 @@ func runWith(ctx context.Context, args []string, stdout io.Writer, hup <-chan os
 	if worker < 0 && o.workers > 1 {
 		return runMaster(ctx, &o, args, list, logger, stdout, hup)
 	}
-	if err := serveLB(ctx, &o, table, logger, hup); err != nil {
+	if err := serveLB(ctx, &o, table, logger, stdout, hup); err != nil {
 		logger.Error("load balancer", "err", err)
 		return 1
 	}
@@ -115,7 +115,7 @@ func runWith(ctx context.Context, args []string, stdout io.Writer, hup <-chan os
 
 // serveLB builds the handler, the health checks, the pool and the
 // server, and serves until ctx is done.
-func serveLB(ctx context.Context, o *options, table []serval.Upstream, logger *slog.Logger, hup <-chan os.Signal) error {
+func serveLB(ctx context.Context, o *options, table []serval.Upstream, logger *slog.Logger, stdout io.Writer, hup <-chan os.Signal) error {
 	// lb.New: the policy's selector over the health bitmap, passive
 	// health (failures take an upstream out) and the all-unhealthy
 	// policy (503 + Retry-After, or try every upstream).
@@ -146,14 +146,27 @@ func serveLB(ctx context.Context, o *options, table []serval.Upstream, logger *s
 		"backends", len(table), "https_backends", countTLS(table), "lb", o.policy.String(), "sticky_cookie", o.stickyCookie,
 		"health", !o.noHealth, "health_interval", o.healthInterval, "unhealthy_threshold", o.unhealthyThreshold, "healthy_threshold", o.healthyThreshold,
 		"connect_timeout", o.connectTimeout, "response_timeout", o.responseTimeout, "idle_per_upstream", o.idlePerUpstream, "retries", o.retries)
+	access, accessFile, stopAccess, err := startAccessLog(o, stdout, logger)
+	if err != nil {
+		ln.Close()
+		return errors.New("--access-log: " + err.Error())
+	}
+	defer stopAccess()
 	s := serving{table: table, pool: p, cfg: cfg, ln: ln, hup: hup, log: logger}
+	if accessFile != nil {
+		s.reopen = accessFile.Reopen
+	}
 	switch {
-	case o.debug:
+	case o.debug || access != nil:
 		var inner lbHandler = h
 		if o.noHealth {
 			inner = &noHealthHandler{h}
 		}
-		err = serve(ctx, &debugHandler{lbHandler: inner, log: logger}, s)
+		lh := &logHandler{lbHandler: inner, access: access}
+		if o.debug {
+			lh.debug = logger
+		}
+		err = serve(ctx, lh, s)
 	case o.noHealth:
 		err = serve(ctx, &noHealthHandler{h}, s)
 	default:
@@ -218,6 +231,8 @@ type serving struct {
 	ln    net.Listener
 	hup   <-chan os.Signal
 	log   *slog.Logger
+	// reopen reopens the access log file on SIGHUP; nil: none.
+	reopen func() error
 }
 
 // serve runs a server over handler type H (fixed at compile time). The
@@ -234,32 +249,12 @@ func serve[H serval.Handler](ctx context.Context, h H, s serving) error {
 		return err
 	}
 	stop := make(chan struct{})
-	wait := watchReload(srv, s.cfg.TLS != nil, s.hup, stop, s.log)
+	wait := watchReload(srv, s.cfg.TLS != nil, s.hup, stop, s.log, s.reopen)
 	defer func() { close(stop); wait() }()
 	if err := srv.Serve(ctx, s.ln); err != nil && !errors.Is(err, context.Canceled) {
 		return err
 	}
 	return nil
-}
-
-// debugHandler adds a log line per request (--debug only, so the default
-// path keeps no OnLog hook at all).
-type debugHandler struct {
-	lbHandler
-	log *slog.Logger
-}
-
-func (d *debugHandler) OnLog(x *serval.Exchange, e *serval.LogEntry) {
-	up := ""
-	if e.Upstream != nil {
-		up = e.Upstream.Addr()
-	}
-	attrs := []any{"method", string(e.Method), "path", string(e.Path), "status", e.Status, "upstream", up,
-		"reused", e.Reused, "total", e.Timings.Total, "bytes_out", e.BytesOut}
-	if e.Err != nil {
-		attrs = append(attrs, "phase", e.Phase.String(), "err", e.Err)
-	}
-	d.log.Debug("request", attrs...)
 }
 
 // startEchoBackends starts one echo server per id on 127.0.0.1:0 and

@@ -114,11 +114,12 @@ func probeDialer(table []serval.Upstream, cfg tlsconn.ClientConfig) (prober.Dial
 // tlsReloader is the part of *server.Server the reload loop uses.
 type tlsReloader interface{ ReloadTLS() error }
 
-// watchReload calls srv.ReloadTLS on every signal from hup (SIGHUP in
-// main, a plain channel in tests) until stop is closed; the server logs
+// watchReload calls reopen (the access log file, when there is one) and
+// srv.ReloadTLS on every signal from hup (SIGHUP in main, a plain channel
+// in tests) until stop is closed; the server logs
 // the outcome (new certificates, or the rejection and that the current
 // ones stay). The returned wait blocks until the loop has exited.
-func watchReload(srv tlsReloader, tlsOn bool, hup <-chan os.Signal, stop <-chan struct{}, log *slog.Logger) (wait func()) {
+func watchReload(srv tlsReloader, tlsOn bool, hup <-chan os.Signal, stop <-chan struct{}, log *slog.Logger, reopen func() error) (wait func()) {
 	var wg sync.WaitGroup
 	if hup == nil {
 		return wg.Wait
@@ -129,8 +130,17 @@ func watchReload(srv tlsReloader, tlsOn bool, hup <-chan os.Signal, stop <-chan 
 			case <-stop:
 				return
 			case <-hup:
+				if reopen != nil {
+					if err := reopen(); err != nil {
+						log.Error("SIGHUP: cannot reopen the access log; it goes on in the old file", "err", err)
+					} else {
+						log.Info("SIGHUP: access log reopened")
+					}
+				}
 				if !tlsOn {
-					log.Info("SIGHUP: no --cert, nothing to reload")
+					if reopen == nil {
+						log.Info("SIGHUP: no --cert and no --access-log file, nothing to reload")
+					}
 					continue
 				}
 				log.Info("SIGHUP: reloading the TLS certificate files")
