@@ -138,6 +138,7 @@ func (s *Server[H]) Serve(ctx context.Context, ln net.Listener) error {
 	if sockio.Hold() == nil {
 		defer sockio.Unhold()
 	}
+	checkFileLimit(s.cfg.ConnectionsMax, s.log)
 	stop := context.AfterFunc(ctx, func() { ln.Close() })
 	// The client watch (proxy/watch.go) runs through the drain: requests
 	// still waiting for an upstream then are watched too.
@@ -172,6 +173,7 @@ func (s *Server[H]) ListenAndServe(ctx context.Context) error {
 // acceptLoop runs until Accept fails for good (the listener closed).
 func (s *Server[H]) acceptLoop(ctx context.Context, ln net.Listener) error {
 	backoff := time.Duration(0)
+	var acceptErrs acceptErrors
 	wait := time.NewTimer(time.Hour)
 	wait.Stop()
 	for {
@@ -182,6 +184,7 @@ func (s *Server[H]) acceptLoop(ctx context.Context, ln net.Listener) error {
 			}
 			var ne net.Error
 			if errors.As(err, &ne) && ne.Timeout() || isTemporary(err) {
+				acceptErrs.note(err, s.log)
 				backoff = min(max(2*backoff, acceptBackoffMin), acceptBackoffMax)
 				time.Sleep(backoff)
 				continue
