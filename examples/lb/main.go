@@ -31,6 +31,7 @@ import (
 	"github.com/servalproxy/serval"
 	"github.com/servalproxy/serval/examples/echo-backend/echo"
 	"github.com/servalproxy/serval/lb"
+	"github.com/servalproxy/serval/metrics"
 	"github.com/servalproxy/serval/server"
 	"github.com/servalproxy/serval/tlsconn"
 )
@@ -156,17 +157,38 @@ func serveLB(ctx context.Context, o *options, table []serval.Upstream, logger *s
 	if accessFile != nil {
 		s.reopen = accessFile.Reopen
 	}
+	var counters *metrics.Counters
+	if o.metricsAddr != "" {
+		counters = metrics.New()
+		s.metrics = counters
+		var healthy func(serval.UpstreamIndex) bool
+		if !o.noHealth {
+			healthy = h.Health().Healthy
+		}
+		stopMetrics, err := startMetrics(o, counters, table, healthy, p, logger)
+		if err != nil {
+			ln.Close()
+			return errors.New("--metrics-addr: " + err.Error())
+		}
+		defer stopMetrics()
+	}
 	switch {
-	case o.debug || access != nil:
+	case o.debug || access != nil || counters != nil:
 		var inner lbHandler = h
 		if o.noHealth {
 			inner = &noHealthHandler{h}
 		}
-		lh := &logHandler{lbHandler: inner, access: access}
-		if o.debug {
-			lh.debug = logger
+		if counters != nil {
+			inner = &metricsHandler{lbHandler: inner, c: counters}
 		}
-		err = serve(ctx, lh, s)
+		if o.debug || access != nil {
+			lh := &logHandler{lbHandler: inner, access: access}
+			if o.debug {
+				lh.debug = logger
+			}
+			inner = lh
+		}
+		err = serve(ctx, inner, s)
 	case o.noHealth:
 		err = serve(ctx, &noHealthHandler{h}, s)
 	default:
@@ -233,13 +255,15 @@ type serving struct {
 	log   *slog.Logger
 	// reopen reopens the access log file on SIGHUP; nil: none.
 	reopen func() error
+	// metrics receives the server's counts; nil: none.
+	metrics serval.Metrics
 }
 
 // serve runs a server over handler type H (fixed at compile time). The
 // server logs the kernel TLS verdict for termination (server.New) and
 // origination (PrepareUpstreams), and the upstream TLS warnings.
 func serve[H serval.Handler](ctx context.Context, h H, s serving) error {
-	srv, err := server.New(h, s.pool, nil, nil, s.cfg)
+	srv, err := server.New(h, s.pool, s.metrics, nil, s.cfg)
 	if err != nil {
 		s.ln.Close()
 		return err

@@ -1,0 +1,89 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/servalproxy/serval"
+	"github.com/servalproxy/serval/metrics"
+	"github.com/servalproxy/serval/pool"
+	"github.com/servalproxy/serval/promexport"
+)
+
+// metricsHandler adds the upstream counters to the balancer's handler:
+// each attempt's outcome goes to the balancer (load, passive health) and
+// to the counters. Only --metrics-addr puts it in place.
+type metricsHandler struct {
+	lbHandler
+	c *metrics.Counters
+}
+
+func (h *metricsHandler) OnUpstreamDone(x *serval.Exchange, u *serval.Upstream, r serval.UpstreamResult) {
+	h.lbHandler.OnUpstreamDone(x, u, r)
+	h.c.OnUpstreamDone(x, u, r)
+}
+
+// metricsAddr is where this process serves /metrics: --metrics-addr, its
+// port shifted by the worker index under --workers (each worker has its
+// own counters: scrape each).
+func metricsAddr(addr string, worker int) (string, error) {
+	if worker <= 0 {
+		return addr, nil
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", err
+	}
+	p, err := strconv.Atoi(port)
+	if err != nil || p == 0 {
+		return "", errors.New("--metrics-addr needs a fixed port with --workers (worker k serves on port+k)")
+	}
+	return net.JoinHostPort(host, strconv.Itoa(p+worker)), nil
+}
+
+// startMetrics serves /metrics (Prometheus text format) for c on
+// o.metricsAddr: Serval's counters, upstream health and pool state, and
+// the Go runtime's and the process's own. stop shuts the listener down.
+func startMetrics(o *options, c *metrics.Counters, table []serval.Upstream, healthy func(serval.UpstreamIndex) bool,
+	p *pool.Fixed, logger *slog.Logger) (stop func(), err error) {
+	worker := workerIndex()
+	addr, err := metricsAddr(o.metricsAddr, worker)
+	if err != nil {
+		return nil, err
+	}
+	opts := promexport.Options{Upstreams: table, Healthy: healthy, Pool: p.Stats}
+	if worker >= 0 {
+		opts.ConstLabels = prometheus.Labels{"worker": strconv.Itoa(worker)}
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(promexport.New(c, opts), collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelError)}))
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		srv.Serve(ln)
+	}()
+	logger.Info("metrics listening", "addr", ln.Addr().String(), "path", "/metrics")
+	return func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		srv.Shutdown(ctx)
+		<-done
+	}, nil
+}

@@ -1,0 +1,105 @@
+package main
+
+import (
+	"bufio"
+	"io"
+	"net"
+	"net/http"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// scrape returns the /metrics text of addr.
+func scrape(t *testing.T, addr string) string {
+	t.Helper()
+	c := &http.Client{Timeout: 5 * time.Second}
+	resp, err := c.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("scrape: %d %v", resp.StatusCode, err)
+	}
+	return string(b)
+}
+
+// sumSeries adds the values of the series of name in text.
+func sumSeries(text, name string) float64 {
+	re := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(name) + `(\{[^}]*\})? (\S+)$`)
+	sum := 0.0
+	for _, m := range re.FindAllStringSubmatch(text, -1) {
+		v, _ := strconv.ParseFloat(m[2], 64)
+		sum += v
+	}
+	return sum
+}
+
+// TestMetricsEndpoint: --metrics-addr serves Prometheus text with the
+// requests by status, the upstream attempts (per backend, summing to the
+// requests), health, the pool, and the Go runtime's own.
+func TestMetricsEndpoint(t *testing.T) {
+	maddr := "127.0.0.1:" + strconv.Itoa(freePort(t))
+	addr, _ := startLB(t, "--metrics-addr", maddr)
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	br := bufio.NewReader(c)
+	for range 4 {
+		roundTrip(t, c, br, "GET /m HTTP/1.1\r\nHost: t\r\n\r\n")
+	}
+	// The log runs after the response: wait for the fourth to be counted.
+	deadline := time.Now().Add(10 * time.Second)
+	var text string
+	for {
+		text = scrape(t, maddr)
+		if sumSeries(text, `serval_requests_total{code="200"}`) == 4 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if got := sumSeries(text, `serval_requests_total{code="200"}`); got != 4 {
+		t.Fatalf("requests_total{code=200} = %v, want 4:\n%s", got, text)
+	}
+	if got := sumSeries(text, "serval_upstream_attempts_total"); got != 4 {
+		t.Fatalf("upstream attempts sum to %v, want 4", got)
+	}
+	if n := strings.Count(text, "serval_upstream_healthy{upstream="); n != 2 || sumSeries(text, "serval_upstream_healthy") != 2 {
+		t.Fatalf("%d health series, %v healthy; want 2 and 2", n, sumSeries(text, "serval_upstream_healthy"))
+	}
+	for _, name := range []string{"serval_connections_opened_total", "serval_request_duration_seconds_count",
+		"serval_pool_hits_total", "go_goroutines", "process_open_fds"} {
+		if !strings.Contains(text, "\n"+name) {
+			t.Fatalf("no %s in:\n%s", name, text)
+		}
+	}
+	if got := sumSeries(text, "serval_request_duration_seconds_count"); got != 4 {
+		t.Fatalf("duration count %v, want 4", got)
+	}
+}
+
+func TestMetricsAddrPerWorker(t *testing.T) {
+	for _, tc := range []struct {
+		addr   string
+		worker int
+		want   string
+		err    bool
+	}{
+		{"127.0.0.1:9100", -1, "127.0.0.1:9100", false},
+		{"127.0.0.1:9100", 0, "127.0.0.1:9100", false},
+		{"127.0.0.1:9100", 3, "127.0.0.1:9103", false},
+		{"[::1]:9100", 1, "[::1]:9101", false},
+		{"127.0.0.1:0", 1, "", true},
+	} {
+		got, err := metricsAddr(tc.addr, tc.worker)
+		if (err != nil) != tc.err || got != tc.want {
+			t.Fatalf("metricsAddr(%q, %d) = %q, %v", tc.addr, tc.worker, got, err)
+		}
+	}
+}
