@@ -2,13 +2,11 @@ package server
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"log/slog"
 	"net"
 	"os"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -27,28 +25,11 @@ func (l *failingListener) Accept() (net.Conn, error) {
 	return l.Listener.Accept()
 }
 
-type lockedBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // TestAcceptEMFILELogged: accept failures for want of descriptors are
 // logged once (with the hint), not once per failure, and the server goes
 // on serving when they stop.
 func TestAcceptEMFILELogged(t *testing.T) {
-	var logs lockedBuf
+	var logs syncBuffer
 	cfg := testConfig()
 	cfg.Logger = slog.New(slog.NewTextHandler(&logs, nil))
 	s, err := New(&handler{}, nil, nil, nil, cfg)
@@ -83,7 +64,7 @@ func TestFileLimitChecked(t *testing.T) {
 	if _, ok := fileLimit(); !ok {
 		t.Skip("no descriptor limit on this platform")
 	}
-	var logs lockedBuf
+	var logs syncBuffer
 	log := slog.New(slog.NewTextHandler(&logs, nil))
 	checkFileLimit(1, log)
 	if logs.String() != "" {
