@@ -54,6 +54,7 @@ type LogEntry struct {
 	Method   []byte
 	Path     []byte
 	Query    []byte // without the '?'; nil when the target had none
+	Host     []byte // the request's Host (or its absolute-form authority)
 	Status   int
 	Upstream *Upstream
 	Start    time.Time

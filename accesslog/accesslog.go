@@ -27,8 +27,9 @@ const (
 	PathBytesMax = 2048
 	// lineBytesMax bounds a formatted line: the path and query, the error
 	// text (cut at errBytesMax) and the fixed fields.
-	lineBytesMax = 2*PathBytesMax + errBytesMax + 512
+	lineBytesMax = 2*PathBytesMax + errBytesMax + hostBytesMax + 512
 	errBytesMax  = 256
+	hostBytesMax = 256
 )
 
 // Config configures a Writer.
@@ -195,13 +196,13 @@ func (w *Writer) reportTrouble() {
 // AppendLine appends e's line, ending in a newline, to b: logfmt fields
 //
 //	time=<start, RFC 3339 UTC, microseconds> id=<request id>
-//	client=<ip:port> method=<method> path="<path?query>" status=<status>
+//	client=<ip:port> method=<method> host="<host>" path="<path?query>" status=<status>
 //	bytes_in=<n> bytes_out=<n> upstream=<host:port or -> reused=<bool>
 //	attempts=<n> queue_us=<n> connect_us=<n> ttfb_us=<n> total_us=<n>
 //
 // and, when the exchange failed, phase=<phase> err="<error>". Quoted
 // values escape '"' and '\'; the path (with its query) is cut at
-// PathBytesMax, the error at 256 bytes. It allocates nothing when b has
+// PathBytesMax, the host and the error at 256 bytes. It allocates nothing when b has
 // room for the line.
 func AppendLine(b []byte, x *serval.Exchange, e *serval.LogEntry) []byte {
 	b = append(b, "time="...)
@@ -216,7 +217,9 @@ func AppendLine(b []byte, x *serval.Exchange, e *serval.LogEntry) []byte {
 	}
 	b = append(b, " method="...)
 	b = append(b, e.Method...)
-	b = append(b, ` path="`...)
+	b = append(b, ` host="`...)
+	b, _ = appendQuoted(b, e.Host, hostBytesMax)
+	b = append(b, `" path="`...)
 	n := len(b)
 	b, cut := appendQuoted(b, e.Path, PathBytesMax)
 	if len(e.Query) > 0 && !cut {

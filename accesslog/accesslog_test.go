@@ -20,7 +20,7 @@ func entry() (*serval.Exchange, *serval.LogEntry) {
 	up := serval.NewUpstream("127.0.0.1", 8001, 0)
 	x := &serval.Exchange{ID: 42, ClientAddr: netip.MustParseAddrPort("127.0.0.1:51234"), Attempts: 1}
 	e := &serval.LogEntry{
-		Method: []byte("GET"), Path: []byte("/a/b"), Query: []byte("q=1"), Status: 200, Upstream: &up,
+		Method: []byte("GET"), Host: []byte("example.test"), Path: []byte("/a/b"), Query: []byte("q=1"), Status: 200, Upstream: &up,
 		Start:   time.Date(2026, 11, 26, 6, 8, 1, 123456789, time.UTC),
 		Timings: serval.Timings{Queue: 3 * time.Microsecond, Connect: 0, FirstByte: 900 * time.Microsecond, Total: 1234 * time.Microsecond},
 		BytesIn: 5, BytesOut: 1234, Reused: true,
@@ -31,7 +31,7 @@ func entry() (*serval.Exchange, *serval.LogEntry) {
 func TestAppendLine(t *testing.T) {
 	x, e := entry()
 	got := string(AppendLine(nil, x, e))
-	want := `time=2026-11-26T06:08:01.123456Z id=42 client=127.0.0.1:51234 method=GET path="/a/b?q=1" status=200 ` +
+	want := `time=2026-11-26T06:08:01.123456Z id=42 client=127.0.0.1:51234 method=GET host="example.test" path="/a/b?q=1" status=200 ` +
 		`bytes_in=5 bytes_out=1234 upstream=127.0.0.1:8001 reused=true attempts=1 queue_us=3 connect_us=0 ttfb_us=900 total_us=1234` + "\n"
 	if got != want {
 		t.Fatalf("got  %q\nwant %q", got, want)

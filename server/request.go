@@ -162,7 +162,7 @@ func (c *slot[H]) finish() {
 	c.finishedAt = now
 	if k := s.hooks.Log; k != nil {
 		c.entry = serval.LogEntry{
-			Method: c.req.Method, Path: c.req.Path, Query: c.req.Query, Status: x.Status, Upstream: x.Upstream,
+			Method: c.req.Method, Path: c.req.Path, Query: c.req.Query, Host: c.req.Host, Status: x.Status, Upstream: x.Upstream,
 			Start: x.Start, Timings: x.Timings, BytesIn: x.BytesIn, BytesOut: x.BytesOut,
 			Reused: x.Reused, Err: c.err, Phase: c.phase,
 		}

@@ -50,7 +50,7 @@ func TestAccessLog(t *testing.T) {
 	roundTrip(t, c, br, second)
 
 	line := regexp.MustCompile(`^time=\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z id=\d+ client=127\.0\.0\.1:\d+ method=(GET|POST) ` +
-		`path="([^"]*)" status=200 bytes_in=(\d+) bytes_out=\d+ upstream=127\.0\.0\.1:\d+ reused=(true|false) attempts=1 ` +
+		`host="t" path="([^"]*)" status=200 bytes_in=(\d+) bytes_out=\d+ upstream=127\.0\.0\.1:\d+ reused=(true|false) attempts=1 ` +
 		`queue_us=\d+ connect_us=\d+ ttfb_us=\d+ total_us=\d+$`)
 	lines := waitLines(t, path, 2)
 	// bytes_in counts what the client sent: head and body.
@@ -97,7 +97,7 @@ func TestAccessLogFailure(t *testing.T) {
 	if resp.StatusCode != 502 {
 		t.Fatalf("status %d, want 502", resp.StatusCode)
 	}
-	want := regexp.MustCompile(`method=GET path="/down" status=502 .* upstream=127\.0\.0\.1:\d+ .* phase=connect err="[^"]+"`)
+	want := regexp.MustCompile(`method=GET host="t" path="/down" status=502 .* upstream=127\.0\.0\.1:\d+ .* phase=connect err="[^"]+"`)
 	deadline := time.Now().Add(10 * time.Second)
 	for !want.MatchString(logs.String()) {
 		if time.Now().After(deadline) {

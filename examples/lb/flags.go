@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"runtime"
+	"runtime/debug"
 	"strconv"
 	"time"
 
@@ -74,6 +75,7 @@ type options struct {
 // rawFlags are the flags parsed into strings before validation.
 type rawFlags struct {
 	policy, allUnhealthy, ktls, workers string
+	version                             bool
 }
 
 // defineFlags registers every flag on fs.
@@ -97,6 +99,7 @@ func defineFlags(fs *flag.FlagSet, o *options, r *rawFlags) {
 	fs.DurationVar(&o.healthTimeout, "health-timeout", prober.TimeoutDefault, "timeout of one probe (dial, TLS, request, response); capped at --health-interval")
 	fs.UintVar(&o.unhealthyThreshold, "unhealthy-threshold", health.FailuresDefault, "consecutive failures (probes or requests) that take a backend out")
 	fs.UintVar(&o.healthyThreshold, "healthy-threshold", health.SuccessesDefault, "consecutive successful probes that bring a backend back")
+	fs.BoolVar(&r.version, "version", false, "print the version (module version, VCS revision, Go version) and exit")
 	fs.StringVar(&o.metricsAddr, "metrics-addr", "", "serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9100; with --workers,\nworker k serves on port+k); off when empty")
 	fs.StringVar(&o.accessLog, "access-log", "", "write a line per request to this file (appended; reopened on SIGHUP for log rotation),\nor to stdout with -; off when empty")
 	fs.BoolVar(&o.ignoreClientAbort, "ignore-client-abort", false, "keep waiting for a backend's answer when the client closed its connection\n(default: the backend connection is closed within about a second, status 499 in the log, as nginx does)")
@@ -131,6 +134,10 @@ func parseFlags(args []string, out io.Writer) (o options, code int, ok bool) {
 			return o, 0, false
 		}
 		return o, 2, false
+	}
+	if r.version {
+		fmt.Fprintln(out, versionLine())
+		return o, 0, false
 	}
 	err := o.parseEnums(r)
 	if err == nil && fs.NArg() > 0 {
@@ -224,3 +231,38 @@ func (o *options) thresholds() health.Thresholds {
 // probeTimeout is --health-timeout capped at the interval (a probe must
 // end before the next one of the same backend is due).
 func (o *options) probeTimeout() time.Duration { return min(o.healthTimeout, o.healthInterval) }
+
+// versionLine describes the build: the module version (or "devel"), the
+// VCS revision and time when the binary was built from a checkout, and
+// the Go version.
+func versionLine() string {
+	v, rev, at, dirty, goVersion := "devel", "", "", false, ""
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		goVersion = bi.GoVersion
+		if bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+			v = bi.Main.Version
+		}
+		for _, s := range bi.Settings {
+			switch s.Key {
+			case "vcs.revision":
+				rev = s.Value
+			case "vcs.time":
+				at = s.Value
+			case "vcs.modified":
+				dirty = s.Value == "true"
+			}
+		}
+	}
+	line := "serval lb " + v
+	if rev != "" {
+		line += " (" + rev[:min(12, len(rev))]
+		if dirty {
+			line += "+dirty"
+		}
+		if at != "" {
+			line += " " + at
+		}
+		line += ")"
+	}
+	return line + " " + goVersion
+}

@@ -244,10 +244,15 @@ func TestHelpAndBadFlags(t *testing.T) {
 	for _, f := range []string{"-port", "-backends", "-debug", "-connect-timeout", "-response-timeout", "-idle-per-upstream",
 		"-lb", "-policy", "-sticky-cookie", "-health-path", "-health-interval", "-health-timeout", "-unhealthy-threshold",
 		"-healthy-threshold", "-passive-5xx", "-no-health", "-all-unhealthy", "-cert", "-key", "-client-ca", "-upstream-tls",
-		"-upstream-ca", "-upstream-server-name", "-insecure-skip-verify", "-ktls", "-retries"} {
+		"-upstream-ca", "-upstream-server-name", "-insecure-skip-verify", "-ktls", "-retries", "-access-log", "-metrics-addr",
+		"-ignore-client-abort", "-version"} {
 		if !strings.Contains(out.String(), f) {
 			t.Errorf("usage lacks %s:\n%s", f, out.String())
 		}
+	}
+	out.Reset()
+	if code := run(context.Background(), []string{"--version"}, &out); code != 0 || !strings.HasPrefix(out.String(), "serval lb ") {
+		t.Errorf("--version: exit %d, output %q", code, out.String())
 	}
 	for _, args := range [][]string{{"--port", "70000"}, {"--idle-per-upstream", "-1"}, {"--idle-per-upstream", "4097"}, {"--backends", "nope"}, {"extra"},
 		{"--lb", "random"}, {"--policy", "hash:nope"}, {"--all-unhealthy", "maybe"}, {"--ktls", "sometimes"},
