@@ -42,6 +42,7 @@ type options struct {
 	responseTimeout time.Duration
 	tunnelIdle      time.Duration
 	idlePerUpstream int
+	backendMaxConns int
 	connectionsMax  int
 	workers         int
 	ticketSeed      []byte // a worker's session ticket seed (from the master, not a flag)
@@ -87,6 +88,7 @@ func defineFlags(fs *flag.FlagSet, o *options, r *rawFlags) {
 	fs.DurationVar(&o.connectTimeout, "connect-timeout", serval.UpstreamConnectTimeoutDefault, "upstream connect timeout (TCP connect plus TLS handshake)")
 	fs.DurationVar(&o.responseTimeout, "response-timeout", serval.UpstreamResponseTimeoutDefault, "upstream response timeout (head wait and each body read stall)")
 	fs.DurationVar(&o.tunnelIdle, "tunnel-idle-timeout", proxy.TunnelIdleTimeoutDefault, "close an upgraded connection (WebSocket) after this long without a byte either way")
+	fs.IntVar(&o.backendMaxConns, "backend-max-conns", 0, "cap on the connections (in use and idle) to each backend; a request that finds\nits backend at the cap goes to another (--retries) or gets 503 (0: no cap)")
 	fs.IntVar(&o.idlePerUpstream, "idle-per-upstream", 0, "idle keep-alive connections kept per upstream\n(default: --max-conns, at most "+strconv.Itoa(pool.IdlePerUpstreamLimit)+": as many as can be in use at once, so a steady load never closes and re-dials them)")
 	fs.IntVar(&o.connectionsMax, "max-conns", server.DefaultConfig().ConnectionsMax, "client connection slots (buffers for each are allocated at startup; per worker)")
 	fs.StringVar(&r.workers, "workers", "1", "worker processes, each on one processor (GOMAXPROCS=1) with its own share of the\nconnections (SO_REUSEPORT), like nginx's worker_processes; auto: one per processor\nthis process may use (GOMAXPROCS: CPU affinity and cgroup limits); 1 serves in this process")
@@ -209,6 +211,8 @@ func (o *options) validate() error {
 		return errors.New("--workers must be in [1, " + strconv.Itoa(workersLimit) + "]")
 	case o.retries < 0 || o.retries > proxy.RetriesMaxLimit:
 		return errors.New("--retries must be in [0, " + strconv.Itoa(proxy.RetriesMaxLimit) + "]")
+	case o.backendMaxConns < 0 || o.backendMaxConns > pool.ConnsPerUpstreamLimit:
+		return errors.New("--backend-max-conns must be in [0, " + strconv.Itoa(pool.ConnsPerUpstreamLimit) + "]")
 	case o.idlePerUpstream < 0 || o.idlePerUpstream > pool.IdlePerUpstreamLimit:
 		return errors.New("--idle-per-upstream must be in [1, " + strconv.Itoa(pool.IdlePerUpstreamLimit) + "], or 0 for --max-conns")
 	case (o.certFile == "") != (o.keyFile == ""):
