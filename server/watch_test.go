@@ -3,6 +3,7 @@ package server
 import (
 	"bufio"
 	"crypto/tls"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -252,4 +253,112 @@ func TestClientWatchOff(t *testing.T) {
 	if e := h.waitLog(t, 1); e.Status != 504 {
 		t.Fatalf("log status %d, want the response timeout's 504", e.Status)
 	}
+}
+
+// TestClientWatchUnderChurn: many clients, half of which give up at
+// random points while their requests wait for a slow upstream, with the
+// watch looking every few milliseconds: every client that waits gets its
+// own answer, pooled upstream connections are never handed a gone
+// client's response, and every slot comes back.
+func TestClientWatchUnderChurn(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var conns []net.Conn
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+			wg.Go(func() {
+				defer c.Close()
+				br := bufio.NewReader(c)
+				for {
+					req, err := http.ReadRequest(br)
+					if err != nil {
+						return
+					}
+					d, _ := strconv.Atoi(req.URL.Query().Get("ms"))
+					time.Sleep(time.Duration(d) * time.Millisecond)
+					body := req.URL.Path
+					if _, err := io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: "+strconv.Itoa(len(body))+"\r\n\r\n"+body); err != nil {
+						return
+					}
+				}
+			})
+		}
+	})
+	up := serval.NewUpstream("127.0.0.1", uint16(ln.Addr().(*net.TCPAddr).Port), 0)
+	cfg := watchConfig(5 * time.Millisecond)
+	cfg.ConnectionsMax = 64
+	h := &goneLog{minimalUp: minimalUp{up: &up}}
+	s, ts := serve(t, h, testPool(t, 1), nil, cfg)
+	var cw sync.WaitGroup
+	errs := make(chan error, 64)
+	for i := range 48 {
+		cw.Go(func() {
+			for j := range 4 {
+				c, err := net.DialTimeout("tcp", ts.addr, testTimeout)
+				if err != nil {
+					errs <- err
+					return
+				}
+				c.SetDeadline(time.Now().Add(testTimeout))
+				path := "/c" + strconv.Itoa(i) + "-" + strconv.Itoa(j)
+				ms := (i*7 + j*13) % 120
+				io.WriteString(c, "GET "+path+"?ms="+strconv.Itoa(ms)+" HTTP/1.1\r\nHost: a\r\n\r\n")
+				if (i+j)%2 == 0 {
+					time.Sleep(time.Duration((i*3+j)%60) * time.Millisecond)
+					c.Close()
+					continue
+				}
+				resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+				if err != nil {
+					errs <- err
+					c.Close()
+					return
+				}
+				b, _ := io.ReadAll(resp.Body)
+				c.Close()
+				if resp.StatusCode != 200 || string(b) != path {
+					errs <- fmt.Errorf("%s: status %d body %q", path, resp.StatusCode, b)
+					return
+				}
+			}
+		})
+	}
+	cw.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	waitSlotFree(t, s)
+	h.mu.Lock()
+	gone := 0
+	for _, e := range h.logs {
+		if e.Status == 499 {
+			gone++
+		}
+	}
+	h.mu.Unlock()
+	if gone == 0 {
+		t.Fatal("no exchange ended by the watch: the test did not exercise it")
+	}
+	t.Logf("%d of %d exchanges ended by the watch", gone, len(h.logs))
 }
