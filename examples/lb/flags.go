@@ -102,7 +102,7 @@ func defineFlags(fs *flag.FlagSet, o *options, r *rawFlags) {
 	fs.UintVar(&o.unhealthyThreshold, "unhealthy-threshold", health.FailuresDefault, "consecutive failures (probes or requests) that take a backend out")
 	fs.UintVar(&o.healthyThreshold, "healthy-threshold", health.SuccessesDefault, "consecutive successful probes that bring a backend back")
 	fs.BoolVar(&r.version, "version", false, "print the version (module version, VCS revision, Go version) and exit")
-	fs.StringVar(&o.metricsAddr, "metrics-addr", "", "serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9100; with --workers,\nworker k serves on port+k); off when empty")
+	fs.StringVar(&o.metricsAddr, "metrics-addr", "", "serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9100), and /healthz\nand /readyz (200 while a backend is in rotation); with --workers, worker k serves on port+k;\noff when empty")
 	fs.StringVar(&o.accessLog, "access-log", "", "write a line per request to this file (appended; reopened on SIGHUP for log rotation),\nor to stdout with -; off when empty")
 	fs.BoolVar(&o.ignoreClientAbort, "ignore-client-abort", false, "keep waiting for a backend's answer when the client closed its connection\n(default: the backend connection is closed within about a second, status 499 in the log, as nginx does)")
 	fs.IntVar(&o.retries, "retries", proxy.RetriesMaxDefault, "retry a request whose backend connection failed (refused, timed out) on another backend, at most this many times (0: never)")

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -52,7 +53,8 @@ func metricsAddr(addr string, worker int) (string, error) {
 
 // startMetrics serves /metrics (Prometheus text format) for c on
 // o.metricsAddr: Serval's counters, upstream health and pool state, and
-// the Go runtime's and the process's own. stop shuts the listener down.
+// the Go runtime's and the process's own; and /healthz and /readyz for
+// probes of the balancer itself. stop shuts the listener down.
 func startMetrics(o *options, c *metrics.Counters, table []serval.Upstream, healthy func(serval.UpstreamIndex) bool,
 	p *pool.Fixed, logger *slog.Logger) (stop func(), err error) {
 	worker := workerIndex()
@@ -69,6 +71,27 @@ func startMetrics(o *options, c *metrics.Counters, table []serval.Upstream, heal
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelError)}))
+	// Probes of the balancer itself (Kubernetes liveness and readiness):
+	// /healthz answers while the process serves; /readyz only while some
+	// backend is in rotation (always without health checking).
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		n := len(table)
+		if healthy != nil {
+			n = 0
+			for i := range table {
+				if healthy(serval.UpstreamIndex(i)) {
+					n++
+				}
+			}
+		}
+		if n == 0 {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			io.WriteString(w, "no backend in rotation\n")
+			return
+		}
+		io.WriteString(w, "ok: "+strconv.Itoa(n)+" of "+strconv.Itoa(len(table))+" backends in rotation\n")
+	})
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, err

@@ -103,3 +103,48 @@ func TestMetricsAddrPerWorker(t *testing.T) {
 		}
 	}
 }
+
+// httpGet returns the status and body of GET http://addr+path.
+func httpGet(t *testing.T, addr, path string) (int, string) {
+	t.Helper()
+	c := &http.Client{Timeout: 5 * time.Second}
+	resp, err := c.Get("http://" + addr + path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// TestReadyz: /healthz answers while the balancer runs; /readyz answers
+// 200 while a backend is in rotation and 503 once health checks took the
+// last one out.
+func TestReadyz(t *testing.T) {
+	maddr := "127.0.0.1:" + strconv.Itoa(freePort(t))
+	startLB(t, "--metrics-addr", maddr)
+	if code, body := httpGet(t, maddr, "/healthz"); code != 200 || body != "ok\n" {
+		t.Fatalf("/healthz: %d %q", code, body)
+	}
+	if code, body := httpGet(t, maddr, "/readyz"); code != 200 || !strings.Contains(body, "2 of 2") {
+		t.Fatalf("/readyz: %d %q", code, body)
+	}
+
+	dead := "127.0.0.1:" + strconv.Itoa(freePort(t))
+	maddr2 := "127.0.0.1:" + strconv.Itoa(freePort(t))
+	startLB(t, "--metrics-addr", maddr2, "--backends", dead, "--health-interval", "50ms", "--unhealthy-threshold", "1")
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		code, body := httpGet(t, maddr2, "/readyz")
+		if code == 503 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/readyz stayed %d %q with the only backend dead", code, body)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if code, _ := httpGet(t, maddr2, "/healthz"); code != 200 {
+		t.Fatalf("/healthz %d with no backend in rotation, want 200 (the process is alive)", code)
+	}
+}
