@@ -131,7 +131,7 @@ func (p *Fixed) Acquire(u *serval.Upstream) *serval.UpstreamConn {
 			up.idleEvicts.Add(1)
 		case now.Sub(c.Created) >= p.cfg.MaxAge:
 			up.ages.Add(1)
-		case !quiet(c) && !alive(socketOf(c)):
+		case !quiet(c) && !idleAlive(c):
 			up.staleEvicts.Add(1)
 		default:
 			up.hits.Add(1)
@@ -286,6 +286,23 @@ type quieter interface{ Quiet() bool }
 func quiet(c *serval.UpstreamConn) bool {
 	q, ok := c.Conn.(quieter)
 	return ok && q.Quiet()
+}
+
+// idlePeeker is a Conn that peeks at its own socket (internal/sockio's
+// polled sockets: the peek's EAGAIN also tells its reader that the socket
+// is empty, so the next read waits instead of trying first). ok is false
+// when it cannot.
+type idlePeeker interface{ PeekIdle() (alive, ok bool) }
+
+// idleAlive peeks at c's socket: through its Conn when that can, else at
+// the raw socket (alive).
+func idleAlive(c *serval.UpstreamConn) bool {
+	if ip, ok := c.Conn.(idlePeeker); ok {
+		if alive, ok := ip.PeekIdle(); ok {
+			return alive
+		}
+	}
+	return alive(socketOf(c))
 }
 
 // socketOf is the TCP socket to peek at: Socket, or TCP for a connection

@@ -36,6 +36,8 @@ type Conn struct {
 	polled     bool
 	more       bool
 	readOnceFn func(uintptr)
+	peekFn     func(uintptr)
+	peekBuf    [1]byte
 	regFn      func(uintptr)
 	unregFn    func(uintptr)
 	regErr     error
@@ -57,6 +59,7 @@ func (c *Conn) Init() {
 	c.readFn = c.doRead
 	c.writeFn = c.doWrite
 	c.readOnceFn = c.doReadOnce
+	c.peekFn = c.doPeek
 	c.regFn = c.doRegister
 	c.unregFn = c.doUnregister
 	c.spliceInOnceFn = c.doSpliceInOnce
@@ -146,6 +149,50 @@ func (c *Conn) Unpoll() {
 // poller has not harvested yet is not seen.
 func (c *Conn) Quiet() bool {
 	return c.polled && !c.more && !c.d.hup.Load() && len(c.d.wake) == 0
+}
+
+// PeekIdle checks a polled socket that should hold nothing (an idle
+// pooled connection about to be reused) with a one-byte MSG_PEEK that does
+// not wait. EAGAIN means alive and empty: then the next Read waits for an
+// edge rather than trying first. (After a splice that moved bytes, a read
+// would otherwise try at once, see spliceMore, and cost an EAGAIN: the
+// peek already paid for that knowledge.) EOF, a byte (the peer sent
+// something unasked) or an error mean stale. A pending readiness token is
+// dropped before the peek: it stands for bytes read already, or for bytes
+// the peek then sees; any arrival after the peek brings a new one. ok is
+// false when c is not polled: the caller checks another way.
+func (c *Conn) PeekIdle() (alive, ok bool) {
+	if !c.polled {
+		return false, false
+	}
+	if c.d.hup.Load() {
+		return false, true
+	}
+	select {
+	case <-c.d.wake:
+	default:
+	}
+	c.rn, c.rerr = 0, 0
+	if err := c.rc.Control(c.peekFn); err != nil {
+		return false, true
+	}
+	if c.rerr == syscall.EAGAIN {
+		c.more = false
+		return true, true
+	}
+	return false, true
+}
+
+func (c *Conn) doPeek(fd uintptr) {
+	for {
+		n, _, e := syscall.RawSyscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&c.peekBuf[0])), 1,
+			syscall.MSG_PEEK|syscall.MSG_DONTWAIT, 0, 0)
+		if e == syscall.EINTR {
+			continue
+		}
+		c.rn, c.rerr = int(n), e
+		return
+	}
 }
 
 // Interrupt makes a Read that waits, or the next one, fail as closed.

@@ -419,3 +419,72 @@ func TestUnpoll(t *testing.T) {
 		t.Fatalf("the poller is still held (%d refs) after its only socket left it", refs)
 	}
 }
+
+// TestPeekIdle: an idle polled socket peeked at is alive when empty (and
+// then its next Read waits for the peer's bytes instead of trying first,
+// yet misses none), stale when the peer sent something unasked or closed;
+// a socket not polled says it cannot tell.
+func TestPeekIdle(t *testing.T) {
+	leakcheck.Check(t)
+	c, peer := polledPair(t)
+	// A read that fills its buffer leaves more set (the socket may hold
+	// more): the state a splice that moved bytes leaves too.
+	peer.Write([]byte("abcd"))
+	buf := make([]byte, 4)
+	if n, err := c.Read(buf); n != 4 || err != nil {
+		t.Fatalf("Read: %d %v", n, err)
+	}
+	if !c.more {
+		t.Fatal("a full read did not leave more set")
+	}
+	if alive, ok := c.PeekIdle(); !alive || !ok {
+		t.Fatalf("PeekIdle on an empty socket: alive %v ok %v", alive, ok)
+	}
+	if c.more || !c.Quiet() {
+		t.Fatal("an empty peek did not clear more")
+	}
+	// The next read waits for the peer and gets its bytes.
+	go func() {
+		time.Sleep(20 * time.Millisecond)
+		peer.Write([]byte("next"))
+	}()
+	if n, err := c.Read(buf); n != 4 || err != nil || string(buf) != "next" {
+		t.Fatalf("Read after the peek: %d %v %q", n, err, buf[:n])
+	}
+	// Unasked bytes: stale, and they stay for whoever reads.
+	peer.Write([]byte("x"))
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		alive, ok := c.PeekIdle()
+		if !ok {
+			t.Fatal("PeekIdle cannot tell on a polled socket")
+		}
+		if !alive {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("a stray byte never made the socket stale")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if n, err := c.Read(buf[:1]); n != 1 || err != nil || buf[0] != 'x' {
+		t.Fatalf("the peeked byte was consumed: %d %v", n, err)
+	}
+	// The peer's FIN: stale.
+	peer.Close()
+	for {
+		if alive, _ := c.PeekIdle(); !alive {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("a closed peer never made the socket stale")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	// Not polled: cannot tell.
+	var plain Conn
+	plain.Init()
+	if _, ok := plain.PeekIdle(); ok {
+		t.Fatal("an unpolled Conn claimed to tell")
+	}
+}
