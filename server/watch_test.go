@@ -28,12 +28,19 @@ type hangOrigin struct {
 
 func startHangOrigin(t *testing.T) *hangOrigin {
 	t.Helper()
+	o := &hangOrigin{arrived: make(chan struct{}, 16), closed: make(chan time.Time, 16)}
+	o.up = startRawOrigin(t, o.serve)
+	return o
+}
+
+// startRawOrigin runs serve on every connection accepted on 127.0.0.1;
+// cleanup closes the listener and the connections and waits for serve.
+func startRawOrigin(t *testing.T, serve func(net.Conn)) serval.Upstream {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	o := &hangOrigin{arrived: make(chan struct{}, 16), closed: make(chan time.Time, 16)}
-	o.up = serval.NewUpstream("127.0.0.1", uint16(ln.Addr().(*net.TCPAddr).Port), 0)
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	var conns []net.Conn
@@ -55,10 +62,10 @@ func startHangOrigin(t *testing.T) *hangOrigin {
 			mu.Lock()
 			conns = append(conns, c)
 			mu.Unlock()
-			wg.Go(func() { o.serve(c) })
+			wg.Go(func() { serve(c) })
 		}
 	})
-	return o
+	return serval.NewUpstream("127.0.0.1", uint16(ln.Addr().(*net.TCPAddr).Port), 0)
 }
 
 func (o *hangOrigin) serve(c net.Conn) {
@@ -261,50 +268,22 @@ func TestClientWatchOff(t *testing.T) {
 // own answer, pooled upstream connections are never handed a gone
 // client's response, and every slot comes back.
 func TestClientWatchUnderChurn(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var conns []net.Conn
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		for _, c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
-	})
-	wg.Go(func() {
+	up := startRawOrigin(t, func(c net.Conn) {
+		defer c.Close()
+		br := bufio.NewReader(c)
 		for {
-			c, err := ln.Accept()
+			req, err := http.ReadRequest(br)
 			if err != nil {
 				return
 			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-			wg.Go(func() {
-				defer c.Close()
-				br := bufio.NewReader(c)
-				for {
-					req, err := http.ReadRequest(br)
-					if err != nil {
-						return
-					}
-					d, _ := strconv.Atoi(req.URL.Query().Get("ms"))
-					time.Sleep(time.Duration(d) * time.Millisecond)
-					body := req.URL.Path
-					if _, err := io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: "+strconv.Itoa(len(body))+"\r\n\r\n"+body); err != nil {
-						return
-					}
-				}
-			})
+			d, _ := strconv.Atoi(req.URL.Query().Get("ms"))
+			time.Sleep(time.Duration(d) * time.Millisecond)
+			body := req.URL.Path
+			if _, err := io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: "+strconv.Itoa(len(body))+"\r\n\r\n"+body); err != nil {
+				return
+			}
 		}
 	})
-	up := serval.NewUpstream("127.0.0.1", uint16(ln.Addr().(*net.TCPAddr).Port), 0)
 	cfg := watchConfig(5 * time.Millisecond)
 	cfg.ConnectionsMax = 64
 	h := &goneLog{minimalUp: minimalUp{up: &up}}
