@@ -91,12 +91,12 @@ func (s *Session) attempts() Result {
 		if err == nil {
 			return s.result()
 		}
+		if s.headSent {
+			return s.abort(phase, err) // a gone client is blamed there
+		}
 		if err == errClientGone || s.w.gone.Load() {
 			// Whatever failed, the client is not there to retry for.
 			return s.clientGone(phase)
-		}
-		if s.headSent {
-			return s.abort(phase, err)
 		}
 		s.releaseUpstream(false)
 		fresh = false
@@ -182,7 +182,15 @@ func (s *Session) attempt(fresh bool) (serval.Phase, error) {
 		}
 		return phase, err
 	}
-	if s.unwatch() {
+	// The watch follows the body (a reset client ends it), not a tunnel:
+	// that watches both ways itself.
+	gone := false
+	if s.resp.Status == 101 {
+		gone = s.unwatch()
+	} else {
+		gone = s.watchBody()
+	}
+	if gone {
 		return serval.PhaseUpstreamHead, errClientGone
 	}
 	now := serval.Now()
@@ -277,6 +285,11 @@ func (s *Session) stopPumpBlame(phase serval.Phase, err error) (serval.Phase, er
 // The pump is stopped first: a client-side failure of it takes the blame
 // (stopPumpBlame).
 func (s *Session) abort(phase serval.Phase, err error) Result {
+	if s.w.gone.Load() {
+		// The watch found the client reset mid-response and cut the
+		// upstream read short: the client's doing, not the upstream's.
+		phase, err = serval.PhaseClientWrite, errClientReset
+	}
 	phase, err = s.stopPumpBlame(phase, err)
 	s.upstreamDone(upstreamFault(phase, err), phase, s.resp.Status)
 	s.releaseUpstream(false)

@@ -47,6 +47,10 @@ import (
 // response head was awaited. Nothing is written to the client.
 var errClientGone = &serval.StatusError{Status: 499, Msg: "proxy: the client closed its connection before the response head arrived"}
 
+// errClientReset ends a streamed response whose client reset its
+// connection (watchBody); the status already sent stands.
+var errClientReset = &serval.StatusError{Status: 499, Msg: "proxy: the client reset its connection during the response"}
+
 // ClientCheckIntervalDefault is Config.ClientCheckInterval's default.
 const ClientCheckIntervalDefault = time.Second
 
@@ -57,6 +61,7 @@ type clientWatch struct {
 	since  int64                // serval.Nanotime when active became true
 	up     *serval.UpstreamConn // the upstream connection in use; nil: none
 	queued bool                 // pipelined request bytes wait in the client's buffer
+	body   bool                 // the response head went out: only a reset counts (watchBody)
 	gone   atomic.Bool          // the client was found gone: the exchange ends
 	listed bool                 // the session is in its forwarder's list (the session's goroutine only)
 	index  int                  // its index there, guarded by the list's mu
@@ -133,7 +138,26 @@ func (s *Session) unwatch() bool {
 		return s.w.gone.Load()
 	}
 	s.w.mu.Lock()
-	s.w.active, s.w.up = false, nil
+	s.w.active, s.w.up, s.w.body = false, nil, false
+	s.w.mu.Unlock()
+	return s.w.gone.Load()
+}
+
+// watchBody moves the watch on to the response body, once the head is in
+// hand. From then on only a reset client counts as gone (TCP_INFO state
+// CLOSE: the client's kernel answered our bytes with RST, so every later
+// write fails anyway): a FIN alone may be a half-close by a client still
+// reading (a download after shutdown(SHUT_WR)), and the watch cannot tell
+// without writing. It catches, say, a client that left an SSE stream whose
+// events are minutes apart: the event written after it left drew a reset,
+// and the upstream connection closes then rather than at the next event.
+// It reports whether the client was found gone before the head came.
+func (s *Session) watchBody() bool {
+	if !s.w.active {
+		return s.w.gone.Load()
+	}
+	s.w.mu.Lock()
+	s.w.body = true
 	s.w.mu.Unlock()
 	return s.w.gone.Load()
 }
@@ -158,7 +182,11 @@ func (s *Session) check(now int64, wait time.Duration) {
 	if !w.active || w.gone.Load() || now-w.since < int64(wait) {
 		return
 	}
-	if (w.queued && !s.d.TLS) || !clientGone(s.d) {
+	if w.body {
+		if !clientReset(s.d) {
+			return
+		}
+	} else if (w.queued && !s.d.TLS) || !clientGone(s.d) {
 		return
 	}
 	w.gone.Store(true)
@@ -169,7 +197,8 @@ func (s *Session) check(now int64, wait time.Duration) {
 
 // WatchClients checks, every Config.ClientCheckInterval until ctx is
 // done, whether the clients of exchanges waiting that long for a response
-// head are still connected, and ends the exchanges of those that are not
+// head are still connected (and whether those of responses being streamed
+// reset their connections), and ends the exchanges of those that are not
 // (see watch.go). A server runs it while it serves; it returns at once
 // when the interval is negative.
 func (f *Forwarder) WatchClients(ctx context.Context) {

@@ -15,7 +15,13 @@ import (
 // unread (a FIN behind a pipelined request leaves that request to be
 // answered). Over TLS, queued bytes may be the close_notify alert sent
 // before the FIN, so only the state counts.
-func clientGone(d *Downstream) bool {
+func clientGone(d *Downstream) bool { return clientState(d, false) }
+
+// clientReset reports whether the client's connection was reset (TCP_INFO
+// state CLOSE): the client is gone whatever it had sent.
+func clientReset(d *Downstream) bool { return clientState(d, true) }
+
+func clientState(d *Downstream, resetOnly bool) bool {
 	sc, plain := clientSocket(d)
 	if sc == nil {
 		return false
@@ -27,7 +33,14 @@ func clientGone(d *Downstream) bool {
 	gone := false
 	rc.Control(func(fd uintptr) {
 		info, err := unix.GetsockoptTCPInfo(int(fd), unix.SOL_TCP, unix.TCP_INFO)
-		if err != nil || (info.State != unix.BPF_TCP_CLOSE_WAIT && info.State != unix.BPF_TCP_CLOSE) {
+		if err != nil {
+			return
+		}
+		if resetOnly {
+			gone = info.State == unix.BPF_TCP_CLOSE
+			return
+		}
+		if info.State != unix.BPF_TCP_CLOSE_WAIT && info.State != unix.BPF_TCP_CLOSE {
 			return
 		}
 		if plain {

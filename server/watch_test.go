@@ -3,10 +3,12 @@ package server
 import (
 	"bufio"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -340,4 +342,112 @@ func TestClientWatchUnderChurn(t *testing.T) {
 		t.Fatal("no exchange ended by the watch: the test did not exercise it")
 	}
 	t.Logf("%d of %d exchanges ended by the watch", gone, len(h.logs))
+}
+
+// streamOrigin answers every request with an event stream (chunked): an
+// event at once, another after 300 ms, then the end after 300 ms more.
+// It reports when the second event went out and when the proxy closed
+// the connection (or the stream ended).
+type streamOrigin struct {
+	up     serval.Upstream
+	second chan time.Time
+	closed chan time.Time
+}
+
+func startStreamOrigin(t *testing.T) *streamOrigin {
+	o := &streamOrigin{second: make(chan time.Time, 4), closed: make(chan time.Time, 4)}
+	o.up = startRawOrigin(t, func(c net.Conn) {
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(2 * testTimeout))
+		br := bufio.NewReader(c)
+		if _, err := http.ReadRequest(br); err != nil {
+			return
+		}
+		// wait waits 300 ms, or until the proxy closes: then it reports.
+		wait := func() bool {
+			c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+			if _, err := br.ReadByte(); err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+				o.closed <- time.Now()
+				return false
+			}
+			return true
+		}
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n9\r\ndata: 1\n\n\r\n")
+		if !wait() {
+			return
+		}
+		io.WriteString(c, "9\r\ndata: 2\n\n\r\n")
+		o.second <- time.Now()
+		if !wait() {
+			return
+		}
+		io.WriteString(c, "0\r\n\r\n")
+		c.SetReadDeadline(time.Now().Add(testTimeout))
+		br.ReadByte()
+	})
+	return o
+}
+
+// TestClientResetMidStream: once a streamed response is under way, a
+// client that reset its connection (at once, or by closing before the
+// next event, which draws a reset) has the upstream connection closed
+// within a check interval or two instead of at the next event or the
+// response timeout; the exchange keeps the status it sent and is logged
+// with the reset. A client that only half-closed still gets the stream
+// to its end.
+func TestClientResetMidStream(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		quit func(c *net.TCPConn)
+	}{
+		{"reset", func(c *net.TCPConn) { c.SetLinger(0); c.Close() }},
+		{"close", func(c *net.TCPConn) { c.Close() }},
+		{"half-close", func(c *net.TCPConn) { c.CloseWrite() }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			o := startStreamOrigin(t)
+			h := &goneLog{minimalUp: minimalUp{up: &o.up}}
+			cfg := watchConfig(30 * time.Millisecond)
+			s, ts := serve(t, h, nil, nil, cfg)
+			c := dial(t, ts.addr).(*net.TCPConn)
+			send(t, c, "GET /events HTTP/1.1\r\nHost: a\r\n\r\n")
+			br := bufio.NewReader(c)
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ev := make([]byte, len("data: 1\n\n"))
+			if _, err := io.ReadFull(resp.Body, ev); err != nil || string(ev) != "data: 1\n\n" {
+				t.Fatalf("first event %q, %v", ev, err)
+			}
+			left := time.Now()
+			tc.quit(c)
+			if tc.name == "half-close" {
+				rest, err := io.ReadAll(resp.Body)
+				if err != nil || string(rest) != "data: 2\n\n" {
+					t.Fatalf("a half-closed client lost the rest: %q, %v", rest, err)
+				}
+				return
+			}
+			select {
+			case at := <-o.closed:
+				// reset: within intervals of leaving; close: within
+				// intervals of the second event (which drew the reset).
+				from := left
+				if tc.name == "close" {
+					from = <-o.second
+				}
+				if d := at.Sub(from); d > 250*time.Millisecond {
+					t.Fatalf("the upstream connection closed %v late", d)
+				}
+			case <-time.After(testTimeout):
+				t.Fatal("the upstream connection was never closed")
+			}
+			e := h.waitLog(t, 1)
+			if e.Status != 200 || e.Err == nil || !strings.Contains(e.Err.Error(), "reset") {
+				t.Fatalf("log status %d err %v, want 200 and the reset", e.Status, e.Err)
+			}
+			waitSlotFree(t, s)
+		})
+	}
 }
