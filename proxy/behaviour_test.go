@@ -166,6 +166,9 @@ func TestHopByHopAndForwardedFields(t *testing.T) {
 			if resp.Header.Get("X-Kept") != "k" {
 				t.Errorf("X-Kept lost")
 			}
+			if got := resp.Header.Values("Via"); len(got) != 1 || got[0] != "1.1 serval" {
+				t.Errorf("response Via = %q, want the proxy's (RFC 9110 §7.6.3)", got)
+			}
 		})
 	}
 }

@@ -52,8 +52,9 @@ type Config struct {
 	// TrustForwarded keeps incoming X-Forwarded-* fields (appending to
 	// X-Forwarded-For); false (default) replaces them.
 	TrustForwarded bool
-	// Via, when non-empty, is the pseudonym added as "Via: 1.1 <Via>"
-	// (appended to an existing Via). At most ViaBytesMax bytes.
+	// Via, when non-empty, is the pseudonym added as "Via: 1.1 <Via>" to
+	// requests (appended to an existing Via) and responses (a Via field
+	// line after the upstream's). At most ViaBytesMax bytes.
 	Via string
 	// HeadBytesMax, FieldsMax bound the upstream response head. Defaults
 	// serval.HeadBytesMaxDefault and serval.FieldsMaxDefault.

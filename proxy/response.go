@@ -89,6 +89,11 @@ func (s *Session) appendResponseFields(b []byte, resp *serval.Response, keepLeng
 		}
 		b = http1.AppendField(b, f.Name, f.Value)
 	}
+	if s.f.via != nil {
+		// RFC 9110 §7.6.3: a proxy adds itself to Via in both directions;
+		// a second Via field line is the list's next member.
+		b = http1.AppendField(b, nameVia, s.f.via)
+	}
 	return b
 }
 

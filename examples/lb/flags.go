@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"runtime/debug"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/servalproxy/serval"
@@ -58,6 +59,8 @@ type options struct {
 	passive5xx         bool
 	retries            int
 	ignoreClientAbort  bool
+	trustForwarded     bool
+	via                string
 	accessLog          string
 	metricsAddr        string
 	noHealth           bool
@@ -104,6 +107,8 @@ func defineFlags(fs *flag.FlagSet, o *options, r *rawFlags) {
 	fs.BoolVar(&r.version, "version", false, "print the version (module version, VCS revision, Go version) and exit")
 	fs.StringVar(&o.metricsAddr, "metrics-addr", "", "serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9100), and /healthz\nand /readyz (200 while a backend is in rotation); with --workers, worker k serves on port+k;\noff when empty")
 	fs.StringVar(&o.accessLog, "access-log", "", "write a line per request to this file (appended; reopened on SIGHUP for log rotation),\nor to stdout with -; off when empty")
+	fs.BoolVar(&o.trustForwarded, "trust-forwarded", false, "keep incoming X-Forwarded-For/-Proto/-Host (append the client to X-Forwarded-For): only\nbehind a proxy you trust, since clients can write these fields (default: replace them)")
+	fs.StringVar(&o.via, "via", "", "add \"Via: 1.1 NAME\" to requests and responses (at most "+strconv.Itoa(proxy.ViaBytesMax)+" bytes; default: none)")
 	fs.BoolVar(&o.ignoreClientAbort, "ignore-client-abort", false, "keep waiting for a backend's answer when the client closed its connection\n(default: the backend connection is closed within about a second, status 499 in the log, as nginx does)")
 	fs.IntVar(&o.retries, "retries", proxy.RetriesMaxDefault, "retry a request whose backend connection failed (refused, timed out) on another backend, at most this many times (0: never)")
 	fs.BoolVar(&o.passive5xx, "passive-5xx", false, "count 5xx responses as passive failures (default: only transport failures)")
@@ -211,6 +216,8 @@ func (o *options) validate() error {
 		return errors.New("--workers must be in [1, " + strconv.Itoa(workersLimit) + "]")
 	case o.retries < 0 || o.retries > proxy.RetriesMaxLimit:
 		return errors.New("--retries must be in [0, " + strconv.Itoa(proxy.RetriesMaxLimit) + "]")
+	case len(o.via) > proxy.ViaBytesMax || strings.ContainsAny(o.via, " \t\r\n,"):
+		return errors.New("--via must be one token of at most " + strconv.Itoa(proxy.ViaBytesMax) + " bytes")
 	case o.backendMaxConns < 0 || o.backendMaxConns > pool.ConnsPerUpstreamLimit:
 		return errors.New("--backend-max-conns must be in [0, " + strconv.Itoa(pool.ConnsPerUpstreamLimit) + "]")
 	case o.idlePerUpstream < 0 || o.idlePerUpstream > pool.IdlePerUpstreamLimit:

@@ -245,7 +245,7 @@ func TestHelpAndBadFlags(t *testing.T) {
 		"-lb", "-policy", "-sticky-cookie", "-health-path", "-health-interval", "-health-timeout", "-unhealthy-threshold",
 		"-healthy-threshold", "-passive-5xx", "-no-health", "-all-unhealthy", "-cert", "-key", "-client-ca", "-upstream-tls",
 		"-upstream-ca", "-upstream-server-name", "-insecure-skip-verify", "-ktls", "-retries", "-access-log", "-metrics-addr",
-		"-ignore-client-abort", "-version", "-backend-max-conns"} {
+		"-ignore-client-abort", "-version", "-backend-max-conns", "-trust-forwarded", "-via"} {
 		if !strings.Contains(out.String(), f) {
 			t.Errorf("usage lacks %s:\n%s", f, out.String())
 		}
@@ -259,7 +259,7 @@ func TestHelpAndBadFlags(t *testing.T) {
 		{"--cert", "c.pem"}, {"--key", "k.pem"}, {"--client-ca", "ca.pem"}, {"--unhealthy-threshold", "0"},
 		{"--healthy-threshold", "100000"}, {"--health-timeout", "0s"}, {"--backends", "127.0.0.1:1=0"},
 		{"--backends", "127.0.0.1:1", "--upstream-tls", "127.0.0.1:2"}, {"--retries", "-1"}, {"--retries", "9"},
-		{"--backend-max-conns", "-1"}, {"--backend-max-conns", "70000"}} {
+		{"--backend-max-conns", "-1"}, {"--backend-max-conns", "70000"}, {"--via", "a b"}, {"--via", strings.Repeat("v", 65)}} {
 		out.Reset()
 		if code := run(context.Background(), append([]string{"--port", "0"}, args...), &out); code != 2 {
 			t.Errorf("%v: exit %d, want 2; output:\n%s", args, code, out.String())

@@ -148,3 +148,34 @@ func TestReadyz(t *testing.T) {
 		t.Fatalf("/healthz %d with no backend in rotation, want 200 (the process is alive)", code)
 	}
 }
+
+// TestTrustForwardedAndVia: --trust-forwarded keeps the incoming
+// X-Forwarded-For chain (appending the client), and --via names the
+// balancer in Via both ways; by default the chain is replaced.
+func TestTrustForwardedAndVia(t *testing.T) {
+	req := "GET /f HTTP/1.1\r\nHost: t\r\nX-Forwarded-For: 10.9.8.7\r\n\r\n"
+	for _, tc := range []struct {
+		args     []string
+		xff, via string
+	}{
+		{nil, "X-Forwarded-For: 127.0.0.1\n", ""},
+		{[]string{"--trust-forwarded", "--via", "edge1"}, "X-Forwarded-For: 10.9.8.7, 127.0.0.1\n", "1.1 edge1"},
+	} {
+		addr, _ := startLB(t, tc.args...)
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, body := roundTrip(t, c, bufio.NewReader(c), req)
+		c.Close()
+		if !strings.Contains(body, tc.xff) {
+			t.Fatalf("%v: the backend saw no %q in:\n%s", tc.args, tc.xff, body)
+		}
+		if got := resp.Header.Get("Via"); got != tc.via {
+			t.Fatalf("%v: response Via %q, want %q", tc.args, got, tc.via)
+		}
+		if tc.via != "" && !strings.Contains(body, "Via: "+tc.via+"\n") {
+			t.Fatalf("%v: the backend saw no Via %q in:\n%s", tc.args, tc.via, body)
+		}
+	}
+}
