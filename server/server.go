@@ -194,9 +194,11 @@ func (s *Server[H]) acceptLoop(ctx context.Context, ln net.Listener) error {
 		backoff = 0
 		idx, ok := s.takeSlot(wait)
 		if !ok {
+			// Counted before the close: whoever sees the close (a
+			// client, a test) then also sees the count.
 			s.metrics.ConnectionOpened()
-			nc.Close()
 			s.metrics.ConnectionClosed(serval.CloseSlotsFull)
+			nc.Close()
 			continue
 		}
 		sl := &s.slots[idx]
