@@ -154,8 +154,8 @@ func serveLB(ctx context.Context, o *options, table []serval.Upstream, logger *s
 	}
 	defer stopAccess()
 	s := serving{table: table, pool: p, cfg: cfg, ln: ln, hup: hup, log: logger}
-	if accessFile != nil {
-		s.reopen = accessFile.Reopen
+	if accessFile != nil && o.accessLog != "-" {
+		s.reopen = accessFile.Reopen // stdout has nothing to reopen
 	}
 	var counters *metrics.Counters
 	if o.metricsAddr != "" {
