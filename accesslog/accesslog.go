@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -22,12 +23,14 @@ const (
 	BufferBytesMin = 4 * lineBytesMax
 	// FlushIntervalDefault: a line reaches the output within about this.
 	FlushIntervalDefault = time.Second
+	// FieldsBytesMax bounds Config.Fields.
+	FieldsBytesMax = 256
 	// PathBytesMax bounds the path and query written per line (longer ones
 	// are cut and end with "..."), so that a line has a known bound.
 	PathBytesMax = 2048
 	// lineBytesMax bounds a formatted line: the path and query, the error
 	// text (cut at errBytesMax) and the fixed fields.
-	lineBytesMax = 2*PathBytesMax + errBytesMax + hostBytesMax + 512
+	lineBytesMax = 2*PathBytesMax + errBytesMax + hostBytesMax + FieldsBytesMax + 512
 	errBytesMax  = 256
 	hostBytesMax = 256
 )
@@ -46,6 +49,10 @@ type Config struct {
 	// Logger reports write failures and dropped lines, at most once per
 	// FlushInterval. Default slog.Default().
 	Logger *slog.Logger
+	// Fields are logfmt fields written after time= on every line, e.g.
+	// "worker=2" for one of several processes sharing a file; at most
+	// FieldsBytesMax bytes, printable ASCII.
+	Fields string
 }
 
 // Writer formats a line per request into a buffer and writes buffers to
@@ -58,6 +65,7 @@ type Config struct {
 // reported through Logger.
 type Writer struct {
 	out    io.Writer
+	fields string
 	every  time.Duration
 	log    *slog.Logger
 	mu     sync.Mutex
@@ -93,8 +101,11 @@ func New(cfg Config) (*Writer, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	if len(cfg.Fields) > FieldsBytesMax || strings.IndexFunc(cfg.Fields, func(r rune) bool { return r < 0x20 || r > 0x7e }) >= 0 {
+		return nil, &serval.ConfigError{Field: "accesslog.Fields", Msg: "at most " + strconv.Itoa(FieldsBytesMax) + " bytes of printable ASCII"}
+	}
 	return &Writer{
-		out: cfg.Out, every: cfg.FlushInterval, log: cfg.Logger,
+		out: cfg.Out, every: cfg.FlushInterval, log: cfg.Logger, fields: cfg.Fields,
 		cur:   make([]byte, 0, cfg.BufferBytes),
 		spare: make([]byte, 0, cfg.BufferBytes),
 		full:  make(chan []byte, 1),
@@ -124,7 +135,7 @@ func (w *Writer) Log(x *serval.Exchange, e *serval.LogEntry) {
 		w.full <- w.cur
 		w.cur, w.spare = w.spare, nil
 	}
-	w.cur = AppendLine(w.cur, x, e)
+	w.cur = appendLine(w.cur, x, e, w.fields)
 	w.mu.Unlock()
 	w.lines.Add(1)
 }
@@ -205,8 +216,17 @@ func (w *Writer) reportTrouble() {
 // PathBytesMax, the host and the error at 256 bytes. It allocates nothing when b has
 // room for the line.
 func AppendLine(b []byte, x *serval.Exchange, e *serval.LogEntry) []byte {
+	return appendLine(b, x, e, "")
+}
+
+// appendLine is AppendLine with fields (Config.Fields) after time=.
+func appendLine(b []byte, x *serval.Exchange, e *serval.LogEntry, fields string) []byte {
 	b = append(b, "time="...)
 	b = e.Start.UTC().AppendFormat(b, "2006-01-02T15:04:05.000000Z")
+	if fields != "" {
+		b = append(b, ' ')
+		b = append(b, fields...)
+	}
 	b = append(b, " id="...)
 	b = strconv.AppendUint(b, x.ID, 10)
 	b = append(b, " client="...)

@@ -218,8 +218,25 @@ func TestConcurrentLog(t *testing.T) {
 	}
 }
 
+// TestFields: Config.Fields goes after time= on every line.
+func TestFields(t *testing.T) {
+	out := &syncBuf{}
+	w, err := New(Config{Out: out, Fields: "worker=3"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := run(t, w)
+	x, e := entry()
+	w.Log(x, e)
+	stop()
+	if got := out.b.String(); !strings.HasPrefix(got, "time=2026-11-26T06:08:01.123456Z worker=3 id=42 ") {
+		t.Fatalf("line %q", got)
+	}
+}
+
 func TestConfigBounds(t *testing.T) {
-	for _, cfg := range []Config{{}, {Out: io.Discard, BufferBytes: 100}, {Out: io.Discard, FlushInterval: time.Microsecond}} {
+	for _, cfg := range []Config{{}, {Out: io.Discard, BufferBytes: 100}, {Out: io.Discard, FlushInterval: time.Microsecond},
+		{Out: io.Discard, Fields: "a=b\nc=d"}, {Out: io.Discard, Fields: strings.Repeat("f", FieldsBytesMax+1)}} {
 		if _, err := New(cfg); err == nil {
 			t.Fatalf("%+v accepted", cfg)
 		}

@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strconv"
 	"sync"
 
 	"github.com/servalproxy/serval"
@@ -77,7 +78,11 @@ func startAccessLog(o *options, stdout io.Writer, logger *slog.Logger) (w *acces
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	w, err = accesslog.New(accesslog.Config{Out: file, Logger: logger})
+	acfg := accesslog.Config{Out: file, Logger: logger}
+	if k := workerIndex(); k >= 0 {
+		acfg.Fields = "worker=" + strconv.Itoa(k) // ids count per worker
+	}
+	w, err = accesslog.New(acfg)
 	if err != nil {
 		file.Close()
 		return nil, nil, nil, err
