@@ -147,15 +147,6 @@ func (c *Counters) ConnectionsClosed(r serval.CloseReason) uint64 {
 	return c.closed[r].Load()
 }
 
-// ConnectionsClosedTotal sums ConnectionsClosed over every reason.
-func (c *Counters) ConnectionsClosedTotal() uint64 {
-	var n uint64
-	for i := range c.closed {
-		n += c.closed[i].Load()
-	}
-	return n
-}
-
 // Requests returns the requests started and finished.
 func (c *Counters) Requests() (started, finished uint64) {
 	// finished first: a request counted finished was counted started, so

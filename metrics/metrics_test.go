@@ -47,8 +47,8 @@ func TestCounters(t *testing.T) {
 	c.OnUpstreamDone(nil, &up, serval.UpstreamResult{Failure: true, Phase: serval.PhaseConnect})
 	c.OnUpstreamDone(nil, nil, serval.UpstreamResult{})
 
-	if c.ConnectionsOpened() != 2 || c.ConnectionsClosed(serval.CloseIdleTimeout) != 1 || c.ConnectionsClosedTotal() != 1 {
-		t.Fatalf("connections: %d opened, %d closed", c.ConnectionsOpened(), c.ConnectionsClosedTotal())
+	if c.ConnectionsOpened() != 2 || c.ConnectionsClosed(serval.CloseIdleTimeout) != 1 || c.ConnectionsClosed(serval.CloseNormal) != 0 {
+		t.Fatalf("connections: %d opened, %d closed idle", c.ConnectionsOpened(), c.ConnectionsClosed(serval.CloseIdleTimeout))
 	}
 	if s, f := c.Requests(); s != 2 || f != 2 || c.Status(200) != 1 || c.Status(0) != 1 || c.Status(999) != 0 {
 		t.Fatalf("requests: %d started %d finished, 200: %d, 0: %d", s, f, c.Status(200), c.Status(0))

@@ -184,7 +184,7 @@ func (s *Session) attempt(fresh bool) (serval.Phase, error) {
 	}
 	// The watch follows the body (a reset client ends it), not a tunnel:
 	// that watches both ways itself.
-	gone := false
+	var gone bool
 	if s.resp.Status == 101 {
 		gone = s.unwatch()
 	} else {

@@ -9,8 +9,8 @@ import (
 	"github.com/servalproxy/serval"
 )
 
-// Client watch: noticing that a client went away while its request waits
-// for the upstream's response head.
+// Client watch: noticing that a client went away while its exchange
+// waits on the upstream.
 //
 // A session waiting for a response head reads the upstream socket only:
 // a client that gives up (a closed browser tab, a timed-out caller) is
@@ -23,25 +23,27 @@ import (
 // Go's ReverseProxy (the request's context is cancelled).
 //
 // Here one goroutine (WatchClients, which the server runs) looks every
-// ClientCheckInterval at each session whose exchange has waited that long
-// for its response head, and asks the kernel about its client's socket:
-// when the client's FIN or reset arrived (TCP_INFO state CLOSE_WAIT or
-// CLOSE) and, on plain connections, no byte of it is left unread
-// (SIOCINQ, and the session's buffer: a pipelined request does not count
-// as gone), the
-// session is marked gone and the read side of its upstream socket is shut,
-// which wakes the session's blocked read. The session then closes the
-// upstream connection (the upstream sees the close and can stop working),
-// answers nothing, and reports status 499 (nginx's "client closed
-// request"); the failure does not count against the upstream's health.
+// ClientCheckInterval at each session whose exchange has run that long,
+// and asks the kernel about its client's socket. Before the response head:
+// the client's FIN or reset arrived (TCP_INFO state CLOSE_WAIT or CLOSE)
+// and, on plain connections, no byte of it is left unread (SIOCINQ, and
+// the session's buffer: a pipelined request does not count as gone).
+// During the response body: a reset only (watchBody). The session is then
+// marked gone and the read side of its upstream socket is shut, which
+// wakes the session's blocked read. The session closes the upstream
+// connection (the upstream sees the close and can stop working); before
+// the head it answers nothing and reports status 499 (nginx's "client
+// closed request"), during the body the status sent stands. Either way the
+// failure does not count against the upstream's health.
 //
-// The hot path pays two uncontended lock pairs per forwarded request (the
-// watch starts when the first upstream connection is in hand and ends when
-// the response head arrives); only slow exchanges cost a system call, once
-// per interval. A half-closed client (shutdown of its sending side, still
-// reading) is indistinguishable from a closed one until a byte is written
-// to it: like nginx, the watch takes it as gone. ClientCheckInterval < 0
-// turns the watch off.
+// The hot path pays a few uncontended lock pairs per forwarded request
+// (when an upstream connection is in hand, when the head arrives, when the
+// connection is released and when the exchange ends); only exchanges
+// longer than the interval cost a system call, once per interval. A
+// half-closed client (shutdown of its sending side, still reading) is
+// indistinguishable from a closed one until a byte is written to it:
+// before the head, like nginx, the watch takes it as gone.
+// ClientCheckInterval < 0 turns the watch off.
 
 // errClientGone ends an exchange whose client went away while the
 // response head was awaited. Nothing is written to the client.
@@ -57,7 +59,7 @@ const ClientCheckIntervalDefault = time.Second
 // clientWatch is a session's part of the watch.
 type clientWatch struct {
 	mu     sync.Mutex
-	active bool                 // an upstream connection is in hand and no response head arrived
+	active bool                 // an upstream connection is in hand and the exchange is not over
 	since  int64                // serval.Nanotime when active became true
 	up     *serval.UpstreamConn // the upstream connection in use; nil: none
 	queued bool                 // pipelined request bytes wait in the client's buffer
@@ -131,8 +133,9 @@ func (s *Session) unwatchUpstream() bool {
 	return s.w.gone.Load()
 }
 
-// unwatch ends the watch: the response head arrived, or the exchange
-// ended. It reports whether the client was found gone first.
+// unwatch ends the watch: the exchange ended, or became a tunnel (which
+// watches both ways itself). It reports whether the client was found gone
+// first.
 func (s *Session) unwatch() bool {
 	if !s.w.active && s.w.up == nil { // only this goroutine sets them
 		return s.w.gone.Load()

@@ -249,28 +249,14 @@ func TestClientAbortsAreNotUpstreamFailures(t *testing.T) {
 // the address the client connected to, not empty (nginx, among others,
 // answers an empty Host with 400).
 func TestForwardHostless(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	defer ln.Close()
-	wg.Go(func() {
-		for { // a connection per request: the server has no pool
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.SetDeadline(time.Now().Add(testTimeout))
-			if req, err := http.ReadRequest(bufio.NewReader(c)); err == nil {
-				body := "host=" + req.Host + " xfh=" + req.Header.Get("X-Forwarded-Host")
-				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: "+strconv.Itoa(len(body))+"\r\n\r\n"+body)
-			}
-			c.Close()
+	up := startRawOrigin(t, func(c net.Conn) { // a connection per request: the server has no pool
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(testTimeout))
+		if req, err := http.ReadRequest(bufio.NewReader(c)); err == nil {
+			body := "host=" + req.Host + " xfh=" + req.Header.Get("X-Forwarded-Host")
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: "+strconv.Itoa(len(body))+"\r\n\r\n"+body)
 		}
 	})
-	up := serval.NewUpstream("127.0.0.1", uint16(ln.Addr().(*net.TCPAddr).Port), 0)
 	cfg := testConfig()
 	cfg.Logger = discardLogger()
 	ts := start(t, &minimalUp{up: &up}, cfg, nil)

@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -140,28 +139,14 @@ func TestLingeringSlotEvicted(t *testing.T) {
 // connection (the body was not read to its end), and the client, still
 // sending, reads the upstream's answer and then EOF, not a reset.
 func TestLingerAfterForwardedEarlyAnswer(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	defer ln.Close()
-	wg.Go(func() {
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
+	up := startRawOrigin(t, func(c net.Conn) {
 		defer c.Close()
 		c.SetDeadline(time.Now().Add(testTimeout))
-		br := bufio.NewReader(c)
-		if _, err := http.ReadRequest(br); err != nil {
+		if _, err := http.ReadRequest(bufio.NewReader(c)); err != nil {
 			return
 		}
 		io.WriteString(c, "HTTP/1.1 403 Forbidden\r\nContent-Length: 6\r\nConnection: close\r\n\r\nno way")
 	})
-	port := ln.Addr().(*net.TCPAddr).Port
-	up := serval.NewUpstream("127.0.0.1", uint16(port), 0)
 	ts := start(t, &minimalUp{up: &up}, testConfig(), nil)
 	conn := dial(t, ts.addr)
 	done := make(chan error, 1)
