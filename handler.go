@@ -139,6 +139,11 @@ type ProxyError struct {
 	Err    error // the underlying error
 	// Upstream is the upstream that failed, nil before selection.
 	Upstream *Upstream
+	// Request is the client's request as received (method, target,
+	// fields), for a hook that decides by it, e.g. whether a retry is
+	// safe (Method.Idempotent). Like every argument of a hook it is valid
+	// during the call only; nil when no request was parsed.
+	Request *Request
 }
 
 func (e *ProxyError) Error() string {

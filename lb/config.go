@@ -50,7 +50,8 @@ type Config struct {
 	// Logger logs passive health transitions. Nil: slog.Default().
 	Logger *slog.Logger
 	// NoRetry turns off the retry on another upstream of a request
-	// whose connection attempt failed (see Handler.OnError). The proxy
+	// whose connection attempt failed, or that got no answer at all and
+	// is idempotent (see Handler.OnError). The proxy
 	// bounds retries separately (proxy.Config.RetriesMax).
 	NoRetry bool
 	// FirstTurn is where round robin and weighted round robin start

@@ -27,5 +27,7 @@
 // and the latency averages (Load), whatever selector picked it. It also
 // implements serval.ErrorHook: a request whose connection to its upstream
 // failed is retried on the next healthy one (Handler.OnError), since that
-// upstream never saw it; Config.NoRetry turns this off.
+// upstream never saw it, and so is an idempotent request that got no
+// answer at all (the connection closed or reset before any response
+// byte); Config.NoRetry turns this off.
 package lb

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/servalproxy/serval"
+	"github.com/servalproxy/serval/client"
 	"github.com/servalproxy/serval/health"
 )
 
@@ -107,18 +108,23 @@ func (h *Handler) OnUpstreamDone(_ *serval.Exchange, u *serval.Upstream, r serva
 	}
 }
 
-// OnError asks the proxy to retry a request on another upstream when its
-// attempt failed while connecting (refused, timed out, TLS handshake
-// failed): the failed upstream never saw the request, so any method may
-// go elsewhere, as nginx's default proxy_next_upstream does. A failure
-// after the request was written is answered (502/504): the upstream may
-// have acted on it. No retry when no other upstream is healthy (or, under
-// AllUnhealthyTryAll, none other exists) or Config.NoRetry is set. The
-// proxy honours the retry while nothing went to the client and the
-// request body can be replayed, at most proxy.Config.RetriesMax times;
-// SelectUpstream then avoids the upstream that failed.
+// OnError asks the proxy to retry a request on another upstream when the
+// failed upstream cannot have acted on it, or acting twice is harmless
+// (see retrySafe): a connect failure (refused, timed out, TLS handshake
+// failed), whatever the method; and an upstream that closed or reset the
+// connection without a byte of response, or stopped taking the request,
+// when the method is idempotent (RFC 9110 §9.2.2). nginx's default
+// proxy_next_upstream retries these too (it also retries response
+// timeouts, which this does not: the upstream may still be working on
+// the request, and a retry would double the load on a slow fleet). No
+// retry when no other upstream is healthy (or, under AllUnhealthyTryAll,
+// none other exists) or Config.NoRetry is set. The proxy honours the
+// retry while nothing went to the client and the request body can be
+// replayed (a streamed body already sent cannot), at most
+// proxy.Config.RetriesMax times; SelectUpstream then avoids the upstream
+// that failed.
 func (h *Handler) OnError(x *serval.Exchange, e *serval.ProxyError) serval.ErrorAction {
-	if !h.retry || e.Phase != serval.PhaseConnect || e.Upstream == nil {
+	if !h.retry || e.Upstream == nil || !retrySafe(e) {
 		return serval.ErrorAction{}
 	}
 	if h.other(e.Upstream) == nil {
@@ -132,10 +138,26 @@ func (h *Handler) OnError(x *serval.Exchange, e *serval.ProxyError) serval.Error
 		if x != nil {
 			id = x.ID
 		}
-		h.log.Warn("lb: upstream connect failed; asking for a retry on another", "upstream", e.Upstream.Addr(),
-			"err", e.Err, "id", id)
+		h.log.Warn("lb: upstream failed before answering; asking for a retry on another", "upstream", e.Upstream.Addr(),
+			"phase", e.Phase.String(), "err", e.Err, "id", id)
 	}
 	return serval.ErrorAction{Kind: serval.ErrorRetry}
+}
+
+// retrySafe reports whether e's request may go to another upstream: the
+// failed one never saw it (connect), or it got no answer at all (the
+// connection closed or reset before any response byte, or broke while
+// the request was written) and the method is idempotent. A response
+// timeout, an invalid or truncated response and body failures are
+// answered, not retried.
+func retrySafe(e *serval.ProxyError) bool {
+	switch e.Phase {
+	case serval.PhaseConnect:
+		return true
+	case serval.PhaseUpstreamWrite, serval.PhaseUpstreamHead:
+		return e.Request != nil && e.Request.MethodID.Idempotent() && client.Retryable(e.Err)
+	}
+	return false
 }
 
 // other returns the first upstream after failed in table order that is

@@ -4,13 +4,17 @@ import (
 	"testing"
 
 	"github.com/servalproxy/serval"
+	"github.com/servalproxy/serval/client"
 	"github.com/servalproxy/serval/health"
 )
 
 // TestOnErrorRetriesConnectFailures: a connect failure is retried
-// elsewhere (whatever the method: the upstream never saw the request);
-// a failure after the request was written is not; nor is anything when
-// retries are off or no other upstream is healthy.
+// elsewhere (whatever the method: the upstream never saw the request); a
+// request that got no answer at all (connection closed or reset before
+// any response byte, or broken while the request was written) is retried
+// when its method is idempotent; nothing else is (a response timeout, an
+// invalid response, a body failure), nor anything when retries are off or
+// no other upstream is healthy.
 func TestOnErrorRetriesConnectFailures(t *testing.T) {
 	hs := health.New(3)
 	h, err := New(Config{Upstreams: table(3), Health: hs})
@@ -19,18 +23,35 @@ func TestOnErrorRetriesConnectFailures(t *testing.T) {
 	}
 	up := &h.Upstreams()[1]
 	var x serval.Exchange
+	get := &serval.Request{MethodID: serval.MethodGet}
+	put := &serval.Request{MethodID: serval.MethodPut}
+	post := &serval.Request{MethodID: serval.MethodPost}
+	patch := &serval.Request{MethodID: serval.MethodPatch}
 	for _, c := range []struct {
 		phase serval.Phase
+		req   *serval.Request
+		err   error
 		want  serval.ErrorActionKind
 	}{
-		{serval.PhaseConnect, serval.ErrorRetry},
-		{serval.PhaseUpstreamWrite, serval.ErrorDefault},
-		{serval.PhaseUpstreamHead, serval.ErrorDefault},
-		{serval.PhaseUpstreamBody, serval.ErrorDefault},
-		{serval.PhaseClientBody, serval.ErrorDefault},
+		{serval.PhaseConnect, nil, nil, serval.ErrorRetry},
+		{serval.PhaseConnect, post, nil, serval.ErrorRetry},
+		{serval.PhaseUpstreamHead, get, client.ErrNoResponse, serval.ErrorRetry},
+		{serval.PhaseUpstreamHead, put, client.ErrNoResponse, serval.ErrorRetry},
+		{serval.PhaseUpstreamWrite, get, client.ErrWriteFailed, serval.ErrorRetry},
+		{serval.PhaseUpstreamHead, post, client.ErrNoResponse, serval.ErrorDefault},
+		{serval.PhaseUpstreamHead, patch, client.ErrNoResponse, serval.ErrorDefault},
+		{serval.PhaseUpstreamWrite, post, client.ErrWriteFailed, serval.ErrorDefault},
+		{serval.PhaseUpstreamHead, nil, client.ErrNoResponse, serval.ErrorDefault},
+		{serval.PhaseUpstreamHead, get, client.ErrResponseTimeout, serval.ErrorDefault},
+		{serval.PhaseUpstreamHead, get, client.ErrTruncatedHead, serval.ErrorDefault},
+		{serval.PhaseUpstreamHead, get, client.ErrHeadTooLarge, serval.ErrorDefault},
+		{serval.PhaseUpstreamHead, get, nil, serval.ErrorDefault},
+		{serval.PhaseUpstreamBody, get, client.ErrNoResponse, serval.ErrorDefault},
+		{serval.PhaseClientBody, get, nil, serval.ErrorDefault},
 	} {
-		if got := h.OnError(&x, &serval.ProxyError{Phase: c.phase, Status: 502, Upstream: up}).Kind; got != c.want {
-			t.Errorf("phase %s: action %d, want %d", c.phase, got, c.want)
+		e := &serval.ProxyError{Phase: c.phase, Status: 502, Upstream: up, Request: c.req, Err: c.err}
+		if got := h.OnError(&x, e).Kind; got != c.want {
+			t.Errorf("phase %s, request %v, err %v: action %d, want %d", c.phase, c.req, c.err, got, c.want)
 		}
 	}
 	if got := h.OnError(&x, &serval.ProxyError{Phase: serval.PhaseConnect, Status: 502}).Kind; got != serval.ErrorDefault {

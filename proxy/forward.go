@@ -27,13 +27,14 @@ func (s *Session) Forward(d *Downstream, x *serval.Exchange, req *serval.Request
 	s.unwatch()
 	s.upstreamDone(false, res.Phase, 0) // a selection no attempt reached
 	if res.Err != nil {
-		s.perr = serval.ProxyError{Phase: res.Phase, Status: statusOf(res.Err, 502), Err: res.Err, Upstream: s.up}
+		s.perr = serval.ProxyError{Phase: res.Phase, Status: statusOf(res.Err, 502), Err: res.Err, Upstream: s.up, Request: req}
 		s.logError(&s.perr)
 	}
 	if d.Deadlines == &s.ownDL {
 		d.Deadlines = nil
 	}
 	s.d, s.x, s.req, s.up, s.c = nil, nil, nil, nil, nil
+	s.perr.Request = nil // the slot's, reused for its next request
 	return res
 }
 
@@ -106,7 +107,7 @@ func (s *Session) attempts() Result {
 		}
 		phase, err = s.stopPumpBlame(phase, err)
 		s.upstreamDone(upstreamFault(phase, err), phase, 0)
-		s.perr = serval.ProxyError{Phase: phase, Status: statusOf(err, 502), Err: err, Upstream: s.up}
+		s.perr = serval.ProxyError{Phase: phase, Status: statusOf(err, 502), Err: err, Upstream: s.up, Request: s.req}
 		act := serval.ErrorAction{}
 		if h := s.f.hooks.Error; h != nil {
 			act = h.OnError(s.x, &s.perr)

@@ -88,7 +88,14 @@ func runWith(ctx context.Context, args []string, stdout io.Writer, hup <-chan os
 
 	list := o.backends
 	if list == "" {
-		addrs, err := startEchoBackends(backendCtx, &backends, logger, "backend-1", "backend-2")
+		// As many slots as the balancer has (in all its workers): round
+		// robin sends each backend half of the requests, but a backend
+		// taken out leaves the other with all of them, and a demo
+		// backend that sheds connections the balancer may open would
+		// turn a load test into 502s. Slots cost address space, not
+		// memory, until used.
+		slots := min(o.connectionsMax*max(1, o.workers), echoDemoSlotsMax)
+		addrs, err := startEchoBackendsTLS(backendCtx, &backends, logger, nil, slots, "backend-1", "backend-2")
 		if err != nil {
 			logger.Error("starting in-process echo backends", "err", err)
 			return 1
@@ -287,12 +294,12 @@ func serve[H serval.Handler](ctx context.Context, h H, s serving) error {
 // returns their addresses as a --backends list. They stop when ctx is done;
 // wg tracks them.
 func startEchoBackends(ctx context.Context, wg *sync.WaitGroup, logger *slog.Logger, ids ...string) (string, error) {
-	return startEchoBackendsTLS(ctx, wg, logger, nil, ids...)
+	return startEchoBackendsTLS(ctx, wg, logger, nil, echoBackendConnectionsMax, ids...)
 }
 
 // startEchoBackendsTLS is startEchoBackends serving HTTPS when tlsCfg is
 // not nil (tests use it as HTTPS origins).
-func startEchoBackendsTLS(ctx context.Context, wg *sync.WaitGroup, logger *slog.Logger, tlsCfg *tlsconn.ServerConfig, ids ...string) (string, error) {
+func startEchoBackendsTLS(ctx context.Context, wg *sync.WaitGroup, logger *slog.Logger, tlsCfg *tlsconn.ServerConfig, slots int, ids ...string) (string, error) {
 	list := ""
 	for _, id := range ids {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -306,8 +313,7 @@ func startEchoBackendsTLS(ctx context.Context, wg *sync.WaitGroup, logger *slog.
 		cfg.Addr = ln.Addr().String()
 		cfg.Logger = blog
 		cfg.TLS = tlsCfg
-		// Small: these only serve the demo and tests.
-		cfg.ConnectionsMax = echoBackendConnectionsMax
+		cfg.ConnectionsMax = slots
 		srv, err := server.New(h, nil, nil, nil, cfg)
 		if err != nil {
 			ln.Close()
@@ -326,6 +332,10 @@ func startEchoBackendsTLS(ctx context.Context, wg *sync.WaitGroup, logger *slog.
 	return list, nil
 }
 
-// echoBackendConnectionsMax sizes the in-process echo backends: they only
-// serve the demo and tests, and every slot is allocated at startup.
+// echoBackendConnectionsMax sizes the echo backends tests start (every
+// slot is allocated at startup); the demo's match the balancer's slots.
 const echoBackendConnectionsMax = 256
+
+// echoDemoSlotsMax bounds the demo backends' slots (--max-conns times
+// --workers may be large).
+const echoDemoSlotsMax = 1 << 16

@@ -181,7 +181,7 @@ func startHTTPSEcho(t *testing.T, ca *testpki.CA, id string) string {
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	t.Cleanup(func() { cancel(); wg.Wait() })
-	addr, err := startEchoBackendsTLS(ctx, &wg, discardLogger(), &tlsconn.ServerConfig{CertFile: cert, KeyFile: key}, id)
+	addr, err := startEchoBackendsTLS(ctx, &wg, discardLogger(), &tlsconn.ServerConfig{CertFile: cert, KeyFile: key}, echoBackendConnectionsMax, id)
 	if err != nil {
 		t.Fatal(err)
 	}

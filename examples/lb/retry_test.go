@@ -1,0 +1,151 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// shedder is a backend that takes connections and reads each request
+// head, then drops the connection without a byte of answer: reset
+// (SO_LINGER 0) when rst, else closed. It is what a crashing backend, or
+// one shedding connections at its own limit, looks like from the proxy.
+type shedder struct {
+	ln   net.Listener
+	rst  bool
+	seen atomic.Int64 // request heads read
+	wg   sync.WaitGroup
+}
+
+func startShedder(t *testing.T, rst bool) *shedder {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &shedder{ln: ln, rst: rst}
+	s.wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			s.wg.Go(func() { s.serve(c) })
+		}
+	})
+	t.Cleanup(func() { ln.Close(); s.wg.Wait() })
+	return s
+}
+
+func (s *shedder) serve(c net.Conn) {
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	r := bufio.NewReader(c)
+	for {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			return
+		}
+		if line == "\r\n" {
+			break
+		}
+	}
+	s.seen.Add(1)
+	if s.rst {
+		c.(*net.TCPConn).SetLinger(0)
+	}
+}
+
+// TestRetryIdempotentWithoutAnswer: a backend that drops connections
+// without answering costs idempotent requests nothing (each goes to the
+// live backend), while a POST sent to it gets 502 (it may have acted on
+// the request), and with --retries 0 so does a GET. Both a close and a
+// reset. --no-health keeps the failing backend in rotation, so every
+// other request meets it.
+func TestRetryIdempotentWithoutAnswer(t *testing.T) {
+	bctx, bcancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	defer func() { bcancel(); wg.Wait() }()
+	live, err := startEchoBackends(bctx, &wg, discardLogger(), "live")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, rst := range []bool{false, true} {
+		t.Run("rst="+strconv.FormatBool(rst), func(t *testing.T) {
+			shed := startShedder(t, rst)
+			backends := shed.ln.Addr().String() + "," + live
+			do := func(cl *http.Client, addr, method string, i int) (int, string) {
+				t.Helper()
+				body := "body " + method + " " + strconv.Itoa(i)
+				req, err := http.NewRequest(method, "http://"+addr+"/r"+strconv.Itoa(i), strings.NewReader(body))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if method == http.MethodGet {
+					req.Body, req.ContentLength = nil, 0
+				}
+				resp, err := cl.Do(req)
+				if err != nil {
+					t.Fatalf("%s %d: %v", method, i, err)
+				}
+				b, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode == 200 && method != http.MethodGet && !strings.Contains(string(b), body) {
+					t.Fatalf("%s %d: the body did not reach the backend: %q", method, i, b)
+				}
+				return resp.StatusCode, string(b)
+			}
+
+			addr, logs := startLB(t, "--backends", backends, "--no-health")
+			tr := &http.Transport{}
+			defer tr.CloseIdleConnections()
+			cl := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+			for i := range 10 {
+				for _, m := range []string{http.MethodGet, http.MethodPut, http.MethodDelete} {
+					if code, b := do(cl, addr, m, i); code != 200 || !strings.Contains(b, "live") {
+						t.Fatalf("%s %d: status %d from %q, want 200 from the live backend; logs:\n%s", m, i, code, b, logs)
+					}
+				}
+			}
+			if shed.seen.Load() == 0 {
+				t.Fatal("no request reached the failing backend: the test proves nothing")
+			}
+			if !strings.Contains(logs.String(), "asking for a retry on another") {
+				t.Errorf("the retries were not logged; logs:\n%s", logs)
+			}
+			var got502, got200 int
+			for i := range 10 {
+				switch code, _ := do(cl, addr, http.MethodPost, i); code {
+				case 502:
+					got502++
+				case 200:
+					got200++
+				default:
+					t.Fatalf("POST %d: status %d", i, code)
+				}
+			}
+			if got502 == 0 || got200 == 0 {
+				t.Fatalf("POSTs: %d answered 502, %d 200; want both (half of them meet the failing backend)", got502, got200)
+			}
+
+			addr0, _ := startLB(t, "--backends", backends, "--no-health", "--retries", "0")
+			got502 = 0
+			for i := range 10 {
+				if code, _ := do(cl, addr0, http.MethodGet, i); code == 502 {
+					got502++
+				}
+			}
+			if got502 == 0 {
+				t.Fatal("--retries 0: no GET answered 502, yet half met the failing backend")
+			}
+		})
+	}
+}
