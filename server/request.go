@@ -40,6 +40,12 @@ func (c *slot[H]) serveRequest(headLen int) bool {
 	c.body.reset(&c.req, headLen)
 	if !c.body.done {
 		c.x.Body = &c.body
+		// Reading the body may wait (and may answer 100 Continue):
+		// responses kept back go out first.
+		if !c.flush() {
+			c.finish()
+			return false
+		}
 	}
 	switch {
 	case c.req.Close:
@@ -97,6 +103,12 @@ func (c *slot[H]) dispatch() {
 // which writes the response (errors included) itself.
 func (c *slot[H]) forward() {
 	s := c.srv
+	// The proxy writes to the client itself: responses kept back for a
+	// pipelined batch go first (before selection: an upstream selected
+	// is one the proxy must report back on).
+	if !c.flush() {
+		return
+	}
 	if c.body.touched {
 		// The handler consumed (part of) the body: it cannot be forwarded.
 		if c.body.err == errBodyTooLarge {

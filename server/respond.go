@@ -108,7 +108,7 @@ func (c *slot[H]) writeResponse(status int, ctype string, fields []serval.Header
 	}
 	c.x.Status = status
 	if !hasBody || c.req.MethodID == serval.MethodHead || blen == 0 {
-		c.write(c.wbuf[:n])
+		c.writeFinal(c.wbuf[:n])
 		return
 	}
 	var hdr []byte
@@ -133,7 +133,7 @@ func (c *slot[H]) writeResponse(status int, ctype string, fields []serval.Header
 	if frame == frameChunked {
 		w += copy(c.wbuf[w:], "\r\n"+lastChunk)
 	}
-	c.write(c.wbuf[:w])
+	c.writeFinal(c.wbuf[:w])
 }
 
 // writeSplit writes a response whose body does not fit behind its head:
@@ -165,22 +165,74 @@ func (c *slot[H]) writeSplit(n int, hdr, body []byte, text string) {
 
 var chunkEnd = []byte("\r\n" + lastChunk)
 
-// write writes b within WriteTimeout. On failure the connection is marked
-// to close and false returned.
+// write writes b within WriteTimeout, after (in the same write when they
+// fit together) any responses kept back in pend. On failure the
+// connection is marked to close and false returned.
 func (c *slot[H]) write(b []byte) bool {
 	c.respStarted = true
+	if len(c.pend) > 0 {
+		if len(c.pend)+len(b) > cap(c.pend) {
+			if !c.flush() {
+				return false
+			}
+		} else {
+			kept := len(c.pend)
+			c.pend = append(c.pend, b...)
+			n, ok := c.send(c.pend)
+			c.pend = c.pend[:0]
+			c.x.BytesOut += int64(max(n-kept, 0)) // pend's were counted when kept
+			return ok
+		}
+	}
+	n, ok := c.send(b)
+	c.x.BytesOut += int64(n)
+	return ok
+}
+
+// writeFinal writes b, a whole response, or keeps it back in pend when
+// the read buffer already holds bytes of the next request (a pipelining
+// client): the responses to a batch of pipelined requests then leave in
+// one write, not one each. Only a response that completes its exchange
+// with the request body read (or absent) and the connection staying open
+// is kept; whatever comes next either appends to pend, writes it with
+// its own bytes (write), or flushes it before it may wait (readHead
+// before reading, forward, a body read, a stream).
+func (c *slot[H]) writeFinal(b []byte) bool {
+	if c.closeAfter || !c.body.done || c.in.end <= c.in.start || len(c.pend)+len(b) > cap(c.pend) {
+		return c.write(b)
+	}
+	c.respStarted = true
+	c.pend = append(c.pend, b...)
+	c.x.BytesOut += int64(len(b))
+	return true
+}
+
+// flush writes the responses kept back in pend. A failure marks the
+// connection to close (on the request at hand: the ones kept were
+// counted as sent, as bytes the kernel accepted are).
+func (c *slot[H]) flush() bool {
+	if len(c.pend) == 0 {
+		return true
+	}
+	_, ok := c.send(c.pend)
+	c.pend = c.pend[:0]
+	return ok
+}
+
+// send writes b within WriteTimeout; on failure it marks the connection
+// to close.
+func (c *slot[H]) send(b []byte) (int, bool) {
 	c.in.dl.Write(c.nc, c.srv.cfg.WriteTimeout)
 	n, err := c.conn.Write(b)
-	c.x.BytesOut += int64(n)
 	if err != nil {
 		reason := serval.CloseError
 		if isTimeout(err) {
 			reason = serval.CloseWriteTimeout
 		}
 		c.fail(reason, err, serval.PhaseClientWrite)
-		return false
+		return n, false
 	}
-	return true
+	return n, true
 }
 
 // buildHead builds a response head in wbuf[:headCap]; false when it does

@@ -66,6 +66,11 @@ type slot[H serval.Handler] struct {
 	in      inbuf
 	wbuf    []byte
 	headCap int // wbuf[:headCap] builds heads; wbuf[headCap:] is OnRequest's buf
+	// pend holds whole direct responses kept back while a pipelining
+	// client's next request is already buffered, to go out with the
+	// ones after them in one write (writeFinal); flushed before anything
+	// that may wait. Its capacity is fixed at startup.
+	pend []byte
 
 	req   serval.Request
 	x     serval.Exchange
@@ -101,6 +106,7 @@ func (c *slot[H]) init(s *Server[H], idx int32) {
 	c.in.buf = make([]byte, s.cfg.ReadBufferBytes)
 	c.wbuf = make([]byte, s.cfg.WriteBufferBytes)
 	c.headCap = s.cfg.WriteBufferBytes / 2
+	c.pend = make([]byte, 0, s.cfg.WriteBufferBytes/2)
 	c.req.Init(s.cfg.FieldsMax)
 	c.x.PathBuf = make([]byte, serval.PathBytesMax)
 	c.clientAddr = make([]byte, 0, clientAddrBytesMax)
@@ -172,6 +178,10 @@ func addrPort(a net.Addr) netip.AddrPort {
 // does not run OnConnectionClose either.
 func (c *slot[H]) release(reason serval.CloseReason) {
 	s := c.srv
+	// Kept-back responses go out before the close. (The paths that end
+	// a connection flush first; this is the backstop. A failed write
+	// emptied pend: nothing waits twice.)
+	c.flush()
 	c.close(reason)
 	c.info.Requests = uint32(c.requests)
 	c.info.CloseReason = reason
@@ -231,6 +241,9 @@ func (c *slot[H]) loop() serval.CloseReason {
 // HeaderReadTimeout: one that never speaks is the cheapest slowloris.
 func (c *slot[H]) awaitFirstByte() (serval.CloseReason, bool) {
 	s := c.srv
+	if !c.flush() {
+		return c.reason, false
+	}
 	timeout := s.cfg.IdleTimeout
 	if c.requests == 0 {
 		timeout = min(timeout, s.cfg.HeaderReadTimeout)
@@ -306,6 +319,11 @@ func (c *slot[H]) readHead() (int, serval.CloseReason, bool) {
 			return 0, c.headFailed(errHeadTooLarge), false
 		}
 		if !armed {
+			// Responses kept back for a pipelined batch go out before
+			// a read that may wait (the rest of this head).
+			if !c.flush() {
+				return 0, c.reason, false
+			}
 			c.in.dl.Read(c.in.nc, s.cfg.HeaderReadTimeout)
 			armed = true
 		}
