@@ -90,10 +90,12 @@ parse_wrk() {
 }
 
 # run_wrk OUT CPULIST URL : one bounded load run (wrk -d DURATION).
+# (WRK_SCRIPT, when set, is a wrk Lua script given PIPELINE as its argument.)
 run_wrk() {
-  local out=$1 cpus=$2 url=$3 cmd=(wrk)
+  local out=$1 cpus=$2 url=$3 cmd=(wrk) script=()
   [[ -n $cpus ]] && cmd=(taskset -c "$cpus" wrk)
-  "${cmd[@]}" -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency "$url" >"$out" 2>&1 || true
+  [[ -n ${WRK_SCRIPT:-} ]] && script=(-s "$WRK_SCRIPT")
+  "${cmd[@]}" -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency "${script[@]}" "$url" ${WRK_SCRIPT:+-- "${PIPELINE:-1}"} >"$out" 2>&1 || true
 }
 
 # measure NAME PID CPULIST URL OUTFILE -> "rps p50 p99 requests errors cpu_s"
