@@ -26,7 +26,9 @@ type Config struct {
 	// chunk-size line or a trailer line, bounded by TrailerBytesMax).
 	// WriteBufferBytes is each slot's response buffer: the head half builds
 	// response heads, the tail half is the buf OnRequest receives, and a
-	// streamed chunk uses all of it minus the chunk framing.
+	// streamed chunk uses all of it minus the chunk framing. Each slot
+	// also has half as much again to gather the direct responses to a
+	// batch of pipelined requests into one write.
 	ReadBufferBytes  int
 	WriteBufferBytes int
 
