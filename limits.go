@@ -60,6 +60,7 @@ const (
 	IdleTimeoutDefault             = 60 * time.Second
 	WriteTimeoutDefault            = 30 * time.Second
 	ShutdownTimeoutDefault         = 10 * time.Second
+	SlotWaitTimeoutDefault         = 5 * time.Second
 	UpstreamConnectTimeoutDefault  = 3 * time.Second
 	UpstreamResponseTimeoutDefault = 30 * time.Second
 )

@@ -63,6 +63,16 @@ type Config struct {
 	WriteTimeout time.Duration
 	// ShutdownTimeout bounds the graceful drain after the context ends.
 	ShutdownTimeout time.Duration
+	// SlotWaitTimeout bounds how long a new connection that finds every
+	// slot busy, and no idle keep-alive connection to evict, waits for
+	// one to free (later connections wait in the kernel's listen backlog
+	// meanwhile): a burst past ConnectionsMax is served as connections
+	// finish instead of refused. A wait that runs out closes that
+	// connection (CloseSlotsFull), and until a slot frees again new
+	// connections finding none are closed at once, so a server that
+	// stays full fails fast. Zero: never wait (close at once, as nginx
+	// does past worker_connections).
+	SlotWaitTimeout time.Duration
 
 	// TLS, when non-nil, terminates TLS on every accepted connection:
 	// certificates (SNI), ALPN, optional mTLS, kernel TLS mode and the
@@ -98,6 +108,7 @@ func DefaultConfig() Config {
 		IdleTimeout:              serval.IdleTimeoutDefault,
 		WriteTimeout:             serval.WriteTimeoutDefault,
 		ShutdownTimeout:          serval.ShutdownTimeoutDefault,
+		SlotWaitTimeout:          serval.SlotWaitTimeoutDefault,
 	}
 }
 
@@ -124,6 +135,7 @@ func (c *Config) Validate() error {
 		{"IdleTimeout", int64(c.IdleTimeout), int64(time.Millisecond), int64(24 * time.Hour)},
 		{"WriteTimeout", int64(c.WriteTimeout), int64(time.Millisecond), int64(24 * time.Hour)},
 		{"ShutdownTimeout", int64(c.ShutdownTimeout), 0, int64(24 * time.Hour)},
+		{"SlotWaitTimeout", int64(c.SlotWaitTimeout), 0, int64(24 * time.Hour)},
 	} {
 		if b.v < b.lo || b.v > b.hi {
 			return &serval.ConfigError{Field: b.name, Msg: strconv.FormatInt(b.v, 10) + " not in [" +

@@ -3,6 +3,7 @@ package server
 import (
 	"bufio"
 	"io"
+	"net"
 	"strconv"
 	"strings"
 	"sync"
@@ -259,11 +260,12 @@ func TestEvictIdle(t *testing.T) {
 	}
 }
 
-// TestSlotsFull: with every slot busy (mid-head, not idle), a new
-// connection is closed at once and counted.
+// TestSlotsFull: with SlotWaitTimeout 0 and every slot busy (mid-head,
+// not idle), a new connection is closed at once and counted.
 func TestSlotsFull(t *testing.T) {
 	cfg := testConfig()
 	cfg.ConnectionsMax = 1
+	cfg.SlotWaitTimeout = 0 // refuse at once
 	m := &countMetrics{}
 	ts := start(t, &handler{}, cfg, m)
 	busy := dial(t, ts.addr)
@@ -301,5 +303,78 @@ func TestIdleTimeout(t *testing.T) {
 	ev := h.waitEvents(t, 4)
 	if got := ev[len(ev)-1]; got != "close idle_timeout" {
 		t.Fatalf("last event %q", got)
+	}
+}
+
+// TestSlotWaitServesBurst: connections past the slot count wait for a
+// slot (the first in the accept loop, the next in the listen backlog) and
+// are served, in turn, as the busy connections finish.
+func TestSlotWaitServesBurst(t *testing.T) {
+	cfg := testConfig()
+	cfg.ConnectionsMax = 1
+	m := &countMetrics{}
+	ts := start(t, &handler{}, cfg, m)
+	busy := dial(t, ts.addr)
+	send(t, busy, "GET /busy HTTP/1.1\r\n") // mid-head: busy, not idle
+	time.Sleep(50 * time.Millisecond)
+	waiting := make([]net.Conn, 2)
+	for i := range waiting {
+		waiting[i] = dial(t, ts.addr)
+		send(t, waiting[i], "GET /w HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+	}
+	time.Sleep(100 * time.Millisecond)
+	send(t, busy, "Host: a\r\nConnection: close\r\n\r\n")
+	if r := readResp(t, bufio.NewReader(busy), "GET"); r.StatusCode != 200 {
+		t.Fatalf("busy client got %d", r.StatusCode)
+	}
+	for i, c := range waiting {
+		br := bufio.NewReader(c)
+		if r := readResp(t, br, "GET"); r.StatusCode != 200 {
+			t.Fatalf("waiting client %d got %d", i, r.StatusCode)
+		}
+		expectClosed(t, br)
+	}
+	if n := m.closed[serval.CloseSlotsFull].Load(); n != 0 {
+		t.Fatalf("%d connections refused, want 0", n)
+	}
+}
+
+// TestSlotWaitSheds: a wait for a slot that runs out refuses that
+// connection; until a slot frees, later ones are refused at once (a full
+// server fails fast); once one frees, a new connection gets it.
+func TestSlotWaitSheds(t *testing.T) {
+	cfg := testConfig()
+	cfg.ConnectionsMax = 1
+	cfg.SlotWaitTimeout = 300 * time.Millisecond
+	m := &countMetrics{}
+	ts := start(t, &handler{}, cfg, m)
+	busy := dial(t, ts.addr)
+	send(t, busy, "GET /busy HTTP/1.1\r\n")
+	time.Sleep(50 * time.Millisecond)
+
+	c := dial(t, ts.addr)
+	began := time.Now()
+	expectClosed(t, bufio.NewReader(c))
+	if took := time.Since(began); took < 250*time.Millisecond || took > 2*time.Second {
+		t.Fatalf("refused after %v, want about SlotWaitTimeout (300ms)", took)
+	}
+	c = dial(t, ts.addr)
+	began = time.Now()
+	expectClosed(t, bufio.NewReader(c))
+	if took := time.Since(began); took > 200*time.Millisecond {
+		t.Fatalf("shedding: refused after %v, want at once", took)
+	}
+	if n := m.closed[serval.CloseSlotsFull].Load(); n != 2 {
+		t.Fatalf("%d refusals counted, want 2", n)
+	}
+
+	send(t, busy, "Host: a\r\nConnection: close\r\n\r\n")
+	br := bufio.NewReader(busy)
+	if r := readResp(t, br, "GET"); r.StatusCode != 200 {
+		t.Fatalf("busy client got %d", r.StatusCode)
+	}
+	expectClosed(t, br)
+	if r := roundTrip(t, ts.addr, get("/after"), "GET"); r.StatusCode != 200 {
+		t.Fatalf("after the slot freed: %d", r.StatusCode)
 	}
 }

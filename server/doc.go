@@ -22,7 +22,10 @@
 //  1. Accept takes a free slot. With none free, the longest-idle keep-alive
 //     connection (waiting for its next request with no byte of it received)
 //     is evicted (CloseEvicted) and its slot given to the new connection;
-//     with no idle connection either, the new one is closed (CloseSlotsFull).
+//     with no idle connection either, the new one waits up to
+//     SlotWaitTimeout for a slot to free (later ones wait in the listen
+//     backlog), and is closed (CloseSlotsFull) if none does; until a slot
+//     frees again, new connections finding none are closed at once.
 //  2. One goroutine per connection runs the slot: wait for the first byte of
 //     a head (IdleTimeout; for a fresh connection the smaller of IdleTimeout
 //     and HeaderReadTimeout), then read the whole head within

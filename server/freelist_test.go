@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"net"
 	"testing"
 	"time"
@@ -31,7 +32,11 @@ func TestFreeListLIFO(t *testing.T) {
 // accept loop evicts it and takes its slot as soon as it is pushed back,
 // even when a stale ready token was left from an earlier push.
 func TestTakeSlotWaitsForEvicted(t *testing.T) {
-	srv, _ := serve(t, &handler{}, nil, nil, func() Config { c := testConfig(); c.ConnectionsMax = 2; return c }())
+	srv, _ := serve(t, &handler{}, nil, nil, func() Config {
+		c := testConfig()
+		c.ConnectionsMax, c.SlotWaitTimeout = 2, 100*time.Millisecond
+		return c
+	}())
 	// Take both slots by hand, leaving a stale token in ready.
 	a, _ := srv.free.pop()
 	b, _ := srv.free.pop()
@@ -39,10 +44,19 @@ func TestTakeSlotWaitsForEvicted(t *testing.T) {
 	srv.free.pop()
 	srv.slots[a].state.Store(stBusy)
 	srv.slots[b].state.Store(stBusy)
-	wait := time.NewTimer(time.Hour)
-	wait.Stop()
-	if _, ok := srv.takeSlot(wait); ok {
+	w := &slotWait{wait: time.NewTimer(time.Hour), rescan: time.NewTimer(time.Hour)}
+	w.wait.Stop()
+	w.rescan.Stop()
+	began := time.Now()
+	if _, ok := srv.takeSlot(context.Background(), w); ok {
 		t.Fatal("took a slot with every slot busy and none idle")
+	}
+	if took := time.Since(began); took < 90*time.Millisecond || !w.shedding {
+		t.Fatalf("gave up after %v, shedding %v; want SlotWaitTimeout (100ms), then shedding", took, w.shedding)
+	}
+	began = time.Now()
+	if _, ok := srv.takeSlot(context.Background(), w); ok || time.Since(began) > 50*time.Millisecond {
+		t.Fatalf("shedding: a full server took %v to refuse", time.Since(began))
 	}
 	// Slot b idle: takeSlot evicts it (expiring its connection's read);
 	// its owner (here: us) frees it.
@@ -58,7 +72,7 @@ func TestTakeSlotWaitsForEvicted(t *testing.T) {
 		srv.slots[b].state.Store(stFree)
 		srv.free.push(b)
 	}()
-	if got, ok := srv.takeSlot(wait); !ok || got != b {
+	if got, ok := srv.takeSlot(context.Background(), w); !ok || got != b {
 		t.Fatalf("takeSlot = %d, %v; want the evicted slot %d", got, ok, b)
 	}
 	// Back to a consistent state for the server's own shutdown.

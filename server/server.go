@@ -174,8 +174,9 @@ func (s *Server[H]) ListenAndServe(ctx context.Context) error {
 func (s *Server[H]) acceptLoop(ctx context.Context, ln net.Listener) error {
 	backoff := time.Duration(0)
 	var acceptErrs acceptErrors
-	wait := time.NewTimer(time.Hour)
-	wait.Stop()
+	w := slotWait{wait: time.NewTimer(time.Hour), rescan: time.NewTimer(time.Hour)}
+	w.wait.Stop()
+	w.rescan.Stop()
 	for {
 		nc, err := ln.Accept()
 		if err != nil {
@@ -192,7 +193,7 @@ func (s *Server[H]) acceptLoop(ctx context.Context, ln net.Listener) error {
 			return err
 		}
 		backoff = 0
-		idx, ok := s.takeSlot(wait)
+		idx, ok := s.takeSlot(ctx, &w)
 		if !ok {
 			// Counted before the close: whoever sees the close (a
 			// client, a test) then also sees the count.
@@ -216,17 +217,60 @@ func isTemporary(err error) bool {
 	return ok && t.Temporary()
 }
 
-// takeSlot returns a free slot, evicting the longest-idle keep-alive
-// connection when there is none. Only the accept loop calls it.
-func (s *Server[H]) takeSlot(wait *time.Timer) (int32, bool) {
+// slotWait is the accept loop's state for waiting on a slot: its timers
+// (made once) and whether it sheds (see takeSlot).
+type slotWait struct {
+	wait, rescan *time.Timer
+	shedding     bool
+	warned       time.Time // the last "slots full" warning
+}
+
+// slotRescanInterval is how often a wait for a slot looks for a
+// connection gone idle meanwhile, to evict it (a scan of every slot).
+const slotRescanInterval = 20 * time.Millisecond
+
+// slotsFullWarnInterval spaces the "every slot busy" warnings.
+const slotsFullWarnInterval = 10 * time.Second
+
+// takeSlot returns a free slot for a new connection. With none free, it
+// evicts the longest-idle keep-alive connection and waits for its slot.
+// With none idle either, it waits up to SlotWaitTimeout for any slot to
+// free, looking for a connection gone idle every slotRescanInterval,
+// while later connections queue in the listen backlog: a burst past the
+// slot count is served as connections finish. A wait that runs out turns
+// shedding on: until a slot is free again, a connection finding none is
+// refused at once, so a server that stays full fails fast rather than
+// holding each client for the whole wait. Only the accept loop calls it.
+func (s *Server[H]) takeSlot(ctx context.Context, w *slotWait) (int32, bool) {
 	if idx, ok := s.free.pop(); ok {
+		w.shedding = false
 		return idx, true
 	}
-	if !s.evictIdle() {
+	if s.evictIdle() {
+		return s.awaitSlot(ctx, w, evictWaitTimeout, false)
+	}
+	if w.shedding || s.cfg.SlotWaitTimeout <= 0 {
 		return 0, false
 	}
-	wait.Reset(evictWaitTimeout)
-	defer wait.Stop()
+	if now := time.Now(); now.Sub(w.warned) >= slotsFullWarnInterval {
+		w.warned = now
+		s.log.Warn("server: every connection slot is busy; new connections wait for one (SlotWaitTimeout), then are refused: raise ConnectionsMax (lb --max-conns) if this persists",
+			"slots", len(s.slots), "wait", s.cfg.SlotWaitTimeout)
+	}
+	idx, ok := s.awaitSlot(ctx, w, s.cfg.SlotWaitTimeout, true)
+	w.shedding = !ok
+	return idx, ok
+}
+
+// awaitSlot waits up to d for a slot to be pushed (or, with rescan, for a
+// connection to go idle, which it evicts), or for ctx to end.
+func (s *Server[H]) awaitSlot(ctx context.Context, w *slotWait, d time.Duration, rescan bool) (int32, bool) {
+	w.wait.Reset(d)
+	defer w.wait.Stop()
+	if rescan {
+		w.rescan.Reset(slotRescanInterval)
+		defer w.rescan.Stop()
+	}
 	for {
 		// Pop before waiting: a slot freed between the two is either
 		// popped here or its signal is waiting in ready.
@@ -235,7 +279,12 @@ func (s *Server[H]) takeSlot(wait *time.Timer) (int32, bool) {
 		}
 		select {
 		case <-s.free.ready:
-		case <-wait.C:
+		case <-w.rescan.C:
+			s.evictIdle() // its slot comes back through ready
+			w.rescan.Reset(slotRescanInterval)
+		case <-w.wait.C:
+			return 0, false
+		case <-ctx.Done():
 			return 0, false
 		}
 	}

@@ -244,6 +244,7 @@ func TestTLSHandshakeTimeoutFreesSlot(t *testing.T) {
 	ts := newTLSSetup(t)
 	cfg := testConfig()
 	cfg.ConnectionsMax = 1
+	cfg.SlotWaitTimeout = 0 // turned away at once, not queued for the slot
 	cfg.TLS = serverTLS(ts.cert, ts.key)
 	cfg.TLS.HandshakeTimeout = 300 * time.Millisecond
 	cfg.Logger = discardLogger()
