@@ -378,3 +378,36 @@ func TestSlotWaitSheds(t *testing.T) {
 		t.Fatalf("after the slot freed: %d", r.StatusCode)
 	}
 }
+
+// TestEvictSparesActiveClient: a keep-alive connection idle only between
+// two requests (less than a second, or an eighth of IdleTimeout) is not
+// evicted for a new connection, which waits for a slot instead; once the
+// first has been idle that long, it gives way.
+func TestEvictSparesActiveClient(t *testing.T) {
+	cfg := testConfig() // IdleTimeout 2s: evictable after 250ms idle
+	cfg.ConnectionsMax = 1
+	h := &handler{}
+	ts := start(t, h, cfg, nil)
+	a := dial(t, ts.addr)
+	abr := bufio.NewReader(a)
+	send(t, a, get("/a1"))
+	readResp(t, abr, "GET")
+	b := dial(t, ts.addr)
+	send(t, b, get("/b"))
+	began := time.Now()
+	for i := range 3 { // a keeps asking, 100ms apart
+		time.Sleep(100 * time.Millisecond)
+		send(t, a, get("/a"+strconv.Itoa(i+2)))
+		if r := readResp(t, abr, "GET"); r.StatusCode != 200 {
+			t.Fatalf("active client: request %d got %d", i+2, r.StatusCode)
+		}
+	}
+	// a now stays quiet: past 250ms idle it is evicted and b is served.
+	if r := readResp(t, bufio.NewReader(b), "GET"); r.StatusCode != 200 {
+		t.Fatalf("waiting client got %d", r.StatusCode)
+	}
+	if took := time.Since(began); took < 550*time.Millisecond || took > 3*time.Second {
+		t.Fatalf("waiting client served after %v: want after the active client's last request plus 250ms idle", took)
+	}
+	expectClosed(t, abr)
+}

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"math"
 	"net"
 	"testing"
 	"time"
@@ -64,6 +65,7 @@ func TestTakeSlotWaitsForEvicted(t *testing.T) {
 	defer c1.Close()
 	defer c2.Close()
 	srv.slots[b].nc = c1
+	srv.slots[b].idleSince.Store(math.MinInt64) // idle long enough to evict
 	srv.slots[b].state.Store(stIdle)
 	go func() {
 		for srv.slots[b].state.Load() != stEvicted {

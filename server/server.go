@@ -225,6 +225,11 @@ type slotWait struct {
 	warned       time.Time // the last "slots full" warning
 }
 
+// evictAgeMin is how long a keep-alive connection must have been idle
+// to be evicted for a new one: a second, or an eighth of IdleTimeout
+// when that is shorter.
+func (s *Server[H]) evictAgeMin() time.Duration { return min(time.Second, s.cfg.IdleTimeout/8) }
+
 // slotRescanInterval is how often a wait for a slot looks for a
 // connection gone idle meanwhile, to evict it (a scan of every slot).
 const slotRescanInterval = 20 * time.Millisecond
@@ -338,10 +343,14 @@ func (f *freeList) len() int {
 }
 
 // evictIdle claims the connection idle the longest and wakes it; it then
-// closes with CloseEvicted and frees its slot. False when none is idle.
-// The scan is O(ConnectionsMax), paid only when every slot is taken: no
+// closes with CloseEvicted and frees its slot. False when none has been
+// idle for evictAgeMin: a connection between two requests of a busy
+// client is not taken for an idle one (a new connection waits for a slot
+// instead, see takeSlot). A lingering connection always qualifies. The
+// scan is O(ConnectionsMax), paid only when every slot is taken: no
 // shared idle list is kept on the request path.
 func (s *Server[H]) evictIdle() bool {
+	oldest := serval.Nanotime() - int64(s.evictAgeMin())
 	for range evictAttemptsMax {
 		best, bestSince := -1, int64(0)
 		for i := range s.slots {
@@ -354,7 +363,7 @@ func (s *Server[H]) evictIdle() bool {
 				best, bestSince = i, since
 			}
 		}
-		if best < 0 {
+		if best < 0 || bestSince > oldest {
 			return false
 		}
 		sl := &s.slots[best]
