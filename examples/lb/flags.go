@@ -105,7 +105,7 @@ func defineFlags(fs *flag.FlagSet, o *options, r *rawFlags) {
 	fs.UintVar(&o.unhealthyThreshold, "unhealthy-threshold", health.FailuresDefault, "consecutive failures (probes or requests) that take a backend out")
 	fs.UintVar(&o.healthyThreshold, "healthy-threshold", health.SuccessesDefault, "consecutive successful probes that bring a backend back")
 	fs.BoolVar(&r.version, "version", false, "print the version (module version, VCS revision, Go version) and exit")
-	fs.StringVar(&o.metricsAddr, "metrics-addr", "", "serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9100), and /healthz\nand /readyz (200 while a backend is in rotation); with --workers, worker k serves on port+k;\noff when empty")
+	fs.StringVar(&o.metricsAddr, "metrics-addr", "", "serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9100), and /healthz\nand /readyz (200 while a backend is in rotation); with --workers, every worker's series\n(label worker) on this one address; off when empty")
 	fs.StringVar(&o.accessLog, "access-log", "", "write a line per request to this file (appended; reopened on SIGHUP for log rotation),\nor to stdout with -; off when empty")
 	fs.BoolVar(&o.trustForwarded, "trust-forwarded", false, "keep incoming X-Forwarded-For/-Proto/-Host (append the client to X-Forwarded-For): only\nbehind a proxy you trust, since clients can write these fields (default: replace them)")
 	fs.StringVar(&o.via, "via", "", "add \"Via: 1.1 NAME\" to requests and responses (at most "+strconv.Itoa(proxy.ViaBytesMax)+" bytes; default: none)")

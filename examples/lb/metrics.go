@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"io"
 	"log/slog"
 	"net"
@@ -33,35 +32,13 @@ func (h *metricsHandler) OnUpstreamDone(x *serval.Exchange, u *serval.Upstream, 
 	h.c.OnUpstreamDone(x, u, r)
 }
 
-// metricsAddr is where this process serves /metrics: --metrics-addr, its
-// port shifted by the worker index under --workers (each worker has its
-// own counters: scrape each).
-func metricsAddr(addr string, worker int) (string, error) {
-	if worker <= 0 {
-		return addr, nil
-	}
-	host, port, err := net.SplitHostPort(addr)
-	if err != nil {
-		return "", err
-	}
-	p, err := strconv.Atoi(port)
-	if err != nil || p == 0 {
-		return "", errors.New("--metrics-addr needs a fixed port with --workers (worker k serves on port+k)")
-	}
-	return net.JoinHostPort(host, strconv.Itoa(p+worker)), nil
-}
-
 // startMetrics serves /metrics (Prometheus text format) for c on
-// o.metricsAddr: Serval's counters, upstream health and pool state, and
+// o.metricsAddr (a worker: on its inherited listener): Serval's counters, upstream health and pool state, and
 // the Go runtime's and the process's own; and /healthz and /readyz for
 // probes of the balancer itself. stop shuts the listener down.
 func startMetrics(o *options, c *metrics.Counters, table []serval.Upstream, healthy func(serval.UpstreamIndex) bool,
 	p *pool.Fixed, logger *slog.Logger) (stop func(), err error) {
 	worker := workerIndex()
-	addr, err := metricsAddr(o.metricsAddr, worker)
-	if err != nil {
-		return nil, err
-	}
 	opts := promexport.Options{Upstreams: table, Healthy: healthy, Pool: p.Stats}
 	if worker >= 0 {
 		opts.ConstLabels = prometheus.Labels{"worker": strconv.Itoa(worker)}
@@ -92,7 +69,15 @@ func startMetrics(o *options, c *metrics.Counters, table []serval.Upstream, heal
 		}
 		io.WriteString(w, "ok: "+strconv.Itoa(n)+" of "+strconv.Itoa(len(table))+" backends in rotation\n")
 	})
-	ln, err := net.Listen("tcp", addr)
+	// A worker serves on the loopback listener the master made for it;
+	// the master serves --metrics-addr with every worker's series
+	// (metrics_master.go).
+	var ln net.Listener
+	if worker >= 0 {
+		ln, err = workerMetricsListener()
+	} else {
+		ln, err = net.Listen("tcp", o.metricsAddr)
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -84,23 +84,52 @@ func TestMetricsEndpoint(t *testing.T) {
 	}
 }
 
-func TestMetricsAddrPerWorker(t *testing.T) {
-	for _, tc := range []struct {
-		addr   string
-		worker int
-		want   string
-		err    bool
-	}{
-		{"127.0.0.1:9100", -1, "127.0.0.1:9100", false},
-		{"127.0.0.1:9100", 0, "127.0.0.1:9100", false},
-		{"127.0.0.1:9100", 3, "127.0.0.1:9103", false},
-		{"[::1]:9100", 1, "[::1]:9101", false},
-		{"127.0.0.1:0", 1, "", true},
-	} {
-		got, err := metricsAddr(tc.addr, tc.worker)
-		if (err != nil) != tc.err || got != tc.want {
-			t.Fatalf("metricsAddr(%q, %d) = %q, %v", tc.addr, tc.worker, got, err)
+// TestMetricsWorkers: under --workers, the master serves every worker's
+// series on --metrics-addr, each labelled with its worker (the Go
+// runtime's and the process's too), its own process metrics as
+// worker="master"; the requests the workers served add up; /readyz and
+// /healthz answer for the whole balancer.
+func TestMetricsWorkers(t *testing.T) {
+	maddr := "127.0.0.1:" + strconv.Itoa(freePort(t))
+	addr, logs := startLB(t, "--workers", "2", "--metrics-addr", maddr)
+	waitLogs(t, logs, "two workers serving", func(s string) bool { return strings.Count(s, `msg="worker serving"`) == 2 })
+	const n = 30
+	for range n {
+		getOnce(t, addr)
+	}
+	served := regexp.MustCompile(`(?m)^serval_requests_total\{code="200",worker="([01])"\} (\S+)$`)
+	deadline := time.Now().Add(10 * time.Second)
+	var text string
+	for {
+		text = scrape(t, maddr)
+		sum := 0.0
+		for _, m := range served.FindAllStringSubmatch(text, -1) {
+			v, _ := strconv.ParseFloat(m[2], 64)
+			sum += v
 		}
+		if sum == n {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("requests served add up to %v, want %d:\n%s", sum, n, text)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	for _, want := range []string{`go_goroutines{worker="0"}`, `go_goroutines{worker="1"}`,
+		`serval_upstream_healthy{upstream="127.0.0.1:`, `process_cpu_seconds_total{worker="master"}`,
+		`process_cpu_seconds_total{worker="1"}`} {
+		if !strings.Contains(text, want) {
+			t.Fatalf("no %s in:\n%s", want, text)
+		}
+	}
+	if c := strings.Count(text, "# TYPE go_goroutines "); c != 1 {
+		t.Fatalf("go_goroutines has %d TYPE lines, want 1 (one family for all workers)", c)
+	}
+	if code, body := httpGet(t, maddr, "/readyz"); code != 200 || !strings.Contains(body, "2 of 2 workers") {
+		t.Fatalf("/readyz: %d %q", code, body)
+	}
+	if code, _ := httpGet(t, maddr, "/healthz"); code != 200 {
+		t.Fatalf("/healthz: %d", code)
 	}
 }
 

@@ -118,6 +118,7 @@ type master struct {
 	args   []string // each worker's arguments
 	seed   []byte   // session ticket seed, the same for every worker
 	files  []*os.File
+	mfiles []*os.File // each worker's metrics listener (--metrics-addr), or nil
 	out    *lineSink
 	log    *slog.Logger
 	drain  time.Duration // a worker's shutdown deadline
@@ -154,8 +155,24 @@ func runMaster(ctx context.Context, o *options, args []string, list string, logg
 		logger.Error("load balancer: no randomness for the session ticket seed", "err", err)
 		return 1
 	}
+	var mfiles []*os.File
+	if o.metricsAddr != "" {
+		var maddrs []string
+		if mfiles, maddrs, err = listenWorkerMetrics(o.workers); err != nil {
+			logger.Error("load balancer: --metrics-addr", "err", err)
+			return 1
+		}
+		defer closeFiles(mfiles)
+		stop, err := startMasterMetrics(o, maddrs, logger)
+		if err != nil {
+			logger.Error("load balancer: --metrics-addr", "err", err)
+			return 1
+		}
+		defer stop()
+	}
 	m := &master{
 		exe:    exe,
+		mfiles: mfiles,
 		args:   append(slices.Clone(args), "--backends", list),
 		seed:   seed,
 		files:  files,
@@ -241,6 +258,9 @@ func (m *master) start(k int) (*exec.Cmd, <-chan struct{}, error) {
 	cmd.Env = append(os.Environ(), workerEnv+"="+strconv.Itoa(k), "GOMAXPROCS=1")
 	cmd.Stdout, cmd.Stderr = w, w
 	cmd.ExtraFiles = []*os.File{m.files[k], sr}
+	if m.mfiles != nil {
+		cmd.ExtraFiles = append(cmd.ExtraFiles, m.mfiles[k]) // workerMetricsFD
+	}
 	cmd.SysProcAttr = workerSysProcAttr()
 	err = cmd.Start()
 	w.Close() // the worker has its own copy
