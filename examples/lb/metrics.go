@@ -81,17 +81,23 @@ func startMetrics(o *options, c *metrics.Counters, table []serval.Upstream, heal
 	if err != nil {
 		return nil, err
 	}
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	logger.Info("metrics listening", "addr", ln.Addr().String(), "path", "/metrics")
+	return serveHTTP(ln, mux), nil
+}
+
+// serveHTTP serves h on ln until the returned stop, which shuts the
+// server down (in-flight scrapes get two seconds) and waits for it.
+func serveHTTP(ln net.Listener, h http.Handler) (stop func()) {
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		srv.Serve(ln)
 	}()
-	logger.Info("metrics listening", "addr", ln.Addr().String(), "path", "/metrics")
 	return func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
 		srv.Shutdown(ctx)
 		<-done
-	}, nil
+	}
 }

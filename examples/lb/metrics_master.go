@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"io"
 	"log/slog"
@@ -199,18 +198,10 @@ func startMasterMetrics(o *options, workerAddrs []string, logger *slog.Logger) (
 	if err != nil {
 		return nil, err
 	}
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		srv.Serve(ln)
-	}()
 	logger.Info("metrics listening", "addr", ln.Addr().String(), "path", "/metrics", "workers", len(workerAddrs))
+	stopHTTP := serveHTTP(ln, mux)
 	return func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		srv.Shutdown(ctx)
-		<-done
+		stopHTTP()
 		client.CloseIdleConnections()
 	}, nil
 }
