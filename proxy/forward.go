@@ -158,15 +158,17 @@ func (s *Session) attempt(fresh bool) (serval.Phase, error) {
 	if err := s.connect(fresh); err != nil {
 		return serval.PhaseConnect, err
 	}
-	if phase, err := s.sendRequest(); err != nil {
+	// The head wait is bounded by a lazily renewed deadline, counted from
+	// when the request began to be sent; the zero deadline tells
+	// ReadResponse to keep it. Set before sending: sending may already
+	// wait for the answer's first bytes (have).
+	s.c.Deadlines.ReadAt(s.c.Conn, s.f.cfg.ResponseTimeout, serval.NanotimeAt(s.sentAt))
+	have, phase, err := s.sendRequest()
+	if err != nil {
 		s.releaseUpstream(false)
 		return phase, err
 	}
-	// The head wait is bounded by a lazily renewed deadline, counted from
-	// when the request began to be sent; the zero deadline tells
-	// ReadResponse to keep it.
-	s.c.Deadlines.ReadAt(s.c.Conn, s.f.cfg.ResponseTimeout, serval.NanotimeAt(s.sentAt))
-	h, cause, err := client.ReadResponse(s.c.Conn, s.rbuf, 0, &s.resp, &s.f.lim,
+	h, cause, err := client.ReadResponse(s.c.Conn, s.rbuf, have, &s.resp, &s.f.lim,
 		time.Time{}, s.req.MethodID, s.upgrade, s)
 	if err != nil {
 		s.logCause(cause)

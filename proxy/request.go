@@ -86,9 +86,20 @@ func (s *Session) planChunked() error {
 	return nil
 }
 
+// writeReader is a connection that can write a message and wait for its
+// answer in one go (sockio.Conn.WriteRead).
+type writeReader interface {
+	WriteRead(w, r []byte) (n int, werr, rerr error)
+}
+
 // sendRequest writes the head and a buffered body, or hands a streamed
-// body to the pump (after a 100 Continue the client waits for).
-func (s *Session) sendRequest() (serval.Phase, error) {
+// body to the pump (after a 100 Continue the client waits for). When the
+// whole request goes in one write on a connection that can, it also
+// reads the first bytes of the answer into s.rbuf (have): see
+// sockio.Conn.WriteRead. A read error is left for ReadResponse, whose
+// own read meets it again and classifies it. The read deadline must be
+// set before.
+func (s *Session) sendRequest() (have int, phase serval.Phase, err error) {
 	b := s.hbuf
 	body := s.bodyOut
 	if s.body == bodyBuffered && len(b)+len(body) <= cap(b) {
@@ -97,17 +108,26 @@ func (s *Session) sendRequest() (serval.Phase, error) {
 	// The zero deadline tells WriteHead that the lazily renewed one holds.
 	var deadline time.Time
 	if err := s.c.Deadlines.WriteAt(s.c.Conn, s.f.cfg.WriteTimeout, serval.NanotimeAt(s.sentAt)); err != nil {
-		return serval.PhaseUpstreamWrite, err
+		return 0, serval.PhaseUpstreamWrite, err
+	}
+	if wr, ok := s.c.Conn.(writeReader); ok && len(body) == 0 && (s.body == bodyNone || s.body == bodyBuffered) {
+		n, werr, _ := wr.WriteRead(b, s.rbuf[:s.f.lim.HeadBytesMax])
+		if werr != nil {
+			s.bodySent = s.bodySent || len(b) > len(s.hbuf)
+			return 0, serval.PhaseUpstreamWrite, client.ErrWriteFailed
+		}
+		s.bodySent = s.bodySent || s.body == bodyBuffered
+		return n, serval.PhaseNone, nil
 	}
 	if _, err := client.WriteHead(s.c.Conn, b, deadline); err != nil {
 		s.bodySent = s.bodySent || len(b) > len(s.hbuf)
-		return serval.PhaseUpstreamWrite, err
+		return 0, serval.PhaseUpstreamWrite, err
 	}
 	if s.body == bodyBuffered {
 		s.bodySent = true
 		if len(body) > 0 {
 			if _, err := client.WriteHead(s.c.Conn, body, deadline); err != nil {
-				return serval.PhaseUpstreamWrite, err
+				return 0, serval.PhaseUpstreamWrite, err
 			}
 		}
 	}
@@ -115,13 +135,13 @@ func (s *Session) sendRequest() (serval.Phase, error) {
 		if s.req.ExpectContinue && s.req.Version == serval.Version11 && !s.cont {
 			s.cont = true
 			if !s.writeClient(continueLine) {
-				return serval.PhaseClientWrite, errClientWrite
+				return 0, serval.PhaseClientWrite, errClientWrite
 			}
 		}
 		s.bodySent = true
 		s.startPump(s.body == bodyChunked)
 	}
-	return serval.PhaseNone, nil
+	return 0, serval.PhaseNone, nil
 }
 
 // finishBody settles the request body before an error answer: it decides

@@ -29,6 +29,10 @@ type Conn struct {
 	werr    syscall.Errno
 	readFn  func(uintptr) bool
 	writeFn func(uintptr) bool
+	// WriteRead's state (the write made inside the read's wait).
+	wrFn      func(uintptr) bool
+	wrBlocked bool // the write would have waited for room: finish it outside
+	wrWritten bool // the write is done: the callback's next call reads
 
 	// Readiness (see poll_linux.go): when polled, Read waits for a token
 	// of d unless more says the last read filled its buffer.
@@ -58,6 +62,7 @@ type Conn struct {
 func (c *Conn) Init() {
 	c.readFn = c.doRead
 	c.writeFn = c.doWrite
+	c.wrFn = c.doWriteRead
 	c.readOnceFn = c.doReadOnce
 	c.peekFn = c.doPeek
 	c.regFn = c.doRegister
@@ -362,6 +367,81 @@ func (c *Conn) Write(b []byte) (int, error) {
 		return c.wn, opError("write", c.TCPConn, c.werr)
 	}
 	return c.wn, nil
+}
+
+// WriteRead writes w whole and then reads into r, like Write followed by
+// Read, for a message that expects an answer (a request to an upstream):
+// werr is the write's error (nothing was read), else n and rerr are the
+// read's. A socket read the runtime's way (not polled) saves a system
+// call with it: Read would try a read(2) first, which fails with EAGAIN
+// (the answer cannot be there before the message left), then wait; here
+// the write is made inside the read's wait, after the runtime's poller
+// took note of the socket, so any answer arriving after it wakes the
+// wait and the first read(2) finds it. A write that would wait for room
+// is finished by Write, then Read reads. A polled socket already reads
+// only after readiness: there WriteRead is Write then Read.
+func (c *Conn) WriteRead(w, r []byte) (n int, werr, rerr error) {
+	if raceEnabled || c.polled || len(w) == 0 || len(r) == 0 {
+		if _, err := c.Write(w); err != nil {
+			return 0, err, nil
+		}
+		n, err := c.Read(r)
+		return n, nil, err
+	}
+	c.wbuf, c.wn, c.werr = w, 0, 0
+	c.rbuf, c.rn, c.rerr = r, 0, 0
+	c.wrBlocked, c.wrWritten = false, false
+	err := c.rc.Read(c.wrFn)
+	rest, blocked, written := c.wbuf, c.wrBlocked, c.wrWritten
+	c.wbuf, c.rbuf = nil, nil
+	switch {
+	case c.werr != 0:
+		return 0, opError("write", c.TCPConn, c.werr), nil
+	case blocked:
+		if _, err := c.Write(rest); err != nil {
+			return 0, err, nil
+		}
+		n, err := c.Read(r)
+		return n, nil, err
+	case !written:
+		// The read's wait failed before the write (the socket closed,
+		// a deadline in the past): the message did not go.
+		return 0, err, nil
+	case err != nil:
+		return 0, nil, err // a deadline or a close while waiting for the answer
+	case c.rerr != 0:
+		return 0, nil, opError("read", c.TCPConn, c.rerr)
+	case c.rn == 0:
+		return 0, nil, io.EOF
+	}
+	c.more = c.rn == len(r)
+	return c.rn, nil, nil
+}
+
+// doWriteRead is WriteRead's callback: the first call writes and asks
+// to wait (false); once the poller says readable, the next ones read.
+func (c *Conn) doWriteRead(fd uintptr) bool {
+	if !c.wrWritten {
+		for len(c.wbuf) > 0 {
+			n, _, e := syscall.RawSyscall6(syscall.SYS_SENDTO, fd, uintptr(unsafe.Pointer(&c.wbuf[0])), uintptr(len(c.wbuf)), syscall.MSG_NOSIGNAL, 0, 0)
+			switch e {
+			case 0:
+				c.wn += int(n)
+				c.wbuf = c.wbuf[n:]
+			case syscall.EINTR:
+			case syscall.EAGAIN:
+				c.wrBlocked = true
+				return true
+			default:
+				c.werr = e
+				return true
+			}
+		}
+		c.wrWritten = true
+		return false
+	}
+	c.doReadOnce(fd)
+	return c.rerr != syscall.EAGAIN
 }
 
 // opError wraps a system call error as net does, so callers' errors.Is

@@ -21,3 +21,12 @@ func (c *Conn) Reset(tcp *net.TCPConn) error {
 
 // Clear drops the socket.
 func (c *Conn) Clear() { c.TCPConn = nil }
+
+// WriteRead writes w whole, then reads into r (see the Linux version).
+func (c *Conn) WriteRead(w, r []byte) (n int, werr, rerr error) {
+	if _, err := c.Write(w); err != nil {
+		return 0, err, nil
+	}
+	n, err := c.Read(r)
+	return n, nil, err
+}
