@@ -335,6 +335,19 @@ func (c *Conn) readRuntime(b []byte) (int, error) {
 }
 
 func (c *Conn) doWrite(fd uintptr) bool {
+	switch e := c.send(fd); e {
+	case 0:
+	case syscall.EAGAIN:
+		return false // park until writable, then go on
+	default:
+		c.werr = e
+	}
+	return true
+}
+
+// send writes c.wbuf until it is all written (0), the socket has no room
+// (EAGAIN) or an error; what was written is off c.wbuf and in c.wn.
+func (c *Conn) send(fd uintptr) syscall.Errno {
 	for len(c.wbuf) > 0 {
 		n, _, e := syscall.RawSyscall6(syscall.SYS_SENDTO, fd, uintptr(unsafe.Pointer(&c.wbuf[0])), uintptr(len(c.wbuf)), syscall.MSG_NOSIGNAL, 0, 0)
 		switch e {
@@ -342,14 +355,11 @@ func (c *Conn) doWrite(fd uintptr) bool {
 			c.wn += int(n)
 			c.wbuf = c.wbuf[n:]
 		case syscall.EINTR:
-		case syscall.EAGAIN:
-			return false // park until writable, then go on
 		default:
-			c.werr = e
-			return true
+			return e
 		}
 	}
-	return true
+	return 0
 }
 
 // Write writes all of b (waiting for room as net.Conn.Write does).
@@ -422,23 +432,16 @@ func (c *Conn) WriteRead(w, r []byte) (n int, werr, rerr error) {
 // to wait (false); once the poller says readable, the next ones read.
 func (c *Conn) doWriteRead(fd uintptr) bool {
 	if !c.wrWritten {
-		for len(c.wbuf) > 0 {
-			n, _, e := syscall.RawSyscall6(syscall.SYS_SENDTO, fd, uintptr(unsafe.Pointer(&c.wbuf[0])), uintptr(len(c.wbuf)), syscall.MSG_NOSIGNAL, 0, 0)
-			switch e {
-			case 0:
-				c.wn += int(n)
-				c.wbuf = c.wbuf[n:]
-			case syscall.EINTR:
-			case syscall.EAGAIN:
-				c.wrBlocked = true
-				return true
-			default:
-				c.werr = e
-				return true
-			}
+		switch e := c.send(fd); e {
+		case 0:
+			c.wrWritten = true
+			return false // now wait for the answer
+		case syscall.EAGAIN:
+			c.wrBlocked = true
+		default:
+			c.werr = e
 		}
-		c.wrWritten = true
-		return false
+		return true
 	}
 	c.doReadOnce(fd)
 	return c.rerr != syscall.EAGAIN
