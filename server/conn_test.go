@@ -347,7 +347,7 @@ func TestSlotWaitSheds(t *testing.T) {
 	cfg.ConnectionsMax = 1
 	cfg.SlotWaitTimeout = 300 * time.Millisecond
 	m := &countMetrics{}
-	ts := start(t, &handler{}, cfg, m)
+	srv, ts := serve(t, &handler{}, nil, m, cfg)
 	busy := dial(t, ts.addr)
 	send(t, busy, "GET /busy HTTP/1.1\r\n")
 	time.Sleep(50 * time.Millisecond)
@@ -374,6 +374,15 @@ func TestSlotWaitSheds(t *testing.T) {
 		t.Fatalf("busy client got %d", r.StatusCode)
 	}
 	expectClosed(t, br)
+	// The client sees the close a moment before the slot is free again;
+	// until then a shedding server refuses at once, by design.
+	deadline := time.Now().Add(testTimeout)
+	for srv.free.len() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the busy connection's slot was not freed")
+		}
+		time.Sleep(time.Millisecond)
+	}
 	if r := roundTrip(t, ts.addr, get("/after"), "GET"); r.StatusCode != 200 {
 		t.Fatalf("after the slot freed: %d", r.StatusCode)
 	}
