@@ -39,7 +39,11 @@
 //     write buffer (the head half builds the response head). The Action:
 //     Continue selects an upstream (503 when none) and calls
 //     proxy.Session.Forward, which writes the response itself; Respond,
-//     Reject and Stream are written by this package.
+//     Reject and Stream are written by this package. A direct response
+//     whose connection stays open while the read buffer already holds
+//     the next request (a pipelining client) is kept back and leaves with
+//     the responses after it in one write; kept responses are flushed
+//     before anything that may wait (respond.go, writeFinal).
 //  4. A request body the handler did not read is drained up to
 //     BodyDrainBytesMax after the response, else the connection closes, so
 //     body bytes are never parsed as the next request.
