@@ -208,13 +208,7 @@ func checkHeaders(t *testing.T, i int, body string, sent []string) {
 // --backends and checks round-robin over net/http's client (new
 // connections as well as reused ones).
 func TestExplicitBackends(t *testing.T) {
-	bctx, bcancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	defer func() { bcancel(); wg.Wait() }()
-	list, err := startEchoBackends(bctx, &wg, discardLogger(), "one", "two", "three")
-	if err != nil {
-		t.Fatal(err)
-	}
+	list := echoBackends(t, "one", "two", "three")
 	addr, _ := startLB(t, "--backends", list, "--connect-timeout", "1s", "--response-timeout", "5s", "--idle-per-upstream", "4")
 	tr := &http.Transport{}
 	defer tr.CloseIdleConnections()
@@ -269,19 +263,29 @@ func TestHelpAndBadFlags(t *testing.T) {
 
 func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
+// echoBackends starts in-process echo backends for the test and returns
+// their --backends list; they stop when the test ends, after any
+// balancer the test starts later (cleanups run last first).
+func echoBackends(t *testing.T, ids ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	list, err := startEchoBackends(ctx, &wg, discardLogger(), ids...)
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	return list
+}
+
 // TestDeadBackendTakenOut: with one backend refusing connections, every
 // request is answered by the live one: a refused connect is retried there
 // (the dead backend never saw the request, so a POST goes too), and
 // passive health takes the dead one out of rotation. With --retries 0 the
 // requests sent to the dead backend before that get 502.
 func TestDeadBackendTakenOut(t *testing.T) {
-	bctx, bcancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	defer func() { bcancel(); wg.Wait() }()
-	live, err := startEchoBackends(bctx, &wg, discardLogger(), "live")
-	if err != nil {
-		t.Fatal(err)
-	}
+	live := echoBackends(t, "live")
 	dead := "127.0.0.1:" + strconv.Itoa(freePort(t))
 	run := func(args ...string) []int {
 		addr, _ := startLB(t, append([]string{"--backends", dead + "," + live, "--connect-timeout", "1s"}, args...)...)
@@ -329,13 +333,7 @@ func TestDeadBackendTakenOut(t *testing.T) {
 // TestBackendComesBack: a backend that was down and taken out of rotation
 // is brought back by the active prober once it listens again.
 func TestBackendComesBack(t *testing.T) {
-	bctx, bcancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	defer func() { bcancel(); wg.Wait() }()
-	live, err := startEchoBackends(bctx, &wg, discardLogger(), "live")
-	if err != nil {
-		t.Fatal(err)
-	}
+	live := echoBackends(t, "live")
 	late := "127.0.0.1:" + strconv.Itoa(freePort(t))
 	addr, _ := startLB(t, "--backends", live+","+late, "--health-interval", "20ms")
 	tr := &http.Transport{}
@@ -367,6 +365,9 @@ func TestBackendComesBack(t *testing.T) {
 	if err != nil {
 		t.Skipf("port %s was taken meanwhile: %v", late, err)
 	}
+	bctx, bcancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	defer func() { bcancel(); wg.Wait() }()
 	h := echo.New(echo.Config{ID: "late", Logger: discardLogger()})
 	cfg := server.DefaultConfig()
 	cfg.ConnectionsMax = 16

@@ -62,12 +62,7 @@ func startMetrics(o *options, c *metrics.Counters, table []serval.Upstream, heal
 				}
 			}
 		}
-		if n == 0 {
-			w.WriteHeader(http.StatusServiceUnavailable)
-			io.WriteString(w, "no backend in rotation\n")
-			return
-		}
-		io.WriteString(w, "ok: "+strconv.Itoa(n)+" of "+strconv.Itoa(len(table))+" backends in rotation\n")
+		writeReady(w, n, len(table), "backends in rotation")
 	})
 	// A worker serves on the loopback listener the master made for it;
 	// the master serves --metrics-addr with every worker's series
@@ -83,6 +78,17 @@ func startMetrics(o *options, c *metrics.Counters, table []serval.Upstream, heal
 	}
 	logger.Info("metrics listening", "addr", ln.Addr().String(), "path", "/metrics")
 	return serveHTTP(ln, mux), nil
+}
+
+// writeReady answers a readiness probe: 200 "ok: n of total what" when
+// n > 0, else 503.
+func writeReady(w http.ResponseWriter, n, total int, what string) {
+	if n == 0 {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		io.WriteString(w, "not ready: 0 of "+strconv.Itoa(total)+" "+what+"\n")
+		return
+	}
+	io.WriteString(w, "ok: "+strconv.Itoa(n)+" of "+strconv.Itoa(total)+" "+what+"\n")
 }
 
 // serveHTTP serves h on ln until the returned stop, which shuts the

@@ -187,12 +187,7 @@ func startMasterMetrics(o *options, workerAddrs []string, logger *slog.Logger) (
 				ready++
 			}
 		}
-		if ready == 0 {
-			w.WriteHeader(http.StatusServiceUnavailable)
-			io.WriteString(w, "no worker has a backend in rotation\n")
-			return
-		}
-		io.WriteString(w, "ok: "+strconv.Itoa(ready)+" of "+strconv.Itoa(len(workerAddrs))+" workers ready\n")
+		writeReady(w, ready, len(workerAddrs), "workers ready")
 	})
 	ln, err := net.Listen("tcp", o.metricsAddr)
 	if err != nil {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"context"
 	"io"
 	"net"
 	"net/http"
@@ -71,13 +70,7 @@ func (s *shedder) serve(c net.Conn) {
 // reset. --no-health keeps the failing backend in rotation, so every
 // other request meets it.
 func TestRetryIdempotentWithoutAnswer(t *testing.T) {
-	bctx, bcancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	defer func() { bcancel(); wg.Wait() }()
-	live, err := startEchoBackends(bctx, &wg, discardLogger(), "live")
-	if err != nil {
-		t.Fatal(err)
-	}
+	live := echoBackends(t, "live")
 	for _, rst := range []bool{false, true} {
 		t.Run("rst="+strconv.FormatBool(rst), func(t *testing.T) {
 			shed := startShedder(t, rst)
