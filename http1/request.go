@@ -80,7 +80,7 @@ func parseRequestLine(win []byte, pos int, req *serval.Request, targetMax int) (
 	pos++
 	start = pos
 	for ; pos < len(win) && win[pos] != ' '; pos++ {
-		if charClass[win[pos]]&cVchar == 0 {
+		if charClass[win[pos]]&cTarget == 0 {
 			return 0, lineError(win[pos], ErrBadTarget)
 		}
 		if pos-start == targetMax {

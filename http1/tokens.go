@@ -6,7 +6,7 @@ import "github.com/servalproxy/serval"
 // cheapest exact check: the grammar of every element is a set of bytes.
 const (
 	cTchar   uint8 = 1 << iota // token character, RFC 9110 §5.6.2
-	cVchar                     // visible ASCII 0x21-0x7E (request-target bytes)
+	cTarget                    // request-target byte: VCHAR (0x21-0x7E) but '#'
 	cValue                     // field-value byte: VCHAR, SP, HTAB, obs-text
 	cRegName                   // reg-name byte, RFC 3986: unreserved / sub-delims
 	cHex                       // hex digit
@@ -23,7 +23,15 @@ var charClass = func() (t [256]uint8) {
 			t[c] |= cTchar
 		}
 		if 0x21 <= b && b <= 0x7e {
-			t[c] |= cVchar | cValue
+			t[c] |= cValue
+			// '#' starts a fragment, which a request never carries (RFC
+			// 9112 §3.2: origin-form is absolute-path ["?" query], and
+			// absolute-URI has no fragment). Passed on, it would split
+			// what the next hop routes on from what a path rule here
+			// matched (the bypass behind HAProxy's CVE-2023-45539).
+			if b != '#' {
+				t[c] |= cTarget
+			}
 		}
 		if b == ' ' || b == '\t' || b >= 0x80 {
 			t[c] |= cValue

@@ -607,3 +607,38 @@ func TestBytesInCountsBodies(t *testing.T) {
 		}
 	}
 }
+
+// TestTrailersFiltered: trailer fields that may not follow the content
+// (framing, routing, hop-by-hop, the forwarding fields) are dropped both
+// ways; the others pass.
+func TestTrailersFiltered(t *testing.T) {
+	checkLeaks(t)
+	const bad = "Content-Length: 5\r\nHost: evil.example\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n" +
+		"X-Forwarded-For: 6.6.6.6\r\nTrailer: X-Ok\r\n"
+	trailers := make(chan http.Header, 1)
+	hs, _ := rawHarness(t, Config{}, serval.Hooks{}, func(c net.Conn, br *bufio.Reader) {
+		req, body, err := readRequest(br)
+		if err != nil {
+			t.Errorf("origin: %v", err)
+			return
+		}
+		if string(body) != "abcd" {
+			t.Errorf("origin got body %q", body)
+		}
+		trailers <- req.Trailer
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nxyz\r\n0\r\nX-Ok: 2\r\n"+bad+"\r\n")
+	})
+	tc := dialHarness(t, hs)
+	tc.send("POST / HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nabcd\r\n0\r\nX-Ok: 1\r\n" + bad + "\r\n")
+	resp, body := tc.mustRead("POST")
+	if resp.StatusCode != 200 || string(body) != "xyz" {
+		t.Fatalf("status %d body %q", resp.StatusCode, body)
+	}
+	check := func(side string, h http.Header, ok string) {
+		if len(h) != 1 || h.Get("X-Ok") != ok {
+			t.Errorf("%s trailers %v, want only X-Ok: %s", side, h, ok)
+		}
+	}
+	check("request", <-trailers, "1")
+	check("response", resp.Trailer, "2")
+}

@@ -113,7 +113,9 @@ func (s *Session) pipeChunked(src *chunkSource, dec *http1.ChunkedDecoder, enc *
 		case http1.SegLastChunk:
 			err = enc.framing(lastChunkLine)
 		case http1.SegTrailer:
-			err = enc.framing(data)
+			if trailerForwarded(data) {
+				err = enc.framing(data)
+			}
 		case http1.SegEnd:
 			if err := enc.framing(crlf); err != nil {
 				return failSink, err
@@ -140,4 +142,44 @@ func (s *Session) pipeChunked(src *chunkSource, dec *http1.ChunkedDecoder, enc *
 			return failSink, err
 		}
 	}
+}
+
+// trailerForwarded reports whether a validated trailer field line passes
+// on. A trailer may not carry what must be known before the content
+// (RFC 9110 §6.5.1): framing, routing, hop-by-hop fields and the
+// forwarding fields this proxy writes are dropped, so a next hop that
+// merges trailers into the header section cannot be handed a second
+// Content-Length, another Host or a forged X-Forwarded-For.
+func trailerForwarded(line []byte) bool {
+	name := line
+	for i, c := range line {
+		if c == ':' {
+			name = line[:i]
+			break
+		}
+	}
+	if hopByHop(name) {
+		return false
+	}
+	switch len(name) {
+	case 3:
+		return !serval.EqualFold(name, "via")
+	case 4:
+		return !serval.EqualFold(name, "host")
+	case 9:
+		return !serval.EqualFold(name, "forwarded")
+	case 12:
+		return !serval.EqualFold(name, "content-type")
+	case 13:
+		return !serval.EqualFold(name, "content-range")
+	case 14:
+		return !serval.EqualFold(name, "content-length")
+	case 15:
+		return !serval.EqualFold(name, "x-forwarded-for")
+	case 16:
+		return !serval.EqualFold(name, "content-encoding") && !serval.EqualFold(name, "x-forwarded-host")
+	case 17:
+		return !serval.EqualFold(name, "x-forwarded-proto")
+	}
+	return true
 }
