@@ -34,8 +34,9 @@ type Conn struct {
 	wrBlocked bool // the write would have waited for room: finish it outside
 	wrWritten bool // the write is done: the callback's next call reads
 
-	// Readiness (see poll_linux.go): when polled, Read waits for a token
-	// of d unless more says the last read filled its buffer.
+	// Readiness (see poll_linux.go): when polled, Read waits for the
+	// runtime's readiness mark unless more says the last read filled its
+	// buffer.
 	d          Desc
 	polled     bool
 	more       bool
@@ -70,7 +71,6 @@ func (c *Conn) Init() {
 	c.spliceInOnceFn = c.doSpliceInOnce
 	c.spliceInFn = c.doSpliceIn
 	c.spliceOutFn = c.doSpliceOut
-	c.d.init()
 }
 
 // Reset makes c use tcp. It fails only when tcp has no file descriptor.
@@ -90,17 +90,21 @@ func (c *Conn) Clear() {
 	c.rbuf, c.wbuf = nil, nil
 }
 
-// Poll registers the socket with the readiness poller: from now on Read
-// waits for readiness before reading (see poll_linux.go). Close then
-// must be called on c, not on the TCPConn, to unregister it. Poll does
-// nothing (reads stay the runtime's) under the race detector, whose view
-// of synchronisation goes through net, and with more than one processor
-// (see pollingPays).
+// Poll makes Read wait for readiness before reading (see poll_linux.go)
+// and registers the socket with the FIN watcher. Close then must be
+// called on c, not on the TCPConn, to unregister it. Poll does nothing
+// (reads stay the runtime's) under the race detector, whose view of
+// synchronisation goes through net, and when this Go runtime's readiness
+// cannot be reached (see pollingPays).
 func (c *Conn) Poll() error {
 	if raceEnabled || c.polled || !pollingPays() {
 		return nil
 	}
-	c.d.reset()
+	pd := pollDescOf(c.TCPConn)
+	if pd == nil {
+		return nil
+	}
+	c.d.reset(pd)
 	c.regErr = nil
 	if err := c.rc.Control(c.regFn); err != nil {
 		return err
@@ -112,7 +116,7 @@ func (c *Conn) Poll() error {
 	return nil
 }
 
-func (c *Conn) doRegister(fd uintptr) { c.regErr = thePoller.register(int(fd), &c.d) }
+func (c *Conn) doRegister(fd uintptr) { c.regErr = thePoller.register(int(fd), c.TCPConn, &c.d) }
 
 func (c *Conn) doUnregister(fd uintptr) { thePoller.unregister(int(fd), &c.d, true) }
 
@@ -121,8 +125,6 @@ func (c *Conn) Close() error {
 	if c.polled {
 		c.polled = false
 		c.d.closed.Store(true)
-		c.d.timer.Stop()
-		c.d.notify()
 		// The socket may have been closed already (Interrupt's caller
 		// closed the TCPConn): the kernel then dropped it from the set.
 		if c.rc.Control(c.unregFn) != nil {
@@ -140,20 +142,19 @@ func (c *Conn) Unpoll() {
 		return
 	}
 	c.polled = false
-	c.d.timer.Stop()
 	if c.rc.Control(c.unregFn) != nil {
 		thePoller.unregister(-1, &c.d, false)
 	}
 }
 
 // Quiet reports, without a system call, that nothing arrived on a polled
-// socket since its last read: no readiness token, no FIN or error seen,
+// socket since its last read: no readiness mark, no FIN or error seen,
 // and the last read did not fill its buffer. It is false when c is not
 // polled (nothing is known) and when anything arrived, even an edge for
 // bytes already read: the caller then asks the kernel. An arrival the
-// poller has not harvested yet is not seen.
+// runtime's poller has not harvested yet is not seen.
 func (c *Conn) Quiet() bool {
-	return c.polled && !c.more && !c.d.hup.Load() && len(c.d.wake) == 0
+	return c.polled && !c.more && c.d.quiet()
 }
 
 // PeekIdle checks a polled socket that should hold nothing (an idle
@@ -162,21 +163,18 @@ func (c *Conn) Quiet() bool {
 // edge rather than trying first. (After a splice that moved bytes, a read
 // would otherwise try at once, see spliceMore, and cost an EAGAIN: the
 // peek already paid for that knowledge.) EOF, a byte (the peer sent
-// something unasked) or an error mean stale. A pending readiness token is
-// dropped before the peek: it stands for bytes read already, or for bytes
-// the peek then sees; any arrival after the peek brings a new one. ok is
+// something unasked) or an error mean stale. A pending readiness mark is
+// cleared before the peek: it stands for bytes read already, or for bytes
+// the peek then sees; any arrival after the peek leaves a new one. ok is
 // false when c is not polled: the caller checks another way.
 func (c *Conn) PeekIdle() (alive, ok bool) {
 	if !c.polled {
 		return false, false
 	}
-	if c.d.hup.Load() {
+	if c.d.hup.Load() || c.d.closed.Load() {
 		return false, true
 	}
-	select {
-	case <-c.d.wake:
-	default:
-	}
+	c.d.clearMark()
 	c.rn, c.rerr = 0, 0
 	if err := c.rc.Control(c.peekFn); err != nil {
 		return false, true
@@ -205,31 +203,79 @@ func (c *Conn) doPeek(fd uintptr) {
 // another uses c; the owner still calls Close.
 func (c *Conn) Interrupt() {
 	c.d.closed.Store(true)
-	c.d.notify()
+	thePoller.wake(&c.d)
 }
 
-// ExpireRead makes a Read that waits, or the next one, fail as timed out,
-// as a read deadline in the past would; any goroutine may call it. The
+// ExpireRead makes a Read that waits, or the next one, fail as timed out:
+// it sets a read deadline in the past; any goroutine may call it. The
 // next SetReadDeadline or SetDeadline re-arms reads.
-func (c *Conn) ExpireRead() {
-	c.d.expired.Store(true)
-	c.d.notify()
-}
+func (c *Conn) ExpireRead() { thePoller.wake(&c.d) }
 
-// SetReadDeadline sets the socket's read deadline and the readiness wait's.
+// SetReadDeadline sets the socket's read deadline, and records it for a
+// reader the FIN watcher woke (see Desc.waiting).
 func (c *Conn) SetReadDeadline(t time.Time) error {
-	if c.polled {
-		c.d.setDeadline(t)
-	}
+	c.recordReadDeadline(t)
 	return c.TCPConn.SetReadDeadline(t)
 }
 
-// SetDeadline sets both deadlines, the readiness wait's too.
+// SetDeadline sets both deadlines, recording the read one.
 func (c *Conn) SetDeadline(t time.Time) error {
-	if c.polled {
-		c.d.setDeadline(t)
-	}
+	c.recordReadDeadline(t)
 	return c.TCPConn.SetDeadline(t)
+}
+
+func (c *Conn) recordReadDeadline(t time.Time) {
+	if !c.polled {
+		return
+	}
+	var ns int64
+	if !t.IsZero() {
+		ns = t.UnixNano()
+	}
+	c.d.rdl.Store(ns)
+}
+
+// await returns when a read of c's socket may find bytes (or EOF, or an
+// error): at once when more says the last read filled its buffer (after
+// clearing the pending mark, which then stands for bytes this read
+// takes) or after a FIN or error (hup), else when the runtime's wait
+// says readable. It fails when the socket's read deadline passed or the
+// socket was closed (or Interrupt).
+func (c *Conn) await(more bool) error {
+	d := &c.d
+	if d.closed.Load() {
+		return errClosed
+	}
+	var code int
+	if more {
+		if d.hup.Load() {
+			return nil
+		}
+		code = runtimePollReset(d.ctx(), 'r')
+	} else {
+		d.waiting.Store(waitParked)
+		if !d.hup.Load() {
+			code = runtimePollWait(d.ctx(), 'r')
+		}
+		if d.waiting.Swap(waitIdle) == waitWoken {
+			thePoller.rewoken(d, c.TCPConn)
+		}
+	}
+	switch code {
+	case pollNoError:
+		return nil
+	case pollErrClosing:
+		return errClosed
+	case pollErrTimeout:
+		switch {
+		case d.closed.Load():
+			return errClosed
+		case d.hup.Load():
+			return nil // the watcher's wake-up: read the EOF or the error
+		}
+		return errTimeout
+	}
+	return errNotPollable
 }
 
 // doReadOnce makes one read(2); EAGAIN is reported, not waited for.
@@ -251,33 +297,11 @@ func (c *Conn) doRead(fd uintptr) bool {
 	return c.rerr != syscall.EAGAIN
 }
 
-// ready returns when a read may find bytes: at once when the last read
-// filled its buffer or the peer closed, else after a token. runtime is
-// true when the readiness wait's deadline passed (or ExpireRead): the
-// caller then reads through the runtime's poller, where the socket's own
-// deadline decides.
-func (c *Conn) ready() (runtime bool, err error) {
-	if c.more || c.d.hup.Load() {
-		err = c.d.poll()
-	} else {
-		err = c.d.wait()
-	}
-	if err == errTimeout {
-		return true, nil
-	}
-	return false, err
-}
-
-// readPolled reads when a token or a full last read says bytes may be
-// there, and otherwise waits for a token first. Once the readiness wait's
-// deadline passed (or ExpireRead), the read is the runtime's: the
-// socket's own deadline, set alongside, decides, so a deadline set on the
-// TCPConn behind c's back is still honoured, if later than c's.
+// readPolled reads when a full last read says bytes may be there, and
+// otherwise waits for the runtime's readiness first (Desc.await).
 func (c *Conn) readPolled(b []byte) (int, error) {
 	for {
-		if runtime, err := c.ready(); runtime {
-			return c.readRuntime(b)
-		} else if err != nil {
+		if err := c.await(c.more); err != nil {
 			return 0, err
 		}
 		c.rbuf, c.rn, c.rerr = b, 0, 0

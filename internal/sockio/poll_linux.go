@@ -6,7 +6,6 @@ import (
 	"errors"
 	"net"
 	"os"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -24,35 +23,39 @@ import (
 // about one system call in five. nginx avoids it by reading only after
 // epoll said so, and by remembering that a short read emptied the socket.
 //
-// A Desc does the same. Its socket is added to an epoll set of this
-// package's (edge-triggered, EPOLLIN|EPOLLRDHUP) besides the runtime's;
-// one goroutine harvests that set and hands each socket's goroutine a
-// token per edge. The epoll set is itself a file the runtime's poller
-// waits on, so the harvesting goroutine parks like any other reader and
-// no thread blocks in epoll_wait. A Conn with a Desc reads when it holds
-// a token, its last read filled the buffer or its last splice moved bytes
-// (the socket may hold more: see spliceMore), and otherwise waits for a
-// token without a system call.
+// A polled Conn does the same with the runtime's own readiness (see
+// rtpoll_linux.go): after a read that emptied the socket (a short one, or
+// EAGAIN) the next read first waits on the socket's pollDesc, which
+// returns at once when anything arrived since, and otherwise parks the
+// goroutine until an arrival, a deadline or a close. A read that filled
+// its buffer, or a splice that moved bytes (see spliceMore), is followed
+// by a read without waiting; that one first clears the pending mark, as
+// internal/poll does before every read, so a mark never stands for bytes
+// older than the last read (a mark without bytes costs one EAGAIN).
+// Deadlines, closes and wake-ups are the runtime's, as for any net.Conn.
 //
 // Correctness rests on edge-triggered epoll's contract: every arrival of
-// bytes (or of the peer's FIN, or an error) after the socket was added
-// produces an edge. A token is therefore pending whenever bytes arrived
-// after the last read that returned EAGAIN or fewer bytes than asked
-// for (a read takes all the socket holds, up to the buffer; a splice
-// does not, so only its EAGAIN counts); a token without bytes (they were
-// read already) costs one EAGAIN.
-// A reader that reads without waiting takes any pending token first, so
-// a token never stands for bytes older than the last read. A FIN or an
-// error is remembered (hup): after one, a short read no longer means the
-// next would block, and reads never wait again.
-//
-// Deadlines: a Desc has its own timer for the wait; once it fires the
-// read goes through the runtime's poller, where the socket's deadline
-// (always set alongside) decides. Wake-ups from other goroutines
-// (ExpireRead, Interrupt) go through the same token.
-//
-// Only with one processor (pollingPays): with more, each hand-off from
-// the harvester wakes an idle thread, which costs more than it saves.
+// bytes (or of the peer's FIN, or an error) produces an edge, and the
+// runtime keeps it as the mark until a wait or reset consumes it. One
+// case needs more: the peer's FIN arriving with the last bytes, in the
+// same edge. The read takes the bytes and comes back short, and the next
+// read would wait for an edge that never comes, until its deadline. So
+// every polled socket is also in an epoll set of this package's, for
+// EPOLLRDHUP only (edge-triggered; EPOLLHUP and EPOLLERR are always
+// reported): a socket gets there one event in its life, when its peer
+// closes or it fails. One goroutine harvests that set; for each event it
+// marks the Desc hup (from then on reads never wait: they return bytes,
+// EOF or the error at once) and wakes a reader that may be parked by
+// expiring the socket's read deadline (through the *net.TCPConn, which
+// refuses once the socket is closed, so a reused pollDesc is never
+// touched). A reader woken by a timeout checks hup first, and puts back
+// the deadline it had (Conn.SetReadDeadline records it): the socket may
+// be read next by the runtime's own path (Go's splice), which honours it.
+// The watcher expires the deadline only while the reader is parked (a
+// handshake on Desc.waiting), never behind the back of a reader that
+// went on. The set is
+// itself a file the runtime's poller waits on, so the harvester parks
+// like any other reader and no thread blocks in epoll_wait.
 //
 // The set's file descriptor and goroutine live while some Desc is
 // registered or some holder (a server) asked to keep them (Hold).
@@ -60,13 +63,10 @@ import (
 // eventsMax bounds the events one epoll_wait harvests.
 const eventsMax = 256
 
-// pollEvents is what a Desc waits for. EPOLLRDHUP and the always-reported
-// EPOLLHUP/EPOLLERR wake a reader that must see EOF or an error.
-const pollEvents = uint32(syscall.EPOLLIN|syscall.EPOLLRDHUP) | epollET
-
-// hupEvents end the stream: once one was seen, a short read no longer
-// means the next one would block (it returns EOF or the error at once).
-const hupEvents = syscall.EPOLLRDHUP | syscall.EPOLLHUP | syscall.EPOLLERR
+// pollEvents is what the watch set reports: the peer's FIN (EPOLLRDHUP)
+// and the always-reported EPOLLHUP/EPOLLERR; bytes arriving are the
+// runtime's business.
+const pollEvents = uint32(syscall.EPOLLRDHUP) | epollET
 
 // epollET is EPOLLET as the uint32 the event mask is (syscall spells it
 // as a negative int).
@@ -79,6 +79,10 @@ var (
 	errTimeout error = &net.OpError{Op: "read", Net: "tcp", Err: os.ErrDeadlineExceeded}
 	// errClosed is what a read of a closed Conn returns (net.ErrClosed).
 	errClosed error = &net.OpError{Op: "read", Net: "tcp", Err: net.ErrClosed}
+	// errNotPollable: the runtime does not poll the socket.
+	errNotPollable = errors.New("sockio: socket not in the runtime's poller")
+	// pastDeadline wakes a parked reader with a timeout.
+	pastDeadline = time.Unix(1, 0)
 )
 
 // poller is the process's readiness poller: the table of registered
@@ -201,8 +205,9 @@ func (s *epollSet) doHarvest(fd uintptr) bool {
 	}
 }
 
-// dispatch gives each event's Desc a token. An event of a Desc that was
-// unregistered since (its generation differs) is dropped.
+// dispatch marks each event's Desc hup and wakes its reader. An event of
+// a Desc that was unregistered since (its generation differs) is
+// dropped.
 func (p *poller) dispatch(s *epollSet) {
 	p.mu.Lock()
 	for i := range s.events[:s.n] {
@@ -210,10 +215,14 @@ func (p *poller) dispatch(s *epollSet) {
 		idx, gen := uint32(ev.Fd), uint32(ev.Pad)
 		if int(idx) < len(p.table) {
 			if d := p.table[idx]; d != nil && d.gen == gen {
-				if ev.Events&hupEvents != 0 {
-					d.hup.Store(true)
+				d.hup.Store(true)
+				// A reader parked in the runtime's wait is woken with a
+				// timeout and finds hup (it then puts its deadline
+				// back: see Conn.await). Refused (harmlessly) once the
+				// socket is closed.
+				if d.waiting.CompareAndSwap(waitParked, waitWoken) {
+					d.tcp.SetReadDeadline(pastDeadline)
 				}
-				d.notify()
 			}
 		}
 	}
@@ -221,8 +230,8 @@ func (p *poller) dispatch(s *epollSet) {
 	s.n = 0
 }
 
-// register adds fd to the set for d.
-func (p *poller) register(fd int, d *Desc) error {
+// register adds fd, tcp's socket, to the set for d.
+func (p *poller) register(fd int, tcp *net.TCPConn, d *Desc) error {
 	p.mu.Lock()
 	if err := p.acquire(); err != nil {
 		p.mu.Unlock()
@@ -245,6 +254,7 @@ func (p *poller) register(fd int, d *Desc) error {
 		return os.NewSyscallError("epoll_ctl", err)
 	}
 	p.table[idx] = d
+	d.tcp = tcp
 	p.mu.Unlock()
 	return nil
 }
@@ -258,28 +268,19 @@ func (p *poller) unregister(fd int, d *Desc, open bool) {
 		syscall.EpollCtl(p.set.epfd, syscall.EPOLL_CTL_DEL, fd, nil)
 	}
 	p.table[d.idx] = nil
+	d.tcp = nil
 	p.free = append(p.free, d.idx)
 	d.gen++ // events already harvested for the old registration are dropped
 	p.unlockClosing(p.release())
 }
 
-// pollingPays reports whether waiting through the poller is worth it: with
-// one processor (GOMAXPROCS=1, as a pinned worker runs) only. The
-// harvester hands a token to a reader with a goroutine wake-up, and with
-// an idle processor around the runtime wakes a thread to look for work
-// at each one: at low load a request's two waits then cost more than the
-// EAGAIN reads they save (the in-process ping-pong benchmarks went from
-// 25 to 38 µs per proxied request with two processors). With one
-// processor there is no idle thread to wake, and under load one harvest
-// serves many readers.
-func pollingPays() bool { return pollingForced || runtime.GOMAXPROCS(0) == 1 }
+// pollingPays reports whether reads can wait on the runtime's readiness
+// (see rtpoll_linux.go). The reader is woken by the runtime's poller as
+// any net.Conn reader is, so it pays with any number of processors.
+func pollingPays() bool { return runtimeReadiness() }
 
-// pollingForced turns polling on whatever the processors: for this
-// package's tests, set before any Poll.
-var pollingForced bool
-
-// errNoPolling is Hold's answer when polling does not pay (pollingPays).
-var errNoPolling = errors.New("sockio: readiness polling off (more than one processor)")
+// errNoPolling is Hold's answer when polling is unavailable.
+var errNoPolling = errors.New("sockio: readiness polling unavailable with this Go runtime")
 
 // hold keeps the poller running while there are no Descs (a server that
 // will register its connections); unhold undoes one hold.
@@ -307,101 +308,71 @@ func Hold() error {
 // Unhold undoes one Hold.
 func Unhold() { thePoller.unhold() }
 
-// Desc is a socket's registration with the readiness poller, and the
-// means to wait for it. It lives in a Conn and is reused with it.
+// Desc is a socket's registration with the FIN watcher and the handle on
+// its runtime readiness. It lives in a Conn and is reused with it.
 type Desc struct {
-	idx, gen uint32 // guarded by thePoller.mu
+	idx, gen uint32       // guarded by thePoller.mu
+	tcp      *net.TCPConn // guarded by thePoller.mu; set while registered
 
-	wake     chan struct{} // one token: an edge, a deadline or a close since the last wait
-	timer    *time.Timer
-	deadline atomic.Int64 // unix nanoseconds; 0: none
-	expired  atomic.Bool
-	closed   atomic.Bool
-	hup      atomic.Bool // the peer's FIN or an error was seen: never wait again
+	pd      unsafe.Pointer // the socket's pollDesc in the runtime's poller
+	closed  atomic.Bool    // Interrupt: reads fail as closed
+	hup     atomic.Bool    // the peer's FIN or an error was seen: never wait again
+	waiting atomic.Int32   // waitIdle, waitParked or waitWoken
+	rdl     atomic.Int64   // the read deadline last set through the Conn (unix ns; 0: none)
 }
 
-func (d *Desc) init() {
-	d.wake = make(chan struct{}, 1)
-	d.timer = time.AfterFunc(time.Hour, d.fire)
-	d.timer.Stop()
-}
+// Desc.waiting: a reader about to park or parked in the runtime's wait
+// is waitParked; the watcher, seeing the peer's FIN, moves it to
+// waitWoken and then expires the read deadline; the reader, leaving the
+// wait, finds waitWoken and puts the deadline back once the watcher is
+// done (it holds thePoller.mu throughout).
+const (
+	waitIdle int32 = iota
+	waitParked
+	waitWoken
+)
 
-func (d *Desc) notify() {
-	select {
-	case d.wake <- struct{}{}:
-	default:
+// wake expires d's socket's read deadline, waking a reader parked in the
+// runtime's wait (Interrupt, ExpireRead): only while registered, so a
+// socket closed since is not touched.
+func (p *poller) wake(d *Desc) {
+	p.mu.Lock()
+	if d.tcp != nil {
+		d.tcp.SetReadDeadline(pastDeadline)
 	}
-}
-
-// fire runs when the deadline timer expires. A timer set for an earlier
-// deadline (moved since) finds the deadline in the future and does nothing.
-func (d *Desc) fire() {
-	if dl := d.deadline.Load(); dl != 0 && time.Now().UnixNano() >= dl {
-		d.expired.Store(true)
-		d.notify()
-	}
-}
-
-// setDeadline arms the read deadline (zero: none).
-func (d *Desc) setDeadline(t time.Time) {
-	if t.IsZero() {
-		d.deadline.Store(0)
-		d.expired.Store(false)
-		d.timer.Stop()
-		return
-	}
-	d.deadline.Store(t.UnixNano())
-	wait := time.Until(t)
-	if wait <= 0 {
-		d.expired.Store(true)
-		d.notify()
-		return
-	}
-	d.expired.Store(false)
-	d.timer.Reset(wait)
-}
-
-// wait blocks until a token arrives; it fails when the deadline passed or
-// the Conn was closed.
-func (d *Desc) wait() error {
-	if err := d.check(); err != nil {
-		return err
-	}
-	<-d.wake
-	return d.check()
-}
-
-// poll is wait without the waiting, for a reader that reads anyway (its
-// last read filled the buffer, or the peer closed): it consumes a pending
-// token first, so that after a short read a token means bytes that
-// arrived after it (see Quiet), and reports a deadline or close.
-func (d *Desc) poll() error {
-	select {
-	case <-d.wake:
-	default:
-	}
-	return d.check()
-}
-
-func (d *Desc) check() error {
-	if d.closed.Load() {
-		return errClosed
-	}
-	if d.expired.Load() {
-		return errTimeout
-	}
-	return nil
+	p.mu.Unlock()
 }
 
 // reset readies d for a new socket.
-func (d *Desc) reset() {
-	select {
-	case <-d.wake:
-	default:
-	}
-	d.deadline.Store(0)
-	d.expired.Store(false)
+func (d *Desc) reset(pd unsafe.Pointer) {
+	d.pd = pd
 	d.closed.Store(false)
 	d.hup.Store(false)
-	d.timer.Stop()
+	d.waiting.Store(waitIdle)
+	d.rdl.Store(0)
+}
+
+// ctx is d's pollDesc as the runtime functions take it.
+func (d *Desc) ctx() uintptr { return uintptr(d.pd) }
+
+// quiet reports that no arrival marked the socket since the last wait or
+// reset, and no FIN or error was seen.
+func (d *Desc) quiet() bool { return !d.hup.Load() && !readyPending(d.pd) }
+
+// clearMark drops a pending readiness mark (before a peek that stands
+// for it). False when the runtime refused: the socket is closing or past
+// its read deadline (the mark then stays; it costs at most one EAGAIN).
+func (d *Desc) clearMark() bool { return runtimePollReset(d.ctx(), 'r') == pollNoError }
+
+// rewoken undoes the watcher's deadline expiry (see Desc.waiting): after
+// the watcher's critical section, the read deadline the Conn recorded is
+// set again on tcp.
+func (p *poller) rewoken(d *Desc, tcp *net.TCPConn) {
+	p.mu.Lock() // the watcher expires the deadline under it: wait for that
+	p.mu.Unlock()
+	var t time.Time
+	if ns := d.rdl.Load(); ns != 0 {
+		t = time.Unix(0, ns)
+	}
+	tcp.SetReadDeadline(t)
 }

@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -15,8 +16,6 @@ import (
 
 	"github.com/servalproxy/serval/internal/leakcheck"
 )
-
-func init() { pollingForced = true }
 
 // polledPair returns a polled Conn over one end of a loopback connection
 // and the other end. The socket is closed through c (it unregisters).
@@ -118,6 +117,46 @@ func TestPolledBytesThenFIN(t *testing.T) {
 	}
 }
 
+// A reader already parked when the peer's last bytes and its FIN arrive:
+// when both come in one edge, the read after the short one parks again
+// with no edge to come, and the FIN watcher must wake it.
+//
+// With one processor the peer's write and close both land before the
+// runtime's poller runs again, so they come in one edge.
+func TestPolledParkedReaderSeesFIN(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	for range 200 {
+		c, peer := polledPair(t)
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		got := make(chan error, 1)
+		go func() {
+			buf := make([]byte, 64)
+			n, err := c.Read(buf)
+			if err != nil || string(buf[:n]) != "bye" {
+				got <- fmt.Errorf("Read: %q, %v", buf[:n], err)
+				return
+			}
+			start := time.Now()
+			if n, err := c.Read(buf); n != 0 || err != io.EOF {
+				got <- fmt.Errorf("after the FIN: %d, %v; want EOF", n, err)
+				return
+			}
+			if d := time.Since(start); d > time.Second {
+				got <- fmt.Errorf("EOF after %v", d)
+				return
+			}
+			got <- nil
+		}()
+		time.Sleep(200 * time.Microsecond) // the reader parks
+		peer.Write([]byte("bye"))
+		peer.Close()
+		if err := <-got; err != nil {
+			t.Fatal(err)
+		}
+		c.Close()
+	}
+}
+
 func TestPolledDeadline(t *testing.T) {
 	c, peer := polledPair(t)
 	c.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
@@ -138,8 +177,7 @@ func TestPolledDeadline(t *testing.T) {
 }
 
 // A deadline extended on the TCPConn behind the Conn's back (a splice
-// path does that) is honoured: the readiness wait's earlier one only
-// hands the read to the runtime's poller.
+// path does that) is honoured: the socket's deadline is the only one.
 func TestPolledDeadlineExtendedBehindBack(t *testing.T) {
 	c, peer := polledPair(t)
 	c.SetReadDeadline(time.Now().Add(30 * time.Millisecond))

@@ -70,8 +70,8 @@ func PutPipe(p *Pipe) {
 	syscall.Close(p.w)
 }
 
-// Polled reports whether c waits for readiness through this package's
-// poller (and SpliceTo applies).
+// Polled reports whether c waits for readiness before reading (see
+// poll_linux.go; SpliceTo applies).
 func (c *Conn) Polled() bool { return c.polled }
 
 // SpliceTo moves up to n bytes from c's socket to dst's through p and
@@ -107,9 +107,7 @@ func (c *Conn) spliceIn(p *Pipe, want int) (int, error) {
 		return c.spliceInRuntime()
 	}
 	for {
-		if runtime, err := c.ready(); runtime {
-			return c.spliceInRuntime()
-		} else if err != nil {
+		if err := c.await(c.more); err != nil {
 			return 0, err
 		}
 		c.rn, c.rerr = 0, 0
