@@ -368,11 +368,11 @@ func (d *Desc) clearMark() bool { return runtimePollReset(d.ctx(), 'r') == pollN
 // the watcher's critical section, the read deadline the Conn recorded is
 // set again on tcp.
 func (p *poller) rewoken(d *Desc, tcp *net.TCPConn) {
-	p.mu.Lock() // the watcher expires the deadline under it: wait for that
-	p.mu.Unlock()
 	var t time.Time
 	if ns := d.rdl.Load(); ns != 0 {
 		t = time.Unix(0, ns)
 	}
+	p.mu.Lock() // the watcher expires the deadline under it: after that
 	tcp.SetReadDeadline(t)
+	p.mu.Unlock()
 }
