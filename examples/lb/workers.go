@@ -21,9 +21,9 @@ import (
 
 // Worker processes (--workers N).
 //
-// Serval's connections are cheapest with one processor: a single-P Go
-// process waits for sockets through its own readiness poller and never
-// wakes a second thread to hand work over (see internal/sockio). On a
+// A Go process is cheapest with one processor: a single-P process never
+// wakes a second thread to hand work over, and none spins looking for
+// work. On a
 // machine with several cores, --workers N runs N such processes, as
 // nginx runs worker processes: the master binds N listening sockets on
 // the port with SO_REUSEPORT (the kernel spreads connections over them),

@@ -11,14 +11,14 @@
 // syscall.RawConn, so the runtime's poller still parks the goroutine on
 // EAGAIN and deadlines still apply.
 //
-// A polled Conn (Poll, Linux) goes further: it reads only after an epoll
-// set of this package's said the socket is readable, or when its last
-// read filled the buffer, so the read(2) that fails with EAGAIN before
-// every wait is gone; its splice (SpliceTo) waits the same way. See
-// poll_linux.go for the design and its invariants. Poll does nothing with
-// more than one processor (the hand-off to a reader would wake idle
-// threads; see pollingPays) and under the race detector (reads go through
-// net, whose synchronisation the detector understands).
+// A polled Conn (Poll, Linux) goes further: after a read that emptied the
+// socket, it waits on the runtime's readiness for the socket before the
+// next read, so the read(2) that fails with EAGAIN before every wait is
+// gone; its splice (SpliceTo) waits the same way. See poll_linux.go for
+// the design and its invariants, rtpoll_linux.go for how the runtime's
+// readiness is reached (Go 1.26 only: with a newer Go, Poll does
+// nothing). Poll does nothing under the race detector either (reads go
+// through net, whose synchronisation the detector understands).
 //
 // Layer: internal infrastructure, standard library only.
 package sockio
