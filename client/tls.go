@@ -134,7 +134,7 @@ func (d *Dialer) dialTLS(up *serval.Upstream) (*serval.UpstreamConn, error) {
 	}
 	// The handshake and the records in user space read the socket the way
 	// plain upstream connections are read, waiting for readiness first
-	// (with one processor; see internal/sockio). Closing the TLS
+	// (see internal/sockio). Closing the TLS
 	// connection closes sc, which leaves the poller.
 	var transport net.Conn = raw
 	sc := &sockio.Conn{}

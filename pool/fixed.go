@@ -275,12 +275,12 @@ func tlsKey(tls bool) int {
 
 // quieter is a Conn that can tell, without a system call, that nothing
 // arrived on its socket since its last read (internal/sockio's polled
-// sockets, whose readiness poller saw no edge and no FIN).
+// sockets, which saw no readiness mark and no FIN).
 type quieter interface{ Quiet() bool }
 
 // quiet reports that c's Conn vouches for its socket, so the staleness
 // peek can be skipped. A Conn that cannot tell, or saw something, is
-// peeked. What the poller has not harvested yet (a FIN that arrived in
+// peeked. What the pollers have not harvested yet (a FIN that arrived in
 // the last moments) is missed, as one arriving just after a peek would
 // be: the proxy's retry of a reused connection covers both.
 func quiet(c *serval.UpstreamConn) bool {

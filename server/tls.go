@@ -147,9 +147,9 @@ func (c *slot[H]) handshake() (serval.CloseReason, bool) {
 	c.conn, c.tcp = conn, tcp
 	if rc, ok := conn.(*tlsconn.RecordConn); ok && c.raw.TCPConn != nil {
 		// Serval's records in user space: read the socket the way plain
-		// connections are read, waiting for readiness first (with one
-		// processor; see internal/sockio), instead of through the
-		// runtime's read-then-wait.
+		// connections are read, waiting for readiness first (see
+		// internal/sockio), instead of through the runtime's
+		// read-then-wait.
 		if c.raw.Poll() == nil && c.raw.Polled() {
 			rc.UseTransport(&c.raw)
 		}
