@@ -95,9 +95,9 @@ func (c *Conn) Clear() {
 // called on c, not on the TCPConn, to unregister it. Poll does nothing
 // (reads stay the runtime's) under the race detector, whose view of
 // synchronisation goes through net, and when this Go runtime's readiness
-// cannot be reached (see pollingPays).
+// cannot be reached (see runtimeReadiness).
 func (c *Conn) Poll() error {
-	if raceEnabled || c.polled || !pollingPays() {
+	if raceEnabled || c.polled || !runtimeReadiness() {
 		return nil
 	}
 	pd := pollDescOf(c.TCPConn)

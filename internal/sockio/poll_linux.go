@@ -53,9 +53,9 @@ import (
 // be read next by the runtime's own path (Go's splice), which honours it.
 // The watcher expires the deadline only while the reader is parked (a
 // handshake on Desc.waiting), never behind the back of a reader that
-// went on. The set is
-// itself a file the runtime's poller waits on, so the harvester parks
-// like any other reader and no thread blocks in epoll_wait.
+// went on. The set is itself a file the runtime's poller waits on, so
+// the harvester parks like any other reader and no thread blocks in
+// epoll_wait.
 //
 // The set's file descriptor and goroutine live while some Desc is
 // registered or some holder (a server) asked to keep them (Hold).
@@ -274,11 +274,6 @@ func (p *poller) unregister(fd int, d *Desc, open bool) {
 	p.unlockClosing(p.release())
 }
 
-// pollingPays reports whether reads can wait on the runtime's readiness
-// (see rtpoll_linux.go). The reader is woken by the runtime's poller as
-// any net.Conn reader is, so it pays with any number of processors.
-func pollingPays() bool { return runtimeReadiness() }
-
 // errNoPolling is Hold's answer when polling is unavailable.
 var errNoPolling = errors.New("sockio: readiness polling unavailable with this Go runtime")
 
@@ -299,7 +294,7 @@ func (p *poller) unhold() {
 // that come and go do not start and stop it each time. A server holds
 // it while it serves.
 func Hold() error {
-	if !pollingPays() {
+	if !runtimeReadiness() {
 		return errNoPolling
 	}
 	return thePoller.hold()
@@ -360,9 +355,9 @@ func (d *Desc) ctx() uintptr { return uintptr(d.pd) }
 func (d *Desc) quiet() bool { return !d.hup.Load() && !readyPending(d.pd) }
 
 // clearMark drops a pending readiness mark (before a peek that stands
-// for it). False when the runtime refused: the socket is closing or past
-// its read deadline (the mark then stays; it costs at most one EAGAIN).
-func (d *Desc) clearMark() bool { return runtimePollReset(d.ctx(), 'r') == pollNoError }
+// for it). The runtime refuses when the socket is closing or past its
+// read deadline: the mark then stays, and costs at most one EAGAIN.
+func (d *Desc) clearMark() { runtimePollReset(d.ctx(), 'r') }
 
 // rewoken undoes the watcher's deadline expiry (see Desc.waiting): after
 // the watcher's critical section, the read deadline the Conn recorded is

@@ -86,7 +86,8 @@ var pdPath = func() (p struct {
 }()
 
 // runtimeReadiness reports whether this build can wait on the runtime's
-// readiness directly.
+// readiness directly. The waiting reader is woken by the runtime's poller
+// as any net.Conn reader is, so it pays with any number of processors.
 func runtimeReadiness() bool { return pdPath.ok }
 
 // pollDescOf returns the runtime's pollDesc of tcp's socket (nil when
