@@ -37,26 +37,27 @@ type Conn struct {
 	// Readiness (see poll_linux.go): when polled, Read waits for the
 	// runtime's readiness mark unless more says the last read filled its
 	// buffer.
-	d          Desc
-	polled     bool
-	more       bool
-	readOnceFn func(uintptr)
-	peekFn     func(uintptr)
-	peekBuf    [1]byte
-	regFn      func(uintptr)
-	unregFn    func(uintptr)
-	regErr     error
+	d           Desc
+	polled      bool
+	more        bool
+	awaitReadFn func(uintptr)
+	awaitErr    error // the wait's failure, from inside a Control callback
+	peekFn      func(uintptr)
+	peekBuf     [1]byte
+	regFn       func(uintptr)
+	unregFn     func(uintptr)
+	regErr      error
 
 	// SpliceTo's state (splice_linux.go), bound once like the others.
 	// The reading side (c the source) and the writing side (c the
 	// destination) have fields of their own: a request body can be
 	// spliced from a client socket while a response is spliced to it.
-	spIn           *Pipe
-	spWant         int
-	spOut          *Pipe
-	spliceInOnceFn func(uintptr)
-	spliceInFn     func(uintptr) bool
-	spliceOutFn    func(uintptr) bool
+	spIn            *Pipe
+	spWant          int
+	spOut           *Pipe
+	awaitSpliceInFn func(uintptr)
+	spliceInFn      func(uintptr) bool
+	spliceOutFn     func(uintptr) bool
 }
 
 // Init binds the callbacks; call once before the first Reset.
@@ -64,11 +65,11 @@ func (c *Conn) Init() {
 	c.readFn = c.doRead
 	c.writeFn = c.doWrite
 	c.wrFn = c.doWriteRead
-	c.readOnceFn = c.doReadOnce
+	c.awaitReadFn = c.doAwaitRead
 	c.peekFn = c.doPeek
 	c.regFn = c.doRegister
 	c.unregFn = c.doUnregister
-	c.spliceInOnceFn = c.doSpliceInOnce
+	c.awaitSpliceInFn = c.doAwaitSpliceIn
 	c.spliceInFn = c.doSpliceIn
 	c.spliceOutFn = c.doSpliceOut
 }
@@ -174,7 +175,6 @@ func (c *Conn) PeekIdle() (alive, ok bool) {
 	if c.d.hup.Load() || c.d.closed.Load() {
 		return false, true
 	}
-	c.d.clearMark()
 	c.rn, c.rerr = 0, 0
 	if err := c.rc.Control(c.peekFn); err != nil {
 		return false, true
@@ -187,6 +187,7 @@ func (c *Conn) PeekIdle() (alive, ok bool) {
 }
 
 func (c *Conn) doPeek(fd uintptr) {
+	c.d.clearMark() // under Control's reference: see doAwaitRead
 	for {
 		n, _, e := syscall.RawSyscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&c.peekBuf[0])), 1,
 			syscall.MSG_PEEK|syscall.MSG_DONTWAIT, 0, 0)
@@ -241,6 +242,16 @@ func (c *Conn) recordReadDeadline(t time.Time) {
 // takes) or after a FIN or error (hup), else when the runtime's wait
 // says readable. It fails when the socket's read deadline passed or the
 // socket was closed (or Interrupt).
+//
+// It is called only inside a RawConn.Control callback (doAwaitRead,
+// doAwaitSpliceIn). Control holds a reference on the socket's file
+// descriptor, as internal/poll's own reads do around their wait, so a
+// Close in another goroutine (a server's hard stop) wakes the wait with
+// "closing" and then waits for the reference to go before it releases
+// the socket and its pollDesc. Without it, a Close landing between the
+// closed check and the wait could free the pollDesc, and the runtime
+// could hand it to a new socket, whose readiness this wait would then
+// take (or whose reader would find it taken: "double wait").
 func (c *Conn) await(more bool) error {
 	d := &c.d
 	if d.closed.Load() {
@@ -255,6 +266,9 @@ func (c *Conn) await(more bool) error {
 	} else {
 		d.waiting.Store(waitParked)
 		if !d.hup.Load() {
+			if testHookAwait != nil {
+				testHookAwait()
+			}
 			code = runtimePollWait(d.ctx(), 'r')
 		}
 		if d.waiting.Swap(waitIdle) == waitWoken {
@@ -276,6 +290,19 @@ func (c *Conn) await(more bool) error {
 		return errTimeout
 	}
 	return errNotPollable
+}
+
+// testHookAwait, when set (by tests only), runs just before a polled
+// read parks in the runtime's wait.
+var testHookAwait func()
+
+// doAwaitRead waits (await) and then makes one read(2), both under
+// Control's reference on the socket (see await). A failed wait leaves
+// its error in awaitErr.
+func (c *Conn) doAwaitRead(fd uintptr) {
+	if c.awaitErr = c.await(c.more); c.awaitErr == nil {
+		c.doReadOnce(fd)
+	}
 }
 
 // doReadOnce makes one read(2); EAGAIN is reported, not waited for.
@@ -301,15 +328,14 @@ func (c *Conn) doRead(fd uintptr) bool {
 // otherwise waits for the runtime's readiness first (Desc.await).
 func (c *Conn) readPolled(b []byte) (int, error) {
 	for {
-		if err := c.await(c.more); err != nil {
-			return 0, err
-		}
-		c.rbuf, c.rn, c.rerr = b, 0, 0
-		err := c.rc.Control(c.readOnceFn)
+		c.rbuf, c.rn, c.rerr, c.awaitErr = b, 0, 0, nil
+		err := c.rc.Control(c.awaitReadFn)
 		c.rbuf = nil
 		switch {
 		case err != nil:
 			return 0, err
+		case c.awaitErr != nil:
+			return 0, c.awaitErr
 		case c.rerr == syscall.EAGAIN:
 			c.more = false
 			continue

@@ -536,3 +536,77 @@ func TestPeekIdle(t *testing.T) {
 		t.Fatal("an unpolled Conn claimed to tell")
 	}
 }
+
+// A Close from another goroutine (a server's hard stop closes its
+// connections' sockets while their goroutines may be reading) landing
+// just before a polled read parks must not free the socket's pollDesc
+// under the wait: the runtime would hand it to the next new socket, and
+// the read would park on that socket's readiness. The wait holds a
+// reference on the socket, so the Close completes only after the read
+// returned, closed.
+func TestPolledCloseBeforeWaitKeepsPollDesc(t *testing.T) {
+	leakcheck.Check(t)
+	c, peer := polledPair(t)
+	if _, err := peer.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Read(make([]byte, 10)); err != nil { // short: the next read waits
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var fresh []net.Conn // sockets opened while the read is about to wait
+	defer func() {
+		for _, f := range fresh {
+			f.Close()
+		}
+	}()
+	closed := make(chan struct{})
+	testHookAwait = func() {
+		testHookAwait = nil
+		go func() {
+			c.TCPConn.Close()
+			close(closed)
+		}()
+		select {
+		case <-closed: // the Close went through while the read holds no reference
+		case <-time.After(200 * time.Millisecond): // it waits for the read: right
+		}
+		for range 4 { // new sockets: the first takes the pollDesc freed last, if any
+			a, err := net.Dial("tcp", ln.Addr().String())
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			b, err := ln.Accept()
+			if err != nil {
+				a.Close()
+				t.Error(err)
+				return
+			}
+			fresh = append(fresh, a, b)
+		}
+	}
+	defer func() { testHookAwait = nil }()
+	errc := make(chan error, 1)
+	go func() {
+		_, err := c.Read(make([]byte, 10))
+		errc <- err
+	}()
+	select {
+	case err := <-errc:
+		if !errors.Is(err, net.ErrClosed) {
+			t.Errorf("read after a concurrent Close: %v, want net.ErrClosed", err)
+		}
+	case <-time.After(3 * time.Second):
+		t.Error("the read parked on a pollDesc the runtime gave to another socket")
+		for _, f := range fresh { // wake it wherever it waits, so it ends
+			f.Write([]byte("x"))
+		}
+		<-errc
+	}
+	<-closed
+}

@@ -107,12 +107,12 @@ func (c *Conn) spliceIn(p *Pipe, want int) (int, error) {
 		return c.spliceInRuntime()
 	}
 	for {
-		if err := c.await(c.more); err != nil {
+		c.rn, c.rerr, c.awaitErr = 0, 0, nil
+		if err := c.rc.Control(c.awaitSpliceInFn); err != nil {
 			return 0, err
 		}
-		c.rn, c.rerr = 0, 0
-		if err := c.rc.Control(c.spliceInOnceFn); err != nil {
-			return 0, err
+		if c.awaitErr != nil {
+			return 0, c.awaitErr
 		}
 		switch c.rerr {
 		case 0:
@@ -150,6 +150,13 @@ func (c *Conn) spliceInRuntime() (int, error) {
 	c.more = c.rn > 0 // see spliceMore
 	c.spIn.n += c.rn
 	return c.rn, nil
+}
+
+// doAwaitSpliceIn is doAwaitRead for a splice into c.spIn.
+func (c *Conn) doAwaitSpliceIn(fd uintptr) {
+	if c.awaitErr = c.await(c.more); c.awaitErr == nil {
+		c.doSpliceInOnce(fd)
+	}
 }
 
 func (c *Conn) doSpliceInOnce(fd uintptr) {
