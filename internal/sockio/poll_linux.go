@@ -33,6 +33,10 @@ import (
 // internal/poll does before every read, so a mark never stands for bytes
 // older than the last read (a mark without bytes costs one EAGAIN).
 // Deadlines, closes and wake-ups are the runtime's, as for any net.Conn.
+// Every wait (and every reset of the mark) is made inside
+// RawConn.Control, holding a reference on the socket as internal/poll's
+// own reads do: a Close from another goroutine cannot release the
+// pollDesc while a read waits on it (see Conn.await).
 //
 // Correctness rests on edge-triggered epoll's contract: every arrival of
 // bytes (or of the peer's FIN, or an error) produces an edge, and the
