@@ -345,7 +345,7 @@ func TestSlotWaitServesBurst(t *testing.T) {
 func TestSlotWaitSheds(t *testing.T) {
 	cfg := testConfig()
 	cfg.ConnectionsMax = 1
-	cfg.SlotWaitTimeout = time.Second // far above "at once", with slack for a loaded machine
+	cfg.SlotWaitTimeout = time.Second        // far above "at once", with slack for a loaded machine
 	cfg.HeaderReadTimeout = 10 * time.Second // the busy client's head stays incomplete meanwhile
 	m := &countMetrics{}
 	srv, ts := serve(t, &handler{}, nil, m, cfg)
