@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"io"
 	"net"
 	"sync/atomic"
@@ -152,11 +153,8 @@ func (s *Session) pipeChunked(src *chunkSource, dec *http1.ChunkedDecoder, enc *
 // Content-Length, another Host or a forged X-Forwarded-For.
 func trailerForwarded(line []byte) bool {
 	name := line
-	for i, c := range line {
-		if c == ':' {
-			name = line[:i]
-			break
-		}
+	if i := bytes.IndexByte(line, ':'); i >= 0 {
+		name = line[:i]
 	}
 	if hopByHop(name) {
 		return false

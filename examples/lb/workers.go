@@ -23,8 +23,8 @@ import (
 //
 // A Go process is cheapest with one processor: a single-P process never
 // wakes a second thread to hand work over, and none spins looking for
-// work. On a
-// machine with several cores, --workers N runs N such processes, as
+// work. On a machine with several cores, --workers N runs N such
+// processes, as
 // nginx runs worker processes: the master binds N listening sockets on
 // the port with SO_REUSEPORT (the kernel spreads connections over them),
 // starts itself N times with one socket each and GOMAXPROCS=1, forwards
