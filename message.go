@@ -101,7 +101,7 @@ type Request struct {
 	// ExpectContinue is true for "Expect: 100-continue".
 	ExpectContinue bool
 	// Upgrade is true when Connection lists "upgrade" and an Upgrade field
-	// is present.
+	// names a protocol.
 	Upgrade bool
 	// HeadBytes is the length of the head, final CRLF included.
 	HeadBytes int

@@ -109,7 +109,7 @@ type framing struct {
 	close         bool  // Connection lists close
 	keepAlive     bool  // Connection lists keep-alive
 	upgradeToken  bool  // Connection lists upgrade
-	upgradeField  bool  // an Upgrade field is present
+	upgradeField  bool  // an Upgrade field names a protocol
 }
 
 // field looks at one field and reports whether it was a framing field,
@@ -119,7 +119,8 @@ func (fr *framing) field(f *serval.Header) (bool, error) {
 	switch len(f.Name) {
 	case 7:
 		if serval.EqualFold(f.Name, "upgrade") {
-			fr.upgradeField = true
+			// An Upgrade naming no protocol ("", ",") offers nothing.
+			fr.upgradeField = fr.upgradeField || listHasMember(f.Value)
 			return true, nil
 		}
 	case 10:
@@ -290,4 +291,15 @@ func (r *fieldRules) expectation(v []byte) error {
 	}
 	r.expectContinue = true
 	return nil
+}
+
+// listHasMember reports whether the list value v (RFC 9110 §5.6.1) has a
+// non-empty member.
+func listHasMember(v []byte) bool {
+	for _, c := range v {
+		if c != ',' && c != ' ' && c != '\t' {
+			return true
+		}
+	}
+	return false
 }

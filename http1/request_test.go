@@ -180,6 +180,12 @@ var requestCases = []reqCase{
 	{name: "upgrade field only", head: crlf("GET /ws HTTP/1.1\nHost: a\nUpgrade: websocket\n\n"), check: func(t *testing.T, r *serval.Request) {
 		expect(t, !r.Upgrade, "no upgrade without connection token")
 	}},
+	{name: "upgrade naming no protocol", head: crlf("GET /ws HTTP/1.1\nHost: a\nConnection: upgrade\nUpgrade:\nUpgrade: ,\n\n"), check: func(t *testing.T, r *serval.Request) {
+		expect(t, !r.Upgrade, "no upgrade when the Upgrade fields name nothing")
+	}},
+	{name: "upgrade list with empty member", head: crlf("GET /ws HTTP/1.1\nHost: a\nConnection: upgrade\nUpgrade: , websocket\n\n"), check: func(t *testing.T, r *serval.Request) {
+		expect(t, r.Upgrade, "upgrade")
+	}},
 }
 
 func expect(t *testing.T, ok bool, what string) {
