@@ -3,6 +3,8 @@ GO ?= go
 # A count of executions, not a duration: go.dev/issue/75804 (Go 1.26's
 # fuzz coordinator can fail a duration run at its deadline).
 FUZZTIME ?= 3000000x
+# The end-to-end targets (FuzzProxy*) run over real sockets, ~1 ms each.
+FUZZTIME_E2E ?= 100000x
 
 .PHONY: all test race vet fmt fuzz bench bench-echo bench-proxy bench-tls chaos ktls-vm ci
 
@@ -21,12 +23,13 @@ fmt:
 	gofmt -l -w $$(git ls-files '*.go')
 
 # Every native fuzz target, FUZZTIME each (default 3M executions, about a
-# minute here).
+# minute here; FUZZTIME_E2E for the end-to-end ones, several minutes).
 fuzz:
 	@set -e; for dir in $$(git ls-files '*_test.go' | xargs -r grep -l '^func Fuzz' | xargs -r -n1 dirname | sort -u); do \
 	  for t in $$($(GO) test -list '^Fuzz' ./$$dir | grep '^Fuzz'); do \
-	    echo "--- fuzz ./$$dir $$t"; \
-	    $(GO) test -run '^$$' -fuzz "^$$t\$$" -fuzztime $(FUZZTIME) ./$$dir; \
+	    ft=$(FUZZTIME) min=60s; case $$t in FuzzProxy*) ft=$(FUZZTIME_E2E) min=1000x;; esac; \
+	    echo "--- fuzz ./$$dir $$t ($$ft)"; \
+	    $(GO) test -run '^$$' -fuzz "^$$t\$$" -fuzztime $$ft -fuzzminimizetime $$min ./$$dir; \
 	  done; \
 	done
 

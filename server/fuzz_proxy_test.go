@@ -1,0 +1,491 @@
+package server
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/servalproxy/serval"
+)
+
+// FuzzProxyExchange runs the whole data plane on arbitrary bytes: a client
+// connection sends the first input to a real server that forwards every
+// request to a real upstream socket, which answers each request it reads
+// with the second input (closing after it unless keep is set). Whatever
+// the bytes:
+//
+//   - every request the upstream reads is one the server parsed from the
+//     client, in the client's order (a retry may repeat the one before),
+//     with its Host; its head and body are well formed to net/http, the
+//     body at most cut short (the client's own ended early): nothing is
+//     smuggled, split or glued;
+//   - the client reads a sequence of well-formed responses (net/http's
+//     parser is the judge), one per request at most, nothing after one
+//     that said Connection: close, at most the last one cut short;
+//   - the server ends the connection within a bound (no hang) and never
+//     recovers from a panic.
+//
+// Each execution takes a millisecond or so (real sockets): CI gives this
+// target fewer executions than the parser's.
+func FuzzProxyExchange(f *testing.F) {
+	const (
+		get  = "GET /a?b=c HTTP/1.1\r\nHost: h\r\n\r\n"
+		post = "POST /p HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello"
+		chk  = "PUT /c HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\nT: v\r\n\r\n"
+		ok   = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+	)
+	seeds := []struct {
+		client, upstream string
+		keep             bool
+	}{
+		{get, ok, true},
+		{get + post + chk, ok, true},
+		{get + post + chk, ok, false},
+		{"HEAD / HTTP/1.1\r\nHost: h\r\n\r\n" + get, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n", true},
+		{get + get, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n", true},
+		{get + get, "HTTP/1.1 200 OK\r\n\r\nclose-delimited", false},
+		{get, "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </s>\r\n\r\n" + ok, true},
+		{get + get, "HTTP/1.1 204 No Content\r\nContent-Length: 3\r\n\r\nxyz", true},
+		{get, ok + "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nno", true},
+		{get, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\nok", true},
+		{get, "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort", false},
+		{get, "garbage\r\n\r\n", false},
+		{get + get, "", false},
+		{"POST /e HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\nabc", ok, true},
+		{"GET http://abs.example/x HTTP/1.1\r\nHost: other\r\n\r\n" + "OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n", ok, true},
+		{"GET / HTTP/1.0\r\n\r\n", "HTTP/1.0 200 OK\r\n\r\nten bytes!", false},
+		{"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 6\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n" + get, ok, true},
+		{"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 100\r\n\r\ncut", ok, true},
+		{"GET /ws HTTP/1.1\r\nHost: h\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\nframes", "HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\nback", false},
+	}
+	for _, s := range seeds {
+		f.Add([]byte(s.client), []byte(s.upstream), s.keep)
+	}
+
+	panics := &panicWatch{}
+	h := &orderRecorder{}
+	cfg := testConfig()
+	cfg.ConnectionsMax = 4
+	cfg.Logger = slog.New(panics)
+	cfg.Proxy.ConnectTimeout = time.Second
+	cfg.Proxy.ResponseTimeout = 500 * time.Millisecond
+	_, ts := serve(f, h, testPool(f, 1), nil, cfg)
+	up := newScriptedUpstream(f) // registered after the server: closed before the leak check
+	h.up = &up.u
+
+	f.Fuzz(func(t *testing.T, client, upstream []byte, keep bool) {
+		if len(client) > 64<<10 || len(upstream) > 64<<10 {
+			return
+		}
+		up.begin(upstream, keep)
+		h.begin()
+		got, err := exchangeRaw(ts.addr, client)
+		if err != nil {
+			t.Fatalf("client %q, upstream %q: %v", client, upstream, err)
+		}
+		reqs := h.end()
+		seen, bad := up.end()
+		if p := panics.seen.Load(); p != nil {
+			t.Fatalf("client %q, upstream %q: the server recovered from a panic: %s", client, upstream, *p)
+		}
+		if len(bad) > 0 {
+			t.Fatalf("client %q, upstream %q: the upstream read a malformed message: %s", client, upstream, strings.Join(bad, "; "))
+		}
+		if err := matchForwarded(reqs, seen); err != nil {
+			t.Fatalf("client %q, upstream %q: %v (the server parsed %v; the upstream read %v)", client, upstream, err, reqs, seen)
+		}
+		if err := checkResponses(got, reqs); err != nil {
+			t.Fatalf("client %q, upstream %q: %v; the client read %q", client, upstream, err, got)
+		}
+	})
+}
+
+// TestFuzzProxyCheckers: the checks of FuzzProxyExchange catch what they
+// are for (a check that cannot fail proves nothing).
+func TestFuzzProxyCheckers(t *testing.T) {
+	a := fuzzReq{"GET", "/a", "h"}
+	b := fuzzReq{"POST", "/b", "h"}
+	smuggled := fuzzReq{"GET", "/admin", "h"}
+	for _, c := range []struct {
+		name         string
+		parsed, seen []fuzzReq
+		ok           bool
+	}{
+		{"in order", []fuzzReq{a, b}, []fuzzReq{a, b}, true},
+		{"one answered without the upstream", []fuzzReq{a, b}, []fuzzReq{b}, true},
+		{"a retry", []fuzzReq{a, b}, []fuzzReq{a, a, b}, true},
+		{"hostless request sent with an authority", []fuzzReq{{"GET", "/a", ""}}, []fuzzReq{a}, true},
+		{"a request the client never sent", []fuzzReq{a}, []fuzzReq{a, smuggled}, false},
+		{"out of order", []fuzzReq{a, b}, []fuzzReq{b, a}, false},
+		{"retried twice", []fuzzReq{a}, []fuzzReq{a, a, a}, false},
+		{"another host", []fuzzReq{a}, []fuzzReq{{"GET", "/a", "evil"}}, false},
+	} {
+		if err := matchForwarded(c.parsed, c.seen); (err == nil) != c.ok {
+			t.Errorf("matchForwarded %s: %v", c.name, err)
+		}
+	}
+	const ok = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+	for _, c := range []struct {
+		name, got string
+		reqs      []fuzzReq
+		ok        bool
+	}{
+		{"two responses", ok + ok, []fuzzReq{a, a}, true},
+		{"interim then final", "HTTP/1.1 100 Continue\r\n\r\n" + ok, []fuzzReq{b}, true},
+		{"the last one cut short", ok + "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nok", []fuzzReq{a, a}, true},
+		{"HEAD", "HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n" + ok, []fuzzReq{{"HEAD", "/", "h"}, a}, true},
+		{"a refusal after the parsed ones", ok + "HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n", []fuzzReq{a}, true},
+		{"more responses than requests", ok + ok, []fuzzReq{a}, false},
+		{"bytes after Connection: close", "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok" + ok, []fuzzReq{a, a}, false},
+		{"bytes after a response", ok + "garbage", []fuzzReq{a, a}, false},
+		{"a malformed chunked body", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", []fuzzReq{a}, false},
+	} {
+		if err := checkResponses([]byte(c.got), c.reqs); (err == nil) != c.ok {
+			t.Errorf("checkResponses %s: %v", c.name, err)
+		}
+	}
+}
+
+// exchangeRaw writes b on a new connection to addr, half-closes, and reads
+// until the server closes, failing past a bound.
+func exchangeRaw(addr string, b []byte) ([]byte, error) {
+	c, err := net.DialTimeout("tcp", addr, testTimeout)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(2 * testTimeout))
+	// Written beside the read: the server may answer (and fill our
+	// receive buffer) before it has read all we send.
+	wrote := make(chan struct{})
+	go func() {
+		defer close(wrote)
+		if _, err := c.Write(b); err == nil {
+			c.(*net.TCPConn).CloseWrite()
+		}
+	}()
+	got, err := io.ReadAll(c)
+	<-wrote
+	if err != nil && !isReset(err) {
+		if errors.Is(err, context.DeadlineExceeded) || strings.Contains(err.Error(), "timeout") {
+			return got, fmt.Errorf("the server did not end the connection within %v", 2*testTimeout)
+		}
+		return got, err
+	}
+	return got, nil
+}
+
+// fuzzReq is a request as the server parsed it or the upstream read it.
+type fuzzReq struct{ method, uri, host string }
+
+func (r fuzzReq) String() string { return r.method + " " + r.uri + " (" + r.host + ")" }
+
+// is reports whether the upstream's request u is r forwarded. A request
+// without a Host (HTTP/1.0) is sent with the authority the client reached.
+func (r fuzzReq) is(u fuzzReq) bool {
+	return r.method == u.method && r.uri == u.uri && (r.host == u.host || r.host == "")
+}
+
+// matchForwarded checks that seen (the upstream's requests, in order) is
+// the server's parsed requests with some left out (answered without the
+// upstream) and a request at most repeated once more (a retry).
+func matchForwarded(parsed, seen []fuzzReq) error {
+	j, repeats := 0, 0
+	for i, r := range seen {
+		if j > 0 && parsed[j-1].is(r) && repeats < 1 {
+			repeats++
+			continue
+		}
+		for j < len(parsed) && !parsed[j].is(r) {
+			j++
+		}
+		if j == len(parsed) {
+			return fmt.Errorf("upstream request %d (%v) is not one the client sent, in order", i, r)
+		}
+		j, repeats = j+1, 0
+	}
+	return nil
+}
+
+// checkResponses parses what the client read as responses to reqs, in
+// order (by net/http: an independent judge).
+func checkResponses(got []byte, reqs []fuzzReq) error {
+	br := bufio.NewReader(bytes.NewReader(got))
+	finals := 0
+	for {
+		if _, err := br.Peek(1); err == io.EOF {
+			return nil
+		}
+		if finals > len(reqs) {
+			return fmt.Errorf("response %d after %d requests", finals+1, len(reqs))
+		}
+		method := "GET"
+		if finals < len(reqs) {
+			method = reqs[finals].method
+		}
+		resp, err := http.ReadResponse(br, &http.Request{Method: method})
+		if err != nil {
+			return fmt.Errorf("response %d: head: %v", finals+1, err)
+		}
+		if resp.StatusCode == http.StatusSwitchingProtocols {
+			return nil // the rest is the tunnel's
+		}
+		_, err = io.Copy(io.Discard, resp.Body)
+		if cutShort(err) {
+			if br.Buffered() > 0 {
+				return fmt.Errorf("response %d: cut short, yet %d bytes follow", finals+1, br.Buffered())
+			}
+			return nil // the one way to say a body was cut
+		}
+		if err != nil {
+			return fmt.Errorf("response %d: body: %v", finals+1, err)
+		}
+		if resp.StatusCode < 200 {
+			continue
+		}
+		if finals == len(reqs) && (resp.StatusCode < 400 || !resp.Close) {
+			// Only a request the server could not parse goes unrecorded,
+			// and it is refused, closing the connection.
+			return fmt.Errorf("response %d (%d) answers no request the server parsed", finals+1, resp.StatusCode)
+		}
+		finals++
+		if resp.Close && br.Buffered() > 0 {
+			return fmt.Errorf("response %d said Connection: close, yet %d bytes follow", finals, br.Buffered())
+		}
+	}
+}
+
+// cutShort reports whether a body read failed because the message ended
+// early (net/http says so with io.ErrUnexpectedEOF, or in its own words
+// within a trailer section).
+func cutShort(err error) bool {
+	return err != nil && (errors.Is(err, io.ErrUnexpectedEOF) || strings.Contains(err.Error(), "unexpected EOF"))
+}
+
+// trailerCut reports whether err is net/http's complaint about a trailer
+// section with no end in sight because the stream ended (it reads the
+// whole section ahead and cannot tell a cut one from an endless one).
+func trailerCut(err error, br *bufio.Reader) bool {
+	if !strings.Contains(err.Error(), "suspiciously long trailer") {
+		return false
+	}
+	_, perr := br.Peek(br.Size())
+	return perr != nil
+}
+
+// orderRecorder forwards everything to up and records each request the
+// server parsed.
+type orderRecorder struct {
+	up   *serval.Upstream
+	mu   sync.Mutex
+	reqs []fuzzReq
+}
+
+func (o *orderRecorder) SelectUpstream(*serval.Exchange, *serval.Request) *serval.Upstream {
+	return o.up
+}
+
+func (o *orderRecorder) OnRequest(_ *serval.Exchange, req *serval.Request, _ []byte) serval.Action {
+	uri := string(req.Path)
+	if req.Query != nil {
+		uri += "?" + string(req.Query)
+	}
+	o.mu.Lock()
+	o.reqs = append(o.reqs, fuzzReq{method: string(req.Method), uri: uri, host: string(req.Host)})
+	o.mu.Unlock()
+	return serval.Continue()
+}
+
+func (o *orderRecorder) begin() {
+	o.mu.Lock()
+	o.reqs = o.reqs[:0]
+	o.mu.Unlock()
+}
+
+func (o *orderRecorder) end() []fuzzReq {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return append([]fuzzReq(nil), o.reqs...)
+}
+
+// scriptedUpstream reads requests with net/http and answers each with the
+// current script.
+type scriptedUpstream struct {
+	ln     net.Listener
+	u      serval.Upstream
+	wg     sync.WaitGroup
+	active atomic.Int64 // requests being read or answered
+
+	mu     sync.Mutex
+	script []byte
+	keep   bool
+	seen   []fuzzReq
+	bad    []string
+	conns  map[net.Conn]struct{}
+	closed bool
+}
+
+// newScriptedUpstream listens on 127.0.0.1 until the test ends.
+func newScriptedUpstream(t testing.TB) *scriptedUpstream {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &scriptedUpstream{ln: ln, conns: map[net.Conn]struct{}{}}
+	s.u = serval.NewUpstream("127.0.0.1", uint16(ln.Addr().(*net.TCPAddr).Port), 0)
+	s.wg.Add(1)
+	go s.accept()
+	t.Cleanup(func() {
+		ln.Close()
+		s.mu.Lock()
+		s.closed = true
+		for c := range s.conns {
+			c.Close()
+		}
+		s.mu.Unlock()
+		s.wg.Wait()
+	})
+	return s
+}
+
+func (s *scriptedUpstream) accept() {
+	defer s.wg.Done()
+	for {
+		c, err := s.ln.Accept()
+		if err != nil {
+			return
+		}
+		s.mu.Lock()
+		if s.closed {
+			s.mu.Unlock()
+			c.Close()
+			return
+		}
+		s.conns[c] = struct{}{}
+		s.wg.Add(1)
+		s.mu.Unlock()
+		go s.serve(c)
+	}
+}
+
+func (s *scriptedUpstream) serve(c net.Conn) {
+	defer s.wg.Done()
+	defer func() {
+		s.mu.Lock()
+		delete(s.conns, c)
+		s.mu.Unlock()
+		c.Close()
+	}()
+	br := bufio.NewReader(c)
+	for {
+		if _, err := br.Peek(1); err != nil {
+			return // closed by the proxy (or at the test's end) between requests
+		}
+		s.active.Add(1)
+		more := s.one(c, br)
+		s.active.Add(-1)
+		if !more {
+			return
+		}
+	}
+}
+
+// one reads a request and answers it; false ends the connection.
+func (s *scriptedUpstream) one(c net.Conn, br *bufio.Reader) bool {
+	c.SetReadDeadline(time.Now().Add(2 * testTimeout))
+	req, err := http.ReadRequest(br)
+	if err != nil {
+		if !isReset(err) && !errors.Is(err, net.ErrClosed) {
+			s.record(nil, fmt.Sprintf("head: %v", err))
+		}
+		return false
+	}
+	s.record(&fuzzReq{method: req.Method, uri: req.RequestURI, host: req.Host}, "")
+	if req.Header.Get("Connection") != "" && !strings.EqualFold(req.Header.Get("Connection"), "upgrade") {
+		s.record(nil, fmt.Sprintf("Connection: %q reached the upstream", req.Header.Get("Connection")))
+	}
+	if _, err := io.Copy(io.Discard, req.Body); err != nil {
+		// Cut short is the one way a proxy can say the client's body
+		// ended early; anything else is a malformed body.
+		if !cutShort(err) && !isReset(err) && !errors.Is(err, net.ErrClosed) && !trailerCut(err, br) {
+			s.record(nil, fmt.Sprintf("body of %s %s: %v", req.Method, req.RequestURI, err))
+		}
+		return false
+	}
+	s.mu.Lock()
+	script, keep := s.script, s.keep
+	s.mu.Unlock()
+	if _, err := c.Write(script); err != nil {
+		return false
+	}
+	if req.Header.Get("Upgrade") != "" {
+		// What follows may be a tunnel's bytes, not requests: a 101 in
+		// the script switched protocols (whatever the proxy did with it).
+		io.Copy(io.Discard, br)
+		return false
+	}
+	return keep && len(script) > 0 && !req.Close
+}
+
+func (s *scriptedUpstream) record(r *fuzzReq, bad string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if r != nil {
+		s.seen = append(s.seen, *r)
+	}
+	if bad != "" {
+		s.bad = append(s.bad, bad)
+	}
+}
+
+// begin sets the answer and keep-alive of this execution and clears the
+// record.
+func (s *scriptedUpstream) begin(script []byte, keep bool) {
+	s.mu.Lock()
+	s.script, s.keep = append(s.script[:0], script...), keep
+	s.seen, s.bad = s.seen[:0], s.bad[:0]
+	s.mu.Unlock()
+}
+
+// end waits for requests still being read (the proxy may be closing a
+// connection it abandoned) and returns the record.
+func (s *scriptedUpstream) end() (seen []fuzzReq, bad []string) {
+	for deadline := time.Now().Add(2 * testTimeout); s.active.Load() > 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			bad = append(bad, "an upstream read still running after the client's exchange ended")
+			break
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]fuzzReq(nil), s.seen...), append(bad, s.bad...)
+}
+
+// panicWatch is a slog handler that remembers a recovered panic.
+type panicWatch struct{ seen atomic.Pointer[string] }
+
+func (p *panicWatch) Enabled(context.Context, slog.Level) bool { return true }
+func (p *panicWatch) Handle(_ context.Context, r slog.Record) error {
+	if strings.Contains(r.Message, "panic") {
+		msg := r.Message
+		r.Attrs(func(a slog.Attr) bool {
+			msg += " " + a.String()
+			return true
+		})
+		p.seen.CompareAndSwap(nil, &msg)
+	}
+	return nil
+}
+func (p *panicWatch) WithAttrs([]slog.Attr) slog.Handler { return p }
+func (p *panicWatch) WithGroup(string) slog.Handler      { return p }
