@@ -95,17 +95,17 @@ func FuzzProxyExchange(f *testing.F) {
 			t.Fatalf("client %q, upstream %q: %v", client, upstream, err)
 		}
 		reqs := h.end()
-		seen, bad := up.end()
+		seen, bodies, bad := up.end()
 		if p := panics.seen.Load(); p != nil {
 			t.Fatalf("client %q, upstream %q: the server recovered from a panic: %s", client, upstream, *p)
 		}
 		if len(bad) > 0 {
 			t.Fatalf("client %q, upstream %q: the upstream read a malformed message: %s", client, upstream, strings.Join(bad, "; "))
 		}
-		if err := matchForwarded(reqs, seen); err != nil {
+		if err := matchForwarded(reqs, seen, bodies, clientBodies(client, reqs)); err != nil {
 			t.Fatalf("client %q, upstream %q: %v (the server parsed %v; the upstream read %v)", client, upstream, err, reqs, seen)
 		}
-		if err := checkResponses(got, reqs); err != nil {
+		if err := checkResponses(got, reqs, upstream); err != nil {
 			t.Fatalf("client %q, upstream %q: %v; the client read %q", client, upstream, err, got)
 		}
 	})
@@ -131,8 +131,36 @@ func TestFuzzProxyCheckers(t *testing.T) {
 		{"retried twice", []fuzzReq{a}, []fuzzReq{a, a, a}, false},
 		{"another host", []fuzzReq{a}, []fuzzReq{{"GET", "/a", "evil"}}, false},
 	} {
-		if err := matchForwarded(c.parsed, c.seen); (err == nil) != c.ok {
+		if err := matchForwarded(c.parsed, c.seen, make([][]byte, len(c.seen)), nil); (err == nil) != c.ok {
 			t.Errorf("matchForwarded %s: %v", c.name, err)
+		}
+	}
+	// Bodies: a request, then one with the same method and target and a
+	// body (the first must not take the second's body for a retry's).
+	client := []byte("POST /b HTTP/1.1\r\nHost: h\r\n\r\nPOST /b HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello")
+	parsed := []fuzzReq{b, b}
+	want := clientBodies(client, parsed)
+	if len(want) != 2 || string(want[0]) != "" || string(want[1]) != "hello" {
+		t.Fatalf("clientBodies: %q", want)
+	}
+	for _, c := range []struct {
+		name   string
+		bodies [][]byte
+		ok     bool
+	}{
+		{"the same bodies", [][]byte{{}, []byte("hello")}, true},
+		{"a retry of the first, then the second", [][]byte{{}, {}, []byte("hello")}, true},
+		{"the second cut short", [][]byte{{}, nil}, true},
+		{"another body", [][]byte{{}, []byte("HELLO")}, false},
+		{"a body glued from two", [][]byte{[]byte("hellohello")}, false},
+		{"part of a body", [][]byte{{}, []byte("hell")}, false},
+	} {
+		seen := make([]fuzzReq, len(c.bodies))
+		for i := range seen {
+			seen[i] = b
+		}
+		if err := matchForwarded(parsed, seen, c.bodies, want); (err == nil) != c.ok {
+			t.Errorf("matchForwarded bodies, %s: %v", c.name, err)
 		}
 	}
 	const ok = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
@@ -149,9 +177,11 @@ func TestFuzzProxyCheckers(t *testing.T) {
 		{"more responses than requests", ok + ok, []fuzzReq{a}, false},
 		{"bytes after Connection: close", "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok" + ok, []fuzzReq{a, a}, false},
 		{"bytes after a response", ok + "garbage", []fuzzReq{a, a}, false},
+		{"another body", "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nOK", []fuzzReq{a}, false},
+		{"the same body chunked", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\no\r\n1\r\nk\r\n0\r\n\r\n", []fuzzReq{a}, true},
 		{"a malformed chunked body", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", []fuzzReq{a}, false},
 	} {
-		if err := checkResponses([]byte(c.got), c.reqs); (err == nil) != c.ok {
+		if err := checkResponses([]byte(c.got), c.reqs, []byte(ok)); (err == nil) != c.ok {
 			t.Errorf("checkResponses %s: %v", c.name, err)
 		}
 	}
@@ -197,30 +227,66 @@ func (r fuzzReq) is(u fuzzReq) bool {
 	return r.method == u.method && r.uri == u.uri && (r.host == u.host || r.host == "")
 }
 
-// matchForwarded checks that seen (the upstream's requests, in order) is
-// the server's parsed requests with some left out (answered without the
-// upstream) and a request at most repeated once more (a retry).
-func matchForwarded(parsed, seen []fuzzReq) error {
+// matchForwarded checks that seen (the upstream's requests, in order,
+// with the bodies it read whole; nil: cut short) is the server's parsed
+// requests with some left out (answered without the upstream) and one at
+// most repeated once more (a retry), each with the body the client sent
+// for it where want (the client's bodies as net/http reads them, see
+// clientBodies) knows it.
+func matchForwarded(parsed, seen []fuzzReq, bodies, want [][]byte) error {
+	bodyOK := func(i, k int) bool {
+		return k >= len(want) || bodies[i] == nil || bytes.Equal(bodies[i], want[k])
+	}
 	j, repeats := 0, 0
 	for i, r := range seen {
-		if j > 0 && parsed[j-1].is(r) && repeats < 1 {
+		k := j
+		for k < len(parsed) && !(parsed[k].is(r) && bodyOK(i, k)) {
+			k++
+		}
+		if k < len(parsed) {
+			j, repeats = k+1, 0
+			continue
+		}
+		if j > 0 && parsed[j-1].is(r) && bodyOK(i, j-1) && repeats < 1 {
 			repeats++
 			continue
 		}
-		for j < len(parsed) && !parsed[j].is(r) {
-			j++
+		for k = j - 1; k < len(parsed); k++ {
+			if k >= 0 && parsed[k].is(r) && !bodyOK(i, k) {
+				return fmt.Errorf("upstream request %d (%v) carried body %q, the client sent %q", i, r, bodies[i], want[k])
+			}
 		}
-		if j == len(parsed) {
-			return fmt.Errorf("upstream request %d (%v) is not one the client sent, in order", i, r)
-		}
-		j, repeats = j+1, 0
+		return fmt.Errorf("upstream request %d (%v) is not one the client sent, in order (or a second retry)", i, r)
 	}
 	return nil
 }
 
+// clientBodies returns the bodies of the client's requests as net/http
+// reads them from its bytes, as far as net/http and the server parsed the
+// same sequence of requests (where they part, the parser's differential
+// fuzz targets have the case).
+func clientBodies(client []byte, parsed []fuzzReq) [][]byte {
+	br := bufio.NewReader(bytes.NewReader(client))
+	var want [][]byte
+	for len(want) < len(parsed) {
+		req, err := http.ReadRequest(br)
+		if err != nil || req.Method != parsed[len(want)].method {
+			break
+		}
+		b, err := io.ReadAll(req.Body)
+		if err != nil {
+			break
+		}
+		want = append(want, b)
+	}
+	return want
+}
+
 // checkResponses parses what the client read as responses to reqs, in
-// order (by net/http: an independent judge).
-func checkResponses(got []byte, reqs []fuzzReq) error {
+// order (by net/http: an independent judge). A 2xx or 3xx (never the
+// proxy's own) with the status net/http reads from the upstream's script
+// must carry the script's body, unless cut short.
+func checkResponses(got []byte, reqs []fuzzReq, script []byte) error {
 	br := bufio.NewReader(bytes.NewReader(got))
 	finals := 0
 	for {
@@ -241,7 +307,7 @@ func checkResponses(got []byte, reqs []fuzzReq) error {
 		if resp.StatusCode == http.StatusSwitchingProtocols {
 			return nil // the rest is the tunnel's
 		}
-		_, err = io.Copy(io.Discard, resp.Body)
+		body, err := io.ReadAll(resp.Body)
 		if cutShort(err) {
 			if br.Buffered() > 0 {
 				return fmt.Errorf("response %d: cut short, yet %d bytes follow", finals+1, br.Buffered())
@@ -254,6 +320,11 @@ func checkResponses(got []byte, reqs []fuzzReq) error {
 		if resp.StatusCode < 200 {
 			continue
 		}
+		if resp.StatusCode < 400 {
+			if status, want, ok := scripted(script, method); ok && status == resp.StatusCode && !bytes.Equal(body, want) {
+				return fmt.Errorf("response %d: body %q, the upstream sent %q", finals+1, body, want)
+			}
+		}
 		if finals == len(reqs) && (resp.StatusCode < 400 || !resp.Close) {
 			// Only a request the server could not parse goes unrecorded,
 			// and it is refused, closing the connection.
@@ -264,6 +335,27 @@ func checkResponses(got []byte, reqs []fuzzReq) error {
 			return fmt.Errorf("response %d said Connection: close, yet %d bytes follow", finals, br.Buffered())
 		}
 	}
+}
+
+// scripted returns the final status and body net/http reads from the
+// upstream's script as the answer to method; ok is false when it reads no
+// whole final response.
+func scripted(script []byte, method string) (status int, body []byte, ok bool) {
+	br := bufio.NewReader(bytes.NewReader(script))
+	for range 16 {
+		resp, err := http.ReadResponse(br, &http.Request{Method: method})
+		if err != nil {
+			return 0, nil, false
+		}
+		body, err := io.ReadAll(resp.Body)
+		if err != nil {
+			return 0, nil, false
+		}
+		if resp.StatusCode >= 200 {
+			return resp.StatusCode, body, true
+		}
+	}
+	return 0, nil, false
 }
 
 // cutShort reports whether a body read failed because the message ended
@@ -331,6 +423,7 @@ type scriptedUpstream struct {
 	script []byte
 	keep   bool
 	seen   []fuzzReq
+	bodies [][]byte // of seen, whole; nil: cut short
 	bad    []string
 	conns  map[net.Conn]struct{}
 	closed bool
@@ -407,19 +500,26 @@ func (s *scriptedUpstream) one(c net.Conn, br *bufio.Reader) bool {
 	req, err := http.ReadRequest(br)
 	if err != nil {
 		if !isReset(err) && !errors.Is(err, net.ErrClosed) {
-			s.record(nil, fmt.Sprintf("head: %v", err))
+			s.record(nil, nil, fmt.Sprintf("head: %v", err))
 		}
 		return false
 	}
-	s.record(&fuzzReq{method: req.Method, uri: req.RequestURI, host: req.Host}, "")
 	if req.Header.Get("Connection") != "" && !strings.EqualFold(req.Header.Get("Connection"), "upgrade") {
-		s.record(nil, fmt.Sprintf("Connection: %q reached the upstream", req.Header.Get("Connection")))
+		s.record(nil, nil, fmt.Sprintf("Connection: %q reached the upstream", req.Header.Get("Connection")))
 	}
-	if _, err := io.Copy(io.Discard, req.Body); err != nil {
+	body, err := io.ReadAll(req.Body)
+	switch {
+	case err != nil:
+		body = nil // cut short
+	case body == nil:
+		body = []byte{}
+	}
+	s.record(&fuzzReq{method: req.Method, uri: req.RequestURI, host: req.Host}, body, "")
+	if err != nil {
 		// Cut short is the one way a proxy can say the client's body
 		// ended early; anything else is a malformed body.
 		if !cutShort(err) && !isReset(err) && !errors.Is(err, net.ErrClosed) && !trailerCut(err, br) {
-			s.record(nil, fmt.Sprintf("body of %s %s: %v", req.Method, req.RequestURI, err))
+			s.record(nil, nil, fmt.Sprintf("body of %s %s: %v", req.Method, req.RequestURI, err))
 		}
 		return false
 	}
@@ -438,11 +538,12 @@ func (s *scriptedUpstream) one(c net.Conn, br *bufio.Reader) bool {
 	return keep && len(script) > 0 && !req.Close
 }
 
-func (s *scriptedUpstream) record(r *fuzzReq, bad string) {
+func (s *scriptedUpstream) record(r *fuzzReq, body []byte, bad string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if r != nil {
 		s.seen = append(s.seen, *r)
+		s.bodies = append(s.bodies, body)
 	}
 	if bad != "" {
 		s.bad = append(s.bad, bad)
@@ -454,13 +555,13 @@ func (s *scriptedUpstream) record(r *fuzzReq, bad string) {
 func (s *scriptedUpstream) begin(script []byte, keep bool) {
 	s.mu.Lock()
 	s.script, s.keep = append(s.script[:0], script...), keep
-	s.seen, s.bad = s.seen[:0], s.bad[:0]
+	s.seen, s.bodies, s.bad = s.seen[:0], s.bodies[:0], s.bad[:0]
 	s.mu.Unlock()
 }
 
 // end waits for requests still being read (the proxy may be closing a
 // connection it abandoned) and returns the record.
-func (s *scriptedUpstream) end() (seen []fuzzReq, bad []string) {
+func (s *scriptedUpstream) end() (seen []fuzzReq, bodies [][]byte, bad []string) {
 	for deadline := time.Now().Add(2 * testTimeout); s.active.Load() > 0; time.Sleep(time.Millisecond) {
 		if time.Now().After(deadline) {
 			bad = append(bad, "an upstream read still running after the client's exchange ended")
@@ -469,7 +570,7 @@ func (s *scriptedUpstream) end() (seen []fuzzReq, bad []string) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return append([]fuzzReq(nil), s.seen...), append(bad, s.bad...)
+	return append([]fuzzReq(nil), s.seen...), append([][]byte(nil), s.bodies...), append(bad, s.bad...)
 }
 
 // panicWatch is a slog handler that remembers a recovered panic.
