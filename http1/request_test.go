@@ -180,6 +180,17 @@ var requestCases = []reqCase{
 	{name: "upgrade field only", head: crlf("GET /ws HTTP/1.1\nHost: a\nUpgrade: websocket\n\n"), check: func(t *testing.T, r *serval.Request) {
 		expect(t, !r.Upgrade, "no upgrade without connection token")
 	}},
+	{name: "stray percent in path", head: crlf("GET /% HTTP/1.1\nHost: a\n\n"), status: 400},
+	{name: "percent with one hex digit", head: crlf("GET /a%2 HTTP/1.1\nHost: a\n\n"), status: 400},
+	{name: "percent with one hex digit before query", head: crlf("GET /a%2?x HTTP/1.1\nHost: a\n\n"), status: 400},
+	{name: "percent without hex digits", head: crlf("GET /%zz/b HTTP/1.1\nHost: a\n\n"), status: 400},
+	{name: "stray percent in absolute path", head: crlf("GET http://a/b% HTTP/1.1\nHost: a\n\n"), status: 400},
+	{name: "pct-encoded path", head: crlf("GET /%41%2f%2F/%e2%82%ac HTTP/1.1\nHost: a\n\n"), check: func(t *testing.T, r *serval.Request) {
+		expect(t, string(r.Path) == "/%41%2f%2F/%e2%82%ac", "path as received")
+	}},
+	{name: "stray percent in query", head: crlf("GET /p?q=100%&r=%zz HTTP/1.1\nHost: a\n\n"), check: func(t *testing.T, r *serval.Request) {
+		expect(t, string(r.Query) == "q=100%&r=%zz", "query as received")
+	}},
 	{name: "upgrade naming no protocol", head: crlf("GET /ws HTTP/1.1\nHost: a\nConnection: upgrade\nUpgrade:\nUpgrade: ,\n\n"), check: func(t *testing.T, r *serval.Request) {
 		expect(t, !r.Upgrade, "no upgrade when the Upgrade fields name nothing")
 	}},

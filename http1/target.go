@@ -1,6 +1,10 @@
 package http1
 
-import "github.com/servalproxy/serval"
+import (
+	"bytes"
+
+	"github.com/servalproxy/serval"
+)
 
 // slash is the Path of an absolute-form target without a path. Shared and
 // read-only: nobody may write through a Request's views.
@@ -18,6 +22,9 @@ func parseTarget(req *serval.Request) error {
 		}
 		req.Form = serval.FormOrigin
 		req.Path, req.Query = splitQuery(t)
+		if !validPercents(req.Path) {
+			return ErrBadTarget
+		}
 	case len(t) == 1 && t[0] == '*':
 		if req.MethodID != serval.MethodOptions {
 			return ErrBadTarget
@@ -68,8 +75,28 @@ func parseAbsolute(req *serval.Request, t []byte) error {
 		req.Path, req.Query = slash, pq[1:]
 	default:
 		req.Path, req.Query = splitQuery(pq)
+		if !validPercents(req.Path) {
+			return ErrBadTarget
+		}
 	}
 	return nil
+}
+
+// validPercents reports whether every '%' in the path p begins a
+// pct-encoded octet ("%" HEXDIG HEXDIG, RFC 3986 §2.1). A path with a
+// stray '%' is no absolute-path (RFC 9112 §3.2.1): nginx refuses it with
+// 400 and net/http too, so an upstream behind us would not parse it as we
+// did. The query is left alone: "?q=100%" is common, and neither of them
+// checks it.
+func validPercents(p []byte) bool {
+	for i := bytes.IndexByte(p, '%'); i >= 0; {
+		if i+2 >= len(p) || charClass[p[i+1]]&cHex == 0 || charClass[p[i+2]]&cHex == 0 {
+			return false
+		}
+		p = p[i+3:]
+		i = bytes.IndexByte(p, '%')
+	}
+	return true
 }
 
 func splitQuery(t []byte) (path, query []byte) {
