@@ -22,11 +22,15 @@ import (
 // FuzzProxyExchange runs the whole data plane on arbitrary bytes: a client
 // connection sends the first input to a real server that forwards every
 // request to a real upstream socket, which answers each request it reads
-// with the second input (closing after it unless keep is set). Whatever
-// the bytes:
+// with the second input (closing after it unless keep is set); with
+// retry, the handler asks for a retry on every failure (OnError), which
+// the proxy honours only while nothing reached the client and the body
+// can be replayed. Whatever the bytes:
 //
 //   - every request the upstream reads is one the server parsed from the
-//     client, in the client's order (a retry may repeat the one before),
+//     client, in the client's order (a retry may repeat the one before:
+//     once after a pooled connection's keep-alive race, once more for
+//     the handler's retry),
 //     with its Host; its head and body are well formed to net/http, the
 //     body at most cut short (the client's own ended early): nothing is
 //     smuggled, split or glued;
@@ -69,8 +73,8 @@ func FuzzProxyExchange(f *testing.F) {
 		{"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 100\r\n\r\ncut", ok, true},
 		{"GET /ws HTTP/1.1\r\nHost: h\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\nframes", "HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\nback", false},
 	}
-	for _, s := range seeds {
-		f.Add([]byte(s.client), []byte(s.upstream), s.keep)
+	for i, s := range seeds {
+		f.Add([]byte(s.client), []byte(s.upstream), s.keep, i%2 == 1)
 	}
 
 	panics := &panicWatch{}
@@ -80,16 +84,17 @@ func FuzzProxyExchange(f *testing.F) {
 	cfg.Logger = slog.New(panics)
 	cfg.Proxy.ConnectTimeout = time.Second
 	cfg.Proxy.ResponseTimeout = 500 * time.Millisecond
+	cfg.Proxy.RetriesMax = 1
 	_, ts := serve(f, h, testPool(f, 1), nil, cfg)
 	up := newScriptedUpstream(f) // registered after the server: closed before the leak check
 	h.up = &up.u
 
-	f.Fuzz(func(t *testing.T, client, upstream []byte, keep bool) {
+	f.Fuzz(func(t *testing.T, client, upstream []byte, keep, retry bool) {
 		if len(client) > 64<<10 || len(upstream) > 64<<10 {
 			return
 		}
 		up.begin(upstream, keep)
-		h.begin()
+		h.begin(retry)
 		got, err := exchangeRaw(ts.addr, client)
 		if err != nil {
 			t.Fatalf("client %q, upstream %q: %v", client, upstream, err)
@@ -102,7 +107,11 @@ func FuzzProxyExchange(f *testing.F) {
 		if len(bad) > 0 {
 			t.Fatalf("client %q, upstream %q: the upstream read a malformed message: %s", client, upstream, strings.Join(bad, "; "))
 		}
-		if err := matchForwarded(reqs, seen, bodies, clientBodies(client, reqs)); err != nil {
+		repeats := 1
+		if retry {
+			repeats += cfg.Proxy.RetriesMax
+		}
+		if err := matchForwarded(reqs, seen, bodies, clientBodies(client, reqs), repeats); err != nil {
 			t.Fatalf("client %q, upstream %q: %v (the server parsed %v; the upstream read %v)", client, upstream, err, reqs, seen)
 		}
 		if err := checkResponses(got, reqs, upstream); err != nil {
@@ -131,7 +140,7 @@ func TestFuzzProxyCheckers(t *testing.T) {
 		{"retried twice", []fuzzReq{a}, []fuzzReq{a, a, a}, false},
 		{"another host", []fuzzReq{a}, []fuzzReq{{"GET", "/a", "evil"}}, false},
 	} {
-		if err := matchForwarded(c.parsed, c.seen, make([][]byte, len(c.seen)), nil); (err == nil) != c.ok {
+		if err := matchForwarded(c.parsed, c.seen, make([][]byte, len(c.seen)), nil, 1); (err == nil) != c.ok {
 			t.Errorf("matchForwarded %s: %v", c.name, err)
 		}
 	}
@@ -152,6 +161,7 @@ func TestFuzzProxyCheckers(t *testing.T) {
 		{"a retry of the first, then the second", [][]byte{{}, {}, []byte("hello")}, true},
 		{"the second cut short", [][]byte{{}, nil}, true},
 		{"another body", [][]byte{{}, []byte("HELLO")}, false},
+		{"each sent twice", [][]byte{{}, {}, []byte("hello"), []byte("hello")}, true},
 		{"a body glued from two", [][]byte{[]byte("hellohello")}, false},
 		{"part of a body", [][]byte{{}, []byte("hell")}, false},
 	} {
@@ -159,7 +169,7 @@ func TestFuzzProxyCheckers(t *testing.T) {
 		for i := range seen {
 			seen[i] = b
 		}
-		if err := matchForwarded(parsed, seen, c.bodies, want); (err == nil) != c.ok {
+		if err := matchForwarded(parsed, seen, c.bodies, want, 1); (err == nil) != c.ok {
 			t.Errorf("matchForwarded bodies, %s: %v", c.name, err)
 		}
 	}
@@ -230,15 +240,22 @@ func (r fuzzReq) is(u fuzzReq) bool {
 // matchForwarded checks that seen (the upstream's requests, in order,
 // with the bodies it read whole; nil: cut short) is the server's parsed
 // requests with some left out (answered without the upstream) and one at
-// most repeated once more (a retry), each with the body the client sent
+// most repeated repeatsMax more times (retries), each with the body the client sent
 // for it where want (the client's bodies as net/http reads them, see
 // clientBodies) knows it.
-func matchForwarded(parsed, seen []fuzzReq, bodies, want [][]byte) error {
+func matchForwarded(parsed, seen []fuzzReq, bodies, want [][]byte, repeatsMax int) error {
 	bodyOK := func(i, k int) bool {
 		return k >= len(want) || bodies[i] == nil || bytes.Equal(bodies[i], want[k])
 	}
+	// A repeat of the last match is tried first: it keeps every later
+	// request available, so it is never worse than moving on (which
+	// takes the first match: any later one leaves fewer options).
 	j, repeats := 0, 0
 	for i, r := range seen {
+		if j > 0 && parsed[j-1].is(r) && bodyOK(i, j-1) && repeats < repeatsMax {
+			repeats++
+			continue
+		}
 		k := j
 		for k < len(parsed) && !(parsed[k].is(r) && bodyOK(i, k)) {
 			k++
@@ -247,16 +264,12 @@ func matchForwarded(parsed, seen []fuzzReq, bodies, want [][]byte) error {
 			j, repeats = k+1, 0
 			continue
 		}
-		if j > 0 && parsed[j-1].is(r) && bodyOK(i, j-1) && repeats < 1 {
-			repeats++
-			continue
-		}
 		for k = j - 1; k < len(parsed); k++ {
 			if k >= 0 && parsed[k].is(r) && !bodyOK(i, k) {
 				return fmt.Errorf("upstream request %d (%v) carried body %q, the client sent %q", i, r, bodies[i], want[k])
 			}
 		}
-		return fmt.Errorf("upstream request %d (%v) is not one the client sent, in order (or a second retry)", i, r)
+		return fmt.Errorf("upstream request %d (%v) is not one the client sent, in order (or one retry too many)", i, r)
 	}
 	return nil
 }
@@ -376,12 +389,20 @@ func trailerCut(err error, br *bufio.Reader) bool {
 	return perr != nil
 }
 
-// orderRecorder forwards everything to up and records each request the
-// server parsed.
+// orderRecorder forwards everything to up, records each request the
+// server parsed, and asks for a retry on every failure when told to.
 type orderRecorder struct {
-	up   *serval.Upstream
-	mu   sync.Mutex
-	reqs []fuzzReq
+	up    *serval.Upstream
+	retry atomic.Bool
+	mu    sync.Mutex
+	reqs  []fuzzReq
+}
+
+func (o *orderRecorder) OnError(*serval.Exchange, *serval.ProxyError) serval.ErrorAction {
+	if o.retry.Load() {
+		return serval.ErrorAction{Kind: serval.ErrorRetry}
+	}
+	return serval.ErrorAction{}
 }
 
 func (o *orderRecorder) SelectUpstream(*serval.Exchange, *serval.Request) *serval.Upstream {
@@ -399,7 +420,8 @@ func (o *orderRecorder) OnRequest(_ *serval.Exchange, req *serval.Request, _ []b
 	return serval.Continue()
 }
 
-func (o *orderRecorder) begin() {
+func (o *orderRecorder) begin(retry bool) {
+	o.retry.Store(retry)
 	o.mu.Lock()
 	o.reqs = o.reqs[:0]
 	o.mu.Unlock()
