@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -17,6 +18,7 @@ import (
 	"time"
 
 	"github.com/servalproxy/serval"
+	"github.com/servalproxy/serval/internal/testpki"
 )
 
 // FuzzProxyExchange runs the whole data plane on arbitrary bytes: a client
@@ -25,7 +27,9 @@ import (
 // with the second input (closing after it unless keep is set); with
 // retry, the handler asks for a retry on every failure (OnError), which
 // the proxy honours only while nothing reached the client and the body
-// can be replayed. Whatever the bytes:
+// can be replayed; with tls, the client speaks TLS to a server that
+// terminates it (the records kept in user space, as on a kernel without
+// the tls module). Whatever the bytes:
 //
 //   - every request the upstream reads is one the server parsed from the
 //     client, in the client's order (a retry may repeat the one before:
@@ -74,7 +78,7 @@ func FuzzProxyExchange(f *testing.F) {
 		{"GET /ws HTTP/1.1\r\nHost: h\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\nframes", "HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\nback", false},
 	}
 	for i, s := range seeds {
-		f.Add([]byte(s.client), []byte(s.upstream), s.keep, i%2 == 1)
+		f.Add([]byte(s.client), []byte(s.upstream), s.keep, i%2 == 1, i%3 == 1)
 	}
 
 	panics := &panicWatch{}
@@ -85,17 +89,29 @@ func FuzzProxyExchange(f *testing.F) {
 	cfg.Proxy.ConnectTimeout = time.Second
 	cfg.Proxy.ResponseTimeout = 500 * time.Millisecond
 	cfg.Proxy.RetriesMax = 1
-	_, ts := serve(f, h, testPool(f, 1), nil, cfg)
-	up := newScriptedUpstream(f) // registered after the server: closed before the leak check
+	leakCheck(f) // one check for both servers, after both stopped
+	p := testPool(f, 1)
+	_, ts := serveUnchecked(f, h, p, nil, cfg)
+	ca := testpki.NewCA(f, "Fuzz CA")
+	cert, key := ca.Issue(f, testpki.Leaf{CommonName: "serval.test", Names: []string{"serval.test"}})
+	tlsCfg := cfg
+	tlsCfg.TLS = serverTLS(cert, key)
+	_, tlsTS := serveUnchecked(f, h, p, nil, tlsCfg)
+	clientTLS := tlsClientConfig(ca, "serval.test")
+	up := newScriptedUpstream(f) // registered after the servers: closed before the leak checks
 	h.up = &up.u
 
-	f.Fuzz(func(t *testing.T, client, upstream []byte, keep, retry bool) {
+	f.Fuzz(func(t *testing.T, client, upstream []byte, keep, retry, overTLS bool) {
 		if len(client) > 64<<10 || len(upstream) > 64<<10 {
 			return
 		}
 		up.begin(upstream, keep)
 		h.begin(retry)
-		got, err := exchangeRaw(ts.addr, client)
+		addr, tc := ts.addr, (*tls.Config)(nil)
+		if overTLS {
+			addr, tc = tlsTS.addr, clientTLS
+		}
+		got, err := exchangeRaw(addr, tc, client)
 		if err != nil {
 			t.Fatalf("client %q, upstream %q: %v", client, upstream, err)
 		}
@@ -197,26 +213,41 @@ func TestFuzzProxyCheckers(t *testing.T) {
 	}
 }
 
-// exchangeRaw writes b on a new connection to addr, half-closes, and reads
-// until the server closes, failing past a bound.
-func exchangeRaw(addr string, b []byte) ([]byte, error) {
-	c, err := net.DialTimeout("tcp", addr, testTimeout)
+// exchangeRaw writes b on a new connection to addr (over TLS when tc is
+// set), half-closes, and reads until the server closes, failing past a
+// bound.
+func exchangeRaw(addr string, tc *tls.Config, b []byte) ([]byte, error) {
+	raw, err := net.DialTimeout("tcp", addr, testTimeout)
 	if err != nil {
 		return nil, err
 	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(2 * testTimeout))
+	defer raw.Close()
+	raw.SetDeadline(time.Now().Add(2 * testTimeout))
+	var c interface {
+		io.ReadWriter
+		CloseWrite() error
+	} = raw.(*net.TCPConn)
+	if tc != nil {
+		tlc := tls.Client(raw, tc)
+		if err := tlc.Handshake(); err != nil {
+			return nil, fmt.Errorf("TLS handshake: %v", err)
+		}
+		c = tlc // its CloseWrite sends close_notify
+	}
 	// Written beside the read: the server may answer (and fill our
 	// receive buffer) before it has read all we send.
 	wrote := make(chan struct{})
 	go func() {
 		defer close(wrote)
 		if _, err := c.Write(b); err == nil {
-			c.(*net.TCPConn).CloseWrite()
+			c.CloseWrite()
 		}
 	}()
 	got, err := io.ReadAll(c)
 	<-wrote
+	if tc != nil && errors.Is(err, io.ErrUnexpectedEOF) {
+		err = nil // closed without close_notify: the HTTP parse judges what came
+	}
 	if err != nil && !isReset(err) {
 		if errors.Is(err, context.DeadlineExceeded) || strings.Contains(err.Error(), "timeout") {
 			return got, fmt.Errorf("the server did not end the connection within %v", 2*testTimeout)

@@ -55,6 +55,14 @@ func start[H serval.Handler](t testing.TB, h H, cfg Config, m serval.Metrics) *t
 func serve[H serval.Handler](t testing.TB, h H, p serval.Pool, m serval.Metrics, cfg Config) (*Server[H], *testServer) {
 	t.Helper()
 	leakCheck(t)
+	return serveUnchecked(t, h, p, m, cfg)
+}
+
+// serveUnchecked is serve without the leak check, for a test that runs
+// several servers under one check of its own (each server's check would
+// count the others' goroutines).
+func serveUnchecked[H serval.Handler](t testing.TB, h H, p serval.Pool, m serval.Metrics, cfg Config) (*Server[H], *testServer) {
+	t.Helper()
 	s, err := New(h, p, m, nil, cfg)
 	if err != nil {
 		t.Fatalf("New: %v", err)
