@@ -27,20 +27,21 @@ import (
 // with the second input (closing after it unless keep is set); with
 // retry, the handler asks for a retry on every failure (OnError), which
 // the proxy honours only while nothing reached the client and the body
-// can be replayed; with tls, the client speaks TLS to a server that
+// can be replayed; with overTLS, the client speaks TLS to a server that
 // terminates it (the records kept in user space, as on a kernel without
 // the tls module). Whatever the bytes:
 //
 //   - every request the upstream reads is one the server parsed from the
-//     client, in the client's order (a retry may repeat the one before:
-//     once after a pooled connection's keep-alive race, once more for
-//     the handler's retry),
-//     with its Host; its head and body are well formed to net/http, the
-//     body at most cut short (the client's own ended early): nothing is
-//     smuggled, split or glued;
+//     client, in the client's order, with its Host (a retry may repeat
+//     the one before: once after a pooled connection's keep-alive race,
+//     once more for the handler's); its head and body are well formed to
+//     net/http, and the body is the one net/http reads from the client's
+//     bytes, or cut short (the client's own ended early): nothing is
+//     smuggled, split, glued or altered;
 //   - the client reads a sequence of well-formed responses (net/http's
-//     parser is the judge), one per request at most, nothing after one
-//     that said Connection: close, at most the last one cut short;
+//     parser is the judge), one per request at most, a forwarded one with
+//     the body net/http reads from the upstream's bytes, nothing after
+//     one that said Connection: close, at most the last one cut short;
 //   - the server ends the connection within a bound (no hang) and never
 //     recovers from a panic.
 //
