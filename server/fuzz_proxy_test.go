@@ -24,7 +24,8 @@ import (
 // FuzzProxyExchange runs the whole data plane on arbitrary bytes: a client
 // connection sends the first input to a real server that forwards every
 // request to a real upstream socket, which answers each request it reads
-// with the second input (closing after it unless keep is set); with
+// with the second input (closing after it unless keep is set; before
+// reading the request's body when early is set); with
 // retry, the handler asks for a retry on every failure (OnError), which
 // the proxy honours only while nothing reached the client and the body
 // can be replayed; with overTLS, the client speaks TLS to a server that
@@ -36,8 +37,9 @@ import (
 //     the one before: once after a pooled connection's keep-alive race,
 //     once more for the handler's); its head and body are well formed to
 //     net/http, and the body is the one net/http reads from the client's
-//     bytes, or cut short (the client's own ended early): nothing is
-//     smuggled, split, glued or altered;
+//     bytes, or cut short (the client's own ended early, or the upstream
+//     answered before reading it): nothing is smuggled, split, glued or
+//     altered;
 //   - the client reads a sequence of well-formed responses (net/http's
 //     parser is the judge), one per request at most, a forwarded one with
 //     the body net/http reads from the upstream's bytes, nothing after
@@ -79,7 +81,7 @@ func FuzzProxyExchange(f *testing.F) {
 		{"GET /ws HTTP/1.1\r\nHost: h\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\nframes", "HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\nback", false},
 	}
 	for i, s := range seeds {
-		f.Add([]byte(s.client), []byte(s.upstream), s.keep, i%2 == 1, i%3 == 1)
+		f.Add([]byte(s.client), []byte(s.upstream), s.keep, i%2 == 1, i%3 == 1, i%4 == 2)
 	}
 
 	panics := &panicWatch{}
@@ -102,11 +104,11 @@ func FuzzProxyExchange(f *testing.F) {
 	up := newScriptedUpstream(f) // registered after the servers: closed before the leak checks
 	h.up = &up.u
 
-	f.Fuzz(func(t *testing.T, client, upstream []byte, keep, retry, overTLS bool) {
+	f.Fuzz(func(t *testing.T, client, upstream []byte, keep, retry, overTLS, early bool) {
 		if len(client) > 64<<10 || len(upstream) > 64<<10 {
 			return
 		}
-		up.begin(upstream, keep)
+		up.begin(upstream, keep, early)
 		h.begin(retry)
 		addr, tc := ts.addr, (*tls.Config)(nil)
 		if overTLS {
@@ -476,6 +478,7 @@ type scriptedUpstream struct {
 	mu     sync.Mutex
 	script []byte
 	keep   bool
+	early  bool // answer before reading the body
 	seen   []fuzzReq
 	bodies [][]byte // of seen, whole; nil: cut short
 	bad    []string
@@ -554,34 +557,43 @@ func (s *scriptedUpstream) one(c net.Conn, br *bufio.Reader) bool {
 	req, err := http.ReadRequest(br)
 	if err != nil {
 		if !isReset(err) && !errors.Is(err, net.ErrClosed) {
-			s.record(nil, nil, fmt.Sprintf("head: %v", err))
+			s.fault(fmt.Sprintf("head: %v", err))
 		}
 		return false
 	}
 	if req.Header.Get("Connection") != "" && !strings.EqualFold(req.Header.Get("Connection"), "upgrade") {
-		s.record(nil, nil, fmt.Sprintf("Connection: %q reached the upstream", req.Header.Get("Connection")))
+		s.fault(fmt.Sprintf("Connection: %q reached the upstream", req.Header.Get("Connection")))
+	}
+	// Recorded as it arrives, before it is answered (and so before the
+	// proxy can send a retry or the next request): the body comes later.
+	s.mu.Lock()
+	at := len(s.seen)
+	s.seen = append(s.seen, fuzzReq{method: req.Method, uri: req.RequestURI, host: req.Host})
+	s.bodies = append(s.bodies, nil)
+	script, keep, early := s.script, s.keep, s.early
+	s.mu.Unlock()
+	if early {
+		// The proxy must read this while it still sends the body.
+		if _, err := c.Write(script); err != nil {
+			return false
+		}
 	}
 	body, err := io.ReadAll(req.Body)
-	switch {
-	case err != nil:
-		body = nil // cut short
-	case body == nil:
-		body = []byte{}
-	}
-	s.record(&fuzzReq{method: req.Method, uri: req.RequestURI, host: req.Host}, body, "")
 	if err != nil {
 		// Cut short is the one way a proxy can say the client's body
 		// ended early; anything else is a malformed body.
 		if !cutShort(err) && !isReset(err) && !errors.Is(err, net.ErrClosed) && !trailerCut(err, br) {
-			s.record(nil, nil, fmt.Sprintf("body of %s %s: %v", req.Method, req.RequestURI, err))
+			s.fault(fmt.Sprintf("body of %s %s: %v", req.Method, req.RequestURI, err))
 		}
-		return false
+		return false // its body stays nil: cut short
 	}
 	s.mu.Lock()
-	script, keep := s.script, s.keep
+	s.bodies[at] = append([]byte{}, body...) // non-nil: whole
 	s.mu.Unlock()
-	if _, err := c.Write(script); err != nil {
-		return false
+	if !early {
+		if _, err := c.Write(script); err != nil {
+			return false
+		}
 	}
 	if req.Header.Get("Upgrade") != "" {
 		// What follows may be a tunnel's bytes, not requests: a 101 in
@@ -592,23 +604,17 @@ func (s *scriptedUpstream) one(c net.Conn, br *bufio.Reader) bool {
 	return keep && len(script) > 0 && !req.Close
 }
 
-func (s *scriptedUpstream) record(r *fuzzReq, body []byte, bad string) {
+func (s *scriptedUpstream) fault(bad string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if r != nil {
-		s.seen = append(s.seen, *r)
-		s.bodies = append(s.bodies, body)
-	}
-	if bad != "" {
-		s.bad = append(s.bad, bad)
-	}
+	s.bad = append(s.bad, bad)
 }
 
-// begin sets the answer and keep-alive of this execution and clears the
-// record.
-func (s *scriptedUpstream) begin(script []byte, keep bool) {
+// begin sets the answer, keep-alive and timing of this execution and
+// clears the record.
+func (s *scriptedUpstream) begin(script []byte, keep, early bool) {
 	s.mu.Lock()
-	s.script, s.keep = append(s.script[:0], script...), keep
+	s.script, s.keep, s.early = append(s.script[:0], script...), keep, early
 	s.seen, s.bodies, s.bad = s.seen[:0], s.bodies[:0], s.bad[:0]
 	s.mu.Unlock()
 }
