@@ -23,7 +23,8 @@ import (
 
 // FuzzProxyExchange runs the whole data plane on arbitrary bytes: a client
 // connection sends the first input to a real server that forwards every
-// request to a real upstream socket, which answers each request it reads
+// request to one of two upstream sockets in turn (a retry lands on the
+// other), which answer each request they read
 // with the second input (closing after it unless keep is set; before
 // reading the request's body when early is set); with
 // retry, the handler asks for a retry on every failure (OnError), which
@@ -93,7 +94,7 @@ func FuzzProxyExchange(f *testing.F) {
 	cfg.Proxy.ResponseTimeout = 500 * time.Millisecond
 	cfg.Proxy.RetriesMax = 1
 	leakCheck(f) // one check for both servers, after both stopped
-	p := testPool(f, 1)
+	p := testPool(f, upstreamsN)
 	_, ts := serveUnchecked(f, h, p, nil, cfg)
 	ca := testpki.NewCA(f, "Fuzz CA")
 	cert, key := ca.Issue(f, testpki.Leaf{CommonName: "serval.test", Names: []string{"serval.test"}})
@@ -102,7 +103,7 @@ func FuzzProxyExchange(f *testing.F) {
 	_, tlsTS := serveUnchecked(f, h, p, nil, tlsCfg)
 	clientTLS := tlsClientConfig(ca, "serval.test")
 	up := newScriptedUpstream(f) // registered after the servers: closed before the leak checks
-	h.up = &up.u
+	h.ups = up.u[:]
 
 	f.Fuzz(func(t *testing.T, client, upstream []byte, keep, retry, overTLS, early bool) {
 		if len(client) > 64<<10 || len(upstream) > 64<<10 {
@@ -423,10 +424,12 @@ func trailerCut(err error, br *bufio.Reader) bool {
 	return perr != nil
 }
 
-// orderRecorder forwards everything to up, records each request the
-// server parsed, and asks for a retry on every failure when told to.
+// orderRecorder forwards each request to the next of ups, records each
+// request the server parsed, and asks for a retry on every failure when
+// told to.
 type orderRecorder struct {
-	up    *serval.Upstream
+	ups   []serval.Upstream
+	next  atomic.Uint32
 	retry atomic.Bool
 	mu    sync.Mutex
 	reqs  []fuzzReq
@@ -440,7 +443,7 @@ func (o *orderRecorder) OnError(*serval.Exchange, *serval.ProxyError) serval.Err
 }
 
 func (o *orderRecorder) SelectUpstream(*serval.Exchange, *serval.Request) *serval.Upstream {
-	return o.up
+	return &o.ups[int(o.next.Add(1))%len(o.ups)]
 }
 
 func (o *orderRecorder) OnRequest(_ *serval.Exchange, req *serval.Request, _ []byte) serval.Action {
@@ -470,8 +473,8 @@ func (o *orderRecorder) end() []fuzzReq {
 // scriptedUpstream reads requests with net/http and answers each with the
 // current script.
 type scriptedUpstream struct {
-	ln     net.Listener
-	u      serval.Upstream
+	ln     [upstreamsN]net.Listener
+	u      [upstreamsN]serval.Upstream
 	wg     sync.WaitGroup
 	active atomic.Int64 // requests being read or answered
 
@@ -486,18 +489,27 @@ type scriptedUpstream struct {
 	closed bool
 }
 
-// newScriptedUpstream listens on 127.0.0.1 until the test ends.
+// upstreamsN is the number of upstream sockets FuzzProxyExchange uses.
+const upstreamsN = 2
+
+// newScriptedUpstream listens on upstreamsN sockets on 127.0.0.1 until
+// the test ends; they share the script and the record.
 func newScriptedUpstream(t testing.TB) *scriptedUpstream {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	s := &scriptedUpstream{conns: map[net.Conn]struct{}{}}
+	for i := range s.ln {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.ln[i] = ln
+		s.u[i] = serval.NewUpstream("127.0.0.1", uint16(ln.Addr().(*net.TCPAddr).Port), serval.UpstreamIndex(i))
+		s.wg.Add(1)
+		go s.accept(ln)
 	}
-	s := &scriptedUpstream{ln: ln, conns: map[net.Conn]struct{}{}}
-	s.u = serval.NewUpstream("127.0.0.1", uint16(ln.Addr().(*net.TCPAddr).Port), 0)
-	s.wg.Add(1)
-	go s.accept()
 	t.Cleanup(func() {
-		ln.Close()
+		for _, ln := range s.ln {
+			ln.Close()
+		}
 		s.mu.Lock()
 		s.closed = true
 		for c := range s.conns {
@@ -509,10 +521,10 @@ func newScriptedUpstream(t testing.TB) *scriptedUpstream {
 	return s
 }
 
-func (s *scriptedUpstream) accept() {
+func (s *scriptedUpstream) accept(ln net.Listener) {
 	defer s.wg.Done()
 	for {
-		c, err := s.ln.Accept()
+		c, err := ln.Accept()
 		if err != nil {
 			return
 		}
