@@ -19,12 +19,14 @@ import (
 
 	"github.com/servalproxy/serval"
 	"github.com/servalproxy/serval/internal/testpki"
+	"github.com/servalproxy/serval/tlsconn"
 )
 
 // FuzzProxyExchange runs the whole data plane on arbitrary bytes: a client
 // connection sends the first input to a real server that forwards every
 // request to one of two upstream sockets in turn (a retry lands on the
-// other), which answer each request they read
+// other; both plain, or both TLS with tlsUp), which answer each request
+// they read
 // with the second input (closing after it unless keep is set; before
 // reading the request's body when early is set); with
 // retry, the handler asks for a retry on every failure (OnError), which
@@ -82,7 +84,7 @@ func FuzzProxyExchange(f *testing.F) {
 		{"GET /ws HTTP/1.1\r\nHost: h\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\nframes", "HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\nback", false},
 	}
 	for i, s := range seeds {
-		f.Add([]byte(s.client), []byte(s.upstream), s.keep, i%2 == 1, i%3 == 1, i%4 == 2)
+		f.Add([]byte(s.client), []byte(s.upstream), s.keep, i%2 == 1, i%3 == 1, i%4 == 2, i%5 == 3)
 	}
 
 	panics := &panicWatch{}
@@ -93,8 +95,10 @@ func FuzzProxyExchange(f *testing.F) {
 	cfg.Proxy.ConnectTimeout = time.Second
 	cfg.Proxy.ResponseTimeout = 500 * time.Millisecond
 	cfg.Proxy.RetriesMax = 1
+	opki := newOriginPKI(f)
+	cfg.Proxy.UpstreamTLS = tlsconn.ClientConfig{CAFile: opki.ca.File}
 	leakCheck(f) // one check for both servers, after both stopped
-	p := testPool(f, upstreamsN)
+	p := testPool(f, 2*upstreamsN)
 	_, ts := serveUnchecked(f, h, p, nil, cfg)
 	ca := testpki.NewCA(f, "Fuzz CA")
 	cert, key := ca.Issue(f, testpki.Leaf{CommonName: "serval.test", Names: []string{"serval.test"}})
@@ -102,15 +106,15 @@ func FuzzProxyExchange(f *testing.F) {
 	tlsCfg.TLS = serverTLS(cert, key)
 	_, tlsTS := serveUnchecked(f, h, p, nil, tlsCfg)
 	clientTLS := tlsClientConfig(ca, "serval.test")
-	up := newScriptedUpstream(f) // registered after the servers: closed before the leak checks
+	up := newScriptedUpstream(f, opki.tc) // registered after the servers: closed before the leak checks
 	h.ups = up.u[:]
 
-	f.Fuzz(func(t *testing.T, client, upstream []byte, keep, retry, overTLS, early bool) {
+	f.Fuzz(func(t *testing.T, client, upstream []byte, keep, retry, overTLS, early, tlsUp bool) {
 		if len(client) > 64<<10 || len(upstream) > 64<<10 {
 			return
 		}
 		up.begin(upstream, keep, early)
-		h.begin(retry)
+		h.begin(retry, tlsUp)
 		addr, tc := ts.addr, (*tls.Config)(nil)
 		if overTLS {
 			addr, tc = tlsTS.addr, clientTLS
@@ -424,12 +428,13 @@ func trailerCut(err error, br *bufio.Reader) bool {
 	return perr != nil
 }
 
-// orderRecorder forwards each request to the next of ups, records each
-// request the server parsed, and asks for a retry on every failure when
-// told to.
+// orderRecorder forwards each request to the next of the plain or the
+// TLS half of ups, records each request the server parsed, and asks for a
+// retry on every failure when told to.
 type orderRecorder struct {
 	ups   []serval.Upstream
 	next  atomic.Uint32
+	tls   atomic.Bool
 	retry atomic.Bool
 	mu    sync.Mutex
 	reqs  []fuzzReq
@@ -443,7 +448,11 @@ func (o *orderRecorder) OnError(*serval.Exchange, *serval.ProxyError) serval.Err
 }
 
 func (o *orderRecorder) SelectUpstream(*serval.Exchange, *serval.Request) *serval.Upstream {
-	return &o.ups[int(o.next.Add(1))%len(o.ups)]
+	half, k := len(o.ups)/2, 0
+	if o.tls.Load() {
+		k = half
+	}
+	return &o.ups[k+int(o.next.Add(1))%half]
 }
 
 func (o *orderRecorder) OnRequest(_ *serval.Exchange, req *serval.Request, _ []byte) serval.Action {
@@ -457,8 +466,9 @@ func (o *orderRecorder) OnRequest(_ *serval.Exchange, req *serval.Request, _ []b
 	return serval.Continue()
 }
 
-func (o *orderRecorder) begin(retry bool) {
+func (o *orderRecorder) begin(retry, tls bool) {
 	o.retry.Store(retry)
+	o.tls.Store(tls)
 	o.mu.Lock()
 	o.reqs = o.reqs[:0]
 	o.mu.Unlock()
@@ -473,8 +483,8 @@ func (o *orderRecorder) end() []fuzzReq {
 // scriptedUpstream reads requests with net/http and answers each with the
 // current script.
 type scriptedUpstream struct {
-	ln     [upstreamsN]net.Listener
-	u      [upstreamsN]serval.Upstream
+	ln     [2 * upstreamsN]net.Listener
+	u      [2 * upstreamsN]serval.Upstream // plain, then TLS
 	wg     sync.WaitGroup
 	active atomic.Int64 // requests being read or answered
 
@@ -489,20 +499,27 @@ type scriptedUpstream struct {
 	closed bool
 }
 
-// upstreamsN is the number of upstream sockets FuzzProxyExchange uses.
+// upstreamsN is the number of upstream sockets FuzzProxyExchange uses in
+// one execution: plain ones, or as many TLS ones.
 const upstreamsN = 2
 
-// newScriptedUpstream listens on upstreamsN sockets on 127.0.0.1 until
-// the test ends; they share the script and the record.
-func newScriptedUpstream(t testing.TB) *scriptedUpstream {
+// newScriptedUpstream listens on 2*upstreamsN sockets on 127.0.0.1 until
+// the test ends, the second half TLS with tc; they share the script and
+// the record.
+func newScriptedUpstream(t testing.TB, tc *tls.Config) *scriptedUpstream {
 	s := &scriptedUpstream{conns: map[net.Conn]struct{}{}}
 	for i := range s.ln {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			t.Fatal(err)
 		}
+		port := uint16(ln.Addr().(*net.TCPAddr).Port)
+		s.u[i] = serval.NewUpstream("127.0.0.1", port, serval.UpstreamIndex(i))
+		if i >= upstreamsN {
+			ln = tls.NewListener(ln, tc)
+			s.u[i].TLS = true
+		}
 		s.ln[i] = ln
-		s.u[i] = serval.NewUpstream("127.0.0.1", uint16(ln.Addr().(*net.TCPAddr).Port), serval.UpstreamIndex(i))
 		s.wg.Add(1)
 		go s.accept(ln)
 	}
