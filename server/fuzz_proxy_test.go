@@ -26,14 +26,13 @@ import (
 // connection sends the first input to a real server that forwards every
 // request to one of two upstream sockets in turn (a retry lands on the
 // other; both plain, or both TLS with tlsUp), which answer each request
-// they read
-// with the second input (closing after it unless keep is set; before
-// reading the request's body when early is set); with
-// retry, the handler asks for a retry on every failure (OnError), which
-// the proxy honours only while nothing reached the client and the body
-// can be replayed; with overTLS, the client speaks TLS to a server that
-// terminates it (the records kept in user space, as on a kernel without
-// the tls module). Whatever the bytes:
+// they read with the second input (closing after it unless keep is set;
+// before reading the request's body when early is set); with retry, the
+// handler asks for a retry on every failure (OnError), which the proxy
+// honours only while nothing reached the client and the body can be
+// replayed; with overTLS, the client speaks TLS to a server that terminates
+// it (the records kept in user space, as on a kernel without the tls
+// module). Whatever the bytes:
 //
 //   - every request the upstream reads is one the server parsed from the
 //     client, in the client's order, with its Host (a retry may repeat
