@@ -27,7 +27,7 @@ fmt:
 fuzz:
 	@set -e; for dir in $$(git ls-files '*_test.go' | xargs -r grep -l '^func Fuzz' | xargs -r -n1 dirname | sort -u); do \
 	  for t in $$($(GO) test -list '^Fuzz' ./$$dir | grep '^Fuzz'); do \
-	    ft=$(FUZZTIME) min=60s; case $$t in FuzzProxy*) ft=$(FUZZTIME_E2E) min=1000x;; esac; \
+	    ft=$(FUZZTIME) min=60s; case $$t in FuzzProxy*) ft=$(FUZZTIME_E2E) min=20x;; esac; \
 	    echo "--- fuzz ./$$dir $$t ($$ft)"; \
 	    $(GO) test -run '^$$' -fuzz "^$$t\$$" -fuzztime $$ft -fuzzminimizetime $$min ./$$dir; \
 	  done; \
