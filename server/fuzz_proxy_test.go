@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -256,7 +257,7 @@ func exchangeRaw(addr string, tc *tls.Config, b []byte) ([]byte, error) {
 		err = nil // closed without close_notify: the HTTP parse judges what came
 	}
 	if err != nil && !isReset(err) {
-		if errors.Is(err, context.DeadlineExceeded) || strings.Contains(err.Error(), "timeout") {
+		if errors.Is(err, os.ErrDeadlineExceeded) {
 			return got, fmt.Errorf("the server did not end the connection within %v", 2*testTimeout)
 		}
 		return got, err
