@@ -78,7 +78,8 @@
 // bytes go through the TLS connection: a *tlsconn.Conn when the kernel
 // took the records over (kernel TLS), a *tlsconn.RecordConn (Serval's
 // allocation-free record layer) in user space for AES-GCM and
-// ChaCha20-Poly1305 suites, or a *tls.Conn otherwise (resumed TLS 1.2). Only in the
+// ChaCha20-Poly1305 suites, or a *tlsconn.CryptoConn (crypto/tls) otherwise (resumed
+// TLS 1.2). Only in the
 // first case is the raw socket lent to the proxy (Downstream.TCP)
 // so Content-Length bodies are spliced; see proxy's ktls.go for reads of
 // control records. ReloadTLS re-reads the certificate files without a

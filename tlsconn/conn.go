@@ -71,14 +71,19 @@ func (c *Conn) SetReadDeadline(t time.Time) error  { return c.tcp.SetReadDeadlin
 func (c *Conn) SetWriteDeadline(t time.Time) error { return c.tcp.SetWriteDeadline(t) }
 
 // CloseWrite sends close_notify and shuts down the sending side, for
-// half-closed proxying.
+// half-closed proxying. The socket's sending side is shut even when
+// close_notify cannot go (a write deadline in the past, as a proxy sets
+// to stop a body it no longer wants): the peer then reads a plain end of
+// stream rather than waiting for one.
 func (c *Conn) CloseWrite() error {
+	var err error
 	if c.notified.CompareAndSwap(false, true) {
-		if err := c.sendCloseNotify(); err != nil {
-			return err
-		}
+		err = c.sendCloseNotify()
 	}
-	return c.tcp.CloseWrite()
+	if cerr := c.tcp.CloseWrite(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 // Close sends close_notify (bounded by closeNotifyTimeout) and closes the

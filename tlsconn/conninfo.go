@@ -15,7 +15,7 @@ const (
 	// it and keeps crypto/tls in user space otherwise, per connection.
 	ModeAuto Mode = iota
 	// ModeOff never offloads; connections stay in user space (a
-	// *RecordConn or a *tls.Conn, see ServerConfig.CryptoTLSRecords).
+	// *RecordConn or a *CryptoConn, see ServerConfig.CryptoTLSRecords).
 	ModeOff
 	// ModeRequire fails a connection that cannot be offloaded (after a
 	// successful handshake) instead of falling back.
@@ -69,7 +69,7 @@ func (f Fallback) String() string {
 type Path uint8
 
 const (
-	PathCryptoTLS Path = iota // crypto/tls in user space: a *tls.Conn (see CryptoTLSReason)
+	PathCryptoTLS Path = iota // crypto/tls in user space: a *CryptoConn (see CryptoTLSReason)
 	PathKernel                // kernel TLS both ways: a *Conn
 	PathRecords               // Serval's user-space record layer: a *RecordConn
 )

@@ -10,8 +10,8 @@
 // interface) and golang.org/x/crypto/chacha20poly1305, RecordConn's
 // ChaCha20-Poly1305 AEAD. server and proxy call Server.Handshake /
 // Client.Handshake on an accepted or dialled *net.TCPConn and get back a
-// net.Conn (a *Conn when offloaded, a *RecordConn or a *tls.Conn
-// otherwise), the raw socket when offloaded (for splice), and a ConnInfo
+// net.Conn (a *Conn when offloaded, a *RecordConn or a *CryptoConn, a
+// *tls.Conn guarded against writing after a failed write, otherwise), the raw socket when offloaded (for splice), and a ConnInfo
 // computed once per connection (ConnInfo.Path says which). A caller that
 // reads its sockets its own way (Serval's readiness poller) hands that
 // wrapper over: Client.HandshakeOver on the client side,
@@ -57,7 +57,7 @@
 // Fallback is per connection and never fails a handshake: no tls module
 // (TCP_ULP: ENOENT), a cipher or version the kernel cannot take, missing
 // secrets (e.g. a resumed TLS 1.2 session, whose master secret crypto/tls
-// does not log) or ModeOff all keep the *tls.Conn. ModeRequire turns those
+// does not log) or ModeOff all keep crypto/tls (a *CryptoConn). ModeRequire turns those
 // into errors. Counters (Stats) say which path each connection took and
 // why; Probe says at startup whether the kernel can offload at all.
 //

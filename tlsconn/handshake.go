@@ -109,7 +109,7 @@ func (e *endpoint) userspace(raw *net.TCPConn, tc *tls.Conn, hc *handshakeConn, 
 		hc.passthrough = true // crypto/tls from here: no per-record reads
 	}
 	info.Path, info.CryptoTLSReason = PathCryptoTLS, why
-	return tc
+	return &CryptoConn{Conn: tc, sock: raw}
 }
 
 // offload hands the connection's record state to the kernel. It returns

@@ -204,7 +204,10 @@ func (c *RecordConn) Close() error {
 }
 
 // CloseWrite sends close_notify and shuts down the sending side of the
-// socket, for half-closed proxying. Later Writes fail.
+// socket, for half-closed proxying. Later Writes fail. No alert follows
+// a failed write (part of a record may be on the wire), and the socket's
+// sending side is shut even when the alert cannot go (a write deadline in
+// the past): the peer reads a plain end of stream either way.
 func (c *RecordConn) CloseWrite() error {
 	if !c.beginWrite() {
 		return net.ErrClosed
@@ -219,13 +222,12 @@ func (c *RecordConn) CloseWrite() error {
 		c.werr = errWriteShutdown
 	}
 	c.wmu.Unlock()
-	if err != nil {
-		return err
-	}
 	if cw, ok := c.conn.(interface{ CloseWrite() error }); ok {
-		return cw.CloseWrite()
+		if cerr := cw.CloseWrite(); err == nil {
+			err = cerr
+		}
 	}
-	return nil
+	return err
 }
 
 // wipe zeroes both directions' keys and the plaintext left in the

@@ -185,7 +185,7 @@ func TestRecordConnFallbacks(t *testing.T) {
 	exchange(t, r.conn, peer, 64<<10)
 	off := f.server(t, true)
 	r, peer, _ = serveStd(t, off, f.clientConfig(t, tls.VersionTLS13, nil))
-	if _, ok := r.conn.(*tls.Conn); !ok || r.info.CryptoTLSReason != CryptoTLSOff {
+	if _, ok := r.conn.(*CryptoConn); !ok || r.info.CryptoTLSReason != CryptoTLSOff {
 		t.Fatalf("CryptoTLSRecords: %T %s", r.conn, r.info.CryptoTLSReason)
 	}
 	exchange(t, peer, r.conn, 64<<10)

@@ -59,7 +59,7 @@ type ServerConfig struct {
 	ALPN []string
 	// Mode selects kernel TLS offload (zero value: ModeAuto).
 	Mode Mode
-	// CryptoTLSRecords keeps crypto/tls's record layer (a *tls.Conn) for
+	// CryptoTLSRecords keeps crypto/tls's record layer (a *CryptoConn) for
 	// connections the kernel does not take. Zero value (false): such a
 	// connection moves, after the crypto/tls handshake, to Serval's
 	// user-space record layer (a *RecordConn: AES-GCM and
@@ -192,7 +192,7 @@ func (s *Server) Stats() Stats { return s.ctr.stats() }
 // Handshake runs the server handshake on raw, bounded by the handshake
 // timeout and ctx. It returns the connection to use: a *Conn (kernel TLS;
 // tcp is raw, usable for splice, see Conn), else a *RecordConn (Serval's
-// user-space records) or a *tls.Conn (crypto/tls); in user space tcp is
+// user-space records) or a *CryptoConn (crypto/tls); in user space tcp is
 // nil. info.Path says which. On error the caller closes raw.
 func (s *Server) Handshake(ctx context.Context, raw *net.TCPConn) (conn net.Conn, tcp *net.TCPConn, info ConnInfo, err error) {
 	if !s.ep.wantsHandshakeConn() {
