@@ -168,3 +168,17 @@ func TestAllocsSplice(t *testing.T) {
 		t.Fatalf("splice path allocates %.2f times per exchange, want 0", n)
 	}
 }
+
+// TestAllocsCopiedBody pins the copy path of a response body the read
+// buffer holds (64 KiB: one read, one writev with the head): nothing
+// allocated per exchange.
+func TestAllocsCopiedBody(t *testing.T) {
+	checkLeaks(t)
+	sc := newSpliceHarnessSized(t, 0, 64<<10)
+	for range 5 {
+		sc.roundTrip(t)
+	}
+	if n := testing.AllocsPerRun(200, func() { sc.roundTrip(t) }); n != 0 {
+		t.Fatalf("copied 64 KiB responses allocate %.2f times per exchange, want 0", n)
+	}
+}

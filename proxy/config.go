@@ -13,11 +13,14 @@ import (
 
 // Defaults for the Config fields that have no serval.*Default constant.
 const (
-	// BufferBytesDefault: a response head of HeadBytesMaxDefault plus room
-	// for body bytes read with it and for chunked decoding.
-	BufferBytesDefault = 32 << 10
-	// BufferBytesMax bounds Config.BufferBytes; every session owns three
-	// buffers of this size.
+	// BufferBytesDefault: a response head of HeadBytesMaxDefault and a
+	// 64 KiB body read with it (copied, not spliced: see BufferBytes),
+	// with room to spare. Memory is touched only as far as responses
+	// fill it.
+	BufferBytesDefault = 128 << 10
+	// BufferBytesMax bounds Config.BufferBytes; a session owns up to
+	// three buffers of this size (the second and third only once a
+	// request body or a body hook needs them).
 	BufferBytesMax = 16 << 20
 	// RequestBodyBytesMaxDefault: 1 GiB, as the server's default.
 	RequestBodyBytesMaxDefault = 1 << 30
@@ -64,7 +67,12 @@ type Config struct {
 	// serval.TrailerBytesMaxDefault.
 	TrailerBytesMax int
 	// BufferBytes is the size of the session's upstream read buffer
-	// (response heads and chunked bodies), >= HeadBytesMax. Default
+	// (response heads and chunked bodies), >= HeadBytesMax. A
+	// Content-Length body whose rest after the head fits it is copied
+	// through it; a larger one is spliced socket to socket where both
+	// sockets allow (splice lends the pages to the client's socket until
+	// the client reads them, which on loopback costs both peers more
+	// than a copy saves for bodies of this size). Default
 	// BufferBytesDefault (or HeadBytesMax when larger).
 	BufferBytes int
 	// RequestBodyBytesMax bounds a proxied request body (413 above it).

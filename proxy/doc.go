@@ -18,7 +18,13 @@
 //     bodies move socket to socket by splice; chunked ones are decoded and
 //     re-encoded through bounded buffers (body.go).
 //  4. Read the response head (1xx forwarded), rewrite it, stream its body
-//     the same way (response.go).
+//     the same way (response.go), except that a Content-Length response
+//     body whose rest after the head fits the session's read buffer
+//     (Config.BufferBytes) is copied through it: one read and one writev
+//     with the head when it has all arrived. Splice lends the pages to
+//     the client's socket until the client reads them; on loopback (a
+//     sidecar, a local origin) that costs both peers more than it saves
+//     on such a body, and here the copy costs the proxy no more either.
 //  5. Release the upstream connection as reusable only when both messages
 //     ended cleanly and nothing else came after the response.
 //

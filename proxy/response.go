@@ -6,6 +6,7 @@ import (
 	"github.com/servalproxy/serval"
 	"github.com/servalproxy/serval/client"
 	"github.com/servalproxy/serval/http1"
+	"github.com/servalproxy/serval/internal/sockio"
 )
 
 // respond forwards the final response whose head is in s.rbuf. A nil
@@ -117,13 +118,19 @@ func (s *Session) forwardLength(head []byte, h client.Head) (serval.Phase, error
 	}
 	s.wbuf = head[:0]
 	s.headSent, s.x.Status = true, s.resp.Status
-	if !s.writeClient(head) || len(got) > 0 && !s.writeClient(got) {
+	if !s.writeClientTwo(head, got) {
 		return serval.PhaseClientWrite, errClientWrite
 	}
 	rest := n - int64(h.End-h.HeadBytes)
 	if rest > 0 {
 		var err error
-		if s.d.TCP != nil && s.c.TCP != nil && s.f.hooks.ResponseBody == nil {
+		// A rest the read buffer holds is copied through it (a read and
+		// a write when it has all arrived); a larger one is spliced
+		// where both sockets allow. On loopback (a sidecar, a local
+		// origin) splice costs both peers more than it saves us on such
+		// a body: the pages stay lent until the client reads them, so
+		// the origin's kernel cannot reuse its page fragments.
+		if rest > int64(len(s.rbuf)) && s.d.TCP != nil && s.c.TCP != nil && s.f.hooks.ResponseBody == nil {
 			err = s.spliceResponse(rest)
 		} else {
 			err = s.copyResponse(rest)
@@ -227,6 +234,22 @@ func (s *Session) writeClient(b []byte) bool {
 		return false
 	}
 	n, err := c.Write(b)
+	s.x.BytesOut += int64(n)
+	return err == nil
+}
+
+// writeClientTwo writes a then b (b may be empty) to the client: one
+// writev(2) on a plain socket, so the client is not woken for a head
+// without its body.
+func (s *Session) writeClientTwo(a, b []byte) bool {
+	sc, ok := s.d.Conn.(*sockio.Conn)
+	if len(b) == 0 || !ok {
+		return s.writeClient(a) && (len(b) == 0 || s.writeClient(b))
+	}
+	if s.d.Deadlines.Write(sc, s.f.cfg.WriteTimeout) != nil {
+		return false
+	}
+	n, err := sc.WriteTwo(a, b)
 	s.x.BytesOut += int64(n)
 	return err == nil
 }

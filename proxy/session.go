@@ -124,6 +124,17 @@ type Session struct {
 	w clientWatch
 }
 
+// writeBufBytesMax bounds the client write buffer (response heads,
+// chunk framing, small bodies appended to their head): larger bodies are
+// written from the read buffer.
+const writeBufBytesMax = 32 << 10
+
+// writeBufBytes is the client write buffer's size: BufferBytes up to
+// writeBufBytesMax, and always a head of HeadBytesMax with what we add.
+func writeBufBytes(cfg *Config) int {
+	return max(min(cfg.BufferBytes, writeBufBytesMax), cfg.HeadBytesMax+scratchExtraBytes)
+}
+
 // NewSession allocates a session. Call once per connection slot.
 func (f *Forwarder) NewSession() *Session {
 	cfg := &f.cfg
@@ -131,7 +142,7 @@ func (f *Forwarder) NewSession() *Session {
 		f:       f,
 		scratch: make([]byte, 0, cfg.HeadBytesMax+scratchExtraBytes),
 		hbuf:    make([]byte, 0, 2*cfg.HeadBytesMax+scratchExtraBytes),
-		wbuf:    make([]byte, 0, cfg.BufferBytes),
+		wbuf:    make([]byte, 0, writeBufBytes(cfg)),
 		rbuf:    make([]byte, cfg.BufferBytes),
 		timer:   time.NewTimer(time.Hour),
 	}

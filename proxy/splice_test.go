@@ -22,9 +22,9 @@ const bigBodyBytes = 1 << 20
 
 // rawEchoLenOrigin reads a Content-Length request body with a fixed buffer
 // and answers a Content-Length body of the same size from a fixed buffer.
-func rawSpliceOrigin(t testing.TB) string {
-	body := bytes.Repeat([]byte("0123456789abcdef"), bigBodyBytes/16)
-	head := []byte("HTTP/1.1 200 OK\r\nContent-Length: " + strconv.Itoa(bigBodyBytes) + "\r\n\r\n")
+func rawSpliceOrigin(t testing.TB, down int) string {
+	body := bytes.Repeat([]byte("0123456789abcdef"), down/16)
+	head := []byte("HTTP/1.1 200 OK\r\nContent-Length: " + strconv.Itoa(down) + "\r\n\r\n")
 	o := newRawOrigin(t, func(c net.Conn, _ *bufio.Reader) {
 		c.SetDeadline(time.Time{})
 		buf := make([]byte, 64<<10)
@@ -74,6 +74,7 @@ func rawSpliceOrigin(t testing.TB) string {
 // fixed buffers.
 type spliceClient struct {
 	c    net.Conn
+	down int // response body bytes
 	req  []byte
 	body []byte
 	buf  []byte
@@ -83,14 +84,14 @@ type spliceClient struct {
 	errc chan error
 }
 
-func newSpliceClient(tb testing.TB, addr string) *spliceClient {
+func newSpliceClient(tb testing.TB, addr string, up, down int) *spliceClient {
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	sc := &spliceClient{c: c,
-		req:  []byte("POST /upload HTTP/1.1\r\nHost: splice\r\nContent-Length: " + strconv.Itoa(bigBodyBytes) + "\r\n\r\n"),
-		body: bytes.Repeat([]byte("fedcba9876543210"), bigBodyBytes/16),
+	sc := &spliceClient{c: c, down: down,
+		req:  []byte("POST /upload HTTP/1.1\r\nHost: splice\r\nContent-Length: " + strconv.Itoa(up) + "\r\n\r\n"),
+		body: bytes.Repeat([]byte("fedcba9876543210"), up/16),
 		buf:  make([]byte, 256<<10),
 		kick: make(chan struct{}),
 		errc: make(chan error, 1)}
@@ -126,7 +127,7 @@ func (sc *spliceClient) roundTrip(tb testing.TB) {
 		tb.Fatalf("bad response %q", sc.buf[:headEnd])
 	}
 	got := n - headEnd - 4
-	for got < bigBodyBytes {
+	for got < sc.down {
 		m, err := sc.c.Read(sc.buf)
 		if err != nil {
 			tb.Fatal(err)
@@ -139,10 +140,15 @@ func (sc *spliceClient) roundTrip(tb testing.TB) {
 }
 
 func newSpliceHarness(tb testing.TB) *spliceClient {
-	addr := rawSpliceOrigin(tb)
+	return newSpliceHarnessSized(tb, bigBodyBytes, bigBodyBytes)
+}
+
+// newSpliceHarnessSized: up bytes of request body, down of response body.
+func newSpliceHarnessSized(tb testing.TB, up, down int) *spliceClient {
+	addr := rawSpliceOrigin(tb, down)
 	h := &handler{ups: []serval.Upstream{upstreamOf(tb, addr, 0)}}
 	hs := newHarness(tb, Config{}, h, serval.Hooks{})
-	return newSpliceClient(tb, hs.addr())
+	return newSpliceClient(tb, hs.addr(), up, down)
 }
 
 func BenchmarkProxySplice1MiB(b *testing.B) {
@@ -157,12 +163,20 @@ func BenchmarkProxySplice1MiB(b *testing.B) {
 // TestSpliceHelper is the body of TestSpliceTaken, run in a child process
 // under strace; it does nothing in a normal run.
 func TestSpliceHelper(t *testing.T) {
-	if os.Getenv("SERVAL_SPLICE_HELPER") != "1" {
+	switch os.Getenv("SERVAL_SPLICE_HELPER") {
+	case "big":
+		sc := newSpliceHarness(t)
+		for range 4 {
+			sc.roundTrip(t)
+		}
+	case "fits":
+		// Bodies the read buffer holds: no request body, 64 KiB answers.
+		sc := newSpliceHarnessSized(t, 0, 64<<10)
+		for range 16 {
+			sc.roundTrip(t)
+		}
+	default:
 		t.Skip("helper for TestSpliceTaken")
-	}
-	sc := newSpliceHarness(t)
-	for range 4 {
-		sc.roundTrip(t)
 	}
 }
 
@@ -186,10 +200,29 @@ func TestSpliceTaken(t *testing.T) {
 	if err != nil {
 		t.Skip("strace not installed")
 	}
+	calls, moved := straceSplices(t, strace, "big")
+	// Twice per byte, both ways, four exchanges, less what arrived with
+	// a head (up to a read buffer's worth per body).
+	const want = 2 * 2 * 4 * (bigBodyBytes - BufferBytesDefault)
+	t.Logf("1 MiB bodies: %d splice calls moved %d bytes", calls, moved)
+	if moved < want {
+		t.Fatalf("splice moved %d bytes, want >= %d: the body path is not splice", moved, want)
+	}
+	// A response body the read buffer holds is copied (see
+	// Config.BufferBytes): no splice at all.
+	if calls, moved := straceSplices(t, strace, "fits"); calls != 0 {
+		t.Fatalf("64 KiB responses: %d splice calls moved %d bytes, want none (copied)", calls, moved)
+	}
+}
+
+// straceSplices runs TestSpliceHelper in mode under strace and adds up
+// the splice(2) calls and the bytes they moved.
+func straceSplices(t *testing.T, strace, mode string) (calls, moved int64) {
+	t.Helper()
 	out := filepath.Join(t.TempDir(), "trace")
 	cmd := exec.Command(strace, "-f", "-e", "trace=splice", "-e", "signal=none", "-o", out,
 		os.Args[0], "-test.run=^TestSpliceHelper$", "-test.count=1")
-	cmd.Env = append(os.Environ(), "SERVAL_SPLICE_HELPER=1")
+	cmd.Env = append(os.Environ(), "SERVAL_SPLICE_HELPER="+mode)
 	if msg, err := cmd.CombinedOutput(); err != nil {
 		if bytes.Contains(msg, []byte("ptrace")) || bytes.Contains(msg, []byte("Operation not permitted")) {
 			t.Skipf("strace cannot trace here: %s", msg)
@@ -200,7 +233,6 @@ func TestSpliceTaken(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var calls, moved int64
 	for _, line := range strings.Split(string(trace), "\n") {
 		i := strings.Index(line, "splice(")
 		j := strings.LastIndex(line, ") = ")
@@ -214,9 +246,5 @@ func TestSpliceTaken(t *testing.T) {
 		calls++
 		moved += n
 	}
-	const want = 2 * 2 * 4 * (bigBodyBytes - 64<<10) // twice per byte, both ways, four exchanges
-	t.Logf("%d splice calls moved %d bytes", calls, moved)
-	if moved < want {
-		t.Fatalf("splice moved %d bytes, want >= %d: the body path is not splice", moved, want)
-	}
+	return calls, moved
 }

@@ -3,6 +3,7 @@
 package sockio
 
 import (
+	"io"
 	"net"
 	"testing"
 )
@@ -33,5 +34,22 @@ func checkRoundTripAllocs(t *testing.T, c *Conn, peer net.Conn) {
 	})
 	if n != 0 {
 		t.Fatalf("%v allocations per round trip", n)
+	}
+}
+
+func TestWriteTwoNoAllocs(t *testing.T) {
+	c, peer := pair(t)
+	head, body := []byte("head"), []byte("body")
+	buf := make([]byte, 16)
+	n := testing.AllocsPerRun(1000, func() {
+		if _, err := c.WriteTwo(head, body); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(peer, buf[:8]); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if n != 0 {
+		t.Fatalf("%v allocations per WriteTwo", n)
 	}
 }

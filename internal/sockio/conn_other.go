@@ -22,6 +22,16 @@ func (c *Conn) Reset(tcp *net.TCPConn) error {
 // Clear drops the socket.
 func (c *Conn) Clear() { c.TCPConn = nil }
 
+// WriteTwo writes a then b (see the Linux version).
+func (c *Conn) WriteTwo(a, b []byte) (int, error) {
+	n, err := c.Write(a)
+	if err != nil {
+		return n, err
+	}
+	m, err := c.Write(b)
+	return n + m, err
+}
+
 // WriteRead writes w whole, then reads into r (see the Linux version).
 func (c *Conn) WriteRead(w, r []byte) (n int, werr, rerr error) {
 	if _, err := c.Write(w); err != nil {
