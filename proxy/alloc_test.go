@@ -169,12 +169,13 @@ func TestAllocsSplice(t *testing.T) {
 	}
 }
 
-// TestAllocsCopiedBody pins the copy path of a response body the read
-// buffer holds (64 KiB: one read, one writev with the head): nothing
-// allocated per exchange.
+// TestAllocsCopiedBody pins the copy paths of bodies the buffers hold
+// (64 KiB each way: the pump copies the upload's rest, the response goes
+// in one read and one writev with the head): nothing allocated per
+// exchange.
 func TestAllocsCopiedBody(t *testing.T) {
 	checkLeaks(t)
-	sc := newSpliceHarnessSized(t, 0, 64<<10)
+	sc := newSpliceHarnessSized(t, 64<<10, 64<<10)
 	for range 5 {
 		sc.roundTrip(t)
 	}

@@ -67,10 +67,10 @@ type Config struct {
 	// serval.TrailerBytesMaxDefault.
 	TrailerBytesMax int
 	// BufferBytes is the size of the session's upstream read buffer
-	// (response heads and chunked bodies), >= HeadBytesMax. A
-	// Content-Length body whose rest after the head fits it is copied
-	// through it; a larger one is spliced socket to socket where both
-	// sockets allow (splice lends the pages to the client's socket until
+	// (response heads and chunked bodies) and of its request body pump's
+	// buffer, >= HeadBytesMax. A Content-Length body (either way) whose
+	// rest fits it is copied through it; a larger one is spliced socket
+	// to socket where both sockets allow (splice lends the pages to the client's socket until
 	// the client reads them, which on loopback costs both peers more
 	// than a copy saves for bodies of this size). Default
 	// BufferBytesDefault (or HeadBytesMax when larger).

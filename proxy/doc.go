@@ -15,8 +15,9 @@
 //  3. A body not wholly buffered streams on the session's pump goroutine
 //     (pump.go) while this goroutine reads the response, so an upstream
 //     that echoes or answers early never deadlocks us. Content-Length
-//     bodies move socket to socket by splice; chunked ones are decoded and
-//     re-encoded through bounded buffers (body.go).
+//     bodies larger than the pump's buffer move socket to socket by
+//     splice, smaller ones through the buffer (see step 4); chunked ones
+//     are decoded and re-encoded through bounded buffers (body.go).
 //  4. Read the response head (1xx forwarded), rewrite it, stream its body
 //     the same way (response.go), except that a Content-Length response
 //     body whose rest after the head fits the session's read buffer

@@ -7,6 +7,7 @@ import (
 
 	"github.com/servalproxy/serval"
 	"github.com/servalproxy/serval/http1"
+	"github.com/servalproxy/serval/internal/sockio"
 )
 
 // chunkHeaderBytesMax is the room a chunk size line needs: 16 hex digits
@@ -45,6 +46,29 @@ func (e *encoder) write(b []byte) error {
 	return err
 }
 
+// writeTwo writes a then b (a may be empty) under one fresh deadline:
+// one writev(2) when conn is a plain socket, two writes otherwise.
+func (e *encoder) writeTwo(a, b []byte) error {
+	sc, ok := e.conn.(*sockio.Conn)
+	if !ok || len(a) == 0 {
+		if len(a) > 0 {
+			if err := e.write(a); err != nil {
+				return err
+			}
+		}
+		return e.write(b)
+	}
+	if err := e.dl.Write(e.conn, e.timeout); err != nil {
+		return err
+	}
+	if e.stop != nil && e.stop.Load() { // as in write
+		return errPumpStopped
+	}
+	n, err := sc.WriteTwo(a, b)
+	e.written += int64(n)
+	return err
+}
+
 func (e *encoder) flush() error {
 	if len(e.buf) == 0 || e.conn == nil { // nil conn: encoding into memory only
 		return nil
@@ -76,10 +100,11 @@ func (e *encoder) data(b []byte) error {
 	if cap(e.buf)-len(e.buf) >= len(b) || e.conn == nil {
 		e.buf = append(e.buf, b...)
 	} else {
-		if err := e.flush(); err != nil {
-			return err
-		}
-		if err := e.write(b); err != nil {
+		// The buffered bytes (the chunk's size line at least) and b go
+		// out together: one writev on a plain socket.
+		err := e.writeTwo(e.buf, b)
+		e.buf = e.buf[:0]
+		if err != nil {
 			return err
 		}
 	}

@@ -134,7 +134,9 @@ func (s *Session) pumpLength(j *pumpJob) {
 	}
 	j.head, j.end = d.End, d.End
 	j.bytesIn = int64(d.End - d.Head) // read with the head
-	if d.TCP != nil && j.upTCP != nil && s.f.hooks.RequestBody == nil {
+	// As for responses (see forwardLength): a rest the pump buffer holds
+	// is copied through it, a larger one spliced where both sockets allow.
+	if j.remaining > int64(len(s.pbuf)) && d.TCP != nil && j.upTCP != nil && s.f.hooks.RequestBody == nil {
 		s.spliceBody(j)
 	} else {
 		s.copyBody(j)

@@ -170,8 +170,9 @@ func TestSpliceHelper(t *testing.T) {
 			sc.roundTrip(t)
 		}
 	case "fits":
-		// Bodies the read buffer holds: no request body, 64 KiB answers.
-		sc := newSpliceHarnessSized(t, 0, 64<<10)
+		// Bodies the buffers hold: 64 KiB uploads (past the server's
+		// read buffer: the pump sends the rest) and 64 KiB answers.
+		sc := newSpliceHarnessSized(t, 64<<10, 64<<10)
 		for range 16 {
 			sc.roundTrip(t)
 		}
@@ -208,10 +209,10 @@ func TestSpliceTaken(t *testing.T) {
 	if moved < want {
 		t.Fatalf("splice moved %d bytes, want >= %d: the body path is not splice", moved, want)
 	}
-	// A response body the read buffer holds is copied (see
-	// Config.BufferBytes): no splice at all.
+	// Bodies the buffers hold are copied (see Config.BufferBytes): no
+	// splice at all, either way.
 	if calls, moved := straceSplices(t, strace, "fits"); calls != 0 {
-		t.Fatalf("64 KiB responses: %d splice calls moved %d bytes, want none (copied)", calls, moved)
+		t.Fatalf("64 KiB bodies: %d splice calls moved %d bytes, want none (copied)", calls, moved)
 	}
 }
 
