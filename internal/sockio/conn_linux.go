@@ -425,6 +425,12 @@ func (c *Conn) Write(b []byte) (int, error) {
 	c.wbuf, c.wn, c.werr = b, 0, 0
 	err := c.rc.Write(c.writeFn)
 	c.wbuf = nil
+	return c.written(err)
+}
+
+// written is what a write returns: the bytes written and the runtime's
+// error (a deadline, a close), else the system call's.
+func (c *Conn) written(err error) (int, error) {
 	switch {
 	case err != nil:
 		return c.wn, err
@@ -439,7 +445,12 @@ func (c *Conn) Write(b []byte) (int, error) {
 // two, without copying them together. It returns the bytes of both
 // written.
 func (c *Conn) WriteTwo(a, b []byte) (int, error) {
-	if raceEnabled || len(a) == 0 || len(b) == 0 {
+	switch {
+	case len(b) == 0:
+		return c.Write(a)
+	case len(a) == 0:
+		return c.Write(b)
+	case raceEnabled:
 		n, err := c.Write(a)
 		if err != nil {
 			return n, err
@@ -450,13 +461,7 @@ func (c *Conn) WriteTwo(a, b []byte) (int, error) {
 	c.wbuf, c.wbuf2, c.wn, c.werr = a, b, 0, 0
 	err := c.rc.Write(c.writevFn)
 	c.wbuf, c.wbuf2 = nil, nil
-	switch {
-	case err != nil:
-		return c.wn, err
-	case c.werr != 0:
-		return c.wn, opError("write", c.TCPConn, c.werr)
-	}
-	return c.wn, nil
+	return c.written(err)
 }
 
 // doWritev is WriteTwo's callback: writev while both buffers have bytes
