@@ -70,10 +70,11 @@ type Config struct {
 	// (response heads and chunked bodies) and of its request body pump's
 	// buffer, >= HeadBytesMax. A Content-Length body (either way) whose
 	// rest fits it is copied through it; a larger one is spliced socket
-	// to socket where both sockets allow (splice lends the pages to the client's socket until
-	// the client reads them, which on loopback costs both peers more
-	// than a copy saves for bodies of this size). Default
-	// BufferBytesDefault (or HeadBytesMax when larger).
+	// to socket where both sockets allow. Splice lends the sender's
+	// pages to the receiving socket until its reader takes them, which on
+	// loopback (a sidecar, a local origin) costs both peers more than it
+	// saves for bodies of this size. Default BufferBytesDefault (or
+	// HeadBytesMax when larger).
 	BufferBytes int
 	// RequestBodyBytesMax bounds a proxied request body (413 above it).
 	// Default RequestBodyBytesMaxDefault.
