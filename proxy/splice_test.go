@@ -181,18 +181,18 @@ func TestSpliceHelper(t *testing.T) {
 	}
 }
 
-// TestSpliceTaken proves that Content-Length bodies move by splice, in
-// both directions: it runs TestSpliceHelper (four 1 MiB uploads answered
-// by 1 MiB downloads) under strace and adds up the bytes the kernel
-// reports for splice(2) calls. Counters in our own code could be bumped
-// without the syscall happening; the syscall trace cannot be faked from
-// user code, and the byte total shows the bodies (not a stray call)
-// went through the kernel: each body byte is spliced twice (socket to
-// pipe, pipe to socket), so about 2 * 8 MiB must be reported (less the
-// bytes that arrived with a head, which go from the buffer: we allow a
-// 64 KiB buffer's worth per body). The test
-// origin and client never splice (they use Read/Write), so every splice
-// is the proxy's.
+// TestSpliceTaken proves that Content-Length bodies larger than the
+// proxy's buffers move by splice, in both directions, and smaller ones do
+// not: it runs TestSpliceHelper (four 1 MiB uploads answered by 1 MiB
+// downloads, then sixteen 64 KiB ones) under strace and adds up the bytes
+// the kernel reports for splice(2) calls. Counters in our own code could
+// be bumped without the syscall happening; the syscall trace cannot be
+// faked from user code, and the byte total shows the bodies (not a stray
+// call) went through the kernel: each body byte is spliced twice (socket
+// to pipe, pipe to socket), so about 2 * 8 MiB must be reported (less
+// the bytes that arrived with a head, which go from the buffer: we allow
+// a read buffer's worth per body). The test origin and client never
+// splice (they use Read/Write), so every splice is the proxy's.
 func TestSpliceTaken(t *testing.T) {
 	if runtime.GOOS != "linux" {
 		t.Skip("splice is Linux-only")
