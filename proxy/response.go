@@ -128,8 +128,9 @@ func (s *Session) forwardLength(head []byte, h client.Head) (serval.Phase, error
 		// a write when it has all arrived); a larger one is spliced
 		// where both sockets allow. On loopback (a sidecar, a local
 		// origin) splice costs both peers more than it saves us on such
-		// a body: the pages stay lent until the client reads them, so
-		// the origin's kernel cannot reuse its page fragments.
+		// a body (measured; likely because the pages stay lent until the
+		// client reads them, so the origin's kernel cannot reuse its
+		// page fragments).
 		if rest > int64(len(s.rbuf)) && s.d.TCP != nil && s.c.TCP != nil && s.f.hooks.ResponseBody == nil {
 			err = s.spliceResponse(rest)
 		} else {

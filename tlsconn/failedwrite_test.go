@@ -102,12 +102,13 @@ func failedWritePair(t *testing.T, f *recordFixture, path string) (net.Conn, *tl
 			t.Fatalf("handshake: %v, peer %v", r.err, herr)
 		}
 	case "server-records", "server-crypto-tls", "server-kernel":
-		s := f.server(t, path == "server-crypto-tls")
-		want = PathCryptoTLS
+		var s *Server
 		switch path {
 		case "server-records":
-			want = PathRecords
-		case "server-kernel":
+			s, want = f.server(t, false), PathRecords
+		case "server-crypto-tls":
+			s, want = f.server(t, true), PathCryptoTLS
+		default:
 			var err error
 			if s, err = NewServer(ServerConfig{CertFile: f.cf, KeyFile: f.kf, Mode: ModeRequire}); err != nil {
 				t.Fatal(err)
@@ -122,7 +123,7 @@ func failedWritePair(t *testing.T, f *recordFixture, path string) (net.Conn, *tl
 	if path == "client-crypto-tls-auto" && r.info.Path == PathKernel {
 		t.Skip("offloaded: this kernel has the tls module (TestKTLSFailedWriteEndsCleanly covers it)")
 	}
-	if path != "client-crypto-tls-auto" && r.info.Path != want || r.info.Path == PathRecords != (path == "server-records") {
+	if r.info.Path != want {
 		t.Fatalf("path %s, want %s", r.info.Path, want)
 	}
 	return r.conn, peer
