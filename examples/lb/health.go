@@ -12,11 +12,15 @@ import (
 )
 
 // lbHandler is every hook lb.Handler implements; the wrappers below
-// embed it so the server finds the same hooks on them.
+// embed it so the server finds the same hooks on them. A hook missing
+// here is silently lost behind --metrics-addr, --access-log or --debug
+// (OnError once was, and with it every retry): TestWrappersKeepHooks
+// checks the list against lb.Handler.
 type lbHandler interface {
 	serval.Handler
 	serval.RequestHook
 	serval.ResponseHook
+	serval.ErrorHook
 	serval.UpstreamDoneHook
 }
 

@@ -29,6 +29,7 @@ import (
 	"syscall"
 
 	"github.com/servalproxy/serval"
+	"github.com/servalproxy/serval/accesslog"
 	"github.com/servalproxy/serval/examples/echo-backend/echo"
 	"github.com/servalproxy/serval/lb"
 	"github.com/servalproxy/serval/metrics"
@@ -146,21 +147,23 @@ func serveLB(ctx context.Context, o *options, table []serval.Upstream, logger *s
 	}
 	defer p.Close()
 	cfg := serverConfig(o, logger, upTLS)
+	access, accessFile, stopAccess, err := startAccessLog(o, stdout, logger)
+	if err != nil {
+		return errors.New("--access-log: " + err.Error())
+	}
+	defer stopAccess()
 	ln, msg, err := listen(cfg.Addr)
 	if err != nil {
 		return err
 	}
-	logger.Info(msg, "addr", ln.Addr().String(), "https", cfg.TLS != nil, "mtls", o.clientCAFile != "",
-		"backends", len(table), "https_backends", countTLS(table), "lb", o.policy.String(), "sticky_cookie", o.stickyCookie,
-		"health", !o.noHealth, "health_interval", o.healthInterval, "unhealthy_threshold", o.unhealthyThreshold, "healthy_threshold", o.healthyThreshold,
-		"connect_timeout", o.connectTimeout, "response_timeout", o.responseTimeout, "idle_per_upstream", o.idlePerUpstream, "retries", o.retries)
-	access, accessFile, stopAccess, err := startAccessLog(o, stdout, logger)
-	if err != nil {
-		ln.Close()
-		return errors.New("--access-log: " + err.Error())
-	}
-	defer stopAccess()
 	s := serving{table: table, pool: p, cfg: cfg, ln: ln, hup: hup, log: logger}
+	// Said once everything that can fail at startup has not.
+	s.ready = func() {
+		logger.Info(msg, "addr", ln.Addr().String(), "https", cfg.TLS != nil, "mtls", o.clientCAFile != "",
+			"backends", len(table), "https_backends", countTLS(table), "lb", o.policy.String(), "sticky_cookie", o.stickyCookie,
+			"health", !o.noHealth, "health_interval", o.healthInterval, "unhealthy_threshold", o.unhealthyThreshold, "healthy_threshold", o.healthyThreshold,
+			"connect_timeout", o.connectTimeout, "response_timeout", o.responseTimeout, "idle_per_upstream", o.idlePerUpstream, "retries", o.retries)
+	}
 	if accessFile != nil && o.accessLog != "-" {
 		s.reopen = accessFile.Reopen // stdout has nothing to reopen
 	}
@@ -181,21 +184,7 @@ func serveLB(ctx context.Context, o *options, table []serval.Upstream, logger *s
 	}
 	switch {
 	case o.debug || access != nil || counters != nil:
-		var inner lbHandler = h
-		if o.noHealth {
-			inner = &noHealthHandler{h}
-		}
-		if counters != nil {
-			inner = &metricsHandler{lbHandler: inner, c: counters}
-		}
-		if o.debug || access != nil {
-			lh := &logHandler{lbHandler: inner, access: access}
-			if o.debug {
-				lh.debug = logger
-			}
-			inner = lh
-		}
-		err = serve(ctx, inner, s)
+		err = serve(ctx, wrapHandler(h, o, access, counters, logger), s)
 	case o.noHealth:
 		err = serve(ctx, &noHealthHandler{h}, s)
 	default:
@@ -206,6 +195,27 @@ func serveLB(ctx context.Context, o *options, table []serval.Upstream, logger *s
 	}
 	logger.Info("load balancer stopped")
 	return nil
+}
+
+// wrapHandler puts the wrappers the flags ask for around h: no passive
+// health (--no-health), upstream counters (--metrics-addr), an OnLog hook
+// (--access-log, --debug). Each keeps every hook of h (lbHandler).
+func wrapHandler(h *lb.Handler, o *options, access *accesslog.Writer, counters *metrics.Counters, logger *slog.Logger) lbHandler {
+	var inner lbHandler = h
+	if o.noHealth {
+		inner = &noHealthHandler{h}
+	}
+	if counters != nil {
+		inner = &metricsHandler{lbHandler: inner, c: counters}
+	}
+	if o.debug || access != nil {
+		lh := &logHandler{lbHandler: inner, access: access}
+		if o.debug {
+			lh.debug = logger
+		}
+		inner = lh
+	}
+	return inner
 }
 
 // listen opens the balancer's listener, or takes the one a worker
@@ -266,6 +276,8 @@ type serving struct {
 	reopen func() error
 	// metrics receives the server's counts; nil: none.
 	metrics serval.Metrics
+	// ready, when set, runs once the server is built and about to serve.
+	ready func()
 }
 
 // serve runs a server over handler type H (fixed at compile time). The
@@ -280,6 +292,9 @@ func serve[H serval.Handler](ctx context.Context, h H, s serving) error {
 	if err := srv.PrepareUpstreams(s.table); err != nil {
 		s.ln.Close()
 		return err
+	}
+	if s.ready != nil {
+		s.ready()
 	}
 	stop := make(chan struct{})
 	wait := watchReload(srv, s.cfg.TLS != nil, s.hup, stop, s.log, s.reopen)

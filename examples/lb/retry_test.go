@@ -142,3 +142,39 @@ func TestRetryIdempotentWithoutAnswer(t *testing.T) {
 		})
 	}
 }
+
+// TestRetryWithObservability: the flags that wrap the balancer's handler
+// (--metrics-addr, --access-log, --debug) keep its retries: a GET that
+// meets a backend dropping connections is answered by the live one.
+func TestRetryWithObservability(t *testing.T) {
+	live := echoBackends(t, "live")
+	shed := startShedder(t, false)
+	backends := shed.ln.Addr().String() + "," + live
+	for _, extra := range [][]string{
+		{"--metrics-addr", "127.0.0.1:" + strconv.Itoa(freePort(t))},
+		{"--access-log", "-"},
+		{"--debug"},
+	} {
+		t.Run(extra[0], func(t *testing.T) {
+			before := shed.seen.Load()
+			addr, logs := startLB(t, append([]string{"--backends", backends, "--health-interval", "0", "--unhealthy-threshold", "100"}, extra...)...)
+			tr := &http.Transport{}
+			defer tr.CloseIdleConnections()
+			cl := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+			for i := range 6 {
+				resp, err := cl.Get("http://" + addr + "/r" + strconv.Itoa(i))
+				if err != nil {
+					t.Fatal(err)
+				}
+				b, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != 200 || !strings.Contains(string(b), "live") {
+					t.Fatalf("GET %d: status %d from %q, want 200 from the live backend; logs:\n%s", i, resp.StatusCode, b, logs)
+				}
+			}
+			if shed.seen.Load() == before {
+				t.Fatal("no request reached the failing backend: the test proves nothing")
+			}
+		})
+	}
+}
