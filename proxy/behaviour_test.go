@@ -646,3 +646,129 @@ func TestTrailersFiltered(t *testing.T) {
 	check("request", <-trailers, "1")
 	check("response", resp.Trailer, "2")
 }
+
+// rawHead reads one request head line by line (net/http would refuse
+// what this test sends) and then the body its last Content-Length gives.
+func rawHead(br *bufio.Reader) (lines []string, err error) {
+	n := 0
+	for {
+		line, err := br.ReadString('\n')
+		if err != nil {
+			return nil, err
+		}
+		line = strings.TrimRight(line, "\r\n")
+		if line == "" {
+			break
+		}
+		lines = append(lines, line)
+		if k, v, ok := strings.Cut(line, ":"); ok && strings.EqualFold(k, "content-length") {
+			n, _ = strconv.Atoi(strings.TrimSpace(v))
+		}
+	}
+	_, err = io.CopyN(io.Discard, br, int64(n))
+	return lines, err
+}
+
+// TestContentLengthNormalised: a Content-Length the RFC lets a recipient
+// accept as one value (a list of equal values, or repeated lines of it,
+// RFC 9110 §8.6) leaves the proxy as one field with that value, both
+// ways: a stricter peer behind or in front of us never sees the list.
+// None goes on a 204. And Via names the version each message was
+// received in (RFC 9110 §7.6.3).
+func TestContentLengthNormalised(t *testing.T) {
+	checkLeaks(t)
+	heads := make(chan []string, 8)
+	responses := []string{
+		"HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\n\r\nhello",
+		"HTTP/1.1 200 OK\r\nContent-Length: 5\r\ncontent-length: 5\r\n\r\nhello",
+		"HTTP/1.1 200 OK\r\nContent-Length: 7, 7\r\n\r\n", // to a HEAD
+		"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n",
+		"HTTP/1.0 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\nok",
+	}
+	var next atomic.Int32
+	hs, _ := rawHarness(t, Config{Via: "edge"}, serval.Hooks{}, func(c net.Conn, br *bufio.Reader) {
+		for {
+			lines, err := rawHead(br)
+			if err != nil {
+				return
+			}
+			heads <- lines
+			if _, err := io.WriteString(c, responses[next.Add(1)-1]); err != nil {
+				return
+			}
+		}
+	})
+	tc := dialHarness(t, hs)
+	lengths := func(lines []string) (n int, vals []string) {
+		for _, l := range lines {
+			if k, v, ok := strings.Cut(l, ":"); ok && strings.EqualFold(k, "content-length") {
+				n++
+				vals = append(vals, strings.TrimSpace(v))
+			}
+		}
+		return n, vals
+	}
+	check := func(what string, lines []string, want string) {
+		t.Helper()
+		n, vals := lengths(lines)
+		if want == "" && n != 0 || want != "" && (n != 1 || vals[0] != want) {
+			t.Errorf("%s: Content-Length fields %q, want one %q (none when empty); head %q", what, vals, want, lines)
+		}
+	}
+	field := func(lines []string, name string) string {
+		for _, l := range lines {
+			if k, v, ok := strings.Cut(l, ":"); ok && strings.EqualFold(k, name) {
+				return strings.TrimSpace(v)
+			}
+		}
+		return ""
+	}
+	readHead := func(br *bufio.Reader, body int) []string {
+		t.Helper()
+		var lines []string
+		for {
+			line, err := br.ReadString('\n')
+			if err != nil {
+				t.Fatalf("reading the response: %v", err)
+			}
+			line = strings.TrimRight(line, "\r\n")
+			if line == "" {
+				break
+			}
+			lines = append(lines, line)
+		}
+		if _, err := io.CopyN(io.Discard, br, int64(body)); err != nil {
+			t.Fatal(err)
+		}
+		return lines
+	}
+	br := tc.br
+
+	tc.send("POST /a HTTP/1.1\r\nHost: t\r\nContent-Length: 2, 2\r\n\r\nab")
+	check("request with a list", <-heads, "2")
+	check("response with a list", readHead(br, 5), "5")
+
+	tc.send("POST /b HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nab")
+	check("request with repeated lines", <-heads, "2")
+	check("response with repeated lines", readHead(br, 5), "5")
+
+	tc.send("HEAD /c HTTP/1.1\r\nHost: t\r\n\r\n")
+	check("HEAD request", <-heads, "")
+	check("response to HEAD", readHead(br, 0), "7")
+
+	tc.send("GET /d HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n")
+	if got := <-heads; field(got, "content-length") != "0" {
+		t.Errorf("GET with Content-Length: 0 reached the upstream as %q", got)
+	}
+	check("204", readHead(br, 0), "")
+
+	tc.send("GET /e HTTP/1.0\r\nHost: t\r\nConnection: keep-alive\r\n\r\n")
+	req := <-heads
+	if v := field(req, "via"); v != "1.0 edge" {
+		t.Errorf("Via of an HTTP/1.0 request = %q, want \"1.0 edge\"", v)
+	}
+	resp := readHead(br, 2)
+	if v := field(resp, "via"); v != "1.0 edge" {
+		t.Errorf("Via of an HTTP/1.0 response = %q, want \"1.0 edge\"", v)
+	}
+}

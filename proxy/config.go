@@ -187,6 +187,7 @@ type Forwarder struct {
 	dialer *client.Dialer
 	lim    http1.Limits
 	via    []byte // "1.1 <Via>", nil when Via is empty
+	via10  []byte // "1.0 <Via>": for a message received in HTTP/1.0
 	// reserve is the pool's optional connection cap (pool.Fixed has one):
 	// a dial happens only under a reservation.
 	reserve reserver
@@ -227,8 +228,17 @@ func New(cfg Config, h serval.Handler, hooks serval.Hooks, pool serval.Pool, m s
 	f.reserve, _ = pool.(reserver)
 	if cfg.Via != "" {
 		f.via = []byte("1.1 " + cfg.Via)
+		f.via10 = []byte("1.0 " + cfg.Via)
 	}
 	return f, nil
+}
+
+// viaFor is the Via entry for a message received in version v.
+func (f *Forwarder) viaFor(v serval.Version) []byte {
+	if v == serval.Version10 {
+		return f.via10
+	}
+	return f.via
 }
 
 // PrepareUpstreams builds the TLS client of every upstream in ups with TLS

@@ -74,8 +74,8 @@ func (s *Session) respond(h client.Head) (serval.Phase, error) {
 
 // appendResponseFields appends the fields of resp a client may see:
 // hop-by-hop and Connection-listed ones removed, and Content-Length only
-// when keepLength (a bodiless response keeps it as received: it describes
-// the representation, RFC 9110 §8.6).
+// when keepLength (a bodiless response keeps its value: it describes the
+// representation, RFC 9110 §8.6), as one field whatever the upstream sent.
 func (s *Session) appendResponseFields(b []byte, resp *serval.Response, keepLength bool) []byte {
 	for _, f := range resp.Fields {
 		switch {
@@ -83,17 +83,23 @@ func (s *Session) appendResponseFields(b []byte, resp *serval.Response, keepLeng
 			continue
 		case serval.EqualFold(f.Name, "trailer") && s.req.Version == serval.Version10:
 			continue // trailers are dropped for an HTTP/1.0 client
-		case serval.EqualFold(f.Name, "content-length") && !keepLength:
-			continue
+		case serval.EqualFold(f.Name, "content-length"):
+			continue // one field, the parsed length, follows where it belongs
 		case connectionListed(resp.Fields, f.Name):
 			continue
 		}
 		b = http1.AppendField(b, f.Name, f.Value)
 	}
+	// A Content-Length the upstream sent as a list of one value, or on
+	// repeated lines, leaves as one field (RFC 9110 §8.6); none on a 1xx
+	// or 204 (§8.6: a server must not send one there).
+	if keepLength && resp.ContentLength >= 0 && resp.Status >= 200 && resp.Status != 204 {
+		b = appendContentLength(b, resp.ContentLength)
+	}
 	if s.f.via != nil {
 		// RFC 9110 §7.6.3: a proxy adds itself to Via in both directions;
 		// a second Via field line is the list's next member.
-		b = http1.AppendField(b, nameVia, s.f.via)
+		b = http1.AppendField(b, nameVia, s.f.viaFor(resp.Version))
 	}
 	return b
 }

@@ -1,14 +1,17 @@
 package proxy
 
 import (
+	"strconv"
+
 	"github.com/servalproxy/serval"
 	"github.com/servalproxy/serval/http1"
 )
 
 // extraFieldsMax is the room the Outbound field table keeps above
 // FieldsMax for the fields we add (Host, X-Forwarded-For/Proto/Host, Via,
-// TE, Transfer-Encoding) and a few for OnUpstreamRequest.
-const extraFieldsMax = 8
+// TE, Transfer-Encoding or Content-Length, Connection) and a few for
+// OnUpstreamRequest.
+const extraFieldsMax = 10
 
 // scratchExtraBytes is the scratch room above HeadBytesMax for values we
 // build: our X-Forwarded-For entry, the Via entry, separators, the query.
@@ -22,6 +25,7 @@ var (
 	nameVia       = []byte("Via")
 	nameTE        = []byte("TE")
 	nameTEncoding = []byte("Transfer-Encoding")
+	nameCLength   = []byte("Content-Length")
 	nameConn      = []byte("Connection")
 	nameCType     = []byte("Content-Type")
 	valueHTTP     = []byte("http")
@@ -113,6 +117,11 @@ func (s *Session) rewriteRequest(d *Downstream, x *serval.Exchange, req *serval.
 		case hopByHop(f.Name), serval.EqualFold(f.Name, "host"), connectionListed(req.Fields, f.Name),
 			serval.EqualFold(f.Name, "x-forwarded-for"):
 			continue
+		case serval.EqualFold(f.Name, "content-length"):
+			// One field with the length the parser settled on follows: a
+			// list ("2, 2") or repeated lines of one value are valid to us
+			// (RFC 9110 §8.6) and may not be to the upstream.
+			continue
 		case serval.EqualFold(f.Name, "x-forwarded-proto"):
 			xfProto = f.Value
 			continue
@@ -142,7 +151,13 @@ func (s *Session) rewriteRequest(d *Downstream, x *serval.Exchange, req *serval.
 		xfHost = host
 	}
 	if s.f.via != nil {
-		via = s.appendList(s.joinFields(req.Fields, "via"), s.f.via)
+		// received-protocol is the version of the request as received
+		// (RFC 9110 §7.6.3).
+		via = s.appendList(s.joinFields(req.Fields, "via"), s.f.viaFor(req.Version))
+	}
+	var length []byte
+	if !req.Chunked && req.ContentLength >= 0 {
+		length = s.appendDecimal(req.ContentLength)
 	}
 	if s.scratchFull {
 		return errHeadTooLarge
@@ -154,6 +169,8 @@ func (s *Session) rewriteRequest(d *Downstream, x *serval.Exchange, req *serval.
 	}
 	if req.Chunked {
 		out.Fields = append(out.Fields, serval.Header{Name: nameTEncoding, Value: valueChunked})
+	} else if length != nil {
+		out.Fields = append(out.Fields, serval.Header{Name: nameCLength, Value: length})
 	}
 	if s.upgrade {
 		out.Fields = append(out.Fields, serval.Header{Name: nameConn, Value: valueUpgrade})
@@ -189,6 +206,17 @@ func (s *Session) appendList(list, v []byte) []byte {
 		s.scratch = append(s.scratch, listSep...)
 	}
 	s.scratch = append(s.scratch, v...)
+	return s.scratch[start:len(s.scratch):len(s.scratch)]
+}
+
+// appendDecimal writes n in decimal to the scratch and returns it.
+func (s *Session) appendDecimal(n int64) []byte {
+	start := len(s.scratch)
+	if start+20 > cap(s.scratch) {
+		s.scratchFull = true
+		return nil
+	}
+	s.scratch = strconv.AppendInt(s.scratch, n, 10)
 	return s.scratch[start:len(s.scratch):len(s.scratch)]
 }
 
