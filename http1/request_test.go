@@ -91,6 +91,16 @@ var requestCases = []reqCase{
 	{name: "asterisk", head: crlf("OPTIONS * HTTP/1.1\nHost: a\n\n"), check: func(t *testing.T, r *serval.Request) {
 		expect(t, r.Form == serval.FormAsterisk && string(r.Path) == "*", "asterisk")
 	}},
+	{name: "absolute options without path", head: crlf("OPTIONS http://a.example:8001 HTTP/1.1\nHost: a.example:8001\n\n"), check: func(t *testing.T, r *serval.Request) {
+		// RFC 9112 §3.2.4: the last proxy sends "OPTIONS *".
+		expect(t, r.Form == serval.FormAbsolute && string(r.Host) == "a.example:8001" && string(r.Path) == "*" && r.Query == nil, "asterisk path")
+	}},
+	{name: "absolute options with slash", head: crlf("OPTIONS http://a.example/ HTTP/1.1\nHost: a.example\n\n"), check: func(t *testing.T, r *serval.Request) {
+		expect(t, string(r.Path) == "/", "slash kept")
+	}},
+	{name: "absolute options query", head: crlf("OPTIONS http://a.example?x HTTP/1.1\nHost: a.example\n\n"), check: func(t *testing.T, r *serval.Request) {
+		expect(t, string(r.Path) == "/" && string(r.Query) == "x", "a query needs a path")
+	}},
 	{name: "asterisk not options", head: crlf("GET * HTTP/1.1\nHost: a\n\n"), status: 400},
 	{name: "connect", head: crlf("CONNECT example.com:443 HTTP/1.1\nHost: example.com:443\n\n"), check: func(t *testing.T, r *serval.Request) {
 		expect(t, r.Form == serval.FormAuthority && r.MethodID == serval.MethodConnect && len(r.Path) == 0, "authority")

@@ -10,6 +10,11 @@ import (
 // read-only: nobody may write through a Request's views.
 var slash = []byte("/")
 
+// asterisk is the Path of an OPTIONS request whose absolute-form target
+// has no path and no query: the last proxy sends it as "OPTIONS *"
+// (RFC 9112 §3.2.4). Shared and read-only like slash.
+var asterisk = []byte("*")
+
 // parseTarget classifies req.Target (RFC 9112 §3.2) and fills Form, Path,
 // Query and, for absolute form, Host. The target's bytes are already
 // known to be VCHARs.
@@ -69,6 +74,8 @@ func parseAbsolute(req *serval.Request, t []byte) error {
 	req.Form = serval.FormAbsolute
 	req.Host = auth
 	switch pq := rest[end:]; {
+	case len(pq) == 0 && req.MethodID == serval.MethodOptions:
+		req.Path = asterisk
 	case len(pq) == 0:
 		req.Path = slash
 	case pq[0] == '?':
