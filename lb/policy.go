@@ -1,6 +1,7 @@
 package lb
 
 import (
+	"errors"
 	"strconv"
 	"strings"
 
@@ -122,7 +123,7 @@ func ParseBackends(list string) ([]serval.Upstream, error) {
 		}
 		n, err := strconv.ParseUint(w, 10, 32)
 		if err != nil || n < 1 || n > WeightMax {
-			return nil, &PolicyError{Input: item, Msg: "weight must be 1.." + strconv.Itoa(WeightMax)}
+			return nil, errors.New("lb: backend " + strconv.Quote(item) + ": weight must be 1.." + strconv.Itoa(WeightMax))
 		}
 		weights[i] = uint32(n)
 	}

@@ -110,7 +110,7 @@ func (c Config) withDefaults() (Config, error) {
 	if c.Path == "" {
 		c.Path = "/"
 	}
-	if c.Path[0] != '/' || len(c.Path) > PathBytesMax || !visible(c.Path) {
+	if !ValidPath(c.Path) {
 		return c, ErrPath
 	}
 	if len(c.Host) > HostBytesMax || !visible(c.Host) {
@@ -166,6 +166,12 @@ func (c Config) checkRest() (Config, error) {
 
 // visible reports whether s is visible ASCII (no space, CTL or non-ASCII
 // byte that could split or smuggle a request head).
+// ValidPath reports whether p is a probe path Config accepts: it starts
+// with '/', holds visible ASCII only and is at most PathBytesMax bytes.
+func ValidPath(p string) bool {
+	return len(p) > 0 && p[0] == '/' && len(p) <= PathBytesMax && visible(p)
+}
+
 func visible(s string) bool {
 	for i := 0; i < len(s); i++ {
 		if s[i] <= ' ' || s[i] >= 0x7f {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/servalproxy/serval"
 	"github.com/servalproxy/serval/health"
+	"github.com/servalproxy/serval/http1"
 	"github.com/servalproxy/serval/lb"
 	"github.com/servalproxy/serval/pool"
 	"github.com/servalproxy/serval/prober"
@@ -174,10 +175,18 @@ func parseFlags(args []string, out io.Writer) (o options, code int, ok bool) {
 func (o *options) parseEnums(r rawFlags) error {
 	var err error
 	if o.policy, err = lb.ParsePolicy(r.policy); err != nil {
-		return err
+		var pe *lb.PolicyError
+		if errors.As(err, &pe) {
+			return errors.New("--lb " + strconv.Quote(pe.Input) + ": " + pe.Msg)
+		}
+		return errors.New("--lb: " + err.Error())
 	}
 	if o.allUnhealthy, err = lb.ParseAllUnhealthy(r.allUnhealthy); err != nil {
-		return err
+		var pe *lb.PolicyError
+		if errors.As(err, &pe) {
+			return errors.New("--all-unhealthy " + strconv.Quote(pe.Input) + ": " + pe.Msg)
+		}
+		return errors.New("--all-unhealthy: " + err.Error())
 	}
 	if o.ktls, err = tlsconn.ParseMode(r.ktls); err != nil {
 		return errors.New("--ktls: " + err.Error())
@@ -230,8 +239,14 @@ func (o *options) validate() error {
 		return errors.New("--client-ca needs --cert and --key")
 	}
 	t := o.thresholds()
-	if err := t.Validate(); err != nil {
-		return errors.New("--unhealthy-threshold/--healthy-threshold: " + err.Error())
+	if t.Validate() != nil {
+		return errors.New("--unhealthy-threshold and --healthy-threshold must be in [1, " + strconv.Itoa(health.ThresholdMax) + "]")
+	}
+	if o.stickyCookie != "" && !http1.ValidFieldName([]byte(o.stickyCookie)) {
+		return errors.New("--sticky-cookie must be a token (a cookie name: letters, digits and !#$%&'*+-.^_`|~)")
+	}
+	if !prober.ValidPath(o.healthPath) {
+		return errors.New("--health-path must start with / and hold visible ASCII only, at most " + strconv.Itoa(prober.PathBytesMax) + " bytes")
 	}
 	return nil
 }

@@ -112,6 +112,11 @@ func runWith(ctx context.Context, args []string, stdout io.Writer, hup <-chan os
 		logger.Error("bad --backends or --upstream-tls", "err", err)
 		return 2
 	}
+	if worker < 0 {
+		for _, d := range duplicateBackends(table) {
+			logger.Warn("a backend is listed more than once: each entry is a backend of its own, with its own share, health and pool (use =weight to weight one)", "backend", d)
+		}
+	}
 	if worker < 0 && o.workers > 1 {
 		return runMaster(ctx, &o, args, list, logger, stdout, hup)
 	}
@@ -251,6 +256,19 @@ func serverConfig(o *options, logger *slog.Logger, upTLS tlsconn.ClientConfig) s
 	cfg.Proxy.UpstreamTLS = upTLS
 	cfg.Proxy.Logger = logger
 	return cfg
+}
+
+// duplicateBackends lists the addresses table holds more than once.
+func duplicateBackends(table []serval.Upstream) []string {
+	var dups []string
+	seen := make(map[string]int, len(table))
+	for i := range table {
+		a := table[i].Addr()
+		if seen[a]++; seen[a] == 2 {
+			dups = append(dups, a)
+		}
+	}
+	return dups
 }
 
 // countTLS counts the HTTPS backends.

@@ -253,10 +253,15 @@ func TestHelpAndBadFlags(t *testing.T) {
 		{"--cert", "c.pem"}, {"--key", "k.pem"}, {"--client-ca", "ca.pem"}, {"--unhealthy-threshold", "0"},
 		{"--healthy-threshold", "100000"}, {"--health-timeout", "0s"}, {"--backends", "127.0.0.1:1=0"},
 		{"--backends", "127.0.0.1:1", "--upstream-tls", "127.0.0.1:2"}, {"--retries", "-1"}, {"--retries", "9"},
-		{"--backend-max-conns", "-1"}, {"--backend-max-conns", "70000"}, {"--via", "a b"}, {"--via", strings.Repeat("v", 65)}} {
+		{"--backend-max-conns", "-1"}, {"--backend-max-conns", "70000"}, {"--via", "a b"}, {"--via", strings.Repeat("v", 65)},
+		{"--sticky-cookie", "bad;cookie"}, {"--health-path", "nopath"}, {"--health-path", "/a b"}} {
 		out.Reset()
 		if code := run(context.Background(), append([]string{"--port", "0"}, args...), &out); code != 2 {
 			t.Errorf("%v: exit %d, want 2; output:\n%s", args, code, out.String())
+		}
+		// Each names the flag at fault, with no package prefix doubled.
+		if s := out.String(); strings.Contains(s, "lb: lb:") || strings.Contains(s, "policy \"127.0.0.1") {
+			t.Errorf("%v: unclear message:\n%s", args, s)
 		}
 	}
 }
