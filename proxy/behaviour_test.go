@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -770,5 +771,69 @@ func TestContentLengthNormalised(t *testing.T) {
 	resp := readHead(br, 2)
 	if v := field(resp, "via"); v != "1.0 edge" {
 		t.Errorf("Via of an HTTP/1.0 response = %q, want \"1.0 edge\"", v)
+	}
+}
+
+// lockedBuffer is a bytes.Buffer safe for a logger and a reader.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// TestClientCutLoggedAsSent: a client that leaves mid-response is logged
+// with the status it got (not the 502 nobody was sent), at info level:
+// the client's doing, not a backend's fault.
+func TestClientCutLoggedAsSent(t *testing.T) {
+	checkLeaks(t)
+	var logs lockedBuffer
+	cfg := Config{Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))}
+	hs, _ := rawHarness(t, cfg, serval.Hooks{}, func(c net.Conn, br *bufio.Reader) {
+		if _, _, err := readRequest(br); err != nil {
+			return
+		}
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 1000000000\r\n\r\n")
+		buf := make([]byte, 64<<10)
+		for {
+			if _, err := c.Write(buf); err != nil {
+				return
+			}
+		}
+	})
+	tc := dialHarness(t, hs)
+	tc.send("GET /big HTTP/1.1\r\nHost: t\r\n\r\n")
+	resp, err := http.ReadResponse(tc.br, nil)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("response: %v %v", resp, err)
+	}
+	io.CopyN(io.Discard, resp.Body, 1<<20)
+	tc.c.(*net.TCPConn).SetLinger(0)
+	tc.c.Close()
+	deadline := time.Now().Add(testTimeout)
+	for !strings.Contains(logs.String(), "exchange failed") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no exchange failure logged; logs:\n%s", logs.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	line := ""
+	for l := range strings.Lines(logs.String()) {
+		if strings.Contains(l, "exchange failed") {
+			line = l
+		}
+	}
+	if !strings.Contains(line, "status=200") || !strings.Contains(line, "level=INFO") || !strings.Contains(line, "phase=client_write") {
+		t.Errorf("the cut is logged as %q, want level=INFO, phase=client_write, status=200", line)
 	}
 }

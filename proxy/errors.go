@@ -127,7 +127,7 @@ func (s *Session) logError(perr *serval.ProxyError) {
 		up = perr.Upstream.Addr()
 	}
 	level := slog.LevelWarn
-	if perr.Err == errClientGone || perr.Err == errClientReset {
+	if perr.Err == errClientGone || perr.Err == errClientReset || perr.Phase == serval.PhaseClientWrite || perr.Phase == serval.PhaseClientBody {
 		level = slog.LevelInfo // the client's doing, and common
 	}
 	l.LogAttrs(context.Background(), level, "proxy: exchange failed",

@@ -27,7 +27,11 @@ func (s *Session) Forward(d *Downstream, x *serval.Exchange, req *serval.Request
 	s.unwatch()
 	s.upstreamDone(false, res.Phase, 0) // a selection no attempt reached
 	if res.Err != nil {
-		s.perr = serval.ProxyError{Phase: res.Phase, Status: statusOf(res.Err, 502), Err: res.Err, Upstream: s.up, Request: req}
+		status := statusOf(res.Err, 502)
+		if s.headSent {
+			status = x.Status // what the client got, before the cut
+		}
+		s.perr = serval.ProxyError{Phase: res.Phase, Status: status, Err: res.Err, Upstream: s.up, Request: req}
 		s.logError(&s.perr)
 	}
 	if d.Deadlines == &s.ownDL {
