@@ -221,3 +221,41 @@ func RequestBody(req *serval.Request) BodyKind {
 	}
 	return BodyNone
 }
+
+// logTargetMax bounds the target RequestLineOf returns: a log line wants
+// the start of a long target, not all 8 KiB of it.
+const logTargetMax = 1 << 10
+
+// RequestLineOf returns the method and the path and query of the request
+// line at the start of buf, for a log line about a head that was refused
+// (ParseRequest keeps nothing of a rejected head). Only what is
+// well-formed is returned: a method that is a token and a target of
+// request-target bytes (cut at logTargetMax), both followed by SP; else
+// nil. It judges nothing else and allocates nothing.
+func RequestLineOf(buf []byte) (method, path, query []byte) {
+	pos, err := skipEmptyLines(buf)
+	if err != nil {
+		return nil, nil, nil
+	}
+	start := pos
+	for pos < len(buf) && charClass[buf[pos]]&cTchar != 0 {
+		pos++
+	}
+	if pos == start || pos == len(buf) || buf[pos] != ' ' {
+		return nil, nil, nil
+	}
+	method = buf[start:pos]
+	pos++
+	start = pos
+	for pos < len(buf) && buf[pos] != ' ' && pos-start < logTargetMax {
+		if charClass[buf[pos]]&cTarget == 0 {
+			return method, nil, nil
+		}
+		pos++
+	}
+	if pos == start {
+		return method, nil, nil
+	}
+	path, query = splitQuery(buf[start:pos])
+	return method, path, query
+}

@@ -368,3 +368,24 @@ func TestTokenIter(t *testing.T) {
 	expect(t, HasToken([]byte("keep-alive, Upgrade"), "upgrade"), "has upgrade")
 	expect(t, !HasToken([]byte("keep-alive, Upgrades"), "upgrade"), "no upgrade")
 }
+
+func TestRequestLineOf(t *testing.T) {
+	for _, c := range []struct{ in, method, path, query string }{
+		{"GET /a?b=1 HTTP/1.1\r\nHost: h\"x\r\n\r\n", "GET", "/a", "b=1"},
+		{"\r\nPOST /x HTTP/1.1\r\n", "POST", "/x", ""},
+		{"GET /\x01 HTTP/1.1\r\n", "GET", "", ""},
+		{"G(T / HTTP/1.1\r\n", "", "", ""},
+		{"GET", "", "", ""},
+		{"GET /" + strings.Repeat("a", 2*logTargetMax) + " HTTP/1.1\r\n", "GET", "/" + strings.Repeat("a", logTargetMax-1), ""},
+		{"", "", "", ""},
+	} {
+		m, p, q := RequestLineOf([]byte(c.in))
+		if string(m) != c.method || string(p) != c.path || string(q) != c.query {
+			t.Errorf("RequestLineOf(%q) = %q %q %q, want %q %q %q", c.in, m, p, q, c.method, c.path, c.query)
+		}
+	}
+	buf := []byte("GET /a?b HTTP/1.1\r\nHost: \x01\r\n\r\n")
+	if n := testing.AllocsPerRun(100, func() { RequestLineOf(buf) }); n != 0 {
+		t.Errorf("RequestLineOf allocates %v times", n)
+	}
+}

@@ -59,6 +59,21 @@ func TestParseErrors(t *testing.T) {
 			t.Errorf("handler saw %q", e)
 		}
 	}
+	// A refused head is logged with the method and path of its request
+	// line when that line was well-formed.
+	_, logs, _ := h.snapshot()
+	var found bool
+	for _, l := range logs {
+		if l.Status == 400 && string(l.Method) == "POST" && string(l.Path) == "/" {
+			found = true
+		}
+		if l.Status == 400 && len(l.Method) > 0 && string(l.Method) != "POST" && string(l.Method) != "GET" {
+			t.Errorf("logged method %q", l.Method)
+		}
+	}
+	if !found {
+		t.Errorf("no 400 was logged with its method and path: %+v", logs)
+	}
 }
 
 // TestMalformedChunkedBody: a body framing error seen by the handler's

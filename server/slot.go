@@ -345,12 +345,15 @@ func (c *slot[H]) headReadFailed(err error) serval.CloseReason {
 }
 
 // headFailed answers a head that cannot be served with se's status and
-// closes; the request is logged and counted without method or path.
+// closes; the request is logged and counted with the method and target
+// of its request line when that much was well-formed (for OnLog only:
+// nothing else reads them).
 func (c *slot[H]) headFailed(se *serval.StatusError) serval.CloseReason {
 	// A client whose head was refused may be sending its body or more
 	// requests behind it; one whose head timed out is not sending.
 	c.linger = se != errHeadTimeout
 	c.req.Reset()
+	c.req.Method, c.req.Path, c.req.Query = http1.RequestLineOf(c.in.buf[:c.in.end])
 	c.begin(c.in.end)
 	c.in.start = c.in.end
 	c.fail(serval.CloseBadRequest, se, serval.PhaseClientHead)
