@@ -3,7 +3,9 @@ package serval
 import (
 	"net"
 	"strconv"
+	"sync/atomic"
 	"time"
+	"unsafe"
 )
 
 // UpstreamIndex is an upstream's position in its table, < UpstreamsMax.
@@ -11,12 +13,19 @@ type UpstreamIndex uint16
 
 // Upstream is one backend. Upstreams live in a table built at startup;
 // handlers return pointers into it, so selecting one never allocates.
+// Set every field before the table is first used, and do not change it
+// afterwards.
 type Upstream struct {
 	// Host is a host name or IP literal.
 	Host string
 	Port uint16
 	// Index is the position in the table the upstream belongs to; pools
-	// and health tracking key on it.
+	// and health tracking key on it (ParseUpstreams and NewUpstream set
+	// it; a table written as a literal must too). Two tables may use the
+	// same indexes, e.g. one per lb.Handler of a gateway with several
+	// groups: a pool then shares that index's idle stack between them,
+	// and hands out a connection only to the upstream it was dialled for
+	// (UpstreamConn.Peer).
 	Index UpstreamIndex
 	// TLS originates HTTPS to this upstream.
 	TLS bool
@@ -26,23 +35,35 @@ type Upstream struct {
 	// Weight is used by weighted selectors; 0 means 1.
 	Weight uint32
 
-	addr string
+	// addr points to "host:port", set at most once (atomically: an
+	// upstream written as a literal is first used by many connections
+	// at once).
+	addr unsafe.Pointer
 }
 
 // NewUpstream returns an upstream for host:port at index idx.
 func NewUpstream(host string, port uint16, idx UpstreamIndex) Upstream {
 	u := Upstream{Host: host, Port: port, Index: idx}
-	u.addr = net.JoinHostPort(host, strconv.Itoa(int(port)))
+	u.Addr()
 	return u
 }
 
 // Addr returns "host:port", computed once (dialing must not allocate a
-// string per request).
+// string per request). Safe for concurrent use.
 func (u *Upstream) Addr() string {
-	if u.addr == "" {
-		u.addr = net.JoinHostPort(u.Host, strconv.Itoa(int(u.Port)))
+	if p := atomic.LoadPointer(&u.addr); p != nil {
+		return *(*string)(p)
 	}
-	return u.addr
+	s := net.JoinHostPort(u.Host, strconv.Itoa(int(u.Port)))
+	atomic.CompareAndSwapPointer(&u.addr, nil, unsafe.Pointer(&s))
+	return *(*string)(atomic.LoadPointer(&u.addr))
+}
+
+// SameBackend reports whether u and v reach the same backend the same
+// way: one address, TLS or not, one server name. A connection dialled
+// for one may serve the other.
+func (u *Upstream) SameBackend(v *Upstream) bool {
+	return u == v || u.Host == v.Host && u.Port == v.Port && u.TLS == v.TLS && u.ServerName == v.ServerName
 }
 
 // ParseUpstreams parses "host:port,host:port" into a table with indexes in
@@ -94,6 +115,11 @@ type UpstreamConn struct {
 	// plain from an encrypted connection to the same address.
 	Upstream UpstreamIndex
 	TLS      bool
+	// Peer is the upstream it was dialled for (nil: unknown). A pool
+	// hands the connection only to an upstream that is Peer or the same
+	// backend (Upstream.SameBackend): tables whose indexes overlap never
+	// get each other's connections.
+	Peer *Upstream
 	// Created is when the connection was dialled; IdleSince when it was
 	// last released to a pool (the pool sets it in Release).
 	Created   time.Time

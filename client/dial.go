@@ -82,6 +82,7 @@ func (d *Dialer) Dial(up *serval.Upstream) (*serval.UpstreamConn, error) {
 		TCP:      tcp,
 		Socket:   tcp,
 		Upstream: up.Index,
+		Peer:     up,
 		Created:  time.Now(),
 	}, nil
 }

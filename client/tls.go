@@ -162,6 +162,7 @@ func (d *Dialer) dialTLS(up *serval.Upstream) (*serval.UpstreamConn, error) {
 		TCP:      tcp,
 		Socket:   raw,
 		Upstream: up.Index,
+		Peer:     up,
 		TLS:      true,
 		Created:  time.Now(),
 	}, nil

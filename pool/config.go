@@ -52,6 +52,10 @@ const (
 	// closes a socket in the request path; several stale connections in a
 	// row mean the upstream restarted, and the reaper cleans the rest.
 	acquireProbesMax = 4
+	// peerScanMax bounds how deep under its top Acquire looks for a
+	// connection dialled for the upstream asked for, when another table's
+	// upstream of the same index shares the stack (serval.Upstream.Index).
+	peerScanMax = 8
 )
 
 // Config sizes a Fixed pool. DefaultConfig returns a working one;

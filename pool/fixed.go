@@ -116,14 +116,11 @@ func (p *Fixed) Acquire(u *serval.Upstream) *serval.UpstreamConn {
 	now := p.now()
 	for probe := 0; probe < acquireProbesMax; probe++ {
 		s.mu.Lock()
-		if s.n == 0 {
-			s.mu.Unlock()
+		c := s.pop(u)
+		s.mu.Unlock()
+		if c == nil {
 			break
 		}
-		s.n--
-		c := s.conns[s.n]
-		s.conns[s.n] = nil
-		s.mu.Unlock()
 		up.idle.Add(-1)
 
 		switch {
@@ -264,6 +261,24 @@ func (p *Fixed) upstream(i serval.UpstreamIndex) *upstream {
 		panic("pool: upstream index out of range")
 	}
 	return &p.ups[i]
+}
+
+// pop takes the newest connection dialled for u (or for the same backend)
+// off the stack, looking at most peerScanMax deep; nil when there is
+// none. Only a table whose indexes overlap another's (two groups) makes
+// it look past the top. Called with the stack locked.
+func (s *stack) pop(u *serval.Upstream) *serval.UpstreamConn {
+	for j := s.n - 1; j >= 0 && j >= s.n-peerScanMax; j-- {
+		c := s.conns[j]
+		if c.Peer != nil && c.Peer != u && !c.Peer.SameBackend(u) {
+			continue
+		}
+		copy(s.conns[j:s.n-1], s.conns[j+1:s.n])
+		s.n--
+		s.conns[s.n] = nil
+		return c
+	}
+	return nil
 }
 
 func tlsKey(tls bool) int {

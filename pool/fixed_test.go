@@ -516,3 +516,39 @@ func TestReapBatchBound(t *testing.T) {
 		t.Fatalf("stats %+v", st)
 	}
 }
+
+// TestOverlappingTables: two tables whose indexes overlap (one per group
+// of a gateway, each starting at 0) share an index's idle stack, and a
+// connection goes only to the upstream it was dialled for, or to one of
+// another table that is the same backend: never to another backend.
+func TestOverlappingTables(t *testing.T) {
+	clk := newClock()
+	oa, ob := newOrigin(t), newOrigin(t)
+	p := newFixed(t, testConfig(clk, 1))
+	a := serval.NewUpstream("127.0.0.1", 1001, 0)
+	b := serval.NewUpstream("127.0.0.1", 1002, 0) // another table's upstream 0
+	a2 := a                                       // a third table listing a's backend
+	ca, _ := oa.dial(t, &a, clk.Now())
+	cb, _ := ob.dial(t, &b, clk.Now())
+	ca.Peer, cb.Peer = &a, &b
+	p.TryReserve(&a)
+	p.TryReserve(&b)
+	p.Release(ca, true)
+	p.Release(cb, true) // on top of ca
+	if got := p.Acquire(&a); got != ca {
+		t.Fatalf("acquire for a: got %p, want a's connection %p (b's is %p)", got, ca, cb)
+	}
+	if got := p.Acquire(&a); got != nil {
+		t.Fatalf("acquire for a: got %p, want none (b's connection must stay b's)", got)
+	}
+	if got := p.Acquire(&b); got != cb {
+		t.Fatalf("acquire for b: got %p, want %p", got, cb)
+	}
+	p.Release(ca, true)
+	if got := p.Acquire(&a2); got != ca {
+		t.Fatalf("acquire for the same backend in another table: got %p, want %p", got, ca)
+	}
+	if isClosed(ca) || isClosed(cb) {
+		t.Fatal("a connection was closed: nothing was stale")
+	}
+}

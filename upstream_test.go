@@ -1,0 +1,30 @@
+package serval
+
+import (
+	"sync"
+	"testing"
+)
+
+// TestAddrConcurrent: an upstream written as a literal has its address
+// computed by its first users, possibly many at once (the race detector
+// checks it), and every one of them gets it.
+func TestAddrConcurrent(t *testing.T) {
+	u := &Upstream{Host: "127.0.0.1", Port: 8080}
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			if got := u.Addr(); got != "127.0.0.1:8080" {
+				t.Errorf("Addr() = %q", got)
+			}
+		})
+	}
+	wg.Wait()
+	v := NewUpstream("::1", 443, 3)
+	if v.Addr() != "[::1]:443" || !u.SameBackend(u) || u.SameBackend(&v) {
+		t.Errorf("NewUpstream: %q", v.Addr())
+	}
+	w := *u
+	if !w.SameBackend(u) {
+		t.Error("a copy is not the same backend")
+	}
+}
