@@ -167,6 +167,7 @@ func (s *Session) attempt(fresh bool) (serval.Phase, error) {
 	// ReadResponse to keep it. Set before sending: sending may already
 	// wait for the answer's first bytes (have).
 	s.c.Deadlines.ReadAt(s.c.Conn, s.f.cfg.ResponseTimeout, serval.NanotimeAt(s.sentAt))
+	s.headIn.Store(false)
 	have, phase, err := s.sendRequest()
 	if err != nil {
 		s.releaseUpstream(false)
@@ -174,6 +175,9 @@ func (s *Session) attempt(fresh bool) (serval.Phase, error) {
 	}
 	h, cause, err := client.ReadResponse(s.c.Conn, s.rbuf, have, &s.resp, &s.f.lim,
 		time.Time{}, s.req.MethodID, s.upgrade, s)
+	if err == nil {
+		s.headIn.Store(true)
+	}
 	if err != nil {
 		s.logCause(cause)
 		phase := serval.PhaseUpstreamHead

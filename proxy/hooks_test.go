@@ -320,3 +320,54 @@ func TestClientGoneMidSpliceIsNotUpstreamFailure(t *testing.T) {
 		t.Fatalf("results %+v, want one non-failure", r)
 	}
 }
+
+// sizeHooks refuses a request body once more than limit bytes of it
+// went by: a body filter on a streamed body.
+type sizeHooks struct {
+	handler
+	limit int
+	seen  int // the pump's goroutine only, one exchange at a time
+}
+
+func (h *sizeHooks) OnRequestBody(x *serval.Exchange, chunk []byte) error {
+	if h.seen += len(chunk); h.seen > h.limit {
+		return errRejected
+	}
+	return nil
+}
+
+// TestStreamedBodyRejected: OnRequestBody refusing a body that streams
+// (not wholly buffered with the head) ends the exchange with the hook's
+// status, though the head and the first chunks went upstream: whatever
+// the upstream answers to the cut body never reaches the client. The
+// upstream here reads until the body ends or is cut, then answers 200.
+func TestStreamedBodyRejected(t *testing.T) {
+	checkLeaks(t)
+	o := newRawOrigin(t, func(c net.Conn, br *bufio.Reader) {
+		for {
+			line, err := br.ReadString('\n')
+			if err != nil {
+				return
+			}
+			if line == "\r\n" {
+				break
+			}
+		}
+		io.Copy(io.Discard, br) // until the proxy's FIN
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+	})
+	for _, chunked := range []bool{false, true} {
+		t.Run("chunked="+strconv.FormatBool(chunked), func(t *testing.T) {
+			h := &sizeHooks{handler: handler{ups: []serval.Upstream{upstreamOf(t, o.addr(), 0)}}, limit: 100 << 10}
+			hs := newHarness(t, Config{}, h, serval.DetectHooks(h))
+			tc := dialHarness(t, hs)
+			errc := sendBody(t, tc.c, "POST", "/up", 9, 2<<20, chunked)
+			resp, body := tc.mustRead("POST")
+			if resp.StatusCode != 422 {
+				t.Fatalf("status %d (%q), want the hook's 422", resp.StatusCode, body)
+			}
+			tc.c.Close()
+			<-errc // the client's write may fail: the proxy closes after a refused body
+		})
+	}
+}

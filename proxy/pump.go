@@ -106,6 +106,16 @@ func (s *Session) pumpLoop() {
 			if cw, ok := j.up.(interface{ CloseWrite() error }); ok {
 				cw.CloseWrite()
 			}
+			if j.clientSide && !s.headIn.Load() {
+				// The body failed on the client's side: a hook refused
+				// it, it was too large or malformed, the client stalled
+				// or left. Whatever the upstream answers to the cut body
+				// is no answer to this request: end the wait for it, and
+				// the session answers with the pump's error (a
+				// *StatusError's status: a hook's 422, a 413, ...). The
+				// connection is not reused after a failed body.
+				j.up.SetReadDeadline(pastDeadline)
+			}
 		}
 		s.pumpDone <- struct{}{}
 	}

@@ -114,6 +114,10 @@ type Session struct {
 	pumpExit chan struct{}
 	pumpStop atomic.Bool
 	pumping  bool // a job was handed to the pump and not collected
+	// headIn is set once the attempt's final response head was read: a
+	// pump that fails on the client's side before then ends the wait for
+	// it (pumpLoop).
+	headIn atomic.Bool
 	// tunnelSeen is when a byte last went either way through a tunnel
 	// (serval.Nanotime); tunnelStop asks the session's side to end.
 	tunnelSeen atomic.Int64

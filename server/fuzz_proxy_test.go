@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -109,12 +110,14 @@ func FuzzProxyExchange(f *testing.F) {
 	up := newScriptedUpstream(f, opki.tc) // registered after the servers: closed before the leak checks
 	h.ups = up.u[:]
 
+	var gen int64 // the execution's generation (orderRecorder)
 	f.Fuzz(func(t *testing.T, client, upstream []byte, keep, retry, overTLS, early, tlsUp bool) {
 		if len(client) > 64<<10 || len(upstream) > 64<<10 {
 			return
 		}
-		up.begin(upstream, keep, early)
-		h.begin(retry, tlsUp)
+		gen++
+		up.begin(upstream, keep, early, gen)
+		h.begin(retry, tlsUp, gen)
 		addr, tc := ts.addr, (*tls.Config)(nil)
 		if overTLS {
 			addr, tc = tlsTS.addr, clientTLS
@@ -430,7 +433,11 @@ func trailerCut(err error, br *bufio.Reader) bool {
 
 // orderRecorder forwards each request to the next of the plain or the
 // TLS half of ups, records each request the server parsed, and asks for a
-// retry on every failure when told to.
+// retry on every failure when told to. Every forwarded request carries
+// the execution's generation (genField): the proxy may answer a client
+// before the upstream has read a request it abandoned (a body that
+// failed on the client's side), and the upstream must not count that
+// request as the next execution's.
 type orderRecorder struct {
 	ups   []serval.Upstream
 	next  atomic.Uint32
@@ -438,6 +445,17 @@ type orderRecorder struct {
 	retry atomic.Bool
 	mu    sync.Mutex
 	reqs  []fuzzReq
+	gen   []byte // set in begin, read by OnUpstreamRequest
+}
+
+// genField names the generation field the upstream reads.
+var genField = []byte("X-Fuzz-Gen")
+
+func (o *orderRecorder) OnUpstreamRequest(_ *serval.Exchange, _ *serval.Request, out *serval.Outbound) {
+	o.mu.Lock()
+	g := o.gen
+	o.mu.Unlock()
+	out.Add(genField, g)
 }
 
 func (o *orderRecorder) OnError(*serval.Exchange, *serval.ProxyError) serval.ErrorAction {
@@ -466,11 +484,12 @@ func (o *orderRecorder) OnRequest(_ *serval.Exchange, req *serval.Request, _ []b
 	return serval.Continue()
 }
 
-func (o *orderRecorder) begin(retry, tls bool) {
+func (o *orderRecorder) begin(retry, tls bool, gen int64) {
 	o.retry.Store(retry)
 	o.tls.Store(tls)
 	o.mu.Lock()
 	o.reqs = o.reqs[:0]
+	o.gen = strconv.AppendInt(nil, gen, 10)
 	o.mu.Unlock()
 }
 
@@ -491,7 +510,8 @@ type scriptedUpstream struct {
 	mu     sync.Mutex
 	script []byte
 	keep   bool
-	early  bool // answer before reading the body
+	early  bool   // answer before reading the body
+	gen    string // the execution's generation (orderRecorder)
 	seen   []fuzzReq
 	bodies [][]byte // of seen, whole; nil: cut short
 	bad    []string
@@ -595,10 +615,15 @@ func (s *scriptedUpstream) one(c net.Conn, br *bufio.Reader) bool {
 	}
 	// Recorded as it arrives, before it is answered (and so before the
 	// proxy can send a retry or the next request): the body comes later.
+	// A request of an earlier execution, read late, is checked for form
+	// but not recorded: the proxy abandoned it (see orderRecorder).
 	s.mu.Lock()
-	at := len(s.seen)
-	s.seen = append(s.seen, fuzzReq{method: req.Method, uri: req.RequestURI, host: req.Host})
-	s.bodies = append(s.bodies, nil)
+	at, gen := -1, req.Header.Get("X-Fuzz-Gen")
+	if gen == s.gen {
+		at = len(s.seen)
+		s.seen = append(s.seen, fuzzReq{method: req.Method, uri: req.RequestURI, host: req.Host})
+		s.bodies = append(s.bodies, nil)
+	}
 	script, keep, early := s.script, s.keep, s.early
 	s.mu.Unlock()
 	if early {
@@ -617,7 +642,9 @@ func (s *scriptedUpstream) one(c net.Conn, br *bufio.Reader) bool {
 		return false // its body stays nil: cut short
 	}
 	s.mu.Lock()
-	s.bodies[at] = append([]byte{}, body...) // non-nil: whole
+	if at >= 0 && gen == s.gen && at < len(s.bodies) {
+		s.bodies[at] = append([]byte{}, body...) // non-nil: whole
+	}
 	s.mu.Unlock()
 	if !early {
 		if _, err := c.Write(script); err != nil {
@@ -641,9 +668,10 @@ func (s *scriptedUpstream) fault(bad string) {
 
 // begin sets the answer, keep-alive and timing of this execution and
 // clears the record.
-func (s *scriptedUpstream) begin(script []byte, keep, early bool) {
+func (s *scriptedUpstream) begin(script []byte, keep, early bool, gen int64) {
 	s.mu.Lock()
 	s.script, s.keep, s.early = append(s.script[:0], script...), keep, early
+	s.gen = strconv.FormatInt(gen, 10)
 	s.seen, s.bodies, s.bad = s.seen[:0], s.bodies[:0], s.bad[:0]
 	s.mu.Unlock()
 }
