@@ -837,3 +837,25 @@ func TestClientCutLoggedAsSent(t *testing.T) {
 		t.Errorf("the cut is logged as %q, want level=INFO, phase=client_write, status=200", line)
 	}
 }
+
+// TestClientCutBody400: a client that ends its request body early (here
+// half-closing after 10 of 20 bytes, still reading) gets 400: its own
+// doing, not a bad upstream's 502.
+func TestClientCutBody400(t *testing.T) {
+	checkLeaks(t)
+	hs, _ := rawHarness(t, Config{}, serval.Hooks{}, func(c net.Conn, br *bufio.Reader) {
+		io.Copy(io.Discard, br)
+	})
+	for _, chunked := range []bool{false, true} {
+		tc := dialHarness(t, hs)
+		if chunked {
+			tc.send("POST /cut HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n14\r\n0123456789")
+		} else {
+			tc.send("POST /cut HTTP/1.1\r\nHost: t\r\nContent-Length: 20\r\n\r\n0123456789")
+		}
+		tc.c.(*net.TCPConn).CloseWrite()
+		if resp, body := tc.mustRead("POST"); resp.StatusCode != 400 {
+			t.Errorf("chunked=%v: status %d (%q), want 400", chunked, resp.StatusCode, body)
+		}
+	}
+}

@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"log/slog"
+	"net"
 	"strconv"
 
 	"github.com/servalproxy/serval"
@@ -22,8 +23,24 @@ var (
 	errUpstreamChunk    = &serval.StatusError{Status: 502, Msg: "proxy: invalid chunked response body"}
 	errClientWrite      = &serval.StatusError{Status: 502, Msg: "proxy: writing to the client failed"}
 	errPumpStopped      = &serval.StatusError{Status: 502, Msg: "proxy: request body pump stopped"}
+	errClientBodyCut    = &serval.StatusError{Status: 400, Msg: "proxy: the client's request body ended early or failed"}
+	errClientBodyStall  = &serval.StatusError{Status: 408, Msg: "proxy: the client's request body stalled"}
 	errUpstreamResponse = &serval.StatusError{Status: 502, Msg: "proxy: invalid upstream response"}
 )
+
+// clientBodyErr is the error a client gets for its body failing on its
+// side: the pump's own when it carries a status (a hook's refusal, 413),
+// else 408 for a stall and 400 for a body cut short or unreadable (the
+// client's doing, never the 502 of a bad upstream).
+func clientBodyErr(err error) error {
+	if _, ok := err.(*serval.StatusError); ok {
+		return err
+	}
+	if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		return errClientBodyStall
+	}
+	return errClientBodyCut
+}
 
 // statusOf is the status an error maps to (fallback when not a
 // *StatusError, e.g. a hook's plain error).

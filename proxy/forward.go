@@ -182,7 +182,7 @@ func (s *Session) attempt(fresh bool) (serval.Phase, error) {
 		s.logCause(cause)
 		phase := serval.PhaseUpstreamHead
 		if perr := s.stopPump(); perr != nil && s.pj.clientSide {
-			err, phase = perr, s.pj.phase
+			err, phase = clientBodyErr(perr), s.pj.phase
 		}
 		s.releaseUpstream(false)
 		if errors.Is(err, client.ErrUnexpectedSwitch) {
@@ -286,7 +286,7 @@ func (s *Session) fail(phase serval.Phase, err error) Result {
 // healthy backends out by aborting uploads.
 func (s *Session) stopPumpBlame(phase serval.Phase, err error) (serval.Phase, error) {
 	if perr := s.stopPump(); perr != nil && s.pj.clientSide && upstreamFault(phase, err) {
-		return s.pj.phase, perr
+		return s.pj.phase, clientBodyErr(perr)
 	}
 	return phase, err
 }
