@@ -44,10 +44,64 @@ import (
 // x.BytesIn and x.BytesOut count the tunnel's bytes, Timings.Total its
 // life.
 
-// upgradable reports whether req's protocol upgrade is proxied.
+// upgradable reports whether req's protocol upgrade is proxied. One that
+// offers HTTP/2 over cleartext (h2c) is not: RFC 9113 §3.1 removed that
+// upgrade, and passing it on would let a client open an HTTP/2 tunnel to
+// the upstream past every per-request check of ours ("h2c smuggling").
+// The request then goes on as plain HTTP/1.1, its Upgrade field dropped.
 func upgradable(req *serval.Request, cfg *Config) bool {
-	return req.Upgrade && !cfg.UpgradesOff && req.Version == serval.Version11 &&
-		!req.Chunked && req.ContentLength <= 0
+	if !req.Upgrade || cfg.UpgradesOff || req.Version != serval.Version11 || req.Chunked || req.ContentLength > 0 {
+		return false
+	}
+	for i := range req.Fields {
+		if !serval.EqualFold(req.Fields[i].Name, "upgrade") {
+			continue
+		}
+		it := http1.NewTokenIter(req.Fields[i].Value)
+		for p, ok := it.Next(); ok; p, ok = it.Next() {
+			if serval.EqualFold(p, "h2c") {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// switchOffered reports whether every protocol a 101 switches to (its
+// Upgrade field, which must be there) is one req offered: a server must
+// not switch to any other (RFC 9110 §7.8), and a proxy must not tunnel
+// one it did not agree to pass on.
+func switchOffered(req *serval.Request, resp *serval.Response) bool {
+	seen := false
+	for i := range resp.Fields {
+		if !serval.EqualFold(resp.Fields[i].Name, "upgrade") {
+			continue
+		}
+		it := http1.NewTokenIter(resp.Fields[i].Value)
+		for p, ok := it.Next(); ok; p, ok = it.Next() {
+			if !offered(req, p) {
+				return false
+			}
+			seen = true
+		}
+	}
+	return seen
+}
+
+// offered reports whether req's Upgrade fields list protocol p.
+func offered(req *serval.Request, p []byte) bool {
+	for i := range req.Fields {
+		if !serval.EqualFold(req.Fields[i].Name, "upgrade") {
+			continue
+		}
+		it := http1.NewTokenIter(req.Fields[i].Value)
+		for q, ok := it.Next(); ok; q, ok = it.Next() {
+			if equalFoldBytes(p, q) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // errTunnelStopped ends a tunnel direction the other one asked to stop.
@@ -57,6 +111,10 @@ var errTunnelStopped = errors.New("proxy: tunnel stopped")
 // until the tunnel ends (see above). The head is in s.rbuf.
 func (s *Session) tunnel(h client.Head) (serval.Phase, error) {
 	resp := &s.resp
+	if !switchOffered(s.req, resp) {
+		s.releaseUpstream(false)
+		return serval.PhaseUpstreamHead, errUpstreamResponse
+	}
 	b := http1.AppendStatusLine(s.wbuf[:0], resp.Status, resp.Reason)
 	b = s.appendResponseFields(b, resp, true)
 	for _, f := range resp.Fields {

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -234,4 +235,73 @@ func TestUpgradeClientVanishes(t *testing.T) {
 	case <-time.After(testTimeout):
 		t.Fatal("the upstream side of the tunnel stayed open")
 	}
+}
+
+// TestUpgradeH2CAndMismatch: an h2c upgrade is never passed on (RFC 9113
+// §3.1; it would open an HTTP/2 tunnel past the proxy): the request goes
+// as plain HTTP/1.1 without its Upgrade field, and a 101 the upstream
+// sends anyway is refused (502). A 101 to a protocol the client did not
+// offer (RFC 9110 §7.8), or naming none, is refused too: no tunnel.
+func TestUpgradeH2CAndMismatch(t *testing.T) {
+	checkLeaks(t)
+	heads := make(chan http.Header, 4)
+	var answer atomicString
+	hs, _ := rawHarness(t, Config{}, serval.Hooks{}, func(c net.Conn, br *bufio.Reader) {
+		req, err := http.ReadRequest(br)
+		if err != nil {
+			return
+		}
+		heads <- req.Header
+		io.WriteString(c, answer.load())
+		io.Copy(io.Discard, br)
+	})
+	cases := []struct {
+		name, req, answer string
+		upgradeUp         bool // the Upgrade field reaches the upstream
+	}{
+		{"h2c", "GET /h HTTP/1.1\r\nHost: t\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n",
+			"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\nPRI", false},
+		{"h2c among others", "GET /h HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: websocket, h2c\r\n\r\n",
+			"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\nPRI", false},
+		{"switch to another", "GET /h HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+			"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\nPRI", true},
+		{"switch to none", "GET /h HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+			"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n\r\nPRI", true},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			answer.store(c.answer)
+			tc := dialHarness(t, hs)
+			tc.send(c.req)
+			resp, body := tc.mustRead("GET")
+			h := <-heads
+			if got := h.Get("Upgrade") != ""; got != c.upgradeUp {
+				t.Errorf("Upgrade reached the upstream: %v (%q), want %v", got, h.Get("Upgrade"), c.upgradeUp)
+			}
+			if h.Get("Http2-Settings") != "" {
+				t.Errorf("HTTP2-Settings reached the upstream")
+			}
+			if resp.StatusCode != 502 {
+				t.Errorf("status %d (%q), want 502: no tunnel", resp.StatusCode, body)
+			}
+		})
+	}
+}
+
+// atomicString is a string read and written from two goroutines.
+type atomicString struct {
+	mu sync.Mutex
+	s  string
+}
+
+func (a *atomicString) load() string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.s
+}
+
+func (a *atomicString) store(s string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.s = s
 }
