@@ -123,7 +123,7 @@ func TestHopByHopAndForwardedFields(t *testing.T) {
 			tc.send("GET /p?q=1 HTTP/1.1\r\nHost: example.com\r\nConnection: keep-alive, X-Drop\r\nX-Drop: 1\r\n" +
 				"Keep-Alive: 300\r\nProxy-Connection: keep-alive\r\nTE: trailers, deflate\r\nUpgrade: websocket\r\n" +
 				"Proxy-Authorization: secret\r\nX-Forwarded-For: 10.0.0.1\r\nX-Forwarded-Host: orig.example\r\n" +
-				"X-Forwarded-Proto: https\r\nVia: 1.0 other\r\nX-Keep: yes\r\n\r\n")
+				"X-Forwarded-Proto: https\r\nVia: 1.0 other\r\nX-Keep: yes\r\nX_Forwarded_For: 6.6.6.6\r\nX_Keep_Too: yes\r\n\r\n")
 			resp, _ := tc.mustRead("GET")
 			req := <-heads
 			if resp.StatusCode != 204 {
@@ -139,6 +139,12 @@ func TestHopByHopAndForwardedFields(t *testing.T) {
 			}
 			if v := req.Header.Get("Te"); v != "trailers" {
 				t.Errorf("TE = %q, want trailers", v)
+			}
+			if v := req.Header.Get("X_Forwarded_For"); v != "" {
+				t.Errorf("X_Forwarded_For reached the upstream: %q", v)
+			}
+			if req.Header.Get("X_Keep_Too") != "yes" {
+				t.Errorf("X_Keep_Too was dropped: only aliases of managed fields go")
 			}
 			if req.Host != "example.com" || req.URL.RequestURI() != "/p?q=1" || req.Header.Get("X-Keep") != "yes" {
 				t.Errorf("host %q uri %q x-keep %q", req.Host, req.URL.RequestURI(), req.Header.Get("X-Keep"))

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"strconv"
 
 	"github.com/servalproxy/serval"
@@ -59,6 +60,44 @@ func hopByHop(name []byte) bool {
 		return serval.EqualFold(name, "proxy-authenticate")
 	case 19:
 		return serval.EqualFold(name, "proxy-authorization")
+	}
+	return false
+}
+
+// aliasedFields are the fields whose underscore spellings are dropped
+// from requests (underscoreAlias).
+var aliasedFields = [...]string{"host", "content-length", "transfer-encoding", "connection", "keep-alive",
+	"proxy-connection", "te", "trailer", "upgrade", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host",
+	"x-real-ip", "forwarded", "via", "proxy-authorization"}
+
+// underscoreAlias reports whether name, with '_' read as '-', is one of
+// the fields the proxy removes, replaces or frames by (aliasedFields)
+// while it is not that field: "X_Forwarded_For", "Transfer_Encoding".
+// CGI-style origins (PHP, WSGI, Rack) map '-' and '_' to the same
+// variable (HTTP_X_FORWARDED_FOR), so such a field would let a client set
+// what the proxy sets; nginx drops every field with '_' by default. Only
+// these are dropped: other names with '_' are legitimate.
+func underscoreAlias(name []byte) bool {
+	if bytes.IndexByte(name, '_') < 0 {
+		return false
+	}
+	for _, a := range aliasedFields {
+		if len(a) != len(name) {
+			continue
+		}
+		same := true
+		for i := 0; i < len(a) && same; i++ {
+			c := name[i]
+			if 'A' <= c && c <= 'Z' {
+				c += 'a' - 'A'
+			} else if c == '_' {
+				c = '-'
+			}
+			same = c == a[i]
+		}
+		if same {
+			return true
+		}
 	}
 	return false
 }
@@ -129,6 +168,8 @@ func (s *Session) rewriteRequest(d *Downstream, x *serval.Exchange, req *serval.
 			xfHost = f.Value
 			continue
 		case serval.EqualFold(f.Name, "via") && s.f.via != nil:
+			continue
+		case underscoreAlias(f.Name):
 			continue
 		}
 		if len(out.Fields) < cap(out.Fields)-extraFieldsMax {
