@@ -860,8 +860,12 @@ func TestClientCutBody400(t *testing.T) {
 			tc.send("POST /cut HTTP/1.1\r\nHost: t\r\nContent-Length: 20\r\n\r\n0123456789")
 		}
 		tc.c.(*net.TCPConn).CloseWrite()
-		if resp, body := tc.mustRead("POST"); resp.StatusCode != 400 {
+		resp, body := tc.mustRead("POST")
+		if resp.StatusCode != 400 {
 			t.Errorf("chunked=%v: status %d (%q), want 400", chunked, resp.StatusCode, body)
+		}
+		if d, err := http.ParseTime(resp.Header.Get("Date")); err != nil || time.Since(d) > time.Minute {
+			t.Errorf("chunked=%v: Date %q: %v", chunked, resp.Header.Get("Date"), err)
 		}
 	}
 }

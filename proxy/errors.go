@@ -59,6 +59,7 @@ func statusOf(err error, fallback int) int {
 func (s *Session) writeError(status int, close bool) bool {
 	text := http1.StatusText(status)
 	b := http1.AppendStatusLine(s.wbuf[:0], status, nil)
+	b = http1.AppendField(b, nameDate, s.date.Get(serval.Now()))
 	b = http1.AppendField(b, nameCType, valueText)
 	b = appendContentLength(b, int64(len(text)+1))
 	if close {
@@ -87,6 +88,7 @@ func (s *Session) writeAction(a *serval.Action, close bool) bool {
 		body = s.appendString(a.Reason)
 	}
 	b := http1.AppendStatusLine(s.wbuf[:0], status, nil)
+	b = http1.AppendField(b, nameDate, s.date.Get(serval.Now()))
 	if a.ContentType != "" {
 		b = append(b, "Content-Type: "...)
 		b = append(b, a.ContentType...)

@@ -29,6 +29,7 @@ var (
 	nameCLength   = []byte("Content-Length")
 	nameConn      = []byte("Connection")
 	nameCType     = []byte("Content-Type")
+	nameDate      = []byte("Date")
 	valueHTTP     = []byte("http")
 	valueHTTPS    = []byte("https")
 	valueTrailers = []byte("trailers")

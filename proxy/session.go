@@ -106,6 +106,8 @@ type Session struct {
 	upgrade  bool      // the request asks to switch protocols, and may (tunnel.go)
 	sentAt   time.Time // when the request head went upstream
 	latency  time.Duration
+	// date is the Date of the responses the proxy writes itself.
+	date http1.DateCache
 
 	// The body pump (pump.go): one goroutine per session, started lazily.
 	pj       pumpJob

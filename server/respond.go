@@ -2,7 +2,6 @@ package server
 
 import (
 	"strconv"
-	"time"
 
 	"github.com/servalproxy/serval"
 	"github.com/servalproxy/serval/http1"
@@ -249,7 +248,7 @@ func (c *slot[H]) buildHead(status int, ctype string, fields []serval.Header, fr
 	h.str(" ")
 	h.str(http1.StatusText(status))
 	h.str("\r\nDate: ")
-	h.bytes(c.date.get(c.x.Start)) // the request's arrival: one clock read fewer
+	h.bytes(c.date.Get(c.x.Start)) // the request's arrival: one clock read fewer
 	if ctype != "" {
 		h.str("\r\nContent-Type: ")
 		h.str(ctype)
@@ -308,21 +307,4 @@ func (h *headBuf) bytes(p []byte) {
 func (h *headBuf) int(v int64) {
 	var d [20]byte
 	h.bytes(strconv.AppendInt(d[:0], v, 10))
-}
-
-// dateCache keeps the Date field value, formatted at most once a second.
-type dateCache struct {
-	sec int64
-	buf [len(dateLayout)]byte
-}
-
-// dateLayout is the IMF-fixdate of RFC 9110 §5.6.7 (net/http.TimeFormat).
-const dateLayout = "Mon, 02 Jan 2006 15:04:05 GMT"
-
-func (d *dateCache) get(now time.Time) []byte {
-	if s := now.Unix(); s != d.sec {
-		now.UTC().AppendFormat(d.buf[:0], dateLayout)
-		d.sec = s
-	}
-	return d.buf[:]
 }

@@ -78,7 +78,7 @@ type slot[H serval.Handler] struct {
 	down  proxy.Downstream
 	entry serval.LogEntry
 	info  serval.ConnInfo
-	date  dateCache
+	date  http1.DateCache
 
 	clientAddr []byte
 	scratch    [32]byte // chunk size lines
