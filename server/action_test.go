@@ -303,3 +303,47 @@ func TestHandlerPanic(t *testing.T) {
 		t.Fatalf("after panic: %q", r.body)
 	}
 }
+
+// panicUpstream panics in OnUpstreamRequest: inside the proxy, before a
+// byte reached the client.
+type panicUpstream struct{ handler }
+
+func (p *panicUpstream) OnUpstreamRequest(*serval.Exchange, *serval.Request, *serval.Outbound) {
+	panic("test: boom upstream")
+}
+
+// TestForwardPanic: a panic inside a forwarded request, before the proxy
+// wrote anything, gets the client a 500 like any other, and every
+// panicking request is logged (OnLog) with its status and the panic.
+func TestForwardPanic(t *testing.T) {
+	up := serval.NewUpstream("127.0.0.1", 1, 0)
+	h := &panicUpstream{handler{upstream: &up, onRequest: func(_ *serval.Exchange, req *serval.Request, _ []byte) serval.Action {
+		if string(req.Path) == "/direct" {
+			panic("test: boom direct")
+		}
+		return serval.Continue()
+	}}}
+	cfg := testConfig()
+	cfg.Logger = discardLogger()
+	ts := start(t, h, cfg, nil)
+	for _, path := range []string{"/forward", "/direct"} {
+		c := dial(t, ts.addr)
+		send(t, c, get(path))
+		br := bufio.NewReader(c)
+		if r := readResp(t, br, "GET"); r.StatusCode != 500 || !r.Close {
+			t.Fatalf("%s: got %d close=%v", path, r.StatusCode, r.Close)
+		}
+		expectClosed(t, br)
+	}
+	h.waitEvents(t, 8) // open, request, log, close: twice
+	_, logs, _ := h.snapshot()
+	got := map[string]bool{}
+	for _, l := range logs {
+		if l.Status == 500 && l.Err == errPanic {
+			got[string(l.Path)] = true
+		}
+	}
+	if !got["/forward"] || !got["/direct"] {
+		t.Fatalf("panicking requests logged: %v; logs %+v", got, logs)
+	}
+}

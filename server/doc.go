@@ -100,12 +100,15 @@
 //
 // # Panics
 //
-// The one recover of the package is in the connection goroutine: a panic
-// in a hook (or anywhere on the connection) is logged with its stack; when
-// no response byte of the current request was written the client gets a
-// 500, and the connection is closed. The slot's proxy.Session is replaced,
-// since the panic may have left it mid-exchange. The server keeps serving
-// other connections.
+// The recover of the package is in the connection goroutine: a panic in a
+// hook (or anywhere on the connection) is logged with its stack; when no
+// response byte of the current request was written (by the server or, for
+// a forwarded request, by the proxy) the client gets a 500, and the
+// connection is closed. The request is logged (OnLog, with status 500 when
+// nothing else was sent and the error "server: panic in handler"), counted and its
+// span ended like any other; a panic of OnLog itself there is swallowed.
+// The slot's proxy.Session is replaced, since the panic may have left it
+// mid-exchange. The server keeps serving other connections.
 //
 // # Shutdown
 //

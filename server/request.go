@@ -165,6 +165,17 @@ func (c *slot[H]) forward() {
 	}
 }
 
+// onLog hands the request's log entry to k.
+func (c *slot[H]) onLog(k serval.LogHook) {
+	x := &c.x
+	c.entry = serval.LogEntry{
+		Method: c.req.Method, Path: c.req.Path, Query: c.req.Query, Host: c.req.Host, Status: x.Status, Upstream: x.Upstream,
+		Start: x.Start, Timings: x.Timings, BytesIn: x.BytesIn, BytesOut: x.BytesOut,
+		Reused: x.Reused, Err: c.err, Phase: c.phase,
+	}
+	k.OnLog(x, &c.entry)
+}
+
 // finish closes the books of a request: OnLog, metrics, span.
 func (c *slot[H]) finish() {
 	s := c.srv
@@ -173,12 +184,7 @@ func (c *slot[H]) finish() {
 	x.Timings.Total = time.Duration(now - serval.NanotimeAt(x.Start))
 	c.finishedAt = now
 	if k := s.hooks.Log; k != nil {
-		c.entry = serval.LogEntry{
-			Method: c.req.Method, Path: c.req.Path, Query: c.req.Query, Host: c.req.Host, Status: x.Status, Upstream: x.Upstream,
-			Start: x.Start, Timings: x.Timings, BytesIn: x.BytesIn, BytesOut: x.BytesOut,
-			Reused: x.Reused, Err: c.err, Phase: c.phase,
-		}
-		k.OnLog(x, &c.entry)
+		c.onLog(k)
 	}
 	s.metrics.RequestFinished(x.Status, x.Timings.Total)
 	s.tracer.EndSpan(x.Span, c.err)

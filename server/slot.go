@@ -207,13 +207,17 @@ func (c *slot[H]) recovered(p any) serval.CloseReason {
 		s.log.Error("server: panic serving connection", "conn", c.info.ID, "panic", p, "stack", string(debug.Stack()))
 	}
 	if c.inRequest {
-		if !c.respStarted && !c.inForward {
+		// In a forwarded request the proxy writes to the client itself:
+		// it wrote nothing when it counted no byte out.
+		if !c.respStarted && (!c.inForward || c.x.BytesOut == 0) {
 			c.closeAfter = true
 			c.writeError(errPanic.Status)
 		}
 		if c.x.Status == 0 {
 			c.x.Status = errPanic.Status
 		}
+		c.err, c.phase = errPanic, serval.PhaseNone
+		c.logPanicked()
 		s.metrics.RequestFinished(c.x.Status, time.Since(c.x.Start))
 		s.tracer.EndSpan(c.x.Span, errPanic)
 	}
@@ -221,6 +225,19 @@ func (c *slot[H]) recovered(p any) serval.CloseReason {
 	c.session.Close()
 	c.session = s.fwd.NewSession()
 	return serval.CloseError
+}
+
+// logPanicked gives OnLog the request a panic ended, as finish would. A
+// panic of OnLog itself is swallowed: it would otherwise escape the
+// connection goroutine's recover and end the process.
+func (c *slot[H]) logPanicked() {
+	k := c.srv.hooks.Log
+	if k == nil {
+		return
+	}
+	defer func() { _ = recover() }()
+	c.x.Timings.Total = time.Since(c.x.Start)
+	c.onLog(k)
 }
 
 // loop serves requests until one side ends the connection.
