@@ -83,5 +83,5 @@ const (
 // ErrorAction is OnError's decision.
 type ErrorAction struct {
 	Kind     ErrorActionKind
-	Response Action // for ErrorRespond: an ActionRespond
+	Response Action // for ErrorRespond: an ActionRespond or ActionReject, sent with Content-Length
 }

@@ -12,8 +12,19 @@ import "time"
 //	OnConnectionOpen (once per connection)
 //	OnRequest -> SelectUpstream -> OnUpstreamConnect -> OnUpstreamRequest
 //	-> OnRequestBody* -> OnResponse -> OnResponseBody* -> OnLog
-//	OnError (when a phase fails), NextChunk* (streamed responses)
+//	OnError (when a phase fails), OnUpstreamDone (once per attempt, with
+//	its outcome), NextChunk* (streamed responses)
 //	OnConnectionClose (once per connection)
+//
+// Hooks are found on the value given to server.New, by Go's method sets,
+// so wrapping a handler can lose them silently. A wrapper that embeds an
+// interface (struct{ serval.Handler }) has that interface's methods only:
+// every hook of the wrapped value is gone (embed the concrete type, or an
+// interface that lists the hooks too). A struct that embeds two types
+// with the same method (lb.Handler and metrics.Counters both have
+// OnUpstreamDone) has neither: define the method on the struct and call
+// both. DetectHooks(h) in a test, or the server's debug log line
+// "server: hooks", shows what was found.
 //
 // Every argument a hook receives is valid only until the hook returns.
 // Hooks of one connection run on one goroutine, except OnRequestBody for
@@ -53,7 +64,9 @@ type UpstreamRequestHook interface {
 
 // ResponseHook runs when the upstream's final response head is read. It
 // returns Continue() to forward it, or a Respond/Reject action to send
-// instead (the upstream response is then discarded).
+// instead (the upstream response is then discarded). The replacement is
+// sent with Content-Length (Action.Chunked is not honoured here); a
+// Stream action is not supported here and is answered 500.
 type ResponseHook interface {
 	OnResponse(x *Exchange, resp *Response, buf []byte) Action
 }
@@ -112,6 +125,35 @@ type Hooks struct {
 	ConnectionClose ConnectionCloseHook
 	Stream          ChunkStreamer
 	UpstreamDone    UpstreamDoneHook
+}
+
+// String lists the hooks present, by method name.
+func (k Hooks) String() string {
+	var b []byte
+	add := func(present bool, name string) {
+		if present {
+			if len(b) > 0 {
+				b = append(b, ' ')
+			}
+			b = append(b, name...)
+		}
+	}
+	add(k.Request != nil, "OnRequest")
+	add(k.RequestBody != nil, "OnRequestBody")
+	add(k.UpstreamConnect != nil, "OnUpstreamConnect")
+	add(k.UpstreamRequest != nil, "OnUpstreamRequest")
+	add(k.Response != nil, "OnResponse")
+	add(k.ResponseBody != nil, "OnResponseBody")
+	add(k.Error != nil, "OnError")
+	add(k.Log != nil, "OnLog")
+	add(k.ConnectionOpen != nil, "OnConnectionOpen")
+	add(k.ConnectionClose != nil, "OnConnectionClose")
+	add(k.Stream != nil, "NextChunk")
+	add(k.UpstreamDone != nil, "OnUpstreamDone")
+	if len(b) == 0 {
+		return "none"
+	}
+	return string(b)
 }
 
 // DetectHooks finds the optional hooks h implements. Call it once.

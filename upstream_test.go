@@ -28,3 +28,22 @@ func TestAddrConcurrent(t *testing.T) {
 		t.Error("a copy is not the same backend")
 	}
 }
+
+type twoHooks struct{}
+
+func (twoHooks) SelectUpstream(*Exchange, *Request) *Upstream        { return nil }
+func (twoHooks) OnLog(*Exchange, *LogEntry)                          {}
+func (twoHooks) OnError(*Exchange, *ProxyError) (a ErrorAction)      { return a }
+func (twoHooks) OnUpstreamDone(*Exchange, *Upstream, UpstreamResult) {}
+
+// wrapped embeds an interface: only Handler's method is promoted.
+type wrapped struct{ Handler }
+
+func TestHooksString(t *testing.T) {
+	if got := DetectHooks(twoHooks{}).String(); got != "OnError OnLog OnUpstreamDone" {
+		t.Errorf("hooks %q", got)
+	}
+	if got := DetectHooks(wrapped{twoHooks{}}).String(); got != "none" {
+		t.Errorf("a wrapper embedding Handler: hooks %q, want none (the doc says they are lost)", got)
+	}
+}

@@ -371,3 +371,22 @@ func TestStreamedBodyRejected(t *testing.T) {
 		})
 	}
 }
+
+// streamHooks returns the one action OnResponse cannot take.
+type streamHooks struct{ handler }
+
+func (h *streamHooks) OnResponse(*serval.Exchange, *serval.Response, []byte) serval.Action {
+	return serval.Stream(203, "text/plain")
+}
+
+func TestOnResponseStreamRefused(t *testing.T) {
+	checkLeaks(t)
+	o := newRawOrigin(t, answer("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"))
+	h := &streamHooks{handler{ups: []serval.Upstream{upstreamOf(t, o.addr(), 0)}}}
+	hs := newHarness(t, Config{}, h, serval.DetectHooks(h))
+	tc := dialHarness(t, hs)
+	tc.send("GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+	if resp, body := tc.mustRead("GET"); resp.StatusCode != 500 {
+		t.Fatalf("status %d body %q, want 500", resp.StatusCode, body)
+	}
+}

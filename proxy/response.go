@@ -340,6 +340,12 @@ var lastChunkFinal = []byte("0\r\n\r\n")
 // The upstream connection stays reusable only when nothing of its body is
 // left unread.
 func (s *Session) replaceResponse(act *serval.Action, h client.Head) (serval.Phase, error) {
+	if act.Kind == serval.ActionStream {
+		// Not supported from OnResponse (serval.ResponseHook says so): a
+		// handler's mistake, answered 500 rather than an empty body.
+		s.f.log.Error("proxy: OnResponse returned a Stream action, which it cannot take; answering 500", "id", s.x.ID)
+		*act = serval.Respond(500, "text/plain; charset=utf-8", []byte("Internal Server Error\n"))
+	}
 	rest := h.End - h.HeadBytes
 	clean := h.Body == http1.BodyNone && rest == 0 && s.resp.Status != 101 ||
 		h.Body == http1.BodyLength && int64(rest) == s.resp.ContentLength

@@ -347,3 +347,9 @@ func TestForwardPanic(t *testing.T) {
 		t.Fatalf("panicking requests logged: %v; logs %+v", got, logs)
 	}
 }
+
+func TestNewNilHandler(t *testing.T) {
+	if _, err := New[serval.Handler](nil, nil, nil, nil, testConfig()); err == nil || !strings.Contains(err.Error(), "handler") {
+		t.Fatalf("New(nil handler): %v", err)
+	}
+}

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"sync"
@@ -67,6 +68,9 @@ type Server[H serval.Handler] struct {
 // New builds a server: it validates cfg and allocates every connection
 // slot. pool, m and t may be nil (no pooling, no-op metrics and tracer).
 func New[H serval.Handler](h H, pool serval.Pool, m serval.Metrics, t serval.Tracer, cfg Config) (*Server[H], error) {
+	if any(h) == nil {
+		return nil, &serval.ConfigError{Field: "server.New handler", Msg: "nil"}
+	}
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -83,6 +87,9 @@ func New[H serval.Handler](h H, pool serval.Pool, m serval.Metrics, t serval.Tra
 		cfg: cfg, h: h, pool: pool, metrics: m, tracer: t, log: cfg.Logger,
 		lim:   http1.Limits{HeadBytesMax: cfg.HeadBytesMax, TargetBytesMax: cfg.TargetBytesMax},
 		hooks: serval.DetectHooks(h),
+	}
+	if s.log.Enabled(context.Background(), slog.LevelDebug) {
+		s.log.Debug("server: hooks", "handler", fmt.Sprintf("%T", h), "hooks", s.hooks.String())
 	}
 	fwd, err := proxy.New(s.proxyConfig(), h, s.hooks, pool, m, t)
 	if err != nil {
