@@ -86,7 +86,8 @@ func TestKTLSSplice(t *testing.T) {
 // middle of a Content-Length body stops the kTLS splice at a control
 // record (EINVAL, or EIO from Go's read fallback); the proxy reads past
 // it through tlsconn.Conn.Read, which reports the end of the stream, so
-// the upstream sees a truncated body (it answers 400) and nothing hangs
+// the body ends cut short: the client gets the proxy's 400 (its body was
+// cut, whatever the upstream says to the truncated one) and nothing hangs
 // or fails as a splice error. The debug log shows the fallback ran.
 func TestKTLSCloseNotifyMidBody(t *testing.T) {
 	needKTLS(t)
@@ -114,8 +115,8 @@ func TestKTLSCloseNotifyMidBody(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := readResp(t, bufio.NewReader(c), "POST")
-	if r.StatusCode != 400 || !strings.Contains(r.body, "unexpected EOF") {
-		t.Fatalf("got %d %q; want the origin's 400 for a truncated body", r.StatusCode, r.body)
+	if r.StatusCode != 400 {
+		t.Fatalf("got %d %q; want 400 for a body the client cut short", r.StatusCode, r.body)
 	}
 	if out := logs.String(); !strings.Contains(out, "splice stopped at a control record") || !strings.Contains(out, "side=client") {
 		t.Fatalf("no splice fallback in the log:\n%s", out)
