@@ -25,7 +25,10 @@ type Upstream struct {
 	// same indexes, e.g. one per lb.Handler of a gateway with several
 	// groups: a pool then shares that index's idle stack between them,
 	// and hands out a connection only to the upstream it was dialled for
-	// (UpstreamConn.Peer).
+	// (UpstreamConn.Peer). What else keys on the index is shared too: a
+	// pool's per-upstream cap and counters, and the proxy's TLS client
+	// (session cache) of an HTTPS upstream, which two HTTPS upstreams of
+	// one index with different names rebuild in turn.
 	Index UpstreamIndex
 	// TLS originates HTTPS to this upstream.
 	TLS bool

@@ -869,3 +869,47 @@ func TestClientCutBody400(t *testing.T) {
 		}
 	}
 }
+
+// TestUploadUpstreamTimeout504: an upstream that never answers while the
+// client is still streaming its body gets the client a 504 (the response
+// timeout), not a 408 blamed on the client: stopping the body pump to
+// answer is the proxy's doing, and the failure is the upstream's.
+func TestUploadUpstreamTimeout504(t *testing.T) {
+	checkLeaks(t)
+	hs, _ := rawHarness(t, Config{ResponseTimeout: 300 * time.Millisecond}, serval.Hooks{}, func(c net.Conn, br *bufio.Reader) {
+		io.Copy(io.Discard, br) // reads everything, answers nothing
+	})
+	for _, chunked := range []bool{false, true} {
+		tc := dialHarness(t, hs)
+		if chunked {
+			tc.send("POST /slow HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n")
+		} else {
+			tc.send("POST /slow HTTP/1.1\r\nHost: t\r\nContent-Length: 1000000\r\n\r\n")
+		}
+		stop := make(chan struct{})
+		done := make(chan struct{})
+		go func() { // a slow upload: a small piece every 20 ms
+			defer close(done)
+			for {
+				select {
+				case <-stop:
+					return
+				case <-time.After(20 * time.Millisecond):
+				}
+				piece := "0123456789"
+				if chunked {
+					piece = "a\r\n0123456789\r\n"
+				}
+				if _, err := io.WriteString(tc.c, piece); err != nil {
+					return
+				}
+			}
+		}()
+		resp, body := tc.mustRead("POST")
+		close(stop)
+		<-done
+		if resp.StatusCode != 504 {
+			t.Errorf("chunked=%v: status %d (%q), want 504", chunked, resp.StatusCode, body)
+		}
+	}
+}

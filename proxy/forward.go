@@ -167,7 +167,7 @@ func (s *Session) attempt(fresh bool) (serval.Phase, error) {
 	// ReadResponse to keep it. Set before sending: sending may already
 	// wait for the answer's first bytes (have).
 	s.c.Deadlines.ReadAt(s.c.Conn, s.f.cfg.ResponseTimeout, serval.NanotimeAt(s.sentAt))
-	s.headIn.Store(false)
+	s.head.Store(headWaiting)
 	have, phase, err := s.sendRequest()
 	if err != nil {
 		s.releaseUpstream(false)
@@ -175,8 +175,12 @@ func (s *Session) attempt(fresh bool) (serval.Phase, error) {
 	}
 	h, cause, err := client.ReadResponse(s.c.Conn, s.rbuf, have, &s.resp, &s.f.lim,
 		time.Time{}, s.req.MethodID, s.upgrade, s)
-	if err == nil {
-		s.headIn.Store(true)
+	if err == nil && !s.head.CompareAndSwap(headWaiting, headIn) {
+		// The request body failed on the client's side before this head
+		// came (pumpLoop): it answers a cut body, not this request.
+		s.stopPump()
+		s.releaseUpstream(false)
+		return s.pj.phase, clientBodyErr(s.pj.err)
 	}
 	if err != nil {
 		s.logCause(cause)
@@ -306,6 +310,11 @@ func (s *Session) abort(phase serval.Phase, err error) Result {
 	s.releaseUpstream(false)
 	return Result{Status: s.x.Status, Phase: phase, Err: err}
 }
+
+// HeadSent reports whether the current exchange's final response head
+// went to the client: after it, nothing else may be written there (a
+// recovered panic closes the connection without a 500).
+func (s *Session) HeadSent() bool { return s.headSent }
 
 // Interim forwards a 1xx response to the client (client.InterimHandler).
 // HTTP/1.0 clients get none (RFC 9110 §15.2); a 100 Continue goes only to

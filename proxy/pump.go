@@ -37,6 +37,13 @@ const (
 	pumpGraceDefault = 100 * time.Millisecond
 )
 
+// Session.head's states.
+const (
+	headWaiting int32 = iota // the attempt waits for its response head
+	headIn                   // the final response head was read first
+	headCut                  // the request body failed first
+)
+
 // pastDeadline is any time in the past: it fails blocked I/O at once.
 var pastDeadline = time.Unix(1, 0)
 
@@ -103,17 +110,24 @@ func (s *Session) pumpLoop() {
 			s.pumpLength(j)
 		}
 		if j.err != nil {
+			if s.pumpStop.Load() {
+				// The session stopped the pump (its own failure, or a
+				// response that ended first): whatever the pump's last
+				// read or write said, the session's reason stands.
+				j.clientSide, j.err = false, errPumpStopped
+			}
 			if cw, ok := j.up.(interface{ CloseWrite() error }); ok {
 				cw.CloseWrite()
 			}
-			if j.clientSide && !s.headIn.Load() {
+			if j.clientSide && s.head.CompareAndSwap(headWaiting, headCut) {
 				// The body failed on the client's side: a hook refused
 				// it, it was too large or malformed, the client stalled
 				// or left. Whatever the upstream answers to the cut body
-				// is no answer to this request: end the wait for it, and
-				// the session answers with the pump's error (a
-				// *StatusError's status: a hook's 422, a 413, ...). The
-				// connection is not reused after a failed body.
+				// is no answer to this request: the session discards a
+				// head that comes now (attempt) and answers with the
+				// pump's error (a *StatusError's status: a hook's 422, a
+				// 413, ...); the past deadline ends a read waiting for
+				// one. The connection is not reused after a failed body.
 				j.up.SetReadDeadline(pastDeadline)
 			}
 		}

@@ -116,10 +116,12 @@ type Session struct {
 	pumpExit chan struct{}
 	pumpStop atomic.Bool
 	pumping  bool // a job was handed to the pump and not collected
-	// headIn is set once the attempt's final response head was read: a
-	// pump that fails on the client's side before then ends the wait for
-	// it (pumpLoop).
-	headIn atomic.Bool
+	// head is the race between the attempt's final response head and a
+	// request body failing on the client's side (headWaiting, headIn,
+	// headCut): whichever moves it from headWaiting first wins. A cut
+	// body makes the head that comes after it no answer (pumpLoop,
+	// attempt).
+	head atomic.Int32
 	// tunnelSeen is when a byte last went either way through a tunnel
 	// (serval.Nanotime); tunnelStop asks the session's side to end.
 	tunnelSeen atomic.Int64
@@ -158,9 +160,24 @@ func (f *Forwarder) NewSession() *Session {
 	return s
 }
 
+// Abandon ends an exchange a panic interrupted inside Forward: it stops
+// the request body pump, ends the client watch and closes the upstream
+// connection (never pooled: it may be mid-message). Call it on the
+// goroutine that called Forward, after the panic was recovered, then
+// Close. It does nothing when no exchange was running.
+func (s *Session) Abandon() {
+	if s.pumping && s.d != nil {
+		s.stopPump()
+	}
+	s.unwatch()
+	s.releaseUpstream(false)
+	s.d, s.x, s.req, s.up = nil, nil, nil, nil
+}
+
 // Close releases the session (stops its body pump goroutine, if any, and
 // takes it off the client watch); a later Forward starts them again. The
-// session must not be in a Forward call.
+// session must not be in a Forward call (after a panic in one: Abandon
+// first).
 func (s *Session) Close() {
 	s.unlist()
 	if s.pumpGo != nil {

@@ -4,7 +4,10 @@ import (
 	"bufio"
 	"errors"
 	"io"
+	"net"
+	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -351,5 +354,82 @@ func TestForwardPanic(t *testing.T) {
 func TestNewNilHandler(t *testing.T) {
 	if _, err := New[serval.Handler](nil, nil, nil, nil, testConfig()); err == nil || !strings.Contains(err.Error(), "handler") {
 		t.Fatalf("New(nil handler): %v", err)
+	}
+}
+
+// panicSecondChunk panics on the second response body chunk it sees.
+type panicSecondChunk struct {
+	handler
+	n atomic.Int32
+}
+
+func (p *panicSecondChunk) OnResponseBody(*serval.Exchange, []byte) error {
+	if p.n.Add(1) == 2 {
+		panic("test: boom mid-body")
+	}
+	return nil
+}
+
+// TestPanicMidStream: a panic after the proxy sent the response head (a
+// streamed, chunked body) closes the connection; no 500 is written into
+// the body.
+func TestPanicMidStream(t *testing.T) {
+	var up serval.Upstream // set below: the origin starts after the server (cleanups run in reverse)
+	h := &panicSecondChunk{handler: handler{upstream: &up, onRequest: func(*serval.Exchange, *serval.Request, []byte) serval.Action {
+		return serval.Continue()
+	}}}
+	cfg := testConfig()
+	cfg.Logger = discardLogger()
+	ts := start(t, h, cfg, nil)
+	up = startRawOrigin(t, func(c net.Conn) {
+		defer c.Close()
+		br := bufio.NewReader(c)
+		if _, err := http.ReadRequest(br); err != nil {
+			return
+		}
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nb\r\nfirst-chunk\r\n")
+		time.Sleep(50 * time.Millisecond)
+		io.WriteString(c, "c\r\nsecond-chunk\r\n0\r\n\r\n")
+		io.Copy(io.Discard, br)
+	})
+	c := dial(t, ts.addr)
+	send(t, c, get("/stream"))
+	all, _ := io.ReadAll(c)
+	if !strings.HasPrefix(string(all), "HTTP/1.1 200") || strings.Contains(string(all), "500") {
+		t.Fatalf("the client read %q: want the 200 cut short, no 500 inside it", all)
+	}
+}
+
+// panicLog panics in OnLog, counting its calls.
+type panicLog struct {
+	handler
+	calls atomic.Int32
+}
+
+func (p *panicLog) OnLog(*serval.Exchange, *serval.LogEntry) {
+	p.calls.Add(1)
+	panic("test: boom log")
+}
+
+// TestPanicInOnLog: a panicking OnLog is called once (the recovery does
+// not close the request's books a second time) and the server goes on.
+func TestPanicInOnLog(t *testing.T) {
+	h := &panicLog{}
+	cfg := testConfig()
+	cfg.Logger = discardLogger()
+	ts := start(t, h, cfg, nil)
+	if r := roundTrip(t, ts.addr, get("/"), "GET"); r.StatusCode != 200 {
+		t.Fatalf("status %d", r.StatusCode)
+	}
+	if r := roundTrip(t, ts.addr, get("/"), "GET"); r.StatusCode != 200 {
+		t.Fatalf("second request: status %d", r.StatusCode)
+	}
+	deadline := time.Now().Add(testTimeout)
+	for h.calls.Load() < 2 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	time.Sleep(20 * time.Millisecond)
+	if n := h.calls.Load(); n != 2 {
+		t.Fatalf("OnLog called %d times for 2 requests", n)
 	}
 }

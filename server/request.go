@@ -183,11 +183,13 @@ func (c *slot[H]) finish() {
 	now := serval.Nanotime()
 	x.Timings.Total = time.Duration(now - serval.NanotimeAt(x.Start))
 	c.finishedAt = now
+	// Closed before the hooks run: one that panics must not have the
+	// books closed a second time (recovered).
+	c.inRequest = false
+	s.metrics.RequestFinished(x.Status, x.Timings.Total)
+	s.tracer.EndSpan(x.Span, c.err)
 	if k := s.hooks.Log; k != nil {
 		c.onLog(k)
 	}
-	s.metrics.RequestFinished(x.Status, x.Timings.Total)
-	s.tracer.EndSpan(x.Span, c.err)
-	c.inRequest = false
 	x.User, x.Body = nil, nil
 }

@@ -208,8 +208,9 @@ func (c *slot[H]) recovered(p any) serval.CloseReason {
 	}
 	if c.inRequest {
 		// In a forwarded request the proxy writes to the client itself:
-		// it wrote nothing when it counted no byte out.
-		if !c.respStarted && (!c.inForward || c.x.BytesOut == 0) {
+		// it wrote nothing when no head went and no byte was counted out
+		// (a streamed body counts its bytes when it ends).
+		if !c.respStarted && (!c.inForward || c.x.BytesOut == 0 && !c.session.HeadSent()) {
 			c.closeAfter = true
 			c.writeError(errPanic.Status)
 		}
@@ -220,6 +221,9 @@ func (c *slot[H]) recovered(p any) serval.CloseReason {
 		c.logPanicked()
 		s.metrics.RequestFinished(c.x.Status, time.Since(c.x.Start))
 		s.tracer.EndSpan(c.x.Span, errPanic)
+	}
+	if c.inForward {
+		c.session.Abandon()
 	}
 	c.inRequest, c.inForward = false, false
 	c.session.Close()

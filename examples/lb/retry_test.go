@@ -151,7 +151,7 @@ func TestRetryWithObservability(t *testing.T) {
 	shed := startShedder(t, false)
 	backends := shed.ln.Addr().String() + "," + live
 	for _, extra := range [][]string{
-		{"--metrics-addr", "127.0.0.1:" + strconv.Itoa(freePort(t))},
+		{"--metrics-addr", "127.0.0.1:0"},
 		{"--access-log", "-"},
 		{"--debug"},
 	} {
