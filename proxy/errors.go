@@ -25,6 +25,7 @@ var (
 	errPumpStopped      = &serval.StatusError{Status: 502, Msg: "proxy: request body pump stopped"}
 	errClientBodyCut    = &serval.StatusError{Status: 400, Msg: "proxy: the client's request body ended early or failed"}
 	errClientBodyStall  = &serval.StatusError{Status: 408, Msg: "proxy: the client's request body stalled"}
+	errPumpPanic        = &serval.StatusError{Status: 500, Msg: "proxy: panic while sending the request body"}
 	errUpstreamResponse = &serval.StatusError{Status: 502, Msg: "proxy: invalid upstream response"}
 )
 

@@ -390,3 +390,40 @@ func TestOnResponseStreamRefused(t *testing.T) {
 		t.Fatalf("status %d body %q, want 500", resp.StatusCode, body)
 	}
 }
+
+// panicBodyHooks panics in OnRequestBody, which runs on the body pump's
+// goroutine for a streamed body.
+type panicBodyHooks struct{ handler }
+
+func (h *panicBodyHooks) OnRequestBody(*serval.Exchange, []byte) error { panic("test: boom in the pump") }
+
+// TestPumpPanicRecovered: a panic in OnRequestBody on the body pump's
+// goroutine does not end the process: the client gets 500 and the next
+// request is served.
+func TestPumpPanicRecovered(t *testing.T) {
+	checkLeaks(t)
+	o := newRawOrigin(t, func(c net.Conn, br *bufio.Reader) {
+		for {
+			req, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			io.Copy(io.Discard, req.Body)
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		}
+	})
+	h := &panicBodyHooks{handler{ups: []serval.Upstream{upstreamOf(t, o.addr(), 0)}}}
+	hs := newHarness(t, Config{}, h, serval.DetectHooks(h))
+	tc := dialHarness(t, hs)
+	errc := sendBody(t, tc.c, "POST", "/up", 3, 1<<20, false)
+	if resp, body := tc.mustRead("POST"); resp.StatusCode != 500 {
+		t.Fatalf("status %d (%q), want 500", resp.StatusCode, body)
+	}
+	tc.c.Close()
+	<-errc
+	tc2 := dialHarness(t, hs)
+	tc2.send("GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+	if resp, _ := tc2.mustRead("GET"); resp.StatusCode != 200 {
+		t.Fatalf("after the panic: status %d", resp.StatusCode)
+	}
+}

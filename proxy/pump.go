@@ -3,6 +3,7 @@ package proxy
 import (
 	"io"
 	"net"
+	"runtime/debug"
 	"time"
 
 	"github.com/servalproxy/serval"
@@ -102,13 +103,7 @@ func (s *Session) pumpLoop() {
 	defer close(s.pumpExit)
 	for range s.pumpGo {
 		j := &s.pj
-		if j.tunnel {
-			s.pumpTunnel(j)
-		} else if j.chunked {
-			s.pumpChunked(j)
-		} else {
-			s.pumpLength(j)
-		}
+		s.runJob(j)
 		if j.err != nil {
 			if s.pumpStop.Load() {
 				// The session stopped the pump (its own failure, or a
@@ -132,6 +127,25 @@ func (s *Session) pumpLoop() {
 			}
 		}
 		s.pumpDone <- struct{}{}
+	}
+}
+
+// runJob runs one job. A panic in it (OnRequestBody runs here for a
+// streamed body) would end the process, this goroutine having no caller
+// to recover it: it is recovered and logged, and fails the job with 500.
+func (s *Session) runJob(j *pumpJob) {
+	defer func() {
+		if p := recover(); p != nil {
+			s.f.log.Error("proxy: panic in the request body pump", "panic", p, "stack", string(debug.Stack()))
+			j.fail(true, serval.PhaseClientBody, errPumpPanic)
+		}
+	}()
+	if j.tunnel {
+		s.pumpTunnel(j)
+	} else if j.chunked {
+		s.pumpChunked(j)
+	} else {
+		s.pumpLength(j)
 	}
 }
 
