@@ -870,46 +870,97 @@ func TestClientCutBody400(t *testing.T) {
 	}
 }
 
-// TestUploadUpstreamTimeout504: an upstream that never answers while the
-// client is still streaming its body gets the client a 504 (the response
-// timeout), not a 408 blamed on the client: stopping the body pump to
-// answer is the proxy's doing, and the failure is the upstream's.
-func TestUploadUpstreamTimeout504(t *testing.T) {
+// TestUploadTimeouts: the response timeout counts from when the request
+// body was wholly sent. An upload longer than the timeout to an upstream
+// that reads it is answered (200); an upstream silent after the whole body
+// gets the client a 504; a client that stalls mid-body gets a 408
+// (BodyReadTimeout), its doing and not the upstream's. Content-Length
+// bodies both larger (spliced) and smaller (copied) than the buffer, and
+// chunked ones.
+func TestUploadTimeouts(t *testing.T) {
 	checkLeaks(t)
-	hs, _ := rawHarness(t, Config{ResponseTimeout: 300 * time.Millisecond}, serval.Hooks{}, func(c net.Conn, br *bufio.Reader) {
-		io.Copy(io.Discard, br) // reads everything, answers nothing
-	})
-	for _, chunked := range []bool{false, true} {
-		tc := dialHarness(t, hs)
-		if chunked {
-			tc.send("POST /slow HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n")
-		} else {
-			tc.send("POST /slow HTTP/1.1\r\nHost: t\r\nContent-Length: 1000000\r\n\r\n")
-		}
-		stop := make(chan struct{})
-		done := make(chan struct{})
-		go func() { // a slow upload: a small piece every 20 ms
-			defer close(done)
+	var answer atomic.Bool
+	hs, _ := rawHarness(t, Config{ResponseTimeout: 300 * time.Millisecond, BodyReadTimeout: 300 * time.Millisecond},
+		serval.Hooks{}, func(c net.Conn, br *bufio.Reader) {
 			for {
-				select {
-				case <-stop:
+				req, err := http.ReadRequest(br)
+				if err != nil {
 					return
-				case <-time.After(20 * time.Millisecond):
 				}
-				piece := "0123456789"
-				if chunked {
-					piece = "a\r\n0123456789\r\n"
+				if _, err := io.Copy(io.Discard, req.Body); err != nil {
+					return
 				}
-				if _, err := io.WriteString(tc.c, piece); err != nil {
+				if !answer.Load() {
+					io.Copy(io.Discard, br) // silent
+					return
+				}
+				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+			}
+		})
+	// upload sends a body of pieces 20 ms apart for about dur, then ends
+	// it unless stall.
+	upload := func(tc *testClient, kind string, dur time.Duration, stall bool) {
+		const piece = "0123456789"
+		n := int(dur / (20 * time.Millisecond))
+		switch kind {
+		case "chunked":
+			tc.send("POST /up HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n")
+		case "small":
+			tc.send("POST /up HTTP/1.1\r\nHost: t\r\nContent-Length: " + strconv.Itoa((n+1)*len(piece)) + "\r\n\r\n")
+		case "large": // past the buffer: spliced; the rest is one last write
+			tc.send("POST /up HTTP/1.1\r\nHost: t\r\nContent-Length: " + strconv.Itoa(n*len(piece)+1<<20) + "\r\n\r\n")
+		}
+		go func() {
+			for range n {
+				time.Sleep(20 * time.Millisecond)
+				p := piece
+				if kind == "chunked" {
+					p = "a\r\n" + piece + "\r\n"
+				}
+				if _, err := io.WriteString(tc.c, p); err != nil {
 					return
 				}
 			}
+			if stall {
+				return
+			}
+			switch kind {
+			case "chunked":
+				io.WriteString(tc.c, "0\r\n\r\n")
+			case "small":
+				io.WriteString(tc.c, piece)
+			case "large":
+				tc.c.Write(make([]byte, 1<<20))
+			}
 		}()
-		resp, body := tc.mustRead("POST")
-		close(stop)
-		<-done
-		if resp.StatusCode != 504 {
-			t.Errorf("chunked=%v: status %d (%q), want 504", chunked, resp.StatusCode, body)
-		}
+	}
+	for _, kind := range []string{"small", "large", "chunked"} {
+		t.Run(kind, func(t *testing.T) {
+			answer.Store(true)
+			tc := dialHarness(t, hs)
+			upload(tc, kind, time.Second, false)
+			if resp, body := tc.mustRead("POST"); resp.StatusCode != 200 {
+				t.Fatalf("a 1 s upload (response timeout 300 ms): status %d (%q), want 200", resp.StatusCode, body)
+			}
+
+			answer.Store(false)
+			tc = dialHarness(t, hs)
+			start := time.Now()
+			upload(tc, kind, 500*time.Millisecond, false)
+			resp, body := tc.mustRead("POST")
+			if resp.StatusCode != 504 {
+				t.Fatalf("an upstream silent after the body: status %d (%q), want 504", resp.StatusCode, body)
+			}
+			if d := time.Since(start); d < 700*time.Millisecond {
+				t.Errorf("the 504 came %v after the request began: the timeout must count from the body's end", d)
+			}
+
+			answer.Store(true)
+			tc = dialHarness(t, hs)
+			upload(tc, kind, 100*time.Millisecond, true)
+			if resp, body := tc.mustRead("POST"); resp.StatusCode != 408 {
+				t.Fatalf("a client stalled mid-body: status %d (%q), want 408", resp.StatusCode, body)
+			}
+		})
 	}
 }

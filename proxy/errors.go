@@ -29,6 +29,12 @@ var (
 	errUpstreamResponse = &serval.StatusError{Status: 502, Msg: "proxy: invalid upstream response"}
 )
 
+// isTimeout reports whether err is a deadline's.
+func isTimeout(err error) bool {
+	ne, ok := err.(net.Error)
+	return ok && ne.Timeout()
+}
+
 // clientBodyErr is the error a client gets for its body failing on its
 // side: the pump's own when it carries a status (a hook's refusal, 413),
 // else 408 for a stall and 400 for a body cut short or unreadable (the
@@ -37,7 +43,7 @@ func clientBodyErr(err error) error {
 	if _, ok := err.(*serval.StatusError); ok {
 		return err
 	}
-	if ne, ok := err.(net.Error); ok && ne.Timeout() {
+	if isTimeout(err) {
 		return errClientBodyStall
 	}
 	return errClientBodyCut

@@ -163,10 +163,19 @@ func (s *Session) attempt(fresh bool) (serval.Phase, error) {
 		return serval.PhaseConnect, err
 	}
 	// The head wait is bounded by a lazily renewed deadline, counted from
-	// when the request began to be sent; the zero deadline tells
+	// when the request was wholly sent; the zero deadline tells
 	// ReadResponse to keep it. Set before sending: sending may already
-	// wait for the answer's first bytes (have).
-	s.c.Deadlines.ReadAt(s.c.Conn, s.f.cfg.ResponseTimeout, serval.NanotimeAt(s.sentAt))
+	// wait for the answer's first bytes (have). A body the pump streams
+	// may take any time (a large upload over a slow link): the wait has
+	// no deadline until the pump ends the body (pumpLoop sets it then);
+	// a client that stalls fails the pump (BodyReadTimeout), an upstream
+	// that stops reading fails it too (WriteTimeout).
+	if s.body == bodyLength || s.body == bodyChunked {
+		s.c.Conn.SetReadDeadline(time.Time{})
+		s.c.Deadlines.Forget()
+	} else {
+		s.c.Deadlines.ReadAt(s.c.Conn, s.f.cfg.ResponseTimeout, serval.NanotimeAt(s.sentAt))
+	}
 	s.head.Store(headWaiting)
 	have, phase, err := s.sendRequest()
 	if err != nil {

@@ -265,11 +265,6 @@ func (tc *testClient) closed() bool {
 	return err != nil && !isTimeout(err)
 }
 
-func isTimeout(err error) bool {
-	ne, ok := err.(net.Error)
-	return ok && ne.Timeout()
-}
-
 // --- upstream helpers ---
 
 // rawOrigin runs fn for each accepted upstream connection.

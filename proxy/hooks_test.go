@@ -395,7 +395,9 @@ func TestOnResponseStreamRefused(t *testing.T) {
 // goroutine for a streamed body.
 type panicBodyHooks struct{ handler }
 
-func (h *panicBodyHooks) OnRequestBody(*serval.Exchange, []byte) error { panic("test: boom in the pump") }
+func (h *panicBodyHooks) OnRequestBody(*serval.Exchange, []byte) error {
+	panic("test: boom in the pump")
+}
 
 // TestPumpPanicRecovered: a panic in OnRequestBody on the body pump's
 // goroutine does not end the process: the client gets 500 and the next

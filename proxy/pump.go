@@ -104,6 +104,11 @@ func (s *Session) pumpLoop() {
 	for range s.pumpGo {
 		j := &s.pj
 		s.runJob(j)
+		if j.err == nil && !j.tunnel {
+			// The body is wholly sent: the response timeout runs from now
+			// (the session's head wait had none while the body streamed).
+			j.upDL.Read(j.up, s.f.cfg.ResponseTimeout)
+		}
 		if j.err != nil {
 			if s.pumpStop.Load() {
 				// The session stopped the pump (its own failure, or a
@@ -113,6 +118,12 @@ func (s *Session) pumpLoop() {
 			}
 			if cw, ok := j.up.(interface{ CloseWrite() error }); ok {
 				cw.CloseWrite()
+			}
+			if !j.clientSide && j.err != errPumpStopped && !j.tunnel {
+				// The upstream side failed (it stopped reading, or reset):
+				// the response timeout runs from now, for an answer to the
+				// cut body (a 413, say) or the 502/504.
+				j.upDL.Read(j.up, s.f.cfg.ResponseTimeout)
 			}
 			if j.clientSide && s.head.CompareAndSwap(headWaiting, headCut) {
 				// The body failed on the client's side: a hook refused
@@ -208,15 +219,26 @@ func (s *Session) spliceBody(j *pumpJob) {
 			}
 			continue
 		}
+		if err != nil && n > 0 && isTimeout(err) && !s.pumpStop.Load() {
+			// One deadline bounds a whole segment: a slow client that
+			// kept sending ran past it. Progress is no stall: renew the
+			// deadlines and go on.
+			continue
+		}
 		if err != nil {
 			// Splice does not say which side failed: ask the client's
 			// socket. A client that is gone (it closed with our
 			// response unread, which resets) broke the body; blaming
 			// the upstream would let any client take healthy backends
-			// out by aborting uploads.
-			if peekSocket(j.d.TCP) == peekClosed {
+			// out by aborting uploads. A timeout with nothing waiting
+			// on the client's socket is the client's stall; with bytes
+			// waiting, the upstream stopped taking them.
+			switch p := peekSocket(j.d.TCP); {
+			case p == peekClosed:
 				j.fail(true, serval.PhaseClientBody, err)
-			} else {
+			case p == peekIdle && isTimeout(err):
+				j.fail(true, serval.PhaseClientBody, errClientBodyStall)
+			default:
 				j.fail(false, serval.PhaseUpstreamWrite, err)
 			}
 			return

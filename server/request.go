@@ -186,10 +186,10 @@ func (c *slot[H]) finish() {
 	// Closed before the hooks run: one that panics must not have the
 	// books closed a second time (recovered).
 	c.inRequest = false
-	s.metrics.RequestFinished(x.Status, x.Timings.Total)
-	s.tracer.EndSpan(x.Span, c.err)
 	if k := s.hooks.Log; k != nil {
 		c.onLog(k)
 	}
+	s.metrics.RequestFinished(x.Status, x.Timings.Total)
+	s.tracer.EndSpan(x.Span, c.err)
 	x.User, x.Body = nil, nil
 }

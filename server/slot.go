@@ -206,11 +206,18 @@ func (c *slot[H]) recovered(p any) serval.CloseReason {
 	if s.log.Enabled(context.Background(), levelError) {
 		s.log.Error("server: panic serving connection", "conn", c.info.ID, "panic", p, "stack", string(debug.Stack()))
 	}
+	headSent := c.inForward && c.session.HeadSent()
+	if c.inForward {
+		// First: its body pump (which may run OnRequestBody) stops, and
+		// the upstream connection closes, before any hook runs here.
+		c.session.Abandon()
+		c.linger = true // the request body may be unread
+	}
 	if c.inRequest {
 		// In a forwarded request the proxy writes to the client itself:
 		// it wrote nothing when no head went and no byte was counted out
 		// (a streamed body counts its bytes when it ends).
-		if !c.respStarted && (!c.inForward || c.x.BytesOut == 0 && !c.session.HeadSent()) {
+		if !c.respStarted && (!c.inForward || c.x.BytesOut == 0 && !headSent) {
 			c.closeAfter = true
 			c.writeError(errPanic.Status)
 		}
@@ -221,9 +228,6 @@ func (c *slot[H]) recovered(p any) serval.CloseReason {
 		c.logPanicked()
 		s.metrics.RequestFinished(c.x.Status, time.Since(c.x.Start))
 		s.tracer.EndSpan(c.x.Span, errPanic)
-	}
-	if c.inForward {
-		c.session.Abandon()
 	}
 	c.inRequest, c.inForward = false, false
 	c.session.Close()
