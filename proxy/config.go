@@ -43,8 +43,11 @@ type Config struct {
 	// Default serval.UpstreamConnectTimeoutDefault.
 	ConnectTimeout time.Duration
 	// ResponseTimeout bounds the wait for the upstream's response head
-	// after the request head was written (504), and each read stall of the
-	// response body. Default serval.UpstreamResponseTimeoutDefault.
+	// after the request was wholly sent, body included (504), and each
+	// read stall of the response body. While a streamed request body is
+	// still going up, BodyReadTimeout bounds the client's stalls and
+	// WriteTimeout the upstream's. Default
+	// serval.UpstreamResponseTimeoutDefault.
 	ResponseTimeout time.Duration
 	// BodyReadTimeout bounds each stall reading the client's request body.
 	// Default serval.BodyReadTimeoutDefault.
