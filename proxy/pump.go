@@ -110,7 +110,8 @@ func (s *Session) pumpLoop() {
 			j.upDL.Read(j.up, s.f.cfg.ResponseTimeout)
 		}
 		if j.err != nil {
-			if s.pumpStop.Load() {
+			stopped := s.pumpStop.Load()
+			if stopped {
 				// The session stopped the pump (its own failure, or a
 				// response that ended first): whatever the pump's last
 				// read or write said, the session's reason stands.
@@ -119,7 +120,7 @@ func (s *Session) pumpLoop() {
 			if cw, ok := j.up.(interface{ CloseWrite() error }); ok {
 				cw.CloseWrite()
 			}
-			if !j.clientSide && j.err != errPumpStopped && !j.tunnel {
+			if !j.clientSide && !stopped && !j.tunnel {
 				// The upstream side failed (it stopped reading, or reset):
 				// the response timeout runs from now, for an answer to the
 				// cut body (a 413, say) or the 502/504.
@@ -219,26 +220,19 @@ func (s *Session) spliceBody(j *pumpJob) {
 			}
 			continue
 		}
-		if err != nil && n > 0 && isTimeout(err) && !s.pumpStop.Load() {
-			// One deadline bounds a whole segment: a slow client that
-			// kept sending ran past it. Progress is no stall: renew the
-			// deadlines and go on.
-			continue
-		}
 		if err != nil {
 			// Splice does not say which side failed: ask the client's
 			// socket. A client that is gone (it closed with our
 			// response unread, which resets) broke the body; blaming
 			// the upstream would let any client take healthy backends
-			// out by aborting uploads. A timeout with nothing waiting
-			// on the client's socket is the client's stall; with bytes
-			// waiting, the upstream stopped taking them.
-			switch p := peekSocket(j.d.TCP); {
-			case p == peekClosed:
+			// out by aborting uploads. (Nor can a timeout be split
+			// between the two sides, nor resumed: bytes may sit in the
+			// pipe. One deadline bounds a whole segment, so a client
+			// that trickles a segment for longer than BodyReadTimeout
+			// fails here too.)
+			if peekSocket(j.d.TCP) == peekClosed {
 				j.fail(true, serval.PhaseClientBody, err)
-			case p == peekIdle && isTimeout(err):
-				j.fail(true, serval.PhaseClientBody, errClientBodyStall)
-			default:
+			} else {
 				j.fail(false, serval.PhaseUpstreamWrite, err)
 			}
 			return
