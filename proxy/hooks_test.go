@@ -257,18 +257,18 @@ func (h *doneHooks) OnUpstreamDone(x *serval.Exchange, u *serval.Upstream, r ser
 }
 
 // wait returns the results once n arrived (the last one comes after the
-// response went out), or what there is after a second.
+// response went out), or what there is after testTimeout (a loaded
+// machine running -race may take a while).
 func (h *doneHooks) wait(n int) []serval.UpstreamResult {
-	for range 100 {
+	var r []serval.UpstreamResult
+	for deadline := time.Now().Add(testTimeout); ; time.Sleep(5 * time.Millisecond) {
 		h.mu.Lock()
-		r := append([]serval.UpstreamResult(nil), h.results...)
+		r = append(r[:0], h.results...)
 		h.mu.Unlock()
-		if len(r) >= n {
+		if len(r) >= n || time.Now().After(deadline) {
 			return r
 		}
-		time.Sleep(10 * time.Millisecond)
 	}
-	return nil
 }
 
 func TestUpstreamDoneOncePerSelection(t *testing.T) {
