@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/servalproxy/serval"
+	"github.com/servalproxy/serval/internal/syncbuf"
 )
 
 // rawHarness is a harness in front of a raw scripted origin.
@@ -780,30 +781,12 @@ func TestContentLengthNormalised(t *testing.T) {
 	}
 }
 
-// lockedBuffer is a bytes.Buffer safe for a logger and a reader.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // TestClientCutLoggedAsSent: a client that leaves mid-response is logged
 // with the status it got (not the 502 nobody was sent), at info level:
 // the client's doing, not a backend's fault.
 func TestClientCutLoggedAsSent(t *testing.T) {
 	checkLeaks(t)
-	var logs lockedBuffer
+	var logs syncbuf.Buffer
 	cfg := Config{Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))}
 	hs, _ := rawHarness(t, cfg, serval.Hooks{}, func(c net.Conn, br *bufio.Reader) {
 		if _, _, err := readRequest(br); err != nil {

@@ -104,13 +104,9 @@ func (s *Session) pumpLoop() {
 	for range s.pumpGo {
 		j := &s.pj
 		s.runJob(j)
-		if j.err == nil && !j.tunnel {
-			// The body is wholly sent: the response timeout runs from now
-			// (the session's head wait had none while the body streamed).
-			j.upDL.Read(j.up, s.f.cfg.ResponseTimeout)
-		}
+		stopped := false
 		if j.err != nil {
-			stopped := s.pumpStop.Load()
+			stopped = s.pumpStop.Load()
 			if stopped {
 				// The session stopped the pump (its own failure, or a
 				// response that ended first): whatever the pump's last
@@ -119,12 +115,6 @@ func (s *Session) pumpLoop() {
 			}
 			if cw, ok := j.up.(interface{ CloseWrite() error }); ok {
 				cw.CloseWrite()
-			}
-			if !j.clientSide && !stopped && !j.tunnel {
-				// The upstream side failed (it stopped reading, or reset):
-				// the response timeout runs from now, for an answer to the
-				// cut body (a 413, say) or the 502/504.
-				j.upDL.Read(j.up, s.f.cfg.ResponseTimeout)
 			}
 			if j.clientSide && s.head.CompareAndSwap(headWaiting, headCut) {
 				// The body failed on the client's side: a hook refused
@@ -137,6 +127,14 @@ func (s *Session) pumpLoop() {
 				// one. The connection is not reused after a failed body.
 				j.up.SetReadDeadline(pastDeadline)
 			}
+		}
+		if !j.tunnel && !j.clientSide && !stopped {
+			// The body is wholly sent, or failed on the upstream's side
+			// (it stopped reading, or reset): the response timeout runs
+			// from now (the session's head wait had none while the body
+			// streamed), for the answer, an answer to the cut body (a
+			// 413, say), or the 502/504.
+			j.upDL.Read(j.up, s.f.cfg.ResponseTimeout)
 		}
 		s.pumpDone <- struct{}{}
 	}

@@ -8,7 +8,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
-	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -245,14 +245,14 @@ func TestUpgradeClientVanishes(t *testing.T) {
 func TestUpgradeH2CAndMismatch(t *testing.T) {
 	checkLeaks(t)
 	heads := make(chan http.Header, 4)
-	var answer atomicString
+	var answer atomic.Value // string
 	hs, _ := rawHarness(t, Config{}, serval.Hooks{}, func(c net.Conn, br *bufio.Reader) {
 		req, err := http.ReadRequest(br)
 		if err != nil {
 			return
 		}
 		heads <- req.Header
-		io.WriteString(c, answer.load())
+		io.WriteString(c, answer.Load().(string))
 		io.Copy(io.Discard, br)
 	})
 	cases := []struct {
@@ -270,7 +270,7 @@ func TestUpgradeH2CAndMismatch(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			answer.store(c.answer)
+			answer.Store(c.answer)
 			tc := dialHarness(t, hs)
 			tc.send(c.req)
 			resp, body := tc.mustRead("GET")
@@ -286,22 +286,4 @@ func TestUpgradeH2CAndMismatch(t *testing.T) {
 			}
 		})
 	}
-}
-
-// atomicString is a string read and written from two goroutines.
-type atomicString struct {
-	mu sync.Mutex
-	s  string
-}
-
-func (a *atomicString) load() string {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return a.s
-}
-
-func (a *atomicString) store(s string) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	a.s = s
 }

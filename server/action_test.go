@@ -352,7 +352,9 @@ func TestForwardPanic(t *testing.T) {
 }
 
 func TestNewNilHandler(t *testing.T) {
-	if _, err := New[serval.Handler](nil, nil, nil, nil, testConfig()); err == nil || !strings.Contains(err.Error(), "handler") {
+	// The error names New's argument (the proxy's own check said
+	// "proxy.handler", a field the caller never set).
+	if _, err := New[serval.Handler](nil, nil, nil, nil, testConfig()); err == nil || !strings.Contains(err.Error(), "server.New handler") {
 		t.Fatalf("New(nil handler): %v", err)
 	}
 }

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/servalproxy/serval/examples/echo-backend/echo"
+	"github.com/servalproxy/serval/internal/syncbuf"
 	"github.com/servalproxy/serval/server"
 )
 
@@ -33,22 +34,7 @@ func freePort(t *testing.T) int {
 }
 
 // syncBuffer collects logs written by concurrent goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+type syncBuffer = syncbuf.Buffer
 
 // startLB runs the balancer in-process with args; the test's cleanup
 // cancels it and waits for run to return, checking its exit code.
