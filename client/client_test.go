@@ -2,6 +2,7 @@ package client
 
 import (
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -128,5 +129,52 @@ func TestDialErrors(t *testing.T) {
 	de, ok := err.(*DialError)
 	if !ok || de.Status != 502 {
 		t.Fatalf("refused: %v", err)
+	}
+}
+
+// TestReadResponseWideBuffer: a buffer wider than the head limit takes
+// the body bytes that came with the head in the same read (the proxy then
+// writes head and body at once), while the head itself stays bounded by
+// HeadBytesMax however much one read brings.
+func TestReadResponseWideBuffer(t *testing.T) {
+	lim := http1.DefaultLimits()
+	lim.HeadBytesMax = 1024
+	var resp serval.Response
+	resp.Init(64)
+	buf := make([]byte, 64<<10)
+
+	body := make([]byte, 40<<10)
+	for i := range body {
+		body[i] = byte('a' + i%26)
+	}
+	ours, theirs := pair(t)
+	msg := append([]byte("HTTP/1.1 200 OK\r\nContent-Length: 40960\r\n\r\n"), body...)
+	if _, err := theirs.Write(msg); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(time.Second)
+	time.Sleep(20 * time.Millisecond) // let it all arrive: one read takes it
+	h, _, err := ReadResponse(ours, buf, 0, &resp, &lim, deadline, serval.MethodGet, false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h.HeadBytes != len(msg)-len(body) {
+		t.Fatalf("head %d bytes", h.HeadBytes)
+	}
+	if h.End <= lim.HeadBytesMax {
+		t.Fatalf("read %d bytes: the read stopped at the head limit (%d)", h.End, lim.HeadBytesMax)
+	}
+
+	// A head longer than the limit is refused even when one read brings
+	// all of it (and more) into the wide buffer.
+	ours, theirs = pair(t)
+	long := "HTTP/1.1 200 OK\r\nX-Long: " + string(body[:2000]) + "\r\nContent-Length: 0\r\n\r\n"
+	if _, err := theirs.Write([]byte(long)); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(20 * time.Millisecond) // let it all arrive: one read takes it
+	_, _, err = ReadResponse(ours, buf, 0, &resp, &lim, deadline, serval.MethodGet, false, nil)
+	if se, ok := err.(*serval.StatusError); !ok || se.Status != 502 || !strings.Contains(se.Msg, "too large") {
+		t.Fatalf("long head: %v, want a 502 head too large", err)
 	}
 }

@@ -125,9 +125,11 @@ func Body(resp *serval.Response, method serval.Method) http1.BodyKind {
 }
 
 // readHead reads until buf[:end] starts with a complete head and parses it.
+// Reads may fill all of buf: the body bytes that came with the head are
+// then at hand (one read, and one write to the client, for a body that
+// fits), while the head itself is bounded by lim.HeadBytesMax.
 func readHead(conn net.Conn, buf []byte, have int, resp *serval.Response, lim *http1.Limits) (n, end int, cause, err error) {
 	end = have
-	limit := buf[:lim.HeadBytesMax]
 	for {
 		if end > 0 {
 			n, err = http1.ParseResponse(buf[:end], resp, lim)
@@ -137,13 +139,13 @@ func readHead(conn net.Conn, buf []byte, have int, resp *serval.Response, lim *h
 			if err != http1.ErrIncomplete {
 				return 0, 0, nil, err
 			}
-			if end == len(limit) {
+			if end >= lim.HeadBytesMax {
 				return 0, 0, nil, ErrHeadTooLarge
 			}
 		}
-		// Bounded: every pass reads at least one byte into a buffer of
-		// HeadBytesMax, or returns.
-		m, rerr := conn.Read(limit[end:])
+		// Bounded: every pass reads at least one byte, and a pass that
+		// ends with HeadBytesMax bytes or more in buf returns.
+		m, rerr := conn.Read(buf[end:])
 		end += m
 		if rerr != nil && m == 0 {
 			return 0, 0, rerr, classify(rerr, end)

@@ -111,7 +111,7 @@ func (s *Session) sendRequest() (have int, phase serval.Phase, err error) {
 		return 0, serval.PhaseUpstreamWrite, err
 	}
 	if wr, ok := s.c.Conn.(writeReader); ok && len(body) == 0 && (s.body == bodyNone || s.body == bodyBuffered) {
-		n, werr, _ := wr.WriteRead(b, s.rbuf[:s.f.lim.HeadBytesMax])
+		n, werr, _ := wr.WriteRead(b, s.rbuf)
 		if werr != nil {
 			s.bodySent = s.bodySent || len(b) > len(s.hbuf)
 			return 0, serval.PhaseUpstreamWrite, client.ErrWriteFailed
