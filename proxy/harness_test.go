@@ -62,6 +62,9 @@ type harness struct {
 	conns   map[net.Conn]bool
 
 	recording atomic.Bool
+	// sndbuf, when set, is the send buffer of the client connections
+	// accepted from then on (SO_SNDBUF: a fixed size, no autotuning).
+	sndbuf atomic.Int32
 }
 
 func newHarness(t testing.TB, cfg Config, h serval.Handler, hooks serval.Hooks) *harness {
@@ -150,6 +153,9 @@ func (hs *harness) serve(c net.Conn) {
 	defer s.Close()
 	conn := &connState{c: c, buf: make([]byte, 64<<10)}
 	conn.tcp, _ = c.(*net.TCPConn)
+	if n := hs.sndbuf.Load(); n > 0 && conn.tcp != nil {
+		conn.tcp.SetWriteBuffer(int(n))
+	}
 	conn.req.Init(serval.FieldsMaxDefault)
 	conn.x.PathBuf = make([]byte, 0, serval.PathBytesMax)
 	for conn.loop(hs, s) {

@@ -27,9 +27,10 @@ import (
 // session's response read never hangs on a body that will not come.
 
 const (
-	// spliceSegmentBytes is how much one splice call may move before the
-	// deadlines are renewed: a deadline bounds a whole call, so segments
-	// turn it into a bound on each stall (about one segment's time).
+	// spliceSegmentBytes is how much one spliceSockets call moves. The
+	// deadlines are renewed between its rounds (a pipe's worth, or
+	// runtimeSpliceRoundBytes through Go's splice) as well as between
+	// segments, so they bound each stall, not a segment.
 	spliceSegmentBytes = 4 << 20
 	// pumpGraceDefault is how long a finished response waits for the pump
 	// to finish the request body before the upstream connection is
@@ -207,9 +208,13 @@ func (s *Session) spliceBody(j *pumpJob) {
 			return
 		}
 		seg := min(j.remaining, spliceSegmentBytes)
-		n, err := spliceSockets(j.up, j.upTCP, j.d.Conn, j.d.TCP, seg, &j.lim)
+		n, err := spliceSockets(j.up, j.upTCP, j.d.Conn, j.d.TCP, seg, &j.lim, s.pumpProgressFn)
 		j.remaining -= n
 		j.bytesIn += n
+		if err == errPumpStopped {
+			j.fail(false, serval.PhaseClientBody, errPumpStopped)
+			return
+		}
 		if err != nil && ktls && controlRecordNext(err) && fallbacks < spliceFallbacksMax {
 			fallbacks++
 			s.logControlRecord("client", err)
@@ -225,9 +230,9 @@ func (s *Session) spliceBody(j *pumpJob) {
 			// the upstream would let any client take healthy backends
 			// out by aborting uploads. (Nor can a timeout be split
 			// between the two sides, nor resumed: bytes may sit in the
-			// pipe. One deadline bounds a whole segment, so a client
-			// that trickles a segment for longer than BodyReadTimeout
-			// fails here too.)
+			// pipe. One deadline bounds each round of the splice, so a
+			// client that trickles a round (64 KiB; 256 KiB through Go's
+			// splice) for longer than BodyReadTimeout fails here too.)
 			if peekSocket(j.d.TCP) == peekClosed {
 				j.fail(true, serval.PhaseClientBody, err)
 			} else {
@@ -322,6 +327,17 @@ func (s *Session) pumpChunked(j *pumpJob) {
 	default:
 		j.fail(true, serval.PhaseClientBody, err)
 	}
+}
+
+// pumpProgress renews the deadlines of a body being spliced upstream,
+// between rounds that moved bytes (spliceSockets); errPumpStopped when
+// the session stopped the pump or a deadline could not be set.
+func (s *Session) pumpProgress() error {
+	cfg := &s.f.cfg
+	if !s.pumpDeadlines(&s.pj, cfg.BodyReadTimeout, cfg.WriteTimeout) {
+		return errPumpStopped
+	}
+	return nil
 }
 
 // pumpDeadlines renews the read deadline of the client and the write

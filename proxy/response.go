@@ -162,7 +162,7 @@ func (s *Session) spliceResponse(rest int64) error {
 			return errUpstreamBody
 		}
 		seg := min(rest, spliceSegmentBytes)
-		n, err := spliceSockets(s.d.Conn, s.d.TCP, s.c.Conn, s.c.TCP, seg, &s.limResp)
+		n, err := spliceSockets(s.d.Conn, s.d.TCP, s.c.Conn, s.c.TCP, seg, &s.limResp, s.respProgressFn)
 		rest -= n
 		s.x.BytesOut += n
 		if err != nil && ktls && controlRecordNext(err) && fallbacks < spliceFallbacksMax {
@@ -181,6 +181,17 @@ func (s *Session) spliceResponse(rest int64) error {
 		if n < seg {
 			return errUpstreamBody // the upstream closed before the end
 		}
+	}
+	return nil
+}
+
+// respProgress renews the deadlines of a response being spliced, between
+// rounds that moved bytes (spliceSockets).
+func (s *Session) respProgress() error {
+	cfg := &s.f.cfg
+	if s.c.Deadlines.Read(s.c.Conn, cfg.ResponseTimeout) != nil ||
+		s.d.Deadlines.Write(s.d.TCP, cfg.WriteTimeout) != nil {
+		return errUpstreamBody
 	}
 	return nil
 }

@@ -85,6 +85,10 @@ type Session struct {
 	perr    serval.ProxyError
 	timer   *time.Timer
 
+	// The splice progress callbacks (respProgress, pumpProgress), bound
+	// once so passing them allocates nothing.
+	respProgressFn, pumpProgressFn func() error
+
 	scratchFull bool
 
 	// The exchange in progress.
@@ -155,6 +159,7 @@ func (f *Forwarder) NewSession() *Session {
 		timer:   time.NewTimer(time.Hour),
 	}
 	s.timer.Stop()
+	s.respProgressFn, s.pumpProgressFn = s.respProgress, s.pumpProgress
 	s.out.Fields = make([]serval.Header, 0, cfg.FieldsMax+extraFieldsMax)
 	s.resp.Init(cfg.FieldsMax)
 	return s

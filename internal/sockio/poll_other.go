@@ -37,6 +37,6 @@ func PutPipe(*Pipe) {}
 func (c *Conn) Polled() bool { return false }
 
 // SpliceTo is never called here (Polled is false).
-func (c *Conn) SpliceTo(dst *Conn, n int64, p *Pipe) (int64, error) {
+func (c *Conn) SpliceTo(dst *Conn, n int64, p *Pipe, progress func() error) (int64, error) {
 	panic("sockio: SpliceTo without a poller")
 }

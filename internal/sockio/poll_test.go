@@ -306,7 +306,7 @@ func TestSpliceTo(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	n, err := src.SpliceTo(dst, int64(len(want)), p)
+	n, err := src.SpliceTo(dst, int64(len(want)), p, nil)
 	PutPipe(p)
 	if n != int64(len(want)) || err != nil {
 		t.Fatalf("SpliceTo: %d, %v", n, err)
@@ -316,13 +316,42 @@ func TestSpliceTo(t *testing.T) {
 	}
 }
 
+// TestSpliceToProgress: progress runs between rounds that moved bytes (a
+// pipe's worth each), never after the last, and its error ends the
+// splice with what had reached the destination.
+func TestSpliceToProgress(t *testing.T) {
+	leakcheck.Check(t)
+	src, in, dst, out := splicePairs(t)
+	const size = 1 << 20
+	go in.Write(make([]byte, 2*size))
+	go io.Copy(io.Discard, out)
+	p, err := GetPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer PutPipe(p)
+	calls := 0
+	n, err := src.SpliceTo(dst, size, p, func() error { calls++; return nil })
+	if n != size || err != nil {
+		t.Fatalf("SpliceTo: %d, %v", n, err)
+	}
+	if min := size/pipeBytesMax - 1; calls < min {
+		t.Fatalf("progress ran %d times for %d bytes, want at least %d (once a round)", calls, size, min)
+	}
+	stop := errors.New("stop")
+	n, err = src.SpliceTo(dst, size, p, func() error { return stop })
+	if err != stop || n <= 0 || n > pipeBytesMax {
+		t.Fatalf("SpliceTo with a failing progress: %d, %v; want one round, then %v", n, err, stop)
+	}
+}
+
 func TestSpliceToSourceEndsEarly(t *testing.T) {
 	src, in, dst, out := splicePairs(t)
 	in.Write(make([]byte, 1000))
 	in.Close()
 	p, _ := GetPipe()
 	defer PutPipe(p)
-	n, err := src.SpliceTo(dst, 5000, p)
+	n, err := src.SpliceTo(dst, 5000, p, nil)
 	if n != 1000 || err != nil {
 		t.Fatalf("SpliceTo: %d, %v; want 1000, nil", n, err)
 	}
@@ -338,7 +367,7 @@ func TestSpliceToDeadline(t *testing.T) {
 	p, _ := GetPipe()
 	defer PutPipe(p)
 	start := time.Now()
-	_, err := src.SpliceTo(dst, 10, p)
+	_, err := src.SpliceTo(dst, 10, p, nil)
 	if !isTimeout(err) {
 		t.Fatalf("err %v, want a timeout", err)
 	}
@@ -419,7 +448,7 @@ func TestSpliceToManyFragments(t *testing.T) {
 		t.Fatal(err)
 	}
 	start := time.Now()
-	n, err := src.SpliceTo(dst, int64(len(want)), p)
+	n, err := src.SpliceTo(dst, int64(len(want)), p, nil)
 	elapsed := time.Since(start)
 	PutPipe(p)
 	if n != int64(len(want)) || err != nil {

@@ -77,9 +77,13 @@ func (c *Conn) Polled() bool { return c.polled }
 // SpliceTo moves up to n bytes from c's socket to dst's through p and
 // returns how many reached dst. It stops early, with a nil error, when
 // c's peer closed (the caller compares with n). c's read deadline and
-// dst's write deadline apply as for Read and Write. p must be empty; it
-// is again unless an error is returned.
-func (c *Conn) SpliceTo(dst *Conn, n int64, p *Pipe) (int64, error) {
+// dst's write deadline apply as for Read and Write; progress, when not
+// nil, is called after each round that moved bytes (at most a pipe's
+// worth, with the pipe empty again) and before the next waits, so the
+// caller can renew both deadlines: they then bound each stall rather
+// than the whole transfer. A progress error ends the splice with it. p
+// must be empty; it is again unless an error is returned.
+func (c *Conn) SpliceTo(dst *Conn, n int64, p *Pipe, progress func() error) (int64, error) {
 	var written int64
 	for written < n {
 		m, err := c.spliceIn(p, int(min(n-written, pipeBytesMax)))
@@ -93,6 +97,11 @@ func (c *Conn) SpliceTo(dst *Conn, n int64, p *Pipe) (int64, error) {
 		written += int64(k)
 		if err != nil {
 			return written, err
+		}
+		if progress != nil && written < n {
+			if err := progress(); err != nil {
+				return written, err
+			}
 		}
 	}
 	return written, nil
