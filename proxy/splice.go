@@ -39,8 +39,10 @@ func spliceSockets(dst net.Conn, dstTCP *net.TCPConn, src net.Conn, srcTCP *net.
 		if err != nil || m < round || moved == n {
 			return moved, err
 		}
-		if err := progress(); err != nil {
-			return moved, err
+		if progress != nil {
+			if err := progress(); err != nil {
+				return moved, err
+			}
 		}
 	}
 	return moved, nil
