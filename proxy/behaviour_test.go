@@ -858,9 +858,12 @@ func TestClientCutBody400(t *testing.T) {
 // that reads it is answered (200); an upstream silent after the whole body
 // gets the client a 504; a client that stalls mid-body gets a 408
 // (BodyReadTimeout), its doing and not the upstream's. Content-Length
-// bodies the buffer holds (copied) and chunked ones: a spliced body's
-// deadline bounds a whole segment (spliceBody), which a trickle this slow
-// would outlast.
+// bodies the buffer holds (copied) and chunked ones; for larger ones
+// (spliced) the stall only: a stall there is the client's when it sends
+// nothing while the upstream has room. (This harness's client sockets are
+// plain *net.TCPConn, spliced by Go's own splice in rounds of 256 KiB,
+// which a trickle of 10 bytes per 20 ms cannot fill within the timeout;
+// TestSlowSplicedTransfers has slow spliced bodies that move.)
 func TestUploadTimeouts(t *testing.T) {
 	checkLeaks(t)
 	var answer atomic.Bool
@@ -893,6 +896,11 @@ func TestUploadTimeouts(t *testing.T) {
 			tc.send("POST /up HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n")
 		case "small":
 			tc.send("POST /up HTTP/1.1\r\nHost: t\r\nContent-Length: " + strconv.Itoa((n+1)*len(piece)) + "\r\n\r\n")
+		case "large":
+			// A first stretch past the proxy's buffers: the rest is
+			// spliced.
+			first := strings.Repeat("x", 2*BufferBytesDefault)
+			tc.send("POST /up HTTP/1.1\r\nHost: t\r\nContent-Length: " + strconv.Itoa(len(first)+(n+1)*len(piece)) + "\r\n\r\n" + first)
 		}
 		go func() {
 			for range n {
@@ -911,13 +919,22 @@ func TestUploadTimeouts(t *testing.T) {
 			switch kind {
 			case "chunked":
 				io.WriteString(tc.c, "0\r\n\r\n")
-			case "small":
+			case "small", "large":
 				io.WriteString(tc.c, piece)
 			}
 		}()
 	}
-	for _, kind := range []string{"small", "chunked"} {
+	for _, kind := range []string{"small", "large", "chunked"} {
 		t.Run(kind, func(t *testing.T) {
+			if kind == "large" {
+				answer.Store(true)
+				tc := dialHarness(t, hs)
+				upload(tc, kind, 100*time.Millisecond, true)
+				if resp, body := tc.mustRead("POST"); resp.StatusCode != 408 {
+					t.Fatalf("a client stalled mid-body: status %d (%q), want 408", resp.StatusCode, body)
+				}
+				return
+			}
 			answer.Store(true)
 			tc := dialHarness(t, hs)
 			upload(tc, kind, 900*time.Millisecond, false)

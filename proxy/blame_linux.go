@@ -6,6 +6,8 @@ import (
 	"net"
 	"syscall"
 	"unsafe"
+
+	"golang.org/x/sys/unix"
 )
 
 // peekSocket asks the kernel, without blocking and without consuming,
@@ -33,4 +35,23 @@ func peekSocket(tcp *net.TCPConn) peekResult {
 		return peekClosed
 	}
 	return peekPending
+}
+
+// writable reports whether tcp's send buffer has room now (poll(2) with
+// POLLOUT, not waiting): false when it is full, or on any doubt.
+func writable(tcp *net.TCPConn) bool {
+	if tcp == nil {
+		return false
+	}
+	rc, err := tcp.SyscallConn()
+	if err != nil {
+		return false
+	}
+	var ok bool
+	err = rc.Control(func(fd uintptr) {
+		fds := [1]unix.PollFd{{Fd: int32(fd), Events: unix.POLLOUT}}
+		n, perr := unix.Poll(fds[:], 0)
+		ok = perr == nil && n == 1 && fds[0].Revents&unix.POLLOUT != 0 && fds[0].Revents&(unix.POLLERR|unix.POLLHUP) == 0
+	})
+	return err == nil && ok
 }

@@ -224,16 +224,16 @@ func (s *Session) spliceBody(j *pumpJob) {
 			continue
 		}
 		if err != nil {
-			// Splice does not say which side failed: ask the client's
-			// socket. A client that is gone (it closed with our
-			// response unread, which resets) broke the body; blaming
-			// the upstream would let any client take healthy backends
-			// out by aborting uploads. (Nor can a timeout be split
-			// between the two sides, nor resumed: bytes may sit in the
-			// pipe. One deadline bounds each round of the splice, so a
-			// client that trickles a round (64 KiB; 256 KiB through Go's
-			// splice) for longer than BodyReadTimeout fails here too.)
-			if peekSocket(j.d.TCP) == peekClosed {
+			// Splice does not say which side failed: ask the sockets. A
+			// client that is gone (it closed with our response unread,
+			// which resets) broke the body, and so did one that stalled:
+			// a timeout while the client sends nothing and the upstream
+			// has room for more. Blaming the upstream would let any
+			// client take healthy backends out by aborting or stalling
+			// uploads. (A timeout cannot be resumed: bytes may sit in the
+			// pipe. One deadline bounds each round of the splice, 64 KiB;
+			// 256 KiB through Go's splice.)
+			if j.clientBroke(err) {
 				j.fail(true, serval.PhaseClientBody, err)
 			} else {
 				j.fail(false, serval.PhaseUpstreamWrite, err)
@@ -245,6 +245,20 @@ func (s *Session) spliceBody(j *pumpJob) {
 			return
 		}
 	}
+}
+
+// clientBroke tells whether a splice of the request body failed (err) on
+// the client's side: the client closed or reset, or the splice timed out
+// while the client had nothing waiting to be read and the upstream's
+// socket had room (so the wait was for the client).
+func (j *pumpJob) clientBroke(err error) bool {
+	switch peekSocket(j.d.TCP) {
+	case peekClosed:
+		return true
+	case peekIdle:
+		return isTimeout(err) && writable(j.upTCP)
+	}
+	return false
 }
 
 // spliceFallback reads one stretch of the body through the kernel TLS
