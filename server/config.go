@@ -61,6 +61,15 @@ type Config struct {
 	IdleTimeout time.Duration
 	// WriteTimeout bounds each stall writing a response.
 	WriteTimeout time.Duration
+	// UnsentBytesMax bounds the response bytes a client socket holds that
+	// the kernel has not sent yet (TCP_NOTSENT_LOWAT, Linux; 0 leaves the
+	// kernel's default, no bound). A write waiting for room is woken once
+	// half of it is sent, so WriteTimeout bounds a stall of the client
+	// and not the drain of a send buffer the kernel grew to megabytes
+	// (without it, a steady client slower than about 45 KB/s was cut off
+	// with the 30 s default). Bytes in flight are not counted: a fast
+	// link is not slowed. Default 128 KiB.
+	UnsentBytesMax int
 	// ShutdownTimeout bounds the graceful drain after the context ends.
 	ShutdownTimeout time.Duration
 	// SlotWaitTimeout bounds how long a new connection that finds every
@@ -107,6 +116,7 @@ func DefaultConfig() Config {
 		BodyReadTimeout:          serval.BodyReadTimeoutDefault,
 		IdleTimeout:              serval.IdleTimeoutDefault,
 		WriteTimeout:             serval.WriteTimeoutDefault,
+		UnsentBytesMax:           128 << 10,
 		ShutdownTimeout:          serval.ShutdownTimeoutDefault,
 		SlotWaitTimeout:          serval.SlotWaitTimeoutDefault,
 	}
@@ -134,6 +144,7 @@ func (c *Config) Validate() error {
 		{"BodyReadTimeout", int64(c.BodyReadTimeout), int64(time.Millisecond), int64(24 * time.Hour)},
 		{"IdleTimeout", int64(c.IdleTimeout), int64(time.Millisecond), int64(24 * time.Hour)},
 		{"WriteTimeout", int64(c.WriteTimeout), int64(time.Millisecond), int64(24 * time.Hour)},
+		{"UnsentBytesMax", int64(c.UnsentBytesMax), 0, 1 << 30},
 		{"ShutdownTimeout", int64(c.ShutdownTimeout), 0, int64(24 * time.Hour)},
 		{"SlotWaitTimeout", int64(c.SlotWaitTimeout), 0, int64(24 * time.Hour)},
 	} {

@@ -144,6 +144,9 @@ func (c *slot[H]) open() {
 	s := c.srv
 	c.tcp, _ = c.nc.(*net.TCPConn)
 	c.sock = c.tcp
+	if c.tcp != nil && s.cfg.UnsentBytesMax > 0 {
+		setUnsentMax(c.tcp, s.cfg.UnsentBytesMax)
+	}
 	remote, local := addrPort(c.nc.RemoteAddr()), addrPort(c.nc.LocalAddr())
 	c.clientAddr = remote.Addr().AppendTo(c.clientAddr[:0])
 	c.x.Reset()

@@ -1,0 +1,9 @@
+//go:build !linux
+
+package server
+
+import "net"
+
+// setUnsentMax does nothing here (Config.UnsentBytesMax is Linux's
+// TCP_NOTSENT_LOWAT).
+func setUnsentMax(*net.TCPConn, int) {}
