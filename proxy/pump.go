@@ -100,6 +100,10 @@ func (s *Session) ensurePump() {
 	}
 }
 
+// testHookPumpFIN, when set (by tests only), runs on the pump right after
+// a failed body's FIN to the upstream.
+var testHookPumpFIN func()
+
 func (s *Session) pumpLoop() {
 	defer close(s.pumpExit)
 	for range s.pumpGo {
@@ -114,9 +118,6 @@ func (s *Session) pumpLoop() {
 				// read or write said, the session's reason stands.
 				j.clientSide, j.err = false, errPumpStopped
 			}
-			if cw, ok := j.up.(interface{ CloseWrite() error }); ok {
-				cw.CloseWrite()
-			}
 			if j.clientSide && s.head.CompareAndSwap(headWaiting, headCut) {
 				// The body failed on the client's side: a hook refused
 				// it, it was too large or malformed, the client stalled
@@ -126,7 +127,16 @@ func (s *Session) pumpLoop() {
 				// pump's error (a *StatusError's status: a hook's 422, a
 				// 413, ...); the past deadline ends a read waiting for
 				// one. The connection is not reused after a failed body.
+				// Marked before the FIN below: an upstream that answers
+				// the FIN at once must find the head already cut, or the
+				// session could take its answer first.
 				j.up.SetReadDeadline(pastDeadline)
+			}
+			if cw, ok := j.up.(interface{ CloseWrite() error }); ok {
+				cw.CloseWrite()
+			}
+			if testHookPumpFIN != nil {
+				testHookPumpFIN()
 			}
 		}
 		if !j.tunnel && !j.clientSide && !stopped {
