@@ -2,8 +2,6 @@ package server
 
 import (
 	"bufio"
-	"io"
-	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -17,23 +15,11 @@ import (
 // counted against the backend: a few stalled uploads took a healthy
 // backend out of rotation).
 func TestStalledSplicedUpload408(t *testing.T) {
-	up := startRawOrigin(t, func(c net.Conn) {
-		br := bufio.NewReader(c)
-		for {
-			req, err := http.ReadRequest(br)
-			if err != nil {
-				return
-			}
-			if _, err := io.Copy(io.Discard, req.Body); err != nil {
-				return
-			}
-			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-		}
-	})
+	up := origin(t) // reads the whole body before it answers
 	cfg := testConfig()
 	cfg.Logger = discardLogger()
 	cfg.BodyReadTimeout = 300 * time.Millisecond
-	ts := start(t, &minimalUp{up: &up}, cfg, nil)
+	ts := start(t, &minimalUp{up: up}, cfg, nil)
 	c := dial(t, ts.addr)
 	first := strings.Repeat("x", 400<<10)
 	start := time.Now()
