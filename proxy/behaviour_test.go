@@ -963,3 +963,57 @@ func TestUploadTimeouts(t *testing.T) {
 		})
 	}
 }
+
+// TestEveryFieldForwarded: a request with as many fields as the server
+// takes reaches the upstream whole, the Host we generate for HTTP/1.0
+// included; one with more fields than the forwarder's FieldsMax is
+// refused (431), never forwarded short of a field.
+func TestEveryFieldForwarded(t *testing.T) {
+	checkLeaks(t)
+	heads := make(chan *http.Request, 1)
+	serve := func(c net.Conn, br *bufio.Reader) {
+		for {
+			req, _, err := readRequest(br)
+			if err != nil {
+				return
+			}
+			heads <- req
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		}
+	}
+	fields := func(n int, last string) string {
+		var b strings.Builder
+		for i := range n - 1 {
+			fmt.Fprintf(&b, "X%d: a\r\n", i)
+		}
+		return b.String() + last + "\r\n"
+	}
+	t.Run("http1.0-no-host", func(t *testing.T) {
+		hs, _ := rawHarness(t, Config{}, serval.Hooks{}, serve)
+		tc := dialHarness(t, hs)
+		tc.send("GET /f HTTP/1.0\r\n" + fields(serval.FieldsMaxDefault, "Authorization: Bearer secret") + "\r\n")
+		resp, _ := tc.mustRead("GET")
+		if resp.StatusCode != 200 {
+			t.Fatalf("status %d", resp.StatusCode)
+		}
+		req := <-heads
+		if got := req.Header.Get("Authorization"); got != "Bearer secret" {
+			t.Errorf("Authorization = %q: the last field was dropped", got)
+		}
+		if req.Host == "" || req.Header.Get("X0") != "a" {
+			t.Errorf("host %q X0 %q", req.Host, req.Header.Get("X0"))
+		}
+	})
+	t.Run("over-forwarder-limit", func(t *testing.T) {
+		hs, o := rawHarness(t, Config{FieldsMax: 20}, serval.Hooks{}, serve)
+		tc := dialHarness(t, hs)
+		tc.send("GET /f HTTP/1.1\r\nHost: t\r\n" + fields(30, "Authorization: Bearer secret") + "\r\n")
+		resp, _ := tc.mustRead("GET")
+		if resp.StatusCode != 431 {
+			t.Fatalf("status %d, want 431", resp.StatusCode)
+		}
+		if n := o.conns.Load(); n != 0 {
+			t.Errorf("the upstream got %d connections", n)
+		}
+	})
+}

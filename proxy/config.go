@@ -63,7 +63,10 @@ type Config struct {
 	// line after the upstream's). At most ViaBytesMax bytes.
 	Via string
 	// HeadBytesMax, FieldsMax bound the upstream response head. Defaults
-	// serval.HeadBytesMaxDefault and serval.FieldsMaxDefault.
+	// serval.HeadBytesMaxDefault and serval.FieldsMaxDefault. FieldsMax
+	// also bounds the request fields forwarded: a request with more (a
+	// server that accepts more than this) is refused with 431, never
+	// forwarded short of a field.
 	HeadBytesMax int
 	FieldsMax    int
 	// TrailerBytesMax bounds chunked trailers both ways. Default

@@ -17,6 +17,7 @@ var (
 	errNoUpstream       = &serval.StatusError{Status: 503, Msg: "proxy: no upstream available"}
 	errConnect          = &serval.StatusError{Status: 501, Msg: "proxy: CONNECT is not proxied"}
 	errHeadTooLarge     = &serval.StatusError{Status: 431, Msg: "proxy: request head too large to forward"}
+	errTooManyFields    = &serval.StatusError{Status: 431, Msg: "proxy: request has more fields than this proxy forwards (proxy.Config.FieldsMax)"}
 	errBodyTooLarge     = &serval.StatusError{Status: 413, Msg: "proxy: request body too large"}
 	errChunkTooLarge    = &serval.StatusError{Status: 400, Msg: "proxy: chunk framing does not fit the buffer"}
 	errUpstreamBody     = &serval.StatusError{Status: 502, Msg: "proxy: upstream response body truncated or failed"}

@@ -158,6 +158,9 @@ func (hs *harness) serve(c net.Conn) {
 	}
 	conn.req.Init(serval.FieldsMaxDefault)
 	conn.x.PathBuf = make([]byte, 0, serval.PathBytesMax)
+	if la, ok := c.LocalAddr().(*net.TCPAddr); ok {
+		conn.x.LocalAddr = la.AddrPort()
+	}
 	for conn.loop(hs, s) {
 	}
 }

@@ -173,9 +173,14 @@ func (s *Session) rewriteRequest(d *Downstream, x *serval.Exchange, req *serval.
 		case underscoreAlias(f.Name):
 			continue
 		}
-		if len(out.Fields) < cap(out.Fields)-extraFieldsMax {
-			out.Fields = append(out.Fields, f)
+		// The table holds FieldsMax forwarded fields beside the ones we
+		// add (Host among them, first). One that does not fit fails the
+		// request: a field dropped in silence could be the one the
+		// upstream authenticates or routes on.
+		if len(out.Fields)-1 >= cap(out.Fields)-extraFieldsMax {
+			return errTooManyFields
 		}
+		out.Fields = append(out.Fields, f)
 	}
 	// X-Forwarded-For: the incoming list (trusted) plus the client.
 	var xff, via []byte
