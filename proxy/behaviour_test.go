@@ -388,6 +388,25 @@ func TestPooledResetRetry(t *testing.T) {
 	if n := o.conns.Load(); n != 2 {
 		t.Fatalf("POST was retried: %d upstream connections", n)
 	}
+	// Non-idempotent requests without a body, written whole on the pooled
+	// connection: not retried either, the upstream may have acted on them
+	// (RFC 9112 §9.3.1).
+	for i, req := range []string{"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n", "PATCH / HTTP/1.1\r\nHost: t\r\n\r\n"} {
+		tc := dialHarness(t, hs)
+		tc.send("GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+		tc.mustRead("GET")
+		want := int32(3 + i)
+		if n := o.conns.Load(); n != want {
+			t.Fatalf("%d upstream connections, want %d", n, want)
+		}
+		tc.send(req)
+		if resp, _ := tc.mustRead("POST"); resp.StatusCode != 502 {
+			t.Fatalf("%q: status %d, want 502", req, resp.StatusCode)
+		}
+		if n := o.conns.Load(); n != want {
+			t.Fatalf("%q was sent again: %d upstream connections", req, n)
+		}
+	}
 }
 
 func TestEchoLargeBodyNoDeadlock(t *testing.T) {

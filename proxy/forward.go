@@ -105,7 +105,13 @@ func (s *Session) attempts() Result {
 		}
 		s.releaseUpstream(false)
 		fresh = false
-		if raceRetry && s.x.Reused && client.Retryable(err) && s.replayable(true) {
+		// The keep-alive race: a reused connection the upstream closed as
+		// the request went out. A non-idempotent request is sent again
+		// only when its write failed (it never reached the upstream
+		// whole): written whole, it may have been acted on before the
+		// close, and a proxy must not retry it (RFC 9112 §9.3.1).
+		if raceRetry && s.x.Reused && client.Retryable(err) && s.replayable(true) &&
+			(err == client.ErrWriteFailed || s.req.MethodID.Idempotent()) {
 			raceRetry, fresh = false, true
 			continue
 		}
