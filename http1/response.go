@@ -48,7 +48,8 @@ func parseResponseHead(win []byte, resp *serval.Response, rules *fieldRules) (in
 }
 
 // parseStatusLine parses "HTTP/1.x SP 3DIGIT [SP reason] CRLF"; the SP
-// before an empty reason may be missing (servers differ).
+// before an empty reason may be missing (servers differ). A minor version
+// above 1 is taken as 1.1, the highest we conform to (RFC 9110 §2.5).
 func parseStatusLine(win []byte, pos int, resp *serval.Response) (int, error) {
 	const prefix = "HTTP/1.x "
 	start := pos
@@ -57,11 +58,14 @@ func parseStatusLine(win []byte, pos int, resp *serval.Response) (int, error) {
 			return 0, ErrIncomplete
 		}
 		c, want := win[pos], prefix[pos-start]
-		if c != want && !(want == 'x' && (c == '0' || c == '1')) {
+		if want == 'x' && !isDigit(c) || want != 'x' && c != want {
 			return 0, ErrBadStatusLine
 		}
 	}
-	resp.Version = serval.Version(10 + win[start+7] - '0')
+	resp.Version = serval.Version11
+	if win[start+7] == '0' {
+		resp.Version = serval.Version10
+	}
 	for ; pos-start < len(prefix)+3; pos++ {
 		if pos == len(win) {
 			return 0, ErrIncomplete

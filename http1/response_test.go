@@ -50,6 +50,11 @@ var responseCases = []struct {
 	{name: "status two digits", head: crlf("HTTP/1.1 20 X\n\n"), bad: true},
 	{name: "status four digits", head: crlf("HTTP/1.1 2000 X\n\n"), bad: true},
 	{name: "version 2", head: crlf("HTTP/2.0 200 OK\n\n"), bad: true},
+	{name: "version 1.2 is 1.1", head: crlf("HTTP/1.2 200 OK\nContent-Length: 1\n\n"), body: BodyLength, check: func(t *testing.T, r *serval.Response) {
+		expect(t, r.Version == serval.Version11 && !r.Close, "version 1.1, keep-alive (RFC 9110 §2.5)")
+	}},
+	{name: "version 1.10", head: crlf("HTTP/1.10 200 OK\n\n"), bad: true},
+	{name: "version 1.x", head: crlf("HTTP/1.x 200 OK\n\n"), bad: true},
 	{name: "version lowercase", head: crlf("http/1.1 200 OK\n\n"), bad: true},
 	{name: "reason CTL", head: "HTTP/1.1 200 O\x01K\r\n\r\n", bad: true},
 	{name: "status bare LF", head: "HTTP/1.1 200 OK\n\r\n", bad: true},
