@@ -454,6 +454,56 @@ func TestEarly413WithoutReadingBody(t *testing.T) {
 	<-errc // the writer fails once the connection is closed
 }
 
+// TestEarlyAnswerKeepAlive: an upstream answers whole (keep-alive) before
+// it reads the request body. When it then takes the rest at once, the
+// client connection stays open; when the body does not come within the
+// grace, the head says Connection: close and the connection closes, not
+// a silent close after a head that promised more (RFC 9110 §10.1.1).
+func TestEarlyAnswerKeepAlive(t *testing.T) {
+	checkLeaks(t)
+	hs, _ := rawHarness(t, Config{}, serval.Hooks{}, func(c net.Conn, br *bufio.Reader) {
+		for {
+			req, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			if _, err := io.WriteString(c, "HTTP/1.1 403 Forbidden\r\nContent-Length: 2\r\n\r\nno"); err != nil {
+				return
+			}
+			if _, err := io.Copy(io.Discard, req.Body); err != nil {
+				return
+			}
+		}
+	})
+	const n = 512 << 10 // more than the client buffer: the pump streams it
+	t.Run("body-follows", func(t *testing.T) {
+		tc := dialHarness(t, hs)
+		errc := sendBody(t, tc.c, "POST", "/early", 5, n, false)
+		resp, body := tc.mustRead("POST")
+		if err := <-errc; err != nil {
+			t.Fatal(err)
+		}
+		if resp.StatusCode != 403 || string(body) != "no" || resp.Close {
+			t.Fatalf("status %d body %q close %v", resp.StatusCode, body, resp.Close)
+		}
+		tc.send("GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+		if resp, _ := tc.mustRead("GET"); resp.StatusCode != 403 {
+			t.Fatalf("next request: status %d", resp.StatusCode)
+		}
+	})
+	t.Run("body-late", func(t *testing.T) {
+		tc := dialHarness(t, hs)
+		tc.send("POST /early HTTP/1.1\r\nHost: t\r\nContent-Length: " + strconv.Itoa(n) + "\r\n\r\n")
+		resp, body := tc.mustRead("POST")
+		if resp.StatusCode != 403 || string(body) != "no" || !resp.Close {
+			t.Fatalf("status %d body %q close %v: want Connection: close", resp.StatusCode, body, resp.Close)
+		}
+		if !tc.closed() {
+			t.Fatal("the connection stayed open with the body unsent")
+		}
+	})
+}
+
 func TestCloseDelimitedResponse(t *testing.T) {
 	checkLeaks(t)
 	hs, _ := rawHarness(t, Config{}, serval.Hooks{}, func(c net.Conn, br *bufio.Reader) {

@@ -44,6 +44,15 @@ func (s *Session) respond(h client.Head) (serval.Phase, error) {
 		// without notice.
 		s.keep = false
 	}
+	if s.keep && s.pumping && s.answeredWhole(h) && !s.waitPump(pumpGraceDefault) {
+		// An early answer: the whole response came while the request body
+		// is still on its way, and the upstream did not take the rest
+		// within the grace settle would give it. The client connection
+		// cannot carry another request (the rest of this body is in it):
+		// say so in the head (RFC 9110 §10.1.1) rather than close without
+		// notice after it.
+		s.keep = false
+	}
 	b := http1.AppendStatusLine(s.wbuf[:0], resp.Status, resp.Reason)
 	b = s.appendResponseFields(b, resp, h.Body == http1.BodyNone)
 	switch {
@@ -70,6 +79,18 @@ func (s *Session) respond(h client.Head) (serval.Phase, error) {
 		return s.forwardLength(b, h)
 	}
 	return s.forwardChunked(b, h, chunkOut)
+}
+
+// answeredWhole reports whether the whole response is in s.rbuf with its
+// head h: nothing of it waits on the upstream.
+func (s *Session) answeredWhole(h client.Head) bool {
+	switch h.Body {
+	case http1.BodyNone:
+		return true
+	case http1.BodyLength:
+		return int64(h.End-h.HeadBytes) >= s.resp.ContentLength
+	}
+	return false
 }
 
 // appendResponseFields appends the fields of resp a client may see:
