@@ -241,6 +241,7 @@ func serverConfig(o *options, logger *slog.Logger, upTLS tlsconn.ClientConfig) s
 	cfg.ConnectionsMax = o.connectionsMax
 	cfg.Logger = logger
 	cfg.TLS = serverTLS(o)
+	cfg.ShutdownTimeout = o.shutdownTimeout
 	cfg.Proxy.ConnectTimeout = o.connectTimeout
 	cfg.Proxy.ResponseTimeout = o.responseTimeout
 	cfg.Proxy.TunnelIdleTimeout = o.tunnelIdle

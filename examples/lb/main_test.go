@@ -47,8 +47,15 @@ func startLB(t *testing.T, args ...string) (addr string, logs *syncBuffer) {
 // main).
 func startLBWith(t *testing.T, hup <-chan os.Signal, args ...string) (addr string, logs *syncBuffer) {
 	t.Helper()
+	return startLBCtx(t, context.Background(), hup, args...)
+}
+
+// startLBCtx is startLBWith under parent: cancelling it is what SIGTERM
+// does in main (the drain starts); the test's cleanup waits for the exit.
+func startLBCtx(t *testing.T, parent context.Context, hup <-chan os.Signal, args ...string) (addr string, logs *syncBuffer) {
+	t.Helper()
 	logs = new(syncBuffer)
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancel(parent)
 	done := make(chan int, 1)
 	exited := false // run returned before listening: nothing to wait for
 	// Port 0 on 127.0.0.1: the kernel picks the port as it binds, so the
@@ -225,7 +232,7 @@ func TestHelpAndBadFlags(t *testing.T) {
 		"-lb", "-policy", "-sticky-cookie", "-health-path", "-health-interval", "-health-timeout", "-unhealthy-threshold",
 		"-healthy-threshold", "-passive-5xx", "-no-health", "-all-unhealthy", "-cert", "-key", "-client-ca", "-upstream-tls",
 		"-upstream-ca", "-upstream-server-name", "-insecure-skip-verify", "-ktls", "-retries", "-access-log", "-metrics-addr",
-		"-ignore-client-abort", "-version", "-backend-max-conns", "-trust-forwarded", "-via"} {
+		"-ignore-client-abort", "-version", "-backend-max-conns", "-trust-forwarded", "-via", "-shutdown-timeout"} {
 		if !strings.Contains(out.String(), f) {
 			t.Errorf("usage lacks %s:\n%s", f, out.String())
 		}
@@ -240,7 +247,7 @@ func TestHelpAndBadFlags(t *testing.T) {
 		{"--healthy-threshold", "100000"}, {"--health-timeout", "0s"}, {"--backends", "127.0.0.1:1=0"},
 		{"--backends", "127.0.0.1:1", "--upstream-tls", "127.0.0.1:2"}, {"--retries", "-1"}, {"--retries", "9"},
 		{"--backend-max-conns", "-1"}, {"--backend-max-conns", "70000"}, {"--via", "a b"}, {"--via", strings.Repeat("v", 65)},
-		{"--sticky-cookie", "bad;cookie"}, {"--health-path", "nopath"}, {"--health-path", "/a b"}} {
+		{"--shutdown-timeout", "-1s"}, {"--shutdown-timeout", "25h"}, {"--sticky-cookie", "bad;cookie"}, {"--health-path", "nopath"}, {"--health-path", "/a b"}} {
 		out.Reset()
 		if code := run(context.Background(), append([]string{"--port", "0"}, args...), &out); code != 2 {
 			t.Errorf("%v: exit %d, want 2; output:\n%s", args, code, out.String())
@@ -438,5 +445,64 @@ func TestUpstreamReuseUnderConcurrency(t *testing.T) {
 		t.Fatalf("%d upstream connections for %d clients x %d rounds: the pool closed and re-dialled them", n, clients, rounds)
 	} else {
 		t.Logf("%d upstream connections for %d clients x %d rounds", n, clients, rounds)
+	}
+}
+
+// TestShutdownTimeoutFlag: on SIGTERM a response in flight gets
+// --shutdown-timeout to finish: a 1 s trickled download completes within
+// 5 s, and is cut at 300 ms.
+func TestShutdownTimeoutFlag(t *testing.T) {
+	const pieces, piece = 10, 1 << 10
+	backend := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", strconv.Itoa(pieces*piece))
+		for range pieces {
+			if _, err := w.Write([]byte(strings.Repeat("x", piece))); err != nil {
+				return
+			}
+			w.(http.Flusher).Flush()
+			time.Sleep(100 * time.Millisecond)
+		}
+	})}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go backend.Serve(ln)
+	defer backend.Close()
+	for _, tc := range []struct {
+		timeout string
+		whole   bool
+	}{{"5s", true}, {"300ms", false}} {
+		t.Run(tc.timeout, func(t *testing.T) {
+			parent, term := context.WithCancel(context.Background())
+			defer term()
+			addr, _ := startLBCtx(t, parent, nil, "--backends", ln.Addr().String(), "--no-health", "--shutdown-timeout", tc.timeout)
+			c, err := net.Dial("tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(10 * time.Second))
+			io.WriteString(c, "GET /slow HTTP/1.1\r\nHost: t\r\n\r\n")
+			br := bufio.NewReader(c)
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := br.Peek(1); err != nil { // the body has started
+				t.Fatal(err)
+			}
+			term() // SIGTERM
+			body, err := io.ReadAll(resp.Body)
+			if tc.whole && (err != nil || len(body) != pieces*piece) {
+				t.Fatalf("got %d bytes, err %v: want the whole body", len(body), err)
+			}
+			if _, err := br.ReadByte(); tc.whole && err != io.EOF {
+				t.Fatalf("after the response: %v, want the connection closed", err)
+			}
+			if !tc.whole && (err == nil || len(body) == pieces*piece) {
+				t.Fatalf("got %d bytes, err %v: want the download cut at the deadline", len(body), err)
+			}
+		})
 	}
 }
