@@ -62,6 +62,11 @@ type slot[H serval.Handler] struct {
 	// tlsInfo is the connection's TLS description, filled once after the
 	// handshake; x.TLSInfo and info.TLSInfo point here.
 	tlsInfo serval.TLSInfo
+	// hello carries the TLS handshake's deadline (see handshake).
+	hello helloCtx
+	// opened: OnConnectionOpen's turn came (the connection was set up,
+	// its TLS handshake done): OnConnectionClose's comes at the release.
+	opened bool
 
 	in      inbuf
 	wbuf    []byte
@@ -112,6 +117,7 @@ func (c *slot[H]) init(s *Server[H], idx int32) {
 	c.clientAddr = make([]byte, 0, clientAddrBytesMax)
 	c.body.init(&c.in, &c.x, &s.cfg)
 	c.raw.Init()
+	c.hello.Context = context.Background()
 }
 
 // serve runs one connection on the slot, then frees the slot.
@@ -132,6 +138,7 @@ func (c *slot[H]) serve() {
 			return
 		}
 	}
+	c.opened = true
 	if k := c.srv.hooks.ConnectionOpen; k != nil {
 		k.OnConnectionOpen(&c.info)
 	}
@@ -177,8 +184,8 @@ func addrPort(a net.Addr) netip.AddrPort {
 }
 
 // release closes the connection, reports it and frees the slot. A
-// connection whose TLS handshake failed never ran OnConnectionOpen and
-// does not run OnConnectionClose either.
+// connection that ended before or in its TLS handshake never ran
+// OnConnectionOpen and does not run OnConnectionClose either.
 func (c *slot[H]) release(reason serval.CloseReason) {
 	s := c.srv
 	// Kept-back responses go out before the close. (The paths that end
@@ -188,9 +195,10 @@ func (c *slot[H]) release(reason serval.CloseReason) {
 	c.close(reason)
 	c.info.Requests = uint32(c.requests)
 	c.info.CloseReason = reason
-	if k := s.hooks.ConnectionClose; k != nil && reason != serval.CloseTLSHandshake {
+	if k := s.hooks.ConnectionClose; k != nil && c.opened {
 		k.OnConnectionClose(&c.info)
 	}
+	c.opened = false
 	s.metrics.ConnectionClosed(reason)
 	c.x.User, c.x.Body, c.x.Upstream, c.x.TLSInfo, c.info.TLSInfo = nil, nil, nil, nil, nil
 	c.conn, c.tcp, c.sock = nil, nil, nil

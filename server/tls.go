@@ -119,8 +119,14 @@ func (c *slot[H]) handshake() (serval.CloseReason, bool) {
 		s.log.Error("server: TLS needs a TCP listener; closing the connection", "conn", c.info.ID)
 		return serval.CloseTLSHandshake, false
 	}
+	// The whole handshake, the wait for its first byte included, is
+	// bounded by the handshake timeout from here.
+	c.hello.deadline = time.Now().Add(s.tls.HandshakeTimeout())
+	if reason, ok := c.awaitHello(); !ok {
+		return reason, false
+	}
 	c.state.Store(stHandshake)
-	conn, tcp, info, err := s.tls.Handshake(context.Background(), c.tcp)
+	conn, tcp, info, err := s.tls.Handshake(&c.hello, c.tcp)
 	if conn != nil {
 		c.conn = conn // closed with close_notify from here on
 	}
@@ -158,6 +164,47 @@ func (c *slot[H]) handshake() (serval.CloseReason, bool) {
 	c.setTLSInfo(&info)
 	return 0, true
 }
+
+// awaitHello waits for the first byte of the ClientHello with the slot
+// evictable, as awaitFirstByte waits for a head: a connection that never
+// speaks must not keep others out for the whole handshake timeout (the
+// cheapest slowloris on a TLS port). The wait ends at the handshake's
+// deadline at the latest; the handshake then fails at once, counted as a
+// timeout. Nothing is read: the handshake reads the bytes.
+func (c *slot[H]) awaitHello() (serval.CloseReason, bool) {
+	s := c.srv
+	if c.raw.TCPConn == nil {
+		return 0, true // no raw socket to wait on: the handshake waits
+	}
+	// The deadline is set before the slot is marked idle, so a claimer's
+	// past deadline always lands after it.
+	if c.nc.SetReadDeadline(c.hello.deadline) != nil {
+		return serval.CloseTLSHandshake, false
+	}
+	c.idleSince.Store(serval.Nanotime())
+	c.state.Store(stIdle)
+	if s.draining.Load() {
+		// Shutdown may have scanned before we were idle: close ourselves.
+		if c.state.CompareAndSwap(stIdle, stBusy) {
+			return serval.CloseShutdown, false
+		}
+		return c.claimedReason(), false
+	}
+	_ = c.raw.AwaitReadable() // a byte, EOF, an error or the deadline: the handshake tells which
+	if !c.state.CompareAndSwap(stIdle, stBusy) {
+		return c.claimedReason(), false
+	}
+	return 0, true
+}
+
+// helloCtx is the handshake's context: its deadline, and no Done channel,
+// so crypto/tls starts no goroutine to watch it and no timer runs.
+type helloCtx struct {
+	context.Context
+	deadline time.Time
+}
+
+func (h *helloCtx) Deadline() (time.Time, bool) { return h.deadline, true }
 
 // answerPlaintext answers 400 when the handshake failed because the
 // client spoke plain HTTP, so a misconfigured client learns why.

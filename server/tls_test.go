@@ -290,13 +290,75 @@ func TestTLSHandshakeTimeoutFreesSlot(t *testing.T) {
 	}
 }
 
+// TestTLSSilentClientEvicted: a TCP client that never sends its
+// ClientHello waits as an idle connection does, so a real client that
+// finds every slot taken evicts it and is served, long before the
+// handshake timeout; OnConnectionClose is not called for the evicted one,
+// which never opened.
+func TestTLSSilentClientEvicted(t *testing.T) {
+	ts := newTLSSetup(t)
+	cfg := testConfig()
+	cfg.ConnectionsMax = 1
+	cfg.SlotWaitTimeout = 5 * time.Second
+	cfg.TLS = serverTLS(ts.cert, ts.key)
+	cfg.TLS.HandshakeTimeout = 20 * time.Second
+	cfg.Logger = discardLogger()
+	m := &closeCounter{}
+	h := &connHookCounter{}
+	s, err := New(h, nil, m, nil, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := serveOn(t, s)
+	silent := dial(t, srv.addr)
+	defer silent.Close()
+	start := time.Now()
+	tc := tlsClientConfig(ts.ca, "serval.test")
+	c, err := tls.DialWithDialer(&net.Dialer{Timeout: testTimeout}, "tcp", srv.addr, tc)
+	if err != nil {
+		t.Fatalf("real client while a silent one holds the only slot: %v", err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(testTimeout))
+	send(t, c, get("/"))
+	if r := readResp(t, bufio.NewReader(c), "GET"); r.StatusCode != 200 {
+		t.Fatalf("status %d", r.StatusCode)
+	}
+	if el := time.Since(start); el > 5*time.Second {
+		t.Fatalf("served after %v", el)
+	}
+	silent.SetReadDeadline(time.Now().Add(testTimeout))
+	if _, err := silent.Read(make([]byte, 1)); err == nil {
+		t.Fatal("silent client got bytes")
+	}
+	if n := m.evicted.Load(); n != 1 {
+		t.Fatalf("%d evictions counted, want 1", n)
+	}
+	if o, cl := h.opened.Load(), h.closed.Load(); o != 1 || cl != 0 {
+		t.Fatalf("OnConnectionOpen %d, OnConnectionClose %d: want 1 and 0 (the evicted one never opened)", o, cl)
+	}
+}
+
+// connHookCounter counts OnConnectionOpen and OnConnectionClose calls.
+type connHookCounter struct {
+	tlsInfoHandler
+	opened, closed atomic.Int64
+}
+
+func (h *connHookCounter) OnConnectionOpen(*serval.ConnInfo)  { h.opened.Add(1) }
+func (h *connHookCounter) OnConnectionClose(*serval.ConnInfo) { h.closed.Add(1) }
+
 // closeCounter counts CloseTLSHandshake closes.
 type closeCounter struct {
 	serval.NoopMetrics
 	tlsHandshake atomic.Int64
+	evicted      atomic.Int64
 }
 
 func (m *closeCounter) ConnectionClosed(r serval.CloseReason) {
+	if r == serval.CloseEvicted {
+		m.evicted.Add(1)
+	}
 	if r == serval.CloseTLSHandshake {
 		m.tlsHandshake.Add(1)
 	}

@@ -189,6 +189,10 @@ func (s *Server) TLSConfig() *tls.Config { return s.base }
 // Stats returns the counters.
 func (s *Server) Stats() Stats { return s.ctr.stats() }
 
+// HandshakeTimeout is the bound on each handshake (the configured one, or
+// HandshakeTimeoutDefault).
+func (s *Server) HandshakeTimeout() time.Duration { return s.ep.timeout }
+
 // Handshake runs the server handshake on raw, bounded by the handshake
 // timeout and ctx. It returns the connection to use: a *Conn (kernel TLS;
 // tcp is raw, usable for splice, see Conn), else a *RecordConn (Serval's

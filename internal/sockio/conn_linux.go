@@ -47,6 +47,7 @@ type Conn struct {
 	awaitReadFn func(uintptr)
 	awaitErr    error // the wait's failure, from inside a Control callback
 	peekFn      func(uintptr)
+	peekWaitFn  func(uintptr) bool
 	peekBuf     [1]byte
 	regFn       func(uintptr)
 	unregFn     func(uintptr)
@@ -72,6 +73,7 @@ func (c *Conn) Init() {
 	c.wrFn = c.doWriteRead
 	c.awaitReadFn = c.doAwaitRead
 	c.peekFn = c.doPeek
+	c.peekWaitFn = c.doPeekWait
 	c.regFn = c.doRegister
 	c.unregFn = c.doUnregister
 	c.awaitSpliceInFn = c.doAwaitSpliceIn
@@ -201,6 +203,25 @@ func (c *Conn) doPeek(fd uintptr) {
 		}
 		c.rn, c.rerr = int(n), e
 		return
+	}
+}
+
+// AwaitReadable waits, reading nothing, until the socket holds a byte, its
+// peer closed it, or it failed. The read deadline bounds the wait (one set
+// in the past from another goroutine ends it): the error is then the
+// deadline's. For a Conn that is not polled: the wait is the runtime's.
+func (c *Conn) AwaitReadable() error { return c.rc.Read(c.peekWaitFn) }
+
+// doPeekWait is AwaitReadable's callback: false (wait for readiness) only
+// while the socket is empty and open.
+func (c *Conn) doPeekWait(fd uintptr) bool {
+	for {
+		_, _, e := syscall.RawSyscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&c.peekBuf[0])), 1,
+			syscall.MSG_PEEK|syscall.MSG_DONTWAIT, 0, 0)
+		if e == syscall.EINTR {
+			continue
+		}
+		return e != syscall.EAGAIN
 	}
 }
 

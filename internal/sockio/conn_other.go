@@ -19,6 +19,10 @@ func (c *Conn) Reset(tcp *net.TCPConn) error {
 	return nil
 }
 
+// AwaitReadable returns at once here: the caller reads without waiting
+// for readiness first.
+func (c *Conn) AwaitReadable() error { return nil }
+
 // Clear drops the socket.
 func (c *Conn) Clear() { c.TCPConn = nil }
 
