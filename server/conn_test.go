@@ -153,6 +153,39 @@ func TestExpectContinue(t *testing.T) {
 			t.Fatalf("got %q", r.body)
 		}
 	})
+	t.Run("stream", func(t *testing.T) {
+		// A stream that reads the body from NextChunk: 100 Continue first,
+		// and the connection stays open after the body was read.
+		h := &handler{onRequest: func(*serval.Exchange, *serval.Request, []byte) serval.Action {
+			return serval.Stream(200, "text/plain")
+		}}
+		h.next = func(x *serval.Exchange, buf []byte) (int, bool, error) {
+			if x.Body == nil {
+				return 0, true, nil
+			}
+			n, err := x.Body.Read(buf)
+			if err == io.EOF {
+				return n, true, nil
+			}
+			return n, false, err
+		}
+		ts := start(t, h, testConfig(), nil)
+		c := dial(t, ts.addr)
+		send(t, c, head)
+		br := bufio.NewReader(c)
+		line := make([]byte, len(continueLine))
+		if _, err := io.ReadFull(br, line); err != nil || string(line) != string(continueLine) {
+			t.Fatalf("got %q %v", line, err)
+		}
+		send(t, c, "body")
+		if r := readResp(t, br, "POST"); r.StatusCode != 200 || r.body != "body" || r.Close {
+			t.Fatalf("got %d %q close=%v", r.StatusCode, r.body, r.Close)
+		}
+		send(t, c, get("/next")) // still alive
+		if r := readResp(t, br, "GET"); r.StatusCode != 200 {
+			t.Fatalf("next: status %d", r.StatusCode)
+		}
+	})
 	t.Run("unread", func(t *testing.T) {
 		ts := start(t, &handler{}, testConfig(), nil)
 		c := dial(t, ts.addr)

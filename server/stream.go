@@ -20,6 +20,18 @@ func (c *slot[H]) stream(a *serval.Action) {
 		c.respondError(errBadStatus)
 		return
 	}
+	// A stream may read the body from NextChunk, after the final head is
+	// out: a client waiting for 100 Continue must get it first, never
+	// after the head (where it would land inside the body). It goes
+	// before the keep-alive verdict too: asked for, the body comes, and a
+	// part the stream leaves unread is drained like any other.
+	if c.body.expect {
+		c.body.expect = false
+		if err := c.body.sendContinue(); err != nil {
+			c.fail(serval.CloseError, err, serval.PhaseClientWrite)
+			return
+		}
+	}
 	c.prepareClose()
 	frame := frameChunked
 	switch {
@@ -37,16 +49,6 @@ func (c *slot[H]) stream(a *serval.Action) {
 		return
 	}
 	c.x.Status = a.Status
-	// A stream may read the body from NextChunk, after the final head is
-	// out: a client waiting for 100 Continue must get it first, never
-	// after the head (where it would land inside the body).
-	if c.body.expect {
-		c.body.expect = false
-		if err := c.body.sendContinue(); err != nil {
-			c.fail(serval.CloseError, err, serval.PhaseClientWrite)
-			return
-		}
-	}
 	if !c.write(c.wbuf[:n]) || noBodyStatus(a.Status) || c.req.MethodID == serval.MethodHead {
 		return
 	}
