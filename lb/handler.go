@@ -209,7 +209,7 @@ func (h *Handler) OnResponse(x *serval.Exchange, resp *serval.Response, _ []byte
 	}
 	clearMark(x)
 	if len(resp.Fields) < cap(resp.Fields) {
-		resp.Fields = append(resp.Fields, serval.Header{Name: setCookieName, Value: h.sticky.SetCookie(x.Upstream)})
+		resp.Fields = append(resp.Fields, serval.Header{Name: setCookieName, Value: h.sticky.SetCookie(x.Upstream, x.TLS)})
 	}
 	return serval.Continue()
 }

@@ -74,6 +74,16 @@ func TestStickyPinsAndFailsOver(t *testing.T) {
 	if got == u || set != "srv="+StickyID(got)+"; Path=/; HttpOnly" {
 		t.Fatalf("failover: %s, set %q", got.Addr(), set)
 	}
+	// Over TLS the cookie is Secure.
+	var tx serval.Exchange
+	tx.TLS = true
+	tx.Upstream = h.SelectUpstream(&tx, cookieReq(""))
+	var tresp serval.Response
+	tresp.Init(4)
+	h.OnResponse(&tx, &tresp, nil)
+	if got, want := string(tresp.Get("Set-Cookie")), "srv="+StickyID(tx.Upstream)+"; Path=/; HttpOnly; Secure"; got != want {
+		t.Fatalf("TLS: Set-Cookie %q, want %q", got, want)
+	}
 	// An unknown id falls back too.
 	if _, set := respond(t, h, cookieReq("srv=ffffffffffffffff")); set == "" {
 		t.Fatal("unknown id not re-pinned")

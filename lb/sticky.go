@@ -19,8 +19,9 @@ var stickyMark = new(byte)
 // Sticky is sticky sessions by cookie, a wrapper around another
 // selector: a request whose cookie Name names a healthy upstream goes to
 // it; any other request goes where the wrapped selector says, and the
-// response gets "Set-Cookie: Name=<id>; Path=/; HttpOnly" so the
-// client's next requests follow (lb.Handler's OnResponse adds it).
+// response gets "Set-Cookie: Name=<id>; Path=/; HttpOnly" (plus
+// "; Secure" when the client came over TLS) so the client's next requests
+// follow (lb.Handler's OnResponse adds it).
 //
 // Why: applications that keep session state in process memory need a
 // client to come back to the same upstream; a cookie does that without
@@ -41,6 +42,7 @@ type Sticky struct {
 	byID   map[string]serval.UpstreamIndex
 	ids    [][]byte // upstream index -> cookie value
 	setCkV [][]byte // upstream index -> "name=id; Path=/; HttpOnly"
+	setCkS [][]byte // the same with "; Secure"
 }
 
 var _ Selector = (*Sticky)(nil)
@@ -66,6 +68,7 @@ func NewSticky(name string, table []serval.Upstream, h *health.State, inner Sele
 		s.byID[id] = serval.UpstreamIndex(i)
 		s.ids = append(s.ids, []byte(id))
 		s.setCkV = append(s.setCkV, []byte(name+"="+id+"; Path=/; HttpOnly"))
+		s.setCkS = append(s.setCkS, []byte(name+"="+id+"; Path=/; HttpOnly; Secure"))
 	}
 	return s, nil
 }
@@ -110,9 +113,15 @@ func (s *Sticky) Pinned(req *serval.Request) *serval.Upstream {
 }
 
 // SetCookie returns the Set-Cookie value that pins a client to u
-// ("name=id; Path=/; HttpOnly"), precomputed: the slice is shared and
-// must not be modified.
-func (s *Sticky) SetCookie(u *serval.Upstream) []byte { return s.setCkV[u.Index] }
+// ("name=id; Path=/; HttpOnly", and "; Secure" when secure: the client
+// came over TLS, so the cookie never travels in the clear), precomputed:
+// the slice is shared and must not be modified.
+func (s *Sticky) SetCookie(u *serval.Upstream, secure bool) []byte {
+	if secure {
+		return s.setCkS[u.Index]
+	}
+	return s.setCkV[u.Index]
+}
 
 // NeedsCookie reports whether the response to this exchange should set
 // the cookie: the request had no valid one (Select marked the exchange),
