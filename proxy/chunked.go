@@ -104,7 +104,9 @@ func (s *Session) pipeChunked(src *chunkSource, dec *http1.ChunkedDecoder, enc *
 		}
 		switch kind {
 		case http1.SegData:
-			if total += int64(len(data)); limit >= 0 && total > limit {
+			// The chunk's declared size counts: a body that will pass
+			// the limit is refused before its bytes are forwarded.
+			if total += int64(len(data)); limit >= 0 && dec.Remaining() > limit-total {
 				return failLimit, errBodyTooLarge
 			}
 			if err := s.callHook(hook, data); err != nil {
@@ -126,6 +128,9 @@ func (s *Session) pipeChunked(src *chunkSource, dec *http1.ChunkedDecoder, enc *
 			}
 			return failNone, nil
 		case http1.SegNone:
+			if limit >= 0 && dec.Remaining() > limit-total {
+				return failLimit, errBodyTooLarge // a size line past the limit
+			}
 			if n == 0 {
 				// Out of input: what was coalesced leaves before the
 				// read that may wait, so a stream (SSE, a token-by-token

@@ -241,6 +241,13 @@ func TestBodyTooLarge(t *testing.T) {
 		t.Fatalf("chunked: %v %v, want 413", resp, err)
 	}
 	<-errc
+	// A chunk size past the limit is refused at once, before its bytes
+	// (which never come here: the test's deadline would end it).
+	tc3 := dialHarness(t, hs)
+	tc3.send("POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n10000\r\nab")
+	if resp, _ := tc3.mustRead("POST"); resp.StatusCode != 413 {
+		t.Fatalf("declared chunk size: status %d, want 413", resp.StatusCode)
+	}
 }
 
 // doneHooks counts OnUpstreamDone calls.

@@ -187,12 +187,17 @@ func (b *bodyReader) nextChunked(max int) ([]byte, error) {
 			}
 			b.pend, b.pendEnd = off, off+len(data)
 			b.payload += int64(len(data))
-			if b.payload > b.limit {
+			// The chunk's declared size counts: a body that will pass
+			// the limit fails now, not after a gigabyte has come.
+			if b.dec.Remaining() > b.limit-b.payload {
 				return nil, b.setErr(errBodyTooLarge)
 			}
 		case http1.SegEnd:
 			b.done = true
 		case http1.SegNone:
+			if b.dec.Remaining() > b.limit-b.payload {
+				return nil, b.setErr(errBodyTooLarge)
+			}
 			if err := b.fillChunked(); err != nil {
 				return nil, err
 			}

@@ -59,6 +59,17 @@ func TestBodyTooLarge(t *testing.T) {
 		}
 		expectClosed(t, br)
 	})
+	t.Run("declared", func(t *testing.T) {
+		// A chunk size line past the limit is refused at once: the 413
+		// does not wait for the bytes (which never come here).
+		ts := start(t, &handler{onRequest: echoBody}, cfg, nil)
+		c := dial(t, ts.addr)
+		send(t, c, "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n7fffffffffffffff\r\nab")
+		br := bufio.NewReader(c)
+		if r := readResp(t, br, "POST"); r.StatusCode != 413 || !r.Close {
+			t.Fatalf("got %d close=%v", r.StatusCode, r.Close)
+		}
+	})
 	t.Run("continue", func(t *testing.T) {
 		var readErr error
 		ts := start(t, &handler{onRequest: func(x *serval.Exchange, _ *serval.Request, _ []byte) serval.Action {
