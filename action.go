@@ -26,7 +26,12 @@ type Action struct {
 	Status      int
 	ContentType string
 	// Headers are extra response fields. The server writes Content-Length
-	// or Transfer-Encoding itself; do not include them.
+	// or Transfer-Encoding itself; do not include them. A name that is not
+	// a token, or a value (or ContentType) with CR, LF, NUL or another
+	// control byte but HTAB, is never written: the response becomes a 500
+	// (a value taken from a client could otherwise inject fields). The
+	// proxy checks what OnUpstreamRequest, OnResponse and RewritePath
+	// leave the same way.
 	Headers []Header
 	Body    []byte
 	// Chunked sends a direct response body with chunked framing instead of

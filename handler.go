@@ -10,11 +10,20 @@ import "time"
 // Hook order for one request (as in Pingora's proxy phases):
 //
 //	OnConnectionOpen (once per connection)
-//	OnRequest -> SelectUpstream -> OnUpstreamConnect -> OnUpstreamRequest
+//	OnRequest -> SelectUpstream -> OnUpstreamRequest -> OnUpstreamConnect
 //	-> OnRequestBody* -> OnResponse -> OnResponseBody* -> OnLog
 //	OnError (when a phase fails), OnUpstreamDone (once per attempt, with
 //	its outcome), NextChunk* (streamed responses)
 //	OnConnectionClose (once per connection)
+//
+// OnUpstreamRequest runs once per request, before any connection is
+// taken: the head it edits is the one every attempt sends, so an
+// ErrorRetry (OnError) sends it unchanged to the next upstream.
+// OnUpstreamConnect runs for each connection an attempt takes, pooled
+// (reused true) or dialed (a keep-alive-race retry takes a second one). OnRequestBody runs on
+// a body that came whole with the head before OnUpstreamRequest (the body
+// is framed then), and on a streamed body as it is sent, after the
+// connect.
 //
 // Hooks are found on the value given to server.New, by Go's method sets,
 // so wrapping a handler can lose them silently. A wrapper that embeds an

@@ -85,6 +85,48 @@ func ValidFieldValue(value []byte) bool {
 	return n == 0 || !isOWS(value[0]) && !isOWS(value[n-1])
 }
 
+// SafeField reports whether a field built by a handler (not parsed) can
+// be written as is: its name a token, its value free of CR, LF, NUL and
+// every other control byte but HTAB. Leading or trailing whitespace is
+// allowed (a recipient trims it). A field that fails would split the
+// head: a header injected by whoever controls the value.
+func SafeField[N, V ~string | ~[]byte](name N, value V) bool {
+	if len(name) == 0 {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		if charClass[name[i]]&cTchar == 0 {
+			return false
+		}
+	}
+	return SafeValue(value)
+}
+
+// SafeValue is SafeField's test of a value.
+func SafeValue[V ~string | ~[]byte](value V) bool {
+	for i := 0; i < len(value); i++ {
+		if charClass[value[i]]&cValue == 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// SafeTarget reports whether a request-target built by a handler (a
+// rewritten path) can be written as is: not empty, and every byte
+// visible ASCII other than '#' (no space, control or 8-bit byte).
+func SafeTarget(target []byte) bool {
+	if len(target) == 0 {
+		return false
+	}
+	for _, c := range target {
+		if charClass[c]&cTarget == 0 {
+			return false
+		}
+	}
+	return true
+}
+
 func isOWS(c byte) bool { return c == ' ' || c == '\t' }
 
 // trimOWS drops leading and trailing SP and HTAB.

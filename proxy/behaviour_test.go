@@ -454,6 +454,28 @@ func TestEarly413WithoutReadingBody(t *testing.T) {
 	<-errc // the writer fails once the connection is closed
 }
 
+// TestDrainSaysClose: a server that begins to drain while a response is
+// awaited gets "Connection: close" on it (Downstream.Closing), not a
+// keep-alive head followed by a close.
+func TestDrainSaysClose(t *testing.T) {
+	checkLeaks(t)
+	var hs *harness
+	hs, _ = rawHarness(t, Config{}, serval.Hooks{}, func(c net.Conn, br *bufio.Reader) {
+		for {
+			if _, _, err := readRequest(br); err != nil {
+				return
+			}
+			hs.closing.Store(true) // the drain begins while the upstream works
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		}
+	})
+	tc := dialHarness(t, hs)
+	tc.send("GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+	if resp, body := tc.mustRead("GET"); resp.StatusCode != 200 || string(body) != "ok" || !resp.Close {
+		t.Fatalf("status %d body %q close %v: want Connection: close", resp.StatusCode, body, resp.Close)
+	}
+}
+
 // TestEarlyAnswerKeepAlive: an upstream answers whole (keep-alive) before
 // it reads the request body. When it then takes the rest at once, the
 // client connection stays open; when the body does not come within the
@@ -1085,4 +1107,75 @@ func TestEveryFieldForwarded(t *testing.T) {
 			t.Errorf("the upstream got %d connections", n)
 		}
 	})
+}
+
+// injectHooks are hooks that write a CR LF into a head they build.
+type injectHooks struct {
+	handler
+	where string
+}
+
+func (h *injectHooks) SelectUpstream(x *serval.Exchange, req *serval.Request) *serval.Upstream {
+	if h.where == "path" {
+		x.RewritePath = append(x.PathBuf[:0], "/a HTTP/1.1\r\nHost: evil\r\n\r\nGET /b"...)
+	}
+	return h.handler.SelectUpstream(x, req)
+}
+
+func (h *injectHooks) OnUpstreamRequest(x *serval.Exchange, req *serval.Request, out *serval.Outbound) {
+	if h.where == "request" {
+		out.Add([]byte("X-User"), []byte("v\r\nX-Admin: 1"))
+	}
+}
+
+func (h *injectHooks) OnResponse(x *serval.Exchange, resp *serval.Response, buf []byte) serval.Action {
+	switch h.where {
+	case "response":
+		resp.Fields = append(resp.Fields, serval.Header{Name: []byte("X-Echo"), Value: []byte("v\r\nSet-Cookie: evil=1")})
+	case "replace":
+		a := serval.Respond(403, "text/plain", []byte("no"))
+		a.Headers = []serval.Header{{Name: []byte("X-Echo"), Value: []byte("v\r\nSet-Cookie: evil=1")}}
+		return a
+	}
+	return serval.Continue()
+}
+
+// TestHookHeadInjection: a CR LF a hook writes into a head (a rewritten
+// path, an added request or response field, a replacement's field) never
+// reaches the wire: the exchange is answered 500, and nothing injected
+// goes upstream or to the client.
+func TestHookHeadInjection(t *testing.T) {
+	checkLeaks(t)
+	for _, where := range []string{"path", "request", "response", "replace"} {
+		t.Run(where, func(t *testing.T) {
+			var got sync.Map
+			o := newRawOrigin(t, func(c net.Conn, br *bufio.Reader) {
+				for {
+					req, _, err := readRequest(br)
+					if err != nil {
+						return
+					}
+					got.Store(req.URL.Path, req.Header.Clone())
+					io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+				}
+			})
+			h := &injectHooks{handler: handler{ups: []serval.Upstream{upstreamOf(t, o.addr(), 0)}}, where: where}
+			hs := newHarness(t, Config{}, h, serval.DetectHooks(h))
+			tc := dialHarness(t, hs)
+			tc.send("GET /x HTTP/1.1\r\nHost: t\r\n\r\n")
+			resp, _ := tc.mustRead("GET")
+			if resp.StatusCode != 500 || resp.Header.Get("Set-Cookie") != "" {
+				t.Fatalf("status %d, Set-Cookie %q: want 500 and nothing injected", resp.StatusCode, resp.Header.Get("Set-Cookie"))
+			}
+			got.Range(func(k, v any) bool {
+				if hd := v.(http.Header); k != "/x" || hd.Get("X-Admin") != "" || hd.Get("Host") == "evil" {
+					t.Errorf("the upstream got %v %v", k, hd)
+				}
+				return true
+			})
+			if (where == "path" || where == "request") && o.conns.Load() != 0 {
+				t.Errorf("the upstream was reached: %d connections", o.conns.Load())
+			}
+		})
+	}
 }

@@ -28,6 +28,7 @@ var (
 	errClientBodyStall  = &serval.StatusError{Status: 408, Msg: "proxy: the client's request body stalled"}
 	errPumpPanic        = &serval.StatusError{Status: 500, Msg: "proxy: panic while sending the request body"}
 	errUpstreamResponse = &serval.StatusError{Status: 502, Msg: "proxy: invalid upstream response"}
+	errBadOutbound      = &serval.StatusError{Status: 500, Msg: "proxy: a hook left a request head that is not valid HTTP"}
 )
 
 // isTimeout reports whether err is a deadline's.
@@ -87,6 +88,10 @@ func (s *Session) writeError(status int, close bool) bool {
 // writeAction sends a handler's direct response (OnError's ErrorRespond,
 // or OnResponse's replacement).
 func (s *Session) writeAction(a *serval.Action, close bool) bool {
+	if !http1.SafeValue(a.ContentType) || !safeFields(a.Headers) {
+		s.f.log.Error("proxy: a hook's response has a field or content type that is not valid HTTP (a control byte, CR or LF would split the head); answering 500", "id", s.x.ID)
+		a = &serval.Action{Kind: serval.ActionRespond, Status: 500, ContentType: "text/plain; charset=utf-8", Body: []byte("Internal Server Error\n")}
+	}
 	status := a.Status
 	if status == 0 {
 		status = 200

@@ -73,6 +73,10 @@ func (s *Session) forward() Result {
 	if req.ContentLength > s.f.cfg.RequestBodyBytesMax {
 		return s.fail(serval.PhaseClientBody, errBodyTooLarge)
 	}
+	if x.RewritePath != nil && !http1.SafeTarget(x.RewritePath) {
+		s.f.log.Error("proxy: Exchange.RewritePath is not a valid path (a space, control or 8-bit byte would split the request line); answering 500", "id", x.ID)
+		return s.fail(serval.PhaseNone, errBadOutbound)
+	}
 	if err := s.rewriteRequest(s.d, x, req); err != nil {
 		return s.fail(serval.PhaseNone, err)
 	}
@@ -81,6 +85,10 @@ func (s *Session) forward() Result {
 	}
 	if h := s.f.hooks.UpstreamRequest; h != nil {
 		h.OnUpstreamRequest(x, req, &s.out)
+		if !safeOutbound(&s.out) {
+			s.f.log.Error("proxy: OnUpstreamRequest left a method, path or field that is not valid HTTP (a control byte, CR or LF would split the head); answering 500", "id", x.ID)
+			return s.fail(serval.PhaseNone, errBadOutbound)
+		}
 	}
 	s.hbuf = client.AppendHead(s.hbuf[:0], &s.out)
 	return s.attempts()
@@ -363,6 +371,29 @@ func (s *Session) upstreamDone(failure bool, phase serval.Phase, status int) {
 	if h := s.f.hooks.UpstreamDone; h != nil {
 		h.OnUpstreamDone(s.x, s.up, serval.UpstreamResult{Failure: failure, Phase: phase, Status: status, Latency: s.latency})
 	}
+}
+
+// safeOutbound reports whether a head a hook edited can be written as is.
+func safeOutbound(o *serval.Outbound) bool {
+	if !http1.SafeField(o.Method, "") || !http1.SafeTarget(o.Path) {
+		return false
+	}
+	for i := range o.Fields {
+		if !http1.SafeField(o.Fields[i].Name, o.Fields[i].Value) {
+			return false
+		}
+	}
+	return true
+}
+
+// safeFields reports whether fields a hook edited can be written as is.
+func safeFields(fields []serval.Header) bool {
+	for i := range fields {
+		if !http1.SafeField(fields[i].Name, fields[i].Value) {
+			return false
+		}
+	}
+	return true
 }
 
 // upstreamFault reports whether a failure says the upstream may be

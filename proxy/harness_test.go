@@ -65,6 +65,8 @@ type harness struct {
 	// sndbuf, when set, is the send buffer of the client connections
 	// accepted from then on (SO_SNDBUF: a fixed size, no autotuning).
 	sndbuf atomic.Int32
+	// closing is every Downstream's Closing (a server's drain).
+	closing atomic.Bool
 }
 
 func newHarness(t testing.TB, cfg Config, h serval.Handler, hooks serval.Hooks) *harness {
@@ -210,7 +212,7 @@ func (cs *connState) loop(hs *harness, s *Session) bool {
 	cs.x.Reset()
 	cs.x.Start = time.Now()
 	up := hs.h.SelectUpstream(&cs.x, &cs.req)
-	cs.d = Downstream{Conn: cs.c, TCP: cs.tcp, Buf: cs.buf, Head: n, End: cs.end, ClientAddr: append(cs.clientAddr[:0], "127.0.0.1"...)}
+	cs.d = Downstream{Conn: cs.c, TCP: cs.tcp, Buf: cs.buf, Head: n, End: cs.end, ClientAddr: append(cs.clientAddr[:0], "127.0.0.1"...), Closing: &hs.closing}
 	res := s.Forward(&cs.d, &cs.x, &cs.req, up)
 	if hs.recording.Load() {
 		hs.mu.Lock()

@@ -149,12 +149,12 @@ func (s *Session) sendRequest() (have int, phase serval.Phase, err error) {
 func (s *Session) finishBody() {
 	switch s.body {
 	case bodyNone:
-		s.keep = !s.req.Close
+		s.keep = !s.closeAsked()
 	case bodyBuffered:
 		s.d.Head = s.bodyEnd
-		s.keep = !s.req.Close
+		s.keep = !s.closeAsked()
 	default:
 		s.stopPump()
-		s.keep = s.pj.done && !s.req.Close
+		s.keep = s.pj.done && !s.closeAsked()
 	}
 }

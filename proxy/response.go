@@ -22,6 +22,10 @@ func (s *Session) respond(h client.Head) (serval.Phase, error) {
 			s.hookBuf = make([]byte, s.f.cfg.BufferBytes)
 		}
 		act := hk.OnResponse(s.x, resp, s.hookBuf)
+		if act.Kind == serval.ActionContinue && !safeFields(resp.Fields) {
+			s.f.log.Error("proxy: OnResponse left a field that is not valid HTTP (a control byte, CR or LF would split the head); answering 500", "id", s.x.ID)
+			act = serval.Respond(500, "text/plain; charset=utf-8", []byte("Internal Server Error\n"))
+		}
 		if act.Kind != serval.ActionContinue {
 			return s.replaceResponse(&act, h)
 		}
@@ -32,7 +36,7 @@ func (s *Session) respond(h client.Head) (serval.Phase, error) {
 	// HTTP/1.0 clients cannot read chunked framing: they get the bytes
 	// raw, delimited by the close.
 	chunkOut := false
-	s.keep = !req.Close
+	s.keep = !s.closeAsked()
 	if h.Body == http1.BodyChunked || h.Body == http1.BodyClose {
 		chunkOut = req.Version == serval.Version11
 		s.keep = s.keep && chunkOut
@@ -381,7 +385,7 @@ func (s *Session) replaceResponse(act *serval.Action, h client.Head) (serval.Pha
 	rest := h.End - h.HeadBytes
 	clean := h.Body == http1.BodyNone && rest == 0 && s.resp.Status != 101 ||
 		h.Body == http1.BodyLength && int64(rest) == s.resp.ContentLength
-	s.keep = !s.req.Close && !act.Close
+	s.keep = !s.closeAsked() && !act.Close
 	s.headSent = true
 	if !s.writeAction(act, !s.keep) {
 		return serval.PhaseClientWrite, errClientWrite

@@ -40,6 +40,17 @@ type Downstream struct {
 	// shares its own so both sides know the deadlines in force. Nil: the
 	// session uses one of its own, forgotten at every Forward.
 	Deadlines *serval.Deadlines
+	// Closing, when set, is read as the response head is built: true (the
+	// server began to drain meanwhile) makes the response say
+	// "Connection: close", as Request.Close does, and the exchange ends
+	// with KeepAlive false.
+	Closing *atomic.Bool
+}
+
+// closeAsked reports whether the client connection ends after this
+// exchange: the client asked (Request.Close), or the server is draining.
+func (s *Session) closeAsked() bool {
+	return s.req.Close || s.d.Closing != nil && s.d.Closing.Load()
 }
 
 // Result tells the server how the exchange ended.

@@ -435,3 +435,25 @@ func TestPanicInOnLog(t *testing.T) {
 		t.Fatalf("OnLog called %d times for 2 requests", n)
 	}
 }
+
+// TestResponseFieldInjection: a handler field or content type holding CR
+// LF is never written: the response is a 500, with nothing injected.
+func TestResponseFieldInjection(t *testing.T) {
+	evil := []serval.Header{{Name: []byte("X-Echo"), Value: []byte("v\r\nSet-Cookie: evil=1")}}
+	for name, act := range map[string]serval.Action{
+		"field":        {Kind: serval.ActionRespond, Status: 200, Headers: evil, Body: []byte("ok")},
+		"content-type": {Kind: serval.ActionRespond, Status: 200, ContentType: "text/plain\r\nSet-Cookie: evil=1", Body: []byte("ok")},
+		"field-name":   {Kind: serval.ActionRespond, Status: 200, Headers: []serval.Header{{Name: []byte("Set-Cookie: evil=1\r\nX"), Value: []byte("v")}}},
+		"stream":       {Kind: serval.ActionStream, Status: 200, Headers: evil},
+	} {
+		t.Run(name, func(t *testing.T) {
+			h := &handler{onRequest: func(*serval.Exchange, *serval.Request, []byte) serval.Action { return act }}
+			h.next = func(*serval.Exchange, []byte) (int, bool, error) { return 0, true, nil }
+			ts := start(t, h, testConfig(), nil)
+			r := roundTrip(t, ts.addr, get("/"), "GET")
+			if r.StatusCode != 500 || r.Header.Get("Set-Cookie") != "" {
+				t.Fatalf("status %d, Set-Cookie %q: want 500 and nothing injected", r.StatusCode, r.Header.Get("Set-Cookie"))
+			}
+		})
+	}
+}

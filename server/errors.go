@@ -25,6 +25,7 @@ var (
 	errStreamChunks  = &serval.StatusError{Status: 500, Msg: "server: stream exceeded StreamChunksMax"}
 	errStreamLength  = &serval.StatusError{Status: 500, Msg: "server: stream length differs from ContentLength"}
 	errHeadOverflow  = &serval.StatusError{Status: 500, Msg: "server: response head exceeds half the write buffer"}
+	errBadField      = &serval.StatusError{Status: 500, Msg: "server: a handler's response field or content type holds CR, LF or another control byte"}
 	errPanic         = &serval.StatusError{Status: 500, Msg: "server: panic in handler"}
 	errNoUpstream    = &serval.StatusError{Status: 503, Msg: "server: no upstream available"}
 	errBadGateway    = &serval.StatusError{Status: 502, Msg: "server: upstream failed"}

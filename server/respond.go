@@ -99,9 +99,9 @@ func (c *slot[H]) writeResponse(status int, ctype string, fields []serval.Header
 	} else if chunked && c.req.Version >= serval.Version11 && blen > 0 {
 		frame = frameChunked
 	}
-	n, ok := c.buildHead(status, ctype, fields, frame, int64(blen))
-	if !ok {
-		c.fail(serval.CloseError, errHeadOverflow, serval.PhaseClientWrite)
+	n, err := c.buildHead(status, ctype, fields, frame, int64(blen))
+	if err != nil {
+		c.fail(serval.CloseError, err, serval.PhaseClientWrite)
 		n, _ = c.buildHead(500, textPlain, nil, frameLength, 0)
 		status, hasBody = 500, false
 	}
@@ -234,10 +234,20 @@ func (c *slot[H]) send(b []byte) (int, bool) {
 	return n, true
 }
 
-// buildHead builds a response head in wbuf[:headCap]; false when it does
-// not fit. Handler fields named Content-Length, Transfer-Encoding or
-// Connection are dropped: framing and persistence are the server's.
-func (c *slot[H]) buildHead(status int, ctype string, fields []serval.Header, frame uint8, length int64) (int, bool) {
+// buildHead builds a response head in wbuf[:headCap]; it fails when the
+// head does not fit (errHeadOverflow) or a handler's field or content type
+// holds a byte that would split it (errBadField). Handler fields named
+// Content-Length, Transfer-Encoding or Connection are dropped: framing
+// and persistence are the server's.
+func (c *slot[H]) buildHead(status int, ctype string, fields []serval.Header, frame uint8, length int64) (int, *serval.StatusError) {
+	if !http1.SafeValue(ctype) {
+		return 0, errBadField
+	}
+	for i := range fields {
+		if !http1.SafeField(fields[i].Name, fields[i].Value) {
+			return 0, errBadField
+		}
+	}
 	if !c.closeAfter && c.srv.draining.Load() {
 		// Shutdown began while the handler ran.
 		c.closeAfter, c.reason = true, serval.CloseShutdown
@@ -277,7 +287,10 @@ func (c *slot[H]) buildHead(status int, ctype string, fields []serval.Header, fr
 		h.str("\r\nConnection: keep-alive")
 	}
 	h.str("\r\n\r\n")
-	return h.n, !h.over
+	if h.over {
+		return 0, errHeadOverflow
+	}
+	return h.n, nil
 }
 
 // headBuf appends into a fixed region and records overflow instead of

@@ -43,9 +43,9 @@ func (c *slot[H]) stream(a *serval.Action) {
 		frame = frameNone
 		c.closeAfter = true
 	}
-	n, ok := c.buildHead(a.Status, a.ContentType, a.Headers, frame, a.ContentLength)
-	if !ok {
-		c.respondError(errHeadOverflow)
+	n, err := c.buildHead(a.Status, a.ContentType, a.Headers, frame, a.ContentLength)
+	if err != nil {
+		c.respondError(err)
 		return
 	}
 	c.x.Status = a.Status
