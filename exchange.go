@@ -48,7 +48,9 @@ type Exchange struct {
 	// for handlers that answer directly. Reading past the server's body
 	// limit returns a *StatusError with 413. A body read here is consumed:
 	// returning Continue after reading it answers 500. Nil when the
-	// request has no body.
+	// request has no body. Read into the buf OnRequest receives (or other
+	// memory made at startup): a local array passed to Read escapes to the
+	// heap, one allocation per request.
 	Body io.Reader
 
 	// User is the handler's own value; the server clears it per request.

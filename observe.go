@@ -68,8 +68,10 @@ type LogEntry struct {
 	Phase Phase
 }
 
-// Metrics receives counts from the server and proxy. Implementations must
-// be safe for concurrent use and must not allocate per call.
+// Metrics receives the server's counts: connections and requests,
+// proxied ones included (per-upstream outcomes go to the handler's
+// OnUpstreamDone). Implementations must be safe for concurrent use and
+// must not allocate per call.
 type Metrics interface {
 	ConnectionOpened()
 	ConnectionClosed(reason CloseReason)

@@ -209,7 +209,11 @@ type reserver interface {
 }
 
 // New builds a forwarder over the handler, its hooks, the pool and the
-// observers. pool, m and t may be nil (no reuse, no-op observers).
+// observers. pool, m and t may be nil (no reuse, no-op observers). The
+// forwarder reports nothing to m and t yet: connections and requests are
+// counted, and each request's span is made, by the server; per-upstream
+// outcomes reach the handler's OnUpstreamDone (metrics.Counters takes
+// them there). They are kept for the upstream spans and series to come.
 func New(cfg Config, h serval.Handler, hooks serval.Hooks, pool serval.Pool, m serval.Metrics, t serval.Tracer) (*Forwarder, error) {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
