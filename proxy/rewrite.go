@@ -148,10 +148,10 @@ func (s *Session) rewriteRequest(d *Downstream, x *serval.Exchange, req *serval.
 	for _, f := range req.Fields {
 		switch {
 		case serval.EqualFold(f.Name, "te"):
-			if http1.HasToken(f.Value, "trailers") {
-				out.Fields = append(out.Fields, serval.Header{Name: nameTE, Value: valueTrailers})
+			if !http1.HasToken(f.Value, "trailers") {
+				continue
 			}
-			continue
+			f = serval.Header{Name: nameTE, Value: valueTrailers} // forwarded below, the rest dropped
 		case s.upgrade && serval.EqualFold(f.Name, "upgrade"):
 			// Kept: the protocols offered (tunnel.go).
 		case hopByHop(f.Name), serval.EqualFold(f.Name, "host"), connectionListed(req.Fields, f.Name),
