@@ -61,28 +61,13 @@ func contains(s string, b byte) bool {
 // ValidFieldName reports whether name is a valid field name (a non-empty
 // token). The writers trust their input; callers that build fields from
 // untrusted data check them with this and ValidFieldValue first.
-func ValidFieldName(name []byte) bool {
-	if len(name) == 0 {
-		return false
-	}
-	for _, c := range name {
-		if charClass[c]&cTchar == 0 {
-			return false
-		}
-	}
-	return true
-}
+func ValidFieldName(name []byte) bool { return len(name) > 0 && allOf(name, cTchar) }
 
 // ValidFieldValue reports whether value is a valid field value: no CTLs
-// but HTAB, no leading or trailing whitespace (RFC 9110 §5.5).
+// except HTAB, no leading or trailing whitespace.
 func ValidFieldValue(value []byte) bool {
-	for _, c := range value {
-		if charClass[c]&cValue == 0 {
-			return false
-		}
-	}
 	n := len(value)
-	return n == 0 || !isOWS(value[0]) && !isOWS(value[n-1])
+	return allOf(value, cValue) && (n == 0 || !isOWS(value[0]) && !isOWS(value[n-1]))
 }
 
 // SafeField reports whether a field built by a handler (not parsed) can
@@ -91,36 +76,21 @@ func ValidFieldValue(value []byte) bool {
 // allowed (a recipient trims it). A field that fails would split the
 // head: a header injected by whoever controls the value.
 func SafeField[N, V ~string | ~[]byte](name N, value V) bool {
-	if len(name) == 0 {
-		return false
-	}
-	for i := 0; i < len(name); i++ {
-		if charClass[name[i]]&cTchar == 0 {
-			return false
-		}
-	}
-	return SafeValue(value)
+	return len(name) > 0 && allOf(name, cTchar) && allOf(value, cValue)
 }
 
 // SafeValue is SafeField's test of a value.
-func SafeValue[V ~string | ~[]byte](value V) bool {
-	for i := 0; i < len(value); i++ {
-		if charClass[value[i]]&cValue == 0 {
-			return false
-		}
-	}
-	return true
-}
+func SafeValue[V ~string | ~[]byte](value V) bool { return allOf(value, cValue) }
 
 // SafeTarget reports whether a request-target built by a handler (a
 // rewritten path) can be written as is: not empty, and every byte
 // visible ASCII other than '#' (no space, control or 8-bit byte).
-func SafeTarget(target []byte) bool {
-	if len(target) == 0 {
-		return false
-	}
-	for _, c := range target {
-		if charClass[c]&cTarget == 0 {
+func SafeTarget(target []byte) bool { return len(target) > 0 && allOf(target, cTarget) }
+
+// allOf reports whether every byte of b is of class.
+func allOf[T ~string | ~[]byte](b T, class uint8) bool {
+	for i := 0; i < len(b); i++ {
+		if charClass[b[i]]&class == 0 {
 			return false
 		}
 	}

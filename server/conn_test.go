@@ -133,18 +133,29 @@ func TestActionClose(t *testing.T) {
 	expectClosed(t, br)
 }
 
+// expectHead is a POST of 4 bytes that waits for 100 Continue.
+const expectHead = "POST /e HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n"
+
+// continued sends expectHead, reads the 100 Continue, then sends the body
+// ("body"); the response is the caller's to read.
+func continued(t *testing.T, addr string) (net.Conn, *bufio.Reader) {
+	t.Helper()
+	c := dial(t, addr)
+	send(t, c, expectHead)
+	br := bufio.NewReader(c)
+	line := make([]byte, len(continueLine))
+	if _, err := io.ReadFull(br, line); err != nil || string(line) != string(continueLine) {
+		t.Fatalf("got %q %v", line, err)
+	}
+	send(t, c, "body")
+	return c, br
+}
+
 func TestExpectContinue(t *testing.T) {
-	const head = "POST /e HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n"
+	const head = expectHead
 	t.Run("read", func(t *testing.T) {
 		ts := start(t, &handler{onRequest: echoBody}, testConfig(), nil)
-		c := dial(t, ts.addr)
-		send(t, c, head)
-		br := bufio.NewReader(c)
-		line := make([]byte, len(continueLine))
-		if _, err := io.ReadFull(br, line); err != nil || string(line) != string(continueLine) {
-			t.Fatalf("got %q %v", line, err)
-		}
-		send(t, c, "body")
+		c, br := continued(t, ts.addr)
 		if r := readResp(t, br, "POST"); r.StatusCode != 200 || r.body != "/e:body" || r.Close {
 			t.Fatalf("got %d %q close=%v", r.StatusCode, r.body, r.Close)
 		}
@@ -170,14 +181,7 @@ func TestExpectContinue(t *testing.T) {
 			return n, false, err
 		}
 		ts := start(t, h, testConfig(), nil)
-		c := dial(t, ts.addr)
-		send(t, c, head)
-		br := bufio.NewReader(c)
-		line := make([]byte, len(continueLine))
-		if _, err := io.ReadFull(br, line); err != nil || string(line) != string(continueLine) {
-			t.Fatalf("got %q %v", line, err)
-		}
-		send(t, c, "body")
+		c, br := continued(t, ts.addr)
 		if r := readResp(t, br, "POST"); r.StatusCode != 200 || r.body != "body" || r.Close {
 			t.Fatalf("got %d %q close=%v", r.StatusCode, r.body, r.Close)
 		}
