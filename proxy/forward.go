@@ -373,17 +373,10 @@ func (s *Session) upstreamDone(failure bool, phase serval.Phase, status int) {
 	}
 }
 
-// safeOutbound reports whether a head a hook edited can be written as is.
+// safeOutbound reports whether a head a hook edited can be written as is:
+// the method a token, the path a target, every field safe.
 func safeOutbound(o *serval.Outbound) bool {
-	if !http1.SafeField(o.Method, "") || !http1.SafeTarget(o.Path) {
-		return false
-	}
-	for i := range o.Fields {
-		if !http1.SafeField(o.Fields[i].Name, o.Fields[i].Value) {
-			return false
-		}
-	}
-	return true
+	return http1.ValidFieldName(o.Method) && http1.SafeTarget(o.Path) && safeFields(o.Fields)
 }
 
 // safeFields reports whether fields a hook edited can be written as is.
