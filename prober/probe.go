@@ -49,9 +49,19 @@ func (w *worker) probe(ctx context.Context) (int, error) {
 		return 0, &DialError{Err: err}
 	}
 	defer conn.Close()
-	// Cancelling ctx (Close) aborts blocked I/O at once.
-	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
-	defer stop()
+	// Cancelling ctx (Close) aborts blocked I/O at once. When the abort
+	// has begun, the probe waits for it to finish, so that no goroutine of
+	// the prober outlives Close.
+	aborted := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() {
+		conn.SetDeadline(time.Unix(1, 0))
+		close(aborted)
+	})
+	defer func() {
+		if !stop() {
+			<-aborted
+		}
+	}()
 	if err := conn.SetDeadline(deadline); err != nil {
 		return 0, err
 	}

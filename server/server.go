@@ -146,7 +146,11 @@ func (s *Server[H]) Serve(ctx context.Context, ln net.Listener) error {
 		defer sockio.Unhold()
 	}
 	checkFileLimit(s.cfg.ConnectionsMax, s.log)
-	stop := context.AfterFunc(ctx, func() { ln.Close() })
+	closed := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() {
+		ln.Close()
+		close(closed)
+	})
 	// The client watch (proxy/watch.go) runs through the drain: requests
 	// still waiting for an upstream then are watched too.
 	watchCtx, endWatch := context.WithCancel(context.Background())
@@ -156,7 +160,9 @@ func (s *Server[H]) Serve(ctx context.Context, ln net.Listener) error {
 		s.fwd.WatchClients(watchCtx)
 	}()
 	err := s.acceptLoop(ctx, ln)
-	stop()
+	if !stop() {
+		<-closed // no goroutine of Serve outlives it
+	}
 	ln.Close()
 	s.shutdown()
 	endWatch()
