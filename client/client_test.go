@@ -2,12 +2,14 @@ package client
 
 import (
 	"net"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/servalproxy/serval"
 	"github.com/servalproxy/serval/http1"
+	"github.com/servalproxy/serval/internal/testnet"
 )
 
 // pair returns a connected loopback pair: ours and the upstream's.
@@ -121,9 +123,9 @@ func TestReadResponseLimits(t *testing.T) {
 }
 
 func TestDialErrors(t *testing.T) {
-	ln, _ := net.Listen("tcp", "127.0.0.1:0")
-	port := uint16(ln.Addr().(*net.TCPAddr).Port)
-	ln.Close()
+	_, p, _ := net.SplitHostPort(testnet.RefusingAddr(t))
+	n, _ := strconv.Atoi(p)
+	port := uint16(n)
 	up := serval.NewUpstream("127.0.0.1", port, 0)
 	_, err := NewDialer(time.Second).Dial(&up)
 	de, ok := err.(*DialError)

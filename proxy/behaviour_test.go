@@ -20,6 +20,7 @@ import (
 
 	"github.com/servalproxy/serval"
 	"github.com/servalproxy/serval/internal/syncbuf"
+	"github.com/servalproxy/serval/internal/testnet"
 )
 
 // rawHarness is a harness in front of a raw scripted origin.
@@ -325,9 +326,7 @@ func TestResponseTimeout(t *testing.T) {
 
 func TestConnectErrors(t *testing.T) {
 	checkLeaks(t)
-	ln, _ := net.Listen("tcp", "127.0.0.1:0")
-	addr := ln.Addr().String()
-	ln.Close() // refused from now on
+	addr := testnet.RefusingAddr(t)
 	h := &handler{ups: []serval.Upstream{upstreamOf(t, addr, 0)}}
 	hs := newHarness(t, Config{}, h, serval.Hooks{})
 	tc := dialHarness(t, hs)

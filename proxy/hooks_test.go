@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/servalproxy/serval"
+	"github.com/servalproxy/serval/internal/testnet"
 )
 
 // bodyHooks hashes the request and response bodies it sees and rejects a
@@ -134,9 +135,7 @@ func (h *errorHooks) OnError(x *serval.Exchange, perr *serval.ProxyError) serval
 
 func TestOnError(t *testing.T) {
 	checkLeaks(t)
-	ln, _ := net.Listen("tcp", "127.0.0.1:0")
-	dead := ln.Addr().String()
-	ln.Close()
+	dead := testnet.RefusingAddr(t)
 	good := newRawOrigin(t, answer("HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\ngood"))
 	for _, retry := range []bool{true, false} {
 		h := &errorHooks{handler: handler{ups: []serval.Upstream{upstreamOf(t, dead, 0), upstreamOf(t, good.addr(), 1)}}, retry: retry}
@@ -171,9 +170,7 @@ func TestOnError(t *testing.T) {
 // connection is unaffected.
 func TestOnErrorRetryStreamedBody(t *testing.T) {
 	checkLeaks(t)
-	ln, _ := net.Listen("tcp", "127.0.0.1:0")
-	dead := ln.Addr().String()
-	ln.Close()
+	dead := testnet.RefusingAddr(t)
 	good := newRawOrigin(t, func(c net.Conn, br *bufio.Reader) {
 		for {
 			_, body, err := readRequest(br)
@@ -280,9 +277,7 @@ func (h *doneHooks) wait(n int) []serval.UpstreamResult {
 
 func TestUpstreamDoneOncePerSelection(t *testing.T) {
 	checkLeaks(t)
-	ln, _ := net.Listen("tcp", "127.0.0.1:0")
-	dead := ln.Addr().String()
-	ln.Close()
+	dead := testnet.RefusingAddr(t)
 	good := newRawOrigin(t, answer("HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\ngood"))
 	h := &doneHooks{errorHooks: errorHooks{handler: handler{ups: []serval.Upstream{upstreamOf(t, dead, 0), upstreamOf(t, good.addr(), 1)}}, retry: true}}
 	hs := newHarness(t, Config{}, h, serval.DetectHooks(h))

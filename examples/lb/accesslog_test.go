@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/servalproxy/serval/internal/testnet"
 )
 
 // waitLines waits until path holds at least n lines and returns them.
@@ -85,9 +87,9 @@ func TestAccessLog(t *testing.T) {
 // TestAccessLogFailure: a request that fails (no backend answers) is
 // logged with its status, phase and error; with - the lines go to stdout.
 func TestAccessLogFailure(t *testing.T) {
-	dead := freePort(t)
+	dead := testnet.RefusingAddr(t)
 	addr, logs := startLB(t, "--access-log", "-", "--no-health", "--retries", "0",
-		"--backends", "127.0.0.1:"+strconv.Itoa(dead))
+		"--backends", dead)
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)

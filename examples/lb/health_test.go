@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/servalproxy/serval/internal/testnet"
 )
 
 // healthPath is the probe path the test backends count separately.
@@ -307,7 +309,7 @@ func TestAllUnhealthy(t *testing.T) {
 // fails; with the default each of those is retried on the live backend.
 func TestNoHealth(t *testing.T) {
 	a := newTestBackend(t, "a")
-	dead := "127.0.0.1:" + strconv.Itoa(freePort(t))
+	dead := testnet.RefusingAddr(t)
 	for _, c := range []struct {
 		retries string
 		failed  int

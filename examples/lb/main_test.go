@@ -19,6 +19,7 @@ import (
 
 	"github.com/servalproxy/serval/examples/echo-backend/echo"
 	"github.com/servalproxy/serval/internal/syncbuf"
+	"github.com/servalproxy/serval/internal/testnet"
 	"github.com/servalproxy/serval/server"
 )
 
@@ -284,7 +285,7 @@ func echoBackends(t *testing.T, ids ...string) string {
 // requests sent to the dead backend before that get 502.
 func TestDeadBackendTakenOut(t *testing.T) {
 	live := echoBackends(t, "live")
-	dead := "127.0.0.1:" + strconv.Itoa(freePort(t))
+	dead := testnet.RefusingAddr(t)
 	run := func(args ...string) []int {
 		addr, _ := startLB(t, append([]string{"--backends", dead + "," + live, "--connect-timeout", "1s"}, args...)...)
 		tr := &http.Transport{}

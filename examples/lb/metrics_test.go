@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/servalproxy/serval/internal/testnet"
 )
 
 // scrape returns the /metrics text of addr.
@@ -159,7 +161,7 @@ func TestReadyz(t *testing.T) {
 		t.Fatalf("/readyz: %d %q", code, body)
 	}
 
-	dead := "127.0.0.1:" + strconv.Itoa(freePort(t))
+	dead := testnet.RefusingAddr(t)
 	maddr2 := "127.0.0.1:" + strconv.Itoa(freePort(t))
 	startLB(t, "--metrics-addr", maddr2, "--backends", dead, "--health-interval", "50ms", "--unhealthy-threshold", "1")
 	deadline := time.Now().Add(10 * time.Second)

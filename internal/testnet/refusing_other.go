@@ -1,0 +1,21 @@
+//go:build !unix
+
+package testnet
+
+import (
+	"net"
+	"testing"
+)
+
+// RefusingAddr returns a loopback address where connections are refused:
+// here, a port whose listener was closed (another program may take it).
+func RefusingAddr(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("testnet: %v", err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return addr
+}

@@ -1,0 +1,34 @@
+//go:build unix
+
+package testnet
+
+import (
+	"net"
+	"strconv"
+	"syscall"
+	"testing"
+)
+
+// RefusingAddr returns "127.0.0.1:port" where every connection attempt is
+// refused (the kernel answers the SYN with a reset) until t ends. The port
+// is held by a bound socket that does not listen and has no SO_REUSEADDR,
+// so no other listener, in this process or another, can take it meanwhile:
+// a listener closed to make a "dead" port does not hold it, and tests
+// running in parallel may be handed the same port and answer on it.
+func RefusingAddr(t testing.TB) string {
+	t.Helper()
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatalf("testnet: socket: %v", err)
+	}
+	t.Cleanup(func() { syscall.Close(fd) })
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatalf("testnet: bind: %v", err)
+	}
+	sa, err := syscall.Getsockname(fd)
+	if err != nil {
+		t.Fatalf("testnet: getsockname: %v", err)
+	}
+	port := sa.(*syscall.SockaddrInet4).Port
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+}
