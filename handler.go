@@ -218,7 +218,8 @@ type UpstreamDoneHook interface {
 type UpstreamResult struct {
 	// Failure is set when the attempt failed in a way that says the
 	// upstream may be unhealthy: connect refused or timed out, reset,
-	// response-head timeout, invalid response.
+	// response-head timeout, invalid response (not a valid one over the
+	// proxy's limits: more fields or a larger head than it takes).
 	Failure bool
 	// Phase says where a failure happened.
 	Phase Phase

@@ -40,7 +40,8 @@ const (
 	PathBytesMax = TargetBytesMaxDefault
 
 	// InterimResponsesMax bounds the 1xx responses forwarded before the
-	// final one, so an upstream cannot keep us looping.
+	// final one; the proxy reads and drops further ones, up to
+	// client.InterimReadMax, so an upstream cannot keep us looping.
 	InterimResponsesMax = 8
 
 	// UpstreamsMax bounds the upstreams one pool or selector holds (the

@@ -96,19 +96,37 @@ func TestReadResponse(t *testing.T) {
 	}
 }
 
+// countInterims counts the interim responses handed on.
+type countInterims int
+
+func (c *countInterims) Interim(*serval.Response) error { *c++; return nil }
+
 func TestReadResponseLimits(t *testing.T) {
 	lim := http1.DefaultLimits()
 	var resp serval.Response
 	resp.Init(16)
 	buf := make([]byte, lim.HeadBytesMax)
 
+	// Interims past InterimResponsesMax are read and dropped: the final
+	// response still comes (a long operation's 102 Processing every few
+	// seconds); past InterimReadMax the upstream is refused.
 	ours, theirs := pair(t)
 	go func() {
-		for range serval.InterimResponsesMax + 1 {
-			theirs.Write([]byte("HTTP/1.1 103 Early Hints\r\n\r\n"))
-		}
+		theirs.Write([]byte(strings.Repeat("HTTP/1.1 102 Processing\r\n\r\n", serval.InterimResponsesMax+20) +
+			"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"))
 	}()
-	if _, _, err := ReadResponse(ours, buf, 0, &resp, &lim, time.Now().Add(time.Second), serval.MethodGet, false, nil); err != ErrInterimMax {
+	var seen countInterims
+	if _, _, err := ReadResponse(ours, buf, 0, &resp, &lim, time.Now().Add(5*time.Second), serval.MethodGet, false, &seen); err != nil || resp.Status != 200 {
+		t.Fatalf("interims then 200: %v status %d", err, resp.Status)
+	}
+	if seen != serval.InterimResponsesMax {
+		t.Fatalf("%d interims handed on, want %d", seen, serval.InterimResponsesMax)
+	}
+	ours, theirs = pair(t)
+	go func() {
+		theirs.Write([]byte(strings.Repeat("HTTP/1.1 103 Early Hints\r\n\r\n", InterimReadMax+1)))
+	}()
+	if _, _, err := ReadResponse(ours, buf, 0, &resp, &lim, time.Now().Add(5*time.Second), serval.MethodGet, false, nil); err != ErrInterimMax {
 		t.Fatalf("interims: %v", err)
 	}
 

@@ -27,7 +27,7 @@ var (
 	ErrResponseTimeout = &serval.StatusError{Status: 504, Msg: "client: upstream response head timeout"}
 	// ErrHeadTooLarge: no complete head within the head limit.
 	ErrHeadTooLarge = &serval.StatusError{Status: 502, Msg: "client: upstream response head too large"}
-	// ErrInterimMax: more than serval.InterimResponsesMax 1xx responses.
+	// ErrInterimMax: more than InterimReadMax 1xx responses.
 	ErrInterimMax = &serval.StatusError{Status: 502, Msg: "client: too many interim responses"}
 	// ErrUnexpectedSwitch: 101 Switching Protocols to a request that did
 	// not ask to upgrade (upgrades are not proxied yet).
@@ -35,6 +35,13 @@ var (
 	// ErrWriteFailed: writing the request head failed.
 	ErrWriteFailed = &serval.StatusError{Status: 502, Msg: "client: writing the request failed"}
 )
+
+// InterimReadMax bounds the 1xx responses read before the final one; the
+// first serval.InterimResponsesMax go to the InterimHandler, the rest are
+// read and dropped (an upstream may send 102 Processing every few seconds
+// of a long operation; the response deadline bounds the wait). The bound
+// keeps an upstream that floods interim heads from holding us in the loop.
+const InterimReadMax = 1024
 
 // InterimHandler receives each 1xx interim response before the final one
 // (100 Continue, 103 Early Hints). resp is valid only until it returns.
@@ -103,10 +110,10 @@ func ReadResponse(conn net.Conn, buf []byte, have int, resp *serval.Response, li
 		if resp.Status == 101 {
 			return Head{}, nil, ErrUnexpectedSwitch
 		}
-		if interim == serval.InterimResponsesMax {
+		if interim == InterimReadMax {
 			return Head{}, nil, ErrInterimMax
 		}
-		if on != nil {
+		if on != nil && interim < serval.InterimResponsesMax {
 			if err := on.Interim(resp); err != nil {
 				return Head{}, nil, err
 			}

@@ -1,6 +1,10 @@
 package http1
 
-import "github.com/servalproxy/serval"
+import (
+	"errors"
+
+	"github.com/servalproxy/serval"
+)
 
 // Request-head and chunked-body rejections. Each is a package-level value
 // so that returning it never allocates; Status is what the client gets.
@@ -85,4 +89,18 @@ func responseError(err error) error {
 		return errRespTENotSupp
 	}
 	return errRespInvalid
+}
+
+// ResponseLimit reports whether err refused an upstream's message for
+// exceeding a limit of ours (head size, field count, trailer size, chunk
+// extension length) rather than for a defect: the upstream may have
+// answered validly, only more than this side takes. A proxy should not
+// count it against the upstream's health.
+func ResponseLimit(err error) bool {
+	for _, e := range [...]error{errRespHeadTooLarge, errRespTooManyFields, ErrTrailerTooLarge, ErrChunkExtTooLong} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
 }

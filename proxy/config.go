@@ -13,6 +13,11 @@ import (
 
 // Defaults for the Config fields that have no serval.*Default constant.
 const (
+	// FieldsMaxDefault bounds the fields of an upstream response head
+	// (and of a request forwarded). Responses carry more than requests
+	// (a Set-Cookie per cookie, security and caching fields); nginx
+	// bounds them only by its 4-8 KiB header buffer, HAProxy at 101.
+	FieldsMaxDefault = 256
 	// BufferBytesDefault: a response head of HeadBytesMaxDefault and a
 	// 64 KiB body read with it (copied, not spliced: see BufferBytes),
 	// with room to spare. Memory is touched only as far as responses
@@ -63,10 +68,12 @@ type Config struct {
 	// line after the upstream's). At most ViaBytesMax bytes.
 	Via string
 	// HeadBytesMax, FieldsMax bound the upstream response head. Defaults
-	// serval.HeadBytesMaxDefault and serval.FieldsMaxDefault. FieldsMax
-	// also bounds the request fields forwarded: a request with more (a
-	// server that accepts more than this) is refused with 431, never
-	// forwarded short of a field.
+	// serval.HeadBytesMaxDefault and FieldsMaxDefault (256). A response
+	// over either is answered 502 and is not held against the upstream's
+	// health (UpstreamResult.Failure is false). FieldsMax also bounds the
+	// request fields forwarded: a request with more (a server that
+	// accepts more than this) is refused with 431, never forwarded short
+	// of a field.
 	HeadBytesMax int
 	FieldsMax    int
 	// TrailerBytesMax bounds chunked trailers both ways. Default
@@ -134,7 +141,7 @@ func (c Config) withDefaults() (Config, error) {
 		}
 	}
 	defInt(&c.HeadBytesMax, serval.HeadBytesMaxDefault)
-	defInt(&c.FieldsMax, serval.FieldsMaxDefault)
+	defInt(&c.FieldsMax, FieldsMaxDefault)
 	defInt(&c.TrailerBytesMax, serval.TrailerBytesMaxDefault)
 	defInt(&c.BufferBytes, max(BufferBytesDefault, c.HeadBytesMax))
 	if c.RequestBodyBytesMax == 0 {

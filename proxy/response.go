@@ -100,9 +100,14 @@ func (s *Session) answeredWhole(h client.Head) bool {
 // appendResponseFields appends the fields of resp a client may see:
 // hop-by-hop and Connection-listed ones removed, and Content-Length only
 // when keepLength (a bodiless response keeps its value: it describes the
-// representation, RFC 9110 §8.6), as one field whatever the upstream sent.
+// representation, RFC 9110 §8.6), as one field whatever the upstream sent;
+// a Date when a final response came without one.
 func (s *Session) appendResponseFields(b []byte, resp *serval.Response, keepLength bool) []byte {
+	dated := resp.Status < 200 // a 1xx needs no Date
 	for _, f := range resp.Fields {
+		if len(f.Name) == 4 && serval.EqualFold(f.Name, "date") {
+			dated = true
+		}
 		switch {
 		case hopByHop(f.Name) && !serval.EqualFold(f.Name, "trailer"):
 			continue
@@ -120,6 +125,11 @@ func (s *Session) appendResponseFields(b []byte, resp *serval.Response, keepLeng
 	// or 204 (§8.6: a server must not send one there).
 	if keepLength && resp.ContentLength >= 0 && resp.Status >= 200 && resp.Status != 204 {
 		b = appendContentLength(b, resp.ContentLength)
+	}
+	if !dated {
+		// RFC 9110 §6.6.1: a recipient with a clock that forwards a
+		// response without Date adds one, the time it was received.
+		b = http1.AppendField(b, nameDate, s.date.Get(serval.Now()))
 	}
 	if s.f.via != nil {
 		// RFC 9110 §7.6.3: a proxy adds itself to Via in both directions;

@@ -19,26 +19,28 @@ const extraFieldsMax = 10
 const scratchExtraBytes = 1 << 10
 
 var (
-	nameHost      = []byte("Host")
-	nameXFF       = []byte("X-Forwarded-For")
-	nameXFProto   = []byte("X-Forwarded-Proto")
-	nameXFHost    = []byte("X-Forwarded-Host")
-	nameVia       = []byte("Via")
-	nameTE        = []byte("TE")
-	nameTEncoding = []byte("Transfer-Encoding")
-	nameCLength   = []byte("Content-Length")
-	nameConn      = []byte("Connection")
-	nameCType     = []byte("Content-Type")
-	nameDate      = []byte("Date")
-	valueHTTP     = []byte("http")
-	valueHTTPS    = []byte("https")
-	valueTrailers = []byte("trailers")
-	valueChunked  = []byte("chunked")
-	valueClose    = []byte("close")
-	valueKeep     = []byte("keep-alive")
-	valueUpgrade  = []byte("upgrade")
-	valueText     = []byte("text/plain; charset=utf-8")
-	listSep       = []byte(", ")
+	nameHost       = []byte("Host")
+	nameXFF        = []byte("X-Forwarded-For")
+	nameXFProto    = []byte("X-Forwarded-Proto")
+	nameXFHost     = []byte("X-Forwarded-Host")
+	nameVia        = []byte("Via")
+	nameTE         = []byte("TE")
+	nameTEncoding  = []byte("Transfer-Encoding")
+	nameCLength    = []byte("Content-Length")
+	nameConn       = []byte("Connection")
+	nameCType      = []byte("Content-Type")
+	nameDate       = []byte("Date")
+	valueHTTP      = []byte("http")
+	valueHTTPS     = []byte("https")
+	valueTrailers  = []byte("trailers")
+	valueChunked   = []byte("chunked")
+	valueClose     = []byte("close")
+	valueKeep      = []byte("keep-alive")
+	valueUpgrade   = []byte("upgrade")
+	valueTE        = []byte("TE")
+	valueUpgradeTE = []byte("upgrade, TE")
+	valueText      = []byte("text/plain; charset=utf-8")
+	listSep        = []byte(", ")
 )
 
 // hopByHop reports whether name is a hop-by-hop field (RFC 9110 §7.6.1)
@@ -145,13 +147,16 @@ func (s *Session) rewriteRequest(d *Downstream, x *serval.Exchange, req *serval.
 	}
 	out.Fields = append(out.Fields[:0], serval.Header{Name: nameHost, Value: host})
 	var xfProto, xfHost []byte
+	te := false
 	for _, f := range req.Fields {
 		switch {
 		case serval.EqualFold(f.Name, "te"):
-			if !http1.HasToken(f.Value, "trailers") {
+			if te || !http1.HasToken(f.Value, "trailers") {
 				continue
 			}
-			f = serval.Header{Name: nameTE, Value: valueTrailers} // forwarded below, the rest dropped
+			// Forwarded below, the rest dropped; a sender of TE lists it
+			// in Connection (RFC 9110 §10.1.4).
+			f, te = serval.Header{Name: nameTE, Value: valueTrailers}, true
 		case s.upgrade && serval.EqualFold(f.Name, "upgrade"):
 			// Kept: the protocols offered (tunnel.go).
 		case hopByHop(f.Name), serval.EqualFold(f.Name, "host"), connectionListed(req.Fields, f.Name),
@@ -219,8 +224,13 @@ func (s *Session) rewriteRequest(d *Downstream, x *serval.Exchange, req *serval.
 	} else if length != nil {
 		out.Fields = append(out.Fields, serval.Header{Name: nameCLength, Value: length})
 	}
-	if s.upgrade {
+	switch {
+	case s.upgrade && te:
+		out.Fields = append(out.Fields, serval.Header{Name: nameConn, Value: valueUpgradeTE})
+	case s.upgrade:
 		out.Fields = append(out.Fields, serval.Header{Name: nameConn, Value: valueUpgrade})
+	case te:
+		out.Fields = append(out.Fields, serval.Header{Name: nameConn, Value: valueTE})
 	}
 	return nil
 }

@@ -110,3 +110,28 @@ func TestHeadTimeout408(t *testing.T) {
 	expectClosed(t, bufio.NewReader(c2))
 	_ = serval.CloseIdleTimeout
 }
+
+// TestParseErrorsHEAD: the answer to a refused HEAD request has no body
+// (RFC 9110 §9.3.2), whatever the refusal.
+func TestParseErrorsHEAD(t *testing.T) {
+	cfg := testConfig()
+	ts := start(t, &handler{}, cfg, nil)
+	for _, tc := range []struct {
+		name, req string
+		status    int
+	}{
+		{"bad Host", "HEAD /x HTTP/1.1\r\nHost: a b\r\n\r\n", 400},
+		{"many fields", "HEAD /x HTTP/1.1\r\nHost: a\r\n" + strings.Repeat("X-F: v\r\n", cfg.FieldsMax+1) + "\r\n", 431},
+		{"long target", "HEAD /" + strings.Repeat("a", cfg.TargetBytesMax) + " HTTP/1.1\r\nHost: a\r\n\r\n", 414},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := dial(t, ts.addr)
+			send(t, c, tc.req)
+			br := bufio.NewReader(c)
+			if r := readResp(t, br, "HEAD"); r.StatusCode != tc.status || !r.Close {
+				t.Fatalf("status %d close %v, want %d and close", r.StatusCode, r.Close, tc.status)
+			}
+			expectClosed(t, br) // no body bytes after the head
+		})
+	}
+}

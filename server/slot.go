@@ -390,6 +390,9 @@ func (c *slot[H]) headFailed(se *serval.StatusError) serval.CloseReason {
 	c.linger = se != errHeadTimeout
 	c.req.Reset()
 	c.req.Method, c.req.Path, c.req.Query = http1.RequestLineOf(c.in.buf[:c.in.end])
+	if string(c.req.Method) == "HEAD" {
+		c.req.MethodID = serval.MethodHead // the answer has no body (RFC 9110 §9.3.2)
+	}
 	c.begin(c.in.end)
 	c.in.start = c.in.end
 	c.fail(serval.CloseBadRequest, se, serval.PhaseClientHead)

@@ -1,0 +1,145 @@
+package proxy
+
+import (
+	"bufio"
+	"fmt"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/servalproxy/serval"
+)
+
+// TestResponseOverLimitsIsNotUpstreamFailure: a valid response with more
+// fields than the default response limit of other proxies (HAProxy's 101)
+// is forwarded whole; one over the configured limits (fields, head size,
+// 1xx count) is answered 502 but not held against the upstream's health:
+// a client asking for it again and again must not take the upstream out.
+func TestResponseOverLimitsIsNotUpstreamFailure(t *testing.T) {
+	checkLeaks(t)
+	var cookies strings.Builder
+	for i := range 120 {
+		fmt.Fprintf(&cookies, "Set-Cookie: c%d=v\r\n", i)
+	}
+	many := "HTTP/1.1 200 OK\r\n" + cookies.String() + "Content-Length: 2\r\n\r\nok"
+	t.Run("forwarded", func(t *testing.T) {
+		o := newRawOrigin(t, answer(many))
+		h := &doneHooks{errorHooks: errorHooks{handler: handler{ups: []serval.Upstream{upstreamOf(t, o.addr(), 0)}}}}
+		hs := newHarness(t, Config{}, h, serval.Hooks{UpstreamDone: h})
+		tc := dialHarness(t, hs)
+		tc.send("GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+		resp, body := tc.mustRead("GET")
+		if resp.StatusCode != 200 || string(body) != "ok" || len(resp.Header.Values("Set-Cookie")) != 120 {
+			t.Fatalf("status %d body %q, %d cookies", resp.StatusCode, body, len(resp.Header.Values("Set-Cookie")))
+		}
+	})
+	for name, c := range map[string]struct {
+		cfg    Config
+		answer string
+	}{
+		"fields": {Config{FieldsMax: 50}, many},
+		"head":   {Config{HeadBytesMax: 1024, FieldsMax: 200}, many},
+		"1xx":    {Config{}, strings.Repeat("HTTP/1.1 102 Processing\r\n\r\n", 1100) + "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			o := newRawOrigin(t, answer(c.answer))
+			h := &doneHooks{errorHooks: errorHooks{handler: handler{ups: []serval.Upstream{upstreamOf(t, o.addr(), 0)}}}}
+			hs := newHarness(t, c.cfg, h, serval.Hooks{UpstreamDone: h})
+			tc := dialHarness(t, hs)
+			tc.send("GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+			resp, _ := tc.mustRead("GET")
+			for resp.StatusCode == 102 { // the ones forwarded
+				resp, _ = tc.mustRead("GET")
+			}
+			if resp.StatusCode != 502 {
+				t.Fatalf("status %d, want 502", resp.StatusCode)
+			}
+			if r := h.wait(1); len(r) != 1 || r[0].Failure {
+				t.Fatalf("results %+v: a response over our limits counted as the upstream's failure", r)
+			}
+		})
+	}
+}
+
+// TestInterimPastMaxDropped: 1xx responses past serval.InterimResponsesMax
+// are read and dropped, and the final response still reaches the client
+// (a long operation's 102 Processing every few seconds).
+func TestInterimPastMaxDropped(t *testing.T) {
+	checkLeaks(t)
+	n := serval.InterimResponsesMax + 5
+	hs, _ := rawHarness(t, Config{}, serval.Hooks{}, answer(strings.Repeat("HTTP/1.1 102 Processing\r\n\r\n", n)+
+		"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"))
+	tc := dialHarness(t, hs)
+	tc.send("GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+	for i := range serval.InterimResponsesMax {
+		line, err := tc.br.ReadString('\n')
+		if err != nil || !strings.HasPrefix(line, "HTTP/1.1 102") {
+			t.Fatalf("interim %d: %q %v", i, line, err)
+		}
+		if line, err = tc.br.ReadString('\n'); line != "\r\n" || err != nil {
+			t.Fatalf("interim %d end: %q %v", i, line, err)
+		}
+	}
+	if resp, body := tc.mustRead("GET"); resp.StatusCode != 200 || string(body) != "ok" {
+		t.Fatalf("final: status %d body %q", resp.StatusCode, body)
+	}
+}
+
+// TestForwardedResponseDate: a final response that came without Date
+// gets one (RFC 9110 §6.6.1); one that had it keeps it, once.
+func TestForwardedResponseDate(t *testing.T) {
+	checkLeaks(t)
+	for name, c := range map[string]struct{ answer, want string }{
+		"none":  {"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", ""},
+		"given": {"HTTP/1.1 200 OK\r\nDate: Tue, 01 Jan 2030 00:00:00 GMT\r\nContent-Length: 2\r\n\r\nok", "Tue, 01 Jan 2030 00:00:00 GMT"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			hs, _ := rawHarness(t, Config{}, serval.Hooks{}, answer(c.answer))
+			tc := dialHarness(t, hs)
+			tc.send("GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+			resp, _ := tc.mustRead("GET")
+			dates := resp.Header.Values("Date")
+			if len(dates) != 1 {
+				t.Fatalf("Date fields %q, want one", dates)
+			}
+			if c.want != "" && dates[0] != c.want {
+				t.Fatalf("Date %q, want the upstream's %q", dates[0], c.want)
+			}
+			if _, err := http.ParseTime(dates[0]); err != nil {
+				t.Fatalf("Date %q: %v", dates[0], err)
+			}
+		})
+	}
+}
+
+// TestTEConnectionOption: TE: trailers is forwarded with "TE" in
+// Connection (RFC 9110 §10.1.4: TE is hop-by-hop, its sender lists it).
+func TestTEConnectionOption(t *testing.T) {
+	checkLeaks(t)
+	heads := make(chan *http.Request, 1)
+	hs, _ := rawHarness(t, Config{}, serval.Hooks{}, func(c net.Conn, br *bufio.Reader) {
+		for {
+			req, _, err := readRequest(br)
+			if err != nil {
+				return
+			}
+			heads <- req
+			c.Write([]byte("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"))
+		}
+	})
+	tc := dialHarness(t, hs)
+	tc.send("GET / HTTP/1.1\r\nHost: t\r\nTE: trailers, deflate;q=0.5\r\n\r\n")
+	tc.mustRead("GET")
+	req := <-heads
+	if te, conn := req.Header.Values("Te"), req.Header.Values("Connection"); len(te) != 1 || te[0] != "trailers" ||
+		len(conn) != 1 || conn[0] != "TE" {
+		t.Fatalf("TE %q Connection %q", te, conn)
+	}
+	tc.send("GET / HTTP/1.1\r\nHost: t\r\nTE: deflate\r\n\r\n")
+	tc.mustRead("GET")
+	req = <-heads
+	if te, conn := req.Header.Values("Te"), req.Header.Values("Connection"); len(te) != 0 || len(conn) != 0 {
+		t.Fatalf("TE without trailers: TE %q Connection %q forwarded", te, conn)
+	}
+}
