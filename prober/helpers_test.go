@@ -36,6 +36,12 @@ func startBackend(t *testing.T, addr, response string) *backend {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return startBackendOn(t, ln, response)
+}
+
+// startBackendOn is startBackend on a listener of the caller's.
+func startBackendOn(t *testing.T, ln net.Listener, response string) *backend {
+	t.Helper()
 	b := &backend{ln: ln, response: response, requests: make(chan string, 100)}
 	b.wg.Add(1)
 	go b.serve()

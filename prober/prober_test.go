@@ -3,13 +3,13 @@ package prober
 import (
 	"context"
 	"errors"
-	"net"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/servalproxy/serval"
 	"github.com/servalproxy/serval/health"
+	"github.com/servalproxy/serval/internal/testnet"
 )
 
 func TestStatus500TakenOut(t *testing.T) {
@@ -49,21 +49,15 @@ func TestHangTakenOutByTimeout(t *testing.T) {
 }
 
 func TestDeadBackendRestarted(t *testing.T) {
-	// A closed port: bind, note the address, close.
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	_, port, _ := net.SplitHostPort(addr)
-	up, _ := serval.ParseUpstreams("127.0.0.1:" + port)
+	// A refusing port, held until the backend listens on it.
+	addr, listen := testnet.ReservedAddr(t)
+	up, _ := serval.ParseUpstreams(addr)
 	p, hs := startProber(t, Config{Upstreams: up})
 	eventually(t, "dead backend out", func() bool { return !hs.Healthy(0) })
 	if _, err := p.Probe(context.Background(), 0); err == nil || !strings.HasPrefix(err.Error(), "prober: dial") {
 		t.Fatalf("Probe err %v, want a dial error", err)
 	}
-	startBackend(t, addr, ok200)
+	startBackendOn(t, listen(), ok200)
 	eventually(t, "restarted backend healthy", func() bool { return hs.Healthy(0) })
 	if st := p.Stats(0); st.Ups != 1 || st.Downs != 1 {
 		t.Fatalf("stats %+v, want one down and one up", st)

@@ -16,17 +16,19 @@ import (
 // TestSlowSplicedTransfers: bodies larger than the buffers are spliced,
 // and WriteTimeout and BodyReadTimeout bound each stall, not the time a
 // large body takes. A client that downloads 8 MiB steadily (64 KiB every
-// 10 ms: over a second, far more than the kernel's buffers hold) through
-// a proxy whose write timeout is 300 ms gets every byte; so does an
-// upload that slow under a 300 ms body read timeout. Before, one deadline
+// 25 ms: over three seconds, far more than the kernel's buffers hold)
+// through a proxy whose write timeout is 1 s gets every byte; so does an
+// upload that slow under a 1 s body read timeout. (A stall timeout covers
+// one splice round, up to 256 KiB: four pieces, 100 ms here, which leaves
+// a loaded machine room to pause the test.) Before, one deadline
 // covered each 4 MiB splice segment: any client slower than 4 MiB per
 // timeout (140 KB/s with the 30 s defaults) was cut off mid-body.
 func TestSlowSplicedTransfers(t *testing.T) {
 	checkLeaks(t)
 	const size = 8 << 20
-	const piece, gap = 64 << 10, 10 * time.Millisecond
+	const piece, gap = 64 << 10, 25 * time.Millisecond
 	body := bytes.Repeat([]byte("0123456789abcdef"), size/16)
-	hs, _ := rawHarness(t, Config{WriteTimeout: 300 * time.Millisecond, BodyReadTimeout: 300 * time.Millisecond},
+	hs, _ := rawHarness(t, Config{WriteTimeout: time.Second, BodyReadTimeout: time.Second},
 		serval.Hooks{}, func(c net.Conn, br *bufio.Reader) {
 			c.SetDeadline(time.Now().Add(4 * testTimeout))
 			for {

@@ -182,15 +182,17 @@ func TestUpgradeNotProxied(t *testing.T) {
 // one direction keep it open however long the other is silent.
 func TestUpgradeIdleTimeout(t *testing.T) {
 	checkLeaks(t)
-	const idle = 300 * time.Millisecond
+	// Ticks idle/4 apart leave a loaded machine 3/4 of idle to pause the
+	// test without the tunnel going idle.
+	const idle, ticks = time.Second, 6
 	hs, _ := rawHarness(t, Config{TunnelIdleTimeout: idle}, serval.Hooks{}, func(c net.Conn, br *bufio.Reader) {
 		if _, err := http.ReadRequest(br); err != nil {
 			return
 		}
 		io.WriteString(c, switched)
-		// One byte every idle/3, for three idle periods, then silence.
-		for range 9 {
-			time.Sleep(idle / 3)
+		// One byte every idle/4, for 1.5 idle periods, then silence.
+		for range ticks {
+			time.Sleep(idle / 4)
 			if _, err := c.Write([]byte("t")); err != nil {
 				return
 			}
@@ -204,10 +206,10 @@ func TestUpgradeIdleTimeout(t *testing.T) {
 	}
 	start := time.Now()
 	got, err := io.ReadAll(tc.br)
-	if err != nil || string(got) != "ttttttttt" {
+	if err != nil || string(got) != strings.Repeat("t", ticks) {
 		t.Fatalf("read %q, %v; want every tick, then EOF", got, err)
 	}
-	if d := time.Since(start); d < 3*idle || d > 3*idle+5*time.Second {
+	if d := time.Since(start); d < ticks*idle/4+idle || d > ticks*idle/4+idle+5*time.Second {
 		t.Fatalf("the tunnel ended after %v", d)
 	}
 }

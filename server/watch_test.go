@@ -244,7 +244,9 @@ func TestClientWatchOff(t *testing.T) {
 	o := startHangOrigin(t)
 	h := &goneLog{minimalUp: minimalUp{up: &o.up}}
 	cfg := watchConfig(-1)
-	cfg.Proxy.ResponseTimeout = 700 * time.Millisecond
+	// The timeout counts from the request's write, before start: 1.5s
+	// leaves a loaded machine a second between them.
+	cfg.Proxy.ResponseTimeout = 1500 * time.Millisecond
 	ts := start(t, h, cfg, nil)
 	c := dial(t, ts.addr)
 	send(t, c, "GET /hang HTTP/1.1\r\nHost: a\r\n\r\n")
@@ -354,6 +356,11 @@ type streamOrigin struct {
 	closed chan time.Time
 }
 
+// streamEventGap is the stream origin's time between events: the watch
+// must close the upstream well inside it (a loaded machine may pause the
+// test a few hundred ms, so the bound the tests use is half of it).
+const streamEventGap = 1500 * time.Millisecond
+
 func startStreamOrigin(t *testing.T) *streamOrigin {
 	o := &streamOrigin{second: make(chan time.Time, 4), closed: make(chan time.Time, 4)}
 	o.up = startRawOrigin(t, func(c net.Conn) {
@@ -363,9 +370,10 @@ func startStreamOrigin(t *testing.T) *streamOrigin {
 		if _, err := http.ReadRequest(br); err != nil {
 			return
 		}
-		// wait waits 300 ms, or until the proxy closes: then it reports.
+		// wait waits streamEventGap, or until the proxy closes: then it
+		// reports.
 		wait := func() bool {
-			c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+			c.SetReadDeadline(time.Now().Add(streamEventGap))
 			if _, err := br.ReadByte(); err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
 				o.closed <- time.Now()
 				return false
@@ -435,9 +443,13 @@ func TestClientResetMidStream(t *testing.T) {
 				// intervals of the second event (which drew the reset).
 				from := left
 				if tc.name == "close" {
-					from = <-o.second
+					select {
+					case from = <-o.second:
+					case <-time.After(testTimeout):
+						t.Fatal("the origin never sent its second event")
+					}
 				}
-				if d := at.Sub(from); d > 250*time.Millisecond {
+				if d := at.Sub(from); d > streamEventGap/2 {
 					t.Fatalf("the upstream connection closed %v late", d)
 				}
 			case <-time.After(testTimeout):

@@ -23,17 +23,6 @@ import (
 	"github.com/servalproxy/serval/server"
 )
 
-// freePort returns a port that was free a moment ago on 127.0.0.1.
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
 // syncBuffer collects logs written by concurrent goroutines.
 type syncBuffer = syncbuf.Buffer
 
@@ -333,7 +322,7 @@ func TestDeadBackendTakenOut(t *testing.T) {
 // is brought back by the active prober once it listens again.
 func TestBackendComesBack(t *testing.T) {
 	live := echoBackends(t, "live")
-	late := "127.0.0.1:" + strconv.Itoa(freePort(t))
+	late, listenLate := testnet.ReservedAddr(t)
 	addr, _ := startLB(t, "--backends", live+","+late, "--health-interval", "20ms")
 	tr := &http.Transport{}
 	defer tr.CloseIdleConnections()
@@ -360,10 +349,7 @@ func TestBackendComesBack(t *testing.T) {
 		}
 	}
 	// Start it; the prober must bring it back.
-	ln, err := net.Listen("tcp", late)
-	if err != nil {
-		t.Skipf("port %s was taken meanwhile: %v", late, err)
-	}
+	ln := listenLate()
 	bctx, bcancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	defer func() { bcancel(); wg.Wait() }()

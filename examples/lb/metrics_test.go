@@ -45,8 +45,8 @@ func sumSeries(text, name string) float64 {
 // requests by status, the upstream attempts (per backend, summing to the
 // requests), health, the pool, and the Go runtime's own.
 func TestMetricsEndpoint(t *testing.T) {
-	maddr := "127.0.0.1:" + strconv.Itoa(freePort(t))
-	addr, _ := startLB(t, "--metrics-addr", maddr)
+	addr, logs := startLB(t, "--metrics-addr", "127.0.0.1:0")
+	maddr := metricsAddr(t, logs)
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
@@ -92,8 +92,8 @@ func TestMetricsEndpoint(t *testing.T) {
 // worker="master"; the requests the workers served add up; /readyz and
 // /healthz answer for the whole balancer.
 func TestMetricsWorkers(t *testing.T) {
-	maddr := "127.0.0.1:" + strconv.Itoa(freePort(t))
-	addr, logs := startLB(t, "--workers", "2", "--metrics-addr", maddr)
+	addr, logs := startLB(t, "--workers", "2", "--metrics-addr", "127.0.0.1:0")
+	maddr := metricsAddr(t, logs)
 	waitLogs(t, logs, "two workers serving", func(s string) bool { return strings.Count(s, `msg="worker serving"`) == 2 })
 	const n = 30
 	for range n {
@@ -152,8 +152,8 @@ func httpGet(t *testing.T, addr, path string) (int, string) {
 // 200 while a backend is in rotation and 503 once health checks took the
 // last one out.
 func TestReadyz(t *testing.T) {
-	maddr := "127.0.0.1:" + strconv.Itoa(freePort(t))
-	startLB(t, "--metrics-addr", maddr)
+	_, logs := startLB(t, "--metrics-addr", "127.0.0.1:0")
+	maddr := metricsAddr(t, logs)
 	if code, body := httpGet(t, maddr, "/healthz"); code != 200 || body != "ok\n" {
 		t.Fatalf("/healthz: %d %q", code, body)
 	}
@@ -162,8 +162,8 @@ func TestReadyz(t *testing.T) {
 	}
 
 	dead := testnet.RefusingAddr(t)
-	maddr2 := "127.0.0.1:" + strconv.Itoa(freePort(t))
-	startLB(t, "--metrics-addr", maddr2, "--backends", dead, "--health-interval", "50ms", "--unhealthy-threshold", "1")
+	_, logs2 := startLB(t, "--metrics-addr", "127.0.0.1:0", "--backends", dead, "--health-interval", "50ms", "--unhealthy-threshold", "1")
+	maddr2 := metricsAddr(t, logs2)
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		code, body := httpGet(t, maddr2, "/readyz")
@@ -209,4 +209,22 @@ func TestTrustForwardedAndVia(t *testing.T) {
 			t.Fatalf("%v: the backend saw no Via %q in:\n%s", tc.args, tc.via, body)
 		}
 	}
+}
+
+// metricsLine is the log line of the metrics listener (a port the kernel
+// picked: a port freed for the test could be taken by another meanwhile).
+var metricsLine = regexp.MustCompile(`msg="metrics listening" addr=(\S+)`)
+
+// metricsAddr waits (bounded) for the metrics listener's log line and
+// returns its address.
+func metricsAddr(t *testing.T, logs *syncBuffer) string {
+	t.Helper()
+	var addr string
+	waitLogs(t, logs, "metrics listening", func(s string) bool {
+		if m := metricsLine.FindStringSubmatch(s); m != nil {
+			addr = m[1]
+		}
+		return addr != ""
+	})
+	return addr
 }

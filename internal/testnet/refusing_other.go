@@ -19,3 +19,17 @@ func RefusingAddr(t testing.TB) string {
 	ln.Close()
 	return addr
 }
+
+// ReservedAddr returns a refusing address whose port can later listen;
+// here the port is free in between (another program may take it).
+func ReservedAddr(t testing.TB) (addr string, listen func() net.Listener) {
+	t.Helper()
+	addr = RefusingAddr(t)
+	return addr, func() net.Listener {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			t.Fatalf("testnet: %v", err)
+		}
+		return ln
+	}
+}

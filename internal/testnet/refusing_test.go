@@ -25,3 +25,32 @@ func TestRefusingAddr(t *testing.T) {
 		t.Fatalf("another listener took %s", addr)
 	}
 }
+
+func TestReservedAddr(t *testing.T) {
+	addr, listen := ReservedAddr(t)
+	if c, err := net.DialTimeout("tcp", addr, 2*time.Second); err == nil {
+		c.Close()
+		t.Fatalf("dial %s succeeded before listen", addr)
+	}
+	ln := listen()
+	defer ln.Close()
+	if ln.Addr().String() != addr {
+		t.Fatalf("listener on %s, want %s", ln.Addr(), addr)
+	}
+	done := make(chan error, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err == nil {
+			c.Close()
+		}
+		done <- err
+	}()
+	c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+	if err != nil {
+		t.Fatalf("dial after listen: %v", err)
+	}
+	c.Close()
+	if err := <-done; err != nil {
+		t.Fatalf("accept: %v", err)
+	}
+}
