@@ -53,7 +53,7 @@ func (s *Session) begin(d *Downstream, x *serval.Exchange, req *serval.Request, 
 	s.body, s.bodyOut, s.bodyEnd = bodyNone, nil, d.Head
 	s.bodySent, s.headSent, s.cont, s.keep, s.reusable = false, false, false, false, false
 	s.upDone, s.latency = false, 0
-	s.upgrade = upgradable(req, &s.f.cfg)
+	s.upgrade, s.final = upgradable(req, &s.f.cfg), false
 	s.perr = serval.ProxyError{}
 	s.pj.done, s.pj.err, s.pj.clientSide = false, nil, false
 	s.w.gone.Store(false)
@@ -82,6 +82,9 @@ func (s *Session) forward() Result {
 	}
 	if err := s.planBody(); err != nil {
 		return s.fail(serval.PhaseClientBody, err)
+	}
+	if s.final {
+		return s.answerFinal()
 	}
 	if h := s.f.hooks.UpstreamRequest; h != nil {
 		h.OnUpstreamRequest(x, req, &s.out)

@@ -175,6 +175,9 @@ func (s *Session) rewriteRequest(d *Downstream, x *serval.Exchange, req *serval.
 			continue
 		case serval.EqualFold(f.Name, "via") && s.f.via != nil:
 			continue
+		case len(f.Name) == 12 && serval.EqualFold(f.Name, "max-forwards") &&
+			(req.MethodID == serval.MethodTrace || req.MethodID == serval.MethodOptions):
+			f.Value = s.maxForwards(f.Value)
 		case underscoreAlias(f.Name):
 			continue
 		}

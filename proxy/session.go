@@ -119,6 +119,7 @@ type Session struct {
 	reusable bool      // the upstream connection may go back to the pool
 	upDone   bool      // OnUpstreamDone ran for the current selection
 	upgrade  bool      // the request asks to switch protocols, and may (tunnel.go)
+	final    bool      // a TRACE or OPTIONS with Max-Forwards: 0: ours to answer (maxforwards.go)
 	sentAt   time.Time // when the request head went upstream
 	latency  time.Duration
 	// date is the Date of the responses the proxy writes itself.
