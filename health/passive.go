@@ -71,7 +71,9 @@ const (
 	OutcomeFailure
 )
 
-// Classify tells whether r counts as a success, a failure, or neither.
+// Classify tells whether r counts as a success, a failure, or neither. A
+// 5xx not counted as a failure counts as neither: it says the upstream
+// answers, not that it is well (it does not end a failure streak).
 func (p *Passive) Classify(r serval.UpstreamResult) Outcome {
 	switch {
 	case r.Failure:
@@ -80,6 +82,8 @@ func (p *Passive) Classify(r serval.UpstreamResult) Outcome {
 		return OutcomeNone
 	case r.Status <= StatusMax && p.statuses[r.Status/64]&(1<<(r.Status%64)) != 0:
 		return OutcomeFailure
+	case r.Status >= 500 && r.Status <= 599:
+		return OutcomeNone
 	}
 	return OutcomeSuccess
 }

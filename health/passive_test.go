@@ -105,8 +105,8 @@ func TestPassive(t *testing.T) {
 		{serval.UpstreamResult{Failure: true, Phase: serval.PhaseConnect}, OutcomeFailure, OutcomeFailure},
 		{serval.UpstreamResult{Status: 200}, OutcomeSuccess, OutcomeSuccess},
 		{serval.UpstreamResult{Status: 404}, OutcomeSuccess, OutcomeSuccess},
-		{serval.UpstreamResult{Status: 503}, OutcomeSuccess, OutcomeFailure},
-		{serval.UpstreamResult{Status: 599}, OutcomeSuccess, OutcomeFailure},
+		{serval.UpstreamResult{Status: 503}, OutcomeNone, OutcomeFailure}, // an answer, not a sign of health
+		{serval.UpstreamResult{Status: 599}, OutcomeNone, OutcomeFailure},
 		{serval.UpstreamResult{Status: 429}, OutcomeSuccess, OutcomeFailure},
 		{serval.UpstreamResult{}, OutcomeNone, OutcomeNone},
 		{serval.UpstreamResult{Status: 700}, OutcomeSuccess, OutcomeSuccess},

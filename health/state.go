@@ -67,16 +67,27 @@ func (t Thresholds) Validate() error {
 	return nil
 }
 
-// counters are one upstream's consecutive outcomes and its transition
-// counts. Padded to a cache line so that recording outcomes for one
-// upstream does not slow down another's (every proxied request records
-// one).
+// counters are one upstream's consecutive outcomes, probes' and
+// traffic's apart, and its transition counts. Padded to a cache line so
+// that recording outcomes for one upstream does not slow down another's
+// (every proxied request records one).
 type counters struct {
-	failures  atomic.Uint32
-	successes atomic.Uint32
-	ups       atomic.Uint64 // unhealthy -> healthy flips
-	downs     atomic.Uint64 // healthy -> unhealthy flips
-	_         [40]byte
+	failures   atomic.Uint32 // probes
+	successes  atomic.Uint32
+	pFailures  atomic.Uint32 // traffic (passive)
+	pSuccesses atomic.Uint32
+	probed     atomic.Bool   // a probe outcome was recorded: only probes bring it back
+	ups        atomic.Uint64 // unhealthy -> healthy flips
+	downs      atomic.Uint64 // healthy -> unhealthy flips
+	_          [24]byte
+}
+
+// reset clears the consecutive outcomes (a flip, a Mark).
+func (c *counters) reset() {
+	c.failures.Store(0)
+	c.successes.Store(0)
+	c.pFailures.Store(0)
+	c.pSuccesses.Store(0)
 }
 
 // TransitionFunc learns every health flip: healthy is the new state. It
@@ -189,8 +200,7 @@ func (s *State) Healthy(i serval.UpstreamIndex) bool {
 // from a clean count.
 func (s *State) MarkHealthy(i serval.UpstreamIndex) bool {
 	s.check(i)
-	s.counts[i].failures.Store(0)
-	s.counts[i].successes.Store(0)
+	s.counts[i].reset()
 	old := s.bits[i/wordBits].Or(1 << (i % wordBits))
 	if old&(1<<(i%wordBits)) != 0 {
 		return false
@@ -202,8 +212,7 @@ func (s *State) MarkHealthy(i serval.UpstreamIndex) bool {
 // MarkUnhealthy sets upstream i unhealthy and reports whether it changed.
 func (s *State) MarkUnhealthy(i serval.UpstreamIndex) bool {
 	s.check(i)
-	s.counts[i].failures.Store(0)
-	s.counts[i].successes.Store(0)
+	s.counts[i].reset()
 	old := s.bits[i/wordBits].And(^uint64(1 << (i % wordBits)))
 	if old&(1<<(i%wordBits)) == 0 {
 		return false
@@ -212,14 +221,73 @@ func (s *State) MarkUnhealthy(i serval.UpstreamIndex) bool {
 	return true
 }
 
-// RecordSuccess counts a successful exchange with upstream i. An
-// unhealthy upstream becomes healthy after Thresholds.Successes in a row;
-// the return value reports that flip. On a healthy upstream it only
-// resets the failure streak, and writes nothing when there is none, so
-// the common case is two atomic loads.
+// Outcomes come from two sources, counted apart: traffic (RecordSuccess,
+// RecordFailure: the proxy's passive checks) and probes
+// (RecordProbeSuccess, RecordProbeFailure: an active checker). Either
+// source's Thresholds.Failures failures in a row take a healthy upstream
+// out, whatever the other says meanwhile: requests that succeed do not
+// cancel failing probes (a backend whose health endpoint fails, to be
+// drained or fenced, leaves rotation under traffic too), and probes that
+// pass do not cancel failing requests. Once an upstream has been probed,
+// only probes bring it back (Thresholds.Successes in a row): requests
+// that were in flight when it went out, finishing well, do not. An
+// upstream no probe ever reached comes back on Thresholds.Successes
+// successful requests in a row (those an all-unhealthy policy sends).
+
+// RecordSuccess counts a successful exchange (traffic) with upstream i.
+// On a healthy upstream it only resets the traffic failure streak, and
+// writes nothing when there is none, so the common case is two atomic
+// loads. An unhealthy upstream that was never probed becomes healthy
+// after Thresholds.Successes in a row; the return value reports that
+// flip.
 func (s *State) RecordSuccess(i serval.UpstreamIndex) bool {
 	s.check(i)
 	c := &s.counts[i]
+	if c.pFailures.Load() != 0 {
+		c.pFailures.Store(0)
+	}
+	if s.Healthy(i) || c.probed.Load() {
+		return false
+	}
+	if c.pSuccesses.Add(1) < s.thresholds.Successes {
+		return false
+	}
+	return s.MarkHealthy(i)
+}
+
+// RecordFailure counts a failed exchange (traffic) with upstream i
+// (refused connect, timeout, reset before the response). A healthy
+// upstream becomes unhealthy after Thresholds.Failures in a row; the
+// return value reports that flip. It also ends any success streak on
+// the way back.
+func (s *State) RecordFailure(i serval.UpstreamIndex) bool {
+	s.check(i)
+	c := &s.counts[i]
+	if c.pSuccesses.Load() != 0 {
+		c.pSuccesses.Store(0)
+	}
+	if c.successes.Load() != 0 {
+		c.successes.Store(0)
+	}
+	if !s.Healthy(i) {
+		return false
+	}
+	if c.pFailures.Add(1) < s.thresholds.Failures {
+		return false
+	}
+	return s.MarkUnhealthy(i)
+}
+
+// RecordProbeSuccess counts a passed probe of upstream i. An unhealthy
+// upstream becomes healthy after Thresholds.Successes in a row; the
+// return value reports that flip. On a healthy one it resets the probe
+// failure streak (not the traffic's).
+func (s *State) RecordProbeSuccess(i serval.UpstreamIndex) bool {
+	s.check(i)
+	c := &s.counts[i]
+	if !c.probed.Load() {
+		c.probed.Store(true)
+	}
 	if c.failures.Load() != 0 {
 		c.failures.Store(0)
 	}
@@ -232,13 +300,15 @@ func (s *State) RecordSuccess(i serval.UpstreamIndex) bool {
 	return s.MarkHealthy(i)
 }
 
-// RecordFailure counts a failed exchange with upstream i (refused
-// connect, timeout, reset before the response). A healthy upstream
-// becomes unhealthy after Thresholds.Failures in a row; the return value
-// reports that flip.
-func (s *State) RecordFailure(i serval.UpstreamIndex) bool {
+// RecordProbeFailure counts a failed probe of upstream i. A healthy
+// upstream becomes unhealthy after Thresholds.Failures in a row, whatever
+// its traffic does meanwhile; the return value reports that flip.
+func (s *State) RecordProbeFailure(i serval.UpstreamIndex) bool {
 	s.check(i)
 	c := &s.counts[i]
+	if !c.probed.Load() {
+		c.probed.Store(true)
+	}
 	if c.successes.Load() != 0 {
 		c.successes.Store(0)
 	}

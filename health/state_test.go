@@ -159,3 +159,69 @@ func TestConcurrent(t *testing.T) {
 		t.Fatalf("HealthyCount = %d", s.HealthyCount())
 	}
 }
+
+// TestProbesAndTrafficApart: requests that succeed do not cancel failing
+// probes, probes that pass do not cancel failing requests, and once an
+// upstream has been probed only probes bring it back.
+func TestProbesAndTrafficApart(t *testing.T) {
+	s := New(2)
+	// Probes fail while traffic succeeds (a backend answering requests
+	// whose health endpoint says "drain me"): out after 3 probes.
+	for k := range FailuresDefault {
+		s.RecordSuccess(0)
+		flipped := s.RecordProbeFailure(0)
+		s.RecordSuccess(0)
+		if flipped != (k == FailuresDefault-1) {
+			t.Fatalf("probe failure %d: flipped %v", k, flipped)
+		}
+	}
+	if s.Healthy(0) {
+		t.Fatal("failing probes did not take the upstream out under successful traffic")
+	}
+	// Requests in flight finishing well do not bring it back; probes do.
+	for range 2 * SuccessesDefault {
+		if s.RecordSuccess(0) || s.Healthy(0) {
+			t.Fatal("traffic brought a probed upstream back")
+		}
+	}
+	for k := range SuccessesDefault {
+		if flipped := s.RecordProbeSuccess(0); flipped != (k == SuccessesDefault-1) {
+			t.Fatalf("probe success %d: flipped %v", k, flipped)
+		}
+	}
+	if !s.Healthy(0) {
+		t.Fatal("passing probes did not bring it back")
+	}
+	// Requests fail while probes pass: out after 3 failed requests.
+	for k := range FailuresDefault {
+		s.RecordProbeSuccess(0)
+		if flipped := s.RecordFailure(0); flipped != (k == FailuresDefault-1) {
+			t.Fatalf("request failure %d: flipped %v", k, flipped)
+		}
+	}
+	if s.Healthy(0) {
+		t.Fatal("passing probes cancelled failing requests")
+	}
+	// A failed request ends the probes' streak back.
+	s.RecordProbeSuccess(0)
+	s.RecordFailure(0)
+	if s.RecordProbeSuccess(0) || s.Healthy(0) {
+		t.Fatal("the success streak survived a failed request")
+	}
+	// An upstream no probe ever reached comes back on traffic (what an
+	// all-unhealthy policy sends it).
+	for range FailuresDefault {
+		s.RecordFailure(1)
+	}
+	if s.Healthy(1) {
+		t.Fatal("upstream 1 not out")
+	}
+	for k := range SuccessesDefault {
+		if flipped := s.RecordSuccess(1); flipped != (k == SuccessesDefault-1) {
+			t.Fatalf("unprobed: success %d flipped %v", k, flipped)
+		}
+	}
+	if !s.Healthy(1) {
+		t.Fatal("an unprobed upstream did not come back on traffic")
+	}
+}

@@ -32,11 +32,12 @@ const (
 	fieldsMax = 64
 )
 
-// Recorder receives probe outcomes; *health.State implements it. Both
-// methods report whether the outcome flipped the upstream's state.
+// Recorder receives probe outcomes; *health.State implements it (it
+// counts probes apart from traffic). Both methods report whether the
+// outcome flipped the upstream's state.
 type Recorder interface {
-	RecordSuccess(i serval.UpstreamIndex) bool
-	RecordFailure(i serval.UpstreamIndex) bool
+	RecordProbeSuccess(i serval.UpstreamIndex) bool
+	RecordProbeFailure(i serval.UpstreamIndex) bool
 }
 
 // DialFunc opens a connection to an upstream. It must honour ctx's

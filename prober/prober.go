@@ -125,14 +125,14 @@ func (p *Prober) record(i serval.UpstreamIndex, status int, err error) {
 	c.probes.Add(1)
 	u := &p.cfg.Upstreams[i]
 	if err == nil {
-		if p.cfg.Health.RecordSuccess(i) {
+		if p.cfg.Health.RecordProbeSuccess(i) {
 			c.ups.Add(1)
 			p.cfg.Logger.Info("prober: upstream healthy", "upstream", u.Addr(), "index", i, "status", status)
 		}
 		return
 	}
 	c.failures.Add(1)
-	if p.cfg.Health.RecordFailure(i) {
+	if p.cfg.Health.RecordProbeFailure(i) {
 		c.downs.Add(1)
 		p.cfg.Logger.Warn("prober: upstream unhealthy", "upstream", u.Addr(), "index", i, "status", status, "err", err)
 	}

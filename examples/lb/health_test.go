@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -362,4 +363,37 @@ func TestPassive5xx(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestFailingProbesUnderTraffic: a backend whose health endpoint fails
+// (how operators drain or fence one) leaves rotation while its requests
+// still succeed; the requests do not cancel the failing probes. And the
+// requests it finishes while out do not bring it back: only probes do.
+func TestFailingProbesUnderTraffic(t *testing.T) {
+	a, b := newTestBackend(t, "a"), newTestBackend(t, "b")
+	a.failProbes.Store(true)
+	addr, logs := startLB(t, "--backends", a.addr+","+b.addr, "--health-path", healthPath,
+		"--health-interval", "50ms")
+	c := plainClient(t)
+	deadline := time.Now().Add(10 * time.Second)
+	for run := 0; run < 40; { // 40 requests in a row answered by b
+		if time.Now().After(deadline) {
+			t.Fatalf("a backend failing its probes stayed in rotation under traffic; logs:\n%s", logs)
+		}
+		code, id, _ := fetch(c, addr)
+		if code != 200 {
+			t.Fatalf("status %d", code)
+		}
+		if id == "b" && strings.Contains(logs.String(), "prober: upstream unhealthy") {
+			run++
+		} else {
+			run = 0
+		}
+	}
+	if strings.Contains(logs.String(), "healthy=true") {
+		t.Fatalf("the backend came back without passing probes; logs:\n%s", logs)
+	}
+	// Probes pass again: it comes back.
+	a.failProbes.Store(false)
+	waitLog(t, logs, "prober: upstream healthy", 1)
 }
