@@ -127,6 +127,25 @@ type master struct {
 	mu     sync.Mutex
 	procs  []*os.Process // running workers, by index; nil when none
 	failed bool          // a worker kept failing: exit 1
+	closed bool          // files closed: no worker starts any more
+}
+
+// errStopping refuses a worker start once the listeners are closed.
+var errStopping = errors.New("load balancer: stopping")
+
+// closeListeners closes the master's copies of the listening sockets when
+// the balancer stops. Each worker closes its own as it begins to drain;
+// were the master's left open until the workers are gone, the kernel
+// would go on completing connections nobody will accept (SO_REUSEPORT
+// spreads them over every socket of the group), and their clients would
+// wait, then be reset, instead of being refused at once.
+func (m *master) closeListeners() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !m.closed {
+		m.closed = true
+		closeFiles(m.files)
+	}
 }
 
 // runMaster starts o.workers workers serving backends list and supervises
@@ -188,6 +207,10 @@ func runMaster(ctx context.Context, o *options, args []string, list string, logg
 		wg.Go(func() { m.keep(ctx, k) })
 	}
 	wg.Go(func() { m.forwardHUP(ctx, hup) })
+	wg.Go(func() {
+		<-ctx.Done()
+		m.closeListeners()
+	})
 	wg.Wait()
 	if m.failed {
 		return 1
@@ -262,7 +285,13 @@ func (m *master) start(k int) (*exec.Cmd, <-chan struct{}, error) {
 		cmd.ExtraFiles = append(cmd.ExtraFiles, m.mfiles[k]) // workerMetricsFD
 	}
 	cmd.SysProcAttr = workerSysProcAttr()
-	err = cmd.Start()
+	m.mu.Lock() // the listeners stay open until the worker has its copies
+	if m.closed {
+		err = errStopping
+	} else {
+		err = cmd.Start()
+	}
+	m.mu.Unlock()
 	w.Close() // the worker has its own copy
 	if err != nil {
 		r.Close()

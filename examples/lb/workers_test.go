@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"regexp"
 	"runtime"
@@ -291,5 +292,88 @@ func TestWorkersShareSessionTickets(t *testing.T) {
 	waitLogs(t, logs, "every request logged", func(s string) bool { return strings.Count(s, "method=GET path=/t status=200") >= conns })
 	if s := logs.String(); !strings.Contains(s, "worker=0 method=GET path=/t") || !strings.Contains(s, "worker=1 method=GET path=/t") {
 		t.Errorf("the connections did not reach both workers; logs:\n%s", s)
+	}
+}
+
+// TestWorkersDrainRefusesNew: once the balancer is told to stop, a new
+// connection is refused at once, while a request in flight finishes:
+// the master closes its copies of the listening sockets too (before, the
+// kernel went on completing connections nobody would accept until the
+// last worker exited, and their clients waited, then were reset).
+func TestWorkersDrainRefusesNew(t *testing.T) {
+	release := make(chan struct{})
+	arrived := make(chan struct{}, 1)
+	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			arrived <- struct{}{}
+			<-release
+		}
+		w.Write([]byte("done\n"))
+	}))
+	defer slow.Close()
+	defer close(release)
+	logs := new(syncBuffer)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan int, 1)
+	go func() {
+		done <- runWith(ctx, []string{"--host", "127.0.0.1", "--port", "0", "--max-conns", "16", "--workers", "2",
+			"--no-health", "--shutdown-timeout", "20s", "--backends", slow.Listener.Addr().String()}, logs, nil)
+	}()
+	waitLogs(t, logs, "two workers serving", func(s string) bool { return strings.Count(s, `msg="worker serving"`) == 2 })
+	m := listeningAddr.FindStringSubmatch(logs.String())
+	if m == nil {
+		t.Fatalf("no listening line; logs:\n%s", logs)
+	}
+	addr := m[1]
+	inflight := make(chan string, 1)
+	go func() {
+		c := &http.Client{Timeout: 20 * time.Second}
+		resp, err := c.Get("http://" + addr + "/slow")
+		if err != nil {
+			inflight <- err.Error()
+			return
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		inflight <- resp.Status + " " + string(b)
+	}()
+	select {
+	case <-arrived:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the slow request did not reach the backend")
+	}
+	cancel() // SIGTERM
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err != nil {
+			if !errors.Is(err, syscall.ECONNREFUSED) {
+				t.Fatalf("new connection during the drain: %v, want connection refused", err)
+			}
+			break
+		}
+		c.Close()
+		if time.Now().After(deadline) {
+			t.Fatalf("new connections still accepted 5s into the drain; logs:\n%s", logs)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	select {
+	case <-done:
+		t.Fatal("run returned with a request in flight")
+	default:
+	}
+	release <- struct{}{}
+	if got := <-inflight; got != "200 OK done\n" {
+		t.Fatalf("the request in flight got %q", got)
+	}
+	select {
+	case code := <-done:
+		if code != 0 {
+			t.Fatalf("run returned %d; logs:\n%s", code, logs)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatalf("run did not return; logs:\n%s", logs)
 	}
 }
