@@ -127,6 +127,11 @@ type UpstreamConn struct {
 	// last released to a pool (the pool sets it in Release).
 	Created   time.Time
 	IdleSince time.Time
+	// IdleMax, when not 0, is how long the upstream said it keeps the
+	// connection open while idle (its Keep-Alive: timeout=, less a
+	// margin): a pool closes it sooner than its own idle timeout then,
+	// rather than send a request as the upstream closes it.
+	IdleMax time.Duration
 	// Requests counts the exchanges it has carried.
 	Requests uint32
 	// Deadlines renews the socket's deadlines lazily; whoever changes

@@ -124,7 +124,7 @@ func (p *Fixed) Acquire(u *serval.Upstream) *serval.UpstreamConn {
 		up.idle.Add(-1)
 
 		switch {
-		case now.Sub(c.IdleSince) >= p.cfg.IdleTimeout:
+		case now.Sub(c.IdleSince) >= p.idleTimeout(c):
 			up.idleEvicts.Add(1)
 		case now.Sub(c.Created) >= p.cfg.MaxAge:
 			up.ages.Add(1)
@@ -328,3 +328,15 @@ func socketOf(c *serval.UpstreamConn) *net.TCPConn {
 	}
 	return c.TCP
 }
+
+// idleTimeout is how long c may stay idle: IdleTimeout, or less when its
+// upstream said it closes idle connections sooner (UpstreamConn.IdleMax).
+func (p *Fixed) idleTimeout(c *serval.UpstreamConn) time.Duration {
+	if c.IdleMax > 0 && c.IdleMax < p.cfg.IdleTimeout {
+		return c.IdleMax
+	}
+	return p.cfg.IdleTimeout
+}
+
+// IdleTimeout returns the configured idle timeout (Config.IdleTimeout).
+func (p *Fixed) IdleTimeout() time.Duration { return p.cfg.IdleTimeout }

@@ -122,10 +122,14 @@ func TestExpiry(t *testing.T) {
 		name                   string
 		created, idle, advance time.Duration
 		want                   func(Stats) bool
+		idleMax                time.Duration // the upstream's Keep-Alive timeout, less the margin
 	}{
-		{"idle timeout", 0, 0, IdleTimeoutDefault, func(s Stats) bool { return s.EvictedIdle == 1 }},
-		{"just fresh", 0, 0, IdleTimeoutDefault - time.Nanosecond, nil},
-		{"max age", -MaxAgeDefault + time.Second, 0, time.Second, func(s Stats) bool { return s.EvictedAge == 1 }},
+		{"idle timeout", 0, 0, IdleTimeoutDefault, func(s Stats) bool { return s.EvictedIdle == 1 }, 0},
+		{"just fresh", 0, 0, IdleTimeoutDefault - time.Nanosecond, nil, 0},
+		{"max age", -MaxAgeDefault + time.Second, 0, time.Second, func(s Stats) bool { return s.EvictedAge == 1 }, 0},
+		{"upstream's idle max", 0, 0, 4 * time.Second, func(s Stats) bool { return s.EvictedIdle == 1 }, 4 * time.Second},
+		{"within upstream's idle max", 0, 0, 4*time.Second - time.Nanosecond, nil, 4 * time.Second},
+		{"idle max above ours", 0, 0, IdleTimeoutDefault, func(s Stats) bool { return s.EvictedIdle == 1 }, 2 * IdleTimeoutDefault},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			clk := newClock()
@@ -133,6 +137,7 @@ func TestExpiry(t *testing.T) {
 			p := newFixed(t, testConfig(clk, 1))
 			u := &upstreams(1)[0]
 			c, _ := o.dial(t, u, clk.Now().Add(tc.created))
+			c.IdleMax = tc.idleMax
 			p.TryReserve(u)
 			p.Release(c, true)
 			clk.Advance(tc.advance)

@@ -37,7 +37,7 @@ func (p *Fixed) reapOnce(now time.Time) int {
 			for k := total; k < total+n; k++ {
 				c := p.reapBuf[k]
 				p.reapBuf[k] = nil
-				if now.Sub(c.IdleSince) >= p.cfg.IdleTimeout {
+				if now.Sub(c.IdleSince) >= p.idleTimeout(c) {
 					up.idleEvicts.Add(1)
 				} else {
 					up.ages.Add(1)
@@ -61,7 +61,7 @@ func (p *Fixed) collect(s *stack, now time.Time, out []*serval.UpstreamConn) int
 	moved, kept := 0, 0
 	for k := 0; k < s.n; k++ {
 		c := s.conns[k]
-		expired := now.Sub(c.IdleSince) >= p.cfg.IdleTimeout || now.Sub(c.Created) >= p.cfg.MaxAge
+		expired := now.Sub(c.IdleSince) >= p.idleTimeout(c) || now.Sub(c.Created) >= p.cfg.MaxAge
 		if expired && moved < len(out) {
 			out[moved] = c
 			moved++

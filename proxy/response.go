@@ -105,8 +105,11 @@ func (s *Session) answeredWhole(h client.Head) bool {
 func (s *Session) appendResponseFields(b []byte, resp *serval.Response, keepLength bool) []byte {
 	dated := resp.Status < 200 // a 1xx needs no Date
 	for _, f := range resp.Fields {
-		if len(f.Name) == 4 && serval.EqualFold(f.Name, "date") {
+		switch {
+		case len(f.Name) == 4 && serval.EqualFold(f.Name, "date"):
 			dated = true
+		case len(f.Name) == 10 && s.c != nil && serval.EqualFold(f.Name, "keep-alive"):
+			s.c.IdleMax = keepAliveIdle(f.Value)
 		}
 		switch {
 		case hopByHop(f.Name) && !serval.EqualFold(f.Name, "trailer"):

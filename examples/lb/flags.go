@@ -47,6 +47,7 @@ type options struct {
 	connectTimeout  time.Duration
 	responseTimeout time.Duration
 	tunnelIdle      time.Duration
+	upstreamIdle    time.Duration
 	shutdownTimeout time.Duration
 	idlePerUpstream int
 	backendMaxConns int
@@ -97,6 +98,7 @@ func defineFlags(fs *flag.FlagSet, o *options, r *rawFlags) {
 	fs.DurationVar(&o.connectTimeout, "connect-timeout", serval.UpstreamConnectTimeoutDefault, "upstream connect timeout (TCP connect plus TLS handshake)")
 	fs.DurationVar(&o.responseTimeout, "response-timeout", serval.UpstreamResponseTimeoutDefault, "upstream response timeout (head wait and each body read stall)")
 	fs.DurationVar(&o.tunnelIdle, "tunnel-idle-timeout", proxy.TunnelIdleTimeoutDefault, "close an upgraded connection (WebSocket) after this long without a byte either way")
+	fs.DurationVar(&o.upstreamIdle, "upstream-idle-timeout", pool.IdleTimeoutDefault, "close a pooled backend connection idle this long; keep it below the backends' own\nkeep-alive timeout (a backend's \"Keep-Alive: timeout=N\" is honoured by itself)")
 	fs.DurationVar(&o.shutdownTimeout, "shutdown-timeout", serval.ShutdownTimeoutDefault, "on SIGINT/SIGTERM, how long requests in flight (downloads, uploads, WebSockets) may take\nto finish before their connections are closed; no new connection is taken meanwhile")
 	fs.IntVar(&o.backendMaxConns, "backend-max-conns", 0, "cap on the connections (in use and idle) to each backend; a request that finds\nits backend at the cap goes to another (--retries) or gets 503 (0: no cap)")
 	fs.IntVar(&o.idlePerUpstream, "idle-per-upstream", 0, "idle keep-alive connections kept per upstream\n(default: --max-conns, at most "+strconv.Itoa(pool.IdlePerUpstreamLimit)+": as many as can be in use at once, so a steady load never closes and re-dials them)")
@@ -221,6 +223,8 @@ func (o *options) validate() error {
 		return errors.New("--port out of range")
 	case o.connectTimeout <= 0 || o.responseTimeout <= 0 || o.tunnelIdle <= 0:
 		return errors.New("timeouts must be positive")
+	case o.upstreamIdle < time.Millisecond || o.upstreamIdle > pool.TimeoutLimit:
+		return errors.New("--upstream-idle-timeout must be in [1ms, " + pool.TimeoutLimit.String() + "]")
 	case o.shutdownTimeout < 0 || o.shutdownTimeout > shutdownTimeoutLimit:
 		return errors.New("--shutdown-timeout must be in [0, " + shutdownTimeoutLimit.String() + "]")
 	case o.healthInterval < 0:
