@@ -42,6 +42,31 @@ type Upstream struct {
 	// upstream written as a literal is first used by many connections
 	// at once).
 	addr unsafe.Pointer
+	// http10 is 1 while the upstream's last response was HTTP/1.0
+	// (atomic: NoteVersion, HTTP10).
+	http10 uint32
+}
+
+// NoteVersion records the HTTP version of a response from the upstream
+// (a proxy calls it on every final response head). It writes only when
+// the version changes, so the common case is one atomic load.
+func (u *Upstream) NoteVersion(v Version) {
+	old := atomic.LoadUint32(&u.http10)
+	if now := boolUint32(v == Version10); now != old {
+		atomic.StoreUint32(&u.http10, now)
+	}
+}
+
+// HTTP10 reports whether the upstream's last response was HTTP/1.0: it
+// may not understand a chunked request body (RFC 9112 §6.1: a client
+// sends Transfer-Encoding only to a server it knows handles HTTP/1.1).
+func (u *Upstream) HTTP10() bool { return atomic.LoadUint32(&u.http10) != 0 }
+
+func boolUint32(b bool) uint32 {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // NewUpstream returns an upstream for host:port at index idx.

@@ -47,3 +47,21 @@ func TestHooksString(t *testing.T) {
 		t.Errorf("a wrapper embedding Handler: hooks %q, want none (the doc says they are lost)", got)
 	}
 }
+
+func TestUpstreamNoteVersion(t *testing.T) {
+	u := NewUpstream("127.0.0.1", 1, 0)
+	if u.HTTP10() {
+		t.Fatal("a new upstream is taken for HTTP/1.0")
+	}
+	u.NoteVersion(Version10)
+	if !u.HTTP10() {
+		t.Fatal("an HTTP/1.0 answer was not noted")
+	}
+	u.NoteVersion(Version11)
+	if u.HTTP10() {
+		t.Fatal("an HTTP/1.1 answer did not clear it")
+	}
+	if n := testing.AllocsPerRun(100, func() { u.NoteVersion(Version11); _ = u.HTTP10() }); n != 0 {
+		t.Fatalf("%v allocations", n)
+	}
+}

@@ -29,6 +29,7 @@ var (
 	errPumpPanic        = &serval.StatusError{Status: 500, Msg: "proxy: panic while sending the request body"}
 	errUpstreamResponse = &serval.StatusError{Status: 502, Msg: "proxy: invalid upstream response"}
 	errBadOutbound      = &serval.StatusError{Status: 500, Msg: "proxy: a hook left a request head that is not valid HTTP"}
+	errLengthRequired   = &serval.StatusError{Status: 411, Msg: "proxy: a chunked request body still arriving cannot go to an HTTP/1.0 upstream"}
 )
 
 // isTimeout reports whether err is a deadline's.

@@ -223,6 +223,7 @@ func (s *Session) attempt(fresh bool) (serval.Phase, error) {
 		}
 		return phase, err
 	}
+	s.up.NoteVersion(s.resp.Version)
 	// The watch follows the body (a reset client ends it), not a tunnel:
 	// that watches both ways itself.
 	var gone bool

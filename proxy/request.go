@@ -39,8 +39,15 @@ func (s *Session) planBody() error {
 // re-encodes it into s.cbuf (with OnRequestBody seeing the chunks) and
 // makes it a buffered body. A first pass only validates, so the hook never
 // sees a chunk twice when the body turns out to need the pump.
+//
+// An upstream whose last response was HTTP/1.0 may not understand chunked
+// framing (RFC 9112 §6.1; it would take the body as empty and the chunks
+// as garbage): a whole body goes to it de-chunked with a Content-Length
+// (trailers dropped), and one still on its way, whose length nobody knows
+// yet, is refused with 411 rather than lost.
 func (s *Session) planChunked() error {
 	d, cfg := s.d, &s.f.cfg
+	raw := s.up.HTTP10()
 	in := d.Buf[d.Head:d.End]
 	dec := &s.pj.dec
 	dec.Reset(cfg.TrailerBytesMax)
@@ -53,6 +60,9 @@ func (s *Session) planChunked() error {
 			return err
 		}
 		if kind == http1.SegNone && n == 0 {
+			if raw {
+				return errLengthRequired
+			}
 			return nil // more to come: the pump streams it
 		}
 		if size += int64(len(data)); size > cfg.RequestBodyBytesMax {
@@ -68,6 +78,9 @@ func (s *Session) planChunked() error {
 	if off > cap(s.cbuf) {
 		// Our framing is never longer than the sender's (one chunk per
 		// chunk, minimal hex, no extensions), so off bytes always fit.
+		if raw {
+			return errLengthRequired
+		}
 		return nil
 	}
 	hook := hookNone
@@ -76,10 +89,13 @@ func (s *Session) planChunked() error {
 	}
 	src := chunkSource{buf: in[:off], hi: off}
 	var enc encoder
-	enc.reset(nil, nil, s.cbuf, true, 0, nil)
+	enc.reset(nil, nil, s.cbuf, !raw, 0, nil)
 	dec.Reset(cfg.TrailerBytesMax)
 	if _, err := s.pipeChunked(&src, dec, &enc, hook, -1); err != nil {
 		return err
+	}
+	if raw && !s.unchunkOutbound(int64(len(enc.buf))) {
+		return errHeadTooLarge
 	}
 	s.body, s.bodyOut, s.bodyEnd = bodyBuffered, enc.buf, d.Head+off
 	s.x.BytesIn += int64(off)
@@ -157,4 +173,21 @@ func (s *Session) finishBody() {
 		s.stopPump()
 		s.keep = s.pj.done && !s.closeAsked()
 	}
+}
+
+// unchunkOutbound replaces the outbound head's Transfer-Encoding: chunked
+// (rewriteRequest's) with Content-Length: n. It reports false when the
+// value does not fit the scratch.
+func (s *Session) unchunkOutbound(n int64) bool {
+	for i := range s.out.Fields {
+		if f := &s.out.Fields[i]; equalFoldBytes(f.Name, nameTEncoding) {
+			v := s.appendDecimal(n)
+			if v == nil {
+				return false
+			}
+			*f = serval.Header{Name: nameCLength, Value: v}
+			return true
+		}
+	}
+	return true
 }
