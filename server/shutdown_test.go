@@ -106,7 +106,20 @@ func TestShutdownTimeout(t *testing.T) {
 	go func() { served <- s.Serve(ctx, ln) }()
 	c := dial(t, ln.Addr().String())
 	send(t, c, "GET / HTTP/1.1\r\n")
-	time.Sleep(50 * time.Millisecond)
+	// Wait (bounded) until the server has read the partial head: its slot
+	// is then busy, not idle (an idle one would be closed at once).
+	for deadline := time.Now().Add(testTimeout); ; time.Sleep(2 * time.Millisecond) {
+		busy := false
+		for i := range s.slots {
+			busy = busy || s.slots[i].state.Load() == stBusy
+		}
+		if busy {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the partial head was never read")
+		}
+	}
 	began := time.Now()
 	cancel()
 	select {

@@ -7,19 +7,29 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 )
 
-// slowBackend answers /slow after delay and anything else at once, and
-// counts the connections it accepted.
-func slowBackend(t *testing.T, name string, delay time.Duration) (addr string, conns *atomic.Int32) {
+// gateWait bounds each wait of the tests here.
+const gateWait = 10 * time.Second
+
+// gatedBackend answers /slow once released (arrived gets a value as each
+// /slow comes in) and anything else at once, and counts the connections
+// it accepted. Cleanup releases what is still held.
+func gatedBackend(t *testing.T, name string) (addr string, conns *atomic.Int32, arrived <-chan struct{}, release func()) {
 	t.Helper()
 	conns = new(atomic.Int32)
+	gate := make(chan struct{})
+	in := make(chan struct{}, 16)
+	var once sync.Once
+	release = func() { once.Do(func() { close(gate) }) }
 	s := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/slow" {
-			time.Sleep(delay)
+			in <- struct{}{}
+			<-gate
 		}
 		io.WriteString(w, name)
 	}))
@@ -30,7 +40,8 @@ func slowBackend(t *testing.T, name string, delay time.Duration) (addr string, c
 	}
 	s.Start()
 	t.Cleanup(s.Close)
-	return strings.TrimPrefix(s.URL, "http://"), conns
+	t.Cleanup(release) // runs before s.Close
+	return strings.TrimPrefix(s.URL, "http://"), conns, in, release
 }
 
 // get sends one GET on a new connection and returns status and body.
@@ -53,15 +64,32 @@ func get1(t *testing.T, addr, path string) (int, string) {
 // follows one at the cap a moment for that.)
 func TestBackendMaxConns(t *testing.T) {
 	t.Run("elsewhere", func(t *testing.T) {
-		slow, slowConns := slowBackend(t, "slow", 800*time.Millisecond)
-		fast, _ := slowBackend(t, "fast", 0)
+		slow, slowConns, arrived, release := gatedBackend(t, "slow")
+		fast, _, _, open := gatedBackend(t, "fast")
+		open() // the fast backend holds nothing
 		addr, _ := startLB(t, "--backends", slow+","+fast, "--backend-max-conns", "2", "--no-health")
 		// Round robin: the first and third go to the slow backend and
-		// hold its two connections; the second and fourth are answered.
+		// are held there, on its two connections; the second and fourth
+		// are answered. Each is sent once the one before has arrived or
+		// been answered, so the order is the balancer's, not the
+		// scheduler's.
 		done := make(chan string, 4)
 		for range 4 {
 			go func() { _, body := get1(t, addr, "/slow"); done <- body }()
-			time.Sleep(30 * time.Millisecond)
+		}
+		got := map[string]int{}
+		for n := 0; n < 4; n++ {
+			select {
+			case <-arrived:
+				got["slow"]++
+			case body := <-done:
+				got[body]++
+			case <-time.After(gateWait):
+				t.Fatalf("the /slow requests: %v after %v", got, gateWait)
+			}
+		}
+		if got["slow"] != 2 || got["fast"] != 2 {
+			t.Fatalf("the /slow requests went %v, want 2 held at the slow backend and 2 answered by the fast", got)
 		}
 		start := time.Now()
 		for range 4 { // every other one finds the slow backend at its cap
@@ -69,37 +97,41 @@ func TestBackendMaxConns(t *testing.T) {
 				t.Fatalf("status %d body %q, want 200 from the fast backend", code, body)
 			}
 		}
-		if d := time.Since(start); d > 500*time.Millisecond {
+		if d := time.Since(start); d > 2*time.Second {
 			t.Fatalf("requests waited %v for the capped backend", d)
 		}
-		got := map[string]int{}
-		for range 4 {
-			got[<-done]++
-		}
-		if got["slow"] != 2 || got["fast"] != 2 {
-			t.Fatalf("the /slow requests were answered by %v, want 2 each", got)
+		release()
+		for range 2 {
+			if body := <-done; body != "slow" {
+				t.Fatalf("a held request was answered by %q", body)
+			}
 		}
 		if n := slowConns.Load(); n > 2 {
 			t.Fatalf("the capped backend accepted %d connections", n)
 		}
 	})
 	t.Run("single", func(t *testing.T) {
-		slow, slowConns := slowBackend(t, "slow", 600*time.Millisecond)
+		slow, slowConns, arrived, release := gatedBackend(t, "slow")
 		addr, _ := startLB(t, "--backends", slow, "--backend-max-conns", "1", "--no-health")
 		done := make(chan int, 1)
 		go func() { code, _ := get1(t, addr, "/slow"); done <- code }()
-		time.Sleep(100 * time.Millisecond)
+		select {
+		case <-arrived:
+		case <-time.After(gateWait):
+			t.Fatal("the /slow request never arrived")
+		}
 		start := time.Now()
 		if code, _ := get1(t, addr, "/quick"); code != 503 {
 			t.Fatalf("status %d, want 503 with the only backend at its cap", code)
 		}
-		if d := time.Since(start); d > 400*time.Millisecond {
+		if d := time.Since(start); d > 2*time.Second {
 			t.Fatalf("the 503 took %v", d)
 		}
+		release()
 		if code := <-done; code != 200 {
 			t.Fatalf("the slow request: %d", code)
 		}
-		deadline := time.Now().Add(2 * time.Second)
+		deadline := time.Now().Add(gateWait)
 		for {
 			code, body := get1(t, addr, "/quick")
 			if code == 200 && body == "slow" {

@@ -261,15 +261,24 @@ func TestPolledQuiet(t *testing.T) {
 		t.Fatal("a fresh Conn may hold bytes: not quiet until a read says so")
 	}
 	buf := make([]byte, 10)
-	done := make(chan error, 1)
-	go func() { _, err := c.Read(buf); done <- err }()
-	time.Sleep(20 * time.Millisecond) // the read waits for the edge
-	peer.Write([]byte("a"))
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
-	if !c.Quiet() {
-		t.Fatal("not quiet after a read that took everything")
+	// The read must be waiting for the edge when the byte comes (the
+	// sleep), or it takes a byte whose edge is harvested later and Quiet
+	// stays false (the safe direction, above). A loaded machine may run
+	// the write first: then try again, with a longer wait.
+	for wait := 20 * time.Millisecond; ; wait *= 2 {
+		done := make(chan error, 1)
+		go func() { _, err := c.Read(buf); done <- err }()
+		time.Sleep(wait)
+		peer.Write([]byte("a"))
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		if c.Quiet() {
+			break
+		}
+		if wait > time.Second {
+			t.Fatal("not quiet after a read that took everything")
+		}
 	}
 	peer.Write([]byte("b"))
 	eventually(t, "still quiet after the peer wrote", func() bool { return !c.Quiet() })
