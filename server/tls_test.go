@@ -259,12 +259,19 @@ func TestTLSHandshakeTimeoutFreesSlot(t *testing.T) {
 	}
 	srv := serveOn(t, s)
 	silent := dial(t, srv.addr)
+	silentAt := time.Now() // the server's handshake deadline is after silentAt+HandshakeTimeout
 	defer silent.Close()
 	time.Sleep(50 * time.Millisecond) // the silent client takes the slot
 	tc := tlsClientConfig(ts.ca, "serval.test")
 	if c, err := tls.DialWithDialer(&net.Dialer{Timeout: testTimeout}, "tcp", srv.addr, tc); err == nil {
 		c.Close()
-		t.Fatal("second client served while the only slot is in a handshake")
+		// Served is a failure only inside the handshake window: a loaded
+		// machine that paused the test past it let the deadline free the
+		// slot, which is the behaviour checked next.
+		if waited := time.Since(silentAt); waited < cfg.TLS.HandshakeTimeout {
+			t.Fatal("second client served while the only slot is in a handshake")
+		}
+		t.Logf("the handshake window passed (%v) before the second dial: its refusal not checked", time.Since(silentAt))
 	}
 	// The silent client is cut at the deadline: its read sees EOF.
 	start := time.Now()
