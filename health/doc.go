@@ -10,17 +10,16 @@
 //
 // A State is a lock-free bitmap with one bit per upstream (set = healthy)
 // plus per-upstream consecutive failure and success counters (probes'
-// and traffic's). Reads are
-// one atomic load; nothing allocates. Every upstream starts healthy.
-// Thresholds (default 3 failures out, 2 successes back) keep one bad
-// response from ejecting an upstream and one good one from bringing it
-// back. A State tracks at most UpstreamsMax (= serval.UpstreamsMax)
+// and traffic's). Reads are one atomic load; nothing allocates. Every
+// upstream starts healthy. Thresholds (default 3 failures out, 2
+// successes back) keep one bad response from ejecting an upstream and one
+// good one from bringing it back. A State tracks at most UpstreamsMax (= serval.UpstreamsMax)
 // upstreams; the bitmap supports any multiple of 64, checked at compile
 // time.
 //
 // Transitions: the Record methods, MarkHealthy and MarkUnhealthy return
-// true exactly once per flip, so the caller that
-// caused a flip logs it once. Per-upstream up/down counters
+// true exactly once per flip, so the caller that caused a flip logs it
+// once. Per-upstream up/down counters
 // (Transitions) and an optional Options.OnTransition callback expose the
 // flips to metrics.
 //

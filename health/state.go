@@ -243,39 +243,18 @@ func (s *State) MarkUnhealthy(i serval.UpstreamIndex) bool {
 func (s *State) RecordSuccess(i serval.UpstreamIndex) bool {
 	s.check(i)
 	c := &s.counts[i]
-	if c.pFailures.Load() != 0 {
-		c.pFailures.Store(0)
-	}
-	if s.Healthy(i) || c.probed.Load() {
-		return false
-	}
-	if c.pSuccesses.Add(1) < s.thresholds.Successes {
-		return false
-	}
-	return s.MarkHealthy(i)
+	return s.succeed(i, &c.pFailures, &c.pSuccesses, !c.probed.Load())
 }
 
 // RecordFailure counts a failed exchange (traffic) with upstream i
 // (refused connect, timeout, reset before the response). A healthy
 // upstream becomes unhealthy after Thresholds.Failures in a row; the
-// return value reports that flip. It also ends any success streak on
-// the way back.
+// return value reports that flip. It also ends the probes' success
+// streak on the way back.
 func (s *State) RecordFailure(i serval.UpstreamIndex) bool {
 	s.check(i)
 	c := &s.counts[i]
-	if c.pSuccesses.Load() != 0 {
-		c.pSuccesses.Store(0)
-	}
-	if c.successes.Load() != 0 {
-		c.successes.Store(0)
-	}
-	if !s.Healthy(i) {
-		return false
-	}
-	if c.pFailures.Add(1) < s.thresholds.Failures {
-		return false
-	}
-	return s.MarkUnhealthy(i)
+	return s.fail(i, &c.pFailures, &c.pSuccesses, &c.successes)
 }
 
 // RecordProbeSuccess counts a passed probe of upstream i. An unhealthy
@@ -284,20 +263,8 @@ func (s *State) RecordFailure(i serval.UpstreamIndex) bool {
 // failure streak (not the traffic's).
 func (s *State) RecordProbeSuccess(i serval.UpstreamIndex) bool {
 	s.check(i)
-	c := &s.counts[i]
-	if !c.probed.Load() {
-		c.probed.Store(true)
-	}
-	if c.failures.Load() != 0 {
-		c.failures.Store(0)
-	}
-	if s.Healthy(i) {
-		return false
-	}
-	if c.successes.Add(1) < s.thresholds.Successes {
-		return false
-	}
-	return s.MarkHealthy(i)
+	c := s.probed(i)
+	return s.succeed(i, &c.failures, &c.successes, true)
 }
 
 // RecordProbeFailure counts a failed probe of upstream i. A healthy
@@ -305,17 +272,48 @@ func (s *State) RecordProbeSuccess(i serval.UpstreamIndex) bool {
 // its traffic does meanwhile; the return value reports that flip.
 func (s *State) RecordProbeFailure(i serval.UpstreamIndex) bool {
 	s.check(i)
+	c := s.probed(i)
+	return s.fail(i, &c.failures, &c.successes, nil)
+}
+
+// probed marks upstream i as reached by a probe and returns its counters.
+func (s *State) probed(i serval.UpstreamIndex) *counters {
 	c := &s.counts[i]
 	if !c.probed.Load() {
 		c.probed.Store(true)
 	}
-	if c.successes.Load() != 0 {
-		c.successes.Store(0)
+	return c
+}
+
+// succeed ends the failure streak failures (no write when there is none)
+// and, on an unhealthy upstream when restore, counts successes towards
+// Thresholds.Successes, flipping it healthy there.
+func (s *State) succeed(i serval.UpstreamIndex, failures, successes *atomic.Uint32, restore bool) bool {
+	if failures.Load() != 0 {
+		failures.Store(0)
+	}
+	if s.Healthy(i) || !restore {
+		return false
+	}
+	if successes.Add(1) < s.thresholds.Successes {
+		return false
+	}
+	return s.MarkHealthy(i)
+}
+
+// fail ends the success streaks successes and also (when not nil), and
+// on a healthy upstream counts failures towards Thresholds.Failures,
+// flipping it unhealthy there.
+func (s *State) fail(i serval.UpstreamIndex, failures, successes, also *atomic.Uint32) bool {
+	for _, streak := range [2]*atomic.Uint32{successes, also} {
+		if streak != nil && streak.Load() != 0 {
+			streak.Store(0)
+		}
 	}
 	if !s.Healthy(i) {
 		return false
 	}
-	if c.failures.Add(1) < s.thresholds.Failures {
+	if failures.Add(1) < s.thresholds.Failures {
 		return false
 	}
 	return s.MarkUnhealthy(i)
