@@ -140,8 +140,17 @@ func TestCloseStopsEverything(t *testing.T) {
 	if d := time.Since(start); d > time.Second {
 		t.Fatalf("Close took %v with a probe in flight", d)
 	}
-	if n := proberGoroutines(); n != base {
-		t.Fatalf("%d prober goroutines after Close, want %d", n, base)
+	// Close returned after every probing goroutine called wg.Done, its
+	// last act; one may still be in its final return for a moment (its
+	// stack still shows run), so the count is awaited, briefly.
+	for deadline := time.Now().Add(time.Second); ; time.Sleep(time.Millisecond) {
+		n := proberGoroutines()
+		if n == base {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d prober goroutines a second after Close, want %d", n, base)
+		}
 	}
 	if !hs.Healthy(0) || p.Stats(0).Probes != 0 {
 		t.Fatal("an aborted probe was recorded")
