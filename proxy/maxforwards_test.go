@@ -1,9 +1,6 @@
 package proxy
 
 import (
-	"bufio"
-	"io"
-	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -18,16 +15,7 @@ import (
 func TestMaxForwards(t *testing.T) {
 	checkLeaks(t)
 	heads := make(chan *http.Request, 4)
-	hs, o := rawHarness(t, Config{}, serval.Hooks{}, func(c net.Conn, br *bufio.Reader) {
-		for {
-			req, _, err := readRequest(br)
-			if err != nil {
-				return
-			}
-			heads <- req
-			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nup")
-		}
-	})
+	hs, o := rawHarness(t, Config{}, serval.Hooks{}, recordHeads(heads, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nup"))
 	tc := dialHarness(t, hs)
 
 	tc.send("OPTIONS /a HTTP/1.1\r\nHost: t\r\nMax-Forwards: 0\r\n\r\n")

@@ -3,6 +3,7 @@ package proxy
 import (
 	"bufio"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"strings"
@@ -118,16 +119,7 @@ func TestForwardedResponseDate(t *testing.T) {
 func TestTEConnectionOption(t *testing.T) {
 	checkLeaks(t)
 	heads := make(chan *http.Request, 1)
-	hs, _ := rawHarness(t, Config{}, serval.Hooks{}, func(c net.Conn, br *bufio.Reader) {
-		for {
-			req, _, err := readRequest(br)
-			if err != nil {
-				return
-			}
-			heads <- req
-			c.Write([]byte("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"))
-		}
-	})
+	hs, _ := rawHarness(t, Config{}, serval.Hooks{}, recordHeads(heads, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"))
 	tc := dialHarness(t, hs)
 	tc.send("GET / HTTP/1.1\r\nHost: t\r\nTE: trailers, deflate;q=0.5\r\n\r\n")
 	tc.mustRead("GET")
@@ -141,5 +133,20 @@ func TestTEConnectionOption(t *testing.T) {
 	req = <-heads
 	if te, conn := req.Header.Values("Te"), req.Header.Values("Connection"); len(te) != 0 || len(conn) != 0 {
 		t.Fatalf("TE without trailers: TE %q Connection %q forwarded", te, conn)
+	}
+}
+
+// recordHeads is an origin that hands every request it reads to heads
+// and answers each with resp.
+func recordHeads(heads chan<- *http.Request, resp string) func(c net.Conn, br *bufio.Reader) {
+	return func(c net.Conn, br *bufio.Reader) {
+		for {
+			req, _, err := readRequest(br)
+			if err != nil {
+				return
+			}
+			heads <- req
+			io.WriteString(c, resp)
+		}
 	}
 }
