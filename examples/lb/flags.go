@@ -36,7 +36,15 @@ const (
 	connectionsMaxLimit = 1 << 20
 	// shutdownTimeoutLimit is server.Config's bound on ShutdownTimeout.
 	shutdownTimeoutLimit = 24 * time.Hour
+	// clientTimeoutLimit is server.Config's bound on its read, idle and
+	// write timeouts; their floor is a millisecond.
+	clientTimeoutLimit = 24 * time.Hour
+	// headBytesMin is the smallest --max-header-bytes: room for a request
+	// line and a few fields (server.Config allows 256).
+	headBytesMin = 1 << 10
 )
+
+func clientTimeoutOK(d time.Duration) bool { return d >= time.Millisecond && d <= clientTimeoutLimit }
 
 // options are the parsed flags.
 type options struct {
@@ -53,7 +61,16 @@ type options struct {
 	backendMaxConns int
 	connectionsMax  int
 	workers         int
-	ticketSeed      []byte // a worker's session ticket seed (from the master, not a flag)
+
+	// Client-side limits and timeouts (server.Config).
+	headBytesMax  int
+	fieldsMax     int
+	bodyBytesMax  int64
+	headerTimeout time.Duration
+	bodyTimeout   time.Duration
+	idleTimeout   time.Duration
+	writeTimeout  time.Duration
+	ticketSeed    []byte // a worker's session ticket seed (from the master, not a flag)
 
 	// Load balancing and health.
 	policy             lb.Policy
@@ -85,8 +102,8 @@ type options struct {
 
 // rawFlags are the flags parsed into strings before validation.
 type rawFlags struct {
-	policy, allUnhealthy, ktls, workers string
-	version                             bool
+	policy, allUnhealthy, ktls, workers, bodyMax string
+	version                                      bool
 }
 
 // defineFlags registers every flag on fs.
@@ -103,6 +120,14 @@ func defineFlags(fs *flag.FlagSet, o *options, r *rawFlags) {
 	fs.IntVar(&o.backendMaxConns, "backend-max-conns", 0, "cap on the connections (in use and idle) to each backend; a request that finds\nits backend at the cap goes to another (--retries) or gets 503 (0: no cap)")
 	fs.IntVar(&o.idlePerUpstream, "idle-per-upstream", 0, "idle keep-alive connections kept per upstream\n(default: --max-conns, at most "+strconv.Itoa(pool.IdlePerUpstreamLimit)+": as many as can be in use at once, so a steady load never closes and re-dials them)")
 	fs.IntVar(&o.connectionsMax, "max-conns", server.DefaultConfig().ConnectionsMax, "client connection slots (buffers for each are allocated at startup; per worker)")
+	def := server.DefaultConfig()
+	fs.IntVar(&o.headBytesMax, "max-header-bytes", def.HeadBytesMax, "largest request head (request line and header fields) in bytes: 431 above it\n(backends' response heads may have max(this, "+strconv.Itoa(serval.HeadBytesMaxDefault)+"): 502 above)")
+	fs.IntVar(&o.fieldsMax, "max-header-fields", def.FieldsMax, "most header fields in a request head: 431 above it (backends' responses may have\nmax(this, "+strconv.Itoa(proxy.FieldsMaxDefault)+"))")
+	fs.StringVar(&r.bodyMax, "max-body-size", "1g", "largest request body, in bytes or with a k, m or g suffix (powers of 1024),\nlike nginx's client_max_body_size: 413 above it")
+	fs.DurationVar(&o.headerTimeout, "header-timeout", def.HeaderReadTimeout, "time a client has to send a whole request head (slowloris defence): 408 after it")
+	fs.DurationVar(&o.bodyTimeout, "body-timeout", def.BodyReadTimeout, "longest stall while a client sends a request body (408 when nothing was answered yet)")
+	fs.DurationVar(&o.idleTimeout, "idle-timeout", def.IdleTimeout, "close a client keep-alive connection idle this long between requests")
+	fs.DurationVar(&o.writeTimeout, "write-timeout", def.WriteTimeout, "longest stall writing to a client (or a request body to a backend)")
 	fs.StringVar(&r.workers, "workers", "1", "worker processes, each on one processor (GOMAXPROCS=1) with its own share of the\nconnections (SO_REUSEPORT), like nginx's worker_processes; auto: one per processor\nthis process may use (GOMAXPROCS: CPU affinity and cgroup limits); 1 serves in this process")
 
 	fs.StringVar(&r.policy, "lb", policyDefault, "load-balancing algorithm: "+lb.PolicyNames)
@@ -200,7 +225,37 @@ func (o *options) parseEnums(r rawFlags) error {
 	if o.workers, err = parseWorkers(r.workers); err != nil {
 		return err
 	}
+	if o.bodyBytesMax, err = parseSize(r.bodyMax); err != nil {
+		return errors.New("--max-body-size: " + err.Error())
+	}
 	return nil
+}
+
+// bodyBytesLimit bounds --max-body-size (server.Config's own bound).
+const bodyBytesLimit = 1 << 62
+
+// parseSize reads a byte count: digits, optionally followed by k, m or g
+// (either case; powers of 1024), at least 1 and at most bodyBytesLimit.
+func parseSize(v string) (int64, error) {
+	digits, shift := v, 0
+	if n := len(v); n > 0 {
+		switch v[n-1] {
+		case 'k', 'K':
+			shift = 10
+		case 'm', 'M':
+			shift = 20
+		case 'g', 'G':
+			shift = 30
+		}
+		if shift > 0 {
+			digits = v[:n-1]
+		}
+	}
+	n, err := strconv.ParseInt(digits, 10, 64)
+	if err != nil || n < 1 || digits[0] == '+' || n > bodyBytesLimit>>shift {
+		return 0, errors.New("a size from 1 to 4 EiB (e.g. 1048576, 512k, 10m, 1g), not " + strconv.Quote(v))
+	}
+	return n << shift, nil
 }
 
 // parseWorkers reads --workers: a count, or auto for one worker per
@@ -233,6 +288,12 @@ func (o *options) validate() error {
 		return errors.New("--health-timeout must be positive")
 	case o.connectionsMax < 1 || o.connectionsMax > connectionsMaxLimit:
 		return errors.New("--max-conns must be in [1, " + strconv.Itoa(connectionsMaxLimit) + "]")
+	case o.headBytesMax < headBytesMin || o.headBytesMax > serval.HeadBytesMaxLimit:
+		return errors.New("--max-header-bytes must be in [" + strconv.Itoa(headBytesMin) + ", " + strconv.Itoa(serval.HeadBytesMaxLimit) + "]")
+	case o.fieldsMax < 1 || o.fieldsMax > serval.FieldsMaxLimit:
+		return errors.New("--max-header-fields must be in [1, " + strconv.Itoa(serval.FieldsMaxLimit) + "]")
+	case !clientTimeoutOK(o.headerTimeout), !clientTimeoutOK(o.bodyTimeout), !clientTimeoutOK(o.idleTimeout), !clientTimeoutOK(o.writeTimeout):
+		return errors.New("--header-timeout, --body-timeout, --idle-timeout and --write-timeout must be in [1ms, " + clientTimeoutLimit.String() + "]")
 	case o.workers < 1 || o.workers > workersLimit:
 		return errors.New("--workers must be in [1, " + strconv.Itoa(workersLimit) + "]")
 	case o.retries < 0 || o.retries > proxy.RetriesMaxLimit:
@@ -259,6 +320,28 @@ func (o *options) validate() error {
 		return errors.New("--health-path must start with / and hold visible ASCII only, at most " + strconv.Itoa(prober.PathBytesMax) + " bytes")
 	}
 	return nil
+}
+
+// applyClientLimits sets the client-side limits and timeouts the flags
+// ask for. The read buffer grows to hold a head of the limit with the
+// longest chunk-size line or trailer section behind it; the proxy's own
+// head bound (backends' response heads, and the request head it
+// forwards) is never below the request head limit, nor below its
+// default, so lowering the client limit does not refuse backends'
+// larger response heads.
+func applyClientLimits(cfg *server.Config, o *options) {
+	cfg.HeadBytesMax = o.headBytesMax
+	cfg.TargetBytesMax = min(cfg.TargetBytesMax, o.headBytesMax)
+	behind := max(cfg.TrailerBytesMax, serval.ChunkSizeDigitsMax+serval.ChunkExtensionBytesMax+8)
+	cfg.ReadBufferBytes = max(cfg.ReadBufferBytes, o.headBytesMax+behind)
+	cfg.FieldsMax = o.fieldsMax
+	cfg.RequestBodyBytesMax = o.bodyBytesMax
+	cfg.HeaderReadTimeout = o.headerTimeout
+	cfg.BodyReadTimeout = o.bodyTimeout
+	cfg.IdleTimeout = o.idleTimeout
+	cfg.WriteTimeout = o.writeTimeout
+	cfg.Proxy.HeadBytesMax = max(o.headBytesMax, serval.HeadBytesMaxDefault)
+	cfg.Proxy.FieldsMax = max(o.fieldsMax, proxy.FieldsMaxDefault)
 }
 
 // thresholds are the health thresholds the flags ask for.

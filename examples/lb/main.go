@@ -242,6 +242,7 @@ func serverConfig(o *options, logger *slog.Logger, upTLS tlsconn.ClientConfig) s
 	cfg.Logger = logger
 	cfg.TLS = serverTLS(o)
 	cfg.ShutdownTimeout = o.shutdownTimeout
+	applyClientLimits(&cfg, o)
 	cfg.Proxy.ConnectTimeout = o.connectTimeout
 	cfg.Proxy.ResponseTimeout = o.responseTimeout
 	cfg.Proxy.TunnelIdleTimeout = o.tunnelIdle

@@ -222,7 +222,8 @@ func TestHelpAndBadFlags(t *testing.T) {
 		"-lb", "-policy", "-sticky-cookie", "-health-path", "-health-interval", "-health-timeout", "-unhealthy-threshold",
 		"-healthy-threshold", "-passive-5xx", "-no-health", "-all-unhealthy", "-cert", "-key", "-client-ca", "-upstream-tls",
 		"-upstream-ca", "-upstream-server-name", "-insecure-skip-verify", "-ktls", "-retries", "-access-log", "-metrics-addr",
-		"-ignore-client-abort", "-version", "-backend-max-conns", "-trust-forwarded", "-via", "-shutdown-timeout"} {
+		"-ignore-client-abort", "-version", "-backend-max-conns", "-trust-forwarded", "-via", "-shutdown-timeout",
+		"-max-header-bytes", "-max-header-fields", "-max-body-size", "-header-timeout", "-body-timeout", "-idle-timeout", "-write-timeout"} {
 		if !strings.Contains(out.String(), f) {
 			t.Errorf("usage lacks %s:\n%s", f, out.String())
 		}
@@ -237,7 +238,10 @@ func TestHelpAndBadFlags(t *testing.T) {
 		{"--healthy-threshold", "100000"}, {"--health-timeout", "0s"}, {"--backends", "127.0.0.1:1=0"},
 		{"--backends", "127.0.0.1:1", "--upstream-tls", "127.0.0.1:2"}, {"--retries", "-1"}, {"--retries", "9"},
 		{"--backend-max-conns", "-1"}, {"--backend-max-conns", "70000"}, {"--via", "a b"}, {"--via", strings.Repeat("v", 65)},
-		{"--shutdown-timeout", "-1s"}, {"--shutdown-timeout", "25h"}, {"--sticky-cookie", "bad;cookie"}, {"--health-path", "nopath"}, {"--health-path", "/a b"}} {
+		{"--shutdown-timeout", "-1s"}, {"--shutdown-timeout", "25h"}, {"--sticky-cookie", "bad;cookie"}, {"--health-path", "nopath"}, {"--health-path", "/a b"},
+		{"--max-header-bytes", "1023"}, {"--max-header-bytes", "1048577"}, {"--max-header-fields", "0"}, {"--max-header-fields", "1025"},
+		{"--max-body-size", "0"}, {"--max-body-size", "-1"}, {"--max-body-size", "+5"}, {"--max-body-size", "1t"}, {"--max-body-size", "k"},
+		{"--max-body-size", "9999999999g"}, {"--header-timeout", "0s"}, {"--body-timeout", "-1s"}, {"--idle-timeout", "25h"}, {"--write-timeout", "0"}} {
 		out.Reset()
 		if code := run(context.Background(), append([]string{"--port", "0"}, args...), &out); code != 2 {
 			t.Errorf("%v: exit %d, want 2; output:\n%s", args, code, out.String())
