@@ -71,7 +71,9 @@ func parseStatusLine(win []byte, pos int, resp *serval.Response) (int, error) {
 			return 0, ErrIncomplete
 		}
 		c := win[pos]
-		if !isDigit(c) || pos-start == len(prefix) && c == '0' {
+		// 100 to 599: RFC 9110 §15 makes other values invalid (a
+		// recipient treats them as a 5xx; a proxy answers 502).
+		if !isDigit(c) || pos-start == len(prefix) && (c == '0' || c > '5') {
 			return 0, ErrBadStatusLine
 		}
 		resp.Status = resp.Status*10 + int(c-'0')

@@ -36,7 +36,7 @@ var responseCases = []struct {
 	{name: "no reason with SP", head: crlf("HTTP/1.1 200 \n\n"), body: BodyClose},
 	{name: "no reason no SP", head: crlf("HTTP/1.1 200\n\n"), body: BodyClose},
 	{name: "reason obs-text", head: "HTTP/1.1 200 \xc3\x9c ok\r\n\r\n", body: BodyClose},
-	{name: "status 999", head: crlf("HTTP/1.1 999 X\n\n"), body: BodyClose},
+	{name: "status 599", head: crlf("HTTP/1.1 599 X\n\n"), body: BodyClose},
 	{name: "http/1.0 closes", head: crlf("HTTP/1.0 200 OK\n\n"), body: BodyClose, check: func(t *testing.T, r *serval.Response) {
 		expect(t, r.Close && r.Version == serval.Version10, "close")
 	}},
@@ -47,6 +47,8 @@ var responseCases = []struct {
 		expect(t, r.Close, "close")
 	}},
 	{name: "status 099", head: crlf("HTTP/1.1 099 X\n\n"), bad: true},
+	{name: "status 600", head: crlf("HTTP/1.1 600 X\n\n"), bad: true}, // RFC 9110 §15: 100-599
+	{name: "status 999", head: crlf("HTTP/1.1 999 X\n\n"), bad: true},
 	{name: "status two digits", head: crlf("HTTP/1.1 20 X\n\n"), bad: true},
 	{name: "status four digits", head: crlf("HTTP/1.1 2000 X\n\n"), bad: true},
 	{name: "version 2", head: crlf("HTTP/2.0 200 OK\n\n"), bad: true},

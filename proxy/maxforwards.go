@@ -8,7 +8,10 @@ import (
 // Max-Forwards (RFC 9110 §7.6.2): a TRACE or OPTIONS request carries a
 // hop budget. An intermediary decrements it on the way; one that receives
 // 0 does not forward the request but answers it as its final recipient.
-// Other methods' Max-Forwards pass untouched.
+// Other methods' Max-Forwards pass untouched, and so does a field that is
+// not one decimal number (1*DIGIT: a list, a sign) or that is repeated:
+// which hop budget would count is the upstream's to judge, as nginx and
+// HAProxy leave it.
 
 // maxForwardsMax is the largest Max-Forwards we send on: a received value
 // above it (or too long to parse) leaves as this.

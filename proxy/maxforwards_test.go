@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 
@@ -11,7 +12,8 @@ import (
 // TestMaxForwards: a TRACE or OPTIONS with Max-Forwards 0 is answered by
 // the proxy as final recipient (RFC 9110 §7.6.2), TRACE echoing the
 // request without its credentials (§9.3.8); a larger value is forwarded
-// decremented; other methods' Max-Forwards pass untouched.
+// decremented; other methods' Max-Forwards pass untouched, as does a
+// repeated one or one that is not a single decimal number.
 func TestMaxForwards(t *testing.T) {
 	checkLeaks(t)
 	heads := make(chan *http.Request, 4)
@@ -36,19 +38,33 @@ func TestMaxForwards(t *testing.T) {
 		t.Fatalf("the upstream got %d connections for requests that end here", n)
 	}
 
-	for _, c := range []struct{ method, in, want string }{
-		{"OPTIONS", "5", "4"},
-		{"TRACE", "1", "0"},
-		{"OPTIONS", "99999999999999999999", "2147483647"}, // our maximum
-		{"OPTIONS", "x", "x"},                             // not a number: an upstream may judge it
-		{"GET", "0", "0"},                                 // only TRACE and OPTIONS
+	for _, c := range []struct {
+		method string
+		in     []string
+		want   []string
+	}{
+		{"OPTIONS", []string{"5"}, []string{"4"}},
+		{"TRACE", []string{"1"}, []string{"0"}},
+		{"OPTIONS", []string{"99999999999999999999"}, []string{"2147483647"}}, // our maximum
+		{"OPTIONS", []string{"x"}, []string{"x"}},                             // not a number: an upstream may judge it
+		{"OPTIONS", []string{"-1"}, []string{"-1"}},
+		{"OPTIONS", []string{"0, 5"}, []string{"0, 5"}},
+		// Repeated: which budget counts is the upstream's to judge (not
+		// each decremented, not answered here on a 0).
+		{"OPTIONS", []string{"1", "5"}, []string{"1", "5"}},
+		{"TRACE", []string{"5", "0"}, []string{"5", "0"}},
+		{"GET", []string{"0"}, []string{"0"}}, // only TRACE and OPTIONS
 	} {
-		tc.send(c.method + " / HTTP/1.1\r\nHost: t\r\nMax-Forwards: " + c.in + "\r\n\r\n")
-		if resp, body := tc.mustRead(c.method); resp.StatusCode != 200 || string(body) != "up" {
-			t.Fatalf("%s Max-Forwards %s: status %d body %q", c.method, c.in, resp.StatusCode, body)
+		head := c.method + " / HTTP/1.1\r\nHost: t\r\n"
+		for _, v := range c.in {
+			head += "Max-Forwards: " + v + "\r\n"
 		}
-		if got := (<-heads).Header.Values("Max-Forwards"); len(got) != 1 || got[0] != c.want {
-			t.Fatalf("%s Max-Forwards %s reached the upstream as %q, want %q", c.method, c.in, got, c.want)
+		tc.send(head + "\r\n")
+		if resp, body := tc.mustRead(c.method); resp.StatusCode != 200 || string(body) != "up" {
+			t.Fatalf("%s Max-Forwards %q: status %d body %q", c.method, c.in, resp.StatusCode, body)
+		}
+		if got := (<-heads).Header.Values("Max-Forwards"); !slices.Equal(got, c.want) {
+			t.Fatalf("%s Max-Forwards %q reached the upstream as %q, want %q", c.method, c.in, got, c.want)
 		}
 	}
 	// A TRACE ending here with a body it should not have: the connection

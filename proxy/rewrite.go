@@ -122,6 +122,17 @@ func connectionListed(fields []serval.Header, name []byte) bool {
 	return false
 }
 
+// fieldCount counts the fields named name (lower case).
+func fieldCount(fields []serval.Header, name string) int {
+	n := 0
+	for _, f := range fields {
+		if serval.EqualFold(f.Name, name) {
+			n++
+		}
+	}
+	return n
+}
+
 func equalFoldBytes(a, b []byte) bool {
 	return len(a) == len(b) && serval.EqualFold(a, string(b)) // string(b) in a call argument does not allocate
 }
@@ -176,7 +187,8 @@ func (s *Session) rewriteRequest(d *Downstream, x *serval.Exchange, req *serval.
 		case serval.EqualFold(f.Name, "via") && s.f.via != nil:
 			continue
 		case len(f.Name) == 12 && serval.EqualFold(f.Name, "max-forwards") &&
-			(req.MethodID == serval.MethodTrace || req.MethodID == serval.MethodOptions):
+			(req.MethodID == serval.MethodTrace || req.MethodID == serval.MethodOptions) &&
+			fieldCount(req.Fields, "max-forwards") == 1:
 			f.Value = s.maxForwards(f.Value)
 		case underscoreAlias(f.Name):
 			continue
