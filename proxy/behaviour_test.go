@@ -1180,3 +1180,36 @@ func TestHookHeadInjection(t *testing.T) {
 		})
 	}
 }
+
+// TestFailureCauseLogged: the exchange's error line names the I/O error
+// behind a mapped failure (here a close before any response byte), so an
+// operator can tell why without debug logging.
+func TestFailureCauseLogged(t *testing.T) {
+	checkLeaks(t)
+	var logs syncbuf.Buffer
+	cfg := Config{Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn}))}
+	hs, _ := rawHarness(t, cfg, serval.Hooks{}, func(c net.Conn, br *bufio.Reader) {
+		if _, _, err := readRequest(br); err != nil {
+			return
+		}
+		c.(*net.TCPConn).SetLinger(0)
+		c.Close()
+	})
+	tc := dialHarness(t, hs)
+	tc.send("GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+	if r, _ := tc.mustRead("GET"); r.StatusCode != 502 {
+		t.Fatalf("status %d, want 502", r.StatusCode)
+	}
+	deadline := time.Now().Add(testTimeout)
+	for !strings.Contains(logs.String(), "exchange failed") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no exchange failure logged; logs:\n%s", logs.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// The reset reads as a reset or as EOF, depending on what read the
+	// socket's error first.
+	if s := logs.String(); !strings.Contains(s, "level=WARN") || !strings.Contains(s, "cause=") {
+		t.Errorf("the failure is logged as %q, want a WARN line with its cause", s)
+	}
+}

@@ -163,14 +163,24 @@ func (s *Session) logError(perr *serval.ProxyError) {
 	if perr.Err == errClientGone || perr.Err == errClientReset || perr.Phase == serval.PhaseClientWrite || perr.Phase == serval.PhaseClientBody {
 		level = slog.LevelInfo // the client's doing, and common
 	}
+	if s.cause != nil {
+		// The I/O error behind a mapped one (a TLS alert after the
+		// handshake, a reset): what an operator needs to tell why.
+		l.LogAttrs(context.Background(), level, "proxy: exchange failed",
+			slog.String("phase", perr.Phase.String()), slog.Int("status", perr.Status),
+			slog.String("upstream", up), slog.Any("err", perr.Err), slog.Any("cause", s.cause), slog.Uint64("id", s.x.ID))
+		return
+	}
 	l.LogAttrs(context.Background(), level, "proxy: exchange failed",
 		slog.String("phase", perr.Phase.String()), slog.Int("status", perr.Status),
 		slog.String("upstream", up), slog.Any("err", perr.Err), slog.Uint64("id", s.x.ID))
 }
 
-// logCause logs the I/O error behind a response-head failure at debug
-// level (the ProxyError carries the mapped, allocation-free value).
+// logCause keeps the I/O error behind a response-head failure for the
+// exchange's error line (the ProxyError carries the mapped value), and
+// logs it at debug level: an attempt that is retried has no error line.
 func (s *Session) logCause(cause error) {
+	s.cause = cause
 	l := s.f.log
 	if cause == nil || !l.Enabled(context.Background(), slog.LevelDebug) {
 		return

@@ -38,7 +38,7 @@ func (s *Session) Forward(d *Downstream, x *serval.Exchange, req *serval.Request
 		d.Deadlines = nil
 	}
 	s.d, s.x, s.req, s.up, s.c = nil, nil, nil, nil, nil
-	s.perr.Request = nil // the slot's, reused for its next request
+	s.perr.Request, s.cause = nil, nil // the slot's, reused for its next request
 	return res
 }
 
@@ -54,7 +54,7 @@ func (s *Session) begin(d *Downstream, x *serval.Exchange, req *serval.Request, 
 	s.bodySent, s.headSent, s.cont, s.keep, s.reusable = false, false, false, false, false
 	s.upDone, s.latency = false, 0
 	s.upgrade, s.final = upgradable(req, &s.f.cfg), false
-	s.perr = serval.ProxyError{}
+	s.perr, s.cause = serval.ProxyError{}, nil
 	s.pj.done, s.pj.err, s.pj.clientSide = false, nil, false
 	s.w.gone.Store(false)
 	s.list()
@@ -194,6 +194,7 @@ func (s *Session) attempt(fresh bool) (serval.Phase, error) {
 		s.c.Deadlines.ReadAt(s.c.Conn, s.f.cfg.ResponseTimeout, serval.NanotimeAt(s.sentAt))
 	}
 	s.head.Store(headWaiting)
+	s.cause = nil
 	have, phase, err := s.sendRequest()
 	if err != nil {
 		s.releaseUpstream(false)

@@ -261,8 +261,8 @@ func (s *Session) copyResponse(rest int64) error {
 		n, err := s.c.Conn.Read(s.rbuf[:min(int64(len(s.rbuf)), rest)])
 		rest -= int64(n)
 		if n == 0 {
-			if err == nil {
-				err = errUpstreamBody
+			if err == nil || err == io.EOF {
+				err = errUpstreamBody // closed before the end
 			}
 			return err
 		}

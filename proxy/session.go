@@ -94,6 +94,7 @@ type Session struct {
 	renc    encoder     // response body to the client
 	rsrc    chunkSource // response body from the upstream
 	perr    serval.ProxyError
+	cause   error // the I/O error behind perr.Err, when it was mapped (logCause)
 	timer   *time.Timer
 
 	// The splice progress callbacks (respProgress, pumpProgress), bound

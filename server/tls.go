@@ -52,8 +52,11 @@ func logProbe(log *slog.Logger, side string, mode tlsconn.Mode) error {
 		return nil
 	}
 	ok, reason := tlsconn.Probe()
-	if !ok && mode == tlsconn.ModeRequire {
-		return errors.New("server: kernel TLS mode is require (" + side + ") but " + reason)
+	switch {
+	case !ok && mode == tlsconn.ModeRequire:
+		return errors.New("server: kernel TLS is required (mode require, " + side + ") but this kernel cannot offload it: " + reason)
+	case !ok:
+		reason += ": TLS stays in user space"
 	}
 	log.Info(reason, "side", side, "ktls_mode", mode.String())
 	return nil
@@ -224,14 +227,21 @@ func (c *slot[H]) answerPlaintext(err error) {
 }
 
 // looksLikeHTTP reports whether a would-be TLS record header is the start
-// of an HTTP request line.
+// of an HTTP request line: a letter (no TLS record starts with one: the
+// content types are 20-24, an SSLv2 hello has its high bit set) and
+// printable ASCII, as "GET /", "GET h" (a proxy's absolute form) or
+// "TRACE" are. The handshake has failed already: a false positive only
+// sends a plain 400 to a peer that was not speaking TLS.
 func looksLikeHTTP(h []byte) bool {
-	for _, m := range []string{"GET /", "HEAD ", "POST ", "PUT /", "OPTIO", "DELET", "PATCH", "CONNE"} {
-		if string(h) == m {
-			return true
+	if len(h) == 0 || !(h[0] >= 'A' && h[0] <= 'Z' || h[0] >= 'a' && h[0] <= 'z') {
+		return false
+	}
+	for _, c := range h {
+		if c < 0x20 || c > 0x7e {
+			return false
 		}
 	}
-	return false
+	return true
 }
 
 // setTLSInfo fills the slot's TLS description from the handshake's and

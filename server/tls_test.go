@@ -95,14 +95,25 @@ func TestTLSRefused(t *testing.T) {
 	cfg.TLS = serverTLS(ts.cert, ts.key)
 	s, srv := startWith(t, tlsInfoHandler{}, nil, cfg)
 
-	c := dial(t, srv.addr)
-	send(t, c, get("/"))
-	br := bufio.NewReader(c)
-	r := readResp(t, br, "GET")
-	if r.StatusCode != 400 || !strings.Contains(r.body, "HTTPS") {
-		t.Fatalf("plaintext: got %d %q", r.StatusCode, r.body)
+	// Any request line, whatever its method and target form (a client
+	// using us as its HTTP proxy sends the absolute form).
+	plain := []string{get("/"), "GET http://example.test/ HTTP/1.1\r\nHost: example.test\r\n\r\n",
+		"TRACE / HTTP/1.1\r\nHost: t\r\n\r\n", "PUT http://example.test/x HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n",
+		"MKCOL /d HTTP/1.1\r\nHost: t\r\n\r\n"}
+	for _, req := range plain {
+		c := dial(t, srv.addr)
+		send(t, c, req)
+		br := bufio.NewReader(c)
+		r := readResp(t, br, "GET")
+		if r.StatusCode != 400 || !strings.Contains(r.body, "HTTPS") {
+			t.Fatalf("plaintext %.20q: got %d %q", req, r.StatusCode, r.body)
+		}
+		expectClosed(t, br)
 	}
-	expectClosed(t, br)
+	// Bytes that are neither TLS nor HTTP get no answer, just the close.
+	c := dial(t, srv.addr)
+	send(t, c, "\x00\x01\x02\x03\x04\x05\r\n")
+	expectClosed(t, bufio.NewReader(c))
 
 	for _, v := range []uint16{tls.VersionTLS10, tls.VersionTLS11} {
 		tc := tlsClientConfig(ts.ca, "serval.test")
@@ -123,7 +134,9 @@ func TestTLSRefused(t *testing.T) {
 	if r := readResp(t, bufio.NewReader(good), "GET"); r.StatusCode != 200 {
 		t.Fatalf("good client: %d", r.StatusCode)
 	}
-	st := waitStats(t, s, func(st tlsconn.Stats) bool { return st.FailedNotTLS == 1 && st.FailedVersionCipher == 2 })
+	st := waitStats(t, s, func(st tlsconn.Stats) bool {
+		return st.FailedNotTLS == uint64(len(plain))+1 && st.FailedVersionCipher == 2
+	})
 	if st.HandshakesOK != 1 {
 		t.Fatalf("stats %+v", st)
 	}

@@ -300,11 +300,12 @@ func (p *connPlatform) sendmsg(fd uintptr) bool {
 
 // Probe tells whether this kernel can offload TLS: it opens a loopback
 // TCP pair, sets TCP_ULP "tls" and TLS_TX (AES-128-GCM, TLS 1.3, a dummy
-// key; nothing is sent). reason is one line for the startup log.
+// key; nothing is sent). reason is one line for the startup log: what
+// was found, not what the caller does about it.
 func Probe() (ok bool, reason string) {
 	if err := probe(); err != nil {
 		return false, "tlsconn: no kernel TLS (" + err.Error() + "; tcp_available_ulp=" +
-			availableULP() + "): TLS stays in user space"
+			availableULP() + ")"
 	}
 	return true, "tlsconn: kernel TLS available (tcp_available_ulp=" + availableULP() + ")"
 }

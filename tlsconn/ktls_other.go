@@ -27,7 +27,7 @@ func (c *Conn) sendCloseNotify() error { return errNoKernelTLS }
 
 // Probe reports that kernel TLS is not available on this OS.
 func Probe() (ok bool, reason string) {
-	return false, "tlsconn: kernel TLS is Linux-only: TLS stays in user space"
+	return false, "tlsconn: no kernel TLS (Linux-only)"
 }
 
 func probe() error { return errNoKernelTLS }

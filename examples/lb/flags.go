@@ -308,6 +308,12 @@ func (o *options) validate() error {
 		return errors.New("--cert and --key go together")
 	case o.clientCAFile != "" && o.certFile == "":
 		return errors.New("--client-ca needs --cert and --key")
+	case o.upstreamTLS == "" && (o.upstreamCAFile != "" || o.upstreamServerName != "" || o.insecureSkipVerify):
+		// Without it every backend is spoken to in plain HTTP: the
+		// flag asked for would be ignored in silence.
+		return errors.New("--upstream-ca, --upstream-server-name and --insecure-skip-verify apply to the backends named in --upstream-tls, and there are none")
+	case o.ktls == tlsconn.ModeRequire && o.certFile == "" && o.upstreamTLS == "":
+		return errors.New("--ktls require needs TLS to offload: --cert and --key, or --upstream-tls")
 	}
 	t := o.thresholds()
 	if t.Validate() != nil {
