@@ -72,6 +72,11 @@ func (s *Session) writeError(status int, close bool) bool {
 	b = http1.AppendField(b, nameDate, s.date.Get(serval.Now()))
 	b = http1.AppendField(b, nameCType, valueText)
 	b = appendContentLength(b, int64(len(text)+1))
+	if status == 503 {
+		// No upstream, or every one at its connection cap: a brief
+		// condition, worth a retry soon (RFC 9110 §10.2.3).
+		b = http1.AppendField(b, nameRetryAfter, valueOneSecond)
+	}
 	if close {
 		b = http1.AppendField(b, nameConn, valueClose)
 	} else if s.req.Version == serval.Version10 {

@@ -30,6 +30,7 @@ var (
 	nameConn       = []byte("Connection")
 	nameCType      = []byte("Content-Type")
 	nameDate       = []byte("Date")
+	nameRetryAfter = []byte("Retry-After")
 	valueHTTP      = []byte("http")
 	valueHTTPS     = []byte("https")
 	valueTrailers  = []byte("trailers")
@@ -40,6 +41,7 @@ var (
 	valueTE        = []byte("TE")
 	valueUpgradeTE = []byte("upgrade, TE")
 	valueText      = []byte("text/plain; charset=utf-8")
+	valueOneSecond = []byte("1")
 	listSep        = []byte(", ")
 )
 

@@ -249,8 +249,8 @@ func TestNoUpstream503(t *testing.T) {
 	br := bufio.NewReader(c)
 	for range 2 {
 		send(t, c, get("/"))
-		if r := readResp(t, br, "GET"); r.StatusCode != 503 || r.Close {
-			t.Fatalf("got %d close=%v", r.StatusCode, r.Close)
+		if r := readResp(t, br, "GET"); r.StatusCode != 503 || r.Close || r.Header.Get("Retry-After") != "1" {
+			t.Fatalf("got %d close=%v Retry-After %q", r.StatusCode, r.Close, r.Header.Get("Retry-After"))
 		}
 	}
 }

@@ -60,8 +60,16 @@ func (c *slot[H]) respondError(se *serval.StatusError) {
 
 // writeError writes status with a short text body.
 func (c *slot[H]) writeError(status int) {
-	c.writeResponse(status, textPlain, nil, nil, http1.StatusText(status), false)
+	var fields []serval.Header
+	if status == 503 {
+		// No upstream: a brief condition, worth a retry soon (RFC 9110
+		// §10.2.3).
+		fields = retryAfterOne
+	}
+	c.writeResponse(status, textPlain, fields, nil, http1.StatusText(status), false)
 }
+
+var retryAfterOne = []serval.Header{{Name: []byte("Retry-After"), Value: []byte("1")}}
 
 // prepareClose decides, before the head is written, whether an unread
 // request body forces "Connection: close".

@@ -181,6 +181,13 @@ func parseFlags(args []string, out io.Writer) (o options, code int, ok bool) {
 		return o, 0, false
 	}
 	err := o.parseEnums(r)
+	fs.Visit(func(f *flag.Flag) {
+		if f.Name == "backends" && strings.TrimSpace(o.backends) == "" && err == nil {
+			// Given but empty (an unset variable in a unit file, say):
+			// the demo backends would answer in place of the real ones.
+			err = errors.New("--backends is empty: name the backends (leave the flag out for two in-process demo backends)")
+		}
+	})
 	if err == nil && fs.NArg() > 0 {
 		err = errors.New("unexpected argument " + strconv.Quote(fs.Arg(0)))
 	}

@@ -44,6 +44,11 @@ func main() {
 	// process.
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
+	// Logs go to stdout (a worker's to the master through a pipe): when
+	// whatever reads it goes away (a log shipper restarting, "| head"),
+	// a log line must fail quietly, not end the process with SIGPIPE
+	// and every request in flight with it.
+	signal.Ignore(syscall.SIGPIPE)
 	os.Exit(runWith(ctx, os.Args[1:], os.Stdout, hup))
 }
 
@@ -71,8 +76,7 @@ func runWith(ctx context.Context, args []string, stdout io.Writer, hup <-chan os
 		logger = logger.With("worker", worker)
 		// Logs go to the master through a pipe. If the master dies the
 		// worker drains (SIGTERM, see workerSysProcAttr); a log line
-		// written meanwhile must fail quietly, not kill it with SIGPIPE.
-		signal.Ignore(syscall.SIGPIPE)
+		// written meanwhile fails quietly (main ignores SIGPIPE).
 		seed, err := workerTicketSeed()
 		if err != nil {
 			logger.Error("worker", "err", err)

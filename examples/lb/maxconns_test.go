@@ -121,8 +121,15 @@ func TestBackendMaxConns(t *testing.T) {
 			t.Fatal("the /slow request never arrived")
 		}
 		start := time.Now()
-		if code, _ := get1(t, addr, "/quick"); code != 503 {
-			t.Fatalf("status %d, want 503 with the only backend at its cap", code)
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, _ := roundTrip(t, c, bufio.NewReader(c), "GET /quick HTTP/1.1\r\nHost: t\r\n\r\n")
+		c.Close()
+		if resp.StatusCode != 503 || resp.Header.Get("Retry-After") != "1" {
+			t.Fatalf("status %d, Retry-After %q; want 503 with Retry-After: 1 with the only backend at its cap",
+				resp.StatusCode, resp.Header.Get("Retry-After"))
 		}
 		if d := time.Since(start); d > 2*time.Second {
 			t.Fatalf("the 503 took %v", d)

@@ -26,11 +26,15 @@ import (
 // TestMain makes this test binary a worker when a master (a test running
 // --workers) starts it as one: the master re-executes its own binary.
 func TestMain(m *testing.M) {
-	if workerIndex() >= 0 {
+	if workerIndex() >= 0 || os.Getenv(asMainEnv) == "1" {
 		main() // exits
 	}
 	os.Exit(m.Run())
 }
+
+// asMainEnv set to 1 makes this test binary the lb program itself, for
+// tests that need a process of its own (signals, its stdout).
+const asMainEnv = "SERVAL_LB_TEST_AS_MAIN"
 
 // workerStarted finds the master's "worker started" lines.
 var workerStarted = regexp.MustCompile(`msg="worker started" worker=(\d+) pid=(\d+)`)

@@ -28,6 +28,7 @@ import (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	signal.Ignore(syscall.SIGPIPE) // a gone stdout reader fails log lines, not the process
 	os.Exit(run(ctx, os.Args[1:], os.Stderr, nil))
 }
 
