@@ -37,6 +37,7 @@ var layerOf = map[string]int{
 	"prober":    2,
 	"metrics":   2,
 	"accesslog": 2,
+	"logsink":   2,
 	"tracing":   2,
 
 	"proxy": 3, // mechanics

@@ -27,15 +27,21 @@ import (
 	"strconv"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/servalproxy/serval"
 	"github.com/servalproxy/serval/accesslog"
 	"github.com/servalproxy/serval/examples/echo-backend/echo"
 	"github.com/servalproxy/serval/lb"
+	"github.com/servalproxy/serval/logsink"
 	"github.com/servalproxy/serval/metrics"
 	"github.com/servalproxy/serval/server"
 	"github.com/servalproxy/serval/tlsconn"
 )
+
+// logFlushTimeout bounds the wait for stdout to take the last log lines
+// when the program ends (a reader stalled for good must not keep it).
+const logFlushTimeout = 2 * time.Second
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -70,7 +76,13 @@ func runWith(ctx context.Context, args []string, stdout io.Writer, hup <-chan os
 	if o.debug {
 		level = slog.LevelDebug
 	}
-	logger := slog.New(slog.NewTextHandler(stdout, &slog.HandlerOptions{Level: level}))
+	// Log lines are written by a goroutine of their own and never make a
+	// request wait for stdout (a stalled reader drops them, counted),
+	// and a message repeated by every request of a failure is let
+	// through 20 times a second, then summed up (logsink).
+	sink := logsink.NewWriter(stdout, 0)
+	defer sink.Close(logFlushTimeout)
+	logger := slog.New(logsink.NewLimit(slog.NewTextHandler(sink, &slog.HandlerOptions{Level: level}), 0, 0))
 	worker := workerIndex()
 	if worker >= 0 {
 		logger = logger.With("worker", worker)

@@ -2,9 +2,11 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"net"
 	"os"
 	"os/exec"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -65,5 +67,66 @@ func TestStdoutReaderGone(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("no exit within 10s of SIGTERM")
+	}
+}
+
+// stallable passes writes to logs until stalled, then blocks them until
+// released.
+type stallable struct {
+	logs    *syncBuffer
+	stalled atomic.Bool
+	release chan struct{}
+}
+
+func (s *stallable) Write(p []byte) (int, error) {
+	if s.stalled.Load() {
+		<-s.release
+	}
+	return s.logs.Write(p)
+}
+
+// TestStalledStdout: with stdout stalled (its reader paused), requests
+// whose failure is logged are still answered at once: logging never
+// makes a request wait for the output.
+func TestStalledStdout(t *testing.T) {
+	out := &stallable{logs: new(syncBuffer), release: make(chan struct{})}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan int, 1)
+	go func() {
+		done <- runWith(ctx, []string{"--host", "127.0.0.1", "--port", "0", "--max-conns", "16",
+			"--backends", testnet.RefusingAddr(t), "--no-health", "--retries", "0"}, out, nil)
+	}()
+	defer func() {
+		cancel()
+		close(out.release)
+		select {
+		case <-done:
+		case <-time.After(15 * time.Second):
+			t.Error("run did not return")
+		}
+	}()
+	addr := ""
+	deadline := time.Now().Add(10 * time.Second)
+	for addr == "" {
+		if m := listeningAddr.FindStringSubmatch(out.logs.String()); m != nil {
+			addr = m[1]
+		} else if time.Now().After(deadline) {
+			t.Fatalf("not listening; logs:\n%s", out.logs)
+		} else {
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	out.stalled.Store(true)
+	for i := range 30 {
+		c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		resp, _ := roundTrip(t, c, bufio.NewReader(c), "GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+		c.Close()
+		if resp.StatusCode != 502 {
+			t.Fatalf("request %d: status %d, want 502", i, resp.StatusCode)
+		}
 	}
 }

@@ -1,0 +1,119 @@
+package logsink
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// gate is an output that blocks every Write until opened.
+type gate struct {
+	open chan struct{}
+	mu   sync.Mutex
+	buf  bytes.Buffer
+}
+
+func (g *gate) Write(p []byte) (int, error) {
+	<-g.open
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.buf.Write(p)
+}
+
+func (g *gate) String() string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.buf.String()
+}
+
+// TestWriterNeverBlocks: with the output stalled, writes return at once;
+// what does not fit two buffers is dropped and counted; once the output
+// takes bytes again, the kept lines come out in order and the drop count
+// after them; Close writes the rest.
+func TestWriterNeverBlocks(t *testing.T) {
+	g := &gate{open: make(chan struct{})}
+	w := NewWriter(g, 64)
+	line := []byte("0123456789abcdef\n") // 17 bytes: three fit a buffer
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for range 100 {
+			w.Write(line)
+		}
+	}()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Write blocked on a stalled output")
+	}
+	if w.Dropped() < 90 {
+		t.Fatalf("dropped %d of 100 with two 64-byte buffers", w.Dropped())
+	}
+	close(g.open)
+	w.Write([]byte("last\n"))
+	w.Close(5 * time.Second)
+	out := g.String()
+	kept := strings.Count(out, string(line))
+	if kept+int(w.Dropped()) != 100 {
+		t.Fatalf("%d kept + %d dropped != 100:\n%s", kept, w.Dropped(), out)
+	}
+	if !strings.Contains(out, "log records dropped") || !strings.HasSuffix(out, "last\n") {
+		t.Fatalf("output:\n%s", out)
+	}
+}
+
+// TestWriterCloseBounded: Close on an output stalled for good returns
+// after its timeout.
+func TestWriterCloseBounded(t *testing.T) {
+	g := &gate{open: make(chan struct{})}
+	w := NewWriter(g, 0)
+	w.Write([]byte("x\n"))
+	start := time.Now()
+	w.Close(100 * time.Millisecond)
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("Close took %v", d)
+	}
+	close(g.open) // lets the writer goroutine finish
+}
+
+// TestLimit: Burst records of a message pass per interval, the rest are
+// held back and counted in a record before the next one that passes;
+// messages are counted apart; debug records all pass.
+func TestLimit(t *testing.T) {
+	var buf bytes.Buffer
+	l := NewLimit(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}), 3, time.Second)
+	now := time.Unix(1000, 0)
+	log := slog.New(l).With("k", "v")
+	emit := func(level slog.Level, msg string, n int) {
+		for range n {
+			r := slog.NewRecord(now, level, msg, 0)
+			log.Handler().Handle(context.Background(), r)
+		}
+	}
+	emit(slog.LevelWarn, "a failed", 10)
+	emit(slog.LevelWarn, "b failed", 2)
+	emit(slog.LevelDebug, "per request", 10)
+	if got := strings.Count(buf.String(), `msg="a failed"`); got != 3 {
+		t.Fatalf("%d of 10 a records passed, want 3:\n%s", got, buf.String())
+	}
+	if got := strings.Count(buf.String(), `msg="b failed"`); got != 2 {
+		t.Fatalf("%d of 2 b records passed", got)
+	}
+	if got := strings.Count(buf.String(), `msg="per request"`); got != 10 {
+		t.Fatalf("%d of 10 debug records passed", got)
+	}
+	if strings.Contains(buf.String(), "suppressed") {
+		t.Fatalf("a suppression reported within the interval:\n%s", buf.String())
+	}
+	now = now.Add(time.Second)
+	buf.Reset()
+	emit(slog.LevelWarn, "a failed", 1)
+	want := `msg="log: similar records suppressed" k=v message="a failed" suppressed=7`
+	if !strings.Contains(buf.String(), want) || strings.Count(buf.String(), `msg="a failed"`) != 1 {
+		t.Fatalf("next interval:\n%s\nwant a line with %s, then the record", buf.String(), want)
+	}
+}

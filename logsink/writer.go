@@ -1,0 +1,120 @@
+package logsink
+
+import (
+	"context"
+	"io"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// BufferBytesDefault is the size of each of Writer's two buffers.
+const BufferBytesDefault = 256 << 10
+
+// Writer is an io.Writer that never blocks: see the package comment.
+// Each Write should be one whole record (slog handlers write so), which
+// is kept or dropped whole. Memory is fixed at NewWriter: two buffers.
+type Writer struct {
+	out   io.Writer
+	mu    sync.Mutex
+	cur   []byte // filled by Write
+	spare []byte // nil while run writes it
+	wake  chan struct{}
+	done  chan struct{}
+	stop  context.CancelFunc
+	drops atomic.Uint64
+	told  uint64 // drops already reported (run's)
+}
+
+// NewWriter starts a Writer over out with two buffers of bufferBytes
+// (BufferBytesDefault when 0). Close it to write what is buffered and
+// stop its goroutine.
+func NewWriter(out io.Writer, bufferBytes int) *Writer {
+	if bufferBytes <= 0 {
+		bufferBytes = BufferBytesDefault
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	w := &Writer{
+		out: out, stop: stop,
+		cur:   make([]byte, 0, bufferBytes),
+		spare: make([]byte, 0, bufferBytes),
+		wake:  make(chan struct{}, 1),
+		done:  make(chan struct{}),
+	}
+	go w.run(ctx)
+	return w
+}
+
+// Write buffers p, or drops it when the buffer has no room for it (the
+// output is a whole buffer behind, or p is larger than a buffer). It
+// always reports success: a log line must not fail its caller.
+func (w *Writer) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	if cap(w.cur)-len(w.cur) < len(p) {
+		w.mu.Unlock()
+		w.drops.Add(1)
+		return len(p), nil
+	}
+	w.cur = append(w.cur, p...)
+	w.mu.Unlock()
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
+	return len(p), nil
+}
+
+// Dropped counts the records dropped so far.
+func (w *Writer) Dropped() uint64 { return w.drops.Load() }
+
+// Close writes what is buffered, waiting at most timeout for the output
+// (it may be stalled for good), and stops the Writer. Writes after Close
+// are buffered and never written.
+func (w *Writer) Close(timeout time.Duration) {
+	w.stop()
+	select {
+	case <-w.done:
+	case <-time.After(timeout):
+	}
+}
+
+func (w *Writer) run(ctx context.Context) {
+	defer close(w.done)
+	for {
+		select {
+		case <-w.wake:
+			w.flush()
+		case <-ctx.Done():
+			w.flush()
+			return
+		}
+	}
+}
+
+// flush swaps the buffers and writes the full one, then reports drops
+// that happened meanwhile (once the output took bytes again).
+func (w *Writer) flush() {
+	w.mu.Lock()
+	b := w.cur
+	w.cur, w.spare = w.spare, nil
+	w.mu.Unlock()
+	if len(b) > 0 {
+		w.out.Write(b)
+	}
+	if d := w.drops.Load(); d != w.told {
+		line := strconv.AppendUint([]byte("logsink: "), d-w.told, 10)
+		line = append(line, " log records dropped: the log output was slower than the records (a stalled reader?)\n"...)
+		w.out.Write(line)
+		w.told = d
+	}
+	w.mu.Lock()
+	w.spare = b[:0]
+	if len(w.cur) > 0 {
+		select { // more came while writing: go round again
+		case w.wake <- struct{}{}:
+		default:
+		}
+	}
+	w.mu.Unlock()
+}
