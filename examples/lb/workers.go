@@ -55,14 +55,19 @@ const (
 const workersLimit = 256
 
 // Restart policy: a worker that exits within workerFastExit of starting
-// failed fast; after workerFastExitsMax fast failures in a row the
-// master gives up (the configuration cannot work) and stops. A worker is
-// restarted workerRestartDelay after it exits.
+// failed fast. A worker that has never run longer than that and fails
+// fast workerFastExitsMax times in a row means the configuration cannot
+// work: the master gives up and stops. One that has served before (a
+// crash under load, an OOM kill, an operator's kill) is restarted
+// whatever happens, as nginx's master does: workerRestartDelay after it
+// exits, doubling with each fast exit in a row up to
+// workerRestartDelayMax.
 const (
-	workerFastExit      = 2 * time.Second
-	workerFastExitsMax  = 3
-	workerRestartDelay  = 500 * time.Millisecond
-	workerStopKillAfter = 5 * time.Second // past the worker's own drain deadline
+	workerFastExit        = 2 * time.Second
+	workerFastExitsMax    = 3
+	workerRestartDelay    = 500 * time.Millisecond
+	workerRestartDelayMax = 10 * time.Second
+	workerStopKillAfter   = 5 * time.Second // past the worker's own drain deadline
 )
 
 // workerIndex is this process's worker index, or -1 when it is not a
@@ -221,7 +226,7 @@ func runMaster(ctx context.Context, o *options, args []string, list string, logg
 
 // keep runs worker k until ctx is done, restarting it when it exits.
 func (m *master) keep(ctx context.Context, k int) {
-	fast := 0
+	fast, served := 0, false
 	for ctx.Err() == nil {
 		started := time.Now()
 		cmd, sink, err := m.start(k)
@@ -238,9 +243,9 @@ func (m *master) keep(ctx context.Context, k int) {
 		if time.Since(started) < workerFastExit {
 			fast++
 		} else {
-			fast = 0
+			fast, served = 0, true
 		}
-		if fast >= workerFastExitsMax {
+		if fast >= workerFastExitsMax && !served {
 			m.log.Error("worker keeps failing at start: stopping the load balancer", "worker", k, "failures", fast)
 			m.mu.Lock()
 			m.failed = true
@@ -248,10 +253,15 @@ func (m *master) keep(ctx context.Context, k int) {
 			m.cancel()
 			return
 		}
+		delay := workerRestartDelay
+		if fast > 1 {
+			delay = min(workerRestartDelay<<min(fast-1, 8), workerRestartDelayMax)
+			m.log.Warn("worker exits soon after each start: restarting it later", "worker", k, "fast_exits", fast, "delay", delay)
+		}
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(workerRestartDelay):
+		case <-time.After(delay):
 		}
 	}
 }

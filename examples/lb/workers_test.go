@@ -120,6 +120,27 @@ func TestWorkerRestartedAfterCrash(t *testing.T) {
 	}
 }
 
+// TestServingWorkerKilledRepeatedly: a worker that has served and is
+// then killed again and again soon after each restart (an OOM loop, an
+// operator's kill) keeps being restarted, later each time: only a worker
+// that never got past its start stops the balancer.
+func TestServingWorkerKilledRepeatedly(t *testing.T) {
+	addr, logs := startLB(t, "--workers", "2")
+	waitLogs(t, logs, "two workers started", func(s string) bool { return len(workerPids(s)) == 2 })
+	time.Sleep(workerFastExit + 100*time.Millisecond) // worker 0 has served
+	for i := range workerFastExitsMax + 1 {
+		pids := workerPids(logs.String())[0]
+		if err := syscall.Kill(pids[len(pids)-1], syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		waitLogs(t, logs, "worker 0 restarted", func(s string) bool { return len(workerPids(s)[0]) == i+2 })
+	}
+	getOnce(t, addr)
+	if s := logs.String(); strings.Contains(s, "stopping the load balancer") || !strings.Contains(s, "restarting it later") {
+		t.Fatalf("logs:\n%s", s)
+	}
+}
+
 // TestWorkersStopAndReload: SIGHUP reaches every worker; cancelling the
 // master stops the workers (they drain) and reaps them before run returns 0.
 func TestWorkersStopAndReload(t *testing.T) {
