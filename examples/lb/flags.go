@@ -74,6 +74,7 @@ type options struct {
 
 	// Load balancing and health.
 	policy             lb.Policy
+	policySet          bool // --lb or --policy was given
 	stickyCookie       string
 	healthPath         string
 	healthInterval     time.Duration
@@ -182,6 +183,9 @@ func parseFlags(args []string, out io.Writer) (o options, code int, ok bool) {
 	}
 	err := o.parseEnums(r)
 	fs.Visit(func(f *flag.Flag) {
+		if f.Name == "lb" || f.Name == "policy" {
+			o.policySet = true
+		}
 		if f.Name == "backends" && strings.TrimSpace(o.backends) == "" && err == nil {
 			// Given but empty (an unset variable in a unit file, say):
 			// the demo backends would answer in place of the real ones.

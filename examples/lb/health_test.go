@@ -118,25 +118,36 @@ func plainClient(t *testing.T) *http.Client {
 }
 
 // TestWeighted: --lb weighted with host:port=weight sends each backend
-// its share of the requests.
+// its share of the requests; so do weights given without --lb (as nginx
+// honours them), with a line saying so.
 func TestWeighted(t *testing.T) {
-	a, b := newTestBackend(t, "a"), newTestBackend(t, "b")
-	addr, _ := startLB(t, "--lb", "weighted", "--backends", a.addr+"=3,"+b.addr+"=1", "--health-path", healthPath)
-	c := plainClient(t)
-	const n = 400
-	count := map[string]int{}
-	for range n {
-		code, id, _ := fetch(c, addr)
-		if code != 200 {
-			t.Fatalf("status %d", code)
+	for _, args := range [][]string{{"--lb", "weighted"}, nil} {
+		a, b := newTestBackend(t, "a"), newTestBackend(t, "b")
+		addr, logs := startLB(t, append(args, "--backends", a.addr+"=3,"+b.addr+"=1", "--health-path", healthPath)...)
+		c := plainClient(t)
+		const n = 400
+		count := map[string]int{}
+		for range n {
+			code, id, _ := fetch(c, addr)
+			if code != 200 {
+				t.Fatalf("status %d", code)
+			}
+			count[id]++
 		}
-		count[id]++
+		// Smooth weighted round robin is exact over whole cycles; allow a
+		// cycle of slack.
+		if count["a"] < 3*n/4-4 || count["a"] > 3*n/4+4 || count["a"]+count["b"] != n {
+			t.Fatalf("%v: weights 3:1 gave %v over %d requests", args, count, n)
+		}
+		if args == nil && !strings.Contains(logs.String(), "balancing with --lb weighted") {
+			t.Errorf("no line about the weights; logs:\n%s", logs)
+		}
 	}
-	// Smooth weighted round robin is exact over whole cycles; allow a
-	// cycle of slack.
-	if count["a"] < 3*n/4-4 || count["a"] > 3*n/4+4 || count["a"]+count["b"] != n {
-		t.Fatalf("weights 3:1 gave %v over %d requests", count, n)
-	}
+	// An explicit round robin keeps its word, and says the weights are
+	// ignored.
+	a, b := newTestBackend(t, "a"), newTestBackend(t, "b")
+	_, logs := startLB(t, "--lb", "round-robin", "--backends", a.addr+"=3,"+b.addr+"=1", "--health-path", healthPath)
+	waitLog(t, logs, "ignores them", 1)
 }
 
 // TestStickyCookie: the first response sets the cookie; requests that

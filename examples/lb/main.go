@@ -128,6 +128,18 @@ func runWith(ctx context.Context, args []string, stdout io.Writer, hup <-chan os
 		logger.Error("bad --backends or --upstream-tls", "err", err)
 		return 2
 	}
+	if weighted(table) {
+		switch {
+		case !o.policySet:
+			// As nginx does: weights given are weights honoured.
+			o.policy = lb.Policy{Kind: lb.PolicyWeighted}
+			if worker < 0 {
+				logger.Info("backends have weights: balancing with --lb weighted")
+			}
+		case o.policy.Kind == lb.PolicyRoundRobin && worker < 0:
+			logger.Warn("backends have weights but --lb round-robin ignores them (--lb weighted or least-conn honours them)")
+		}
+	}
 	if worker < 0 {
 		for _, d := range duplicateBackends(table) {
 			logger.Warn("a backend is listed more than once: each entry is a backend of its own, with its own share, health and pool (use =weight to weight one)", "backend", d)
@@ -141,6 +153,16 @@ func runWith(ctx context.Context, args []string, stdout io.Writer, hup <-chan os
 		return 1
 	}
 	return 0
+}
+
+// weighted reports whether some backend has a weight other than 1.
+func weighted(table []serval.Upstream) bool {
+	for i := range table {
+		if table[i].Weight > 1 {
+			return true
+		}
+	}
+	return false
 }
 
 // serveLB builds the handler, the health checks, the pool and the
