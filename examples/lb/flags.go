@@ -9,6 +9,7 @@ import (
 	"runtime/debug"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/servalproxy/serval"
@@ -61,6 +62,10 @@ type options struct {
 	backendMaxConns int
 	connectionsMax  int
 	workers         int
+	ticketSeed      []byte // a worker's session ticket seed (from the master, not a flag)
+	// draining is set when the drain starts (SIGINT/SIGTERM): /readyz
+	// then answers 503 (not a flag; set by runWith).
+	draining *atomic.Bool
 
 	// Client-side limits and timeouts (server.Config).
 	headBytesMax  int
@@ -70,7 +75,6 @@ type options struct {
 	bodyTimeout   time.Duration
 	idleTimeout   time.Duration
 	writeTimeout  time.Duration
-	ticketSeed    []byte // a worker's session ticket seed (from the master, not a flag)
 
 	// Load balancing and health.
 	policy             lb.Policy

@@ -26,6 +26,7 @@ import (
 	"os/signal"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -46,6 +47,10 @@ const logFlushTimeout = 2 * time.Second
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	// The first SIGINT/SIGTERM starts the drain; the second gets the
+	// default action, ending the process at once (as a second Ctrl-C
+	// is expected to).
+	context.AfterFunc(ctx, stop)
 	// SIGHUP reloads the TLS certificate files instead of ending the
 	// process.
 	hup := make(chan os.Signal, 1)
@@ -83,6 +88,12 @@ func runWith(ctx context.Context, args []string, stdout io.Writer, hup <-chan os
 	sink := logsink.NewWriter(stdout, 0)
 	defer sink.Close(logFlushTimeout)
 	logger := slog.New(logsink.NewLimit(slog.NewTextHandler(sink, &slog.HandlerOptions{Level: level}), 0, 0))
+	o.draining = new(atomic.Bool)
+	defer context.AfterFunc(ctx, func() {
+		o.draining.Store(true)
+		logger.Info("stopping: no new connections; in-flight requests get up to --shutdown-timeout, " +
+			"and a second SIGINT or SIGTERM ends the process at once")
+	})()
 	worker := workerIndex()
 	if worker >= 0 {
 		logger = logger.With("worker", worker)

@@ -53,6 +53,10 @@ func startMetrics(o *options, c *metrics.Counters, table []serval.Upstream, heal
 	// backend is in rotation (always without health checking).
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if o.draining != nil && o.draining.Load() {
+			writeDraining(w)
+			return
+		}
 		n := len(table)
 		if healthy != nil {
 			n = 0
@@ -89,6 +93,14 @@ func writeReady(w http.ResponseWriter, n, total int, what string) {
 		return
 	}
 	io.WriteString(w, "ok: "+strconv.Itoa(n)+" of "+strconv.Itoa(total)+" "+what+"\n")
+}
+
+// writeDraining answers a readiness probe during the drain: 503, so a
+// load balancer in front (a Kubernetes Service) stops sending new
+// connections while in-flight requests finish.
+func writeDraining(w http.ResponseWriter) {
+	w.WriteHeader(http.StatusServiceUnavailable)
+	io.WriteString(w, "not ready: draining\n")
 }
 
 // serveHTTP serves h on ln until the returned stop, which shuts the

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -40,6 +41,9 @@ const workerMetricsFD = 5
 
 // workerScrapeTimeout bounds fetching one worker's metrics.
 const workerScrapeTimeout = 5 * time.Second
+
+// workerReadyTimeout bounds the master's readiness question to a worker.
+const workerReadyTimeout = 700 * time.Millisecond
 
 // workerMetricsBytesMax bounds one worker's metrics page.
 const workerMetricsBytesMax = 16 << 20
@@ -174,20 +178,33 @@ func startMasterMetrics(o *options, workerAddrs []string, logger *slog.Logger) (
 		ErrorHandling: promhttp.ContinueOnError, // a restarting worker leaves out its series, not everyone's
 	}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
+	// Readiness asks every worker at once, each bounded by
+	// workerReadyTimeout: a stopped (SIGSTOP) or hung worker counts as
+	// not ready instead of holding the probe past a Kubernetes probe's
+	// own 1 s timeout.
+	readyClient := &http.Client{Timeout: workerReadyTimeout}
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		ready := 0
-		for _, addr := range workerAddrs {
-			resp, err := client.Get("http://" + addr + "/readyz")
-			if err != nil {
-				continue
-			}
-			io.Copy(io.Discard, io.LimitReader(resp.Body, 4<<10))
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				ready++
-			}
+		if o.draining != nil && o.draining.Load() {
+			writeDraining(w)
+			return
 		}
-		writeReady(w, ready, len(workerAddrs), "workers ready")
+		var ready atomic.Int32
+		var wg sync.WaitGroup
+		for _, addr := range workerAddrs {
+			wg.Go(func() {
+				resp, err := readyClient.Get("http://" + addr + "/readyz")
+				if err != nil {
+					return
+				}
+				io.Copy(io.Discard, io.LimitReader(resp.Body, 4<<10))
+				resp.Body.Close()
+				if resp.StatusCode == http.StatusOK {
+					ready.Add(1)
+				}
+			})
+		}
+		wg.Wait()
+		writeReady(w, int(ready.Load()), len(workerAddrs), "workers ready")
 	})
 	ln, err := net.Listen("tcp", o.metricsAddr)
 	if err != nil {
@@ -198,5 +215,6 @@ func startMasterMetrics(o *options, workerAddrs []string, logger *slog.Logger) (
 	return func() {
 		stopHTTP()
 		client.CloseIdleConnections()
+		readyClient.CloseIdleConnections()
 	}, nil
 }

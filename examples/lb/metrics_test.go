@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"io"
 	"net"
 	"net/http"
@@ -227,4 +228,61 @@ func metricsAddr(t *testing.T, logs *syncBuffer) string {
 		return addr != ""
 	})
 	return addr
+}
+
+// TestReadyzDraining: once the drain starts, /readyz answers 503 (a
+// Service in front stops sending new connections) while an in-flight
+// request finishes, and the drain is logged.
+func TestReadyzDraining(t *testing.T) {
+	release, arrived := make(chan struct{}), make(chan struct{}, 1)
+	backend := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		arrived <- struct{}{}
+		<-release
+		io.WriteString(w, "done")
+	})}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go backend.Serve(ln)
+	defer backend.Close()
+	parent, term := context.WithCancel(context.Background())
+	defer term()
+	addr, logs := startLBCtx(t, parent, nil, "--backends", ln.Addr().String(), "--no-health", "--metrics-addr", "127.0.0.1:0")
+	maddr := metricsAddr(t, logs)
+	ready := func() int {
+		resp, err := (&http.Client{Timeout: 5 * time.Second}).Get("http://" + maddr + "/readyz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if code := ready(); code != 200 {
+		t.Fatalf("/readyz %d before the drain", code)
+	}
+	done := make(chan int, 1)
+	go func() {
+		resp, err := (&http.Client{Timeout: 10 * time.Second}).Get("http://" + addr + "/slow")
+		if err != nil {
+			done <- 0
+			return
+		}
+		resp.Body.Close()
+		done <- resp.StatusCode
+	}()
+	select {
+	case <-arrived:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the request never reached the backend")
+	}
+	term() // SIGTERM
+	waitLog(t, logs, "stopping: no new connections", 1)
+	if code := ready(); code != 503 {
+		t.Errorf("/readyz %d during the drain, want 503", code)
+	}
+	close(release)
+	if code := <-done; code != 200 {
+		t.Fatalf("the in-flight request: %d", code)
+	}
 }
