@@ -89,7 +89,7 @@ var (
 	ErrNoHealth    = errors.New("prober: nil Health")
 	ErrPath        = errors.New("prober: path must start with / and hold visible ASCII only")
 	ErrHost        = errors.New("prober: host must be visible ASCII, at most prober.HostBytesMax bytes")
-	ErrInterval    = errors.New("prober: interval outside [prober.IntervalMin, prober.IntervalMax]")
+	ErrInterval    = errors.New("prober: interval outside [" + IntervalMin.String() + ", " + IntervalMax.String() + "]")
 	ErrJitter      = errors.New("prober: jitter outside [0, interval/2]")
 	ErrTimeout     = errors.New("prober: timeout outside [prober.TimeoutMin, interval]")
 	ErrStatusRange = errors.New("prober: status range outside [100, 599] or empty")

@@ -39,6 +39,18 @@ func (s *Session) bodyFailPhase(err error) serval.Phase {
 	return serval.PhaseUpstreamBody
 }
 
+// bodyFail is bodyFailPhase with the error to report: a failure the
+// client caused (it went away, and the read or splice that failed was
+// the upstream side's) is errClientLeft, not the upstream error the
+// transfer happened to return.
+func (s *Session) bodyFail(err error) (serval.Phase, error) {
+	phase := s.bodyFailPhase(err)
+	if phase == serval.PhaseClientWrite && err != errClientWrite {
+		err = errClientLeft
+	}
+	return phase, err
+}
+
 // peekResult is what a non-blocking one-byte MSG_PEEK saw.
 type peekResult uint8
 

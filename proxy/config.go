@@ -160,17 +160,26 @@ func (c Config) withDefaults() (Config, error) {
 	if _, err := tlsconn.NewClient(c.UpstreamTLS, "config.check.invalid"); err != nil {
 		return c, &serval.ConfigError{Field: "proxy.UpstreamTLS", Msg: err.Error()}
 	}
+	for _, b := range []struct {
+		name      string
+		v, lo, hi time.Duration
+	}{
+		{"ConnectTimeout", c.ConnectTimeout, time.Millisecond, TimeoutMax},
+		{"ResponseTimeout", c.ResponseTimeout, time.Millisecond, TimeoutMax},
+		{"BodyReadTimeout", c.BodyReadTimeout, time.Millisecond, TimeoutMax},
+		{"WriteTimeout", c.WriteTimeout, time.Millisecond, TimeoutMax},
+		{"TunnelIdleTimeout", c.TunnelIdleTimeout, time.Millisecond, TimeoutMax},
+		{"ClientCheckInterval", max(c.ClientCheckInterval, time.Millisecond), time.Millisecond, TimeoutMax},
+	} {
+		if b.v < b.lo || b.v > b.hi {
+			return c, &serval.ConfigError{Field: "proxy." + b.name, Msg: b.v.String() + " not in [" + b.lo.String() + ", " + b.hi.String() + "]"}
+		}
+	}
 	type bound struct {
 		name      string
 		v, lo, hi int64
 	}
 	for _, b := range []bound{
-		{"ConnectTimeout", int64(c.ConnectTimeout), int64(time.Millisecond), int64(TimeoutMax)},
-		{"ResponseTimeout", int64(c.ResponseTimeout), int64(time.Millisecond), int64(TimeoutMax)},
-		{"BodyReadTimeout", int64(c.BodyReadTimeout), int64(time.Millisecond), int64(TimeoutMax)},
-		{"WriteTimeout", int64(c.WriteTimeout), int64(time.Millisecond), int64(TimeoutMax)},
-		{"TunnelIdleTimeout", int64(c.TunnelIdleTimeout), int64(time.Millisecond), int64(TimeoutMax)},
-		{"ClientCheckInterval", max(int64(c.ClientCheckInterval), int64(time.Millisecond)), int64(time.Millisecond), int64(TimeoutMax)},
 		{"HeadBytesMax", int64(c.HeadBytesMax), 256, serval.HeadBytesMaxLimit},
 		{"FieldsMax", int64(c.FieldsMax), 1, serval.FieldsMaxLimit},
 		{"TrailerBytesMax", int64(c.TrailerBytesMax), 2, serval.HeadBytesMaxLimit},

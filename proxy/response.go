@@ -181,7 +181,7 @@ func (s *Session) forwardLength(head []byte, h client.Head) (serval.Phase, error
 			err = s.copyResponse(rest)
 		}
 		if err != nil {
-			return s.bodyFailPhase(err), err
+			return s.bodyFail(err)
 		}
 	}
 	return s.settle(!extra)

@@ -140,17 +140,26 @@ func (c *Config) Validate() error {
 		{"BodyDrainBytesMax", c.BodyDrainBytesMax, 0, 1 << 40},
 		{"MaxRequestsPerConnection", int64(c.MaxRequestsPerConnection), 1, 1 << 40},
 		{"StreamChunksMax", int64(c.StreamChunksMax), 1, 1 << 40},
-		{"HeaderReadTimeout", int64(c.HeaderReadTimeout), int64(time.Millisecond), int64(24 * time.Hour)},
-		{"BodyReadTimeout", int64(c.BodyReadTimeout), int64(time.Millisecond), int64(24 * time.Hour)},
-		{"IdleTimeout", int64(c.IdleTimeout), int64(time.Millisecond), int64(24 * time.Hour)},
-		{"WriteTimeout", int64(c.WriteTimeout), int64(time.Millisecond), int64(24 * time.Hour)},
 		{"UnsentBytesMax", int64(c.UnsentBytesMax), 0, 1 << 30},
-		{"ShutdownTimeout", int64(c.ShutdownTimeout), 0, int64(24 * time.Hour)},
-		{"SlotWaitTimeout", int64(c.SlotWaitTimeout), 0, int64(24 * time.Hour)},
 	} {
 		if b.v < b.lo || b.v > b.hi {
 			return &serval.ConfigError{Field: b.name, Msg: strconv.FormatInt(b.v, 10) + " not in [" +
 				strconv.FormatInt(b.lo, 10) + ", " + strconv.FormatInt(b.hi, 10) + "]"}
+		}
+	}
+	for _, b := range []struct {
+		name      string
+		v, lo, hi time.Duration
+	}{
+		{"HeaderReadTimeout", c.HeaderReadTimeout, time.Millisecond, 24 * time.Hour},
+		{"BodyReadTimeout", c.BodyReadTimeout, time.Millisecond, 24 * time.Hour},
+		{"IdleTimeout", c.IdleTimeout, time.Millisecond, 24 * time.Hour},
+		{"WriteTimeout", c.WriteTimeout, time.Millisecond, 24 * time.Hour},
+		{"ShutdownTimeout", c.ShutdownTimeout, 0, 24 * time.Hour},
+		{"SlotWaitTimeout", c.SlotWaitTimeout, 0, 24 * time.Hour},
+	} {
+		if b.v < b.lo || b.v > b.hi {
+			return &serval.ConfigError{Field: b.name, Msg: b.v.String() + " not in [" + b.lo.String() + ", " + b.hi.String() + "]"}
 		}
 	}
 	return nil

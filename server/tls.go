@@ -40,7 +40,35 @@ func (s *Server[H]) initTLS() error {
 		return err
 	}
 	s.tls = ts
+	s.logCertificates("server: TLS certificate loaded")
 	return logProbe(s.log, "termination", s.cfg.TLS.Mode)
+}
+
+// certExpirySoon is how far ahead a certificate's expiry is warned of.
+const certExpirySoon = 14 * 24 * time.Hour
+
+// logCertificates logs each certificate in use: its names and validity,
+// at warning level when it has expired, is not valid yet or expires
+// within certExpirySoon (clients would refuse it, or soon will).
+func (s *Server[H]) logCertificates(msg string) {
+	now := time.Now()
+	for _, c := range s.tls.Certificates() {
+		level, note := slog.LevelInfo, ""
+		switch {
+		case now.After(c.NotAfter):
+			level, note = slog.LevelWarn, "expired: clients will refuse it"
+		case now.Before(c.NotBefore):
+			level, note = slog.LevelWarn, "not valid yet: clients will refuse it"
+		case c.NotAfter.Sub(now) < certExpirySoon:
+			level, note = slog.LevelWarn, "expires soon"
+		}
+		attrs := []slog.Attr{slog.String("file", c.File), slog.String("cn", c.CommonName),
+			slog.Any("dns_names", c.DNSNames), slog.Time("not_after", c.NotAfter)}
+		if note != "" {
+			attrs = append(attrs, slog.String("warning", note))
+		}
+		s.log.LogAttrs(context.Background(), level, msg, attrs...)
+	}
 }
 
 // logProbe logs the kernel TLS verdict for a side (termination or
@@ -76,7 +104,7 @@ func (s *Server[H]) ReloadTLS() error {
 		s.log.Error("server: TLS reload rejected, serving the current certificates", "err", err)
 		return err
 	}
-	s.log.Info("server: TLS certificates reloaded")
+	s.logCertificates("server: TLS certificate reloaded")
 	return nil
 }
 

@@ -119,6 +119,7 @@ type Server struct {
 // serverSnapshot is everything a Reload replaces, immutable once stored.
 type serverSnapshot struct {
 	cfg      *tls.Config
+	certs    []*tls.Certificate // in configuration order
 	def      *tls.Certificate
 	exact    map[string]*tls.Certificate // lower-case DNS name
 	wildcard map[string]*tls.Certificate // "example.com" for "*.example.com"
@@ -180,6 +181,35 @@ func (s *Server) Reload() error {
 	}
 	s.snap.Store(snap)
 	return nil
+}
+
+// CertInfo describes a loaded certificate, for logs.
+type CertInfo struct {
+	File       string // its PEM file
+	CommonName string
+	DNSNames   []string
+	NotBefore  time.Time
+	NotAfter   time.Time
+}
+
+// Certificates describes the certificates in use (after the latest
+// successful load or reload), in configuration order.
+func (s *Server) Certificates() []CertInfo {
+	snap := s.snap.Load()
+	pairs := s.cfg.Certs
+	if s.cfg.CertFile != "" {
+		pairs = append([]CertPair{{s.cfg.CertFile, s.cfg.KeyFile}}, s.cfg.Certs...)
+	}
+	out := make([]CertInfo, 0, len(snap.certs))
+	for i, c := range snap.certs {
+		ci := CertInfo{CommonName: c.Leaf.Subject.CommonName, DNSNames: c.Leaf.DNSNames,
+			NotBefore: c.Leaf.NotBefore, NotAfter: c.Leaf.NotAfter}
+		if i < len(pairs) {
+			ci.File = pairs[i].CertFile
+		}
+		out = append(out, ci)
+	}
+	return out
 }
 
 // TLSConfig returns a config for callers that run crypto/tls themselves
@@ -281,6 +311,7 @@ func loadSnapshot(cfg *ServerConfig) (*serverSnapshot, error) {
 		if i == 0 {
 			snap.def = c
 		}
+		snap.certs = append(snap.certs, c)
 		snap.index(c)
 	}
 	snap.cfg = &tls.Config{
@@ -303,6 +334,9 @@ func loadSnapshot(cfg *ServerConfig) (*serverSnapshot, error) {
 func loadPair(p CertPair) (*tls.Certificate, error) {
 	c, err := tls.LoadX509KeyPair(p.CertFile, p.KeyFile)
 	if err != nil {
+		if key, rerr := os.ReadFile(p.KeyFile); rerr == nil && (strings.Contains(string(key), "ENCRYPTED PRIVATE KEY") || strings.Contains(string(key), "Proc-Type: 4,ENCRYPTED")) {
+			return nil, fmt.Errorf("tlsconn: key %s is encrypted (a passphrase-protected key cannot be loaded; decrypt it, e.g. openssl pkey -in key.pem -out plain.pem): %w", p.KeyFile, err)
+		}
 		return nil, fmt.Errorf("tlsconn: certificate %s / key %s: %w", p.CertFile, p.KeyFile, err)
 	}
 	if c.Leaf == nil { // Go fills Leaf unless GODEBUG x509keypairleaf=0

@@ -57,7 +57,19 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready chan<- stri
 		}
 		return 2
 	}
-	if fs.NArg() > 0 || *port < 0 || *port > 65535 || *maxConns < 1 || *maxConns > 1<<20 || (*certFile == "") != (*keyFile == "") {
+	msg := ""
+	switch {
+	case fs.NArg() > 0:
+		msg = "unexpected argument " + strconv.Quote(fs.Arg(0))
+	case *port < 0 || *port > 65535:
+		msg = "--port must be in [0, 65535]"
+	case *maxConns < 1 || *maxConns > 1<<20:
+		msg = "--max-conns must be in [1, 1048576]"
+	case (*certFile == "") != (*keyFile == ""):
+		msg = "--cert and --key go together"
+	}
+	if msg != "" {
+		fmt.Fprintln(stderr, "echo-backend: "+msg)
 		fs.Usage()
 		return 2
 	}

@@ -136,8 +136,9 @@ func TestHelp(t *testing.T) {
 			t.Errorf("usage lacks %s", f)
 		}
 	}
-	if code := run(context.Background(), []string{"--port", "-1"}, io.Discard, nil); code != 2 {
-		t.Errorf("bad port exit %d, want 2", code)
+	var bad strings.Builder
+	if code := run(context.Background(), []string{"--port", "-1"}, &bad, nil); code != 2 || !strings.Contains(bad.String(), "echo-backend: --port must be in") {
+		t.Errorf("bad port exit %d, want 2 and the reason; output:\n%s", code, bad.String())
 	}
 }
 

@@ -186,9 +186,11 @@ func parseFlags(args []string, out io.Writer) (o options, code int, ok bool) {
 		return o, 0, false
 	}
 	err := o.parseEnums(r)
+	lbGiven, policyGiven := false, false
 	fs.Visit(func(f *flag.Flag) {
 		if f.Name == "lb" || f.Name == "policy" {
 			o.policySet = true
+			lbGiven, policyGiven = lbGiven || f.Name == "lb", policyGiven || f.Name == "policy"
 		}
 		if f.Name == "backends" && strings.TrimSpace(o.backends) == "" && err == nil {
 			// Given but empty (an unset variable in a unit file, say):
@@ -196,6 +198,9 @@ func parseFlags(args []string, out io.Writer) (o options, code int, ok bool) {
 			err = errors.New("--backends is empty: name the backends (leave the flag out for two in-process demo backends)")
 		}
 	})
+	if err == nil && lbGiven && policyGiven {
+		err = errors.New("--lb and --policy are one flag (an alias): give it once")
+	}
 	if err == nil && fs.NArg() > 0 {
 		err = errors.New("unexpected argument " + strconv.Quote(fs.Arg(0)))
 	}
@@ -291,14 +296,14 @@ func (o *options) validate() error {
 	switch {
 	case o.port < 0 || o.port > 65535:
 		return errors.New("--port out of range")
-	case o.connectTimeout <= 0 || o.responseTimeout <= 0 || o.tunnelIdle <= 0:
-		return errors.New("timeouts must be positive")
+	case !clientTimeoutOK(o.connectTimeout), !clientTimeoutOK(o.responseTimeout), !clientTimeoutOK(o.tunnelIdle):
+		return errors.New("--connect-timeout, --response-timeout and --tunnel-idle-timeout must be in [1ms, " + clientTimeoutLimit.String() + "]")
 	case o.upstreamIdle < time.Millisecond || o.upstreamIdle > pool.TimeoutLimit:
 		return errors.New("--upstream-idle-timeout must be in [1ms, " + pool.TimeoutLimit.String() + "]")
 	case o.shutdownTimeout < 0 || o.shutdownTimeout > shutdownTimeoutLimit:
 		return errors.New("--shutdown-timeout must be in [0, " + shutdownTimeoutLimit.String() + "]")
-	case o.healthInterval < 0:
-		return errors.New("--health-interval must not be negative")
+	case o.healthInterval != 0 && (o.healthInterval < prober.IntervalMin || o.healthInterval > prober.IntervalMax):
+		return errors.New("--health-interval must be 0 (no probes) or in [" + prober.IntervalMin.String() + ", " + prober.IntervalMax.String() + "]")
 	case o.healthTimeout <= 0:
 		return errors.New("--health-timeout must be positive")
 	case o.connectionsMax < 1 || o.connectionsMax > connectionsMaxLimit:

@@ -2,14 +2,18 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/servalproxy/serval/lb"
 )
 
 func TestParseSize(t *testing.T) {
@@ -139,5 +143,31 @@ func TestLargeHeadFlags(t *testing.T) {
 	// The backend sees X-Big, the 280 fields and the three X-Forwarded-*.
 	if resp.StatusCode != 200 || resp.Header.Get("X-Big") != "50000" || resp.Header.Get("X-Fields") != "284" {
 		t.Fatalf("status %d, X-Big %q, X-Fields %q; want 200, 50000, 284", resp.StatusCode, resp.Header.Get("X-Big"), resp.Header.Get("X-Fields"))
+	}
+}
+
+// TestWarnUnresolved: a backend whose name does not resolve at startup is
+// warned of (by name), one that does or is an address is not. (The
+// lookup is faked: tests reach no resolver.)
+func TestWarnUnresolved(t *testing.T) {
+	var logs syncBuffer
+	logger := slog.New(slog.NewTextHandler(&logs, nil))
+	table, err := lb.ParseBackends("127.0.0.1:1,good.example:80,bad.example:80")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lookup := func(_ context.Context, host string) ([]string, error) {
+		if host == "bad.example" {
+			return nil, &net.DNSError{Err: "no such host", Name: host, IsNotFound: true}
+		}
+		if host != "good.example" {
+			t.Errorf("looked up %q", host)
+		}
+		return []string{"192.0.2.1"}, nil
+	}
+	warnUnresolved(context.Background(), table, logger, lookup)
+	s := logs.String()
+	if strings.Count(s, "does not resolve") != 1 || !strings.Contains(s, "backend=bad.example:80") {
+		t.Fatalf("logs:\n%s", s)
 	}
 }

@@ -22,6 +22,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"os/signal"
 	"strconv"
@@ -152,6 +153,7 @@ func runWith(ctx context.Context, args []string, stdout io.Writer, hup <-chan os
 		}
 	}
 	if worker < 0 {
+		warnUnresolved(ctx, table, logger, net.DefaultResolver.LookupHost)
 		for _, d := range duplicateBackends(table) {
 			logger.Warn("a backend is listed more than once: each entry is a backend of its own, with its own share, health and pool (use =weight to weight one)", "backend", d)
 		}
@@ -164,6 +166,29 @@ func runWith(ctx context.Context, args []string, stdout io.Writer, hup <-chan os
 		return 1
 	}
 	return 0
+}
+
+// resolveTimeout bounds the startup check of the backends' names.
+const resolveTimeout = 2 * time.Second
+
+// warnUnresolved warns of backends whose host name does not resolve now.
+// They are not refused: names are resolved again at each connect, so a
+// backend whose name appears later (a DNS record being created, a
+// Service not yet up) is reached then; meanwhile its requests get 502
+// and health checks keep it out.
+func warnUnresolved(ctx context.Context, table []serval.Upstream, logger *slog.Logger,
+	lookup func(context.Context, string) ([]string, error)) {
+	ctx, cancel := context.WithTimeout(ctx, resolveTimeout)
+	defer cancel()
+	for i := range table {
+		host := table[i].Host
+		if _, err := netip.ParseAddr(host); err == nil {
+			continue
+		}
+		if _, err := lookup(ctx, host); err != nil {
+			logger.Warn("a backend's host name does not resolve (yet): its requests fail until it does", "backend", table[i].Addr(), "err", err)
+		}
+	}
 }
 
 // weighted reports whether some backend has a weight other than 1.
@@ -260,7 +285,7 @@ func wrapHandler(h *lb.Handler, o *options, access *accesslog.Writer, counters *
 		inner = &noHealthHandler{h}
 	}
 	if counters != nil {
-		inner = &metricsHandler{lbHandler: inner, c: counters}
+		inner = &metricsHandler{lbHandler: inner, c: counters, passive5xx: o.passive5xx && !o.noHealth}
 	}
 	if o.debug || access != nil {
 		lh := &logHandler{lbHandler: inner, access: access}

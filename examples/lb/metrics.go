@@ -25,10 +25,16 @@ import (
 type metricsHandler struct {
 	lbHandler
 	c *metrics.Counters
+	// passive5xx: a 5xx counts against health (--passive-5xx), so the
+	// failure counter counts it too.
+	passive5xx bool
 }
 
 func (h *metricsHandler) OnUpstreamDone(x *serval.Exchange, u *serval.Upstream, r serval.UpstreamResult) {
 	h.lbHandler.OnUpstreamDone(x, u, r)
+	if h.passive5xx && r.Status >= 500 && r.Status <= 599 {
+		r.Failure = true
+	}
 	h.c.OnUpstreamDone(x, u, r)
 }
 

@@ -286,3 +286,35 @@ func TestReadyzDraining(t *testing.T) {
 		t.Fatalf("the in-flight request: %d", code)
 	}
 }
+
+// TestFailuresCount5xxWhenPassive: with --passive-5xx a 5xx counts
+// against health, and serval_upstream_failures_total counts it too;
+// without it a 5xx is an answer, counted as none.
+func TestFailuresCount5xxWhenPassive(t *testing.T) {
+	backend := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(503)
+	})}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go backend.Serve(ln)
+	defer backend.Close()
+	for _, passive := range []bool{true, false} {
+		args := []string{"--backends", ln.Addr().String(), "--health-interval", "0", "--unhealthy-threshold", "100", "--metrics-addr", "127.0.0.1:0"}
+		if passive {
+			args = append(args, "--passive-5xx")
+		}
+		addr, logs := startLB(t, args...)
+		maddr := metricsAddr(t, logs)
+		for range 3 {
+			if code, _ := httpGet(t, addr, "/"); code != 503 {
+				t.Fatalf("status %d", code)
+			}
+		}
+		got := sumSeries(scrape(t, maddr), "serval_upstream_failures_total")
+		if want := map[bool]float64{true: 3, false: 0}[passive]; got != want {
+			t.Errorf("--passive-5xx %v: upstream failures %v, want %v", passive, got, want)
+		}
+	}
+}

@@ -141,7 +141,7 @@ func TestReloadTLS(t *testing.T) {
 	copyFile(t, cert, c2)
 	copyFile(t, key, k2)
 	hup <- syscall.SIGHUP
-	waitLog(t, logs, "server: TLS certificates reloaded", 1)
+	waitLog(t, logs, `msg="server: TLS certificate reloaded" file=`+cert+" cn=second", 1)
 	if cn := leafCN(); cn != "second" {
 		t.Fatalf("leaf %q after reload, want second", cn)
 	}

@@ -123,7 +123,19 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready chan<- stri
 		}
 		return 2
 	}
-	if fs.NArg() > 0 || *port < 0 || *port > 65535 || *maxConns < 1 || *maxConns > 1<<20 || *delay < 0 {
+	msg := ""
+	switch {
+	case fs.NArg() > 0:
+		msg = "unexpected argument " + strconv.Quote(fs.Arg(0))
+	case *port < 0 || *port > 65535:
+		msg = "--port must be in [0, 65535]"
+	case *maxConns < 1 || *maxConns > 1<<20:
+		msg = "--max-conns must be in [1, 1048576]"
+	case *delay < 0:
+		msg = "--delay must not be negative"
+	}
+	if msg != "" {
+		fmt.Fprintln(stderr, "llm: "+msg)
 		fs.Usage()
 		return 2
 	}
