@@ -303,6 +303,16 @@ func quiet(c *serval.UpstreamConn) bool {
 	return ok && q.Quiet()
 }
 
+// peerCloser is a Conn that knows, without a system call, that its peer
+// closed the socket (internal/sockio's polled sockets).
+type peerCloser interface{ PeerClosed() bool }
+
+// peerClosed reports that c's peer is known to have closed it.
+func peerClosed(c *serval.UpstreamConn) bool {
+	pc, ok := c.Conn.(peerCloser)
+	return ok && pc.PeerClosed()
+}
+
 // idlePeeker is a Conn that peeks at its own socket (internal/sockio's
 // polled sockets: the peek's EAGAIN also tells its reader that the socket
 // is empty, so the next read waits instead of trying first). ok is false

@@ -557,3 +557,42 @@ func TestOverlappingTables(t *testing.T) {
 		t.Fatal("a connection was closed: nothing was stale")
 	}
 }
+
+// peerClosedConn is a connection that says whether its peer closed it,
+// as internal/sockio's polled sockets do without a system call.
+type peerClosedConn struct {
+	net.Conn
+	closed bool
+}
+
+func (c *peerClosedConn) PeerClosed() bool { return c.closed }
+
+// TestReapPeerClosed: the reaper closes an idle connection its peer is
+// known to have closed, without waiting for the idle timeout (its socket
+// would sit in CLOSE_WAIT until then), and counts it stale.
+func TestReapPeerClosed(t *testing.T) {
+	clk := newClock()
+	o := newOrigin(t)
+	cfg := testConfig(clk, 1)
+	cfg.ReapInterval = TimeoutLimit // the goroutine stays idle; we drive it
+	p := newFixed(t, cfg)
+	u := &upstreams(1)[0]
+	dead, _ := o.dial(t, u, clk.Now())
+	live, _ := o.dial(t, u, clk.Now())
+	dc := &peerClosedConn{Conn: dead.Conn, closed: true}
+	dead.Conn = dc
+	live.Conn = &peerClosedConn{Conn: live.Conn}
+	p.TryReserve(u)
+	p.TryReserve(u)
+	p.Release(dead, true)
+	p.Release(live, true)
+	if n := p.reapOnce(clk.Now()); n != 1 {
+		t.Fatalf("reaped %d, want 1", n)
+	}
+	if !isClosed(&serval.UpstreamConn{Conn: dc.Conn}) || isClosed(live) {
+		t.Fatal("wrong conn reaped")
+	}
+	if st := p.Stats(); st.EvictedStale != 1 || st.Idle != 1 {
+		t.Fatalf("stats %+v", st)
+	}
+}

@@ -21,10 +21,10 @@ func (p *Fixed) reapLoop() {
 	}
 }
 
-// reapOnce closes idle connections past IdleTimeout or MaxAge at now,
-// at most reapBatchMax of them; it returns how many it closed. Only the
-// reaper goroutine calls it (tests call it directly on a pool whose
-// reaper is idle), because it owns reapBuf.
+// reapOnce closes idle connections past IdleTimeout or MaxAge at now, or
+// known closed by their peer, at most reapBatchMax of them; it returns
+// how many it closed. Only the reaper goroutine calls it (tests call it
+// directly on a pool whose reaper is idle), because it owns reapBuf.
 func (p *Fixed) reapOnce(now time.Time) int {
 	total := 0
 	for i := range p.ups {
@@ -37,10 +37,13 @@ func (p *Fixed) reapOnce(now time.Time) int {
 			for k := total; k < total+n; k++ {
 				c := p.reapBuf[k]
 				p.reapBuf[k] = nil
-				if now.Sub(c.IdleSince) >= p.idleTimeout(c) {
+				switch {
+				case now.Sub(c.IdleSince) >= p.idleTimeout(c):
 					up.idleEvicts.Add(1)
-				} else {
+				case now.Sub(c.Created) >= p.cfg.MaxAge:
 					up.ages.Add(1)
+				default:
+					up.staleEvicts.Add(1) // closed by its peer
 				}
 				p.closeConn(up, c)
 			}
@@ -61,7 +64,10 @@ func (p *Fixed) collect(s *stack, now time.Time, out []*serval.UpstreamConn) int
 	moved, kept := 0, 0
 	for k := 0; k < s.n; k++ {
 		c := s.conns[k]
-		expired := now.Sub(c.IdleSince) >= p.idleTimeout(c) || now.Sub(c.Created) >= p.cfg.MaxAge
+		// A connection its peer closed goes too: its socket would wait
+		// in CLOSE_WAIT until reuse or the idle timeout (the backend
+		// restarted, or closes idle connections sooner than we do).
+		expired := now.Sub(c.IdleSince) >= p.idleTimeout(c) || now.Sub(c.Created) >= p.cfg.MaxAge || peerClosed(c)
 		if expired && moved < len(out) {
 			out[moved] = c
 			moved++

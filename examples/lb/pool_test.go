@@ -1,9 +1,14 @@
 package main
 
 import (
+	"bufio"
 	"io"
+	"net"
+	"net/http"
 	"testing"
 	"time"
+
+	"github.com/servalproxy/serval/internal/sockio"
 )
 
 // TestUpstreamIdleTimeoutFlag: --upstream-idle-timeout reaches the pool;
@@ -25,5 +30,54 @@ func TestUpstreamIdleTimeoutFlag(t *testing.T) {
 		if _, code, ok := parseFlags([]string{"--upstream-idle-timeout", v}, io.Discard); ok || code != 2 {
 			t.Fatalf("--upstream-idle-timeout %s: ok %v code %d, want refused with 2", v, ok, code)
 		}
+	}
+}
+
+// TestIdleClosedByBackendReaped: a backend that closes its idle
+// keep-alive connections gets them closed on our side too within about
+// the reaper's second, not at --upstream-idle-timeout: no socket is left
+// in CLOSE_WAIT. (The backend half-closes and then sees our close as EOF.)
+func TestIdleClosedByBackendReaped(t *testing.T) {
+	if !sockio.Polling() {
+		t.Skip("the peer's close is seen without a system call only on polled sockets (Linux, Go 1.26, no race detector)")
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	closedByUs := make(chan time.Duration, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		br := bufio.NewReader(c)
+		req, err := http.ReadRequest(br)
+		if err != nil {
+			return
+		}
+		io.Copy(io.Discard, req.Body)
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		time.Sleep(100 * time.Millisecond)
+		c.(*net.TCPConn).CloseWrite() // idle: the backend closes its side
+		start := time.Now()
+		if _, err := br.ReadByte(); err == io.EOF {
+			closedByUs <- time.Since(start)
+		}
+	}()
+	addr, _ := startLB(t, "--backends", ln.Addr().String(), "--no-health")
+	if code, _ := get1(t, addr, "/"); code != 200 {
+		t.Fatalf("status %d", code)
+	}
+	select {
+	case d := <-closedByUs:
+		if d > 3*time.Second {
+			t.Fatalf("closed after %v", d)
+		}
+	case <-time.After(8 * time.Second):
+		t.Fatal("the idle connection the backend closed was not closed on our side (CLOSE_WAIT)")
 	}
 }

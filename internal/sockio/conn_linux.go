@@ -98,6 +98,10 @@ func (c *Conn) Clear() {
 	c.rbuf, c.wbuf = nil, nil
 }
 
+// Polling reports whether Poll takes effect in this build and runtime
+// (Linux, Go 1.26's readiness reachable, no race detector).
+func Polling() bool { return !raceEnabled && runtimeReadiness() }
+
 // Poll makes Read wait for readiness before reading (see poll_linux.go)
 // and registers the socket with the FIN watcher. Close then must be
 // called on c, not on the TCPConn, to unregister it. Poll does nothing
@@ -164,6 +168,12 @@ func (c *Conn) Unpoll() {
 func (c *Conn) Quiet() bool {
 	return c.polled && !c.more && c.d.quiet()
 }
+
+// PeerClosed reports, without a system call, that the peer of a polled
+// socket closed it (or it failed): its FIN or error was harvested (see
+// poll_linux.go). An idle pooled connection in that state is dead: its
+// socket waits in CLOSE_WAIT for us to close it.
+func (c *Conn) PeerClosed() bool { return c.polled && c.d.hup.Load() }
 
 // PeekIdle checks a polled socket that should hold nothing (an idle
 // pooled connection about to be reused) with a one-byte MSG_PEEK that does

@@ -24,6 +24,12 @@ func (c *Conn) ExpireRead() {}
 // Quiet is false here: nothing is known without asking the kernel.
 func (c *Conn) Quiet() bool { return false }
 
+// Polling is false off Linux: Poll does nothing.
+func Polling() bool { return false }
+
+// PeerClosed is false off Linux: nothing watches the socket.
+func (c *Conn) PeerClosed() bool { return false }
+
 // Pipe is unused here: SpliceTo is never called (nothing is polled).
 type Pipe struct{}
 
