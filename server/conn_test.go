@@ -298,7 +298,9 @@ func TestEvictIdle(t *testing.T) {
 }
 
 // TestSlotsFull: with SlotWaitTimeout 0 and every slot busy (mid-head,
-// not idle), a new connection is closed at once and counted.
+// not idle), a new connection gets a 503 with Retry-After at once, is
+// closed (a FIN: the request it sent was read off, so no reset overtakes
+// the answer) and counted.
 func TestSlotsFull(t *testing.T) {
 	cfg := testConfig()
 	cfg.ConnectionsMax = 1
@@ -309,8 +311,9 @@ func TestSlotsFull(t *testing.T) {
 	send(t, busy, "GET / HTTP/1.1\r\n")
 	time.Sleep(50 * time.Millisecond)
 	c := dial(t, ts.addr)
+	send(t, c, get("/"))
 	began := time.Now()
-	expectClosed(t, bufio.NewReader(c))
+	expectRefused(t, bufio.NewReader(c))
 	if time.Since(began) > time.Second {
 		t.Fatalf("rejection took %v", time.Since(began))
 	}
@@ -394,13 +397,13 @@ func TestSlotWaitSheds(t *testing.T) {
 
 	c := dial(t, ts.addr)
 	began := time.Now()
-	expectClosed(t, bufio.NewReader(c))
+	expectRefused(t, bufio.NewReader(c))
 	if took := time.Since(began); took < 900*time.Millisecond || took > 3*time.Second {
 		t.Fatalf("refused after %v, want about SlotWaitTimeout (1s)", took)
 	}
 	c = dial(t, ts.addr)
 	began = time.Now()
-	expectClosed(t, bufio.NewReader(c))
+	expectRefused(t, bufio.NewReader(c))
 	if took := time.Since(began); took > 500*time.Millisecond {
 		t.Fatalf("shedding: refused after %v, want at once", took)
 	}

@@ -156,6 +156,17 @@ func expectClosed(t testing.TB, br *bufio.Reader) {
 	}
 }
 
+// expectRefused reads the 503 a connection refused for want of a slot
+// gets, then its close.
+func expectRefused(t testing.TB, br *bufio.Reader) {
+	t.Helper()
+	r := readResp(t, br, "GET")
+	if r.StatusCode != 503 || r.Header.Get("Retry-After") != "1" || !r.Close {
+		t.Fatalf("refused: status %d, Retry-After %q, close %v; want 503, 1, close", r.StatusCode, r.Header.Get("Retry-After"), r.Close)
+	}
+	expectClosed(t, br)
+}
+
 func isReset(err error) bool {
 	return err != nil && strings.Contains(err.Error(), "connection reset")
 }

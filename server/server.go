@@ -212,7 +212,7 @@ func (s *Server[H]) acceptLoop(ctx context.Context, ln net.Listener) error {
 			// client, a test) then also sees the count.
 			s.metrics.ConnectionOpened()
 			s.metrics.ConnectionClosed(serval.CloseSlotsFull)
-			nc.Close()
+			s.refuse(nc, &w)
 			continue
 		}
 		sl := &s.slots[idx]
@@ -236,7 +236,39 @@ type slotWait struct {
 	wait, rescan *time.Timer
 	shedding     bool
 	warned       time.Time // the last "slots full" warning
+	discard      [refuseDrainBytesMax]byte
 }
+
+// slotsFullResponse answers a plain HTTP connection refused for want of
+// a slot: a client learns the server is busy and may retry, instead of
+// seeing its connection reset.
+var slotsFullResponse = []byte("HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n" +
+	"Retry-After: 1\r\nConnection: close\r\nContent-Length: 20\r\n\r\nService Unavailable\n")
+
+// refuseDrainBytesMax bounds the request bytes read (and dropped) from a
+// refused connection before it is closed, so the close is a FIN after
+// the 503 rather than a reset that could overtake it.
+const refuseDrainBytesMax = 4 << 10
+
+// refuse closes a connection no slot could take. A plain HTTP one first
+// gets the 503 (a write into a new socket's empty buffer: it does not
+// wait) and has what it already sent read off; a TLS one is just closed
+// (it expects a handshake, not bytes in the clear). Nothing here waits:
+// the accept loop calls it.
+func (s *Server[H]) refuse(nc net.Conn, w *slotWait) {
+	if s.cfg.TLS == nil {
+		now := time.Now()
+		nc.SetWriteDeadline(now.Add(refuseWriteTimeout))
+		if _, err := nc.Write(slotsFullResponse); err == nil {
+			nc.SetReadDeadline(now) // what has arrived, without waiting
+			nc.Read(w.discard[:])
+		}
+	}
+	nc.Close()
+}
+
+// refuseWriteTimeout bounds the 503's write (it never waits in practice).
+const refuseWriteTimeout = 10 * time.Millisecond
 
 // evictAgeMin is how long a keep-alive connection must have been idle
 // to be evicted for a new one: a second, or an eighth of IdleTimeout
