@@ -12,6 +12,7 @@ import (
 	"github.com/servalproxy/serval"
 	"github.com/servalproxy/serval/metrics"
 	"github.com/servalproxy/serval/pool"
+	"github.com/servalproxy/serval/tlsconn"
 )
 
 // Options says what the collector exports besides the counters.
@@ -24,6 +25,12 @@ type Options struct {
 	// Pool, when set, exports the pool's counters and per-upstream idle
 	// and open connections.
 	Pool func() pool.Stats
+	// TLS and UpstreamTLS, when set, export the TLS counters of
+	// termination (server.TLSStats) and origination
+	// (server.UpstreamTLSStats): handshakes by result, connections by
+	// record path (kernel TLS or user space) and why user space. Either
+	// may return ok false (nothing to export yet, or that side unused).
+	TLS, UpstreamTLS func() (st tlsconn.Stats, ok bool)
 	// ConstLabels are added to every series (e.g. worker="0").
 	ConstLabels prometheus.Labels
 }
@@ -41,6 +48,7 @@ type descs struct {
 	upAttempts, upFailures, upLatency, upHealthy    *prometheus.Desc
 	poolHits, poolMisses, poolEvictions, poolCloses *prometheus.Desc
 	poolIdle, poolOpen                              *prometheus.Desc
+	tlsHandshakes, tlsConns, tlsUserspace           *prometheus.Desc
 }
 
 var _ prometheus.Collector = (*Collector)(nil)
@@ -68,6 +76,9 @@ func New(c *metrics.Counters, opts Options) *Collector {
 		poolCloses:    d("pool_closes_total", "Upstream connections the pool closed, for any reason."),
 		poolIdle:      d("pool_idle_connections", "Idle pooled connections to the upstream.", "upstream"),
 		poolOpen:      d("pool_open_connections", "Open connections to the upstream (idle and in use).", "upstream"),
+		tlsHandshakes: d("tls_handshakes_total", "TLS handshakes, by side (termination, origination) and result (ok, or why they failed).", "side", "result"),
+		tlsConns:      d("tls_connections_total", "TLS connections established, by side and record path: kernel (kTLS offload) or userspace.", "side", "path"),
+		tlsUserspace:  d("tls_userspace_connections_total", "TLS connections left in user space, by side and reason (off, no_kernel, cipher, no_secrets).", "side", "reason"),
 	}}
 }
 
@@ -76,7 +87,7 @@ func (x *Collector) Describe(ch chan<- *prometheus.Desc) {
 	d := &x.desc
 	for _, e := range []*prometheus.Desc{d.connOpened, d.connClosed, d.connActive, d.reqTotal, d.reqInFlight,
 		d.reqDuration, d.upAttempts, d.upFailures, d.upLatency, d.upHealthy, d.poolHits, d.poolMisses,
-		d.poolEvictions, d.poolCloses, d.poolIdle, d.poolOpen} {
+		d.poolEvictions, d.poolCloses, d.poolIdle, d.poolOpen, d.tlsHandshakes, d.tlsConns, d.tlsUserspace} {
 		ch <- e
 	}
 }
@@ -138,6 +149,33 @@ func (x *Collector) Collect(ch chan<- prometheus.Metric) {
 			}
 			gauge(d.upHealthy, v, name)
 		}
+	}
+
+	for _, side := range []struct {
+		name  string
+		stats func() (tlsconn.Stats, bool)
+	}{{"termination", x.opts.TLS}, {"origination", x.opts.UpstreamTLS}} {
+		if side.stats == nil {
+			continue
+		}
+		st, ok := side.stats()
+		if !ok {
+			continue
+		}
+		for _, r := range []struct {
+			result string
+			n      uint64
+		}{{"ok", st.HandshakesOK}, {"timeout", st.FailedTimeout}, {"version_cipher", st.FailedVersionCipher},
+			{"bad_cert", st.FailedBadCert}, {"client_cert", st.FailedClientCert}, {"not_tls", st.FailedNotTLS},
+			{"other", st.FailedOther}} {
+			counter(d.tlsHandshakes, r.n, side.name, r.result)
+		}
+		counter(d.tlsConns, st.Offloaded, side.name, "kernel")
+		counter(d.tlsConns, st.Userspace, side.name, "userspace")
+		counter(d.tlsUserspace, st.FallbackOff, side.name, "off")
+		counter(d.tlsUserspace, st.FallbackNoKernel, side.name, "no_kernel")
+		counter(d.tlsUserspace, st.FallbackCipher, side.name, "cipher")
+		counter(d.tlsUserspace, st.FallbackNoSecrets, side.name, "no_secrets")
 	}
 
 	if x.opts.Pool != nil {

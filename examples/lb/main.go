@@ -254,7 +254,8 @@ func serveLB(ctx context.Context, o *options, table []serval.Upstream, logger *s
 		if !o.noHealth {
 			healthy = h.Health().Healthy
 		}
-		stopMetrics, err := startMetrics(o, counters, table, healthy, p, logger)
+		s.tlsSrc = new(tlsSource)
+		stopMetrics, err := startMetrics(o, counters, table, healthy, p, s.tlsSrc, logger)
 		if err != nil {
 			ln.Close()
 			return errors.New("--metrics-addr: " + err.Error())
@@ -372,6 +373,9 @@ type serving struct {
 	metrics serval.Metrics
 	// ready, when set, runs once the server is built and about to serve.
 	ready func()
+	// tlsSrc, when set, is given the server once built (its TLS
+	// counters, for the metrics).
+	tlsSrc *tlsSource
 }
 
 // serve runs a server over handler type H (fixed at compile time). The
@@ -386,6 +390,9 @@ func serve[H serval.Handler](ctx context.Context, h H, s serving) error {
 	if err := srv.PrepareUpstreams(s.table); err != nil {
 		s.ln.Close()
 		return err
+	}
+	if s.tlsSrc != nil {
+		s.tlsSrc.set(srv)
 	}
 	if s.ready != nil {
 		s.ready()

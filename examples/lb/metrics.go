@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -17,6 +18,7 @@ import (
 	"github.com/servalproxy/serval/metrics"
 	"github.com/servalproxy/serval/pool"
 	"github.com/servalproxy/serval/promexport"
+	"github.com/servalproxy/serval/tlsconn"
 )
 
 // metricsHandler adds the upstream counters to the balancer's handler:
@@ -38,14 +40,49 @@ func (h *metricsHandler) OnUpstreamDone(x *serval.Exchange, u *serval.Upstream, 
 	h.c.OnUpstreamDone(x, u, r)
 }
 
+// tlsSource hands the server's TLS counters to the metrics collector,
+// which starts before the server is built (serve sets it).
+type tlsSource struct{ v atomic.Value }
+
+// tlsStatser is the part of *server.Server the TLS series read.
+type tlsStatser interface {
+	TLSStats() tlsconn.Stats
+	UpstreamTLSStats() tlsconn.Stats
+}
+
+func (t *tlsSource) set(srv tlsStatser) { t.v.Store(&srv) }
+
+func (t *tlsSource) get() tlsStatser {
+	if p, _ := t.v.Load().(*tlsStatser); p != nil {
+		return *p
+	}
+	return nil
+}
+
 // startMetrics serves /metrics (Prometheus text format) for c on
 // o.metricsAddr (a worker: on its inherited listener): Serval's counters, upstream health and pool state, and
 // the Go runtime's and the process's own; and /healthz and /readyz for
 // probes of the balancer itself. stop shuts the listener down.
 func startMetrics(o *options, c *metrics.Counters, table []serval.Upstream, healthy func(serval.UpstreamIndex) bool,
-	p *pool.Fixed, logger *slog.Logger) (stop func(), err error) {
+	p *pool.Fixed, tls *tlsSource, logger *slog.Logger) (stop func(), err error) {
 	worker := workerIndex()
 	opts := promexport.Options{Upstreams: table, Healthy: healthy, Pool: p.Stats}
+	if o.certFile != "" {
+		opts.TLS = func() (tlsconn.Stats, bool) {
+			if srv := tls.get(); srv != nil {
+				return srv.TLSStats(), true
+			}
+			return tlsconn.Stats{}, false
+		}
+	}
+	if countTLS(table) > 0 {
+		opts.UpstreamTLS = func() (tlsconn.Stats, bool) {
+			if srv := tls.get(); srv != nil {
+				return srv.UpstreamTLSStats(), true
+			}
+			return tlsconn.Stats{}, false
+		}
+	}
 	if worker >= 0 {
 		opts.ConstLabels = prometheus.Labels{"worker": strconv.Itoa(worker)}
 	}

@@ -249,3 +249,42 @@ func TestUpstreamTLSEndToEnd(t *testing.T) {
 		t.Fatalf("status %d from %q", code, id)
 	}
 }
+
+// TestTLSMetrics: with --metrics-addr and --cert, the TLS counters are
+// exported: handshakes by result (a plain HTTP request to the HTTPS port
+// is a not_tls failure) and connections by record path.
+func TestTLSMetrics(t *testing.T) {
+	ca := testpki.NewCA(t, "lb-metrics-ca")
+	cert, key := ca.Issue(t, testpki.Leaf{CommonName: "lb", Names: loopbackNames})
+	addr, logs := startLB(t, "--cert", cert, "--key", key, "--metrics-addr", "127.0.0.1:0")
+	maddr := metricsAddr(t, logs)
+	if code, _, _ := get(t, httpsClient(t, ca.Pool()), "https://"+addr+"/"); code != 200 {
+		t.Fatalf("status %d", code)
+	}
+	if resp, err := (&http.Client{Timeout: 5 * time.Second}).Get("http://" + addr + "/"); err == nil {
+		resp.Body.Close()
+	}
+	var text string
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		text = scrape(t, maddr)
+		if sumSeries(text, "serval_tls_handshakes_total") >= 2 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	for _, want := range []string{
+		`serval_tls_handshakes_total{result="ok",side="termination"} 1`,
+		`serval_tls_handshakes_total{result="not_tls",side="termination"} 1`,
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("no %s in:\n%s", want, text)
+		}
+	}
+	if got := sumSeries(text, "serval_tls_connections_total"); got != 1 {
+		t.Errorf("tls connections %v, want 1:\n%s", got, text)
+	}
+	if strings.Contains(text, `side="origination"`) {
+		t.Errorf("origination series without HTTPS backends:\n%s", text)
+	}
+}
