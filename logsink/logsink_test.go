@@ -32,8 +32,8 @@ func (g *gate) String() string {
 
 // TestWriterNeverBlocks: with the output stalled, writes return at once;
 // what does not fit two buffers is dropped and counted; once the output
-// takes bytes again, the kept lines come out in order and the drop count
-// after them; Close writes the rest.
+// takes bytes again, the kept lines come out in order with the drop
+// count among them; Close writes the rest.
 func TestWriterNeverBlocks(t *testing.T) {
 	g := &gate{open: make(chan struct{})}
 	w := NewWriter(g, 64)
