@@ -53,7 +53,7 @@ var errClientGone = &serval.StatusError{Status: 499, Msg: "proxy: the client clo
 // connection (watchBody); the status already sent stands.
 // errClientLeft: the client went away while the response body was
 // being forwarded (bodyFail).
-var errClientLeft = &serval.StatusError{Status: 499, Msg: "proxy: the client went away during the response body"}
+var errClientLeft = &serval.StatusError{Status: 499, Msg: "proxy: the client went away or stopped reading during the response body"}
 
 var errClientReset = &serval.StatusError{Status: 499, Msg: "proxy: the client reset its connection during the response"}
 

@@ -66,6 +66,8 @@ type options struct {
 	// draining is set when the drain starts (SIGINT/SIGTERM): /readyz
 	// then answers 503 (not a flag; set by runWith).
 	draining *atomic.Bool
+	// drainNoted is closed once the drain's start was noted, or at exit.
+	drainNoted chan struct{}
 
 	// Client-side limits and timeouts (server.Config).
 	headBytesMax  int
@@ -185,7 +187,7 @@ func parseFlags(args []string, out io.Writer) (o options, code int, ok bool) {
 		fmt.Fprintln(out, versionLine())
 		return o, 0, false
 	}
-	err := o.parseEnums(r)
+	var err error
 	lbGiven, policyGiven := false, false
 	fs.Visit(func(f *flag.Flag) {
 		if f.Name == "lb" || f.Name == "policy" {
@@ -200,6 +202,9 @@ func parseFlags(args []string, out io.Writer) (o options, code int, ok bool) {
 	})
 	if err == nil && lbGiven && policyGiven {
 		err = errors.New("--lb and --policy are one flag (an alias): give it once")
+	}
+	if err == nil {
+		err = o.parseEnums(r)
 	}
 	if err == nil && fs.NArg() > 0 {
 		err = errors.New("unexpected argument " + strconv.Quote(fs.Arg(0)))
@@ -296,8 +301,7 @@ func (o *options) validate() error {
 	switch {
 	case o.port < 0 || o.port > 65535:
 		return errors.New("--port out of range")
-	case !clientTimeoutOK(o.connectTimeout), !clientTimeoutOK(o.responseTimeout), !clientTimeoutOK(o.tunnelIdle):
-		return errors.New("--connect-timeout, --response-timeout and --tunnel-idle-timeout must be in [1ms, " + clientTimeoutLimit.String() + "]")
+
 	case o.upstreamIdle < time.Millisecond || o.upstreamIdle > pool.TimeoutLimit:
 		return errors.New("--upstream-idle-timeout must be in [1ms, " + pool.TimeoutLimit.String() + "]")
 	case o.shutdownTimeout < 0 || o.shutdownTimeout > shutdownTimeoutLimit:
@@ -312,8 +316,8 @@ func (o *options) validate() error {
 		return errors.New("--max-header-bytes must be in [" + strconv.Itoa(headBytesMin) + ", " + strconv.Itoa(serval.HeadBytesMaxLimit) + "]")
 	case o.fieldsMax < 1 || o.fieldsMax > serval.FieldsMaxLimit:
 		return errors.New("--max-header-fields must be in [1, " + strconv.Itoa(serval.FieldsMaxLimit) + "]")
-	case !clientTimeoutOK(o.headerTimeout), !clientTimeoutOK(o.bodyTimeout), !clientTimeoutOK(o.idleTimeout), !clientTimeoutOK(o.writeTimeout):
-		return errors.New("--header-timeout, --body-timeout, --idle-timeout and --write-timeout must be in [1ms, " + clientTimeoutLimit.String() + "]")
+	case o.passive5xx && o.noHealth:
+		return errors.New("--passive-5xx counts 5xx against health, which --no-health turns off: give one of them")
 	case o.workers < 1 || o.workers > workersLimit:
 		return errors.New("--workers must be in [1, " + strconv.Itoa(workersLimit) + "]")
 	case o.retries < 0 || o.retries > proxy.RetriesMaxLimit:
@@ -334,6 +338,15 @@ func (o *options) validate() error {
 		return errors.New("--upstream-ca, --upstream-server-name and --insecure-skip-verify apply to the backends named in --upstream-tls, and there are none")
 	case o.ktls == tlsconn.ModeRequire && o.certFile == "" && o.upstreamTLS == "":
 		return errors.New("--ktls require needs TLS to offload: --cert and --key, or --upstream-tls")
+	}
+	for _, d := range []struct {
+		flag string
+		v    time.Duration
+	}{{"--connect-timeout", o.connectTimeout}, {"--response-timeout", o.responseTimeout}, {"--tunnel-idle-timeout", o.tunnelIdle},
+		{"--header-timeout", o.headerTimeout}, {"--body-timeout", o.bodyTimeout}, {"--idle-timeout", o.idleTimeout}, {"--write-timeout", o.writeTimeout}} {
+		if !clientTimeoutOK(d.v) {
+			return errors.New(d.flag + " must be in [1ms, " + clientTimeoutLimit.String() + "], not " + d.v.String())
+		}
 	}
 	t := o.thresholds()
 	if t.Validate() != nil {

@@ -89,12 +89,22 @@ func runWith(ctx context.Context, args []string, stdout io.Writer, hup <-chan os
 	sink := logsink.NewWriter(stdout, 0)
 	defer sink.Close(logFlushTimeout)
 	logger := slog.New(logsink.NewLimit(slog.NewTextHandler(sink, &slog.HandlerOptions{Level: level}), 0, 0))
-	o.draining = new(atomic.Bool)
-	defer context.AfterFunc(ctx, func() {
-		o.draining.Store(true)
-		logger.Info("stopping: no new connections; in-flight requests get up to --shutdown-timeout, " +
-			"and a second SIGINT or SIGTERM ends the process at once")
-	})()
+	// The drain's start is noted (readiness off, a log line) as soon as
+	// ctx ends; "load balancer stopped" waits for the note (drainNoted),
+	// and so does the return, so the line is neither lost nor late.
+	o.draining, o.drainNoted = new(atomic.Bool), make(chan struct{})
+	quit := make(chan struct{})
+	go func() {
+		defer close(o.drainNoted)
+		select {
+		case <-ctx.Done():
+			o.draining.Store(true)
+			logger.Info("stopping: no new connections; in-flight requests get up to --shutdown-timeout, " +
+				"and a second SIGINT or SIGTERM ends the process at once")
+		case <-quit:
+		}
+	}()
+	defer func() { close(quit); <-o.drainNoted }()
 	worker := workerIndex()
 	if worker >= 0 {
 		logger = logger.With("worker", worker)
@@ -273,8 +283,16 @@ func serveLB(ctx context.Context, o *options, table []serval.Upstream, logger *s
 	if err != nil {
 		return err
 	}
-	logger.Info("load balancer stopped")
+	o.stopped(ctx, logger)
 	return nil
+}
+
+// stopped logs the end of serving, after the drain's note when ctx ended.
+func (o *options) stopped(ctx context.Context, logger *slog.Logger) {
+	if ctx.Err() != nil && o.drainNoted != nil {
+		<-o.drainNoted
+	}
+	logger.Info("load balancer stopped")
 }
 
 // wrapHandler puts the wrappers the flags ask for around h: no passive

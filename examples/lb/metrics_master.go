@@ -39,8 +39,10 @@ import (
 // third of exec.Cmd.ExtraFiles), present only with --metrics-addr.
 const workerMetricsFD = 5
 
-// workerScrapeTimeout bounds fetching one worker's metrics.
-const workerScrapeTimeout = 5 * time.Second
+// workerScrapeTimeout bounds fetching one worker's metrics (all are
+// fetched at once): a hung worker's series are left out after it, well
+// inside a Prometheus scrape_timeout (10 s by default, often 5 s).
+const workerScrapeTimeout = 2 * time.Second
 
 // workerReadyTimeout bounds the master's readiness question to a worker.
 const workerReadyTimeout = 700 * time.Millisecond

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"sync/atomic"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -127,6 +128,39 @@ func TestStalledStdout(t *testing.T) {
 		c.Close()
 		if resp.StatusCode != 502 {
 			t.Fatalf("request %d: status %d, want 502", i, resp.StatusCode)
+		}
+	}
+}
+
+// TestDrainNotedBeforeStopped: the drain's log line is never lost and
+// always comes before "load balancer stopped", even with nothing in
+// flight (the drain then takes no time).
+func TestDrainNotedBeforeStopped(t *testing.T) {
+	backends := echoBackends(t, "b")
+	for i := range 10 {
+		logs := new(syncBuffer)
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan int, 1)
+		go func() {
+			done <- runWith(ctx, []string{"--host", "127.0.0.1", "--port", "0", "--max-conns", "8", "--backends", backends, "--no-health"}, logs, nil)
+		}()
+		deadline := time.Now().Add(10 * time.Second)
+		for !listeningAddr.MatchString(logs.String()) {
+			if time.Now().After(deadline) {
+				t.Fatalf("not listening; logs:\n%s", logs)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			t.Fatal("run did not return")
+		}
+		s := logs.String()
+		a, b := strings.Index(s, "stopping: no new connections"), strings.Index(s, "load balancer stopped")
+		if a < 0 || b < 0 || a > b {
+			t.Fatalf("run %d: the drain line at %d, stopped at %d:\n%s", i, a, b, s)
 		}
 	}
 }

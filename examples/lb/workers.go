@@ -61,12 +61,13 @@ const workersLimit = 256
 // crash under load, an OOM kill, an operator's kill) is restarted
 // whatever happens, as nginx's master does: workerRestartDelay after it
 // exits, doubling with each fast exit in a row up to
-// workerRestartDelayMax.
+// workerRestartDelayMax. Connections the kernel queues on a dead
+// worker's socket meanwhile wait for its successor: the cap bounds that.
 const (
 	workerFastExit        = 2 * time.Second
 	workerFastExitsMax    = 3
 	workerRestartDelay    = 500 * time.Millisecond
-	workerRestartDelayMax = 10 * time.Second
+	workerRestartDelayMax = 2 * time.Second // what queued connections may wait
 	workerStopKillAfter   = 5 * time.Second // past the worker's own drain deadline
 )
 
@@ -220,7 +221,7 @@ func runMaster(ctx context.Context, o *options, args []string, list string, logg
 	if m.failed {
 		return 1
 	}
-	logger.Info("load balancer stopped")
+	o.stopped(ctx, logger)
 	return 0
 }
 
