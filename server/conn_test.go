@@ -396,8 +396,15 @@ func TestSlotWaitSheds(t *testing.T) {
 	time.Sleep(50 * time.Millisecond)
 
 	c := dial(t, ts.addr)
+	send(t, c, get("/")) // read off before the close: a FIN, no reset
 	began := time.Now()
-	expectRefused(t, bufio.NewReader(c))
+	br := bufio.NewReader(c)
+	if r := readResp(t, br, "GET"); r.StatusCode != 503 || r.Header.Get("Retry-After") != "1" {
+		t.Fatalf("refused: %d, Retry-After %q", r.StatusCode, r.Header.Get("Retry-After"))
+	}
+	if b, err := io.ReadAll(br); err != nil || len(b) > 0 {
+		t.Fatalf("after the 503: %q, %v; want a clean close", b, err)
+	}
 	if took := time.Since(began); took < 900*time.Millisecond || took > 3*time.Second {
 		t.Fatalf("refused after %v, want about SlotWaitTimeout (1s)", took)
 	}
@@ -412,7 +419,7 @@ func TestSlotWaitSheds(t *testing.T) {
 	}
 
 	send(t, busy, "Host: a\r\nConnection: close\r\n\r\n")
-	br := bufio.NewReader(busy)
+	br = bufio.NewReader(busy)
 	if r := readResp(t, br, "GET"); r.StatusCode != 200 {
 		t.Fatalf("busy client got %d", r.StatusCode)
 	}

@@ -257,11 +257,9 @@ const refuseDrainBytesMax = 4 << 10
 // the accept loop calls it.
 func (s *Server[H]) refuse(nc net.Conn, w *slotWait) {
 	if s.cfg.TLS == nil {
-		now := time.Now()
-		nc.SetWriteDeadline(now.Add(refuseWriteTimeout))
+		nc.SetWriteDeadline(time.Now().Add(refuseWriteTimeout))
 		if _, err := nc.Write(slotsFullResponse); err == nil {
-			nc.SetReadDeadline(now) // what has arrived, without waiting
-			nc.Read(w.discard[:])
+			discardArrived(nc, w.discard[:])
 		}
 	}
 	nc.Close()
