@@ -89,22 +89,6 @@ func runWith(ctx context.Context, args []string, stdout io.Writer, hup <-chan os
 	sink := logsink.NewWriter(stdout, 0)
 	defer sink.Close(logFlushTimeout)
 	logger := slog.New(logsink.NewLimit(slog.NewTextHandler(sink, &slog.HandlerOptions{Level: level}), 0, 0))
-	// The drain's start is noted (readiness off, a log line) as soon as
-	// ctx ends; "load balancer stopped" waits for the note (drainNoted),
-	// and so does the return, so the line is neither lost nor late.
-	o.draining, o.drainNoted = new(atomic.Bool), make(chan struct{})
-	quit := make(chan struct{})
-	go func() {
-		defer close(o.drainNoted)
-		select {
-		case <-ctx.Done():
-			o.draining.Store(true)
-			logger.Info("stopping: no new connections; in-flight requests get up to --shutdown-timeout, " +
-				"and a second SIGINT or SIGTERM ends the process at once")
-		case <-quit:
-		}
-	}()
-	defer func() { close(quit); <-o.drainNoted }()
 	worker := workerIndex()
 	if worker >= 0 {
 		logger = logger.With("worker", worker)
@@ -118,6 +102,22 @@ func runWith(ctx context.Context, args []string, stdout io.Writer, hup <-chan os
 		}
 		o.ticketSeed = seed
 	}
+	// The drain's start is noted (readiness off, a log line) as soon as
+	// ctx ends; "load balancer stopped" waits for the note (drainNoted),
+	// and so does the return, so the line is neither lost nor late.
+	o.draining, o.drainNoted = new(atomic.Bool), make(chan struct{})
+	quit := make(chan struct{})
+	go func(logger *slog.Logger) {
+		defer close(o.drainNoted)
+		select {
+		case <-ctx.Done():
+			o.draining.Store(true)
+			logger.Info("stopping: no new connections; in-flight requests get up to --shutdown-timeout, " +
+				"and a second SIGINT or SIGTERM ends the process at once")
+		case <-quit:
+		}
+	}(logger) // the final logger (a worker's is tagged): passed, not shared
+	defer func() { close(quit); <-o.drainNoted }()
 
 	// In-process backends outlive the balancer's drain: they stop only
 	// after it has finished its in-flight requests.
