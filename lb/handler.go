@@ -218,6 +218,10 @@ func (h *Handler) OnResponse(x *serval.Exchange, resp *serval.Response, _ []byte
 // give it to the prober (prober.Config.Health).
 func (h *Handler) Health() *health.State { return h.health }
 
+// Passive returns the passive health checker that classifies each
+// attempt (health.Passive.Classify), or nil when there is none.
+func (h *Handler) Passive() *health.Passive { return h.passive }
+
 // Load returns the load feedback (nil for NewHandler).
 func (h *Handler) Load() *Load { return h.load }
 

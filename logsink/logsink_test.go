@@ -5,29 +5,21 @@ import (
 	"context"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/servalproxy/serval/internal/syncbuf"
 )
 
 // gate is an output that blocks every Write until opened.
 type gate struct {
 	open chan struct{}
-	mu   sync.Mutex
-	buf  bytes.Buffer
+	syncbuf.Buffer
 }
 
 func (g *gate) Write(p []byte) (int, error) {
 	<-g.open
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return g.buf.Write(p)
-}
-
-func (g *gate) String() string {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return g.buf.String()
+	return g.Buffer.Write(p)
 }
 
 // TestWriterNeverBlocks: with the output stalled, writes return at once;

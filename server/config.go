@@ -131,7 +131,7 @@ func (c *Config) Validate() error {
 	for _, b := range []bound{
 		{"ConnectionsMax", int64(c.ConnectionsMax), 1, 1 << 20},
 		{"HeadBytesMax", int64(c.HeadBytesMax), 256, serval.HeadBytesMaxLimit},
-		{"ReadBufferBytes", int64(c.ReadBufferBytes), int64(c.HeadBytesMax) + bodyTokenBytesMax(c), 16 << 20},
+		{"ReadBufferBytes", int64(c.ReadBufferBytes), int64(c.ReadBufferBytesMin()), 16 << 20},
 		{"WriteBufferBytes", int64(c.WriteBufferBytes), 1 << 10, 16 << 20},
 		{"FieldsMax", int64(c.FieldsMax), 1, serval.FieldsMaxLimit},
 		{"TargetBytesMax", int64(c.TargetBytesMax), 16, int64(c.HeadBytesMax)},
@@ -164,6 +164,11 @@ func (c *Config) Validate() error {
 	}
 	return nil
 }
+
+// ReadBufferBytesMin is the smallest ReadBufferBytes c allows: a head of
+// HeadBytesMax with the longest chunk-size line or trailer section
+// behind it.
+func (c *Config) ReadBufferBytesMin() int { return c.HeadBytesMax + int(bodyTokenBytesMax(c)) }
 
 // chunkLineBytesMax bounds a chunk-size line: the hex digits, the
 // extensions and the CRLF, with a little slack for ";" and OWS.

@@ -371,8 +371,7 @@ func (o *options) validate() error {
 func applyClientLimits(cfg *server.Config, o *options) {
 	cfg.HeadBytesMax = o.headBytesMax
 	cfg.TargetBytesMax = min(cfg.TargetBytesMax, o.headBytesMax)
-	behind := max(cfg.TrailerBytesMax, serval.ChunkSizeDigitsMax+serval.ChunkExtensionBytesMax+8)
-	cfg.ReadBufferBytes = max(cfg.ReadBufferBytes, o.headBytesMax+behind)
+	cfg.ReadBufferBytes = max(cfg.ReadBufferBytes, cfg.ReadBufferBytesMin())
 	cfg.FieldsMax = o.fieldsMax
 	cfg.RequestBodyBytesMax = o.bodyBytesMax
 	cfg.HeaderReadTimeout = o.headerTimeout

@@ -304,7 +304,11 @@ func wrapHandler(h *lb.Handler, o *options, access *accesslog.Writer, counters *
 		inner = &noHealthHandler{h}
 	}
 	if counters != nil {
-		inner = &metricsHandler{lbHandler: inner, c: counters, passive5xx: o.passive5xx && !o.noHealth}
+		mh := &metricsHandler{lbHandler: inner, c: counters}
+		if !o.noHealth {
+			mh.passive = h.Passive()
+		}
+		inner = mh
 	}
 	if o.debug || access != nil {
 		lh := &logHandler{lbHandler: inner, access: access}

@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/servalproxy/serval"
+	"github.com/servalproxy/serval/health"
 	"github.com/servalproxy/serval/metrics"
 	"github.com/servalproxy/serval/pool"
 	"github.com/servalproxy/serval/promexport"
@@ -27,14 +28,15 @@ import (
 type metricsHandler struct {
 	lbHandler
 	c *metrics.Counters
-	// passive5xx: a 5xx counts against health (--passive-5xx), so the
-	// failure counter counts it too.
-	passive5xx bool
+	// passive, when health checking is on, says which attempts count
+	// against health (a 5xx too, with --passive-5xx): the failure
+	// counter counts the same ones.
+	passive *health.Passive
 }
 
 func (h *metricsHandler) OnUpstreamDone(x *serval.Exchange, u *serval.Upstream, r serval.UpstreamResult) {
 	h.lbHandler.OnUpstreamDone(x, u, r)
-	if h.passive5xx && r.Status >= 500 && r.Status <= 599 {
+	if h.passive != nil && h.passive.Classify(r) == health.OutcomeFailure {
 		r.Failure = true
 	}
 	h.c.OnUpstreamDone(x, u, r)
