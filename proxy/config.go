@@ -79,9 +79,10 @@ type Config struct {
 	// TrailerBytesMax bounds chunked trailers both ways. Default
 	// serval.TrailerBytesMaxDefault.
 	TrailerBytesMax int
-	// BufferBytes is the size of the session's upstream read buffer
-	// (response heads and chunked bodies) and of its request body pump's
-	// buffer, >= HeadBytesMax. A Content-Length body (either way) whose
+	// BufferBytes is the size of an upstream read buffer (response
+	// heads and bodies; one per session, lent to an exchange only once
+	// its answer is there, see readbufs.go) and of a session's request
+	// body pump's buffer, >= HeadBytesMax. A Content-Length body (either way) whose
 	// rest fits it is copied through it; a larger one is spliced socket
 	// to socket where both sockets allow. Splice lends the sender's
 	// pages to the receiving socket until its reader takes them, which on
@@ -215,6 +216,8 @@ type Forwarder struct {
 	reserve reserver
 	// watch lists the sessions in service for WatchClients.
 	watch watchList
+	// bufs lends the upstream read buffers to exchanges (readbufs.go).
+	bufs readBufs
 }
 
 // reserver is the optional pool capability that caps connections per

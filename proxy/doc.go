@@ -20,9 +20,12 @@
 //     are decoded and re-encoded through bounded buffers (body.go).
 //  4. Read the response head (1xx forwarded), rewrite it, stream its body
 //     the same way (response.go), except that a Content-Length response
-//     body whose rest after the head fits the session's read buffer
+//     body whose rest after the head fits a read buffer
 //     (Config.BufferBytes) is copied through it: one read and one writev
-//     with the head when it has all arrived. Splice lends the pages to
+//     with the head when it has all arrived. The read buffers are the
+//     forwarder's, one per session, lent last in first out and only once
+//     the answer is there to read (readbufs.go): the buffer a read fills
+//     is then mostly the one the exchange before used, still in cache. Splice lends the pages to
 //     the client's socket until the client reads them; on loopback (a
 //     sidecar, a local origin) that costs both peers more than it saves
 //     on such a body, and here the copy costs the proxy no more either.

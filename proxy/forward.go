@@ -37,6 +37,7 @@ func (s *Session) Forward(d *Downstream, x *serval.Exchange, req *serval.Request
 	if d.Deadlines == &s.ownDL {
 		d.Deadlines = nil
 	}
+	s.putAnswerBuf()
 	s.d, s.x, s.req, s.up, s.c = nil, nil, nil, nil, nil
 	s.perr.Request, s.cause = nil, nil // the slot's, reused for its next request
 	return res
@@ -200,7 +201,14 @@ func (s *Session) attempt(fresh bool) (serval.Phase, error) {
 		s.releaseUpstream(false)
 		return phase, err
 	}
-	h, cause, err := client.ReadResponse(s.c.Conn, s.rbuf, have, &s.resp, &s.f.lim,
+	if have == 0 && s.rbuf == nil {
+		if aw, ok := s.c.Conn.(readAwaiter); ok && aw.Polled() {
+			// Take the read buffer only once the answer is there
+			// (readBufs). A failed wait is met again by the read.
+			_ = aw.AwaitRead()
+		}
+	}
+	h, cause, err := client.ReadResponse(s.c.Conn, s.answerBuf(), have, &s.resp, &s.f.lim,
 		time.Time{}, s.req.MethodID, s.upgrade, s)
 	if err == nil && !s.head.CompareAndSwap(headWaiting, headIn) {
 		// The request body failed on the client's side before this head

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"net"
 	"time"
 
 	"github.com/servalproxy/serval"
@@ -108,13 +109,22 @@ type writeReader interface {
 	WriteRead(w, r []byte) (n int, werr, rerr error)
 }
 
+// readAwaiter is a connection that can wait for its peer's bytes without
+// reading them (sockio.Conn.AwaitRead), when Polled: the exchange then
+// takes its read buffer only once the answer is there (readBufs).
+type readAwaiter interface {
+	Polled() bool
+	AwaitRead() error
+}
+
 // sendRequest writes the head and a buffered body, or hands a streamed
 // body to the pump (after a 100 Continue the client waits for). When the
-// whole request goes in one write on a connection that can, it also
-// reads the first bytes of the answer into s.rbuf (have): see
-// sockio.Conn.WriteRead. A read error is left for ReadResponse, whose
-// own read meets it again and classifies it. The read deadline must be
-// set before.
+// whole request goes in one write on a connection that can, and that
+// cannot wait for the answer without a buffer (awaits), it also reads the
+// first bytes of the answer into s.rbuf (have): see
+// sockio.Conn.WriteRead. A read error is left for ReadResponse, whose own
+// read meets it again and classifies it. The read deadline must be set
+// before.
 func (s *Session) sendRequest() (have int, phase serval.Phase, err error) {
 	b := s.hbuf
 	body := s.bodyOut
@@ -126,8 +136,8 @@ func (s *Session) sendRequest() (have int, phase serval.Phase, err error) {
 	if err := s.c.Deadlines.WriteAt(s.c.Conn, s.f.cfg.WriteTimeout, serval.NanotimeAt(s.sentAt)); err != nil {
 		return 0, serval.PhaseUpstreamWrite, err
 	}
-	if wr, ok := s.c.Conn.(writeReader); ok && len(body) == 0 && (s.body == bodyNone || s.body == bodyBuffered) {
-		n, werr, _ := wr.WriteRead(b, s.rbuf)
+	if wr, ok := s.c.Conn.(writeReader); ok && len(body) == 0 && (s.body == bodyNone || s.body == bodyBuffered) && !awaits(s.c.Conn) {
+		n, werr, _ := wr.WriteRead(b, s.answerBuf())
 		if werr != nil {
 			s.bodySent = s.bodySent || len(b) > len(s.hbuf)
 			return 0, serval.PhaseUpstreamWrite, client.ErrWriteFailed
@@ -158,6 +168,13 @@ func (s *Session) sendRequest() (have int, phase serval.Phase, err error) {
 		s.startPump(s.body == bodyChunked)
 	}
 	return 0, serval.PhaseNone, nil
+}
+
+// awaits reports whether c can wait for an answer without a buffer
+// (readAwaiter): then the attempt writes, waits, and only then takes one.
+func awaits(c net.Conn) bool {
+	aw, ok := c.(readAwaiter)
+	return ok && aw.Polled()
 }
 
 // finishBody settles the request body before an error answer: it decides

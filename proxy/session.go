@@ -85,7 +85,7 @@ type Session struct {
 	scratch []byte // values of the outbound head (X-Forwarded-For, Via, path)
 	hbuf    []byte // the outbound head, kept intact for a retry
 	wbuf    []byte // response heads and chunk framing to the client
-	rbuf    []byte // upstream reads: response heads, chunked bodies
+	rbuf    []byte // upstream reads: response heads, bodies; lent for an exchange (readbufs.go)
 	cbuf    []byte // a buffered chunked request body, re-encoded (lazy)
 	hookBuf []byte // scratch handed to OnResponse (lazy)
 	resp    serval.Response
@@ -168,10 +168,10 @@ func (f *Forwarder) NewSession() *Session {
 		scratch: make([]byte, 0, cfg.HeadBytesMax+scratchExtraBytes),
 		hbuf:    make([]byte, 0, 2*cfg.HeadBytesMax+scratchExtraBytes),
 		wbuf:    make([]byte, 0, writeBufBytes(cfg)),
-		rbuf:    make([]byte, cfg.BufferBytes),
 		timer:   time.NewTimer(time.Hour),
 	}
 	s.timer.Stop()
+	f.bufs.grow(cfg.BufferBytes)
 	s.respProgressFn, s.pumpProgressFn = s.respProgress, s.pumpProgress
 	s.out.Fields = make([]serval.Header, 0, cfg.FieldsMax+extraFieldsMax)
 	s.resp.Init(cfg.FieldsMax)
@@ -189,6 +189,7 @@ func (s *Session) Abandon() {
 	}
 	s.unwatch()
 	s.releaseUpstream(false)
+	s.putAnswerBuf()
 	s.d, s.x, s.req, s.up = nil, nil, nil, nil
 }
 
@@ -197,12 +198,21 @@ func (s *Session) Abandon() {
 // session must not be in a Forward call (after a panic in one: Abandon
 // first).
 func (s *Session) Close() {
+	s.putAnswerBuf()
 	s.unlist()
 	if s.pumpGo != nil {
 		close(s.pumpGo)
 		<-s.pumpExit
 		s.pumpGo = nil
 	}
+}
+
+// Retire closes a session that will not be used again (a server replaces
+// the session of a slot whose exchange panicked): the next NewSession
+// takes over its share of the forwarder's buffers instead of adding one.
+func (s *Session) Retire() {
+	s.Close()
+	s.f.bufs.shrink()
 }
 
 // reqBodyKind is how the request body goes upstream.

@@ -241,7 +241,7 @@ func (c *slot[H]) recovered(p any) serval.CloseReason {
 		s.tracer.EndSpan(c.x.Span, errPanic)
 	}
 	c.inRequest, c.inForward = false, false
-	c.session.Close()
+	c.session.Retire()
 	c.session = s.fwd.NewSession()
 	return serval.CloseError
 }

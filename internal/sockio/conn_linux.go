@@ -45,6 +45,7 @@ type Conn struct {
 	polled      bool
 	more        bool
 	awaitReadFn func(uintptr)
+	awaitFn     func(uintptr)
 	awaitErr    error // the wait's failure, from inside a Control callback
 	peekFn      func(uintptr)
 	peekWaitFn  func(uintptr) bool
@@ -72,6 +73,7 @@ func (c *Conn) Init() {
 	c.writevFn = c.doWritev
 	c.wrFn = c.doWriteRead
 	c.awaitReadFn = c.doAwaitRead
+	c.awaitFn = c.doAwait
 	c.peekFn = c.doPeek
 	c.peekWaitFn = c.doPeekWait
 	c.regFn = c.doRegister
@@ -234,6 +236,45 @@ func (c *Conn) doPeekWait(fd uintptr) bool {
 		return e != syscall.EAGAIN
 	}
 }
+
+// AwaitRead waits, reading nothing and making no system call, until a
+// Read may find bytes (or EOF, or an error); the next Read then reads at
+// once. It lets a caller lend its read buffer only once the answer is
+// there (proxy: one stack of buffers for many exchanges, so the buffer a
+// read fills is the one the last exchange used, still in cache). It
+// returns at once when c is not polled (see Polled: that Read waits
+// itself). When the last read may have left bytes (or c is new), one
+// peek that does not wait tells whether to wait. A failed wait (the read
+// deadline, a close, Interrupt) returns its error; it stays for the next
+// Read to meet as well.
+func (c *Conn) AwaitRead() error {
+	if !c.polled {
+		return nil
+	}
+	if c.more {
+		c.rn, c.rerr = 0, 0
+		if err := c.rc.Control(c.peekFn); err != nil {
+			return err
+		}
+		if c.rerr != syscall.EAGAIN {
+			return nil // a byte, EOF or an error: the Read takes it
+		}
+		c.more = false
+	}
+	c.awaitErr = nil
+	if err := c.rc.Control(c.awaitFn); err != nil {
+		return err
+	}
+	if c.awaitErr != nil {
+		return c.awaitErr
+	}
+	c.more = true
+	return nil
+}
+
+// doAwait is AwaitRead's callback: the wait under Control's reference
+// (see await).
+func (c *Conn) doAwait(uintptr) { c.awaitErr = c.await(false) }
 
 // Interrupt makes a Read that waits, or the next one, fail as closed.
 // Unlike every other method it may be called from any goroutine, while

@@ -23,6 +23,9 @@ func (c *Conn) Reset(tcp *net.TCPConn) error {
 // for readiness first.
 func (c *Conn) AwaitReadable() error { return nil }
 
+// AwaitRead returns at once: the Read waits.
+func (c *Conn) AwaitRead() error { return nil }
+
 // Clear drops the socket.
 func (c *Conn) Clear() { c.TCPConn = nil }
 

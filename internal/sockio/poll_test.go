@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"runtime"
+	"syscall"
 	"testing"
 	"time"
 
@@ -647,4 +648,76 @@ func TestPolledCloseBeforeWaitKeepsPollDesc(t *testing.T) {
 		<-errc
 	}
 	<-closed
+}
+
+// AwaitRead waits for bytes without reading them: the Read after it finds
+// them at once; a deadline, Interrupt and a FIN end the wait as a Read's
+// would, and the Read after a failed wait fails the same way.
+func TestPolledAwaitRead(t *testing.T) {
+	leakcheck.Check(t)
+	c, peer := polledPair(t)
+	buf := make([]byte, 10)
+	// Bytes there before the Conn was polled: no wait, and the Read
+	// finds them.
+	peer.Write([]byte("early"))
+	eventually(t, "the early bytes to arrive", func() bool {
+		var n int
+		rc, _ := c.TCPConn.SyscallConn()
+		rc.Control(func(fd uintptr) {
+			var b [8]byte
+			n, _, _ = syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		})
+		return n == 5
+	})
+	if err := c.AwaitRead(); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := c.Read(buf); err != nil || string(buf[:n]) != "early" {
+		t.Fatalf("Read after AwaitRead: %q, %v", buf[:n], err)
+	}
+
+	// The wait ends when the bytes come, and reads none of them.
+	time.AfterFunc(50*time.Millisecond, func() { peer.Write([]byte("answer")) })
+	start := time.Now()
+	if err := c.AwaitRead(); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d < 30*time.Millisecond {
+		t.Fatalf("AwaitRead returned after %v, before the bytes were sent", d)
+	}
+	if n, err := c.Read(buf); err != nil || string(buf[:n]) != "answer" {
+		t.Fatalf("Read after AwaitRead: %q, %v", buf[:n], err)
+	}
+
+	// A deadline ends the wait, and the Read after it meets it too.
+	c.SetReadDeadline(time.Now().Add(30 * time.Millisecond))
+	if err := c.AwaitRead(); !isTimeout(err) {
+		t.Fatalf("AwaitRead past the deadline: %v, want a timeout", err)
+	}
+	if _, err := c.Read(buf); !isTimeout(err) {
+		t.Fatalf("Read after a timed-out wait: %v, want a timeout", err)
+	}
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+
+	// Interrupt from another goroutine ends it as closed.
+	time.AfterFunc(30*time.Millisecond, c.Interrupt)
+	if err := c.AwaitRead(); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("AwaitRead interrupted: %v, want net.ErrClosed", err)
+	}
+	if _, err := c.Read(buf); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("Read after Interrupt: %v, want net.ErrClosed", err)
+	}
+}
+
+// A FIN ends AwaitRead; the Read after it returns EOF.
+func TestPolledAwaitReadFIN(t *testing.T) {
+	leakcheck.Check(t)
+	c, peer := polledPair(t)
+	time.AfterFunc(30*time.Millisecond, func() { peer.CloseWrite() })
+	if err := c.AwaitRead(); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := c.Read(make([]byte, 10)); n != 0 || err != io.EOF {
+		t.Fatalf("Read after the FIN: %d, %v; want EOF", n, err)
+	}
 }
