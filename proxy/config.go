@@ -255,6 +255,7 @@ func New(cfg Config, h serval.Handler, hooks serval.Hooks, pool serval.Pool, m s
 		lim:    http1.Limits{HeadBytesMax: cfg.HeadBytesMax, TargetBytesMax: serval.TargetBytesMaxDefault}}
 	f.dialer.ConfigureTLS(cfg.UpstreamTLS, cfg.Logger)
 	f.reserve, _ = pool.(reserver)
+	f.bufs.init()
 	if cfg.Via != "" {
 		f.via = []byte("1.1 " + cfg.Via)
 		f.via10 = []byte("1.0 " + cfg.Via)

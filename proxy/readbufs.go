@@ -1,6 +1,9 @@
 package proxy
 
-import "sync"
+import (
+	"runtime"
+	"sync"
+)
 
 // readBufs lends the forwarder's upstream read buffers (Config.BufferBytes
 // each, one per session, allocated by NewSession) to exchanges, last in
@@ -11,68 +14,109 @@ import "sync"
 // session, fifty clients meant fifty buffers of 128 KiB taking turns, each
 // cold again by its next answer: copying a 64 KiB answer into it cost
 // about twice what nginx's copy costs (perf: _copy_to_iter 15 % of the
-// proxy's time against 6 %), and a warm buffer took about 10 % off the
-// proxy's CPU time per 64 KiB request (bench/HISTORY.md, seventeenth
-// session).
+// proxy's time against 6 %), and lending took about 10 % off the proxy's
+// CPU time per 64 KiB request (bench/HISTORY.md, seventeenth session).
 //
-// A session holds at most one buffer and the stack holds one per session,
-// so take never finds it empty.
+// The buffers are split in shards, as many as GOMAXPROCS when the
+// forwarder was made, a session's buffer in its own shard, so goroutines
+// running in parallel do not all meet on one lock (with one processor,
+// the setup examples/lb's workers use, there is one shard). A session
+// takes from its shard, holds at most one buffer, and the shard holds one
+// per session: take never finds it empty.
 type readBufs struct {
+	shards []bufShard
+}
+
+type bufShard struct {
 	mu       sync.Mutex
 	free     [][]byte
-	size     int
-	sessions int // sessions that may take a buffer (NewSession, Retire)
-	total    int // buffers allocated: never fewer than sessions
+	sessions int // sessions that take from this shard (NewSession, Retire)
+	total    int // buffers allocated here: never fewer than sessions
+	_        [64]byte
 }
 
-// grow counts one more session and allocates its buffer, unless a retired
-// session left one.
-func (r *readBufs) grow(size int) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.sessions++
-	r.size = size
-	if r.total < r.sessions {
-		r.free = append(r.free, make([]byte, size))
-		r.total++
+func (r *readBufs) init() {
+	r.shards = make([]bufShard, max(1, runtime.GOMAXPROCS(0)))
+}
+
+// grow counts one more session and returns its shard, preferring one a
+// retired session left a buffer in; a shard without a spare gets a new
+// buffer of size bytes. The session count decides the shard otherwise,
+// so sessions spread evenly.
+func (r *readBufs) grow(size int) int {
+	n := 0
+	for i := range r.shards {
+		sh := &r.shards[i]
+		sh.mu.Lock()
+		spare := sh.total > sh.sessions
+		if spare {
+			sh.sessions++
+		}
+		n += sh.sessions
+		sh.mu.Unlock()
+		if spare {
+			return i
+		}
 	}
+	i := n % len(r.shards)
+	sh := &r.shards[i]
+	sh.mu.Lock()
+	sh.sessions++
+	sh.free = append(sh.free, make([]byte, size))
+	sh.total++
+	sh.mu.Unlock()
+	return i
 }
 
-// shrink counts one session fewer (Session.Retire): its buffer stays for
-// the next session.
-func (r *readBufs) shrink() {
-	r.mu.Lock()
-	r.sessions--
-	r.mu.Unlock()
+// shrink counts one session fewer in shard i (Session.Retire): its
+// buffer stays for the next session.
+func (r *readBufs) shrink(i int) {
+	sh := &r.shards[i]
+	sh.mu.Lock()
+	sh.sessions--
+	sh.mu.Unlock()
 }
 
-func (r *readBufs) take() []byte {
-	r.mu.Lock()
-	n := len(r.free)
+func (r *readBufs) take(i int) []byte {
+	sh := &r.shards[i]
+	sh.mu.Lock()
+	n := len(sh.free)
 	if n == 0 {
-		r.mu.Unlock()
+		sh.mu.Unlock()
 		panic("proxy: no read buffer left: a session is in two exchanges at once")
 	}
-	b := r.free[n-1]
-	r.free[n-1] = nil
-	r.free = r.free[:n-1]
-	r.mu.Unlock()
+	b := sh.free[n-1]
+	sh.free[n-1] = nil
+	sh.free = sh.free[:n-1]
+	sh.mu.Unlock()
 	return b
 }
 
-func (r *readBufs) put(b []byte) {
-	r.mu.Lock()
-	r.free = append(r.free, b)
-	r.mu.Unlock()
+func (r *readBufs) put(i int, b []byte) {
+	sh := &r.shards[i]
+	sh.mu.Lock()
+	sh.free = append(sh.free, b)
+	sh.mu.Unlock()
+}
+
+// counts returns the free and allocated buffers over all shards.
+func (r *readBufs) counts() (free, total int) {
+	for i := range r.shards {
+		sh := &r.shards[i]
+		sh.mu.Lock()
+		free, total = free+len(sh.free), total+sh.total
+		sh.mu.Unlock()
+	}
+	return free, total
 }
 
 // answerBuf returns the exchange's upstream read buffer, taking one from
-// the forwarder's stack the first time. Call it when the answer is there
+// the session's shard the first time. Call it when the answer is there
 // to read (see readBufs), or when the read that waits must have its
 // buffer first (a connection that cannot AwaitRead).
 func (s *Session) answerBuf() []byte {
 	if s.rbuf == nil {
-		s.rbuf = s.f.bufs.take()
+		s.rbuf = s.f.bufs.take(s.shard)
 	}
 	return s.rbuf
 }
@@ -82,7 +126,7 @@ func (s *Session) answerBuf() []byte {
 // exchange ended).
 func (s *Session) putAnswerBuf() {
 	if s.rbuf != nil {
-		s.f.bufs.put(s.rbuf)
+		s.f.bufs.put(s.shard, s.rbuf)
 		s.rbuf = nil
 	}
 }

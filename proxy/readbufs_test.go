@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"io"
 	"net"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -33,9 +34,10 @@ func (h *bufHooks) OnResponse(x *serval.Exchange, resp *serval.Response, _ []byt
 // buffer while it waits, so the exchange that ran meanwhile and the slow
 // one both read into the same buffer (the one the stack lends first,
 // warm in cache). Without a poller (the race detector) the read waits
-// with its buffer, and the two differ.
+// with its buffer, and the two differ. One processor: one shard.
 func TestReadBufferLentOnlyForTheAnswer(t *testing.T) {
 	checkLeaks(t)
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
 	gotSlow, release := make(chan struct{}), make(chan struct{})
 	const resp = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 	o := newRawOrigin(t, func(c net.Conn, br *bufio.Reader) {
@@ -88,9 +90,7 @@ func TestReadBufferLentOnlyForTheAnswer(t *testing.T) {
 	// Every buffer is back once the exchanges ended.
 	deadline := time.Now().Add(testTimeout)
 	for {
-		hs.f.bufs.mu.Lock()
-		free, total := len(hs.f.bufs.free), hs.f.bufs.total
-		hs.f.bufs.mu.Unlock()
+		free, total := hs.f.bufs.counts()
 		if free == total {
 			break
 		}
@@ -101,36 +101,54 @@ func TestReadBufferLentOnlyForTheAnswer(t *testing.T) {
 	}
 }
 
-// NewSession adds one buffer per session; a retired session's buffer
-// goes to the next NewSession instead of a new one.
+// NewSession adds one buffer per session, spread over the shards; a
+// retired session's buffer goes to the next NewSession instead of a new
+// one.
 func TestReadBufsPerSession(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(3))
 	h := &handler{}
 	f, err := New(Config{Logger: quietLogger}, h, serval.Hooks{}, nil, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	s1, s2 := f.NewSession(), f.NewSession()
-	if f.bufs.total != 2 || len(f.bufs.free) != 2 {
-		t.Fatalf("two sessions: %d buffers, %d free", f.bufs.total, len(f.bufs.free))
+	if len(f.bufs.shards) != 3 {
+		t.Fatalf("%d shards with GOMAXPROCS 3", len(f.bufs.shards))
 	}
+	var ss []*Session
+	for range 6 {
+		ss = append(ss, f.NewSession())
+	}
+	for i := range f.bufs.shards {
+		if sh := &f.bufs.shards[i]; sh.total != 2 || len(sh.free) != 2 || sh.sessions != 2 {
+			t.Fatalf("shard %d: %d buffers, %d free, %d sessions; want 2 each", i, sh.total, len(sh.free), sh.sessions)
+		}
+	}
+	s1 := ss[1]
 	b := s1.answerBuf()
-	if len(b) != f.cfg.BufferBytes || len(f.bufs.free) != 1 {
-		t.Fatalf("taken: %d bytes, %d free", len(b), len(f.bufs.free))
+	if free, _ := f.bufs.counts(); len(b) != f.cfg.BufferBytes || free != 5 {
+		t.Fatalf("taken: %d bytes, %d free", len(b), free)
 	}
 	if &s1.answerBuf()[0] != &b[0] {
 		t.Fatal("a second answerBuf in one exchange took another buffer")
 	}
 	s1.Retire() // gives back the buffer it held
-	s3 := f.NewSession()
-	if f.bufs.total != 2 || len(f.bufs.free) != 2 || f.bufs.sessions != 2 {
-		t.Fatalf("after Retire and NewSession: %d buffers, %d free, %d sessions", f.bufs.total, len(f.bufs.free), f.bufs.sessions)
+	s7 := f.NewSession()
+	if free, total := f.bufs.counts(); total != 6 || free != 6 {
+		t.Fatalf("after Retire and NewSession: %d buffers, %d free", total, free)
 	}
-	if &s3.answerBuf()[0] != &b[0] {
-		t.Fatal("the stack did not lend the buffer given back last")
+	if s7.shard != s1.shard || &s7.answerBuf()[0] != &b[0] {
+		t.Fatal("the new session did not take over the retired one's shard and buffer")
 	}
-	s2.Close()
-	s3.Close()
-	if len(f.bufs.free) != 2 {
-		t.Fatalf("after Close: %d free", len(f.bufs.free))
+	s8 := f.NewSession() // no spare left: a new buffer
+	if _, total := f.bufs.counts(); total != 7 {
+		t.Fatalf("a seventh live session: %d buffers", total)
+	}
+	for _, s := range append(ss, s7, s8) {
+		if s != s1 {
+			s.Close()
+		}
+	}
+	if free, total := f.bufs.counts(); free != total {
+		t.Fatalf("after Close: %d of %d free", free, total)
 	}
 }

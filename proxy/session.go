@@ -86,6 +86,7 @@ type Session struct {
 	hbuf    []byte // the outbound head, kept intact for a retry
 	wbuf    []byte // response heads and chunk framing to the client
 	rbuf    []byte // upstream reads: response heads, bodies; lent for an exchange (readbufs.go)
+	shard   int    // the readBufs shard rbuf comes from
 	cbuf    []byte // a buffered chunked request body, re-encoded (lazy)
 	hookBuf []byte // scratch handed to OnResponse (lazy)
 	resp    serval.Response
@@ -171,7 +172,7 @@ func (f *Forwarder) NewSession() *Session {
 		timer:   time.NewTimer(time.Hour),
 	}
 	s.timer.Stop()
-	f.bufs.grow(cfg.BufferBytes)
+	s.shard = f.bufs.grow(cfg.BufferBytes)
 	s.respProgressFn, s.pumpProgressFn = s.respProgress, s.pumpProgress
 	s.out.Fields = make([]serval.Header, 0, cfg.FieldsMax+extraFieldsMax)
 	s.resp.Init(cfg.FieldsMax)
@@ -212,7 +213,7 @@ func (s *Session) Close() {
 // takes over its share of the forwarder's buffers instead of adding one.
 func (s *Session) Retire() {
 	s.Close()
-	s.f.bufs.shrink()
+	s.f.bufs.shrink(s.shard)
 }
 
 // reqBodyKind is how the request body goes upstream.
