@@ -216,8 +216,9 @@ type Forwarder struct {
 	reserve reserver
 	// watch lists the sessions in service for WatchClients.
 	watch watchList
-	// bufs lends the upstream read buffers to exchanges (readbufs.go).
-	bufs readBufs
+	// bufs lends the upstream read buffers to exchanges, pumpBufs the
+	// request body pumps' buffers to their jobs (readbufs.go).
+	bufs, pumpBufs readBufs
 }
 
 // reserver is the optional pool capability that caps connections per
@@ -256,6 +257,7 @@ func New(cfg Config, h serval.Handler, hooks serval.Hooks, pool serval.Pool, m s
 	f.dialer.ConfigureTLS(cfg.UpstreamTLS, cfg.Logger)
 	f.reserve, _ = pool.(reserver)
 	f.bufs.init()
+	f.pumpBufs.init()
 	if cfg.Via != "" {
 		f.via = []byte("1.1 " + cfg.Via)
 		f.via10 = []byte("1.0 " + cfg.Via)

@@ -19,7 +19,7 @@ import (
 //
 // Ownership while a job runs: the pump owns d.Buf, d.Head/End, the client
 // read side and deadline, the upstream write side and deadline, s.pj and
-// s.pbuf. The session's goroutine owns the rest. The channels order every
+// s.pbuf (a buffer lent for the job from the forwarder's stack). The session's goroutine owns the rest. The channels order every
 // hand-over.
 //
 // On any failure the pump shuts the upstream write side (FIN): the
@@ -95,7 +95,6 @@ func (s *Session) ensurePump() {
 		s.pumpGo = make(chan struct{})
 		s.pumpDone = make(chan struct{}, 1)
 		s.pumpExit = make(chan struct{})
-		s.pbuf = make([]byte, s.f.cfg.BufferBytes)
 		go s.pumpLoop()
 	}
 }
@@ -108,7 +107,14 @@ func (s *Session) pumpLoop() {
 	defer close(s.pumpExit)
 	for range s.pumpGo {
 		j := &s.pj
+		// The job's buffer, lent for the job only (as the read buffers
+		// are, see readBufs): the one the last job gave back, still in
+		// cache.
+		s.pbuf = s.f.pumpBufs.takeOrMake(s.shard, s.f.cfg.BufferBytes)
 		s.runJob(j)
+		j.enc.buf = nil
+		s.f.pumpBufs.put(s.shard, s.pbuf)
+		s.pbuf = nil
 		stopped := false
 		if j.err != nil {
 			stopped = s.pumpStop.Load()

@@ -92,6 +92,25 @@ func (r *readBufs) take(i int) []byte {
 	return b
 }
 
+// takeOrMake is take for a stack that grows on demand (the request body
+// pumps': a session's pump holds one buffer while it runs a job, so the
+// stack never holds more than one per session).
+func (r *readBufs) takeOrMake(i, size int) []byte {
+	sh := &r.shards[i]
+	sh.mu.Lock()
+	n := len(sh.free)
+	if n == 0 {
+		sh.total++
+		sh.mu.Unlock()
+		return make([]byte, size)
+	}
+	b := sh.free[n-1]
+	sh.free[n-1] = nil
+	sh.free = sh.free[:n-1]
+	sh.mu.Unlock()
+	return b
+}
+
 func (r *readBufs) put(i int, b []byte) {
 	sh := &r.shards[i]
 	sh.mu.Lock()
