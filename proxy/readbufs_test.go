@@ -152,3 +152,37 @@ func TestReadBufsPerSession(t *testing.T) {
 		t.Fatalf("after Close: %d of %d free", free, total)
 	}
 }
+
+// A request body pump holds a buffer only while it runs a job: uploads
+// one after another on different connections (sessions) share one.
+func TestPumpBufferLentPerJob(t *testing.T) {
+	checkLeaks(t)
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	o := newRawOrigin(t, answer("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"))
+	h := &handler{ups: []serval.Upstream{upstreamOf(t, o.addr(), 0)}}
+	hs := newHarness(t, Config{}, h, serval.Hooks{})
+	for i, chunked := range []bool{false, true, false} {
+		tc := dialHarness(t, hs)
+		errc := sendBody(t, tc.c, "POST", "/up", uint64(i), 300<<10, chunked) // more than the harness's 64 KiB read buffer: pumped
+		if r, body := tc.mustRead("POST"); r.StatusCode != 200 || string(body) != "ok" {
+			t.Fatalf("upload %d: %d %q", i, r.StatusCode, body)
+		}
+		if err := <-errc; err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(testTimeout)
+	for {
+		free, total := hs.f.pumpBufs.counts()
+		if free == total {
+			if total != 1 {
+				t.Fatalf("three uploads one after another made %d pump buffers, want 1", total)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d pump buffers back after the uploads ended", free, total)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
