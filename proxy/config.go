@@ -81,10 +81,10 @@ type Config struct {
 	TrailerBytesMax int
 	// BufferBytes is the size of an upstream read buffer (response
 	// heads and bodies; one per session, lent to an exchange only once
-	// its answer is there, see readbufs.go) and of a session's request
-	// body pump's buffer, >= HeadBytesMax. A Content-Length body (either way) whose
-	// rest fits it is copied through it; a larger one is spliced socket
-	// to socket where both sockets allow. Splice lends the sender's
+	// its answer is there, see readbufs.go) and of a request body pump's
+	// buffer (lent per upload), >= HeadBytesMax. A Content-Length body
+	// (either way) whose rest fits it is copied through it; a larger one
+	// is spliced socket to socket where both sockets allow. Splice lends the sender's
 	// pages to the receiving socket until its reader takes them, which on
 	// loopback (a sidecar, a local origin) costs both peers more than it
 	// saves for bodies of this size. Default BufferBytesDefault (or

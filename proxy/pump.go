@@ -19,8 +19,8 @@ import (
 //
 // Ownership while a job runs: the pump owns d.Buf, d.Head/End, the client
 // read side and deadline, the upstream write side and deadline, s.pj and
-// s.pbuf (a buffer lent for the job from the forwarder's stack). The session's goroutine owns the rest. The channels order every
-// hand-over.
+// s.pbuf (a buffer lent for the job from the forwarder's stack). The
+// session's goroutine owns the rest. The channels order every hand-over.
 //
 // On any failure the pump shuts the upstream write side (FIN): the
 // upstream then sees a truncated body and answers or closes, so the
