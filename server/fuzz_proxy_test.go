@@ -670,7 +670,9 @@ func (s *scriptedUpstream) fault(bad string) {
 // clears the record.
 func (s *scriptedUpstream) begin(script []byte, keep, early bool, gen int64) {
 	s.mu.Lock()
-	s.script, s.keep, s.early = append(s.script[:0], script...), keep, early
+	// A fresh copy: a request of an earlier execution, read late, may
+	// still be answered with the old script (one took it under the lock).
+	s.script, s.keep, s.early = append([]byte(nil), script...), keep, early
 	s.gen = strconv.FormatInt(gen, 10)
 	s.seen, s.bodies, s.bad = s.seen[:0], s.bodies[:0], s.bad[:0]
 	s.mu.Unlock()
