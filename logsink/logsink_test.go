@@ -5,6 +5,7 @@ import (
 	"context"
 	"log/slog"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -55,6 +56,45 @@ func TestWriterNeverBlocks(t *testing.T) {
 	}
 	if !strings.Contains(out, "log records dropped") || !strings.Contains(out, "last\n") {
 		t.Fatalf("output:\n%s", out)
+	}
+}
+
+// TestWriterReportDrops: with ReportDrops, the count goes to the
+// function (which logs it as a record through the same Writer) instead
+// of the plain line, and that record is written, even when Close is what
+// flushed the output.
+func TestWriterReportDrops(t *testing.T) {
+	for _, closeFirst := range []bool{false, true} {
+		g := &gate{open: make(chan struct{})}
+		w := NewWriter(g, 256) // room for the report's record, not for the 50 lines
+		logger := slog.New(slog.NewTextHandler(w, nil)).With("worker", 3)
+		var reported atomic.Uint64
+		w.ReportDrops(func(n uint64) {
+			reported.Add(n)
+			logger.Warn("records dropped", "dropped", n)
+		})
+		for range 50 {
+			w.Write([]byte("0123456789abcdef\n"))
+		}
+		if w.Dropped() == 0 {
+			t.Fatal("nothing dropped with the output stalled")
+		}
+		close(g.open)
+		if !closeFirst {
+			w.Write([]byte("after\n"))
+			deadline := time.Now().Add(5 * time.Second)
+			for !strings.Contains(g.String(), "records dropped") && time.Now().Before(deadline) {
+				time.Sleep(time.Millisecond)
+			}
+		}
+		w.Close(5 * time.Second)
+		out := g.String()
+		if reported.Load() != w.Dropped() {
+			t.Fatalf("reported %d, dropped %d", reported.Load(), w.Dropped())
+		}
+		if strings.Contains(out, "log records dropped") || !strings.Contains(out, "level=WARN msg=\"records dropped\" worker=3 dropped=") {
+			t.Fatalf("closeFirst=%v: output:\n%s", closeFirst, out)
+		}
 	}
 }
 

@@ -16,15 +16,16 @@ const BufferBytesDefault = 256 << 10
 // Each Write should be one whole record (slog handlers write so), which
 // is kept or dropped whole. Memory is fixed at NewWriter: two buffers.
 type Writer struct {
-	out   io.Writer
-	mu    sync.Mutex
-	cur   []byte // filled by Write
-	spare []byte // nil while run writes it
-	wake  chan struct{}
-	done  chan struct{}
-	stop  context.CancelFunc
-	drops atomic.Uint64
-	told  uint64 // drops already reported (run's)
+	out    io.Writer
+	mu     sync.Mutex
+	cur    []byte // filled by Write
+	spare  []byte // nil while run writes it
+	wake   chan struct{}
+	done   chan struct{}
+	stop   context.CancelFunc
+	drops  atomic.Uint64
+	told   uint64 // drops already reported (run's)
+	report func(n uint64)
 }
 
 // NewWriter starts a Writer over out with two buffers of bufferBytes
@@ -65,6 +66,19 @@ func (w *Writer) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+// ReportDrops makes the Writer tell f, instead of writing a plain line of
+// its own, how many records were dropped since it last told: typically f
+// logs a warning through the logger that writes here, so the report has
+// the records' format, time and attributes. f runs on the Writer's
+// goroutine once the output took bytes again; what it writes here is
+// buffered like any record (and, if there is no room, counted for the
+// next report).
+func (w *Writer) ReportDrops(f func(n uint64)) {
+	w.mu.Lock()
+	w.report = f
+	w.mu.Unlock()
+}
+
 // Dropped counts the records dropped so far.
 func (w *Writer) Dropped() uint64 { return w.drops.Load() }
 
@@ -87,6 +101,7 @@ func (w *Writer) run(ctx context.Context) {
 			w.flush()
 		case <-ctx.Done():
 			w.flush()
+			w.flush() // a drop report the first one buffered
 			return
 		}
 	}
@@ -102,14 +117,22 @@ func (w *Writer) flush() {
 	if len(b) > 0 {
 		w.out.Write(b)
 	}
-	if d := w.drops.Load(); d != w.told {
-		line := strconv.AppendUint([]byte("logsink: "), d-w.told, 10)
-		line = append(line, " log records dropped: the log output was slower than the records (a stalled reader?)\n"...)
-		w.out.Write(line)
-		w.told = d
-	}
 	w.mu.Lock()
 	w.spare = b[:0]
+	report := w.report
+	w.mu.Unlock()
+	if d := w.drops.Load(); d != w.told {
+		n := d - w.told
+		w.told = d
+		if report != nil {
+			report(n) // writes through Write: buffered, flushed below
+		} else {
+			line := strconv.AppendUint([]byte("logsink: "), n, 10)
+			line = append(line, " log records dropped: the log output was slower than the records (a stalled reader?)\n"...)
+			w.out.Write(line)
+		}
+	}
+	w.mu.Lock()
 	if len(w.cur) > 0 {
 		select { // more came while writing: go round again
 		case w.wake <- struct{}{}:

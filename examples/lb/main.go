@@ -102,6 +102,12 @@ func runWith(ctx context.Context, args []string, stdout io.Writer, hup <-chan os
 		}
 		o.ticketSeed = seed
 	}
+	// Records dropped by a stalled output are reported as a warning of
+	// this logger (time, worker), once the output takes bytes again.
+	dropLog := logger
+	sink.ReportDrops(func(n uint64) {
+		dropLog.Warn("log records dropped: the log output was slower than the records (a stalled reader?)", "dropped", n)
+	})
 	// The drain's start is noted (readiness off, a log line) as soon as
 	// ctx ends; "load balancer stopped" waits for the note (drainNoted),
 	// and so does the return, so the line is neither lost nor late.
