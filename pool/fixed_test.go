@@ -321,13 +321,17 @@ func TestDrain(t *testing.T) {
 	}
 }
 
-func TestReapOnce(t *testing.T) {
+// reapFixture is a pool over one upstream whose reaper the test drives
+// (its goroutine stays idle), with a clock and an origin to dial.
+func reapFixture(t *testing.T) (*clock, *origin, *Fixed, *serval.Upstream) {
 	clk := newClock()
-	o := newOrigin(t)
 	cfg := testConfig(clk, 1)
-	cfg.ReapInterval = TimeoutLimit // the goroutine stays idle; we drive it
-	p := newFixed(t, cfg)
-	u := &upstreams(1)[0]
+	cfg.ReapInterval = TimeoutLimit
+	return clk, newOrigin(t), newFixed(t, cfg), &upstreams(1)[0]
+}
+
+func TestReapOnce(t *testing.T) {
+	clk, o, p, u := reapFixture(t)
 	old, _ := o.dial(t, u, clk.Now())
 	aged, _ := o.dial(t, u, clk.Now().Add(-MaxAgeDefault+IdleTimeoutDefault*3/4))
 	p.TryReserve(u)
@@ -571,12 +575,7 @@ func (c *peerClosedConn) PeerClosed() bool { return c.closed }
 // known to have closed, without waiting for the idle timeout (its socket
 // would sit in CLOSE_WAIT until then), and counts it stale.
 func TestReapPeerClosed(t *testing.T) {
-	clk := newClock()
-	o := newOrigin(t)
-	cfg := testConfig(clk, 1)
-	cfg.ReapInterval = TimeoutLimit // the goroutine stays idle; we drive it
-	p := newFixed(t, cfg)
-	u := &upstreams(1)[0]
+	clk, o, p, u := reapFixture(t)
 	dead, _ := o.dial(t, u, clk.Now())
 	live, _ := o.dial(t, u, clk.Now())
 	dc := &peerClosedConn{Conn: dead.Conn, closed: true}

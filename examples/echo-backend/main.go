@@ -22,6 +22,7 @@ import (
 	"syscall"
 
 	"github.com/servalproxy/serval/examples/echo-backend/echo"
+	"github.com/servalproxy/serval/examples/internal/cli"
 	"github.com/servalproxy/serval/server"
 	"github.com/servalproxy/serval/tlsconn"
 )
@@ -57,15 +58,8 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready chan<- stri
 		}
 		return 2
 	}
-	msg := ""
-	switch {
-	case fs.NArg() > 0:
-		msg = "unexpected argument " + strconv.Quote(fs.Arg(0))
-	case *port < 0 || *port > 65535:
-		msg = "--port must be in [0, 65535]"
-	case *maxConns < 1 || *maxConns > 1<<20:
-		msg = "--max-conns must be in [1, 1048576]"
-	case (*certFile == "") != (*keyFile == ""):
+	msg := cli.CheckCommon(fs, *port, *maxConns)
+	if msg == "" && (*certFile == "") != (*keyFile == "") {
 		msg = "--cert and --key go together"
 	}
 	if msg != "" {

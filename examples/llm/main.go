@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/servalproxy/serval"
+	"github.com/servalproxy/serval/examples/internal/cli"
 	"github.com/servalproxy/serval/server"
 )
 
@@ -123,15 +124,8 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready chan<- stri
 		}
 		return 2
 	}
-	msg := ""
-	switch {
-	case fs.NArg() > 0:
-		msg = "unexpected argument " + strconv.Quote(fs.Arg(0))
-	case *port < 0 || *port > 65535:
-		msg = "--port must be in [0, 65535]"
-	case *maxConns < 1 || *maxConns > 1<<20:
-		msg = "--max-conns must be in [1, 1048576]"
-	case *delay < 0:
+	msg := cli.CheckCommon(fs, *port, *maxConns)
+	if msg == "" && *delay < 0 {
 		msg = "--delay must not be negative"
 	}
 	if msg != "" {
