@@ -1,4 +1,3 @@
-// Package cli holds what the example servers' command lines share.
 package cli
 
 import (
