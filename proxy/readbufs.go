@@ -78,38 +78,37 @@ func (r *readBufs) shrink(i int) {
 }
 
 func (r *readBufs) take(i int) []byte {
+	b := r.pop(i, 0)
+	if b == nil {
+		panic("proxy: no read buffer left: a session is in two exchanges at once")
+	}
+	return b
+}
+
+// pop takes shard i's top buffer; an empty shard gives a new one of size
+// bytes (counted in total), or nil when size is 0.
+func (r *readBufs) pop(i, size int) []byte {
 	sh := &r.shards[i]
 	sh.mu.Lock()
+	defer sh.mu.Unlock()
 	n := len(sh.free)
 	if n == 0 {
-		sh.mu.Unlock()
-		panic("proxy: no read buffer left: a session is in two exchanges at once")
+		if size == 0 {
+			return nil
+		}
+		sh.total++
+		return make([]byte, size)
 	}
 	b := sh.free[n-1]
 	sh.free[n-1] = nil
 	sh.free = sh.free[:n-1]
-	sh.mu.Unlock()
 	return b
 }
 
 // takeOrMake is take for a stack that grows on demand (the request body
 // pumps': a session's pump holds one buffer while it runs a job, so the
 // stack never holds more than one per session).
-func (r *readBufs) takeOrMake(i, size int) []byte {
-	sh := &r.shards[i]
-	sh.mu.Lock()
-	n := len(sh.free)
-	if n == 0 {
-		sh.total++
-		sh.mu.Unlock()
-		return make([]byte, size)
-	}
-	b := sh.free[n-1]
-	sh.free[n-1] = nil
-	sh.free = sh.free[:n-1]
-	sh.mu.Unlock()
-	return b
-}
+func (r *readBufs) takeOrMake(i, size int) []byte { return r.pop(i, size) }
 
 func (r *readBufs) put(i int, b []byte) {
 	sh := &r.shards[i]
