@@ -312,7 +312,18 @@ func TestFailuresCount5xxWhenPassive(t *testing.T) {
 				t.Fatalf("status %d", code)
 			}
 		}
-		got := sumSeries(scrape(t, maddr), "serval_upstream_failures_total")
+		// The failure is counted when the exchange ends, after the
+		// response reached the client; requests_total is counted after
+		// that on the same goroutine, so once it says 3 the failures
+		// are all in.
+		var text string
+		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+			text = scrape(t, maddr)
+			if sumSeries(text, `serval_requests_total{code="503"}`) == 3 || time.Now().After(deadline) {
+				break
+			}
+		}
+		got := sumSeries(text, "serval_upstream_failures_total")
 		if want := map[bool]float64{true: 3, false: 0}[passive]; got != want {
 			t.Errorf("--passive-5xx %v: upstream failures %v, want %v", passive, got, want)
 		}
