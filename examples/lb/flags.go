@@ -135,7 +135,7 @@ func defineFlags(fs *flag.FlagSet, o *options, r *rawFlags) {
 	fs.DurationVar(&o.bodyTimeout, "body-timeout", def.BodyReadTimeout, "longest stall while a client sends a request body (408 when nothing was answered yet)")
 	fs.DurationVar(&o.idleTimeout, "idle-timeout", def.IdleTimeout, "close a client keep-alive connection idle this long between requests")
 	fs.DurationVar(&o.writeTimeout, "write-timeout", def.WriteTimeout, "longest stall writing to a client (or a request body to a backend)")
-	fs.StringVar(&r.workers, "workers", "1", "worker processes, each on one processor (GOMAXPROCS=1) with its own share of the\nconnections (SO_REUSEPORT), like nginx's worker_processes; auto: one per processor\nthis process may use (GOMAXPROCS: CPU affinity and cgroup limits); 1 serves in this process")
+	fs.StringVar(&r.workers, "workers", "1", "worker processes, each on one processor (GOMAXPROCS=1) taking new connections\nin turn (the least loaded first), like nginx's worker_processes; auto: one per processor\nthis process may use (GOMAXPROCS: CPU affinity and cgroup limits); 1 serves in this process")
 
 	fs.StringVar(&r.policy, "lb", policyDefault, "load-balancing algorithm: "+lb.PolicyNames)
 	fs.StringVar(&r.policy, "policy", policyDefault, "alias of --lb")

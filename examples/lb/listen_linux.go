@@ -7,23 +7,19 @@ import (
 	"os"
 	"strconv"
 	"syscall"
-
-	"golang.org/x/sys/unix"
 )
 
-// listenWorkers opens n listening sockets on addr with SO_REUSEPORT, one
-// per worker: the kernel spreads new connections over them by a hash of
-// the connection's addresses. Port 0 picks a free port (claimPort) that
-// all of them bind. It returns the sockets as files to hand to the
-// workers and the address they listen on.
+// listenShared opens the listening socket every worker accepts from
+// (balance_linux.go says how they share it) and returns it as a file to
+// hand down, with the address it listens on. Without SO_REUSEPORT, the
+// bind fails when anything else holds the port.
 //
-// The sockets are made with raw system calls and stay in blocking mode,
-// so this process's runtime never polls them (os.NewFile leaves a
-// blocking descriptor alone): only the workers wait on them. The master
-// keeps them open for its whole life: a connection the kernel queued on a
-// worker's socket while that worker restarts waits for the next one
-// instead of being reset.
-func listenWorkers(addr string, n int) (files []*os.File, bound string, err error) {
+// The socket is made with raw system calls and stays in blocking mode
+// in this process, so the master's runtime never polls it (os.NewFile
+// leaves a blocking descriptor alone): only the workers wait on it. The
+// master keeps it open for its whole life: while a worker restarts,
+// the others accept its share.
+func listenShared(addr string) (f *os.File, bound string, err error) {
 	host, _, err := net.SplitHostPort(addr)
 	if err != nil {
 		return nil, "", err
@@ -32,32 +28,23 @@ func listenWorkers(addr string, n int) (files []*os.File, bound string, err erro
 	if err != nil {
 		return nil, "", err
 	}
-	defer func() {
-		if err != nil {
-			for _, f := range files {
-				f.Close()
-			}
-			files = nil
-		}
-	}()
-	// SO_REUSEPORT would also let this balancer share the port with
-	// another program that asked for it (a second balancer started by
-	// mistake): each would then get part of the connections, silently.
-	// A plain bind first fails when anything holds the port.
-	if err := claimPort(host, ta); err != nil {
+	fd, sa, err := socketFor(host, ta)
+	if err != nil {
 		return nil, "", os.NewSyscallError("listen "+addr, err)
 	}
-	var sa syscall.Sockaddr
-	for i := range n {
-		fd, got, err := socketFor(host, ta, true)
-		if err != nil {
-			return files, "", os.NewSyscallError("listen "+addr, err)
+	port := ta.Port
+	if port == 0 {
+		if got, err := syscall.Getsockname(fd); err == nil {
+			sa = got
 		}
-		files = append(files, os.NewFile(uintptr(fd), "lb-listener-"+strconv.Itoa(i)))
-		sa = got
+		switch a := sa.(type) {
+		case *syscall.SockaddrInet4:
+			port = a.Port
+		case *syscall.SockaddrInet6:
+			port = a.Port
+		}
 	}
-	bound = net.JoinHostPort(boundHost(host, sa), strconv.Itoa(ta.Port))
-	return files, bound, nil
+	return os.NewFile(uintptr(fd), "lb-listener"), net.JoinHostPort(boundHost(host, sa), strconv.Itoa(port)), nil
 }
 
 // boundHost is the host part of the listening address as logged: the
@@ -72,50 +59,25 @@ func boundHost(host string, sa syscall.Sockaddr) string {
 	return "0.0.0.0"
 }
 
-// claimPort checks that nothing is bound to ta's port: it binds a socket
-// without SO_REUSEPORT there (for port 0 it picks the port, which it
-// stores in ta) and closes it. The listening sockets bind right after.
-func claimPort(host string, ta *net.TCPAddr) error {
-	fd, _, err := socketFor(host, ta, false)
-	if err != nil {
-		return err
-	}
-	defer syscall.Close(fd)
-	if ta.Port == 0 {
-		got, err := syscall.Getsockname(fd)
-		if err != nil {
-			return err
-		}
-		switch a := got.(type) {
-		case *syscall.SockaddrInet4:
-			ta.Port = a.Port
-		case *syscall.SockaddrInet6:
-			ta.Port = a.Port
-		}
-	}
-	return nil
-}
-
-// socketFor makes a socket bound to ta (SO_REUSEADDR); with reuseport it
-// has SO_REUSEPORT and listens, without it is only bound. With no host it
+// socketFor makes a socket listening on ta (SO_REUSEADDR). With no host it
 // binds every interface: an IPv6 socket that also takes IPv4 when the
 // system allows it (as net.Listen does), else IPv4 only.
-func socketFor(host string, ta *net.TCPAddr, reuseport bool) (int, syscall.Sockaddr, error) {
+func socketFor(host string, ta *net.TCPAddr) (int, syscall.Sockaddr, error) {
 	if host == "" || ta.IP == nil || ta.IP.IsUnspecified() && ta.IP.To4() == nil {
 		sa := &syscall.SockaddrInet6{Port: ta.Port}
-		if fd, err := bindListen(syscall.AF_INET6, sa, true, reuseport); err == nil {
+		if fd, err := bindListen(syscall.AF_INET6, sa, true); err == nil {
 			return fd, sa, nil
 		} else if host != "" {
 			return -1, nil, err
 		}
 		sa4 := &syscall.SockaddrInet4{Port: ta.Port}
-		fd, err := bindListen(syscall.AF_INET, sa4, false, reuseport)
+		fd, err := bindListen(syscall.AF_INET, sa4, false)
 		return fd, sa4, err
 	}
 	if ip4 := ta.IP.To4(); ip4 != nil {
 		sa := &syscall.SockaddrInet4{Port: ta.Port}
 		copy(sa.Addr[:], ip4)
-		fd, err := bindListen(syscall.AF_INET, sa, false, reuseport)
+		fd, err := bindListen(syscall.AF_INET, sa, false)
 		return fd, sa, err
 	}
 	sa := &syscall.SockaddrInet6{Port: ta.Port}
@@ -127,7 +89,7 @@ func socketFor(host string, ta *net.TCPAddr, reuseport bool) (int, syscall.Socka
 		}
 		sa.ZoneId = uint32(ifi.Index)
 	}
-	fd, err := bindListen(syscall.AF_INET6, sa, false, reuseport)
+	fd, err := bindListen(syscall.AF_INET6, sa, false)
 	return fd, sa, err
 }
 
@@ -135,24 +97,20 @@ func socketFor(host string, ta *net.TCPAddr, reuseport bool) (int, syscall.Socka
 // net.core.somaxconn.
 const listenBacklog = 4096
 
-// bindListen makes a socket of family bound to sa; with reuseport it has
-// SO_REUSEPORT and listens.
-func bindListen(family int, sa syscall.Sockaddr, dualStack, reuseport bool) (int, error) {
+// bindListen makes a socket of family listening on sa.
+func bindListen(family int, sa syscall.Sockaddr, dualStack bool) (int, error) {
 	fd, err := syscall.Socket(family, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, syscall.IPPROTO_TCP)
 	if err != nil {
 		return -1, err
 	}
 	err = syscall.SetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_REUSEADDR, 1)
-	if err == nil && reuseport {
-		err = syscall.SetsockoptInt(fd, syscall.SOL_SOCKET, unix.SO_REUSEPORT, 1)
-	}
 	if err == nil && dualStack {
 		err = syscall.SetsockoptInt(fd, syscall.IPPROTO_IPV6, syscall.IPV6_V6ONLY, 0)
 	}
 	if err == nil {
 		err = syscall.Bind(fd, sa)
 	}
-	if err == nil && reuseport {
+	if err == nil {
 		err = syscall.Listen(fd, listenBacklog)
 	}
 	if err != nil {

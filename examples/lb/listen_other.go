@@ -4,13 +4,28 @@ package main
 
 import (
 	"errors"
+	"net"
 	"os"
 	"syscall"
+
+	"github.com/servalproxy/serval"
 )
 
-// listenWorkers needs SO_REUSEPORT's load spreading, which only Linux has.
-func listenWorkers(addr string, n int) ([]*os.File, string, error) {
-	return nil, "", errors.New("--workers above 1 needs Linux (SO_REUSEPORT)")
-}
+var errWorkersLinux = errors.New("--workers above 1 needs Linux (a shared listening socket balanced through a memfd)")
+
+// listenShared: worker processes need Linux.
+func listenShared(addr string) (*os.File, string, error) { return nil, "", errWorkersLinux }
 
 func workerSysProcAttr() *syscall.SysProcAttr { return nil }
+
+// loadTable: worker processes need Linux (balance_linux.go).
+type loadTable struct{}
+
+func newLoadTable(int) (*loadTable, *os.File, error) { return nil, nil, errWorkersLinux }
+func workerLoadTable() (*loadTable, error)           { return nil, errWorkersLinux }
+func (*loadTable) leave(int)                         {}
+func (*loadTable) close()                            {}
+
+func balanceWorker(ln net.Listener, m serval.Metrics, _ *loadTable, _ int) (net.Listener, serval.Metrics, error) {
+	return nil, nil, errWorkersLinux
+}

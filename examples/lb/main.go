@@ -12,8 +12,9 @@
 // With no --backends it starts two echo backends (backend-1, backend-2) on
 // free loopback ports inside the same process, so it works out of the box.
 // SIGHUP re-reads the --cert/--key/--client-ca files. --workers N (Linux)
-// serves from N single-processor worker processes that share the port
-// through SO_REUSEPORT, under a supervising master (workers.go).
+// serves from N single-processor worker processes that accept from one
+// listening socket in turn (balance_linux.go), under a supervising master
+// (workers.go).
 package main
 
 import (
@@ -277,6 +278,18 @@ func serveLB(ctx context.Context, o *options, table []serval.Upstream, logger *s
 			return errors.New("--metrics-addr: " + err.Error())
 		}
 		defer stopMetrics()
+	}
+	if k := workerIndex(); k >= 0 {
+		// The table stays mapped for the life of the process: a
+		// connection closed late in the drain still counts itself out.
+		t, err := workerLoadTable()
+		if err == nil {
+			s.ln, s.metrics, err = balanceWorker(s.ln, s.metrics, t, k)
+		}
+		if err != nil {
+			ln.Close()
+			return err
+		}
 	}
 	switch {
 	case o.debug || access != nil || counters != nil:

@@ -25,9 +25,10 @@ import (
 // wakes a second thread to hand work over, and none spins looking for
 // work. On a machine with several cores, --workers N runs N such
 // processes, as
-// nginx runs worker processes: the master binds N listening sockets on
-// the port with SO_REUSEPORT (the kernel spreads connections over them),
-// starts itself N times with one socket each and GOMAXPROCS=1, forwards
+// nginx runs worker processes: the master opens the listening socket,
+// starts itself N times with GOMAXPROCS=1, each worker accepting from
+// that socket when its turn comes (the least loaded first:
+// balance_linux.go), forwards
 // their logs in whole lines, restarts a worker that dies, passes SIGHUP on
 // and, when it is told to stop, stops them (each drains its connections)
 // and waits for them.
@@ -44,8 +45,9 @@ import (
 const workerEnv = "SERVAL_LB_WORKER"
 
 // workerListenerFD is the descriptor of the listening socket a worker
-// inherits (the first of exec.Cmd.ExtraFiles); workerSeedFD is a pipe
-// holding the session ticket seed (the second).
+// inherits (the first of exec.Cmd.ExtraFiles, the same socket for every
+// worker); workerSeedFD is a pipe holding the session ticket seed (the
+// second).
 const (
 	workerListenerFD = 3
 	workerSeedFD     = 4
@@ -61,8 +63,10 @@ const workersLimit = 256
 // crash under load, an OOM kill, an operator's kill) is restarted
 // whatever happens, as nginx's master does: workerRestartDelay after it
 // exits, doubling with each fast exit in a row up to
-// workerRestartDelayMax. Connections the kernel queues on a dead
-// worker's socket meanwhile wait for its successor: the cap bounds that.
+// workerRestartDelayMax. Meanwhile the other workers take its share (the
+// master clears its slot of the load table); were every worker down at
+// once, new connections would wait in the socket's queue (the master
+// holds it open): the cap bounds that.
 const (
 	workerFastExit        = 2 * time.Second
 	workerFastExitsMax    = 3
@@ -121,9 +125,11 @@ func workerTicketSeed() ([]byte, error) {
 // master supervises the workers.
 type master struct {
 	exe    string
-	args   []string // each worker's arguments
-	seed   []byte   // session ticket seed, the same for every worker
-	files  []*os.File
+	args   []string   // each worker's arguments
+	seed   []byte     // session ticket seed, the same for every worker
+	ln     *os.File   // the listening socket, shared by the workers
+	load   *loadTable // the workers' connection counts (balance_linux.go)
+	lfile  *os.File   // load's memfd, passed down
 	mfiles []*os.File // each worker's metrics listener (--metrics-addr), or nil
 	out    *lineSink
 	log    *slog.Logger
@@ -139,18 +145,17 @@ type master struct {
 // errStopping refuses a worker start once the listeners are closed.
 var errStopping = errors.New("load balancer: stopping")
 
-// closeListeners closes the master's copies of the listening sockets when
+// closeListeners closes the master's copy of the listening socket when
 // the balancer stops. Each worker closes its own as it begins to drain;
 // were the master's left open until the workers are gone, the kernel
-// would go on completing connections nobody will accept (SO_REUSEPORT
-// spreads them over every socket of the group), and their clients would
-// wait, then be reset, instead of being refused at once.
+// would go on completing connections nobody will accept, and their
+// clients would wait, then be reset, instead of being refused at once.
 func (m *master) closeListeners() {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if !m.closed {
 		m.closed = true
-		closeFiles(m.files)
+		m.ln.Close()
 	}
 }
 
@@ -158,16 +163,19 @@ func (m *master) closeListeners() {
 // them until ctx is done; it returns the exit code.
 func runMaster(ctx context.Context, o *options, args []string, list string, logger *slog.Logger, stdout io.Writer, hup <-chan os.Signal) int {
 	addr := net.JoinHostPort(o.host, strconv.Itoa(o.port))
-	files, bound, err := listenWorkers(addr, o.workers)
+	lf, bound, err := listenShared(addr)
 	if err != nil {
 		logger.Error("load balancer", "err", err)
 		return 1
 	}
-	defer func() {
-		for _, f := range files {
-			f.Close()
-		}
-	}()
+	defer lf.Close()
+	load, loadFile, err := newLoadTable(o.workers)
+	if err != nil {
+		logger.Error("load balancer: the workers' load table", "err", err)
+		return 1
+	}
+	defer load.close()
+	defer loadFile.Close()
 	exe, err := os.Executable()
 	if err != nil {
 		logger.Error("load balancer: cannot find its own executable to start workers", "err", err)
@@ -200,7 +208,9 @@ func runMaster(ctx context.Context, o *options, args []string, list string, logg
 		mfiles: mfiles,
 		args:   append(slices.Clone(args), "--backends", list),
 		seed:   seed,
-		files:  files,
+		ln:     lf,
+		load:   load,
+		lfile:  loadFile,
 		out:    &lineSink{w: stdout},
 		log:    logger,
 		drain:  serverConfig(o, logger, upstreamTLS(o)).ShutdownTimeout,
@@ -291,10 +301,11 @@ func (m *master) start(k int) (*exec.Cmd, <-chan struct{}, error) {
 	cmd := exec.Command(m.exe, m.args...)
 	cmd.Env = append(os.Environ(), workerEnv+"="+strconv.Itoa(k), "GOMAXPROCS=1")
 	cmd.Stdout, cmd.Stderr = w, w
-	cmd.ExtraFiles = []*os.File{m.files[k], sr}
+	var mf *os.File // workerMetricsFD: none (closed in the worker) without --metrics-addr
 	if m.mfiles != nil {
-		cmd.ExtraFiles = append(cmd.ExtraFiles, m.mfiles[k]) // workerMetricsFD
+		mf = m.mfiles[k]
 	}
+	cmd.ExtraFiles = []*os.File{m.ln, sr, mf, m.lfile} // workerListenerFD, workerSeedFD, workerMetricsFD, workerLoadFD
 	cmd.SysProcAttr = workerSysProcAttr()
 	m.mu.Lock() // the listeners stay open until the worker has its copies
 	if m.closed {
@@ -344,6 +355,7 @@ func (m *master) wait(ctx context.Context, k int, cmd *exec.Cmd, sink <-chan str
 	m.mu.Lock()
 	m.procs[k] = nil
 	m.mu.Unlock()
+	m.load.leave(k) // whatever it held, it accepts no more
 	<-sink
 	return err
 }
