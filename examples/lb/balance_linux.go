@@ -84,8 +84,8 @@ func newLoadTable(n int) (*loadTable, *os.File, error) {
 	return t, f, nil
 }
 
-// workerLoadTable maps the table the master passed down; n is its size
-// in workers.
+// workerLoadTable maps the table the master passed down (its size says
+// how many workers it has slots for).
 func workerLoadTable() (*loadTable, error) {
 	f := os.NewFile(workerLoadFD, "lb-load")
 	if f == nil {

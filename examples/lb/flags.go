@@ -62,6 +62,7 @@ type options struct {
 	backendMaxConns int
 	connectionsMax  int
 	workers         int
+	acceptBalance   bool   // --workers: the least loaded worker takes new connections
 	ticketSeed      []byte // a worker's session ticket seed (from the master, not a flag)
 	// draining is set when the drain starts (SIGINT/SIGTERM): /readyz
 	// then answers 503 (not a flag; set by runWith).
@@ -136,6 +137,7 @@ func defineFlags(fs *flag.FlagSet, o *options, r *rawFlags) {
 	fs.DurationVar(&o.idleTimeout, "idle-timeout", def.IdleTimeout, "close a client keep-alive connection idle this long between requests")
 	fs.DurationVar(&o.writeTimeout, "write-timeout", def.WriteTimeout, "longest stall writing to a client (or a request body to a backend)")
 	fs.StringVar(&r.workers, "workers", "1", "worker processes, each on one processor (GOMAXPROCS=1) taking new connections\nin turn (the least loaded first), like nginx's worker_processes; auto: one per processor\nthis process may use (GOMAXPROCS: CPU affinity and cgroup limits); 1 serves in this process")
+	fs.BoolVar(&o.acceptBalance, "accept-balance", true, "with --workers: a worker takes a new connection only while it has no more open than the\nothers, so long-lived connections split evenly; false: the workers race for each one\n(cheaper when every request comes on a new connection)")
 
 	fs.StringVar(&r.policy, "lb", policyDefault, "load-balancing algorithm: "+lb.PolicyNames)
 	fs.StringVar(&r.policy, "policy", policyDefault, "alias of --lb")

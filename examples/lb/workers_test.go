@@ -431,3 +431,13 @@ func TestWorkersBalanceConnections(t *testing.T) {
 		t.Fatalf("%d connections held: %v in worker 0, %v in worker 1", n, a, b)
 	}
 }
+
+// TestWorkersAcceptRace: --accept-balance=false leaves the workers to
+// race for each new connection on the shared socket; they all serve.
+func TestWorkersAcceptRace(t *testing.T) {
+	addr, logs := startLB(t, "--workers", "2", "--accept-balance=false")
+	waitLogs(t, logs, "two workers serving", func(s string) bool { return strings.Count(s, `msg="worker serving"`) == 2 })
+	for range 10 {
+		getOnce(t, addr)
+	}
+}
