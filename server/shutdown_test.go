@@ -107,11 +107,14 @@ func TestShutdownTimeout(t *testing.T) {
 	c := dial(t, ln.Addr().String())
 	send(t, c, "GET / HTTP/1.1\r\n")
 	// Wait (bounded) until the server has read the partial head: its slot
-	// is then busy, not idle (an idle one would be closed at once).
+	// is then busy, not idle (an idle one would be closed at once). The
+	// slot is busy from the accept too, before it waits for the first
+	// byte as idle: a slot that has been idle (idleSince set) and is busy
+	// again has read.
 	for deadline := time.Now().Add(testTimeout); ; time.Sleep(2 * time.Millisecond) {
 		busy := false
 		for i := range s.slots {
-			busy = busy || s.slots[i].state.Load() == stBusy
+			busy = busy || s.slots[i].state.Load() == stBusy && s.slots[i].idleSince.Load() != 0
 		}
 		if busy {
 			break
