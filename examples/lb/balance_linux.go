@@ -103,6 +103,14 @@ func workerLoadTable() (*loadTable, error) {
 	return mapLoadTable(f, n)
 }
 
+// closeWorkerLoadTable closes the table's descriptor in a worker that
+// does not use it (--accept-balance=false).
+func closeWorkerLoadTable() {
+	if f := os.NewFile(workerLoadFD, "lb-load"); f != nil {
+		f.Close()
+	}
+}
+
 func mapLoadTable(f *os.File, n int) (*loadTable, error) {
 	mem, err := unix.Mmap(int(f.Fd()), 0, n*loadSlotBytes, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
 	if err != nil {

@@ -14,11 +14,12 @@ import (
 // hand down, with the address it listens on. Without SO_REUSEPORT, the
 // bind fails when anything else holds the port.
 //
-// The socket is made with raw system calls and stays in blocking mode
-// in this process, so the master's runtime never polls it (os.NewFile
-// leaves a blocking descriptor alone): only the workers wait on it. The
-// master keeps it open for its whole life: while a worker restarts,
-// the others accept its share.
+// The socket is made with raw system calls in blocking mode, so the
+// master's runtime never polls it (os.NewFile leaves a blocking
+// descriptor alone); the workers' runtimes make the shared open file
+// non-blocking and wait on it, the master never reads it. The master
+// keeps it open for its whole life: while a worker restarts, the others
+// accept its share.
 func listenShared(addr string) (f *os.File, bound string, err error) {
 	host, _, err := net.SplitHostPort(addr)
 	if err != nil {

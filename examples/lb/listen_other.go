@@ -23,6 +23,7 @@ type loadTable struct{}
 
 func newLoadTable(int) (*loadTable, *os.File, error) { return nil, nil, errWorkersLinux }
 func workerLoadTable() (*loadTable, error)           { return nil, errWorkersLinux }
+func closeWorkerLoadTable()                          {}
 func (*loadTable) leave(int)                         {}
 func (*loadTable) close()                            {}
 

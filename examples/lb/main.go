@@ -279,7 +279,9 @@ func serveLB(ctx context.Context, o *options, table []serval.Upstream, logger *s
 		}
 		defer stopMetrics()
 	}
-	if k := workerIndex(); k >= 0 && o.acceptBalance {
+	if k := workerIndex(); k >= 0 && !o.acceptBalance {
+		closeWorkerLoadTable() // the workers race: no table
+	} else if k >= 0 {
 		// The table stays mapped for the life of the process: a
 		// connection closed late in the drain still counts itself out.
 		t, err := workerLoadTable()
