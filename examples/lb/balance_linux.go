@@ -148,8 +148,9 @@ func (t *loadTable) othersAccepted(k int) int64 {
 }
 
 // leave marks worker k as not accepting, with no connections: the master
-// calls it when the worker exited (whatever its slot said), the worker
-// when it stops accepting.
+// calls it when the worker exited, whatever its slot said. (A worker that
+// stops accepting only clears its accepting word, in Close: its
+// connections drain and count themselves out.)
 func (t *loadTable) leave(k int) {
 	t.accepting(k).Store(0)
 	t.conns(k).Store(0)
