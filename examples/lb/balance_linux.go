@@ -103,12 +103,22 @@ func workerLoadTable() (*loadTable, error) {
 	return mapLoadTable(f, n)
 }
 
-// closeWorkerLoadTable closes the table's descriptor in a worker that
-// does not use it (--accept-balance=false).
-func closeWorkerLoadTable() {
-	if f := os.NewFile(workerLoadFD, "lb-load"); f != nil {
-		f.Close()
+// workerAccepts sets worker k up to accept in turn (balance), or to race
+// for connections, closing the table it does not use. The table stays
+// mapped for the life of the process: a connection closed late in the
+// drain still counts itself out.
+func workerAccepts(balance bool, ln net.Listener, m serval.Metrics, k int) (net.Listener, serval.Metrics, error) {
+	if !balance {
+		if f := os.NewFile(workerLoadFD, "lb-load"); f != nil {
+			f.Close()
+		}
+		return ln, m, nil
 	}
+	t, err := workerLoadTable()
+	if err != nil {
+		return nil, nil, err
+	}
+	return balanceWorker(ln, m, t, k)
 }
 
 func mapLoadTable(f *os.File, n int) (*loadTable, error) {
@@ -237,7 +247,7 @@ func (l *balancedListener) Accept() (net.Conn, error) {
 // connection is gone, or the others accepted nothing for acceptGrace.
 func (l *balancedListener) awaitTurn() {
 	for {
-		if err := l.rc.Read(func(fd uintptr) bool { return pending(fd) }); err != nil {
+		if err := l.rc.Read(pending); err != nil {
 			return // closed: Accept says so
 		}
 		before, since := l.t.othersAccepted(l.k), time.Now()

@@ -11,9 +11,9 @@ import (
 	"github.com/servalproxy/serval"
 )
 
-// balancedPair makes the load table for n workers and n balanced
+// balancedWorkers makes the load table for n workers and n balanced
 // listeners on one listening socket, as n workers would have them.
-func balancedPair(t *testing.T, n int) (*loadTable, []net.Listener, []serval.Metrics, string) {
+func balancedWorkers(t *testing.T, n int) (*loadTable, []net.Listener, []serval.Metrics, string) {
 	t.Helper()
 	lf, bound, err := listenShared("127.0.0.1:0")
 	if err != nil {
@@ -47,7 +47,7 @@ func balancedPair(t *testing.T, n int) (*loadTable, []net.Listener, []serval.Met
 func TestBalancedAccept(t *testing.T) {
 	defer func(g time.Duration) { acceptGrace = g }(acceptGrace)
 	acceptGrace = time.Second // the scheduler may be slow here; nobody is stuck
-	table, lns, ms, addr := balancedPair(t, 2)
+	table, lns, ms, addr := balancedWorkers(t, 2)
 	var mu sync.Mutex
 	got := map[int][]net.Conn{}
 	var wg sync.WaitGroup
@@ -141,7 +141,7 @@ func TestBalancedAccept(t *testing.T) {
 func TestBalancedAcceptStuckWorker(t *testing.T) {
 	defer func(g time.Duration) { acceptGrace = g }(acceptGrace)
 	acceptGrace = 20 * time.Millisecond
-	_, lns, _, addr := balancedPair(t, 2)
+	_, lns, _, addr := balancedWorkers(t, 2)
 	defer lns[1].Close() // never accepts
 	const n = 5
 	done := make(chan int, 1)

@@ -22,11 +22,9 @@ func workerSysProcAttr() *syscall.SysProcAttr { return nil }
 type loadTable struct{}
 
 func newLoadTable(int) (*loadTable, *os.File, error) { return nil, nil, errWorkersLinux }
-func workerLoadTable() (*loadTable, error)           { return nil, errWorkersLinux }
-func closeWorkerLoadTable()                          {}
 func (*loadTable) leave(int)                         {}
 func (*loadTable) close()                            {}
 
-func balanceWorker(ln net.Listener, m serval.Metrics, _ *loadTable, _ int) (net.Listener, serval.Metrics, error) {
+func workerAccepts(bool, net.Listener, serval.Metrics, int) (net.Listener, serval.Metrics, error) {
 	return nil, nil, errWorkersLinux
 }

@@ -279,16 +279,8 @@ func serveLB(ctx context.Context, o *options, table []serval.Upstream, logger *s
 		}
 		defer stopMetrics()
 	}
-	if k := workerIndex(); k >= 0 && !o.acceptBalance {
-		closeWorkerLoadTable() // the workers race: no table
-	} else if k >= 0 {
-		// The table stays mapped for the life of the process: a
-		// connection closed late in the drain still counts itself out.
-		t, err := workerLoadTable()
-		if err == nil {
-			s.ln, s.metrics, err = balanceWorker(s.ln, s.metrics, t, k)
-		}
-		if err != nil {
+	if k := workerIndex(); k >= 0 {
+		if s.ln, s.metrics, err = workerAccepts(o.acceptBalance, s.ln, s.metrics, k); err != nil {
 			ln.Close()
 			return err
 		}
