@@ -120,6 +120,25 @@ func TestAllocsKeepAliveGET(t *testing.T) {
 	}
 }
 
+// TestAllocsClientCert: with ClientCertHeader on an mTLS connection, the
+// certificate's element is built once for the connection, not per
+// request.
+func TestAllocsClientCert(t *testing.T) {
+	checkLeaks(t)
+	peer := testPeer(t)
+	addr := rawSmallOrigin(t)
+	h := &handler{ups: []serval.Upstream{upstreamOf(t, addr, 0)}}
+	hs := newHarness(t, Config{ClientCertHeader: "X-Forwarded-Client-Cert"}, h, serval.Hooks{})
+	hs.tlsInfo.Store(&serval.TLSInfo{Peer: peer})
+	fc := newFixedClient(t, hs.addr())
+	for range 10 {
+		fc.roundTrip(t)
+	}
+	if n := testing.AllocsPerRun(1000, func() { fc.roundTrip(t) }); n != 0 {
+		t.Fatalf("proxied keep-alive GET with a client certificate allocates %.2f times, want 0", n)
+	}
+}
+
 func BenchmarkProxyKeepAlive(b *testing.B) {
 	addr := rawSmallOrigin(b)
 	h := &handler{ups: []serval.Upstream{upstreamOf(b, addr, 0)}}

@@ -1,8 +1,10 @@
 package proxy
 
 import (
+	"errors"
 	"log/slog"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/servalproxy/serval"
@@ -38,6 +40,11 @@ const (
 	RetriesMaxLimit = 8
 	// ViaBytesMax bounds the Via pseudonym.
 	ViaBytesMax = 64
+	// ClientCertBytesMax bounds the value ClientCertHeader adds for one
+	// client certificate: the hash and subject, then as many names as fit.
+	ClientCertBytesMax = 4 << 10
+	// fieldNameBytesMax bounds a configured field name (ClientCertHeader).
+	fieldNameBytesMax = 64
 	// TimeoutMax bounds every timeout field.
 	TimeoutMax = 24 * time.Hour
 )
@@ -67,6 +74,19 @@ type Config struct {
 	// requests (appended to an existing Via) and responses (a Via field
 	// line after the upstream's). At most ViaBytesMax bytes.
 	Via string
+	// ClientCertHeader, when non-empty (e.g. "X-Forwarded-Client-Cert"),
+	// names the field that tells upstreams which client certificate a
+	// request came with (mTLS): for a client whose certificate verified
+	// against the server's client CAs, one element in Envoy's XFCC syntax,
+	// Hash=<hex SHA-256 of the leaf's DER>;Subject="<RFC 2253 subject>",
+	// then URI=<uri> for each URI name (a SPIFFE ID) and DNS=<name> for
+	// each DNS name, as many as fit ClientCertBytesMax (a value with a
+	// control character is left out). A field of this name (or its
+	// underscore spelling) sent by the client is removed, so a backend can
+	// trust what it sees; with TrustForwarded it is kept and ours is
+	// appended to the list. Requests without a verified certificate carry
+	// none (or only the trusted incoming one).
+	ClientCertHeader string
 	// HeadBytesMax, FieldsMax bound the upstream response head. Defaults
 	// serval.HeadBytesMaxDefault and FieldsMaxDefault (256). A response
 	// over either is answered 502 and is not held against the upstream's
@@ -194,7 +214,28 @@ func (c Config) withDefaults() (Config, error) {
 				strconv.FormatInt(b.lo, 10) + ", " + strconv.FormatInt(b.hi, 10) + "]"}
 		}
 	}
+	if err := CheckClientCertHeader(c.ClientCertHeader); err != nil {
+		return c, &serval.ConfigError{Field: "proxy.ClientCertHeader", Msg: err.Error()}
+	}
 	return c, nil
+}
+
+// CheckClientCertHeader reports whether name may be Config.ClientCertHeader:
+// empty (off), or a field name of at most 64 bytes that the proxy does not
+// manage itself (not hop-by-hop, Host, Content-Length, X-Forwarded-*, Via,
+// ...).
+func CheckClientCertHeader(name string) error {
+	switch {
+	case name == "":
+		return nil
+	case len(name) > fieldNameBytesMax:
+		return errors.New("field name longer than " + strconv.Itoa(fieldNameBytesMax) + " bytes")
+	case !http1.ValidFieldName([]byte(name)):
+		return errors.New(strconv.Quote(name) + " is not a field name")
+	case managedField([]byte(name)):
+		return errors.New(strconv.Quote(name) + " is a field the proxy manages itself")
+	}
+	return nil
 }
 
 // Forwarder forwards requests to upstreams. One per server; safe for
@@ -211,6 +252,10 @@ type Forwarder struct {
 	lim    http1.Limits
 	via    []byte // "1.1 <Via>", nil when Via is empty
 	via10  []byte // "1.0 <Via>": for a message received in HTTP/1.0
+	// certName is ClientCertHeader (nil when off), certLower its lower
+	// case for comparisons.
+	certName  []byte
+	certLower string
 	// reserve is the pool's optional connection cap (pool.Fixed has one):
 	// a dial happens only under a reservation.
 	reserve reserver
@@ -261,6 +306,10 @@ func New(cfg Config, h serval.Handler, hooks serval.Hooks, pool serval.Pool, m s
 	if cfg.Via != "" {
 		f.via = []byte("1.1 " + cfg.Via)
 		f.via10 = []byte("1.0 " + cfg.Via)
+	}
+	if cfg.ClientCertHeader != "" {
+		f.certName = []byte(cfg.ClientCertHeader)
+		f.certLower = strings.ToLower(cfg.ClientCertHeader)
 	}
 	return f, nil
 }

@@ -67,6 +67,9 @@ type harness struct {
 	sndbuf atomic.Int32
 	// closing is every Downstream's Closing (a server's drain).
 	closing atomic.Bool
+	// tlsInfo, when set, is the TLS description of the client connections
+	// accepted from then on (as a TLS server would fill it).
+	tlsInfo atomic.Pointer[serval.TLSInfo]
 }
 
 func newHarness(t testing.TB, cfg Config, h serval.Handler, hooks serval.Hooks) *harness {
@@ -160,6 +163,9 @@ func (hs *harness) serve(c net.Conn) {
 	}
 	conn.req.Init(serval.FieldsMaxDefault)
 	conn.x.PathBuf = make([]byte, 0, serval.PathBytesMax)
+	if ti := hs.tlsInfo.Load(); ti != nil {
+		conn.x.TLS, conn.x.TLSInfo = true, ti
+	}
 	if la, ok := c.LocalAddr().(*net.TCPAddr); ok {
 		conn.x.LocalAddr = la.AddrPort()
 	}
@@ -212,7 +218,7 @@ func (cs *connState) loop(hs *harness, s *Session) bool {
 	cs.x.Reset()
 	cs.x.Start = time.Now()
 	up := hs.h.SelectUpstream(&cs.x, &cs.req)
-	cs.d = Downstream{Conn: cs.c, TCP: cs.tcp, Buf: cs.buf, Head: n, End: cs.end, ClientAddr: append(cs.clientAddr[:0], "127.0.0.1"...), Closing: &hs.closing}
+	cs.d = Downstream{Conn: cs.c, TCP: cs.tcp, Buf: cs.buf, Head: n, End: cs.end, ClientAddr: append(cs.clientAddr[:0], "127.0.0.1"...), TLS: cs.x.TLS, Closing: &hs.closing}
 	res := s.Forward(&cs.d, &cs.x, &cs.req, up)
 	if hs.recording.Load() {
 		hs.mu.Lock()

@@ -10,9 +10,9 @@ import (
 
 // extraFieldsMax is the room the Outbound field table keeps above
 // FieldsMax for the fields we add (Host, X-Forwarded-For/Proto/Host, Via,
-// TE, Transfer-Encoding or Content-Length, Connection) and a few for
-// OnUpstreamRequest.
-const extraFieldsMax = 10
+// the client certificate, TE, Transfer-Encoding or Content-Length,
+// Connection) and a few for OnUpstreamRequest.
+const extraFieldsMax = 11
 
 // scratchExtraBytes is the scratch room above HeadBytesMax for values we
 // build: our X-Forwarded-For entry, the Via entry, separators, the query.
@@ -194,6 +194,10 @@ func (s *Session) rewriteRequest(d *Downstream, x *serval.Exchange, req *serval.
 			f.Value = s.maxForwards(f.Value)
 		case underscoreAlias(f.Name):
 			continue
+		case s.f.certName != nil && sameFieldLoose(f.Name, s.f.certLower):
+			// Ours, below: the client's own is dropped (kept in the list
+			// when trusted); an underscore spelling always is.
+			continue
 		}
 		// The table holds FieldsMax forwarded fields beside the ones we
 		// add (Host among them, first). One that does not fit fails the
@@ -224,6 +228,17 @@ func (s *Session) rewriteRequest(d *Downstream, x *serval.Exchange, req *serval.
 		// (RFC 9110 §7.6.3).
 		via = s.appendList(s.joinFields(req.Fields, "via"), s.f.viaFor(req.Version))
 	}
+	var cert []byte
+	if s.f.certName != nil {
+		if cfg.TrustForwarded {
+			cert = s.joinFields(req.Fields, s.f.certLower)
+		}
+		if v := s.certValue(x); v != nil && cert == nil {
+			cert = v // the session's, as is: no copy
+		} else if v != nil {
+			cert = s.appendList(cert, v)
+		}
+	}
 	var length []byte
 	if !req.Chunked && req.ContentLength >= 0 {
 		length = s.appendDecimal(req.ContentLength)
@@ -235,6 +250,9 @@ func (s *Session) rewriteRequest(d *Downstream, x *serval.Exchange, req *serval.
 		serval.Header{Name: nameXFProto, Value: xfProto}, serval.Header{Name: nameXFHost, Value: xfHost})
 	if via != nil {
 		out.Fields = append(out.Fields, serval.Header{Name: nameVia, Value: via})
+	}
+	if cert != nil {
+		out.Fields = append(out.Fields, serval.Header{Name: s.f.certName, Value: cert})
 	}
 	if req.Chunked {
 		out.Fields = append(out.Fields, serval.Header{Name: nameTEncoding, Value: valueChunked})

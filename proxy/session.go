@@ -148,6 +148,8 @@ type Session struct {
 
 	// w is the session's part of the client watch (watch.go).
 	w clientWatch
+	// cert is the ClientCertHeader value of the connection (clientcert.go).
+	cert clientCert
 }
 
 // writeBufBytesMax bounds the client write buffer (response heads,
@@ -164,12 +166,21 @@ func writeBufBytes(cfg *Config) int {
 // NewSession allocates a session. Call once per connection slot.
 func (f *Forwarder) NewSession() *Session {
 	cfg := &f.cfg
+	// The client certificate's element takes room in the scratch (joined
+	// to a trusted incoming list) and in the outbound head.
+	certBytes := 0
+	if f.certName != nil {
+		certBytes = ClientCertBytesMax + len(f.certName) + len(": \r\n")
+	}
 	s := &Session{
 		f:       f,
-		scratch: make([]byte, 0, cfg.HeadBytesMax+scratchExtraBytes),
-		hbuf:    make([]byte, 0, 2*cfg.HeadBytesMax+scratchExtraBytes),
+		scratch: make([]byte, 0, cfg.HeadBytesMax+scratchExtraBytes+certBytes),
+		hbuf:    make([]byte, 0, 2*cfg.HeadBytesMax+scratchExtraBytes+certBytes),
 		wbuf:    make([]byte, 0, writeBufBytes(cfg)),
 		timer:   time.NewTimer(time.Hour),
+	}
+	if f.certName != nil {
+		s.cert.value = make([]byte, 0, ClientCertBytesMax)
 	}
 	s.timer.Stop()
 	s.shard = f.bufs.grow(cfg.BufferBytes)

@@ -92,6 +92,7 @@ type options struct {
 	retries            int
 	ignoreClientAbort  bool
 	trustForwarded     bool
+	clientCertHeader   string
 	via                string
 	accessLog          string
 	metricsAddr        string
@@ -161,6 +162,7 @@ func defineFlags(fs *flag.FlagSet, o *options, r *rawFlags) {
 	fs.StringVar(&o.certFile, "cert", "", "PEM certificate chain: terminate TLS (HTTPS) on --port (needs --key)")
 	fs.StringVar(&o.keyFile, "key", "", "PEM private key of --cert")
 	fs.StringVar(&o.clientCAFile, "client-ca", "", "PEM CA file: require client certificates signed by it (mTLS; needs --cert)")
+	fs.StringVar(&o.clientCertHeader, "client-cert-header", "", "tell backends who the client is (mTLS): the verified client certificate's\nidentity in this field (e.g. X-Forwarded-Client-Cert), in Envoy's XFCC syntax\n(Hash=<sha256>;Subject=\"...\";URI=...;DNS=...); the client's own field of that name is removed\n(kept, ours appended, with --trust-forwarded)")
 	fs.StringVar(&o.upstreamTLS, "upstream-tls", "", "comma-separated backends (host:port, as in --backends) reached over HTTPS; probes to them use HTTPS too")
 	fs.StringVar(&o.upstreamCAFile, "upstream-ca", "", "PEM CA file to verify HTTPS backends against (default: the system roots)")
 	fs.StringVar(&o.upstreamServerName, "upstream-server-name", "", "TLS server name (SNI and verification) for HTTPS backends (default: each backend's host)")
@@ -334,6 +336,8 @@ func (o *options) validate() error {
 		return errors.New("--cert and --key go together")
 	case o.clientCAFile != "" && o.certFile == "":
 		return errors.New("--client-ca needs --cert and --key")
+	case proxy.CheckClientCertHeader(o.clientCertHeader) != nil:
+		return errors.New("--client-cert-header: " + proxy.CheckClientCertHeader(o.clientCertHeader).Error())
 	case o.upstreamTLS == "" && (o.upstreamCAFile != "" || o.upstreamServerName != "" || o.insecureSkipVerify):
 		// Without it every backend is spoken to in plain HTTP: the
 		// flag asked for would be ignored in silence.

@@ -361,6 +361,7 @@ func serverConfig(o *options, logger *slog.Logger, upTLS tlsconn.ClientConfig) s
 		cfg.Proxy.ClientCheckInterval = -1
 	}
 	cfg.Proxy.TrustForwarded = o.trustForwarded
+	cfg.Proxy.ClientCertHeader = o.clientCertHeader
 	cfg.Proxy.Via = o.via
 	if o.retries == 0 {
 		cfg.Proxy.RetriesMax = -1 // none (zero would mean the default)

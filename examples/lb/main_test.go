@@ -222,7 +222,7 @@ func TestHelpAndBadFlags(t *testing.T) {
 		"-lb", "-policy", "-sticky-cookie", "-health-path", "-health-interval", "-health-timeout", "-unhealthy-threshold",
 		"-healthy-threshold", "-passive-5xx", "-no-health", "-all-unhealthy", "-cert", "-key", "-client-ca", "-upstream-tls",
 		"-upstream-ca", "-upstream-server-name", "-insecure-skip-verify", "-ktls", "-retries", "-access-log", "-metrics-addr",
-		"-ignore-client-abort", "-version", "-backend-max-conns", "-trust-forwarded", "-via", "-shutdown-timeout",
+		"-ignore-client-abort", "-version", "-backend-max-conns", "-trust-forwarded", "-via", "-shutdown-timeout", "-client-cert-header",
 		"-max-header-bytes", "-max-header-fields", "-max-body-size", "-header-timeout", "-body-timeout", "-idle-timeout", "-write-timeout"} {
 		if !strings.Contains(out.String(), f) {
 			t.Errorf("usage lacks %s:\n%s", f, out.String())

@@ -2,8 +2,10 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
 	"io"
 	"net/http"
 	"os"
@@ -101,6 +103,49 @@ func TestMTLS(t *testing.T) {
 	client := ca.KeyPair(t, testpki.Leaf{CommonName: "client-1", Client: true})
 	if code, _, _ := get(t, httpsClient(t, ca.Pool(), client), "https://"+addr+"/"); code != 200 {
 		t.Fatalf("with a client certificate: status %d", code)
+	}
+}
+
+// TestClientCertHeader: with --client-cert-header the backend learns the
+// verified client certificate (its SHA-256 and subject), and a client
+// cannot write that field itself.
+func TestClientCertHeader(t *testing.T) {
+	ca := testpki.NewCA(t, "lb-xfcc-ca")
+	cert, key := ca.Issue(t, testpki.Leaf{CommonName: "lb", Names: loopbackNames})
+	addr, _ := startLB(t, "--cert", cert, "--key", key, "--client-ca", ca.File, "--client-cert-header", "X-Client-Cert")
+	client := ca.KeyPair(t, testpki.Leaf{CommonName: "client-7", Names: []string{"client-7.example"}, Client: true})
+	sum := sha256.Sum256(client.Certificate[0])
+	want := "X-Client-Cert: Hash=" + hex.EncodeToString(sum[:]) + `;Subject="CN=client-7,O=Serval Test";DNS=client-7.example`
+	// Requests 0 and 1 share a connection (both backends); request 2 is
+	// on a new connection that resumes the TLS session: the identity
+	// comes with the session.
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.Pool(), Certificates: []tls.Certificate{client},
+		ClientSessionCache: tls.NewLRUClientSessionCache(4)}}
+	t.Cleanup(tr.CloseIdleConnections)
+	c := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+	for i := range 3 {
+		if i == 2 {
+			tr.CloseIdleConnections()
+		}
+		req, _ := http.NewRequest("GET", "https://"+addr+"/", nil)
+		req.Header.Set("X-Client-Cert", "Hash=spoof")
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if !strings.Contains(string(body), want+"\n") || strings.Contains(string(body), "spoof") {
+			t.Errorf("request %d (resumed %v): the backend saw\n%s\nwant the line %q and no spoofed value", i, resp.TLS.DidResume, body, want)
+		}
+		if i == 2 && !resp.TLS.DidResume {
+			t.Errorf("the third connection did not resume its session: the test no longer covers resumption")
+		}
+	}
+	for _, name := range []string{"X-Forwarded-For", "Connection", "bad name"} {
+		if _, code, ok := parseFlags([]string{"--client-cert-header", name}, io.Discard); ok || code != 2 {
+			t.Errorf("--client-cert-header %q: ok %v exit %d, want a usage error", name, ok, code)
+		}
 	}
 }
 
