@@ -79,6 +79,14 @@ type Metrics interface {
 	RequestFinished(status int, d time.Duration)
 }
 
+// ByteMetrics is an optional Metrics capability, detected once when a
+// server is built: the bytes each finished request read from its client
+// and wrote to it, heads and bodies (tunnels included), as
+// LogEntry.BytesIn and BytesOut. It is called right after RequestFinished.
+type ByteMetrics interface {
+	RequestBytes(in, out int64)
+}
+
 // NoopMetrics discards everything.
 type NoopMetrics struct{}
 

@@ -77,6 +77,8 @@ type Counters struct {
 	finished atomic.Uint64
 	status   [StatusMax]atomic.Uint64
 	duration Histogram
+	bytesIn  atomic.Uint64
+	bytesOut atomic.Uint64
 	ups      [serval.UpstreamsMax]upstreamCounters
 }
 
@@ -88,6 +90,7 @@ type upstreamCounters struct {
 
 var (
 	_ serval.Metrics          = (*Counters)(nil)
+	_ serval.ByteMetrics      = (*Counters)(nil)
 	_ serval.UpstreamDoneHook = (*Counters)(nil)
 )
 
@@ -117,6 +120,17 @@ func (c *Counters) RequestFinished(status int, d time.Duration) {
 	c.finished.Add(1)
 	c.duration.Observe(d)
 }
+
+// RequestBytes adds a finished request's bytes from and to its client
+// (serval.ByteMetrics).
+func (c *Counters) RequestBytes(in, out int64) {
+	c.bytesIn.Add(uint64(max(in, 0)))
+	c.bytesOut.Add(uint64(max(out, 0)))
+}
+
+// Bytes is the total of the bytes read from clients and written to them
+// by finished requests.
+func (c *Counters) Bytes() (in, out uint64) { return c.bytesIn.Load(), c.bytesOut.Load() }
 
 // OnUpstreamDone counts an upstream attempt, its failure (the kinds that
 // count against health: connect, reset, timeout, invalid response), and

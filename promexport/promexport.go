@@ -45,6 +45,7 @@ type Collector struct {
 type descs struct {
 	connOpened, connClosed, connActive              *prometheus.Desc
 	reqTotal, reqInFlight, reqDuration              *prometheus.Desc
+	bytesIn, bytesOut                               *prometheus.Desc
 	upAttempts, upFailures, upLatency, upHealthy    *prometheus.Desc
 	poolHits, poolMisses, poolEvictions, poolCloses *prometheus.Desc
 	poolIdle, poolOpen                              *prometheus.Desc
@@ -66,6 +67,8 @@ func New(c *metrics.Counters, opts Options) *Collector {
 		reqTotal:      d("requests_total", "Finished requests, by status code sent.", "code"),
 		reqInFlight:   d("requests_in_flight", "Requests whose head was read and whose response has not ended."),
 		reqDuration:   d("request_duration_seconds", "From the request head read to the response's last byte sent."),
+		bytesIn:       d("request_bytes_total", "Bytes read from clients by finished requests: heads and bodies (tunnels included)."),
+		bytesOut:      d("response_bytes_total", "Bytes written to clients by finished requests: heads and bodies (tunnels included)."),
 		upAttempts:    d("upstream_attempts_total", "Attempts to forward a request to the upstream (retries count).", "upstream"),
 		upFailures:    d("upstream_failures_total", "Attempts that failed in a way that counts against health (connect, reset, timeout, invalid response; a 5xx where 5xx answers count, as with lb --passive-5xx).", "upstream"),
 		upLatency:     d("upstream_response_seconds", "From the request head written to the upstream's response head read.", "upstream"),
@@ -86,7 +89,7 @@ func New(c *metrics.Counters, opts Options) *Collector {
 func (x *Collector) Describe(ch chan<- *prometheus.Desc) {
 	d := &x.desc
 	for _, e := range []*prometheus.Desc{d.connOpened, d.connClosed, d.connActive, d.reqTotal, d.reqInFlight,
-		d.reqDuration, d.upAttempts, d.upFailures, d.upLatency, d.upHealthy, d.poolHits, d.poolMisses,
+		d.reqDuration, d.bytesIn, d.bytesOut, d.upAttempts, d.upFailures, d.upLatency, d.upHealthy, d.poolHits, d.poolMisses,
 		d.poolEvictions, d.poolCloses, d.poolIdle, d.poolOpen, d.tlsHandshakes, d.tlsConns, d.tlsUserspace} {
 		ch <- e
 	}
@@ -134,6 +137,9 @@ func (x *Collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	gauge(d.reqInFlight, float64(started-min(finished, started)))
 	hist(d.reqDuration, c.Duration())
+	in, out := c.Bytes()
+	counter(d.bytesIn, in)
+	counter(d.bytesOut, out)
 
 	for i := range x.opts.Upstreams {
 		u := &x.opts.Upstreams[i]

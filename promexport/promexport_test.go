@@ -28,6 +28,8 @@ func TestCollect(t *testing.T) {
 	c.RequestStarted()
 	c.RequestStarted()
 	c.RequestFinished(200, 300*time.Microsecond)
+	c.RequestBytes(120, 4096)
+	c.RequestBytes(80, -1) // never negative
 	c.OnUpstreamDone(nil, &ups[1], serval.UpstreamResult{Latency: 200 * time.Microsecond})
 	c.OnUpstreamDone(nil, &ups[1], serval.UpstreamResult{Failure: true})
 	var st pool.Stats
@@ -45,6 +47,12 @@ serval_connections_active{worker="0"} 1
 # HELP serval_requests_in_flight Requests whose head was read and whose response has not ended.
 # TYPE serval_requests_in_flight gauge
 serval_requests_in_flight{worker="0"} 1
+# HELP serval_request_bytes_total Bytes read from clients by finished requests: heads and bodies (tunnels included).
+# TYPE serval_request_bytes_total counter
+serval_request_bytes_total{worker="0"} 200
+# HELP serval_response_bytes_total Bytes written to clients by finished requests: heads and bodies (tunnels included).
+# TYPE serval_response_bytes_total counter
+serval_response_bytes_total{worker="0"} 4096
 # HELP serval_requests_total Finished requests, by status code sent.
 # TYPE serval_requests_total counter
 serval_requests_total{code="200",worker="0"} 1
@@ -71,7 +79,7 @@ serval_pool_evictions_total{cause="idle",worker="0"} 0
 serval_pool_evictions_total{cause="stale",worker="0"} 2
 `
 	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "serval_connections_active", "serval_requests_in_flight",
-		"serval_requests_total", "serval_upstream_attempts_total", "serval_upstream_failures_total", "serval_upstream_healthy",
+		"serval_requests_total", "serval_request_bytes_total", "serval_response_bytes_total", "serval_upstream_attempts_total", "serval_upstream_failures_total", "serval_upstream_healthy",
 		"serval_pool_idle_connections", "serval_pool_evictions_total"); err != nil {
 		t.Fatal(err)
 	}

@@ -471,3 +471,50 @@ func TestEvictSparesActiveClient(t *testing.T) {
 	}
 	expectClosed(t, abr)
 }
+
+// TestByteMetrics: a Metrics that is also a serval.ByteMetrics gets each
+// finished request's bytes from and to the client, heads and bodies, once
+// the request finished: exactly what went over the socket.
+func TestByteMetrics(t *testing.T) {
+	m := &countMetrics{}
+	ts := start(t, &handler{}, testConfig(), m)
+	c := dial(t, ts.addr)
+	br := bufio.NewReader(c)
+	reqs := []string{get("/a"), "POST /b HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello"}
+	var sent, got int64
+	for i, r := range reqs {
+		send(t, c, r)
+		sent += int64(len(r))
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		// Read the answer byte-counted: head lines, then Content-Length.
+		length := int64(-1)
+		for {
+			line, err := br.ReadString('\n')
+			if err != nil {
+				t.Fatalf("request %d: %v", i, err)
+			}
+			got += int64(len(line))
+			if name, v, ok := strings.Cut(strings.TrimSpace(line), ":"); ok && strings.EqualFold(name, "content-length") {
+				length, _ = strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+			}
+			if line == "\r\n" {
+				break
+			}
+		}
+		if length < 0 {
+			t.Fatalf("request %d: no Content-Length", i)
+		}
+		n, err := io.CopyN(io.Discard, br, length)
+		got += n
+		if err != nil || br.Buffered() != 0 {
+			t.Fatalf("request %d: body %v, %d bytes past it", i, err, br.Buffered())
+		}
+		deadline := time.Now().Add(5 * time.Second)
+		for m.finished.Load() != int64(i+1) && time.Now().Before(deadline) {
+			time.Sleep(time.Millisecond)
+		}
+	}
+	if in, out := m.bytesIn.Load(), m.bytesOut.Load(); in != sent || out != got {
+		t.Errorf("bytes in %d out %d, want %d and %d", in, out, sent, got)
+	}
+}

@@ -48,7 +48,8 @@
 //  4. A request body the handler did not read is drained up to
 //     BodyDrainBytesMax after the response, else the connection closes, so
 //     body bytes are never parsed as the next request.
-//  5. OnLog, Metrics.RequestFinished and Tracer.EndSpan close the request;
+//  5. OnLog, Metrics.RequestFinished (with ByteMetrics.RequestBytes when
+//     the Metrics has it) and Tracer.EndSpan close the request;
 //     the loop continues while both sides keep the connection alive and
 //     MaxRequestsPerConnection is not reached (the last response carries
 //     "Connection: close").

@@ -306,6 +306,7 @@ func readRaw(t testing.TB, br *bufio.Reader) (head, body string) {
 type countMetrics struct {
 	opened, started, finished atomic.Int64
 	closed                    [16]atomic.Int64
+	bytesIn, bytesOut         atomic.Int64 // serval.ByteMetrics
 }
 
 func (m *countMetrics) ConnectionOpened()                     { m.opened.Add(1) }
@@ -314,5 +315,6 @@ func (m *countMetrics) RequestStarted()                       { m.started.Add(1)
 func (m *countMetrics) RequestFinished(status int, d time.Duration) {
 	m.finished.Add(1)
 }
+func (m *countMetrics) RequestBytes(in, out int64) { m.bytesIn.Add(in); m.bytesOut.Add(out) }
 
 func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }

@@ -190,6 +190,9 @@ func (c *slot[H]) finish() {
 		c.onLog(k)
 	}
 	s.metrics.RequestFinished(x.Status, x.Timings.Total)
+	if s.bytes != nil {
+		s.bytes.RequestBytes(x.BytesIn, x.BytesOut)
+	}
 	s.tracer.EndSpan(x.Span, c.err)
 	x.User, x.Body = nil, nil
 }

@@ -47,9 +47,11 @@ type Server[H serval.Handler] struct {
 	hooks   serval.Hooks
 	pool    serval.Pool
 	metrics serval.Metrics
-	tracer  serval.Tracer
-	log     *slog.Logger
-	fwd     *proxy.Forwarder
+	// bytes is metrics' optional serval.ByteMetrics, nil without it.
+	bytes  serval.ByteMetrics
+	tracer serval.Tracer
+	log    *slog.Logger
+	fwd    *proxy.Forwarder
 	// tls terminates TLS; nil when the server is plain.
 	tls *tlsconn.Server
 
@@ -88,6 +90,7 @@ func New[H serval.Handler](h H, pool serval.Pool, m serval.Metrics, t serval.Tra
 		lim:   http1.Limits{HeadBytesMax: cfg.HeadBytesMax, TargetBytesMax: cfg.TargetBytesMax},
 		hooks: serval.DetectHooks(h),
 	}
+	s.bytes, _ = m.(serval.ByteMetrics)
 	if s.log.Enabled(context.Background(), slog.LevelDebug) {
 		s.log.Debug("server: hooks", "handler", fmt.Sprintf("%T", h), "hooks", s.hooks.String())
 	}

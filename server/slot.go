@@ -238,6 +238,9 @@ func (c *slot[H]) recovered(p any) serval.CloseReason {
 		c.err, c.phase = errPanic, serval.PhaseNone
 		c.logPanicked()
 		s.metrics.RequestFinished(c.x.Status, time.Since(c.x.Start))
+		if s.bytes != nil {
+			s.bytes.RequestBytes(c.x.BytesIn, c.x.BytesOut)
+		}
 		s.tracer.EndSpan(c.x.Span, errPanic)
 	}
 	c.inRequest, c.inForward = false, false

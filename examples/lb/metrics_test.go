@@ -53,9 +53,13 @@ func TestMetricsEndpoint(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	br := bufio.NewReader(c)
+	// The responses' bytes as they came over the socket (one at a time:
+	// nothing is read past the fourth).
+	var received int64
+	br := bufio.NewReader(countReader{c, &received})
+	const req = "GET /m HTTP/1.1\r\nHost: t\r\n\r\n"
 	for range 4 {
-		roundTrip(t, c, br, "GET /m HTTP/1.1\r\nHost: t\r\n\r\n")
+		roundTrip(t, c, br, req)
 	}
 	// The log runs after the response: wait for the fourth to be counted.
 	deadline := time.Now().Add(10 * time.Second)
@@ -85,6 +89,21 @@ func TestMetricsEndpoint(t *testing.T) {
 	if got := sumSeries(text, "serval_request_duration_seconds_count"); got != 4 {
 		t.Fatalf("duration count %v, want 4", got)
 	}
+	if in, out := sumSeries(text, "serval_request_bytes_total"), sumSeries(text, "serval_response_bytes_total"); in != 4*float64(len(req)) || out != float64(received) {
+		t.Fatalf("request bytes %v, response bytes %v; want %d and %d", in, out, 4*len(req), received)
+	}
+}
+
+// countReader counts the bytes read through it.
+type countReader struct {
+	r io.Reader
+	n *int64
+}
+
+func (c countReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	*c.n += int64(n)
+	return n, err
 }
 
 // TestMetricsWorkers: under --workers, the master serves every worker's
