@@ -2,6 +2,7 @@ package server
 
 import (
 	"crypto/tls"
+	"io"
 	"net"
 	"strconv"
 	"sync"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/servalproxy/serval"
+	"github.com/servalproxy/serval/internal/sockio"
 	"github.com/servalproxy/serval/internal/testpki"
 	"github.com/servalproxy/serval/tlsconn"
 )
@@ -266,5 +268,47 @@ func TestTLSUpstreamResumption(t *testing.T) {
 	}
 	if st := s.UpstreamTLSStats(); st.HandshakesOK != 3 {
 		t.Fatalf("stats %+v", st)
+	}
+}
+
+// TestTLSUpstreamSocketUnregistered: an upstream TLS connection in user
+// space reads its records through the polled socket its handshake used,
+// and closing it takes that socket out of the readiness poller: nothing
+// stays registered per connection closed.
+func TestTLSUpstreamSocketUnregistered(t *testing.T) {
+	if !sockio.Polling() {
+		t.Skip("no readiness poller in this build (race detector, or not Linux)")
+	}
+	opki := newOriginPKI(t)
+	host, port := startOrigin(t, opki.tc)
+	up := serval.NewUpstream(host, port, 0)
+	up.TLS, up.ServerName = true, "origin.test"
+	cfg := testConfig()
+	cfg.Proxy.UpstreamTLS = tlsconn.ClientConfig{CAFile: opki.ca.File, Mode: tlsconn.ModeOff}
+	h := &router{ups: []serval.Upstream{up}}
+	s, srv := startWith(t, h, nil, cfg) // no pool: every request dials, then closes
+	c := httpClient(t, nil)
+	get := func() {
+		t.Helper()
+		resp, err := c.Get("http://" + srv.addr + "/0/?len=1000")
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Fatalf("status %d", resp.StatusCode)
+		}
+	}
+	get() // the client connection is open from here on
+	base := sockio.Registered()
+	for range 5 {
+		get()
+	}
+	if st := s.UpstreamTLSStats(); st.Userspace != 6 {
+		t.Fatalf("stats %+v: want 6 connections in user space", st)
+	}
+	if n := sockio.Registered(); n != base {
+		t.Fatalf("%d sockets registered after 5 more upstream TLS connections closed, %d before", n, base)
 	}
 }

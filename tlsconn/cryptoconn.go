@@ -38,6 +38,17 @@ func (c *CryptoConn) Write(p []byte) (int, error) {
 }
 
 // clean reports whether the stream may take another record.
+// PeerClosed reports, without a system call, that the peer closed the
+// socket under the records: true when the transport (NetConn, through
+// the key-capturing wrapper) is one that knows, internal/sockio's polled
+// sockets, which saw its FIN. A pool's reaper then closes such an idle
+// connection instead of leaving it in CLOSE_WAIT until the idle timeout.
+// False when the transport cannot tell.
+func (c *CryptoConn) PeerClosed() bool {
+	pc, ok := c.Conn.NetConn().(interface{ PeerClosed() bool })
+	return ok && pc.PeerClosed()
+}
+
 func (c *CryptoConn) clean() bool { return c.writing.Load() == 0 && !c.failed.Load() }
 
 // CloseWrite sends close_notify (tls.Conn.CloseWrite, which bounds it by

@@ -68,6 +68,13 @@ type handshakeConn struct {
 	ticketsUnknown bool        // a ticket did not fit one record
 }
 
+// PeerClosed passes on the transport's knowledge of the peer's close
+// (CryptoConn.PeerClosed reaches the transport through here).
+func (c *handshakeConn) PeerClosed() bool {
+	pc, ok := c.Conn.(interface{ PeerClosed() bool })
+	return ok && pc.PeerClosed()
+}
+
 type secretBuf struct {
 	random [randomBytes]byte
 	b      [secretBytesMax]byte

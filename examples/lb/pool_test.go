@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"crypto/tls"
 	"io"
 	"net"
 	"net/http"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"github.com/servalproxy/serval/internal/sockio"
+	"github.com/servalproxy/serval/internal/testpki"
 )
 
 // TestUpstreamIdleTimeoutFlag: --upstream-idle-timeout reaches the pool;
@@ -79,5 +81,60 @@ func TestIdleClosedByBackendReaped(t *testing.T) {
 		}
 	case <-time.After(8 * time.Second):
 		t.Fatal("the idle connection the backend closed was not closed on our side (CLOSE_WAIT)")
+	}
+}
+
+// TestIdleTLSClosedByBackendReaped: the same for an HTTPS backend
+// (--upstream-tls): the records in user space sit on a polled socket, and
+// the backend's close_notify and FIN get the idle connection closed on
+// our side within about the reaper's second.
+func TestIdleTLSClosedByBackendReaped(t *testing.T) {
+	if !sockio.Polling() {
+		t.Skip("the peer's close is seen without a system call only on polled sockets (Linux, Go 1.26, no race detector)")
+	}
+	ca := testpki.NewCA(t, "reap-tls-ca")
+	raw, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln := tls.NewListener(raw, &tls.Config{Certificates: []tls.Certificate{ca.KeyPair(t, testpki.Leaf{CommonName: "be", Names: loopbackNames})}})
+	defer ln.Close()
+	closedByUs := make(chan time.Duration, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		br := bufio.NewReader(c)
+		req, err := http.ReadRequest(br)
+		if err != nil {
+			return
+		}
+		io.Copy(io.Discard, req.Body)
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		time.Sleep(100 * time.Millisecond)
+		// Idle: close_notify, then the FIN (tls.Conn.CloseWrite sends
+		// only the alert).
+		c.(*tls.Conn).CloseWrite()
+		c.(*tls.Conn).NetConn().(*net.TCPConn).CloseWrite()
+		start := time.Now()
+		if _, err := br.ReadByte(); err != nil {
+			closedByUs <- time.Since(start)
+		}
+	}()
+	be := raw.Addr().String()
+	addr, _ := startLB(t, "--backends", be, "--upstream-tls", be, "--upstream-ca", ca.File, "--no-health")
+	if code, _ := get1(t, addr, "/"); code != 200 {
+		t.Fatalf("status %d", code)
+	}
+	select {
+	case d := <-closedByUs:
+		if d > 3*time.Second {
+			t.Fatalf("closed after %v", d)
+		}
+	case <-time.After(8 * time.Second):
+		t.Fatal("the idle TLS connection the backend closed was not closed on our side (CLOSE_WAIT)")
 	}
 }

@@ -8,6 +8,9 @@ func Hold() error { return nil }
 // Unhold does nothing here.
 func Unhold() {}
 
+// Registered is 0 here: nothing is polled.
+func Registered() int { return 0 }
+
 // Poll does nothing here: reads go through net.
 func (c *Conn) Poll() error { return nil }
 
