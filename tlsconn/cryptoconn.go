@@ -37,7 +37,6 @@ func (c *CryptoConn) Write(p []byte) (int, error) {
 	return n, err
 }
 
-// clean reports whether the stream may take another record.
 // PeerClosed reports, without a system call, that the peer closed the
 // socket under the records: true when the transport (NetConn, through
 // the key-capturing wrapper) is one that knows, internal/sockio's polled
@@ -49,6 +48,7 @@ func (c *CryptoConn) PeerClosed() bool {
 	return ok && pc.PeerClosed()
 }
 
+// clean reports whether the stream may take another record.
 func (c *CryptoConn) clean() bool { return c.writing.Load() == 0 && !c.failed.Load() }
 
 // CloseWrite sends close_notify (tls.Conn.CloseWrite, which bounds it by
