@@ -250,7 +250,8 @@ NR==1 {next}
 { k=$1 SUBSEP $2 SUBSEP $4
   if (!(k in seen)) { seen[k]=1; order[++no]=k }
   rps[k]=rps[k] " " $5; p50[k]=p50[k] " " $6; p99[k]=p99[k] " " $7; err[k]+=$9
-  upr[k]=upr[k] " " ($8>0 ? $10/$8*1e6 : 0); nc[k]=nc[k] " " $11; bg[k]=bg[k] " " $12 }
+  upr[k]=upr[k] " " ($8>0 ? $10/$8*1e6 : 0); nc[k]=nc[k] " " $11; bg[k]=bg[k] " " $12
+  rr[k,$3]=$5; ur[k,$3]=($8>0 ? $10/$8*1e6 : 0); pr[k,$3]=$7; if ($3+0>nr) nr=$3+0 }
 END {
   printf "%s\n", head
   for (i=1;i<=no;i++) { split(order[i],f,SUBSEP); grp=f[1] SUBSEP f[2]
@@ -263,6 +264,17 @@ END {
       r=med(rps[kk]); ratio=(d>0)? sprintf("%.2f", r/d) : "NA"
       pu=(g[3]=="direct")?"-":sprintf("%.1f", med(upr[kk]))
       printf "%-15s %10.0f %8.0f-%-8.0f %9s %9s %6s %13s %7s %5d %4s\n", g[3], r, mn(rps[kk]), mx(rps[kk]), fmtus(med(p50[kk])), fmtus(med(p99[kk])), ratio, pu, med(nc[kk]), err[kk], mx(bg[kk]) }
+    # Paired: Serval against each other proxy round by round (a round
+    # runs every target within a minute, so the ratio leaves out most of
+    # the host drift that separates rounds), with the median ratio.
+    sk=grp SUBSEP "serval"
+    if (!(sk in seen)) continue
+    for (j=1;j<=no;j++) { kk=order[j]; split(kk,g,SUBSEP); if (g[1]!=f[1] || g[2]!=f[2] || g[3]=="direct" || g[3]=="serval") continue
+      cu=""; cr=""; cp=""
+      for (rd=1;rd<=nr;rd++) if ((sk,rd) in ur && (kk,rd) in ur && ur[kk,rd]>0 && rr[kk,rd]>0 && pr[kk,rd]>0) {
+        cu=cu sprintf(" %.2f", ur[sk,rd]/ur[kk,rd]); cr=cr sprintf(" %.2f", rr[sk,rd]/rr[kk,rd]); cp=cp sprintf(" %.2f", pr[sk,rd]/pr[kk,rd]) }
+      if (cu=="") continue
+      printf "serval/%-8s per round: CPU per request%s (median %.2f); req/s%s (median %.2f); p99%s (median %.2f)\n", g[3], cu, med(cu), cr, med(cr), cp, med(cp) }
   }
 }' "$CSV"
 }
