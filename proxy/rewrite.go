@@ -233,9 +233,9 @@ func (s *Session) rewriteRequest(d *Downstream, x *serval.Exchange, req *serval.
 		if cfg.TrustForwarded {
 			cert = s.joinFields(req.Fields, s.f.certLower)
 		}
-		if v := s.certValue(x); v != nil && cert == nil {
-			cert = v // the session's, as is: no copy
-		} else if v != nil {
+		if v := s.certValue(x); v != nil {
+			// Copied: the value is kept for the connection's next
+			// requests, and an OnUpstreamRequest hook may edit this one.
 			cert = s.appendList(cert, v)
 		}
 	}
