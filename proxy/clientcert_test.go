@@ -119,6 +119,7 @@ func TestAppendCertPart(t *testing.T) {
 		{`CN=say "hi"\`, true, `;K="CN=say \"hi\"\\"`},
 		{"a;b", false, `;K="a;b"`},
 		{"two words", false, `;K="two words"`},
+		{"CN=Müller", true, `;K="CN=Müller"`}, // UTF-8 is obs-text to HTTP: passed as is, as Envoy does
 		{"CN=a\r\nX-Evil: 1", true, ""},
 		{"nul\x00", false, ""},
 		{"del\x7f", false, ""},
