@@ -23,7 +23,8 @@ func managedField(name []byte) bool {
 }
 
 // sameFieldLoose reports whether name is lower (a lower-case field name)
-// with '_' read as '-': the field itself or its underscore spelling.
+// with '_' read as '-': the field itself or its underscore spelling
+// (underscoreAlias, ClientCertHeader).
 func sameFieldLoose(name []byte, lower string) bool {
 	if len(name) != len(lower) {
 		return false

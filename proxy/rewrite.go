@@ -87,20 +87,7 @@ func underscoreAlias(name []byte) bool {
 		return false
 	}
 	for _, a := range aliasedFields {
-		if len(a) != len(name) {
-			continue
-		}
-		same := true
-		for i := 0; i < len(a) && same; i++ {
-			c := name[i]
-			if 'A' <= c && c <= 'Z' {
-				c += 'a' - 'A'
-			} else if c == '_' {
-				c = '-'
-			}
-			same = c == a[i]
-		}
-		if same {
+		if sameFieldLoose(name, a) {
 			return true
 		}
 	}

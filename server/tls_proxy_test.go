@@ -243,14 +243,9 @@ func TestTLSUpstreamResumption(t *testing.T) {
 		}
 		return nil
 	}
-	host, port := startOrigin(t, opki.tc)
-	up := serval.NewUpstream(host, port, 0)
-	up.TLS, up.ServerName = true, "origin.test"
-	cfg := testConfig()
 	// Resumption and kernel TLS do not combine on the client side (see
 	// tlsconn); ModeOff keeps the test the same on a kTLS kernel.
-	cfg.Proxy.UpstreamTLS = tlsconn.ClientConfig{CAFile: opki.ca.File, Mode: tlsconn.ModeOff}
-	h := &router{ups: []serval.Upstream{up}}
+	h, cfg := userspaceTLSOrigin(t, opki)
 	s, srv := startWith(t, h, nil, cfg)
 	c := httpClient(t, nil)
 	for range 3 {
@@ -279,13 +274,7 @@ func TestTLSUpstreamSocketUnregistered(t *testing.T) {
 	if !sockio.Polling() {
 		t.Skip("no readiness poller in this build (race detector, or not Linux)")
 	}
-	opki := newOriginPKI(t)
-	host, port := startOrigin(t, opki.tc)
-	up := serval.NewUpstream(host, port, 0)
-	up.TLS, up.ServerName = true, "origin.test"
-	cfg := testConfig()
-	cfg.Proxy.UpstreamTLS = tlsconn.ClientConfig{CAFile: opki.ca.File, Mode: tlsconn.ModeOff}
-	h := &router{ups: []serval.Upstream{up}}
+	h, cfg := userspaceTLSOrigin(t, newOriginPKI(t))
 	s, srv := startWith(t, h, nil, cfg) // no pool: every request dials, then closes
 	before := sockio.Registered()       // earlier tests' sockets may still be leaving
 	c := httpClient(t, nil)
@@ -312,4 +301,17 @@ func TestTLSUpstreamSocketUnregistered(t *testing.T) {
 	if n := sockio.Registered(); n > before {
 		t.Fatalf("%d sockets registered after the connections closed, %d before them", n, before)
 	}
+}
+
+// userspaceTLSOrigin starts an HTTPS origin with opki's configuration and
+// returns a router to it and a server configuration that originates TLS
+// to it in user space (tlsconn.ModeOff), verified against opki's CA.
+func userspaceTLSOrigin(t *testing.T, opki *originPKI) (*router, Config) {
+	t.Helper()
+	host, port := startOrigin(t, opki.tc)
+	up := serval.NewUpstream(host, port, 0)
+	up.TLS, up.ServerName = true, "origin.test"
+	cfg := testConfig()
+	cfg.Proxy.UpstreamTLS = tlsconn.ClientConfig{CAFile: opki.ca.File, Mode: tlsconn.ModeOff}
+	return &router{ups: []serval.Upstream{up}}, cfg
 }

@@ -302,6 +302,7 @@ func parseWorkers(v string) (int, error) {
 
 // validate checks ranges and flag combinations.
 func (o *options) validate() error {
+	certHeaderErr := proxy.CheckClientCertHeader(o.clientCertHeader)
 	switch {
 	case o.port < 0 || o.port > 65535:
 		return errors.New("--port out of range")
@@ -336,8 +337,8 @@ func (o *options) validate() error {
 		return errors.New("--cert and --key go together")
 	case o.clientCAFile != "" && o.certFile == "":
 		return errors.New("--client-ca needs --cert and --key")
-	case proxy.CheckClientCertHeader(o.clientCertHeader) != nil:
-		return errors.New("--client-cert-header: " + proxy.CheckClientCertHeader(o.clientCertHeader).Error())
+	case certHeaderErr != nil:
+		return errors.New("--client-cert-header: " + certHeaderErr.Error())
 	case o.upstreamTLS == "" && (o.upstreamCAFile != "" || o.upstreamServerName != "" || o.insecureSkipVerify):
 		// Without it every backend is spoken to in plain HTTP: the
 		// flag asked for would be ignored in silence.
