@@ -116,7 +116,7 @@ func (s *Session) pipeChunked(src *chunkSource, dec *http1.ChunkedDecoder, enc *
 		case http1.SegLastChunk:
 			err = enc.framing(lastChunkLine)
 		case http1.SegTrailer:
-			if trailerForwarded(data) {
+			if s.trailerForwarded(data) {
 				err = enc.framing(data)
 			}
 		case http1.SegEnd:
@@ -155,13 +155,16 @@ func (s *Session) pipeChunked(src *chunkSource, dec *http1.ChunkedDecoder, enc *
 // (RFC 9110 §6.5.1): framing, routing, hop-by-hop fields and the
 // forwarding fields this proxy writes are dropped, so a next hop that
 // merges trailers into the header section cannot be handed a second
-// Content-Length, another Host or a forged X-Forwarded-For.
-func trailerForwarded(line []byte) bool {
+// Content-Length, another Host or a forged X-Forwarded-For. Their
+// underscore spellings (underscoreAlias) and the ClientCertHeader field
+// go too, as they do from the header section.
+func (s *Session) trailerForwarded(line []byte) bool {
 	name := line
 	if i := bytes.IndexByte(line, ':'); i >= 0 {
 		name = line[:i]
 	}
-	if hopByHop(name) {
+	if hopByHop(name) || underscoreAlias(name) ||
+		s.f.certName != nil && sameFieldLoose(name, s.f.certLower) {
 		return false
 	}
 	switch len(name) {

@@ -270,8 +270,13 @@ func (s *Session) joinFields(fields []serval.Header, name string) []byte {
 }
 
 // appendList appends v to list, which is nil or the scratch's tail (lists
-// are built one at a time), and returns the longer list.
+// are built one at a time), and returns the longer list. Empty elements
+// at v's ends ("a, ", ", a": RFC 9110 §5.6.1 has recipients ignore them)
+// are left out, so the joined list has none at the seams.
 func (s *Session) appendList(list, v []byte) []byte {
+	if v = trimListEnds(v); len(v) == 0 {
+		return list
+	}
 	start := len(s.scratch) - len(list)
 	need := len(v)
 	if len(list) > 0 {
@@ -286,6 +291,17 @@ func (s *Session) appendList(list, v []byte) []byte {
 	}
 	s.scratch = append(s.scratch, v...)
 	return s.scratch[start:len(s.scratch):len(s.scratch)]
+}
+
+// trimListEnds returns v without the commas and whitespace at its ends.
+func trimListEnds(v []byte) []byte {
+	for len(v) > 0 && (v[0] == ',' || v[0] == ' ' || v[0] == '\t') {
+		v = v[1:]
+	}
+	for len(v) > 0 && (v[len(v)-1] == ',' || v[len(v)-1] == ' ' || v[len(v)-1] == '\t') {
+		v = v[:len(v)-1]
+	}
+	return v
 }
 
 // appendDecimal writes n in decimal to the scratch and returns it.
