@@ -29,7 +29,7 @@ var layerOf = map[string]int{
 	"http1":   1, // protocol
 	"tlsconn": 1,
 
-	"internal": 1, // internal/sockio (raw socket I/O); for tests: testpki, leakcheck, syncbuf, testnet: std only
+	"internal": 1, // internal/sockio (raw socket I/O), internal/slab (off-heap buffers); for tests: testpki, leakcheck, syncbuf, testnet: std only
 
 	"pool":      2, // infrastructure
 	"client":    2,

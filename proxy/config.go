@@ -3,6 +3,7 @@ package proxy
 import (
 	"errors"
 	"log/slog"
+	"runtime"
 	"strconv"
 	"strings"
 	"time"
@@ -10,6 +11,7 @@ import (
 	"github.com/servalproxy/serval"
 	"github.com/servalproxy/serval/client"
 	"github.com/servalproxy/serval/http1"
+	"github.com/servalproxy/serval/internal/slab"
 	"github.com/servalproxy/serval/tlsconn"
 )
 
@@ -264,6 +266,10 @@ type Forwarder struct {
 	// bufs lends the upstream read buffers to exchanges, pumpBufs the
 	// request body pumps' buffers to their jobs (readbufs.go).
 	bufs, pumpBufs readBufs
+	// arena holds the sessions' buffers, outside the Go heap (see
+	// internal/slab); released when the forwarder is garbage (every
+	// session refers to it).
+	arena *slab.Arena
 }
 
 // reserver is the optional pool capability that caps connections per
@@ -301,8 +307,10 @@ func New(cfg Config, h serval.Handler, hooks serval.Hooks, pool serval.Pool, m s
 		lim:    http1.Limits{HeadBytesMax: cfg.HeadBytesMax, TargetBytesMax: serval.TargetBytesMaxDefault}}
 	f.dialer.ConfigureTLS(cfg.UpstreamTLS, cfg.Logger)
 	f.reserve, _ = pool.(reserver)
-	f.bufs.init()
-	f.pumpBufs.init()
+	f.arena = slab.New()
+	runtime.AddCleanup(f, (*slab.Arena).Release, f.arena)
+	f.bufs.init(f.arena)
+	f.pumpBufs.init(f.arena)
 	if cfg.Via != "" {
 		f.via = []byte("1.1 " + cfg.Via)
 		f.via10 = []byte("1.0 " + cfg.Via)

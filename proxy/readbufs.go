@@ -3,6 +3,8 @@ package proxy
 import (
 	"runtime"
 	"sync"
+
+	"github.com/servalproxy/serval/internal/slab"
 )
 
 // readBufs lends the forwarder's upstream read buffers (Config.BufferBytes
@@ -25,6 +27,7 @@ import (
 // per session: take never finds it empty.
 type readBufs struct {
 	shards []bufShard
+	arena  *slab.Arena // where the buffers come from
 }
 
 type bufShard struct {
@@ -35,8 +38,9 @@ type bufShard struct {
 	_        [64]byte
 }
 
-func (r *readBufs) init() {
+func (r *readBufs) init(a *slab.Arena) {
 	r.shards = make([]bufShard, max(1, runtime.GOMAXPROCS(0)))
+	r.arena = a
 }
 
 // grow counts one more session and returns its shard, preferring one a
@@ -62,7 +66,7 @@ func (r *readBufs) grow(size int) int {
 	sh := &r.shards[i]
 	sh.mu.Lock()
 	sh.sessions++
-	sh.free = append(sh.free, make([]byte, size))
+	sh.free = append(sh.free, r.arena.Make(size))
 	sh.total++
 	sh.mu.Unlock()
 	return i
@@ -97,7 +101,7 @@ func (r *readBufs) pop(i, size int) []byte {
 			return nil
 		}
 		sh.total++
-		return make([]byte, size)
+		return r.arena.Make(size)
 	}
 	b := sh.free[n-1]
 	sh.free[n-1] = nil

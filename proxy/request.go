@@ -74,7 +74,7 @@ func (s *Session) planChunked() error {
 		}
 	}
 	if s.cbuf == nil {
-		s.cbuf = make([]byte, 0, cfg.BufferBytes)
+		s.cbuf = s.f.arena.Make(cfg.BufferBytes)[:0]
 	}
 	if off > cap(s.cbuf) {
 		// Our framing is never longer than the sender's (one chunk per

@@ -19,7 +19,7 @@ func (s *Session) respond(h client.Head) (serval.Phase, error) {
 	}
 	if hk := s.f.hooks.Response; hk != nil {
 		if s.hookBuf == nil {
-			s.hookBuf = make([]byte, s.f.cfg.BufferBytes)
+			s.hookBuf = s.f.arena.Make(s.f.cfg.BufferBytes)
 		}
 		act := hk.OnResponse(s.x, resp, s.hookBuf)
 		if act.Kind == serval.ActionContinue && !safeFields(resp.Fields) {

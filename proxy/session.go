@@ -174,13 +174,13 @@ func (f *Forwarder) NewSession() *Session {
 	}
 	s := &Session{
 		f:       f,
-		scratch: make([]byte, 0, cfg.HeadBytesMax+scratchExtraBytes+certBytes),
-		hbuf:    make([]byte, 0, 2*cfg.HeadBytesMax+scratchExtraBytes+certBytes),
-		wbuf:    make([]byte, 0, writeBufBytes(cfg)),
+		scratch: f.arena.Make(cfg.HeadBytesMax + scratchExtraBytes + certBytes)[:0],
+		hbuf:    f.arena.Make(2*cfg.HeadBytesMax + scratchExtraBytes + certBytes)[:0],
+		wbuf:    f.arena.Make(writeBufBytes(cfg))[:0],
 		timer:   time.NewTimer(time.Hour),
 	}
 	if f.certName != nil {
-		s.cert.value = make([]byte, 0, ClientCertBytesMax)
+		s.cert.value = f.arena.Make(ClientCertBytesMax)[:0]
 	}
 	s.timer.Stop()
 	s.shard = f.bufs.grow(cfg.BufferBytes)
@@ -225,6 +225,10 @@ func (s *Session) Close() {
 func (s *Session) Retire() {
 	s.Close()
 	s.f.bufs.shrink(s.shard)
+	for _, b := range [...][]byte{s.scratch, s.hbuf, s.wbuf, s.cert.value, s.cbuf, s.hookBuf} {
+		s.f.arena.Put(b)
+	}
+	s.scratch, s.hbuf, s.wbuf, s.cert.value, s.cbuf, s.hookBuf = nil, nil, nil, nil, nil, nil
 }
 
 // reqBodyKind is how the request body goes upstream.

@@ -6,12 +6,14 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/servalproxy/serval"
 	"github.com/servalproxy/serval/http1"
+	"github.com/servalproxy/serval/internal/slab"
 	"github.com/servalproxy/serval/internal/sockio"
 	"github.com/servalproxy/serval/proxy"
 	"github.com/servalproxy/serval/tlsconn"
@@ -56,6 +58,9 @@ type Server[H serval.Handler] struct {
 	tls *tlsconn.Server
 
 	slots []slot[H]
+	// arena holds the slots' buffers, outside the Go heap (see
+	// internal/slab); released when the slot table is garbage.
+	arena *slab.Arena
 	// free holds the indexes of free slots; only the accept loop takes.
 	free freeList
 
@@ -103,6 +108,11 @@ func New[H serval.Handler](h H, pool serval.Pool, m serval.Metrics, t serval.Tra
 	}
 	s.fwd = fwd
 	s.slots = make([]slot[H], cfg.ConnectionsMax)
+	s.arena = slab.New()
+	// The buffers are reached only through the slots (their
+	// Exchanges, Requests and connections are fields of the table),
+	// so the table's end is theirs.
+	runtime.AddCleanup(&s.slots[0], (*slab.Arena).Release, s.arena)
 	s.free.init(cfg.ConnectionsMax)
 	for i := len(s.slots) - 1; i >= 0; i-- {
 		s.slots[i].init(s, int32(i))

@@ -108,12 +108,12 @@ type slot[H serval.Handler] struct {
 func (c *slot[H]) init(s *Server[H], idx int32) {
 	c.srv, c.idx = s, idx
 	c.session = s.fwd.NewSession()
-	c.in.buf = make([]byte, s.cfg.ReadBufferBytes)
-	c.wbuf = make([]byte, s.cfg.WriteBufferBytes)
+	c.in.buf = s.arena.Make(s.cfg.ReadBufferBytes)
+	c.wbuf = s.arena.Make(s.cfg.WriteBufferBytes)
 	c.headCap = s.cfg.WriteBufferBytes / 2
-	c.pend = make([]byte, 0, s.cfg.WriteBufferBytes/2)
+	c.pend = s.arena.Make(s.cfg.WriteBufferBytes / 2)[:0]
 	c.req.Init(s.cfg.FieldsMax)
-	c.x.PathBuf = make([]byte, serval.PathBytesMax)
+	c.x.PathBuf = s.arena.Make(serval.PathBytesMax)
 	c.clientAddr = make([]byte, 0, clientAddrBytesMax)
 	c.body.init(&c.in, &c.x, &s.cfg)
 	c.raw.Init()
