@@ -1216,3 +1216,42 @@ func TestFailureCauseLogged(t *testing.T) {
 		t.Errorf("the failure is logged as %q, want a WARN line with its cause", s)
 	}
 }
+
+// TestClientBodyCutCauseLogged: a client that goes away in the middle of
+// its upload is logged with what ended it (an early EOF, a reset), not
+// with the deadline the proxy broke to stop waiting for the response.
+func TestClientBodyCutCauseLogged(t *testing.T) {
+	checkLeaks(t)
+	for _, how := range []string{"fin", "rst"} {
+		t.Run(how, func(t *testing.T) {
+			var logs syncbuf.Buffer
+			cfg := Config{Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo}))}
+			hs, _ := rawHarness(t, cfg, serval.Hooks{}, func(c net.Conn, br *bufio.Reader) {
+				io.Copy(io.Discard, br) // the body, until the proxy cuts it
+			})
+			tc := dialHarness(t, hs)
+			tc.send("POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 1048576\r\n\r\n" + strings.Repeat("a", 64<<10))
+			time.Sleep(50 * time.Millisecond)
+			if how == "rst" {
+				tc.c.(*net.TCPConn).SetLinger(0)
+			}
+			tc.c.Close()
+			deadline := time.Now().Add(testTimeout)
+			for !strings.Contains(logs.String(), "exchange failed") {
+				if time.Now().After(deadline) {
+					t.Fatalf("no exchange failure logged; logs:\n%s", logs.String())
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+			s := logs.String()
+			want := "unexpected EOF"
+			if how == "rst" {
+				want = "reset by peer"
+			}
+			if !strings.Contains(s, "phase=client_body") || !strings.Contains(s, "cause=") || !strings.Contains(s, want) ||
+				strings.Contains(s, "timeout") {
+				t.Errorf("logged %q: want phase=client_body with a cause naming %q", s, want)
+			}
+		})
+	}
+}

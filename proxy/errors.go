@@ -52,6 +52,15 @@ func clientBodyErr(err error) error {
 	return errClientBodyCut
 }
 
+// clientBodyFail is clientBodyErr for the pump's failure err, kept as the
+// exchange's cause (a reset, an early end, a stall) for the error line.
+func (s *Session) clientBodyFail(err error) error {
+	if _, ok := err.(*serval.StatusError); !ok {
+		s.cause = err
+	}
+	return clientBodyErr(err)
+}
+
 // statusOf is the status an error maps to (fallback when not a
 // *StatusError, e.g. a hook's plain error).
 func statusOf(err error, fallback int) int {

@@ -215,13 +215,17 @@ func (s *Session) attempt(fresh bool) (serval.Phase, error) {
 		// came (pumpLoop): it answers a cut body, not this request.
 		s.stopPump()
 		s.releaseUpstream(false)
-		return s.pj.phase, clientBodyErr(s.pj.err)
+		return s.pj.phase, s.clientBodyFail(s.pj.err)
 	}
 	if err != nil {
-		s.logCause(cause)
 		phase := serval.PhaseUpstreamHead
 		if perr := s.stopPump(); perr != nil && s.pj.clientSide {
-			err, phase = clientBodyErr(perr), s.pj.phase
+			// The client's body failed, and the wait for the head was
+			// cut for it: the read's error (a deadline we broke) is no
+			// cause.
+			err, phase = s.clientBodyFail(perr), s.pj.phase
+		} else {
+			s.logCause(cause)
 		}
 		s.releaseUpstream(false)
 		if errors.Is(err, client.ErrUnexpectedSwitch) {
@@ -326,7 +330,7 @@ func (s *Session) fail(phase serval.Phase, err error) Result {
 // healthy backends out by aborting uploads.
 func (s *Session) stopPumpBlame(phase serval.Phase, err error) (serval.Phase, error) {
 	if perr := s.stopPump(); perr != nil && s.pj.clientSide && upstreamFault(phase, err) {
-		return s.pj.phase, clientBodyErr(perr)
+		return s.pj.phase, s.clientBodyFail(perr)
 	}
 	return phase, err
 }
