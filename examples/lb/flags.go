@@ -84,6 +84,10 @@ type options struct {
 	policySet          bool // --lb or --policy was given
 	stickyCookie       string
 	healthPath         string
+	healthPathSet      bool   // --health-path was given
+	healthStatus       string // --health-status as given
+	healthStatusMin    int    // the statuses the probe counts healthy (validate)
+	healthStatusMax    int
 	healthInterval     time.Duration
 	healthTimeout      time.Duration
 	unhealthyThreshold uint
@@ -143,7 +147,8 @@ func defineFlags(fs *flag.FlagSet, o *options, r *rawFlags) {
 	fs.StringVar(&r.policy, "lb", policyDefault, "load-balancing algorithm: "+lb.PolicyNames)
 	fs.StringVar(&r.policy, "policy", policyDefault, "alias of --lb")
 	fs.StringVar(&o.stickyCookie, "sticky-cookie", "", "pin each client to a backend with a cookie of this name (falls back to --lb)")
-	fs.StringVar(&o.healthPath, "health-path", healthPathDefault, "path of the active health probe (GET, 2xx-3xx is healthy)")
+	fs.StringVar(&o.healthPath, "health-path", healthPathDefault, "path of the active health probe (GET; see --health-status)")
+	fs.StringVar(&o.healthStatus, "health-status", "", "statuses the active probe counts healthy: LOW-HIGH or one code\n(default: 200-399 with --health-path given; 200-499 for the default probe of /,\nwhich many healthy backends answer with 404, 403 or 401)")
 	fs.DurationVar(&o.healthInterval, "health-interval", prober.IntervalDefault, "time between active health probes of each backend (0 disables probing)")
 	fs.DurationVar(&o.healthTimeout, "health-timeout", prober.TimeoutDefault, "timeout of one probe (dial, TLS, request, response); capped at --health-interval")
 	fs.UintVar(&o.unhealthyThreshold, "unhealthy-threshold", health.FailuresDefault, "consecutive failures (probes or requests) that take a backend out")
@@ -194,6 +199,9 @@ func parseFlags(args []string, out io.Writer) (o options, code int, ok bool) {
 	var err error
 	lbGiven, policyGiven := false, false
 	fs.Visit(func(f *flag.Flag) {
+		if f.Name == "health-path" {
+			o.healthPathSet = true
+		}
 		if f.Name == "lb" || f.Name == "policy" {
 			o.policySet = true
 			lbGiven, policyGiven = lbGiven || f.Name == "lb", policyGiven || f.Name == "policy"
@@ -365,7 +373,38 @@ func (o *options) validate() error {
 	if !prober.ValidPath(o.healthPath) {
 		return errors.New("--health-path must start with / and hold visible ASCII only, at most " + strconv.Itoa(prober.PathBytesMax) + " bytes")
 	}
+	lo, hi, ok := parseStatusRange(o.healthStatus)
+	if !ok {
+		return errors.New("--health-status must be a status code or a range LOW-HIGH within 100-599, not " + strconv.Quote(o.healthStatus))
+	}
+	if o.healthStatus == "" {
+		// The default probe of / is a guess at a path: a backend
+		// answering it 404 (an API), 403 (a docroot without an index) or
+		// 401 is up. A path the user named is meant to answer 2xx-3xx.
+		lo, hi = 200, 399
+		if !o.healthPathSet {
+			hi = 499
+		}
+	}
+	o.healthStatusMin, o.healthStatusMax = lo, hi
 	return nil
+}
+
+// parseStatusRange parses "LOW-HIGH" or one status code; "" gives 0, 0.
+func parseStatusRange(s string) (lo, hi int, ok bool) {
+	if s == "" {
+		return 0, 0, true
+	}
+	a, b, isRange := strings.Cut(s, "-")
+	lo, err1 := strconv.Atoi(strings.TrimSpace(a))
+	hi, err2 := lo, error(nil)
+	if isRange {
+		hi, err2 = strconv.Atoi(strings.TrimSpace(b))
+	}
+	if err1 != nil || err2 != nil || lo < 100 || hi > 599 || lo > hi {
+		return 0, 0, false
+	}
+	return lo, hi, true
 }
 
 // applyClientLimits sets the client-side limits and timeouts the flags

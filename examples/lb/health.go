@@ -71,7 +71,7 @@ func startProber(ctx context.Context, o *options, table []serval.Upstream, hs *h
 		return nil, err
 	}
 	pr, err := prober.New(prober.Config{Upstreams: table, Health: hs, Path: o.healthPath,
-		Interval: o.healthInterval, Timeout: o.probeTimeout(), Dial: dial, Logger: logger})
+		StatusMin: o.healthStatusMin, StatusMax: o.healthStatusMax, Interval: o.healthInterval, Timeout: o.probeTimeout(), Dial: dial, Logger: logger})
 	if err != nil {
 		return nil, err
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"strconv"
@@ -407,4 +408,75 @@ func TestFailingProbesUnderTraffic(t *testing.T) {
 	// Probes pass again: it comes back.
 	a.failProbes.Store(false)
 	waitLog(t, logs, "prober: upstream healthy", 1)
+}
+
+// TestHealthStatus: the default probe of / counts any status below 500
+// healthy (a backend answering / with 404 is up: an API, a docroot
+// without an index), a --health-path the user names must answer 2xx-3xx,
+// and --health-status sets the range either way.
+func TestHealthStatus(t *testing.T) {
+	for _, tc := range []struct {
+		args    []string
+		healthy bool
+	}{
+		{nil, true},
+		{[]string{"--health-path", "/"}, false},
+		{[]string{"--health-path", "/", "--health-status", "200-404"}, true},
+		{[]string{"--health-status", "200"}, false},
+	} {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			var probes atomic.Int64
+			srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if r.URL.Path == "/" {
+					probes.Add(1)
+					http.NotFound(w, r)
+					return
+				}
+				w.Write([]byte("ok\n"))
+			}), ReadHeaderTimeout: 5 * time.Second}
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			go srv.Serve(ln)
+			t.Cleanup(func() { srv.Close() })
+			addr, logs := startLB(t, append([]string{"--backends", ln.Addr().String(), "--health-interval", "20ms",
+				"--unhealthy-threshold", "1"}, tc.args...)...)
+			if !tc.healthy {
+				waitLog(t, logs, "prober: upstream unhealthy", 1)
+				if code, _, _ := fetchPath(plainClient(t), addr, "/ok"); code != 503 {
+					t.Fatalf("status %d with the backend out, want 503", code)
+				}
+				return
+			}
+			deadline := time.Now().Add(10 * time.Second)
+			for probes.Load() < 5 {
+				if time.Now().After(deadline) {
+					t.Fatalf("%d probes in 10 s", probes.Load())
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+			if strings.Contains(logs.String(), "prober: upstream unhealthy") {
+				t.Fatalf("a backend answering its probe 404 was taken out; logs:\n%s", logs)
+			}
+			if code, _, _ := fetchPath(plainClient(t), addr, "/ok"); code != 200 {
+				t.Fatalf("status %d, want 200", code)
+			}
+		})
+	}
+	for _, bad := range []string{"600", "abc", "300-200", "99", "200-", "-"} {
+		if _, code, ok := parseFlags([]string{"--health-status", bad}, io.Discard); ok || code != 2 {
+			t.Errorf("--health-status %q accepted", bad)
+		}
+	}
+}
+
+// fetchPath is fetch for another path.
+func fetchPath(c *http.Client, addr, path string) (int, string, *http.Response) {
+	resp, err := c.Get("http://" + addr + path)
+	if err != nil {
+		return 0, "", nil
+	}
+	resp.Body.Close()
+	return resp.StatusCode, resp.Header.Get("X-Backend-Id"), resp
 }
