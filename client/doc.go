@@ -3,8 +3,8 @@
 // response head (interim 1xx responses included) within limits and a
 // deadline, telling how the response body is framed.
 //
-// Layer 2 (infrastructure): it imports serval (layer 0) and http1 (layer
-// 1) and the standard library only. It moves no bodies: the proxy package
+// Layer 2 (infrastructure): it imports serval (layer 0), http1 and
+// tlsconn (layer 1), internal/sockio and the standard library. It moves no bodies: the proxy package
 // streams them (splice or bounded copy), because only it knows both sides.
 //
 // TLS: for an upstream with TLS set, Dial connects and then runs

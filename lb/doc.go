@@ -1,8 +1,8 @@
 // Package lb is load balancing: selectors that pick an upstream from a
 // fixed table, and Handler, the serval.Handler built from one.
 //
-// Layer 4 (strategy): it imports the serval vocabulary (layer 0) and
-// health (layer 2), never proxy or server. One file per selection policy,
+// Layer 4 (strategy): it imports the serval vocabulary (layer 0), health
+// and client (layer 2: its dial error kinds), never proxy or server. One file per selection policy,
 // each a small type whose doc comment names the algorithm and why:
 // RoundRobin, Weighted (smooth weighted round robin), LeastConn, P2C
 // (power of two choices over peak EWMA), Hash (Maglev consistent

@@ -2,8 +2,9 @@
 // an upstream and the upstream's response back to the client, on the
 // connections the server and the pool lend it.
 //
-// Layer 3 (mechanics): it imports serval, http1, tlsconn, client and the
-// standard library. The server (layer 5) owns the client connection and calls
+// Layer 3 (mechanics): it imports serval, http1, tlsconn, client,
+// internal/sockio and internal/slab, the standard library and
+// golang.org/x/sys/unix. The server (layer 5) owns the client connection and calls
 // Session.Forward once per proxied request.
 //
 // One exchange, in order (Forward):

@@ -3,7 +3,9 @@
 // dispatch, limits, timeouts and graceful drain.
 //
 // Layer 5 (orchestration): it imports the vocabulary (serval), the parser
-// (http1) and the forwarder (proxy); nothing imports it but programs.
+// (http1), tlsconn, the forwarder (proxy), internal/sockio and
+// internal/slab, and golang.org/x/sys/unix; nothing imports it but
+// programs.
 //
 // # Memory
 //
@@ -12,7 +14,10 @@
 // write buffer (response heads, direct bodies, streamed chunks), a
 // serval.Request with its field table, a serval.Exchange with its PathBuf,
 // a request body reader with its chunked decoder, a LogEntry, a ConnInfo
-// and a proxy.Session. Free slots are a stack of indexes, the last freed
+// and a proxy.Session. The buffers are mapped outside the Go heap
+// (internal/slab), so the garbage collector paces itself on what traffic
+// allocates, not on the slot table's size; they are given back when the
+// server is garbage. Free slots are a stack of indexes, the last freed
 // taken first, so a server below its slot count reuses warm slots. The
 // keep-alive loop answering a direct response allocates nothing per
 // request (alloc_test.go pins it).

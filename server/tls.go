@@ -76,7 +76,11 @@ func (s *Server[H]) logCertificates(msg string) {
 // every connection would fail.
 func logProbe(log *slog.Logger, side string, mode tlsconn.Mode) error {
 	if mode == tlsconn.ModeOff {
-		log.Info("server: kernel TLS off: TLS in user space (crypto/tls)", "side", side)
+		where := "crypto/tls"
+		if side == "termination" {
+			where = "Serval's record layer after a crypto/tls handshake"
+		}
+		log.Info("server: kernel TLS off: TLS records in user space ("+where+")", "side", side)
 		return nil
 	}
 	ok, reason := tlsconn.Probe()

@@ -57,7 +57,10 @@
 // Fallback is per connection and never fails a handshake: no tls module
 // (TCP_ULP: ENOENT), a cipher or version the kernel cannot take, missing
 // secrets (e.g. a resumed TLS 1.2 session, whose master secret crypto/tls
-// does not log) or ModeOff all keep crypto/tls (a *CryptoConn). ModeRequire turns those
+// does not log) or ModeOff all keep the connection in user space: a
+// terminated one on a RecordConn when its keys were captured (below), on
+// crypto/tls (a *CryptoConn) otherwise, and an originated one on
+// crypto/tls. ModeRequire turns those
 // into errors. Counters (Stats) say which path each connection took and
 // why; Probe says at startup whether the kernel can offload at all.
 //
