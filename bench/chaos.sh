@@ -8,7 +8,7 @@
 # a panic, or a client's departure is blamed on a backend (passive health
 # would take a healthy backend out).
 #
-# Settings (environment): CLIENTS (24) REQUESTS (120) BODY_MAX (400000)
+# Settings (environment): PORT_BASE (19620) CLIENTS (24) REQUESTS (120) BODY_MAX (400000)
 #   PROCS ("1 2 w2") MODES ("plain tls") WORK (mktemp dir)
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -19,7 +19,8 @@ BODY_MAX=${BODY_MAX:-400000}
 PROCS=${PROCS:-"1 2 w2"}
 MODES=${MODES:-"plain tls"}
 WORK=${WORK:-$(mktemp -d /tmp/serval-chaos.XXXXXX)}
-LB=19620 BE1=19621 BE2=19622
+B=${PORT_BASE:-19620} # the balancer on it, the backends on the next two
+LB=$B BE1=$((B + 1)) BE2=$((B + 2))
 
 ensure_tools curl openssl ss
 ensure_go

@@ -7,7 +7,7 @@
 # ROUNDS rounds; the table shows medians. Every load run is bounded by
 # wrk -d; every process started here is stopped on exit.
 #
-# Settings (environment): DURATION (8s) WARMUP (2s) CONNS ("50 500": a table
+# Settings (environment): PORT_BASE (19385) DURATION (8s) WARMUP (2s) CONNS ("50 500": a table
 #   per client concurrency; net/http's cost per request grows with it, a
 #   goroutine and buffers per connection, Serval's fixed slots' does not) THREADS (1)
 #   ROUNDS (3) URLPATH (/) SERVER_CPU (1) CLIENT_CPU (0) WORK (mktemp dir)
@@ -31,7 +31,8 @@ SERVER_CPU=${SERVER_CPU:-1}
 CLIENT_CPU=${CLIENT_CPU:-0}
 WORK=${WORK:-$(mktemp -d /tmp/serval-bench-echo.XXXXXX)}
 PIPELINE=${PIPELINE:-0}
-declare -A PORT=([serval]=19385 [nethttp]=19386)
+B=${PORT_BASE:-19385} # serval on it, net/http on the next
+declare -A PORT=([serval]=$B [nethttp]=$((B + 1)))
 TARGETS="serval nethttp"
 
 ensure_tools wrk curl taskset ss ps

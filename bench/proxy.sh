@@ -41,7 +41,7 @@
 # machine busy with other programs just before a run; a high value makes
 # the row suspect: each run first waits up to QUIET_WAIT s for QUIET_MAX %).
 #
-# Settings (environment): DURATION (8s) WARMUP (2s) CONNS (50) THREADS (1)
+# Settings (environment): PORT_BASE (19380) DURATION (8s) WARMUP (2s) CONNS (50) THREADS (1)
 #   ROUNDS (3) SIZES ("small big") MODES ("pinned shared")
 #   TARGETS ("direct serval nginx haproxy goproxy") SMALL_BYTES (128)
 #   BIG_BYTES (65536) CLIENT_CPU (0) PROXY_CPU (1) SERVAL_ARGS (extra lb
@@ -64,8 +64,10 @@ CLIENT_CPU=${CLIENT_CPU:-0}
 PROXY_CPU=${PROXY_CPU:-1}
 SERVAL_ARGS=${SERVAL_ARGS:-}
 WORK=${WORK:-$(mktemp -d /tmp/serval-bench-proxy.XXXXXX)}
-BE1=19391 BE2=19392
-declare -A PORT=([direct]=$BE1 [serval]=19380 [nginx]=19381 [haproxy]=19382 [goproxy]=19383 [serval-nohealth]=19384 [serval-1proc]=19387)
+# PORT_BASE (19380) moves every port above by the same offset.
+B=${PORT_BASE:-19380}
+BE1=$((B + 11)) BE2=$((B + 12))
+declare -A PORT=([direct]=$BE1 [serval]=$B [nginx]=$((B + 1)) [haproxy]=$((B + 2)) [goproxy]=$((B + 3)) [serval-nohealth]=$((B + 4)) [serval-1proc]=$((B + 7)))
 
 tools=(wrk curl taskset ss ps)
 [[ " $TARGETS " == *" nginx "* ]] && tools+=(nginx)

@@ -28,7 +28,7 @@
 # $CLIENT_CPU. serval :19480, nginx :19481, haproxy :19482. Certificates are
 # generated with openssl into the work dir.
 #
-# Settings (environment): DURATION (8s) HS_TIME (5, seconds) HS_PAR (2)
+# Settings (environment): PORT_BASE (19480) DURATION (8s) HS_TIME (5, seconds) HS_PAR (2)
 #   CONNS (50) THREADS (1) CERTS ("ecdsa rsa") TARGETS ("serval nginx
 #   haproxy") CLIENT_CPU (0) PROXY_CPU (1) SERVAL_ARGS (extra lb flags)
 #   QUIET_MAX (15) QUIET_WAIT (30) WORK (mktemp dir) RESULTS (copy the
@@ -47,8 +47,9 @@ CLIENT_CPU=${CLIENT_CPU:-0}
 PROXY_CPU=${PROXY_CPU:-1}
 SERVAL_ARGS=${SERVAL_ARGS:-}
 WORK=${WORK:-$(mktemp -d /tmp/serval-bench-tls.XXXXXX)}
-ORIGIN=19491
-declare -A PORT=([serval]=19480 [nginx]=19481 [haproxy]=19482)
+B=${PORT_BASE:-19480} # the ports above move by the same offset
+ORIGIN=$((B + 11))
+declare -A PORT=([serval]=$B [nginx]=$((B + 1)) [haproxy]=$((B + 2)))
 
 tools=(wrk curl taskset ss ps openssl)
 [[ " $TARGETS " == *" nginx "* ]] && tools+=(nginx)
