@@ -64,6 +64,9 @@ func (s *Server[H]) logCertificates(msg string) {
 		}
 		attrs := []slog.Attr{slog.String("file", c.File), slog.String("cn", c.CommonName),
 			slog.Any("dns_names", c.DNSNames), slog.Time("not_after", c.NotAfter)}
+		if len(c.IPs) > 0 {
+			attrs = append(attrs, slog.Any("ip_addresses", c.IPs))
+		}
 		if note != "" {
 			attrs = append(attrs, slog.String("warning", note))
 		}

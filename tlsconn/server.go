@@ -188,6 +188,7 @@ type CertInfo struct {
 	File       string // its PEM file
 	CommonName string
 	DNSNames   []string
+	IPs        []net.IP // IP address SANs
 	NotBefore  time.Time
 	NotAfter   time.Time
 }
@@ -202,7 +203,7 @@ func (s *Server) Certificates() []CertInfo {
 	}
 	out := make([]CertInfo, 0, len(snap.certs))
 	for i, c := range snap.certs {
-		ci := CertInfo{CommonName: c.Leaf.Subject.CommonName, DNSNames: c.Leaf.DNSNames,
+		ci := CertInfo{CommonName: c.Leaf.Subject.CommonName, DNSNames: c.Leaf.DNSNames, IPs: c.Leaf.IPAddresses,
 			NotBefore: c.Leaf.NotBefore, NotAfter: c.Leaf.NotAfter}
 		if i < len(pairs) {
 			ci.File = pairs[i].CertFile
