@@ -357,13 +357,16 @@ func (s *Session) abort(phase serval.Phase, err error) Result {
 func (s *Session) HeadSent() bool { return s.headSent }
 
 // Interim forwards a 1xx response to the client (client.InterimHandler).
-// HTTP/1.0 clients get none (RFC 9110 §15.2); a 100 Continue goes only to
-// a client that asked for it and did not get ours.
+// A proxy forwards every 1xx it did not ask for itself (RFC 9110 §15.2),
+// a 100 Continue the client did not ask for included (clients parse 1xx
+// responses whether they expect one or not); but HTTP/1.0 clients get
+// none, and a client that got a 100 Continue (ours, answering its
+// Expect, or the upstream's) gets no second one.
 func (s *Session) Interim(resp *serval.Response) error {
 	if s.req.Version == serval.Version10 {
 		return nil
 	}
-	if resp.Status == 100 && (!s.req.ExpectContinue || s.cont) {
+	if resp.Status == 100 && s.cont {
 		return nil
 	}
 	if resp.Status == 100 {
