@@ -43,7 +43,8 @@ type Action struct {
 	ContentLength int64
 	// Close closes the connection after the response.
 	Close bool
-	// Reason is logged, and is the body of a Reject.
+	// Reason is the body of a Reject, and reaches OnLog (LogEntry.Reason)
+	// for any kind.
 	Reason string
 }
 

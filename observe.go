@@ -66,6 +66,9 @@ type LogEntry struct {
 	// says where it happened.
 	Err   error
 	Phase Phase
+	// Reason is the Action.Reason the handler answered with (a Reject's
+	// body, or a note on a Respond or Stream); empty otherwise.
+	Reason string
 }
 
 // Metrics receives the server's counts: connections and requests,

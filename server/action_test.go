@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -44,6 +45,12 @@ func TestRespond(t *testing.T) {
 			return a
 		case "/204":
 			return serval.Respond(204, "", []byte("ignored"))
+		case "/205":
+			return serval.Respond(205, "", []byte("ignored"))
+		case "/205-chunked":
+			a := serval.Respond(205, "", []byte("ignored"))
+			a.Chunked = true
+			return a
 		case "/bad-status":
 			return serval.Respond(42, "", nil)
 		}
@@ -74,6 +81,14 @@ func TestRespond(t *testing.T) {
 	}
 	if r = do("GET", "/204"); r.StatusCode != 204 || r.body != "" {
 		t.Fatalf("204: %d %q", r.StatusCode, r.body)
+	}
+	// 205: no content (RFC 9110 §15.3.6), framed by Content-Length: 0.
+	for _, p := range []string{"/205", "/205-chunked"} {
+		send(t, c, "GET "+p+" HTTP/1.1\r\nHost: a\r\n\r\n")
+		if head, _ := readRawHead(t, br); !strings.HasPrefix(head, "HTTP/1.1 205 ") || !strings.Contains(head, "Content-Length: 0\r\n") ||
+			strings.Contains(head, "Transfer-Encoding") {
+			t.Fatalf("%s: %q", p, head)
+		}
 	}
 	send(t, c, "HEAD /headers HTTP/1.1\r\nHost: a\r\n\r\n")
 	head, _ := readRawHead(t, br)
@@ -453,6 +468,195 @@ func TestResponseFieldInjection(t *testing.T) {
 			r := roundTrip(t, ts.addr, get("/"), "GET")
 			if r.StatusCode != 500 || r.Header.Get("Set-Cookie") != "" {
 				t.Fatalf("status %d, Set-Cookie %q: want 500 and nothing injected", r.StatusCode, r.Header.Get("Set-Cookie"))
+			}
+		})
+	}
+}
+
+// panicClose panics in OnConnectionClose, and its Metrics in
+// ConnectionClosed: both run after the connection goroutine's recover.
+type panicClose struct {
+	handler
+	calls atomic.Int32
+}
+
+func (p *panicClose) OnConnectionClose(*serval.ConnInfo) {
+	p.calls.Add(1)
+	panic("test: boom close")
+}
+
+type panicMetrics struct{ serval.NoopMetrics }
+
+func (panicMetrics) ConnectionClosed(serval.CloseReason) { panic("test: boom metrics") }
+
+// TestPanicInOnConnectionClose: a panic in OnConnectionClose (or in a
+// Metrics call made as the connection closes) is logged and swallowed: the
+// process does not end, the slot is freed, the server goes on serving.
+func TestPanicInOnConnectionClose(t *testing.T) {
+	h := &panicClose{}
+	cfg := testConfig()
+	cfg.Logger = discardLogger()
+	cfg.ConnectionsMax = 2
+	ts := start(t, h, cfg, panicMetrics{})
+	for i := range 5 { // more connections than slots: each close frees its slot
+		c := dial(t, ts.addr)
+		send(t, c, get("/"))
+		if r := readResp(t, bufio.NewReader(c), "GET"); r.StatusCode != 200 {
+			t.Fatalf("connection %d: status %d", i, r.StatusCode)
+		}
+		c.Close()
+	}
+	deadline := time.Now().Add(testTimeout)
+	for h.calls.Load() < 5 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	if n := h.calls.Load(); n != 5 {
+		t.Fatalf("OnConnectionClose called %d times for 5 connections", n)
+	}
+}
+
+// TestStreamChunksMax: StreamChunksMax chunks of data pass, whether the
+// last comes with done or a call after it ends the stream; one more cuts
+// the stream (no last chunk) and closes the connection.
+func TestStreamChunksMax(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		chunks    int
+		doneAfter bool // done comes in a call of its own, after the data
+		whole     bool
+	}{
+		{"max-then-done", 3, true, true},
+		{"max-with-done", 3, false, true},
+		{"over-with-done", 4, false, false},
+		{"over-then-done", 4, true, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			i := 0
+			h := &handler{
+				onRequest: func(*serval.Exchange, *serval.Request, []byte) serval.Action {
+					i = 0
+					return serval.Stream(200, "text/plain")
+				},
+				next: func(x *serval.Exchange, buf []byte) (int, bool, error) {
+					i++
+					if i > tc.chunks {
+						return 0, true, nil
+					}
+					return copy(buf, "x"), !tc.doneAfter && i == tc.chunks, nil
+				},
+			}
+			cfg := testConfig()
+			cfg.StreamChunksMax = 3
+			cfg.Logger = discardLogger()
+			ts := start(t, h, cfg, nil)
+			c := dial(t, ts.addr)
+			send(t, c, get("/"))
+			br := bufio.NewReader(c)
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, err := io.ReadAll(resp.Body)
+			if tc.whole && (err != nil || string(body) != strings.Repeat("x", tc.chunks)) {
+				t.Fatalf("body %q, %v: want %d chunks, whole", body, err, tc.chunks)
+			}
+			if !tc.whole && err == nil {
+				t.Fatalf("body %q read whole: want the stream cut past StreamChunksMax", body)
+			}
+		})
+	}
+}
+
+// TestActionReasonLogged: the handler's Action.Reason reaches OnLog.
+func TestActionReasonLogged(t *testing.T) {
+	h := &handler{onRequest: func(_ *serval.Exchange, req *serval.Request, _ []byte) serval.Action {
+		if string(req.Path) == "/no" {
+			return serval.Reject(403, "nope")
+		}
+		a := serval.Respond(200, "", []byte("ok"))
+		a.Reason = "cached"
+		return a
+	}}
+	ts := start(t, h, testConfig(), nil)
+	for _, p := range []string{"/no", "/ok", "/no"} {
+		roundTrip(t, ts.addr, get(p), "GET")
+	}
+	deadline := time.Now().Add(testTimeout)
+	for {
+		_, logs, _ := h.snapshot()
+		if len(logs) == 3 {
+			if logs[0].Reason != "nope" || logs[1].Reason != "cached" || logs[2].Reason != "nope" {
+				t.Fatalf("reasons %q %q %q", logs[0].Reason, logs[1].Reason, logs[2].Reason)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d requests logged, want 3", len(logs))
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// TestStreamClientLeft: a client that closes in the middle of a direct
+// stream ends it right after the next chunk draws its reset, not after
+// NextChunk's next wait and a write that fails; one that only half-closed
+// gets the stream to its end.
+func TestStreamClientLeft(t *testing.T) {
+	for _, halfClose := range []bool{false, true} {
+		t.Run("half-close="+strconv.FormatBool(halfClose), func(t *testing.T) {
+			var calls atomic.Int32
+			h := &handler{
+				onRequest: func(*serval.Exchange, *serval.Request, []byte) serval.Action {
+					calls.Store(0)
+					return serval.Stream(200, "text/event-stream")
+				},
+				next: func(x *serval.Exchange, buf []byte) (int, bool, error) {
+					i := calls.Add(1)
+					if i > 1 {
+						time.Sleep(150 * time.Millisecond)
+					}
+					return copy(buf, "data: x\n\n"), i == 4, nil
+				},
+			}
+			cfg := testConfig()
+			cfg.Logger = discardLogger()
+			ts := start(t, h, cfg, nil)
+			c := dial(t, ts.addr).(*net.TCPConn)
+			send(t, c, get("/events"))
+			br := bufio.NewReader(c)
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ev := make([]byte, len("data: x\n\n"))
+			if _, err := io.ReadFull(resp.Body, ev); err != nil {
+				t.Fatal(err)
+			}
+			if halfClose {
+				c.CloseWrite()
+				rest, err := io.ReadAll(resp.Body)
+				if err != nil || string(rest) != strings.Repeat("data: x\n\n", 3) {
+					t.Fatalf("a half-closed client lost the rest: %q, %v", rest, err)
+				}
+				return
+			}
+			c.Close()
+			deadline := time.Now().Add(testTimeout)
+			for {
+				_, _, conns := h.snapshot()
+				if len(conns) == 1 {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatal("the connection never closed")
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+			// Chunk 2 drew the reset: NextChunk is not called a third time.
+			// (Under the race detector sockets are not polled: the FIN is
+			// not known, and the third chunk's write fails instead.)
+			if n := calls.Load(); n != 2 && !(raceEnabled && n == 3) {
+				t.Fatalf("NextChunk called %d times, want 2 (the stream ends at the chunk that drew the reset)", n)
 			}
 		})
 	}

@@ -49,7 +49,15 @@
 //     whose connection stays open while the read buffer already holds
 //     the next request (a pipelining client) is kept back and leaves with
 //     the responses after it in one write; kept responses are flushed
-//     before anything that may wait (respond.go, writeFinal).
+//     before anything that may wait on the network (respond.go,
+//     writeFinal), but not before the next request's OnRequest: a
+//     handler that blocks there (a database call) delays the responses
+//     kept before it by as long as it blocks, and their
+//     Timings.Total ends when they were complete in the buffer. The
+//     batch costs one write instead of one per response (see the
+//     README's pipelined figures); a handler that may block should do it
+//     in NextChunk (Stream: the kept responses leave with the head), or
+//     answer with Continue (the proxy waits after flushing).
 //  4. A request body the handler did not read is drained up to
 //     BodyDrainBytesMax after the response, else the connection closes, so
 //     body bytes are never parsed as the next request.

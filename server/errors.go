@@ -1,6 +1,7 @@
 package server
 
 import (
+	"errors"
 	"log/slog"
 
 	"github.com/servalproxy/serval"
@@ -30,6 +31,11 @@ var (
 	errNoUpstream    = &serval.StatusError{Status: 503, Msg: "server: no upstream available"}
 	errBadGateway    = &serval.StatusError{Status: 502, Msg: "server: upstream failed"}
 	errGatewayTime   = &serval.StatusError{Status: 504, Msg: "server: upstream timed out"}
+	// errShutdownCut is the error of a request the shutdown's hard stop
+	// (ShutdownTimeout) cut.
+	errShutdownCut = errors.New("server: cut at the shutdown deadline (ShutdownTimeout)")
+	// errStreamClientGone ends a stream whose client reset the connection.
+	errStreamClientGone = errors.New("server: the client reset the connection during the stream")
 )
 
 const levelError = slog.LevelError

@@ -18,7 +18,7 @@ func (c *slot[H]) begin(headBytes int) {
 	c.x.BytesIn = int64(headBytes)
 	c.requests++
 	c.inRequest, c.inForward, c.respStarted = true, false, false
-	c.closeAfter, c.reason, c.err, c.phase = false, serval.CloseNormal, nil, serval.PhaseNone
+	c.closeAfter, c.reason, c.err, c.phase, c.actReason = false, serval.CloseNormal, nil, serval.PhaseNone, ""
 	s.metrics.RequestStarted()
 	c.x.Span = s.tracer.StartSpan("request", serval.SpanHandle{})
 }
@@ -26,6 +26,9 @@ func (c *slot[H]) begin(headBytes int) {
 // fail marks the connection to close after this request for reason,
 // recording what went wrong for the log.
 func (c *slot[H]) fail(reason serval.CloseReason, err error, phase serval.Phase) {
+	if c.killed.Load() {
+		reason, err = serval.CloseShutdown, errShutdownCut
+	}
 	c.closeAfter, c.reason = true, reason
 	if c.err == nil {
 		c.err, c.phase = err, phase
@@ -85,6 +88,7 @@ func (c *slot[H]) dispatch() {
 	if a.Close {
 		c.closeAfter = true
 	}
+	c.actReason = a.Reason
 	switch a.Kind {
 	case serval.ActionContinue:
 		c.forward()
@@ -146,6 +150,9 @@ func (c *slot[H]) forward() {
 	c.body.done = true // the proxy consumed it, or KeepAlive is false
 	if res.Err != nil {
 		c.err, c.phase = res.Err, res.Phase
+		if c.killed.Load() {
+			c.err = errShutdownCut
+		}
 	}
 	if res.Status == 0 {
 		// Nothing was sent: answer the failure ourselves.
@@ -171,7 +178,7 @@ func (c *slot[H]) onLog(k serval.LogHook) {
 	c.entry = serval.LogEntry{
 		Method: c.req.Method, Path: c.req.Path, Query: c.req.Query, Host: c.req.Host, Status: x.Status, Upstream: x.Upstream,
 		Start: x.Start, Timings: x.Timings, BytesIn: x.BytesIn, BytesOut: x.BytesOut,
-		Reused: x.Reused, Err: c.err, Phase: c.phase,
+		Reused: x.Reused, Err: c.err, Phase: c.phase, Reason: c.actReason,
 	}
 	k.OnLog(x, &c.entry)
 }

@@ -99,6 +99,11 @@ const (
 // for a string, text (one of them empty). One write when head and body
 // fit the write buffer.
 func (c *slot[H]) writeResponse(status int, ctype string, fields []serval.Header, body []byte, text string, chunked bool) {
+	if status == 205 {
+		// No content, ever (RFC 9110 §15.3.6), and Content-Length: 0
+		// says so: unlike 204, a 205 is framed like any response.
+		body, text, chunked = nil, "", false
+	}
 	blen := len(body) + len(text)
 	hasBody := !noBodyStatus(status)
 	frame := frameLength

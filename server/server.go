@@ -457,6 +457,7 @@ func (s *Server[H]) shutdown() {
 		for i := range s.slots {
 			sl := &s.slots[i]
 			if sl.state.Load() != stFree {
+				sl.killed.Store(true)
 				sl.raw.Interrupt()
 				sl.nc.Close()
 			}

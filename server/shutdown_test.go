@@ -3,8 +3,10 @@ package server
 import (
 	"bufio"
 	"context"
+	"io"
 	"net"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -171,5 +173,54 @@ func TestHooksOrder(t *testing.T) {
 	}
 	if m.opened.Load() != 1 || m.started.Load() != 2 || m.finished.Load() != 2 {
 		t.Fatalf("metrics opened %d started %d finished %d", m.opened.Load(), m.started.Load(), m.finished.Load())
+	}
+}
+
+// TestShutdownHardStopReason: a stream still running at ShutdownTimeout
+// is cut, and its connection and request say the shutdown did it
+// (CloseShutdown, errShutdownCut), not a write error.
+func TestShutdownHardStopReason(t *testing.T) {
+	leakCheck(t)
+	cfg := testConfig()
+	cfg.ShutdownTimeout = 200 * time.Millisecond
+	h := &handler{
+		onRequest: func(*serval.Exchange, *serval.Request, []byte) serval.Action {
+			return serval.Stream(200, "text/event-stream")
+		},
+		next: func(x *serval.Exchange, buf []byte) (int, bool, error) {
+			time.Sleep(20 * time.Millisecond)
+			return copy(buf, "data: tick\n\n"), false, nil
+		},
+	}
+	s, err := New(h, nil, nil, nil, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- s.Serve(ctx, ln) }()
+	c := dial(t, ln.Addr().String())
+	send(t, c, get("/events"))
+	br := bufio.NewReader(c)
+	if head, err := readRawHead(t, br); err != nil || !strings.HasPrefix(head, "HTTP/1.1 200") {
+		t.Fatalf("head %q, %v", head, err)
+	}
+	go io.Copy(io.Discard, br) // a client that keeps reading
+	cancel()
+	select {
+	case <-served:
+	case <-time.After(testTimeout):
+		t.Fatal("Serve did not return")
+	}
+	_, logs, conns := h.snapshot()
+	if len(conns) != 1 || conns[0].CloseReason != serval.CloseShutdown {
+		t.Fatalf("connections closed %+v, want one with CloseShutdown", conns)
+	}
+	if len(logs) != 1 || logs[0].Err != errShutdownCut {
+		t.Fatalf("logged %+v, want the request with errShutdownCut", logs)
 	}
 }

@@ -41,6 +41,9 @@ type slot[H serval.Handler] struct {
 
 	state     atomic.Uint32
 	idleSince atomic.Int64 // serval.Nanotime; meaningful while stIdle
+	// killed is set by Shutdown's hard stop before it closes the socket:
+	// the failures that follow are the shutdown's, and are told so.
+	killed atomic.Bool
 
 	// nc is written by the accept loop while the slot is free and read by
 	// the connection goroutine, the evictor and the shutdown scan. It is
@@ -103,6 +106,7 @@ type slot[H serval.Handler] struct {
 	reason      serval.CloseReason
 	err         error
 	phase       serval.Phase
+	actReason   string // the handler's Action.Reason, for LogEntry.Reason
 }
 
 func (c *slot[H]) init(s *Server[H], idx int32) {
@@ -172,6 +176,7 @@ func (c *slot[H]) open() {
 	}
 	c.in.reset(c.conn)
 	c.requests, c.linger = 0, false
+	c.killed.Store(false) // a hard stop that found the slot as it freed
 	s.metrics.ConnectionOpened()
 }
 
@@ -192,14 +197,17 @@ func (c *slot[H]) release(reason serval.CloseReason) {
 	// a connection flush first; this is the backstop. A failed write
 	// emptied pend: nothing waits twice.)
 	c.flush()
+	if c.killed.Swap(false) {
+		reason = serval.CloseShutdown
+	}
 	c.close(reason)
 	c.info.Requests = uint32(c.requests)
 	c.info.CloseReason = reason
 	if k := s.hooks.ConnectionClose; k != nil && c.opened {
-		k.OnConnectionClose(&c.info)
+		c.guard("OnConnectionClose", func() { k.OnConnectionClose(&c.info) })
 	}
 	c.opened = false
-	s.metrics.ConnectionClosed(reason)
+	c.guard("Metrics.ConnectionClosed", func() { s.metrics.ConnectionClosed(reason) })
 	c.x.User, c.x.Body, c.x.Upstream, c.x.TLSInfo, c.info.TLSInfo = nil, nil, nil, nil, nil
 	c.conn, c.tcp, c.sock = nil, nil, nil
 	c.raw.Clear()
@@ -207,6 +215,19 @@ func (c *slot[H]) release(reason serval.CloseReason) {
 	c.state.Store(stFree)
 	s.free.push(c.idx)
 	s.wg.Done()
+}
+
+// guard runs f, user code called where the connection goroutine's recover
+// no longer reaches (release, recovered: serve's deferred function): a
+// panic of f is logged and swallowed instead of ending the process.
+func (c *slot[H]) guard(what string, f func()) {
+	defer func() {
+		if p := recover(); p != nil {
+			c.srv.log.Error("server: panic in "+what+" (the connection was closing)", "conn", c.info.ID, "panic", p,
+				"stack", string(debug.Stack()))
+		}
+	}()
+	f()
 }
 
 // recovered handles a panic on the connection: log it, answer 500 when
@@ -237,11 +258,13 @@ func (c *slot[H]) recovered(p any) serval.CloseReason {
 		}
 		c.err, c.phase = errPanic, serval.PhaseNone
 		c.logPanicked()
-		s.metrics.RequestFinished(c.x.Status, time.Since(c.x.Start))
-		if s.bytes != nil {
-			s.bytes.RequestBytes(c.x.BytesIn, c.x.BytesOut)
-		}
-		s.tracer.EndSpan(c.x.Span, errPanic)
+		c.guard("the request's observers", func() {
+			s.metrics.RequestFinished(c.x.Status, time.Since(c.x.Start))
+			if s.bytes != nil {
+				s.bytes.RequestBytes(c.x.BytesIn, c.x.BytesOut)
+			}
+			s.tracer.EndSpan(c.x.Span, errPanic)
+		})
 	}
 	c.inRequest, c.inForward = false, false
 	c.session.Retire()

@@ -33,35 +33,41 @@ func (c *slot[H]) stream(a *serval.Action) {
 		}
 	}
 	c.prepareClose()
-	frame := frameChunked
+	frame, length := frameChunked, a.ContentLength
 	switch {
 	case noBodyStatus(a.Status):
 		frame = frameNone
+	case a.Status == 205:
+		// No content (RFC 9110 §15.3.6): Content-Length: 0, no chunk.
+		frame, length = frameLength, 0
 	case a.ContentLength > 0:
 		frame = frameLength
 	case c.req.Version < serval.Version11:
 		frame = frameNone
 		c.closeAfter = true
 	}
-	n, err := c.buildHead(a.Status, a.ContentType, a.Headers, frame, a.ContentLength)
+	n, err := c.buildHead(a.Status, a.ContentType, a.Headers, frame, length)
 	if err != nil {
 		c.respondError(err)
 		return
 	}
 	c.x.Status = a.Status
-	if !c.write(c.wbuf[:n]) || noBodyStatus(a.Status) || c.req.MethodID == serval.MethodHead {
+	if !c.write(c.wbuf[:n]) || noBodyStatus(a.Status) || a.Status == 205 || c.req.MethodID == serval.MethodHead {
 		return
 	}
-	c.pump(ns, frame, a.ContentLength)
+	c.pump(ns, frame, length)
 }
 
 // pump pulls chunks until the handler is done, bounded by
-// StreamChunksMax. Any failure after the head closes the connection: the
-// client then sees a truncated body, never a wrong one.
+// StreamChunksMax: that many calls of NextChunk, and one more that only
+// ends the stream (n == 0, done), so StreamChunksMax chunks of data pass
+// whether the last one comes with done or before it. Any failure after
+// the head closes the connection: the client then sees a truncated body,
+// never a wrong one.
 func (c *slot[H]) pump(ns serval.ChunkStreamer, frame uint8, length int64) {
 	buf := c.wbuf[chunkSizeLineMax : len(c.wbuf)-chunkFrameBytesMax+chunkSizeLineMax]
 	var sent int64
-	for range c.srv.cfg.StreamChunksMax {
+	for i := 0; ; i++ {
 		n, done, err := ns.NextChunk(&c.x, buf)
 		if err != nil {
 			c.fail(serval.CloseError, err, serval.PhaseClientWrite)
@@ -69,6 +75,10 @@ func (c *slot[H]) pump(ns serval.ChunkStreamer, frame uint8, length int64) {
 		}
 		if n < 0 || n > len(buf) {
 			c.fail(serval.CloseError, errBadChunk, serval.PhaseClientWrite)
+			return
+		}
+		if i == c.srv.cfg.StreamChunksMax && (n > 0 || !done) {
+			c.fail(serval.CloseError, errStreamChunks, serval.PhaseClientWrite)
 			return
 		}
 		sent += int64(n)
@@ -79,6 +89,13 @@ func (c *slot[H]) pump(ns serval.ChunkStreamer, frame uint8, length int64) {
 		if !c.writeChunk(n, done, frame) {
 			return
 		}
+		if !done && c.raw.PeerReset() {
+			// The client left (its FIN came first, and the chunk just
+			// written drew its reset): the stream ends now, not after
+			// NextChunk's next wait and the write that would fail.
+			c.fail(serval.CloseError, errStreamClientGone, serval.PhaseClientWrite)
+			return
+		}
 		if done {
 			if frame == frameLength && sent != length {
 				c.fail(serval.CloseError, errStreamLength, serval.PhaseClientWrite)
@@ -86,7 +103,6 @@ func (c *slot[H]) pump(ns serval.ChunkStreamer, frame uint8, length int64) {
 			return
 		}
 	}
-	c.fail(serval.CloseError, errStreamChunks, serval.PhaseClientWrite)
 }
 
 // writeChunk frames the n bytes NextChunk left at wbuf[chunkSizeLineMax:]

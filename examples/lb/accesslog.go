@@ -125,5 +125,8 @@ func (d *logHandler) OnLog(x *serval.Exchange, e *serval.LogEntry) {
 	if e.Err != nil {
 		attrs = append(attrs, "phase", e.Phase.String(), "err", e.Err)
 	}
+	if e.Reason != "" {
+		attrs = append(attrs, "reason", e.Reason)
+	}
 	d.debug.Debug("request", attrs...)
 }

@@ -48,6 +48,7 @@ type Conn struct {
 	awaitFn     func(uintptr)
 	awaitErr    error // the wait's failure, from inside a Control callback
 	peekFn      func(uintptr)
+	stateFn     func(uintptr)
 	peekWaitFn  func(uintptr) bool
 	peekBuf     [1]byte
 	regFn       func(uintptr)
@@ -75,6 +76,7 @@ func (c *Conn) Init() {
 	c.awaitReadFn = c.doAwaitRead
 	c.awaitFn = c.doAwait
 	c.peekFn = c.doPeek
+	c.stateFn = c.doState
 	c.peekWaitFn = c.doPeekWait
 	c.regFn = c.doRegister
 	c.unregFn = c.doUnregister
@@ -176,6 +178,36 @@ func (c *Conn) Quiet() bool {
 // poll_linux.go). An idle pooled connection in that state is dead: its
 // socket waits in CLOSE_WAIT for us to close it.
 func (c *Conn) PeerClosed() bool { return c.polled && c.d.hup.Load() }
+
+// PeerReset reports whether the peer of a polled socket whose FIN or
+// error was harvested (PeerClosed) reset it, rather than only closing its
+// sending side: the connection's TCP state (TCP_INFO, one getsockopt) is
+// then CLOSE, where a half-closed peer leaves it in CLOSE_WAIT. (A read
+// cannot tell: after a FIN it returns EOF before any later error.) A
+// half-closed peer may still be reading; a reset one is gone. False when
+// c is not polled or nothing was harvested (no system call).
+func (c *Conn) PeerReset() bool {
+	if !c.polled || !c.d.hup.Load() {
+		return false
+	}
+	c.rn, c.rerr = 0, 0
+	if c.rc.Control(c.stateFn) != nil {
+		return false
+	}
+	return c.rerr == 0 && c.rn == tcpStateClose
+}
+
+// tcpStateClose is TCP_CLOSE, the first byte of struct tcp_info.
+const tcpStateClose = 7
+
+// doState reads the socket's TCP state (tcpi_state, the first byte of
+// TCP_INFO) into rn.
+func (c *Conn) doState(fd uintptr) {
+	n := uint32(1)
+	_, _, e := syscall.RawSyscall6(syscall.SYS_GETSOCKOPT, fd, syscall.IPPROTO_TCP, syscall.TCP_INFO,
+		uintptr(unsafe.Pointer(&c.peekBuf[0])), uintptr(unsafe.Pointer(&n)), 0)
+	c.rn, c.rerr = int(c.peekBuf[0]), e
+}
 
 // PeekIdle checks a polled socket that should hold nothing (an idle
 // pooled connection about to be reused) with a one-byte MSG_PEEK that does

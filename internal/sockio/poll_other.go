@@ -33,6 +33,9 @@ func Polling() bool { return false }
 // PeerClosed is false off Linux: nothing watches the socket.
 func (c *Conn) PeerClosed() bool { return false }
 
+// PeerReset cannot ask the kernel here.
+func (c *Conn) PeerReset() bool { return false }
+
 // Pipe is unused here: SpliceTo is never called (nothing is polled).
 type Pipe struct{}
 
