@@ -123,7 +123,11 @@
 // nothing else was sent and the error "server: panic in handler"), counted and its
 // span ended like any other; a panic of OnLog itself there is swallowed.
 // The slot's proxy.Session is replaced, since the panic may have left it
-// mid-exchange. The server keeps serving other connections.
+// mid-exchange. The server keeps serving other connections. User code
+// that runs after that recover, as the connection closes
+// (OnConnectionClose, Metrics.ConnectionClosed, and the observers of a
+// request a panic ended), is guarded on its own: its panic is logged and
+// the close goes on.
 //
 // # Shutdown
 //
