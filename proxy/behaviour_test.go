@@ -907,13 +907,7 @@ func TestClientCutLoggedAsSent(t *testing.T) {
 	io.CopyN(io.Discard, resp.Body, 1<<20)
 	tc.c.(*net.TCPConn).SetLinger(0)
 	tc.c.Close()
-	deadline := time.Now().Add(testTimeout)
-	for !strings.Contains(logs.String(), "exchange failed") {
-		if time.Now().After(deadline) {
-			t.Fatalf("no exchange failure logged; logs:\n%s", logs.String())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitExchangeFailed(t, &logs)
 	line := ""
 	for l := range strings.Lines(logs.String()) {
 		if strings.Contains(l, "exchange failed") {
@@ -1206,13 +1200,7 @@ func TestFailureCauseLogged(t *testing.T) {
 	if r, _ := tc.mustRead("GET"); r.StatusCode != 502 {
 		t.Fatalf("status %d, want 502", r.StatusCode)
 	}
-	deadline := time.Now().Add(testTimeout)
-	for !strings.Contains(logs.String(), "exchange failed") {
-		if time.Now().After(deadline) {
-			t.Fatalf("no exchange failure logged; logs:\n%s", logs.String())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitExchangeFailed(t, &logs)
 	// The reset reads as a reset or as EOF, depending on what read the
 	// socket's error first.
 	if s := logs.String(); !strings.Contains(s, "level=WARN") || !strings.Contains(s, "cause=") {
@@ -1239,13 +1227,7 @@ func TestClientBodyCutCauseLogged(t *testing.T) {
 				tc.c.(*net.TCPConn).SetLinger(0)
 			}
 			tc.c.Close()
-			deadline := time.Now().Add(testTimeout)
-			for !strings.Contains(logs.String(), "exchange failed") {
-				if time.Now().After(deadline) {
-					t.Fatalf("no exchange failure logged; logs:\n%s", logs.String())
-				}
-				time.Sleep(10 * time.Millisecond)
-			}
+			waitExchangeFailed(t, &logs)
 			s := logs.String()
 			want := "unexpected EOF"
 			if how == "rst" {
@@ -1256,5 +1238,18 @@ func TestClientBodyCutCauseLogged(t *testing.T) {
 				t.Errorf("logged %q: want phase=client_body with a cause naming %q", s, want)
 			}
 		})
+	}
+}
+
+// waitExchangeFailed waits (bounded) for the proxy's "exchange failed"
+// line in logs.
+func waitExchangeFailed(t *testing.T, logs *syncbuf.Buffer) {
+	t.Helper()
+	deadline := time.Now().Add(testTimeout)
+	for !strings.Contains(logs.String(), "exchange failed") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no exchange failure logged; logs:\n%s", logs.String())
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }

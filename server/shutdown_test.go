@@ -26,25 +26,14 @@ func TestGracefulShutdown(t *testing.T) {
 		}
 		return serval.Respond(200, "", []byte("done"))
 	}}
-	s, err := New(h, nil, nil, nil, testConfig())
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	served := make(chan error, 1)
-	go func() { served <- s.Serve(ctx, ln) }()
+	_, addr, cancel, served := serveCancel(t, h, testConfig())
 
-	idle := dial(t, ln.Addr().String())
+	idle := dial(t, addr)
 	send(t, idle, get("/"))
 	idleBR := bufio.NewReader(idle)
 	readResp(t, idleBR, "GET")
 
-	busy := dial(t, ln.Addr().String())
+	busy := dial(t, addr)
 	send(t, busy, get("/slow"))
 	<-entered
 
@@ -59,7 +48,7 @@ func TestGracefulShutdown(t *testing.T) {
 		t.Fatal("Serve returned with a request in flight")
 	case <-time.After(50 * time.Millisecond):
 	}
-	if c, err := net.DialTimeout("tcp", ln.Addr().String(), time.Second); err == nil {
+	if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
 		c.SetDeadline(time.Now().Add(testTimeout))
 		expectClosed(t, bufio.NewReader(c))
 		c.Close()
@@ -95,18 +84,8 @@ func TestShutdownTimeout(t *testing.T) {
 	cfg := testConfig()
 	cfg.ShutdownTimeout = 200 * time.Millisecond
 	cfg.HeaderReadTimeout = time.Minute
-	s, err := New(&handler{}, nil, nil, nil, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	served := make(chan error, 1)
-	go func() { served <- s.Serve(ctx, ln) }()
-	c := dial(t, ln.Addr().String())
+	s, addr, cancel, served := serveCancel(t, &handler{}, cfg)
+	c := dial(t, addr)
 	send(t, c, "GET / HTTP/1.1\r\n")
 	// Wait (bounded) until the server has read the partial head: its slot
 	// is then busy, not idle (an idle one would be closed at once). The
@@ -192,18 +171,8 @@ func TestShutdownHardStopReason(t *testing.T) {
 			return copy(buf, "data: tick\n\n"), false, nil
 		},
 	}
-	s, err := New(h, nil, nil, nil, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	served := make(chan error, 1)
-	go func() { served <- s.Serve(ctx, ln) }()
-	c := dial(t, ln.Addr().String())
+	_, addr, cancel, served := serveCancel(t, h, cfg)
+	c := dial(t, addr)
 	send(t, c, get("/events"))
 	br := bufio.NewReader(c)
 	if head, err := readRawHead(t, br); err != nil || !strings.HasPrefix(head, "HTTP/1.1 200") {
@@ -223,4 +192,29 @@ func TestShutdownHardStopReason(t *testing.T) {
 	if len(logs) != 1 || logs[0].Err != errShutdownCut {
 		t.Fatalf("logged %+v, want the request with errShutdownCut", logs)
 	}
+}
+
+// serveCancel builds a server for h and serves it on 127.0.0.1:0 until
+// cancel; served receives what Serve returned.
+func serveCancel[H serval.Handler](t *testing.T, h H, cfg Config) (s *Server[H], addr string, cancel context.CancelFunc, served <-chan error) {
+	t.Helper()
+	s, err := New(h, nil, nil, nil, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done, exited := make(chan error, 1), make(chan struct{})
+	go func() {
+		done <- s.Serve(ctx, ln)
+		close(exited)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-exited
+	})
+	return s, ln.Addr().String(), cancel, done
 }
