@@ -9,11 +9,14 @@ import (
 // larger buffer gets a mapping of its own.
 const chunkBytes = 32 << 20
 
-// pageBytes aligns buffers of a page or more, as the heap aligns its
-// large objects; smaller ones are aligned to a cache line.
+// Buffers start at a page boundary plus a color of 0 to colors-1 cache
+// lines, taken colorStride apart (coprime with colors) from one buffer to
+// the next.
 const (
-	pageBytes = 4 << 10
-	lineBytes = 64
+	pageBytes   = 4 << 10
+	lineBytes   = 64
+	colors      = pageBytes / lineBytes
+	colorStride = 11
 )
 
 // Arena hands out buffers from mappings it owns. Its methods are safe for
@@ -23,6 +26,7 @@ type Arena struct {
 	chunks [][]byte         // every mapping taken, for Release
 	rest   []byte           // the unused tail of the last chunk
 	free   map[int][][]byte // buffers given back (Put), by capacity
+	color  int              // buffers carved so far: the next one's color
 }
 
 // New returns an empty arena: it maps memory on its first Make.
@@ -46,22 +50,25 @@ func (a *Arena) Make(n int) []byte {
 		clear(b)
 		return b
 	}
-	align := lineBytes
-	if n >= pageBytes {
-		align = pageBytes
-	}
-	size := (n + align - 1) &^ (align - 1)
-	pad := 0
+	// Each buffer starts at a page boundary plus its color, a number of
+	// cache lines that differs from one buffer to the next: the buffers'
+	// first lines (a head, the hot part of each) then fall in different
+	// sets of the CPU caches, where page-aligned ones would all compete
+	// for one.
+	color := (a.color * colorStride % colors) * lineBytes
+	a.color++
+	size := (n + lineBytes - 1) &^ (lineBytes - 1)
+	pad := color
 	if len(a.rest) > 0 {
-		pad = int(-uintptr(unsafe.Pointer(unsafe.SliceData(a.rest)))) & (align - 1)
+		pad += int(-uintptr(unsafe.Pointer(unsafe.SliceData(a.rest)))) & (pageBytes - 1)
 	}
 	if len(a.rest) < pad+size {
-		c := takeChunk(max(size, chunkBytes)) // page-aligned
+		c := takeChunk(max(color+size, chunkBytes)) // page-aligned
 		if c == nil {
 			return make([]byte, n) // no mapping: the heap it is
 		}
 		a.chunks = append(a.chunks, c)
-		a.rest, pad = c, 0
+		a.rest, pad = c, color
 	}
 	b := a.rest[pad : pad+n : pad+n]
 	a.rest = a.rest[pad+size:]

@@ -12,6 +12,7 @@ func TestMake(t *testing.T) {
 	a := New()
 	defer a.Release()
 	seen := map[uintptr]bool{}
+	var prev uintptr
 	for _, n := range []int{1, 63, 64, 100, 4095, 4096, 5000, 32 << 10, 128 << 10, chunkBytes + 1} {
 		b := a.Make(n)
 		if len(b) != n || cap(b) != n {
@@ -23,15 +24,13 @@ func TestMake(t *testing.T) {
 			}
 		}
 		p := uintptr(unsafe.Pointer(&b[0]))
-		if enabled {
-			align := uintptr(lineBytes)
-			if n >= pageBytes {
-				align = pageBytes
-			}
-			if p%align != 0 {
-				t.Errorf("Make(%d) at %#x: not %d-aligned", n, p, align)
-			}
+		if enabled && p%lineBytes != 0 {
+			t.Errorf("Make(%d) at %#x: not aligned to a cache line", n, p)
 		}
+		if enabled && prev != 0 && p%pageBytes == prev%pageBytes {
+			t.Errorf("Make(%d) at %#x: the same offset in its page as the buffer before", n, p)
+		}
+		prev = p
 		if seen[p] {
 			t.Fatalf("Make(%d) handed out %#x twice", n, p)
 		}
