@@ -2,7 +2,6 @@ package server
 
 import (
 	"bufio"
-	"context"
 	"io"
 	"math/rand/v2"
 	"net"
@@ -44,30 +43,11 @@ func (c *countingConn) Write(b []byte) (int, error) {
 func serveCounting[H serval.Handler](t *testing.T, h H, cfg Config) (addr string, l *countingListener) {
 	t.Helper()
 	leakCheck(t)
-	s, err := New(h, nil, nil, nil, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	l = &countingListener{Listener: ln}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(ctx, l) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Serve: %v", err)
-			}
-		case <-time.After(3 * testTimeout):
-			t.Error("Serve did not return")
-		}
+	_, addr, _, _ = serveCancel(t, h, cfg, func(ln net.Listener) net.Listener {
+		l = &countingListener{Listener: ln}
+		return l
 	})
-	return ln.Addr().String(), l
+	return addr, l
 }
 
 // TestPipelinedResponsesCoalesced: the responses to a batch of pipelined

@@ -26,7 +26,7 @@ func TestGracefulShutdown(t *testing.T) {
 		}
 		return serval.Respond(200, "", []byte("done"))
 	}}
-	_, addr, cancel, served := serveCancel(t, h, testConfig())
+	_, addr, cancel, served := serveCancel(t, h, testConfig(), nil)
 
 	idle := dial(t, addr)
 	send(t, idle, get("/"))
@@ -84,7 +84,7 @@ func TestShutdownTimeout(t *testing.T) {
 	cfg := testConfig()
 	cfg.ShutdownTimeout = 200 * time.Millisecond
 	cfg.HeaderReadTimeout = time.Minute
-	s, addr, cancel, served := serveCancel(t, &handler{}, cfg)
+	s, addr, cancel, served := serveCancel(t, &handler{}, cfg, nil)
 	c := dial(t, addr)
 	send(t, c, "GET / HTTP/1.1\r\n")
 	// Wait (bounded) until the server has read the partial head: its slot
@@ -171,7 +171,7 @@ func TestShutdownHardStopReason(t *testing.T) {
 			return copy(buf, "data: tick\n\n"), false, nil
 		},
 	}
-	_, addr, cancel, served := serveCancel(t, h, cfg)
+	_, addr, cancel, served := serveCancel(t, h, cfg, nil)
 	c := dial(t, addr)
 	send(t, c, get("/events"))
 	br := bufio.NewReader(c)
@@ -194,9 +194,10 @@ func TestShutdownHardStopReason(t *testing.T) {
 	}
 }
 
-// serveCancel builds a server for h and serves it on 127.0.0.1:0 until
-// cancel; served receives what Serve returned.
-func serveCancel[H serval.Handler](t *testing.T, h H, cfg Config) (s *Server[H], addr string, cancel context.CancelFunc, served <-chan error) {
+// serveCancel builds a server for h and serves it on 127.0.0.1:0 (behind
+// wrap's listener when wrap is not nil) until cancel; served receives
+// what Serve returned. The test's cleanup cancels and waits for it.
+func serveCancel[H serval.Handler](t *testing.T, h H, cfg Config, wrap func(net.Listener) net.Listener) (s *Server[H], addr string, cancel context.CancelFunc, served <-chan error) {
 	t.Helper()
 	s, err := New(h, nil, nil, nil, cfg)
 	if err != nil {
@@ -206,6 +207,10 @@ func serveCancel[H serval.Handler](t *testing.T, h H, cfg Config) (s *Server[H],
 	if err != nil {
 		t.Fatal(err)
 	}
+	addr = ln.Addr().String()
+	if wrap != nil {
+		ln = wrap(ln)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done, exited := make(chan error, 1), make(chan struct{})
 	go func() {
@@ -214,7 +219,19 @@ func serveCancel[H serval.Handler](t *testing.T, h H, cfg Config) (s *Server[H],
 	}()
 	t.Cleanup(func() {
 		cancel()
-		<-exited
+		select {
+		case <-exited:
+		case <-time.After(3 * testTimeout):
+			t.Error("Serve did not return")
+			return
+		}
+		select {
+		case err := <-done: // not taken by the test
+			if err != nil {
+				t.Errorf("Serve: %v", err)
+			}
+		default:
+		}
 	})
-	return s, ln.Addr().String(), cancel, done
+	return s, addr, cancel, done
 }
