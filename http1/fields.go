@@ -249,6 +249,10 @@ type fieldRules struct {
 	hosts          int
 	host           []byte
 	expectContinue bool
+	// badExpect: an Expect other than 100-continue; answered 417 only
+	// once the rest of the head proved well formed (a malformed head is
+	// a 400 whatever its Expect says).
+	badExpect bool
 }
 
 func (r *fieldRules) field(f *serval.Header) error {
@@ -267,30 +271,32 @@ func (r *fieldRules) field(f *serval.Header) error {
 		}
 		r.host = f.Value
 	case len(f.Name) == 6 && serval.EqualFold(f.Name, "expect"):
-		return r.expectation(f.Value)
+		r.expectation(f.Value)
 	}
 	return nil
 }
 
-// expectation accepts only 100-continue (RFC 9110 §10.1.1); HTTP/1.0
-// requests have their expectations ignored, as that section requires.
-func (r *fieldRules) expectation(v []byte) error {
+// expectation accepts only 100-continue (RFC 9110 §10.1.1), and marks
+// anything else for a 417 once the head is complete; HTTP/1.0 requests
+// have their expectations ignored, as that section requires.
+func (r *fieldRules) expectation(v []byte) {
 	if r.version == serval.Version10 {
-		return nil
+		return
 	}
 	n := 0
 	it := NewTokenIter(v)
 	for t, ok := it.Next(); ok; t, ok = it.Next() {
 		if !serval.EqualFold(t, "100-continue") {
-			return ErrExpectation
+			r.badExpect = true
+			return
 		}
 		n++
 	}
 	if n == 0 {
-		return ErrExpectation
+		r.badExpect = true
+		return
 	}
 	r.expectContinue = true
-	return nil
 }
 
 // listHasMember reports whether the list value v (RFC 9110 §5.6.1) has a

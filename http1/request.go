@@ -199,6 +199,9 @@ func finishRequest(req *serval.Request, r *fieldRules) error {
 	if r.hosts == 0 && req.Version == serval.Version11 {
 		return ErrMissingHost // RFC 9112 §3.2; HTTP/1.0 may omit it
 	}
+	if r.badExpect {
+		return ErrExpectation
+	}
 	if req.Form != serval.FormAbsolute {
 		req.Host = r.host // absolute form: the target's authority wins
 	}

@@ -325,11 +325,32 @@ func TestRequestLimits(t *testing.T) {
 		{"CL then TE", "PUT /u HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n", ErrLengthAndTE},
 		{"chunked then more", "PUT /u HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: gzip\r\n", ErrBadTE},
 		{"repeated host", "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n", ErrRepeatedHost},
-		{"bad expect", "GET / HTTP/1.1\r\nExpect: x\r\n", ErrExpectation},
 		{"version without CR", "GET / HTTP/5.6", ErrVersion},
 		{"garbage version without CR", "GET / HTTP/x.y", ErrBadVersion},
 	}
 	for _, tc := range early {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := ParseRequest([]byte(tc.head), newReq(10), nil); err != tc.want {
+				t.Fatalf("got %v want %v", err, tc.want)
+			}
+		})
+	}
+	// An unsupported expectation is a 417 only for a head otherwise well
+	// formed: a malformed head after it (here obs-fold, the way a folded
+	// Expect reads) is the 400 any malformed head gets.
+	expect := []struct {
+		name, head string
+		want       error
+	}{
+		{"bad expect", "GET / HTTP/1.1\r\nHost: a\r\nExpect: x\r\n\r\n", ErrExpectation},
+		{"empty expect", "GET / HTTP/1.1\r\nHost: a\r\nExpect:\r\n\r\n", ErrExpectation},
+		{"folded expect", "GET / HTTP/1.1\r\nHost: a\r\nExpect:\r\n 100-continue\r\n\r\n", ErrObsFold},
+		{"bad expect, then a bad field", "GET / HTTP/1.1\r\nExpect: x\r\nBad Name: v\r\n\r\n", ErrBadFieldName},
+		{"bad expect, no host", "GET / HTTP/1.1\r\nExpect: x\r\n\r\n", ErrMissingHost},
+		{"bad expect, incomplete", "GET / HTTP/1.1\r\nExpect: x\r\n", ErrIncomplete},
+		{"bad expect, HTTP/1.0 ignores it", "GET / HTTP/1.0\r\nExpect: x\r\n\r\n", nil},
+	}
+	for _, tc := range expect {
 		t.Run(tc.name, func(t *testing.T) {
 			if _, err := ParseRequest([]byte(tc.head), newReq(10), nil); err != tc.want {
 				t.Fatalf("got %v want %v", err, tc.want)
