@@ -959,9 +959,10 @@ func TestClientCutBody400(t *testing.T) {
 func TestUploadTimeouts(t *testing.T) {
 	checkLeaks(t)
 	var answer atomic.Bool
-	// The stall bound is well above the pieces' 20 ms gaps, so a loaded
-	// machine (CI runs -race on two cores) does not make one.
-	hs, _ := rawHarness(t, Config{ResponseTimeout: 400 * time.Millisecond, BodyReadTimeout: 600 * time.Millisecond},
+	// The stall bound is far above the pieces' 20 ms gaps, so a loaded
+	// machine (CI runs -race on two cores) does not make one: pauses of
+	// the sending goroutine past 600 ms were seen there.
+	hs, _ := rawHarness(t, Config{ResponseTimeout: 400 * time.Millisecond, BodyReadTimeout: 2 * time.Second},
 		serval.Hooks{}, func(c net.Conn, br *bufio.Reader) {
 			for {
 				req, err := http.ReadRequest(br)

@@ -16,19 +16,23 @@ import (
 // TestSlowSplicedTransfers: bodies larger than the buffers are spliced,
 // and WriteTimeout and BodyReadTimeout bound each stall, not the time a
 // large body takes. A client that downloads 8 MiB steadily (64 KiB every
-// 25 ms: over three seconds, far more than the kernel's buffers hold)
-// through a proxy whose write timeout is 1 s gets every byte; so does an
-// upload that slow under a 1 s body read timeout. (A stall timeout covers
-// one splice round, up to 256 KiB: four pieces, 100 ms here, which leaves
-// a loaded machine room to pause the test.) Before, one deadline
-// covered each 4 MiB splice segment: any client slower than 4 MiB per
-// timeout (140 KB/s with the 30 s defaults) was cut off mid-body.
+// 45 ms: almost six seconds, far more than the kernel's buffers hold)
+// through a proxy whose write timeout is 2 s gets every byte; so does an
+// upload that slow under a 2 s body read timeout. (A stall timeout covers
+// one splice round, up to 256 KiB: four pieces, 180 ms here. The margin
+// is absolute, not a ratio: on a loaded two-core machine each of a
+// round's wake-ups waits for a processor, and rounds of 100 ms were
+// measured at over a second.) Before, one deadline covered each 4 MiB
+// splice segment: any client slower than 4 MiB per timeout (140 KB/s
+// with the 30 s defaults) was cut off mid-body; here 4 MiB less the
+// kernel's buffers takes at least 58 gaps, 2.6 s, past the 2.25 s a 2 s
+// timeout may last, so that stays caught.
 func TestSlowSplicedTransfers(t *testing.T) {
 	checkLeaks(t)
 	const size = 8 << 20
-	const piece, gap = 64 << 10, 25 * time.Millisecond
+	const piece, gap = 64 << 10, 45 * time.Millisecond
 	body := bytes.Repeat([]byte("0123456789abcdef"), size/16)
-	hs, _ := rawHarness(t, Config{WriteTimeout: time.Second, BodyReadTimeout: time.Second},
+	hs, _ := rawHarness(t, Config{WriteTimeout: 2 * time.Second, BodyReadTimeout: 2 * time.Second},
 		serval.Hooks{}, func(c net.Conn, br *bufio.Reader) {
 			c.SetDeadline(time.Now().Add(4 * testTimeout))
 			for {

@@ -440,7 +440,10 @@ func TestHealthStatus(t *testing.T) {
 			}
 			go srv.Serve(ln)
 			t.Cleanup(func() { srv.Close() })
-			addr, logs := startLB(t, append([]string{"--backends", ln.Addr().String(), "--health-interval", "20ms",
+			// Not 20 ms: a probe's timeout is capped at the interval, and
+			// with one failure enough, one probe slowed by a loaded
+			// machine would take the healthy backend out.
+			addr, logs := startLB(t, append([]string{"--backends", ln.Addr().String(), "--health-interval", "250ms",
 				"--unhealthy-threshold", "1"}, tc.args...)...)
 			if !tc.healthy {
 				waitLog(t, logs, "prober: upstream unhealthy", 1)

@@ -259,6 +259,7 @@ func serveLB(ctx context.Context, o *options, table []serval.Upstream, logger *s
 			"backends", len(table), "https_backends", countTLS(table), "lb", o.policy.String(), "sticky_cookie", o.stickyCookie,
 			"health", !o.noHealth, "health_interval", o.healthInterval, "health_path", o.healthPath, "health_status", strconv.Itoa(o.healthStatusMin)+"-"+strconv.Itoa(o.healthStatusMax), "unhealthy_threshold", o.unhealthyThreshold, "healthy_threshold", o.healthyThreshold,
 			"connect_timeout", o.connectTimeout, "response_timeout", o.responseTimeout, "idle_per_upstream", o.idlePerUpstream, "retries", o.retries)
+		workerServing()
 	}
 	if accessFile != nil && o.accessLog != "-" {
 		s.reopen = accessFile.Reopen // stdout has nothing to reopen

@@ -241,7 +241,9 @@ func startHTTPSEcho(t *testing.T, ca *testpki.CA, id string) string {
 func TestUpstreamTLS(t *testing.T) {
 	ca := testpki.NewCA(t, "upstream-ca")
 	be := startHTTPSEcho(t, ca, "secure-1")
-	probes := []string{"--health-interval", "20ms", "--health-timeout", "1s"}
+	// The timeout is capped at the interval: at 20 ms, three TLS
+	// handshakes slowed by a loaded machine (-race) took the backend out.
+	probes := []string{"--health-interval", "200ms", "--health-timeout", "1s"}
 	cases := []struct {
 		name     string
 		args     []string
@@ -272,7 +274,7 @@ func TestUpstreamTLS(t *testing.T) {
 				return
 			}
 			// Many probe intervals later the backend is still healthy.
-			time.Sleep(300 * time.Millisecond)
+			time.Sleep(time.Second)
 			if code, _, _ := get(t, c, "http://"+addr+"/"); code != 200 {
 				t.Fatalf("after probes: status %d; logs:\n%s", code, logs)
 			}

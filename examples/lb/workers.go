@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -47,19 +48,25 @@ const workerEnv = "SERVAL_LB_WORKER"
 // workerListenerFD is the descriptor of the listening socket a worker
 // inherits (the first of exec.Cmd.ExtraFiles, the same socket for every
 // worker); workerSeedFD is a pipe holding the session ticket seed (the
-// second).
+// second); workerReadyFD (the fifth, after workerMetricsFD and
+// workerLoadFD) is a pipe's write end on which the worker says, with one
+// byte, that it serves (workerServing): the master tells a worker that
+// failed at its start from one that served by it, not by how long it ran
+// (on a loaded machine a worker can take seconds to fail at start).
 const (
 	workerListenerFD = 3
 	workerSeedFD     = 4
+	workerReadyFD    = 7
 )
 
 // workersLimit bounds --workers.
 const workersLimit = 256
 
-// Restart policy: a worker that exits within workerFastExit of starting
-// failed fast. A worker that has never run longer than that and fails
-// fast workerFastExitsMax times in a row means the configuration cannot
-// work: the master gives up and stops. One that has served before (a
+// Restart policy: a worker that exits before it said it serves
+// (workerReadyFD), or within workerFastExit of starting, failed fast. A
+// worker that has never served longer than that and fails fast
+// workerFastExitsMax times in a row means the configuration cannot work:
+// the master gives up and stops. One that has served before (a
 // crash under load, an OOM kill, an operator's kill) is restarted
 // whatever happens, as nginx's master does: workerRestartDelay after it
 // exits, doubling with each fast exit in a row up to
@@ -120,6 +127,18 @@ func workerTicketSeed() ([]byte, error) {
 		return nil, err
 	}
 	return seed, nil
+}
+
+// workerServing tells the master this worker serves: a byte on
+// workerReadyFD, which is then closed. A no-op outside a worker.
+func workerServing() {
+	if workerIndex() < 0 {
+		return
+	}
+	if f := os.NewFile(workerReadyFD, "lb-ready"); f != nil {
+		f.Write([]byte{1})
+		f.Close()
+	}
 }
 
 // master supervises the workers.
@@ -240,7 +259,8 @@ func (m *master) keep(ctx context.Context, k int) {
 	fast, served := 0, false
 	for ctx.Err() == nil {
 		started := time.Now()
-		cmd, sink, err := m.start(k)
+		var serving atomic.Bool
+		cmd, sink, err := m.start(k, &serving)
 		if err != nil {
 			m.log.Error("starting worker", "worker", k, "err", err)
 		} else {
@@ -251,7 +271,7 @@ func (m *master) keep(ctx context.Context, k int) {
 			}
 			m.log.Error("worker exited", "worker", k, "pid", cmd.Process.Pid, "err", err, "ran", time.Since(started).Round(time.Millisecond))
 		}
-		if time.Since(started) < workerFastExit {
+		if time.Since(started) < workerFastExit || !serving.Load() {
 			fast++
 		} else {
 			fast, served = 0, true
@@ -279,8 +299,9 @@ func (m *master) keep(ctx context.Context, k int) {
 
 // start starts worker k with its listening socket and its output going
 // through the line sink; the returned channel is closed when all of the
-// worker's output was forwarded.
-func (m *master) start(k int) (*exec.Cmd, <-chan struct{}, error) {
+// worker's output was forwarded and serving tells whether it said it
+// served (workerReadyFD).
+func (m *master) start(k int, serving *atomic.Bool) (*exec.Cmd, <-chan struct{}, error) {
 	// The seed goes through a pipe, not the environment or the arguments
 	// (which other users can read in /proc): the worker reads it and the
 	// pipe is gone. 32 bytes fit in a pipe's buffer: the write never blocks.
@@ -294,8 +315,14 @@ func (m *master) start(k int) (*exec.Cmd, <-chan struct{}, error) {
 	if err != nil {
 		return nil, nil, err
 	}
+	rr, rw, err := os.Pipe()
+	if err != nil {
+		return nil, nil, err
+	}
 	r, w, err := os.Pipe()
 	if err != nil {
+		rr.Close()
+		rw.Close()
 		return nil, nil, err
 	}
 	cmd := exec.Command(m.exe, m.args...)
@@ -305,7 +332,7 @@ func (m *master) start(k int) (*exec.Cmd, <-chan struct{}, error) {
 	if m.mfiles != nil {
 		mf = m.mfiles[k]
 	}
-	cmd.ExtraFiles = []*os.File{m.ln, sr, mf, m.lfile} // workerListenerFD, workerSeedFD, workerMetricsFD, workerLoadFD
+	cmd.ExtraFiles = []*os.File{m.ln, sr, mf, m.lfile, rw} // workerListenerFD, workerSeedFD, workerMetricsFD, workerLoadFD, workerReadyFD
 	cmd.SysProcAttr = workerSysProcAttr()
 	m.mu.Lock() // the listeners stay open until the worker has its copies
 	if m.closed {
@@ -314,19 +341,32 @@ func (m *master) start(k int) (*exec.Cmd, <-chan struct{}, error) {
 		err = cmd.Start()
 	}
 	m.mu.Unlock()
-	w.Close() // the worker has its own copy
+	w.Close() // the worker has its own copies
+	rw.Close()
 	if err != nil {
 		r.Close()
+		rr.Close()
 		return nil, nil, err
 	}
 	m.mu.Lock()
 	m.procs[k] = cmd.Process
 	m.mu.Unlock()
 	done := make(chan struct{})
-	go func() {
-		defer close(done)
+	var wg sync.WaitGroup
+	wg.Go(func() {
 		defer r.Close()
 		m.out.copyLines(r)
+	})
+	wg.Go(func() {
+		defer rr.Close()
+		var b [1]byte
+		if n, _ := rr.Read(b[:]); n == 1 { // EOF when it exits first
+			serving.Store(true)
+		}
+	})
+	go func() {
+		wg.Wait()
+		close(done)
 	}()
 	return cmd, done, nil
 }

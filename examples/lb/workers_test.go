@@ -7,6 +7,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -125,8 +126,9 @@ func TestWorkerRestartedAfterCrash(t *testing.T) {
 // that never got past its start stops the balancer.
 func TestServingWorkerKilledRepeatedly(t *testing.T) {
 	addr, logs := startLB(t, "--workers", "2")
-	waitLogs(t, logs, "two workers started", func(s string) bool { return len(workerPids(s)) == 2 })
-	time.Sleep(workerFastExit + 100*time.Millisecond) // worker 0 has served
+	// Serving said (workerReadyFD) and run past workerFastExit: served.
+	waitLogs(t, logs, "two workers serving", func(s string) bool { return strings.Count(s, `msg="worker serving"`) == 2 })
+	time.Sleep(workerFastExit + 100*time.Millisecond)
 	for i := range workerFastExitsMax + 1 {
 		pids := workerPids(logs.String())[0]
 		if err := syscall.Kill(pids[len(pids)-1], syscall.SIGKILL); err != nil {
@@ -159,6 +161,9 @@ func TestWorkersStopAndReload(t *testing.T) {
 		t.Fatalf("no listening line; logs:\n%s", logs)
 	}
 	getOnce(t, m[1])
+	if !listeningHere(t, m[1]) {
+		t.Fatal("listeningHere does not see the master's listener")
+	}
 	cancel()
 	select {
 	case code := <-done:
@@ -178,9 +183,51 @@ func TestWorkersStopAndReload(t *testing.T) {
 	if n := strings.Count(logs.String(), `msg="load balancer stopped" worker=`); n != 3 {
 		t.Errorf("%d workers logged a clean stop, want 3; logs:\n%s", n, logs)
 	}
-	if _, err := net.DialTimeout("tcp", m[1], time.Second); err == nil {
+	// Not a dial: once closed, the ephemeral port is free, and on a busy
+	// machine another test's listener may take it at once. The workers
+	// are gone (above); no listening socket on the port may be ours.
+	if listeningHere(t, m[1]) {
 		t.Error("the port still accepts connections after run returned")
 	}
+}
+
+// listeningHere reports whether this process holds a listening TCP
+// socket on addr's port (/proc/net/tcp and tcp6 against /proc/self/fd).
+func listeningHere(t *testing.T, addr string) bool {
+	t.Helper()
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pn, err := strconv.Atoi(port)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := fmt.Sprintf(":%04X", pn)
+	inodes := map[string]bool{}
+	for _, f := range []string{"/proc/self/net/tcp", "/proc/self/net/tcp6"} {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(b), "\n")[1:] {
+			fields := strings.Fields(line)
+			// local_address rem_address st ... inode (the tenth field)
+			if len(fields) > 9 && strings.HasSuffix(fields[1], want) && fields[3] == "0A" {
+				inodes["socket:["+fields[9]+"]"] = true
+			}
+		}
+	}
+	fds, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, fd := range fds {
+		if l, err := os.Readlink("/proc/self/fd/" + fd.Name()); err == nil && inodes[l] {
+			return true
+		}
+	}
+	return false
 }
 
 // TestWorkersFailingAtStart: workers that cannot start (here: a missing
@@ -204,6 +251,61 @@ func TestWorkersFailingAtStart(t *testing.T) {
 	}
 	if !strings.Contains(logs.String(), "worker keeps failing at start") {
 		t.Errorf("no give-up line; logs:\n%s", logs)
+	}
+}
+
+// TestWorkersFailingSlowlyAtStart: a worker that fails at its start
+// after longer than workerFastExit (a certificate on a slow disk, a
+// loaded machine) still failed at start: it never said it serves, and
+// the balancer gives up instead of restarting it forever. The
+// certificate is a FIFO the test feeds garbage every 2.2 s.
+func TestWorkersFailingSlowlyAtStart(t *testing.T) {
+	dir := t.TempDir()
+	fifo, key := dir+"/cert.pem", dir+"/key.pem"
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Skip("mkfifo:", err)
+	}
+	if err := os.WriteFile(key, []byte("not a key\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	fed := make(chan struct{})
+	go func() {
+		defer close(fed)
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(workerFastExit + 200*time.Millisecond):
+			}
+			// Non-blocking: no reader (yet, or any more) is not an error.
+			if f, err := os.OpenFile(fifo, os.O_WRONLY|syscall.O_NONBLOCK, 0); err == nil {
+				f.WriteString("not a certificate\n")
+				f.Close()
+			}
+		}
+	}()
+	defer func() { close(stop); <-fed }()
+	logs := new(syncBuffer)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan int, 1)
+	go func() {
+		done <- runWith(ctx, []string{"--host", "127.0.0.1", "--port", "0", "--max-conns", "8",
+			"--workers", "2", "--cert", fifo, "--key", key}, logs, nil)
+	}()
+	select {
+	case code := <-done:
+		cancel()
+		if code != 1 {
+			t.Fatalf("run returned %d, want 1; logs:\n%s", code, logs)
+		}
+	case <-time.After(60 * time.Second):
+		cancel() // the master stops its workers
+		<-done
+		t.Fatalf("run did not give up within 60s; logs:\n%s", logs)
+	}
+	if s := logs.String(); !strings.Contains(s, "worker keeps failing at start") || strings.Contains(s, `msg="worker serving"`) {
+		t.Errorf("no give-up line, or a worker served; logs:\n%s", s)
 	}
 }
 
