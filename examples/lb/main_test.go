@@ -329,7 +329,7 @@ func TestDeadBackendTakenOut(t *testing.T) {
 func TestBackendComesBack(t *testing.T) {
 	live := echoBackends(t, "live")
 	late, listenLate := testnet.ReservedAddr(t)
-	addr, _ := startLB(t, "--backends", live+","+late, "--health-interval", "20ms")
+	addr, _ := startLB(t, "--backends", live+","+late, "--health-interval", "100ms") // a probe's timeout is capped at the interval: room for a loaded machine
 	tr := &http.Transport{}
 	defer tr.CloseIdleConnections()
 	cl := &http.Client{Transport: tr, Timeout: 10 * time.Second}
