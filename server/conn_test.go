@@ -3,7 +3,10 @@ package server
 import (
 	"bufio"
 	"io"
+	"math"
 	"net"
+	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -516,5 +519,94 @@ func TestByteMetrics(t *testing.T) {
 	}
 	if in, out := m.bytesIn.Load(), m.bytesOut.Load(); in != sent || out != got {
 		t.Errorf("bytes in %d out %d, want %d and %d", in, out, sent, got)
+	}
+}
+
+// TestEvictSparesArrivingRequest: an idle connection whose next request
+// is already in its socket, not yet read, is not the one evicted (that
+// would close on a request the client sent): the next longest idle is;
+// with every idle connection's request arriving, none is. A lingering
+// connection is evicted whatever it still receives. The slots are set up
+// by hand (no Serve): the sockets' goroutines would read the bytes.
+func TestEvictSparesArrivingRequest(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("SIOCINQ is Linux's")
+	}
+	cfg := testConfig()
+	cfg.ConnectionsMax = 3
+	s, err := New(&handler{}, nil, nil, nil, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	clients := make([]net.Conn, len(s.slots))
+	for i := range s.slots {
+		c := dial(t, ln.Addr().String())
+		clients[i] = c
+		nc, err := ln.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer nc.Close()
+		s.slots[i].nc = nc
+	}
+	old := serval.Nanotime() - int64(time.Hour)
+	arm := func(since ...int64) {
+		for i := range s.slots {
+			s.slots[i].state.Store(stIdle)
+			s.slots[i].idleSince.Store(since[i])
+		}
+	}
+	// waitUnread: the kernel has queued what a client sent.
+	waitUnread := func(i int) {
+		deadline := time.Now().Add(testTimeout)
+		for !unreadBytes(s.slots[i].nc) {
+			if time.Now().After(deadline) {
+				t.Fatalf("slot %d: the client's bytes never arrived", i)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	states := func() []uint32 {
+		var st []uint32
+		for i := range s.slots {
+			st = append(st, s.slots[i].state.Load())
+		}
+		return st
+	}
+	check := func(name string, evicted bool, want ...uint32) {
+		t.Helper()
+		if got := s.evictIdle(); got != evicted {
+			t.Fatalf("%s: evictIdle = %v, want %v", name, got, evicted)
+		}
+		if got := states(); !slices.Equal(got, want) {
+			t.Fatalf("%s: states %v, want %v", name, got, want)
+		}
+	}
+	// Nothing arriving: the longest idle (slot 0) goes.
+	arm(old, old+1, old+2)
+	check("quiet", true, stEvicted, stIdle, stIdle)
+	// Slot 0's request is in its socket: slot 1 goes instead.
+	send(t, clients[0], get("/next"))
+	waitUnread(0)
+	arm(old, old+1, old+2)
+	check("one arriving", true, stIdle, stEvicted, stIdle)
+	// Every idle connection's request arriving: none is evicted.
+	send(t, clients[1], get("/next"))
+	send(t, clients[2], get("/next"))
+	waitUnread(1)
+	waitUnread(2)
+	arm(old, old+1, old+2)
+	check("all arriving", false, stIdle, stIdle, stIdle)
+	// A lingering connection (idleSince the oldest possible) goes anyway.
+	arm(old, math.MinInt64, old+2)
+	check("lingering", true, stIdle, stEvicted, stIdle)
+	for i := range s.slots {
+		s.slots[i].state.Store(stFree)
+		s.slots[i].nc = nil
 	}
 }

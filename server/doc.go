@@ -26,7 +26,8 @@
 //
 //  1. Accept takes a free slot. With none free, the longest-idle keep-alive
 //     connection (waiting for its next request with no byte of it received,
-//     or for the first byte of its TLS ClientHello) is evicted
+//     or for the first byte of its TLS ClientHello; one whose next bytes
+//     are already in its socket is spared) is evicted
 //     (CloseEvicted) and its slot given to the new connection;
 //     with no idle connection either, the new one waits up to
 //     SlotWaitTimeout for a slot to free (later ones wait in the listen

@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -405,13 +407,21 @@ func (f *freeList) len() int {
 // instead, see takeSlot). A lingering connection always qualifies. The
 // scan is O(ConnectionsMax), paid only when every slot is taken: no
 // shared idle list is kept on the request path.
+//
+// A connection whose next request is already in its socket, not yet read
+// (its goroutine about to wake), is spared: evicting it would close on a
+// request the client sent, the keep-alive race of RFC 9112 §9.6 that a
+// server should narrow, not widen. Its slot is not idle for long. The
+// check (SIOCINQ) is one system call on the chosen connection only.
 func (s *Server[H]) evictIdle() bool {
 	oldest := serval.Nanotime() - int64(s.evictAgeMin())
+	var spared [evictAttemptsMax]int
+	nspared := 0
 	for range evictAttemptsMax {
 		best, bestSince := -1, int64(0)
 		for i := range s.slots {
 			sl := &s.slots[i]
-			if sl.state.Load() != stIdle {
+			if sl.state.Load() != stIdle || slices.Contains(spared[:nspared], i) {
 				continue
 			}
 			since := sl.idleSince.Load()
@@ -423,6 +433,14 @@ func (s *Server[H]) evictIdle() bool {
 			return false
 		}
 		sl := &s.slots[best]
+		// nc is the accept loop's to write, and this is the accept loop.
+		// A lingering connection (idleSince the oldest possible) is
+		// discarding what the client still sends: never spared.
+		if bestSince != math.MinInt64 && unreadBytes(sl.nc) {
+			spared[nspared] = best
+			nspared++
+			continue
+		}
 		if sl.state.CompareAndSwap(stIdle, stEvicted) {
 			sl.expireRead()
 			return true
