@@ -180,3 +180,16 @@ type Pool interface {
 	// Drain closes every idle connection.
 	Drain()
 }
+
+// ClosingPool is an optional Pool method, detected once when the proxy
+// is built. The proxy calls ReleaseClosing, instead of Release(c, false),
+// for a connection whose exchange ended cleanly but whose upstream said
+// it closes it (Connection: close, or HTTP/1.0 without keep-alive). The
+// pool never reuses it: it closes it once the upstream's FIN (or any
+// byte) arrived, or after a short grace. The side of a TCP connection
+// that closes first keeps its TIME_WAIT state; a proxy that closes as
+// soon as each such answer ends, often a moment before the upstream's
+// FIN, piles those up on its own ephemeral ports toward that upstream.
+type ClosingPool interface {
+	ReleaseClosing(c *UpstreamConn)
+}

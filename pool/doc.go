@@ -20,8 +20,11 @@
 //	}
 //	... exchange ...
 //	p.Release(c, reusable)         // every conn goes back, broken or not
+//	p.ReleaseClosing(c)            // ...or, ended cleanly but the upstream said it
+//	                               // closes it: closed after the upstream's FIN
 //
 // Every connection the proxy dialled under a reservation, or acquired,
-// must come back through Release (reusable=false when it is broken): the
-// pool closes it then and only then counts it as no longer open.
+// must come back through Release (reusable=false when it is broken) or
+// ReleaseClosing: the pool closes it then and only then counts it as no
+// longer open (a closing one counts as closing until it is closed).
 package pool

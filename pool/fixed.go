@@ -41,6 +41,9 @@ type upstream struct {
 	hits, misses, refused         atomic.Uint64
 	staleEvicts, idleEvicts, ages atomic.Uint64
 	closes                        atomic.Uint64
+	// Connections released closing (closing.go): closed once their
+	// upstream's close arrived, or at the grace.
+	peerCloses, graceCloses atomic.Uint64
 
 	_ [64]byte
 }
@@ -64,9 +67,14 @@ type Fixed struct {
 	// reapBuf is the reaper's scratch space; only the reaper goroutine
 	// (or Close, after it stopped) touches it.
 	reapBuf [reapBatchMax]*serval.UpstreamConn
+	// closing holds the connections waiting for their upstream's close
+	// (closing.go); closingN counts them.
+	closing  closingList
+	closingN atomic.Int64
 }
 
 var _ serval.Pool = (*Fixed)(nil)
+var _ serval.ClosingPool = (*Fixed)(nil)
 var _ Reserver = (*Fixed)(nil)
 
 // Reserver is the optional capacity API of a pool with a per-upstream
@@ -96,6 +104,7 @@ func New(cfg Config) (*Fixed, error) {
 	if p.now == nil {
 		p.now = serval.Now
 	}
+	p.closing.init()
 	storage := make([]*serval.UpstreamConn, cfg.Upstreams*2*cfg.IdlePerUpstream)
 	for i := range p.ups {
 		for t := range p.ups[i].stacks {
@@ -243,6 +252,11 @@ func (p *Fixed) Close() error {
 		close(p.stop)
 		<-p.done
 		p.Drain()
+		// The reaper stopped: the closing connections are Close's. (A
+		// ReleaseClosing after this closes its connection itself.)
+		p.closing.mu.Lock()
+		p.closing.mu.Unlock() // a ReleaseClosing that saw closed false has pushed
+		p.reapClosing(p.now(), true)
 	})
 	return err
 }

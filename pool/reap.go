@@ -11,12 +11,27 @@ func (p *Fixed) reapLoop() {
 	defer close(p.done)
 	t := time.NewTicker(p.cfg.ReapInterval)
 	defer t.Stop()
+	// poll runs while connections wait for their upstream's close.
+	poll := time.NewTimer(closingPoll)
+	poll.Stop()
+	defer poll.Stop()
+	polling := false
 	for {
 		select {
 		case <-p.stop:
 			return
 		case <-t.C:
 			p.reapOnce(p.now())
+		case <-p.closing.kick:
+			if !polling {
+				poll.Reset(closingPoll)
+				polling = true
+			}
+		case <-poll.C:
+			polling = p.reapClosing(p.now(), false) > 0
+			if polling {
+				poll.Reset(closingPoll)
+			}
 		}
 	}
 }

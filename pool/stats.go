@@ -17,8 +17,14 @@ type Stats struct {
 	// Closes counts every connection the pool closed, for any reason:
 	// evictions, non-reusable or surplus releases, drains.
 	Closes uint64
-	// Idle and Open are the gauges summed over upstreams.
-	Idle, Open int64
+	// ClosedAfterPeer counts the connections released closing
+	// (ReleaseClosing) that were closed after their upstream's close
+	// arrived (the TIME_WAIT state the upstream's); ClosedAtGrace those
+	// whose upstream had not closed within the grace.
+	ClosedAfterPeer, ClosedAtGrace uint64
+	// Idle and Open are the gauges summed over upstreams. Closing is the
+	// connections released closing still waiting (not in Open).
+	Idle, Open, Closing int64
 	// Upstreams holds the gauges per upstream index; entries at and
 	// beyond Config.Upstreams are zero.
 	Upstreams [serval.UpstreamsMax]Gauges
@@ -43,11 +49,14 @@ func (p *Fixed) Stats() Stats {
 		st.EvictedIdle += up.idleEvicts.Load()
 		st.EvictedAge += up.ages.Load()
 		st.Closes += up.closes.Load()
+		st.ClosedAfterPeer += up.peerCloses.Load()
+		st.ClosedAtGrace += up.graceCloses.Load()
 		g := Gauges{Idle: up.idle.Load(), Open: up.open.Load()}
 		st.Upstreams[i] = g
 		st.Idle += g.Idle
 		st.Open += g.Open
 	}
 	st.Evictions = st.EvictedStale + st.EvictedIdle + st.EvictedAge
+	st.Closing = p.closingN.Load()
 	return st
 }

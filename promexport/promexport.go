@@ -48,7 +48,7 @@ type descs struct {
 	bytesIn, bytesOut                               *prometheus.Desc
 	upAttempts, upFailures, upLatency, upHealthy    *prometheus.Desc
 	poolHits, poolMisses, poolEvictions, poolCloses *prometheus.Desc
-	poolIdle, poolOpen                              *prometheus.Desc
+	poolIdle, poolOpen, poolClosing, poolWaited     *prometheus.Desc
 	tlsHandshakes, tlsConns, tlsUserspace           *prometheus.Desc
 }
 
@@ -79,6 +79,8 @@ func New(c *metrics.Counters, opts Options) *Collector {
 		poolCloses:    d("pool_closes_total", "Upstream connections the pool closed, for any reason."),
 		poolIdle:      d("pool_idle_connections", "Idle pooled connections to the upstream.", "upstream"),
 		poolOpen:      d("pool_open_connections", "Open connections to the upstream (idle and in use).", "upstream"),
+		poolClosing:   d("pool_closing_connections", "Upstream connections the upstream said it closes, waiting for its close before ours (its TIME_WAIT then stays on its host)."),
+		poolWaited:    d("pool_closing_closes_total", "Upstream connections closed after waiting for the upstream's close, by what ended the wait: the upstream (its FIN came) or the grace.", "by"),
 		tlsHandshakes: d("tls_handshakes_total", "TLS handshakes, by side (termination, origination) and result (ok, or why they failed).", "side", "result"),
 		tlsConns:      d("tls_connections_total", "TLS connections established, by side and record path: kernel (kTLS offload) or userspace.", "side", "path"),
 		tlsUserspace:  d("tls_userspace_connections_total", "TLS connections left in user space, by side and reason (off, no_kernel, cipher, no_secrets).", "side", "reason"),
@@ -90,7 +92,7 @@ func (x *Collector) Describe(ch chan<- *prometheus.Desc) {
 	d := &x.desc
 	for _, e := range []*prometheus.Desc{d.connOpened, d.connClosed, d.connActive, d.reqTotal, d.reqInFlight,
 		d.reqDuration, d.bytesIn, d.bytesOut, d.upAttempts, d.upFailures, d.upLatency, d.upHealthy, d.poolHits, d.poolMisses,
-		d.poolEvictions, d.poolCloses, d.poolIdle, d.poolOpen, d.tlsHandshakes, d.tlsConns, d.tlsUserspace} {
+		d.poolEvictions, d.poolCloses, d.poolIdle, d.poolOpen, d.poolClosing, d.poolWaited, d.tlsHandshakes, d.tlsConns, d.tlsUserspace} {
 		ch <- e
 	}
 }
@@ -192,6 +194,9 @@ func (x *Collector) Collect(ch chan<- prometheus.Metric) {
 		counter(d.poolEvictions, st.EvictedIdle, "idle")
 		counter(d.poolEvictions, st.EvictedAge, "age")
 		counter(d.poolCloses, st.Closes)
+		counter(d.poolWaited, st.ClosedAfterPeer, "upstream")
+		counter(d.poolWaited, st.ClosedAtGrace, "grace")
+		gauge(d.poolClosing, float64(st.Closing))
 		for i := range x.opts.Upstreams {
 			if i >= len(st.Upstreams) {
 				break

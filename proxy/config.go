@@ -261,6 +261,9 @@ type Forwarder struct {
 	// reserve is the pool's optional connection cap (pool.Fixed has one):
 	// a dial happens only under a reservation.
 	reserve reserver
+	// closing is the pool's optional wait for an upstream's close
+	// (serval.ClosingPool; pool.Fixed has it).
+	closing serval.ClosingPool
 	// watch lists the sessions in service for WatchClients.
 	watch watchList
 	// bufs lends the upstream read buffers to exchanges, pumpBufs the
@@ -307,6 +310,7 @@ func New(cfg Config, h serval.Handler, hooks serval.Hooks, pool serval.Pool, m s
 		lim:    http1.Limits{HeadBytesMax: cfg.HeadBytesMax, TargetBytesMax: serval.TargetBytesMaxDefault}}
 	f.dialer.ConfigureTLS(cfg.UpstreamTLS, cfg.Logger)
 	f.reserve, _ = pool.(reserver)
+	f.closing, _ = pool.(serval.ClosingPool)
 	f.arena = slab.New()
 	runtime.AddCleanup(f, (*slab.Arena).Release, f.arena)
 	f.bufs.init(f.arena)

@@ -307,6 +307,22 @@ func (s *Session) releaseUpstream(reusable bool) {
 	s.c = nil
 }
 
+// releaseClosing gives back a connection whose exchange ended cleanly and
+// whose upstream said it closes it: a pool that can wait for the
+// upstream's close before closing ours (serval.ClosingPool) leaves the
+// TIME_WAIT state to the upstream.
+func (s *Session) releaseClosing() {
+	if s.c == nil {
+		return
+	}
+	if s.unwatchUpstream() || s.f.closing == nil {
+		s.f.pool.Release(s.c, false)
+	} else {
+		s.f.closing.ReleaseClosing(s.c)
+	}
+	s.c = nil
+}
+
 // result is the outcome of a forwarded response.
 func (s *Session) result() Result {
 	return Result{KeepAlive: s.keep, Status: s.x.Status}

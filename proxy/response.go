@@ -419,6 +419,10 @@ func (s *Session) settle(clean bool) (serval.Phase, error) {
 		s.keep = false
 	}
 	s.upstreamDone(false, serval.PhaseNone, s.resp.Status)
-	s.releaseUpstream(clean && sent && !s.resp.Close)
+	if clean && sent && s.resp.Close {
+		s.releaseClosing()
+	} else {
+		s.releaseUpstream(clean && sent && !s.resp.Close)
+	}
 	return serval.PhaseNone, nil
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/servalproxy/serval"
+	"github.com/servalproxy/serval/internal/testnet"
 	"github.com/servalproxy/serval/pool"
 )
 
@@ -117,4 +118,86 @@ func (e *reuseError) Error() string {
 		msg += ": " + e.err.Error()
 	}
 	return msg
+}
+
+// TestUpstreamCloseTimeWait: an upstream that answers Connection: close
+// and closes its side a moment later (as servers do: the FIN follows the
+// answer's last byte) keeps the TIME_WAIT state of every connection; the
+// proxy's side closes after the upstream's FIN, so its ephemeral ports
+// are free at once (a proxy closing first holds each for a minute, and
+// runs out of ports toward an upstream that closes every connection).
+// The client's keep-alive connection is unaffected.
+func TestUpstreamCloseTimeWait(t *testing.T) {
+	const requests = 5
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	backendPort := ln.Addr().(*net.TCPAddr).Port
+	proxyPorts := make(chan int, requests)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			proxyPorts <- c.RemoteAddr().(*net.TCPAddr).Port
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				c.SetDeadline(time.Now().Add(testTimeout))
+				br := bufio.NewReader(c)
+				for {
+					line, err := br.ReadString('\n')
+					if err != nil {
+						return
+					}
+					if line == "\r\n" {
+						break
+					}
+				}
+				c.Write([]byte("HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"))
+				time.Sleep(30 * time.Millisecond) // the FIN comes after the answer
+			}()
+		}
+	}()
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	up := serval.NewUpstream("127.0.0.1", uint16(backendPort), 0)
+	p := testPool(t, 1)
+	_, ts := startWith(t, &minimalUp{up: &up}, p, testConfig())
+	c := dial(t, ts.addr)
+	br := bufio.NewReader(c)
+	for i := range requests {
+		send(t, c, get("/r"+strconv.Itoa(i)))
+		if r := readResp(t, br, "GET"); r.StatusCode != 200 || r.Close {
+			t.Fatalf("request %d: %d, close %v", i, r.StatusCode, r.Close)
+		}
+	}
+	for range requests {
+		port := <-proxyPorts
+		deadline := time.Now().Add(testTimeout)
+		for {
+			st, ok := testnet.TCPState(t, port, backendPort)
+			if ok && st == testnet.TCPTimeWait {
+				t.Fatalf("the proxy's side of the upstream connection from port %d is in TIME_WAIT", port)
+			}
+			if !ok {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the proxy's side of the upstream connection from port %d stays in state %#x", port, st)
+			}
+			time.Sleep(time.Millisecond)
+		}
+		if st, ok := testnet.TCPState(t, backendPort, port); !ok || st != testnet.TCPTimeWait {
+			t.Fatalf("the upstream's side: state %#x (found %v), want TIME_WAIT", st, ok)
+		}
+	}
+	if st := p.Stats(); st.ClosedAfterPeer != requests || st.Closing != 0 {
+		t.Fatalf("pool stats %+v", st)
+	}
 }
