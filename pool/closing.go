@@ -103,8 +103,8 @@ func arrived(c *serval.UpstreamConn) bool {
 
 // reapClosing closes the waiting connections whose upstream closed or
 // whose grace ran out (all of them with force), first taking in the newly
-// released ones, and returns how many still wait. Only the reaper goroutine calls it (and
-// Close, with force, after the reaper stopped).
+// released ones, and returns how many still wait. Only the reaper
+// goroutine calls it (and Close, with force, after the reaper stopped).
 func (p *Fixed) reapClosing(now time.Time, force bool) int {
 	l := &p.closing
 	l.mu.Lock()

@@ -178,3 +178,41 @@ func TestReapClosingOverflow(t *testing.T) {
 		}
 	}
 }
+
+// TestCloseClosesOverflow: Close closes the connections still in the
+// hand-off list when the reaper's list is full too.
+func TestCloseClosesOverflow(t *testing.T) {
+	clk := newClock()
+	p, err := New(testConfig(clk, 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := &p.closing
+	var ends []net.Conn
+	// The reaper is never kicked: the entries are put in by hand, before
+	// Close stops it.
+	l.mu.Lock()
+	for k := range closingMax {
+		a, b := net.Pipe()
+		ends = append(ends, b)
+		t.Cleanup(func() { a.Close(); b.Close() })
+		p.closingN.Add(2)
+		l.waiting[k] = closingConn{c: &serval.UpstreamConn{Conn: a}, since: clk.Now()}
+		a2, b2 := net.Pipe()
+		ends = append(ends, b2)
+		t.Cleanup(func() { a2.Close(); b2.Close() })
+		l.in[k] = closingConn{c: &serval.UpstreamConn{Conn: a2}, since: clk.Now()}
+	}
+	l.nWaiting, l.nIn = closingMax, closingMax
+	l.mu.Unlock()
+	p.Close()
+	if st := p.Stats(); st.Closing != 0 || st.Closes != 2*closingMax {
+		t.Fatalf("stats %+v", st)
+	}
+	for i, b := range ends {
+		b.SetReadDeadline(time.Now().Add(time.Second))
+		if _, err := b.Read(make([]byte, 1)); err == nil {
+			t.Fatalf("connection %d left open", i)
+		}
+	}
+}

@@ -252,11 +252,12 @@ func (p *Fixed) Close() error {
 		close(p.stop)
 		<-p.done
 		p.Drain()
-		// The reaper stopped: the closing connections are Close's. (A
-		// ReleaseClosing after this closes its connection itself.)
-		p.closing.mu.Lock()
-		p.closing.mu.Unlock() // a ReleaseClosing that saw closed false has pushed
-		p.reapClosing(p.now(), true)
+		// The reaper stopped: the closing connections are Close's. A
+		// ReleaseClosing that saw closed false pushed under the lock
+		// reapClosing takes; one after it closes its connection itself.
+		// Each look takes what fits the reaper's list: loop until none.
+		for p.reapClosing(p.now(), true) > 0 {
+		}
 	})
 	return err
 }
