@@ -18,8 +18,8 @@ import (
 // leaves no TIME_WAIT either), or after closingGrace.
 const (
 	// closingMax bounds the connections waiting for their upstream's
-	// close; one past it is closed at once, as before. Two arrays of it
-	// are allocated in New.
+	// close (handed over or watched); one past it is closed at once, as
+	// before. Two arrays of it are allocated in New.
 	closingMax = 512
 	// closingGrace bounds the wait for an upstream's FIN; one that sends
 	// none is closed by us then (its TIME_WAIT ours, as without the wait).
@@ -43,8 +43,9 @@ type closingConn struct {
 type closingList struct {
 	mu sync.Mutex
 	in []closingConn // len closingMax; in[:nIn] live
-	// nIn counts in's live entries.
-	nIn int
+	// nIn counts in's live entries; n those of in and waiting together,
+	// at most closingMax (so the reaper always takes all of in).
+	nIn, n int
 	// waiting is the reaper's own: waiting[:nWaiting] are watched.
 	waiting  []closingConn
 	nWaiting int
@@ -75,17 +76,19 @@ func (p *Fixed) ReleaseClosing(c *serval.UpstreamConn) {
 	l.mu.Lock()
 	// closed is checked under the lock: Close takes it after the reaper
 	// stopped, so nothing is pushed after the final sweep.
-	if l.nIn == len(l.in) || p.closed.Load() {
+	if l.n >= closingMax || p.closed.Load() {
 		l.mu.Unlock()
 		p.closeConn(up, c)
 		return
 	}
 	l.in[l.nIn] = closingConn{c: c, since: p.now()}
 	l.nIn++
-	first := l.nIn == 1
-	l.mu.Unlock()
+	l.n++
+	// The gauges move before the reaper can close it.
 	up.open.Add(-1)
 	p.closingN.Add(1)
+	first := l.nIn == 1
+	l.mu.Unlock()
 	if first {
 		select {
 		case l.kick <- struct{}{}:
@@ -133,6 +136,9 @@ func (p *Fixed) reapClosing(now time.Time, force bool) int {
 		p.closeClosing(w.c)
 	}
 	clear(l.waiting[kept:l.nWaiting])
+	l.mu.Lock()
+	l.n -= l.nWaiting - kept
+	l.mu.Unlock()
 	l.nWaiting = kept
 	return kept + rest
 }

@@ -1,6 +1,7 @@
 package pool
 
 import (
+	"io"
 	"net"
 	"testing"
 	"time"
@@ -157,6 +158,7 @@ func TestReapClosingOverflow(t *testing.T) {
 		l.in[l.nIn] = entry()
 		l.nIn++
 	}
+	l.n = l.nWaiting + l.nIn // more than ReleaseClosing lets in
 	if n := p.reapClosing(clk.Now(), false); n != closingMax+3 || l.nWaiting != closingMax || l.nIn != 3 {
 		t.Fatalf("first look: %d waiting (%d taken, %d left to hand over), want %d (%d, 3)", n, l.nWaiting, l.nIn, closingMax+3, closingMax)
 	}
@@ -173,7 +175,7 @@ func TestReapClosingOverflow(t *testing.T) {
 	}
 	for i, b := range ends {
 		b.SetReadDeadline(time.Now().Add(time.Second))
-		if _, err := b.Read(make([]byte, 1)); err == nil {
+		if _, err := b.Read(make([]byte, 1)); err != io.EOF {
 			t.Fatalf("connection %d left open", i)
 		}
 	}
@@ -204,6 +206,7 @@ func TestCloseClosesOverflow(t *testing.T) {
 		l.in[k] = closingConn{c: &serval.UpstreamConn{Conn: a2}, since: clk.Now()}
 	}
 	l.nWaiting, l.nIn = closingMax, closingMax
+	l.n = 2 * closingMax // more than ReleaseClosing lets in
 	l.mu.Unlock()
 	p.Close()
 	if st := p.Stats(); st.Closing != 0 || st.Closes != 2*closingMax {
@@ -211,8 +214,44 @@ func TestCloseClosesOverflow(t *testing.T) {
 	}
 	for i, b := range ends {
 		b.SetReadDeadline(time.Now().Add(time.Second))
-		if _, err := b.Read(make([]byte, 1)); err == nil {
+		if _, err := b.Read(make([]byte, 1)); err != io.EOF {
 			t.Fatalf("connection %d left open", i)
 		}
+	}
+}
+
+// TestReleaseClosingCap: at most closingMax connections wait, handed over
+// or watched by the reaper; one more is closed at once.
+func TestReleaseClosingCap(t *testing.T) {
+	checkNoLeak(t)
+	clk := newClock() // the grace never runs out
+	p := newFixed(t, testConfig(clk, 1))
+	conn := func() (*serval.UpstreamConn, net.Conn) {
+		// No socket to peek: nothing is ever seen to arrive.
+		a, b := net.Pipe()
+		t.Cleanup(func() { a.Close(); b.Close() })
+		return &serval.UpstreamConn{Conn: a}, b
+	}
+	for range closingMax {
+		c, _ := conn()
+		p.ReleaseClosing(c)
+	}
+	waitFor(t, "the reaper to take them", func() bool {
+		p.closing.mu.Lock()
+		defer p.closing.mu.Unlock()
+		return p.closing.nIn == 0
+	})
+	extra, end := conn()
+	p.ReleaseClosing(extra)
+	end.SetReadDeadline(time.Now().Add(time.Second))
+	if _, err := end.Read(make([]byte, 1)); err != io.EOF {
+		t.Fatal("the connection past the cap was not closed at once")
+	}
+	if st := p.Stats(); st.Closing != closingMax || st.Closes != 1 {
+		t.Fatalf("stats %+v", st)
+	}
+	p.Close()
+	if st := p.Stats(); st.Closing != 0 || st.Closes != closingMax+1 {
+		t.Fatalf("stats after Close %+v", st)
 	}
 }
