@@ -92,6 +92,9 @@ func FuzzProxyExchange(f *testing.F) {
 	h := &orderRecorder{}
 	cfg := testConfig()
 	cfg.ConnectionsMax = 4
+	// Each request may wait out ResponseTimeout, once more on a retry: a
+	// bound on requests bounds the execution (see fuzzExecBound).
+	cfg.MaxRequestsPerConnection = 4
 	cfg.Logger = slog.New(panics)
 	cfg.Proxy.ConnectTimeout = time.Second
 	cfg.Proxy.ResponseTimeout = 500 * time.Millisecond
@@ -122,12 +125,13 @@ func FuzzProxyExchange(f *testing.F) {
 		if overTLS {
 			addr, tc = tlsTS.addr, clientTLS
 		}
-		got, err := exchangeRaw(addr, tc, client)
+		deadline := time.Now().Add(fuzzExecBound)
+		got, err := exchangeRaw(addr, tc, client, deadline)
 		if err != nil {
 			t.Fatalf("client %q, upstream %q: %v", client, upstream, err)
 		}
 		reqs := h.end()
-		seen, bodies, bad := up.end()
+		seen, bodies, bad := up.end(deadline)
 		if p := panics.seen.Load(); p != nil {
 			t.Fatalf("client %q, upstream %q: the server recovered from a panic: %s", client, upstream, *p)
 		}
@@ -224,16 +228,24 @@ func TestFuzzProxyCheckers(t *testing.T) {
 	}
 }
 
+// fuzzExecBound bounds one execution's exchange and the upstream's
+// reads after it, together: under the fuzz engine's own limit (10s, after
+// which the worker panics "deadlocked!" with its output discarded, and
+// the coordinator reports only "fuzzing process hung or terminated
+// unexpectedly: exit status 2"), so that a hang fails with this test's
+// message.
+const fuzzExecBound = 7 * time.Second
+
 // exchangeRaw writes b on a new connection to addr (over TLS when tc is
 // set), half-closes, and reads until the server closes, failing past a
 // bound.
-func exchangeRaw(addr string, tc *tls.Config, b []byte) ([]byte, error) {
+func exchangeRaw(addr string, tc *tls.Config, b []byte, deadline time.Time) ([]byte, error) {
 	raw, err := net.DialTimeout("tcp", addr, testTimeout)
 	if err != nil {
 		return nil, err
 	}
 	defer raw.Close()
-	raw.SetDeadline(time.Now().Add(2 * testTimeout))
+	raw.SetDeadline(deadline)
 	var c interface {
 		io.ReadWriter
 		CloseWrite() error
@@ -261,7 +273,7 @@ func exchangeRaw(addr string, tc *tls.Config, b []byte) ([]byte, error) {
 	}
 	if err != nil && !isReset(err) {
 		if errors.Is(err, os.ErrDeadlineExceeded) {
-			return got, fmt.Errorf("the server did not end the connection within %v", 2*testTimeout)
+			return got, fmt.Errorf("the server did not end the connection within %v", fuzzExecBound)
 		}
 		return got, err
 	}
@@ -680,8 +692,8 @@ func (s *scriptedUpstream) begin(script []byte, keep, early bool, gen int64) {
 
 // end waits for requests still being read (the proxy may be closing a
 // connection it abandoned) and returns the record.
-func (s *scriptedUpstream) end() (seen []fuzzReq, bodies [][]byte, bad []string) {
-	for deadline := time.Now().Add(2 * testTimeout); s.active.Load() > 0; time.Sleep(time.Millisecond) {
+func (s *scriptedUpstream) end(deadline time.Time) (seen []fuzzReq, bodies [][]byte, bad []string) {
+	for ; s.active.Load() > 0; time.Sleep(time.Millisecond) {
 		if time.Now().After(deadline) {
 			bad = append(bad, "an upstream read still running after the client's exchange ended")
 			break
