@@ -15,15 +15,12 @@ import (
 // against a backend that closes every connection). ReleaseClosing hands
 // such a connection to the reaper, which closes it as soon as anything
 // arrives on it (the FIN, or a stray byte: our close then resets, which
-// leaves no TIME_WAIT either), or after closingGrace.
+// leaves no TIME_WAIT either), or after Config.ClosingGrace.
 const (
 	// closingMax bounds the connections waiting for their upstream's
 	// close (handed over or watched); one past it is closed at once, as
 	// before. Two arrays of it are allocated in New.
 	closingMax = 512
-	// closingGrace bounds the wait for an upstream's FIN; one that sends
-	// none is closed by us then (its TIME_WAIT ours, as without the wait).
-	closingGrace = 250 * time.Millisecond
 	// closingPoll is how often the reaper looks at waiting connections
 	// while there are any. A polled socket's look costs no system call
 	// (the runtime's poller marks an arrival); others are peeked.
@@ -63,10 +60,15 @@ func (l *closingList) init() {
 // whose upstream said it closes it; it is never reused. The connection
 // is closed at once when its upstream's close (or anything else) already
 // arrived, when the pool is closed or too many wait already; otherwise
-// the reaper closes it once something arrives, or after closingGrace. It
+// the reaper closes it once something arrives, or after ClosingGrace
+// (with a negative ClosingGrace it is closed at once). It
 // no longer counts as open (Gauges.Open), but as closing (Stats.Closing).
 func (p *Fixed) ReleaseClosing(c *serval.UpstreamConn) {
 	up := p.upstream(c.Upstream)
+	if p.grace < 0 {
+		p.closeConn(up, c)
+		return
+	}
 	if arrived(c) {
 		up.peerCloses.Add(1)
 		p.closeConn(up, c)
@@ -126,7 +128,7 @@ func (p *Fixed) reapClosing(now time.Time, force bool) int {
 		case force:
 		case arrived(w.c):
 			p.upstream(w.c.Upstream).peerCloses.Add(1)
-		case now.Sub(w.since) >= closingGrace:
+		case now.Sub(w.since) >= p.grace:
 			p.upstream(w.c.Upstream).graceCloses.Add(1)
 		default:
 			l.waiting[kept] = w

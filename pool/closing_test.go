@@ -64,7 +64,7 @@ func TestReleaseClosingGrace(t *testing.T) {
 	if isClosed(c) {
 		t.Fatal("closed before the grace ran out")
 	}
-	clk.Advance(closingGrace)
+	clk.Advance(ClosingGraceDefault)
 	waitFor(t, "the close at the grace", func() bool { return isClosed(c) })
 	srv.SetReadDeadline(time.Now().Add(5 * time.Second))
 	if n, err := srv.Read(make([]byte, 1)); n != 0 || err == nil {
@@ -162,11 +162,11 @@ func TestReapClosingOverflow(t *testing.T) {
 	if n := p.reapClosing(clk.Now(), false); n != closingMax+3 || l.nWaiting != closingMax || l.nIn != 3 {
 		t.Fatalf("first look: %d waiting (%d taken, %d left to hand over), want %d (%d, 3)", n, l.nWaiting, l.nIn, closingMax+3, closingMax)
 	}
-	clk.Advance(closingGrace)
+	clk.Advance(ClosingGraceDefault)
 	if n := p.reapClosing(clk.Now(), false); n != 3 || l.nIn != 3 {
 		t.Fatalf("second look: %d waiting, %d to hand over, want 3 and 3", n, l.nIn)
 	}
-	clk.Advance(closingGrace)
+	clk.Advance(ClosingGraceDefault)
 	if n := p.reapClosing(clk.Now(), false); n != 0 || l.nIn != 0 {
 		t.Fatalf("third look: %d waiting, %d to hand over, want none", n, l.nIn)
 	}
@@ -253,5 +253,24 @@ func TestReleaseClosingCap(t *testing.T) {
 	p.Close()
 	if st := p.Stats(); st.Closing != 0 || st.Closes != closingMax+1 {
 		t.Fatalf("stats after Close %+v", st)
+	}
+}
+
+// TestReleaseClosingNoGrace: with a negative ClosingGrace a connection
+// released closing is closed at once, as by Release(c, false).
+func TestReleaseClosingNoGrace(t *testing.T) {
+	clk := newClock()
+	o := newOrigin(t)
+	cfg := testConfig(clk, 1)
+	cfg.ClosingGrace = -1
+	p := newFixed(t, cfg)
+	u := &upstreams(1)[0]
+	c, _ := o.dial(t, u, clk.Now())
+	p.ReleaseClosing(c)
+	if !isClosed(c) {
+		t.Fatal("not closed at once")
+	}
+	if st := p.Stats(); st.Closing != 0 || st.Closes != 1 || st.ClosedAfterPeer != 0 || st.ClosedAtGrace != 0 {
+		t.Fatalf("stats %+v", st)
 	}
 }

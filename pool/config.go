@@ -42,6 +42,12 @@ const (
 	ReapIntervalDefault = time.Second
 	// ReapIntervalMin keeps the reaper from spinning.
 	ReapIntervalMin = time.Millisecond
+	// ClosingGraceDefault bounds the wait for an upstream's FIN on a
+	// connection it said it closes (Config.ClosingGrace): long enough for
+	// a server that closes right after its answer, on a loaded host; one
+	// that sends none by then is closed by us (its TIME_WAIT ours, as
+	// without the wait).
+	ClosingGraceDefault = 250 * time.Millisecond
 
 	// reapBatchMax bounds the connections one reaper tick closes (and
 	// the scratch space for them, allocated at startup): a tick never
@@ -79,6 +85,12 @@ type Config struct {
 	// ReapInterval is the reaper's period, in [ReapIntervalMin,
 	// TimeoutLimit].
 	ReapInterval time.Duration
+	// ClosingGrace is how long a connection released closing (its
+	// upstream said it closes it: ReleaseClosing) waits for the
+	// upstream's FIN before we close it; 0 means ClosingGraceDefault, a
+	// negative value closes it at once (its TIME_WAIT then ours), at most
+	// TimeoutLimit.
+	ClosingGrace time.Duration
 	// Now returns the current time; nil means serval.Now. For tests.
 	Now func() time.Time
 }
@@ -107,6 +119,7 @@ func (c *Config) Validate() error {
 		{"IdleTimeout", int64(c.IdleTimeout), int64(time.Millisecond), int64(TimeoutLimit)},
 		{"MaxAge", int64(c.MaxAge), int64(time.Millisecond), int64(TimeoutLimit)},
 		{"ReapInterval", int64(c.ReapInterval), int64(ReapIntervalMin), int64(TimeoutLimit)},
+		{"ClosingGrace", max(int64(c.ClosingGrace), -1), -1, int64(TimeoutLimit)},
 	} {
 		if b.v < b.lo || b.v > b.hi {
 			return &serval.ConfigError{Field: "pool." + b.name, Msg: strconv.FormatInt(b.v, 10) +

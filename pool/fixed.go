@@ -71,6 +71,8 @@ type Fixed struct {
 	// (closing.go); closingN counts them.
 	closing  closingList
 	closingN atomic.Int64
+	// grace is Config.ClosingGrace, its default filled in.
+	grace time.Duration
 }
 
 var _ serval.Pool = (*Fixed)(nil)
@@ -105,6 +107,10 @@ func New(cfg Config) (*Fixed, error) {
 		p.now = serval.Now
 	}
 	p.closing.init()
+	p.grace = cfg.ClosingGrace
+	if p.grace == 0 {
+		p.grace = ClosingGraceDefault
+	}
 	storage := make([]*serval.UpstreamConn, cfg.Upstreams*2*cfg.IdlePerUpstream)
 	for i := range p.ups {
 		for t := range p.ups[i].stacks {

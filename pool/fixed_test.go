@@ -33,6 +33,9 @@ func TestValidate(t *testing.T) {
 		{"zero max age", func(c *Config) { c.MaxAge = 0 }, false},
 		{"huge max age", func(c *Config) { c.MaxAge = TimeoutLimit + 1 }, false},
 		{"zero reap interval", func(c *Config) { c.ReapInterval = 0 }, false},
+		{"negative closing grace", func(c *Config) { c.ClosingGrace = -time.Hour }, true},
+		{"closing grace", func(c *Config) { c.ClosingGrace = time.Second }, true},
+		{"huge closing grace", func(c *Config) { c.ClosingGrace = TimeoutLimit + 1 }, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := DefaultConfig(2)

@@ -167,7 +167,13 @@ func TestUpstreamCloseTimeWait(t *testing.T) {
 	}()
 	t.Cleanup(func() { ln.Close(); wg.Wait() })
 	up := serval.NewUpstream("127.0.0.1", uint16(backendPort), 0)
-	p := testPool(t, 1)
+	pc := pool.DefaultConfig(1)
+	pc.ClosingGrace = testTimeout // the backend's 30 ms, however loaded the machine
+	p, err := pool.New(pc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close() })
 	_, ts := startWith(t, &minimalUp{up: &up}, p, testConfig())
 	c := dial(t, ts.addr)
 	br := bufio.NewReader(c)
