@@ -145,9 +145,10 @@ func (p *Fixed) reapClosing(now time.Time, force bool) int {
 	return kept + rest
 }
 
-// closeClosing closes a connection that waited for its upstream's close.
+// closeClosing closes a connection that waited for its upstream's close,
+// counted first: whoever sees it closed sees the gauges settled.
 func (p *Fixed) closeClosing(c *serval.UpstreamConn) {
-	_ = c.Conn.Close()
 	p.upstream(c.Upstream).closes.Add(1)
 	p.closingN.Add(-1)
+	_ = c.Conn.Close()
 }
