@@ -296,29 +296,23 @@ func (s *Session) connect(fresh bool) error {
 }
 
 // releaseUpstream gives the connection back, reusable or not.
-func (s *Session) releaseUpstream(reusable bool) {
+func (s *Session) releaseUpstream(reusable bool) { s.giveBack(reusable, false) }
+
+// giveBack gives the connection back: reusable, or closing (its exchange
+// ended cleanly and its upstream said it closes it: a pool that can wait
+// for the upstream's close before closing ours, serval.ClosingPool,
+// leaves the TIME_WAIT state to the upstream), or neither.
+func (s *Session) giveBack(reusable, closing bool) {
 	if s.c == nil {
 		return
 	}
 	if s.unwatchUpstream() {
-		reusable = false // its read side may be shut
+		reusable, closing = false, false // its read side may be shut
 	}
-	s.f.pool.Release(s.c, reusable)
-	s.c = nil
-}
-
-// releaseClosing gives back a connection whose exchange ended cleanly and
-// whose upstream said it closes it: a pool that can wait for the
-// upstream's close before closing ours (serval.ClosingPool) leaves the
-// TIME_WAIT state to the upstream.
-func (s *Session) releaseClosing() {
-	if s.c == nil {
-		return
-	}
-	if s.unwatchUpstream() || s.f.closing == nil {
-		s.f.pool.Release(s.c, false)
-	} else {
+	if closing && s.f.closing != nil {
 		s.f.closing.ReleaseClosing(s.c)
+	} else {
+		s.f.pool.Release(s.c, reusable)
 	}
 	s.c = nil
 }

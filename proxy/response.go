@@ -419,10 +419,6 @@ func (s *Session) settle(clean bool) (serval.Phase, error) {
 		s.keep = false
 	}
 	s.upstreamDone(false, serval.PhaseNone, s.resp.Status)
-	if clean && sent && s.resp.Close {
-		s.releaseClosing()
-	} else {
-		s.releaseUpstream(clean && sent && !s.resp.Close)
-	}
+	s.giveBack(clean && sent && !s.resp.Close, clean && sent && s.resp.Close)
 	return serval.PhaseNone, nil
 }
