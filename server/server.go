@@ -63,6 +63,8 @@ type Server[H serval.Handler] struct {
 	// arena holds the slots' buffers, outside the Go heap (see
 	// internal/slab); released when the slot table is garbage.
 	arena *slab.Arena
+	// bufs lends the slots their buffers (read, write, pend).
+	bufs bufSets
 	// free holds the indexes of free slots; only the accept loop takes.
 	free freeList
 
@@ -112,9 +114,11 @@ func New[H serval.Handler](h H, pool serval.Pool, m serval.Metrics, t serval.Tra
 	s.slots = make([]slot[H], cfg.ConnectionsMax)
 	s.arena = slab.New()
 	// The buffers are reached only through the slots (their
-	// Exchanges, Requests and connections are fields of the table),
+	// Exchanges, Requests and connections are fields of the table,
+	// and a slot reaches the server, which holds the buffer sets),
 	// so the table's end is theirs.
 	runtime.AddCleanup(&s.slots[0], (*slab.Arena).Release, s.arena)
+	s.bufs.init(s.arena, cfg.ConnectionsMax, runtime.GOMAXPROCS(0), cfg.ReadBufferBytes, cfg.WriteBufferBytes)
 	s.free.init(cfg.ConnectionsMax)
 	for i := len(s.slots) - 1; i >= 0; i-- {
 		s.slots[i].init(s, int32(i))
@@ -355,7 +359,8 @@ func (s *Server[H]) awaitSlot(ctx context.Context, w *slotWait, d time.Duration,
 
 // freeList is the free slots, last freed first out: a server whose
 // concurrency stays below its slot count keeps reusing the same few
-// slots, whose buffers are warm in the caches and resident, instead of
+// slots, whose state is warm in the caches and resident (their buffers
+// are lent apart, bufSets), instead of
 // cycling through every slot's memory (9 % more short connections per
 // second through examples/lb, and a resident size that follows the
 // concurrency rather than the slot count). Many goroutines push; only the

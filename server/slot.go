@@ -71,6 +71,9 @@ type slot[H serval.Handler] struct {
 	// its TLS handshake done): OnConnectionClose's comes at the release.
 	opened bool
 
+	// in.buf, wbuf and pend are the buffer set the slot holds (set), lent
+	// by the server (bufSets): nil while it holds none.
+	set     int32
 	in      inbuf
 	wbuf    []byte
 	headCap int // wbuf[:headCap] builds heads; wbuf[headCap:] is OnRequest's buf
@@ -112,10 +115,8 @@ type slot[H serval.Handler] struct {
 func (c *slot[H]) init(s *Server[H], idx int32) {
 	c.srv, c.idx = s, idx
 	c.session = s.fwd.NewSession()
-	c.in.buf = s.arena.Make(s.cfg.ReadBufferBytes)
-	c.wbuf = s.arena.Make(s.cfg.WriteBufferBytes)
+	c.set = -1
 	c.headCap = s.cfg.WriteBufferBytes / 2
-	c.pend = s.arena.Make(s.cfg.WriteBufferBytes / 2)[:0]
 	c.req.Init(s.cfg.FieldsMax)
 	c.x.PathBuf = s.arena.Make(serval.PathBytesMax)
 	c.clientAddr = make([]byte, 0, clientAddrBytesMax)
@@ -153,6 +154,7 @@ func (c *slot[H]) serve() {
 // once here, never per request.
 func (c *slot[H]) open() {
 	s := c.srv
+	c.takeSet()
 	c.tcp, _ = c.nc.(*net.TCPConn)
 	c.sock = c.tcp
 	if c.tcp != nil && s.cfg.UnsentBytesMax > 0 {
@@ -178,6 +180,29 @@ func (c *slot[H]) open() {
 	c.requests, c.linger = 0, false
 	c.killed.Store(false) // a hard stop that found the slot as it freed
 	s.metrics.ConnectionOpened()
+}
+
+// takeSet takes a buffer set for the connection (bufSets).
+func (c *slot[H]) takeSet() {
+	bs := &c.srv.bufs
+	c.set = bs.take(bs.shard(c.idx), c.idx)
+	set := &bs.sets[c.set]
+	c.in.buf, c.wbuf, c.pend = set.r, set.w, set.p[:0]
+}
+
+// giveSet gives the slot's buffer set back: nothing of the connection may
+// be in it (a request's views, kept-back responses, unparsed bytes).
+func (c *slot[H]) giveSet() {
+	if c.set < 0 {
+		return
+	}
+	if len(c.pend) > 0 || c.in.end > c.in.start {
+		panic("server: a buffer set given back with bytes in it")
+	}
+	bs := &c.srv.bufs
+	bs.put(bs.shard(c.idx), c.set, c.idx)
+	c.set = -1
+	c.in.buf, c.wbuf, c.pend = nil, nil, nil
 }
 
 func addrPort(a net.Addr) netip.AddrPort {
@@ -212,6 +237,11 @@ func (c *slot[H]) release(reason serval.CloseReason) {
 	c.conn, c.tcp, c.sock = nil, nil, nil
 	c.raw.Clear()
 	c.tlsInfo = serval.TLSInfo{}
+	// What the closed connection left in its buffers (unanswered
+	// pipelined requests, a kept-back response a failed flush dropped)
+	// is discarded with it.
+	c.in.start, c.in.end, c.pend = 0, 0, c.pend[:0]
+	c.giveSet()
 	c.state.Store(stFree)
 	s.free.push(c.idx)
 	s.wg.Done()
@@ -329,7 +359,7 @@ func (c *slot[H]) awaitFirstByte() (serval.CloseReason, bool) {
 		}
 		return c.claimedReason(), false
 	}
-	n, err := c.in.nc.Read(c.in.buf)
+	n, err := c.readFirst()
 	if !c.state.CompareAndSwap(stIdle, stBusy) {
 		return c.claimedReason(), false
 	}
@@ -341,6 +371,34 @@ func (c *slot[H]) awaitFirstByte() (serval.CloseReason, bool) {
 		return serval.CloseIdleTimeout, false
 	}
 	return serval.CloseNormal, false
+}
+
+// readFirstRoundsMax bounds readFirst's waits that end on a socket found
+// empty (each consumes a stale readiness mark; more than two in a row
+// are not expected): past it, the read waits holding the buffers.
+const readFirstRoundsMax = 8
+
+// readFirst reads the first bytes of the next head. A plain connection
+// the readiness poller carries waits without a buffer set, so the set
+// goes to the next request on whichever connection, warm (bufSets), and
+// takes one only when its request is there. A failed wait (a deadline, a
+// claimer's wake-up, a close) is returned as the read's error.
+func (c *slot[H]) readFirst() (int, error) {
+	if c.conn != &c.raw || !c.raw.Polled() {
+		return c.in.nc.Read(c.in.buf)
+	}
+	for range readFirstRoundsMax {
+		c.giveSet()
+		err := c.raw.AwaitRead()
+		c.takeSet()
+		if err != nil {
+			return 0, err
+		}
+		if n, ok, err := c.raw.ReadNow(c.in.buf); ok {
+			return n, err
+		}
+	}
+	return c.in.nc.Read(c.in.buf)
 }
 
 func (c *slot[H]) claimedReason() serval.CloseReason {

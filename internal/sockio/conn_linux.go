@@ -437,28 +437,54 @@ func (c *Conn) doRead(fd uintptr) bool {
 // otherwise waits for the runtime's readiness first (Desc.await).
 func (c *Conn) readPolled(b []byte) (int, error) {
 	for {
-		c.rbuf, c.rn, c.rerr, c.awaitErr = b, 0, 0, nil
-		err := c.rc.Control(c.awaitReadFn)
-		c.rbuf = nil
-		switch {
-		case err != nil:
-			return 0, err
-		case c.awaitErr != nil:
-			return 0, c.awaitErr
-		case c.rerr == syscall.EAGAIN:
-			c.more = false
-			continue
-		case c.rerr != 0:
-			return 0, opError("read", c.TCPConn, c.rerr)
-		case c.rn == 0:
-			return 0, io.EOF
+		if n, ok, err := c.readOnce(b); ok {
+			return n, err
 		}
-		// A read that filled b may have left bytes behind: read again
-		// without waiting. A shorter one emptied the socket; whatever
-		// arrives next comes with an edge.
-		c.more = c.rn == len(b)
-		return c.rn, nil
 	}
+}
+
+// readOnce is one round of readPolled: ok is false when the read found
+// the socket empty (EAGAIN), after which the next round waits.
+func (c *Conn) readOnce(b []byte) (int, bool, error) {
+	c.rbuf, c.rn, c.rerr, c.awaitErr = b, 0, 0, nil
+	err := c.rc.Control(c.awaitReadFn)
+	c.rbuf = nil
+	switch {
+	case err != nil:
+		return 0, true, err
+	case c.awaitErr != nil:
+		return 0, true, c.awaitErr
+	case c.rerr == syscall.EAGAIN:
+		c.more = false
+		return 0, false, nil
+	case c.rerr != 0:
+		return 0, true, opError("read", c.TCPConn, c.rerr)
+	case c.rn == 0:
+		return 0, true, io.EOF
+	}
+	// A read that filled b may have left bytes behind: read again
+	// without waiting. A shorter one emptied the socket; whatever
+	// arrives next comes with an edge.
+	c.more = c.rn == len(b)
+	return c.rn, true, nil
+}
+
+// ReadNow is the read after AwaitRead: one read(2) that does not wait.
+// ok is false when the socket was empty after all (the readiness mark
+// AwaitRead met stood for bytes an earlier read took): the caller waits
+// again, with AwaitRead, rather than park in a Read while holding the
+// buffer b it took for the answer. For a Conn that is not polled it is
+// Read, waiting included.
+func (c *Conn) ReadNow(b []byte) (n int, ok bool, err error) {
+	if raceEnabled || !c.polled {
+		n, err = c.Read(b)
+		return n, true, err
+	}
+	if len(b) == 0 {
+		return 0, true, nil
+	}
+	c.more = true // read at once; the pending mark is cleared first
+	return c.readOnce(b)
 }
 
 // Read reads like net.Conn.Read: io.EOF when the peer closed, the

@@ -26,6 +26,12 @@ func (c *Conn) AwaitReadable() error { return nil }
 // AwaitRead returns at once: the Read waits.
 func (c *Conn) AwaitRead() error { return nil }
 
+// ReadNow is Read (see the Linux version).
+func (c *Conn) ReadNow(b []byte) (n int, ok bool, err error) {
+	n, err = c.Read(b)
+	return n, true, err
+}
+
 // Clear drops the socket.
 func (c *Conn) Clear() { c.TCPConn = nil }
 
