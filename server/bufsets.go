@@ -19,7 +19,8 @@ type bufSet struct {
 // bufSets lends the slots' buffer sets, last in first out. A plain
 // connection holds a set while it has something to read, parse or
 // answer, and gives it back while it waits, idle, for its next request
-// (slot.awaitFirstByte, which waits for readiness without reading): the
+// (slot.readFirst, which waits for readiness without reading; a new
+// connection reads its first request with the set it took at open): the
 // next request to arrive, on whichever connection, takes the set the last
 // one used, still warm in the CPU's caches. With a set fixed per slot, 500
 // keep-alive clients meant 500 sets taking turns, each cold by its next

@@ -378,13 +378,16 @@ func (c *slot[H]) awaitFirstByte() (serval.CloseReason, bool) {
 // are not expected): past it, the read waits holding the buffers.
 const readFirstRoundsMax = 8
 
-// readFirst reads the first bytes of the next head. A plain connection
-// the readiness poller carries waits without a buffer set, so the set
-// goes to the next request on whichever connection, warm (bufSets), and
-// takes one only when its request is there. A failed wait (a deadline, a
-// claimer's wake-up, a close) is returned as the read's error.
+// readFirst reads the first bytes of the next head. A plain keep-alive
+// connection the readiness poller carries waits without a buffer set, so
+// the set goes to the next request on whichever connection, warm
+// (bufSets), and takes one only when its request is there. A failed wait
+// (a deadline, a claimer's wake-up, a close) is returned as the read's
+// error. A new connection reads with the set it took at open, fresh from
+// the stack: its request is mostly there already, and a wait first would
+// cost it a peek.
 func (c *slot[H]) readFirst() (int, error) {
-	if c.conn != &c.raw || !c.raw.Polled() {
+	if c.requests == 0 || c.conn != &c.raw || !c.raw.Polled() {
 		return c.in.nc.Read(c.in.buf)
 	}
 	for range readFirstRoundsMax {
