@@ -59,8 +59,8 @@ func (b *bufSets) init(a *slab.Arena, slots, shards, readBytes, writeBytes int) 
 			owner: -1,
 		}
 	}
-	// Pushed in reverse, so set i+1 lies under set i: the first sets a
-	// shard lends are its first.
+	// Pushed in reverse, so a shard's lower-numbered sets lie on top:
+	// the first sets it lends are its first.
 	for i := slots - 1; i >= 0; i-- {
 		sh := &b.shards[i%len(b.shards)]
 		sh.free = append(sh.free, int32(i))
