@@ -155,3 +155,43 @@ func TestIdleConnectionsLendBuffers(t *testing.T) {
 		t.Fatalf("%d buffer sets free after the stop, want %d", n, cfg.ConnectionsMax)
 	}
 }
+
+// TestForwardedConnectionKeepsBuffers: a connection whose last request was
+// forwarded keeps its buffer set while it waits for the next one (lending
+// there only costs, see readFirst); after a request answered directly it
+// lends it again.
+func TestForwardedConnectionKeepsBuffers(t *testing.T) {
+	if !sockio.Polling() {
+		t.Skip("the readiness poller is off (race detector, or no runtime hook): connections hold their buffers")
+	}
+	up := origin(t)
+	cfg := testConfig()
+	cfg.ConnectionsMax = 4
+	cfg.Logger = discardLogger()
+	h := &handler{upstream: up, onRequest: func(_ *serval.Exchange, req *serval.Request, _ []byte) serval.Action {
+		if string(req.Path) == "/up" {
+			return serval.Continue()
+		}
+		return serval.Respond(200, "text/plain", []byte("direct"))
+	}}
+	srv, ts := serve(t, h, nil, nil, cfg)
+	c := dial(t, ts.addr)
+	defer c.Close()
+	br := bufio.NewReader(c)
+	for _, step := range []struct {
+		path, body string
+		free       int
+	}{
+		{"/direct", "direct", cfg.ConnectionsMax},
+		{"/up", "GET /up:", cfg.ConnectionsMax - 1},
+		{"/up", "GET /up:", cfg.ConnectionsMax - 1},
+		{"/direct", "direct", cfg.ConnectionsMax},
+	} {
+		send(t, c, get(step.path))
+		if r := readResp(t, br, "GET"); r.StatusCode != 200 || r.body != step.body {
+			t.Fatalf("%s: %d %q", step.path, r.StatusCode, r.body)
+		}
+		waitSlotIdle(t, &srv.slots[0])
+		waitFreeSets(t, srv, step.free)
+	}
+}

@@ -17,7 +17,7 @@ func (c *slot[H]) begin(headBytes int) {
 	c.x.Start = time.Now()
 	c.x.BytesIn = int64(headBytes)
 	c.requests++
-	c.inRequest, c.inForward, c.respStarted = true, false, false
+	c.inRequest, c.inForward, c.respStarted, c.forwarded = true, false, false, false
 	c.closeAfter, c.reason, c.err, c.phase, c.actReason = false, serval.CloseNormal, nil, serval.PhaseNone, ""
 	s.metrics.RequestStarted()
 	c.x.Span = s.tracer.StartSpan("request", serval.SpanHandle{})
@@ -107,6 +107,7 @@ func (c *slot[H]) dispatch() {
 // which writes the response (errors included) itself.
 func (c *slot[H]) forward() {
 	s := c.srv
+	c.forwarded = true
 	// The proxy writes to the client itself: responses kept back for a
 	// pipelined batch go first (before selection: an upstream selected
 	// is one the proxy must report back on).
