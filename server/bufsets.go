@@ -20,7 +20,8 @@ type bufSet struct {
 // connection holds a set while it has something to read, parse or
 // answer, and gives it back while it waits, idle, for its next request
 // (slot.readFirst, which waits for readiness without reading; a new
-// connection reads its first request with the set it took at open): the
+// connection reads its first request with the set it took at open, and
+// one whose last request was forwarded keeps its set): the
 // next request to arrive, on whichever connection, takes the set the last
 // one used, still warm in the CPU's caches. With a set fixed per slot, 500
 // keep-alive clients meant 500 sets taking turns, each cold by its next

@@ -16,9 +16,10 @@
 // a request body reader with its chunked decoder, a LogEntry, a ConnInfo
 // and a proxy.Session. The read and write buffers are lent, one set per
 // slot, last in first out (bufsets.go): a plain keep-alive connection
-// gives its set back while it waits for its next request and takes the
-// warmest one when the request is there, so the buffers a request touches
-// are mostly the ones the request before used, still in the CPU's caches.
+// whose last request was answered directly gives its set back while it
+// waits for its next request and takes the warmest one when the request
+// is there, so the buffers a request touches are mostly the ones the
+// request before used, still in the CPU's caches.
 // The buffers are mapped outside the Go heap
 // (internal/slab), so the garbage collector paces itself on what traffic
 // allocates, not on the slot table's size; they are given back when the
