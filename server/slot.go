@@ -74,6 +74,7 @@ type slot[H serval.Handler] struct {
 	// in.buf, wbuf and pend are the buffer set the slot holds (set), lent
 	// by the server (bufSets): nil while it holds none.
 	set     int32
+	shard   int // the bufSets shard the slot takes its sets from
 	in      inbuf
 	wbuf    []byte
 	headCap int // wbuf[:headCap] builds heads; wbuf[headCap:] is OnRequest's buf
@@ -119,7 +120,7 @@ type slot[H serval.Handler] struct {
 func (c *slot[H]) init(s *Server[H], idx int32) {
 	c.srv, c.idx = s, idx
 	c.session = s.fwd.NewSession()
-	c.set = -1
+	c.set, c.shard = -1, s.bufs.shard(idx)
 	c.headCap = s.cfg.WriteBufferBytes / 2
 	c.req.Init(s.cfg.FieldsMax)
 	c.x.PathBuf = s.arena.Make(serval.PathBytesMax)
@@ -189,7 +190,7 @@ func (c *slot[H]) open() {
 // takeSet takes a buffer set for the connection (bufSets).
 func (c *slot[H]) takeSet() {
 	bs := &c.srv.bufs
-	c.set = bs.take(bs.shard(c.idx), c.idx)
+	c.set = bs.take(c.shard, c.idx)
 	set := &bs.sets[c.set]
 	c.in.buf, c.wbuf, c.pend = set.r, set.w, set.p[:0]
 }
@@ -204,7 +205,7 @@ func (c *slot[H]) giveSet() {
 		panic("server: a buffer set given back with bytes in it")
 	}
 	bs := &c.srv.bufs
-	bs.put(bs.shard(c.idx), c.set, c.idx)
+	bs.put(c.shard, c.set, c.idx)
 	c.set = -1
 	c.in.buf, c.wbuf, c.pend = nil, nil, nil
 }
