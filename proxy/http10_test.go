@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -56,12 +57,43 @@ func TestChunkedToHTTP10Upstream(t *testing.T) {
 	if got := <-bodies; got != "hello world" {
 		t.Fatalf("the upstream read %q", got)
 	}
-	// A body still arriving: 411, and the connection closes (its rest is
-	// unread).
+	// A body still arriving (the next segment brings its end) is waited
+	// for: whether it came with the head must not decide the answer.
 	tc.send("POST /up HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+	time.Sleep(50 * time.Millisecond)
+	tc.send("0\r\n\r\n")
+	if resp, body := tc.mustRead("POST"); resp.StatusCode != 200 || string(body) != "len=5" {
+		t.Fatalf("chunked body in two segments: status %d body %q, want 200 len=5", resp.StatusCode, body)
+	}
+	if h := <-heads; h.Get("Content-Length") != "5" {
+		t.Fatalf("two segments: the HTTP/1.0 upstream got Content-Length %q", h.Get("Content-Length"))
+	}
+	if got := <-bodies; got != "hello" {
+		t.Fatalf("two segments: the upstream read %q", got)
+	}
+	// A client that waits for 100 Continue (curl -T with chunked) gets
+	// it, and its body goes whole.
+	tc.send("PUT /up HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n")
+	if resp, _ := tc.mustRead("PUT"); resp.StatusCode != 100 {
+		t.Fatalf("Expect: 100-continue: status %d, want 100", resp.StatusCode)
+	}
+	tc.send("3\r\nabc\r\n0\r\n\r\n")
+	if resp, body := tc.mustRead("PUT"); resp.StatusCode != 200 || string(body) != "len=3" {
+		t.Fatalf("after 100 Continue: status %d body %q, want 200 len=3", resp.StatusCode, body)
+	}
+	<-heads
+	if got := <-bodies; got != "abc" {
+		t.Fatalf("after 100 Continue: the upstream read %q", got)
+	}
+	// A body larger than the client buffer, its length unknown: 411, and
+	// the connection closes (its rest is unread).
+	// (It fills the harness's 64 KiB buffer exactly: no byte is left
+	// unread, so the close is a FIN, not a reset racing the answer.)
+	big := "POST /up HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n20000\r\n"
+	tc.send(big + strings.Repeat("x", 64<<10-len(big)))
 	resp, _ = tc.mustRead("POST")
 	if resp.StatusCode != 411 || !resp.Close {
-		t.Fatalf("streamed chunked body: status %d close %v, want 411 and close", resp.StatusCode, resp.Close)
+		t.Fatalf("chunked body larger than the buffer: status %d close %v, want 411 and close", resp.StatusCode, resp.Close)
 	}
 	select {
 	case h := <-heads:

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"io"
 	"net"
 	"time"
 
@@ -44,8 +45,11 @@ func (s *Session) planBody() error {
 // An upstream whose last response was HTTP/1.0 may not understand chunked
 // framing (RFC 9112 §6.1; it would take the body as empty and the chunks
 // as garbage): a whole body goes to it de-chunked with a Content-Length
-// (trailers dropped), and one still on its way, whose length nobody knows
-// yet, is refused with 411 rather than lost.
+// (trailers dropped). A body still on its way is read into the client
+// buffer first (after a 100 Continue when the client waits for one), as
+// nginx buffers it: whether it came in the head's segment or the next
+// must not decide the answer. One that does not fit the buffer, whose
+// length nobody knows yet, is refused with 411 rather than lost.
 func (s *Session) planChunked() error {
 	d, cfg := s.d, &s.f.cfg
 	raw := s.up.HTTP10()
@@ -61,10 +65,14 @@ func (s *Session) planChunked() error {
 			return err
 		}
 		if kind == http1.SegNone && n == 0 {
-			if raw {
-				return errLengthRequired
+			if !raw {
+				return nil // more to come: the pump streams it
 			}
-			return nil // more to come: the pump streams it
+			if err := s.readBodyRest(); err != nil {
+				return err
+			}
+			in = d.Buf[d.Head:d.End]
+			continue
 		}
 		if size += int64(len(data)); size > cfg.RequestBodyBytesMax {
 			return errBodyTooLarge
@@ -101,6 +109,37 @@ func (s *Session) planChunked() error {
 	s.body, s.bodyOut, s.bodyEnd = bodyBuffered, enc.buf, d.Head+off
 	s.x.BytesIn += int64(off)
 	return nil
+}
+
+// readBodyRest reads more of a chunked request body into the client
+// buffer, for an HTTP/1.0 upstream that must have it whole (planChunked):
+// 411 when the buffer is full, the client's failure (408 for a stall,
+// 400 for a close) when the read fails. A client that waits for 100
+// Continue gets it first.
+func (s *Session) readBodyRest() error {
+	d, cfg := s.d, &s.f.cfg
+	buf := d.Buf[:cap(d.Buf)]
+	if d.End == len(buf) {
+		return errLengthRequired
+	}
+	if s.req.ExpectContinue && s.req.Version == serval.Version11 && !s.cont {
+		s.cont = true
+		if !s.writeClient(continueLine) {
+			return errClientWrite
+		}
+	}
+	if err := d.Deadlines.Read(d.Conn, cfg.BodyReadTimeout); err != nil {
+		return s.clientBodyFail(err)
+	}
+	n, err := d.Conn.Read(buf[d.End:])
+	d.End += n
+	if n > 0 {
+		return nil
+	}
+	if err == nil || err == io.EOF {
+		err = io.ErrUnexpectedEOF
+	}
+	return s.clientBodyFail(err)
 }
 
 // writeReader is a connection that can write a message and wait for its
