@@ -104,6 +104,12 @@ func (p *Prober) run(ctx context.Context, i serval.UpstreamIndex) {
 		if ctx.Err() != nil {
 			return // aborted by Close: not the upstream's fault
 		}
+		if status != 0 {
+			// A head came: its version tells a proxy, before any request
+			// went there, whether the upstream takes a chunked body (an
+			// HTTP/1.0 one takes it as empty, RFC 9112 §6.1).
+			w.u.NoteVersion(w.resp.Version)
+		}
 		p.record(i, status, err)
 		t.Reset(p.jitter(p.cfg.Interval))
 	}

@@ -34,6 +34,25 @@ func TestStatus500TakenOut(t *testing.T) {
 	}
 }
 
+// TestVersionNoted: a probe's answer records the upstream's HTTP version,
+// so a proxy de-chunks request bodies for an HTTP/1.0 upstream (Python's
+// http.server) from its first request on, not only after a proxied
+// response (the first chunked upload used to reach it as empty).
+func TestVersionNoted(t *testing.T) {
+	old := startBackend(t, "", "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nok")
+	cur := startBackend(t, "", ok200)
+	table := []serval.Upstream{old.upstream(0), cur.upstream(1)}
+	table[1].NoteVersion(serval.Version10) // it answered 1.0 once; a probe now says 1.1
+	p, _ := startProber(t, Config{Upstreams: table})
+	eventually(t, "two probes each", func() bool { return p.Stats(0).Probes >= 2 && p.Stats(1).Probes >= 2 })
+	if !table[0].HTTP10() {
+		t.Fatal("the HTTP/1.0 upstream is not noted as HTTP/1.0 after its probes")
+	}
+	if table[1].HTTP10() {
+		t.Fatal("the HTTP/1.1 upstream is still noted as HTTP/1.0 after its probes")
+	}
+}
+
 func TestHangTakenOutByTimeout(t *testing.T) {
 	hang := startBackend(t, "", "")
 	start := time.Now()
