@@ -142,6 +142,9 @@ func (s *Session) attempts() Result {
 			}
 			s.x.Upstream = s.up
 			s.upDone = false
+			if err := s.reframe(); err != nil {
+				return s.fail(serval.PhaseClientBody, err)
+			}
 			continue
 		case act.Kind == serval.ErrorRespond:
 			s.finishBody()

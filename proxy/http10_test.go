@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/servalproxy/serval"
+	"github.com/servalproxy/serval/internal/testnet"
 )
 
 // TestChunkedToHTTP10Upstream: an upstream that answered in HTTP/1.0 may
@@ -99,5 +100,50 @@ func TestChunkedToHTTP10Upstream(t *testing.T) {
 	case h := <-heads:
 		t.Fatalf("the upstream got the refused request: %v", h)
 	case <-time.After(50 * time.Millisecond):
+	}
+}
+
+// TestRetryOntoHTTP10Upstream: a chunked body planned for an HTTP/1.1
+// upstream whose connect failed, retried on one that answers HTTP/1.0,
+// goes to it de-chunked with Content-Length (it would take chunked
+// framing as an empty body and answer 200: the upload lost in silence),
+// whether the body was buffered or still arriving.
+func TestRetryOntoHTTP10Upstream(t *testing.T) {
+	checkLeaks(t)
+	dead := testnet.RefusingAddr(t)
+	type got struct {
+		te, cl, body string
+	}
+	gots := make(chan got, 4)
+	old := newRawOrigin(t, func(c net.Conn, br *bufio.Reader) {
+		req, err := http.ReadRequest(br)
+		if err != nil {
+			return
+		}
+		b, _ := io.ReadAll(io.LimitReader(br, req.ContentLength))
+		gots <- got{req.Header.Get("Transfer-Encoding"), req.Header.Get("Content-Length"), string(b)}
+		io.WriteString(c, "HTTP/1.0 200 OK\r\n\r\nlen="+strconv.Itoa(len(b)))
+	})
+	for _, streamed := range []bool{false, true} {
+		h := &errorHooks{handler: handler{ups: []serval.Upstream{upstreamOf(t, dead, 0), upstreamOf(t, old.addr(), 1)}}, retry: true}
+		h.ups[1].NoteVersion(serval.Version10) // it answered HTTP/1.0 before
+		hs := newHarness(t, Config{}, h, serval.DetectHooks(h))
+		tc := dialHarness(t, hs)
+		head := "POST /up HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nTrailer: X-T\r\n\r\n"
+		body := "5\r\nhello\r\n6\r\n world\r\n0\r\nX-T: 1\r\n\r\n"
+		if streamed {
+			tc.send(head)
+			time.Sleep(50 * time.Millisecond)
+			tc.send(body)
+		} else {
+			tc.send(head + body)
+		}
+		resp, b := tc.mustRead("POST")
+		if resp.StatusCode != 200 || string(b) != "len=11" {
+			t.Fatalf("streamed=%v: status %d body %q, want 200 len=11", streamed, resp.StatusCode, b)
+		}
+		if g := <-gots; g.te != "" || g.cl != "11" || g.body != "hello world" {
+			t.Fatalf("streamed=%v: the HTTP/1.0 upstream got Transfer-Encoding %q Content-Length %q body %q", streamed, g.te, g.cl, g.body)
+		}
 	}
 }

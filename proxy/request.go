@@ -53,6 +53,7 @@ func (s *Session) planBody() error {
 func (s *Session) planChunked() error {
 	d, cfg := s.d, &s.f.cfg
 	raw := s.up.HTTP10()
+	s.plain10 = raw
 	in := d.Buf[d.Head:d.End]
 	dec := &s.pj.dec
 	dec.Reset(cfg.TrailerBytesMax)
@@ -108,6 +109,41 @@ func (s *Session) planChunked() error {
 	}
 	s.body, s.bodyOut, s.bodyEnd = bodyBuffered, enc.buf, d.Head+off
 	s.x.BytesIn += int64(off)
+	return nil
+}
+
+// reframe fits a chunked request body planned for an HTTP/1.1 upstream
+// to the one a retry selected, when that one last answered in HTTP/1.0:
+// it would take the chunked body as empty (planChunked). A buffered body
+// is de-chunked again from the client's bytes, still in d.Buf (its hook
+// has seen them); a streamed one, not started (replayable), is planned
+// again. The head is rebuilt. A body planned de-chunked suits any
+// upstream.
+func (s *Session) reframe() error {
+	if !s.req.Chunked || s.plain10 || !s.up.HTTP10() {
+		return nil
+	}
+	switch s.body {
+	case bodyBuffered:
+		d, cfg := s.d, &s.f.cfg
+		dec := &s.pj.dec
+		dec.Reset(cfg.TrailerBytesMax)
+		src := chunkSource{buf: d.Buf[d.Head:s.bodyEnd], hi: s.bodyEnd - d.Head}
+		var enc encoder
+		enc.reset(nil, nil, s.cbuf[:0], false, 0, nil)
+		if _, err := s.pipeChunked(&src, dec, &enc, hookNone, -1); err != nil {
+			return err
+		}
+		if !s.unchunkOutbound(int64(len(enc.buf))) {
+			return errHeadTooLarge
+		}
+		s.bodyOut, s.plain10 = enc.buf, true
+	case bodyChunked:
+		if err := s.planChunked(); err != nil {
+			return err
+		}
+	}
+	s.hbuf = client.AppendHead(s.hbuf[:0], &s.out)
 	return nil
 }
 

@@ -117,6 +117,7 @@ type Session struct {
 	bodySent bool      // some request body byte may have reached an upstream
 	headSent bool      // the final response head went to the client
 	cont     bool      // 100 Continue went to the client
+	plain10  bool      // a chunked body was framed for an HTTP/1.0 upstream: de-chunked (planChunked)
 	keep     bool      // the client connection may carry another request
 	reusable bool      // the upstream connection may go back to the pool
 	upDone   bool      // OnUpstreamDone ran for the current selection
