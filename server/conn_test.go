@@ -475,6 +475,42 @@ func TestEvictSparesActiveClient(t *testing.T) {
 	expectClosed(t, abr)
 }
 
+// TestEvictSilentSooner: a new connection that has sent nothing gives
+// its slot to a client that speaks after evictSilentAgeMin, not after the
+// second a keep-alive connection between requests is spared: a flood of
+// silent connections passes its slots on four times as fast.
+func TestEvictSilentSooner(t *testing.T) {
+	cfg := testConfig()
+	cfg.IdleTimeout = 8 * time.Second // a keep-alive connection is evictable after 1s idle
+	cfg.ConnectionsMax = 1
+	h := &handler{}
+	ts := start(t, h, cfg, nil)
+	silent := dial(t, ts.addr)
+	sbr := bufio.NewReader(silent)
+	began := time.Now()
+	if r := roundTrip(t, ts.addr, get("/speaks"), "GET"); r.StatusCode != 200 {
+		t.Fatalf("client got %d", r.StatusCode)
+	}
+	if took := time.Since(began); took < evictSilentAgeMin-20*time.Millisecond || took >= 900*time.Millisecond {
+		t.Fatalf("client served after %v: want the silent connection evicted after about %v", took, evictSilentAgeMin)
+	}
+	expectClosed(t, sbr)
+	deadline := time.Now().Add(testTimeout)
+	for {
+		_, _, conns := h.snapshot()
+		if len(conns) > 0 {
+			if conns[0].CloseReason != serval.CloseEvicted {
+				t.Fatalf("the silent connection closed with %v, want evicted", conns[0].CloseReason)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the silent connection's close was never reported")
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
 // TestByteMetrics: a Metrics that is also a serval.ByteMetrics gets each
 // finished request's bytes from and to the client, heads and bodies, once
 // the request finished: exactly what went over the socket.

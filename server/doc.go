@@ -34,7 +34,8 @@
 //     connection (waiting for its next request with no byte of it received,
 //     or for the first byte of its TLS ClientHello; one whose next bytes
 //     are already in its socket is spared) is evicted
-//     (CloseEvicted) and its slot given to the new connection;
+//     (CloseEvicted) and its slot given to the new connection: one idle
+//     a second between requests, or a new one silent for 250 ms;
 //     with no idle connection either, the new one waits up to
 //     SlotWaitTimeout for a slot to free (later ones wait in the listen
 //     backlog), and is closed (CloseSlotsFull) if none does; until a slot

@@ -292,6 +292,21 @@ const refuseWriteTimeout = 10 * time.Millisecond
 // when that is shorter.
 func (s *Server[H]) evictAgeMin() time.Duration { return min(time.Second, s.cfg.IdleTimeout/8) }
 
+// evictSilentAgeMin is how long a new connection that has not sent a
+// byte (its first request's or its ClientHello's) must have waited to be
+// evicted for a new one. A client sends its first bytes right behind the
+// handshake's last ACK, so one still silent after this is not about to
+// speak: a flood of silent connections then gives its slots to the
+// connections behind it four times as fast as a second's grace would.
+const evictSilentAgeMin = 250 * time.Millisecond
+
+// silentSince is the idleSince of a new connection silent since now: set
+// back so that it is evictable after evictSilentAgeMin rather than
+// evictAgeMin, and taken before keep-alive connections idle as long.
+func (s *Server[H]) silentSince(now int64) int64 {
+	return now - int64(max(s.evictAgeMin()-evictSilentAgeMin, 0))
+}
+
 // slotRescanInterval is how often a wait for a slot looks for a
 // connection gone idle meanwhile, to evict it (a scan of every slot).
 const slotRescanInterval = 20 * time.Millisecond

@@ -355,7 +355,11 @@ func (c *slot[H]) awaitFirstByte() (serval.CloseReason, bool) {
 		now = serval.Nanotime()
 	}
 	c.in.dl.ReadAt(c.in.nc, timeout, now)
-	c.idleSince.Store(now)
+	if c.requests == 0 {
+		c.idleSince.Store(s.silentSince(now))
+	} else {
+		c.idleSince.Store(now)
+	}
 	c.state.Store(stIdle)
 	if s.draining.Load() {
 		// Shutdown may have scanned before we were idle: close ourselves.

@@ -219,7 +219,7 @@ func (c *slot[H]) awaitHello() (serval.CloseReason, bool) {
 	if c.nc.SetReadDeadline(c.hello.deadline) != nil {
 		return serval.CloseTLSHandshake, false
 	}
-	c.idleSince.Store(serval.Nanotime())
+	c.idleSince.Store(s.silentSince(serval.Nanotime()))
 	c.state.Store(stIdle)
 	if s.draining.Load() {
 		// Shutdown may have scanned before we were idle: close ourselves.
