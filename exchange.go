@@ -30,7 +30,9 @@ type Exchange struct {
 	// server: read it, never modify or keep it.
 	TLSInfo *TLSInfo
 
-	// Start is when the request head was complete.
+	// Start is when the request head was complete; for a head refused
+	// after it took more than one read (408 at the header deadline, 431,
+	// ...), when the server began waiting for its rest.
 	Start time.Time
 
 	// Upstream is the upstream chosen for this request (set by the server

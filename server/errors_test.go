@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/servalproxy/serval"
 )
@@ -105,6 +106,11 @@ func TestHeadTimeout408(t *testing.T) {
 		t.Fatalf("got %d close=%v", r.StatusCode, r.Close)
 	}
 	expectClosed(t, br)
+	// Its log entry's duration is the time the head held the slot.
+	_, logs, _ := h.snapshot()
+	if len(logs) != 1 || logs[0].Status != 408 || logs[0].Timings.Total < cfg.HeaderReadTimeout-20*time.Millisecond {
+		t.Fatalf("log entries %+v: want one 408 lasting the header timeout", logs)
+	}
 
 	c2 := dial(t, ts.addr)
 	expectClosed(t, bufio.NewReader(c2))

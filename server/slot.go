@@ -41,6 +41,10 @@ type slot[H serval.Handler] struct {
 
 	state     atomic.Uint32
 	idleSince atomic.Int64 // serval.Nanotime; meaningful while stIdle
+	// headFrom is when the head being read took a second read (zero while
+	// it came in one): a head that then fails (408 at the deadline) is
+	// logged as the time it held the slot, not from the failure.
+	headFrom time.Time
 	// killed is set by Shutdown's hard stop before it closes the socket:
 	// the failures that follow are the shutdown's, and are told so.
 	killed atomic.Bool
@@ -439,6 +443,7 @@ func (c *slot[H]) readHead() (int, serval.CloseReason, bool) {
 	// deadline is armed only before a second read: most heads arrive in
 	// one, and a timer update per request is measurable.
 	armed := false
+	c.headFrom = time.Time{}
 	var rerr error
 	for {
 		n, err := http1.ParseRequest(c.in.buf[:c.in.end], &c.req, &s.lim)
@@ -461,6 +466,7 @@ func (c *slot[H]) readHead() (int, serval.CloseReason, bool) {
 				return 0, c.reason, false
 			}
 			c.in.dl.Read(c.in.nc, s.cfg.HeaderReadTimeout)
+			c.headFrom = time.Now()
 			armed = true
 		}
 		var m int
@@ -494,6 +500,9 @@ func (c *slot[H]) headFailed(se *serval.StatusError) serval.CloseReason {
 		c.req.MethodID = serval.MethodHead // the answer has no body (RFC 9110 §9.3.2)
 	}
 	c.begin(c.in.end)
+	if !c.headFrom.IsZero() {
+		c.x.Start = c.headFrom // its duration is the time the head took
+	}
 	c.in.start = c.in.end
 	c.fail(serval.CloseBadRequest, se, serval.PhaseClientHead)
 	c.writeError(se.Status)
