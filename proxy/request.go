@@ -158,11 +158,8 @@ func (s *Session) readBodyRest() error {
 	if d.End == len(buf) {
 		return errLengthRequired
 	}
-	if s.req.ExpectContinue && s.req.Version == serval.Version11 && !s.cont {
-		s.cont = true
-		if !s.writeClient(continueLine) {
-			return errClientWrite
-		}
+	if !s.continueOnce() {
+		return errClientWrite
 	}
 	if err := d.Deadlines.Read(d.Conn, cfg.BodyReadTimeout); err != nil {
 		return s.clientBodyFail(err)
@@ -176,6 +173,17 @@ func (s *Session) readBodyRest() error {
 		err = io.ErrUnexpectedEOF
 	}
 	return s.clientBodyFail(err)
+}
+
+// continueOnce sends 100 Continue to a client whose request waits for it
+// (HTTP/1.1 with Expect: 100-continue), once per exchange, before its body
+// is read. It reports false when the write failed.
+func (s *Session) continueOnce() bool {
+	if !s.req.ExpectContinue || s.req.Version != serval.Version11 || s.cont {
+		return true
+	}
+	s.cont = true
+	return s.writeClient(continueLine)
 }
 
 // writeReader is a connection that can write a message and wait for its
@@ -233,11 +241,8 @@ func (s *Session) sendRequest() (have int, phase serval.Phase, err error) {
 		}
 	}
 	if s.body == bodyLength || s.body == bodyChunked {
-		if s.req.ExpectContinue && s.req.Version == serval.Version11 && !s.cont {
-			s.cont = true
-			if !s.writeClient(continueLine) {
-				return 0, serval.PhaseClientWrite, errClientWrite
-			}
+		if !s.continueOnce() {
+			return 0, serval.PhaseClientWrite, errClientWrite
 		}
 		s.bodySent = true
 		s.startPump(s.body == bodyChunked)

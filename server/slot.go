@@ -41,9 +41,10 @@ type slot[H serval.Handler] struct {
 
 	state     atomic.Uint32
 	idleSince atomic.Int64 // serval.Nanotime; meaningful while stIdle
-	// headFrom is when the head being read took a second read (zero while
-	// it came in one): a head that then fails (408 at the deadline) is
-	// logged as the time it held the slot, not from the failure.
+	// headFrom is when the head being read took a second read, its
+	// deadline then armed (zero while it came in one): a head that then
+	// fails (408 at the deadline) is logged as the time it held the slot,
+	// not from the failure.
 	headFrom time.Time
 	// killed is set by Shutdown's hard stop before it closes the socket:
 	// the failures that follow are the shutdown's, and are told so.
@@ -442,7 +443,6 @@ func (c *slot[H]) readHead() (int, serval.CloseReason, bool) {
 	// The whole head is bounded from its first byte (slowloris). The
 	// deadline is armed only before a second read: most heads arrive in
 	// one, and a timer update per request is measurable.
-	armed := false
 	c.headFrom = time.Time{}
 	var rerr error
 	for {
@@ -459,7 +459,7 @@ func (c *slot[H]) readHead() (int, serval.CloseReason, bool) {
 		if c.in.end == len(c.in.buf) {
 			return 0, c.headFailed(errHeadTooLarge), false
 		}
-		if !armed {
+		if c.headFrom.IsZero() {
 			// Responses kept back for a pipelined batch go out before
 			// a read that may wait (the rest of this head).
 			if !c.flush() {
@@ -467,7 +467,6 @@ func (c *slot[H]) readHead() (int, serval.CloseReason, bool) {
 			}
 			c.in.dl.Read(c.in.nc, s.cfg.HeaderReadTimeout)
 			c.headFrom = time.Now()
-			armed = true
 		}
 		var m int
 		m, rerr = c.in.nc.Read(c.in.buf[c.in.end:])
