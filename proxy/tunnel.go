@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"sync/atomic"
+	"time"
 
 	"github.com/servalproxy/serval"
 	"github.com/servalproxy/serval/client"
@@ -104,6 +105,10 @@ func offered(req *serval.Request, p []byte) bool {
 	return false
 }
 
+// tunnelKeepAlive is the TCP keepalive of a tunnel's client socket: Go's
+// default period (the upstream's is client.KeepAlivePeriod).
+var tunnelKeepAlive = net.KeepAliveConfig{Enable: true, Idle: 15 * time.Second, Interval: 15 * time.Second, Count: 9}
+
 // errTunnelStopped ends a tunnel direction the other one asked to stop.
 var errTunnelStopped = errors.New("proxy: tunnel stopped")
 
@@ -132,6 +137,12 @@ func (s *Session) tunnel(h client.Head) (serval.Phase, error) {
 	}
 	s.tunnelSeen.Store(serval.Nanotime())
 	s.tunnelStop.Store(false)
+	if s.d.Socket != nil {
+		// A tunnel may sit idle for TunnelIdleTimeout: keepalive probes
+		// keep NAT entries on the client's way and find a client gone
+		// without a word (the server's sockets have none otherwise).
+		s.d.Socket.SetKeepAliveConfig(tunnelKeepAlive)
+	}
 	s.startTunnel()
 	// Upstream to client here, until the upstream's EOF (true), a
 	// failure, the idle timeout or the pump's stop.

@@ -70,6 +70,17 @@ type Config struct {
 	// with the 30 s default). Bytes in flight are not counted: a fast
 	// link is not slowed. Default 128 KiB.
 	UnsentBytesMax int
+	// TCPKeepAlive, when positive, turns TCP keepalive on for every
+	// accepted connection, probing after that long idle and that often
+	// after. Zero (the default) leaves it off, as nginx and HAProxy do:
+	// every state of a connection has its own timeout above, and a
+	// listener left at Go's default (which sets keepalive on every
+	// accepted socket, four setsockopt calls) is switched off by Serve
+	// (see sockio.AcceptKeepAliveOff). An upgraded connection (a
+	// WebSocket tunnel, idle up to Proxy.TunnelIdleTimeout) turns
+	// keepalive on for its client socket whatever this says, so that
+	// NATs on the way keep it and a vanished client is found.
+	TCPKeepAlive time.Duration
 	// ShutdownTimeout bounds the graceful drain after the context ends.
 	ShutdownTimeout time.Duration
 	// SlotWaitTimeout bounds how long a new connection that finds every
@@ -157,6 +168,7 @@ func (c *Config) Validate() error {
 		{"WriteTimeout", c.WriteTimeout, time.Millisecond, 24 * time.Hour},
 		{"ShutdownTimeout", c.ShutdownTimeout, 0, 24 * time.Hour},
 		{"SlotWaitTimeout", c.SlotWaitTimeout, 0, 24 * time.Hour},
+		{"TCPKeepAlive", c.TCPKeepAlive, 0, 24 * time.Hour},
 	} {
 		if b.v < b.lo || b.v > b.hi {
 			return &serval.ConfigError{Field: b.name, Msg: b.v.String() + " not in [" + b.lo.String() + ", " + b.hi.String() + "]"}

@@ -71,6 +71,14 @@ type Server[H serval.Handler] struct {
 	serving  atomic.Bool
 	draining atomic.Bool
 	wg       sync.WaitGroup
+	// workers counts the slots' connection goroutines (worker.go);
+	// stopWorkers, made by Serve, closes when they are to exit.
+	workers     sync.WaitGroup
+	stopWorkers chan struct{}
+	// unsentInherited: accepted sockets come with Config.UnsentBytesMax
+	// set, from the listener (Serve); unsentCheck: the first accepted
+	// connection is still to tell. The accept loop's.
+	unsentInherited, unsentCheck bool
 
 	nextConnID    atomic.Uint64
 	nextRequestID atomic.Uint64
@@ -152,7 +160,11 @@ func (s *Server[H]) proxyConfig() proxy.Config {
 // Serve accepts connections on ln until ctx is done, then stops accepting,
 // lets in-flight requests finish, closes idle connections and returns
 // after at most cfg.ShutdownTimeout (plus the time hooks still running take
-// to return). It closes ln. A server serves one listener at a time.
+// to return). It closes ln. A server serves one listener at a time. A
+// *net.TCPListener (ln, or what ln's Unwrap() net.Listener method returns)
+// left at Go's default TCP keepalive (net.Listen's) is switched to none,
+// Config.TCPKeepAlive deciding, and gets Config.UnsentBytesMax as its
+// TCP_NOTSENT_LOWAT, which the sockets it accepts inherit.
 func (s *Server[H]) Serve(ctx context.Context, ln net.Listener) error {
 	if !s.serving.CompareAndSwap(false, true) {
 		return ErrServing
@@ -165,6 +177,12 @@ func (s *Server[H]) Serve(ctx context.Context, ln net.Listener) error {
 		defer sockio.Unhold()
 	}
 	checkFileLimit(s.cfg.ConnectionsMax, s.log)
+	s.unsentInherited, s.unsentCheck = false, false
+	if tl := tcpListener(ln); tl != nil {
+		sockio.AcceptKeepAliveOff(tl) // Config.TCPKeepAlive says (slot.open)
+		s.unsentCheck = s.cfg.UnsentBytesMax > 0 && setListenerUnsentMax(tl, s.cfg.UnsentBytesMax)
+	}
+	s.stopWorkers = make(chan struct{})
 	closed := make(chan struct{})
 	stop := context.AfterFunc(ctx, func() {
 		ln.Close()
@@ -192,10 +210,37 @@ func (s *Server[H]) Serve(ctx context.Context, ln net.Listener) error {
 	return err
 }
 
-// ListenAndServe listens on cfg.Addr and calls Serve.
+// tcpListener is ln's TCP listening socket: ln itself, or what ln's
+// Unwrap method returns (for a listener that wraps one), or nil.
+func tcpListener(ln net.Listener) *net.TCPListener {
+	for range 4 {
+		switch l := ln.(type) {
+		case *net.TCPListener:
+			return l
+		case interface{ Unwrap() net.Listener }:
+			ln = l.Unwrap()
+		default:
+			return nil
+		}
+	}
+	return nil
+}
+
+// Listen opens a TCP listener on addr for Serve: plain TCP, and no TCP
+// keepalive on the connections it accepts (Config.TCPKeepAlive decides).
+// Go's net.Listen speaks Multipath TCP since Go 1.24 where the kernel has
+// it: every read and write of every connection then goes through the MPTCP
+// layer even when the client speaks plain TCP, and the sockets do not
+// inherit the listener's options.
+func Listen(ctx context.Context, addr string) (net.Listener, error) {
+	lc := net.ListenConfig{KeepAlive: -1}
+	lc.SetMultipathTCP(false)
+	return lc.Listen(ctx, "tcp", addr)
+}
+
+// ListenAndServe listens on cfg.Addr (Listen) and calls Serve.
 func (s *Server[H]) ListenAndServe(ctx context.Context) error {
-	var lc net.ListenConfig
-	ln, err := lc.Listen(ctx, "tcp", s.cfg.Addr)
+	ln, err := Listen(ctx, s.cfg.Addr)
 	if err != nil {
 		return err
 	}
@@ -225,6 +270,16 @@ func (s *Server[H]) acceptLoop(ctx context.Context, ln net.Listener) error {
 			return err
 		}
 		backoff = 0
+		if s.unsentCheck {
+			// Once: did the accepted socket inherit the listener's
+			// TCP_NOTSENT_LOWAT? Then slot.open need not set it: the
+			// accept queue is first in, first out, so every later
+			// connection was made after the listener had it. (One made
+			// before Serve set it did not inherit: every connection then
+			// gets it set, as from a listener whose sockets never do.)
+			s.unsentCheck = false
+			s.unsentInherited = unsentMaxIs(nc, s.cfg.UnsentBytesMax)
+		}
 		idx, ok := s.takeSlot(ctx, &w)
 		if !ok {
 			// Counted before the close: whoever sees the close (a
@@ -238,7 +293,7 @@ func (s *Server[H]) acceptLoop(ctx context.Context, ln net.Listener) error {
 		sl.nc = nc
 		sl.state.Store(stBusy)
 		s.wg.Add(1)
-		go sl.serve()
+		sl.start()
 	}
 }
 
@@ -502,6 +557,9 @@ func (s *Server[H]) shutdown() {
 		}
 		<-done
 	}
+	// Every connection has ended: the slots' goroutines exit.
+	close(s.stopWorkers)
+	s.workers.Wait()
 	// Every connection goroutine has exited: stop the sessions' body
 	// pump goroutines, which would otherwise outlive Serve (a later Serve
 	// starts them again on demand).

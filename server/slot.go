@@ -39,6 +39,13 @@ type slot[H serval.Handler] struct {
 	srv *Server[H]
 	idx int32
 
+	// The slot's connection goroutine, kept between connections
+	// (worker.go): wk is its state, run hands it the next connection,
+	// parkTimer bounds its wait for one.
+	wk        atomic.Uint32
+	run       chan struct{}
+	parkTimer *time.Timer
+
 	state     atomic.Uint32
 	idleSince atomic.Int64 // serval.Nanotime; meaningful while stIdle
 	// headFrom is when the head being read took a second read, its
@@ -72,6 +79,9 @@ type slot[H serval.Handler] struct {
 	tlsInfo serval.TLSInfo
 	// hello carries the TLS handshake's deadline (see handshake).
 	hello helloCtx
+	// pollLater: the plain connection's reads are to wait for readiness
+	// from its second request on (see open).
+	pollLater bool
 	// opened: OnConnectionOpen's turn came (the connection was set up,
 	// its TLS handshake done): OnConnectionClose's comes at the release.
 	opened bool
@@ -133,6 +143,9 @@ func (c *slot[H]) init(s *Server[H], idx int32) {
 	c.body.init(&c.in, &c.x, &s.cfg)
 	c.raw.Init()
 	c.hello.Context = context.Background()
+	c.run = make(chan struct{}, 1)
+	c.parkTimer = time.NewTimer(time.Hour)
+	c.parkTimer.Stop()
 }
 
 // serve runs one connection on the slot, then frees the slot.
@@ -167,8 +180,11 @@ func (c *slot[H]) open() {
 	c.takeSet()
 	c.tcp, _ = c.nc.(*net.TCPConn)
 	c.sock = c.tcp
-	if c.tcp != nil && s.cfg.UnsentBytesMax > 0 {
+	if c.tcp != nil && s.cfg.UnsentBytesMax > 0 && !s.unsentInherited {
 		setUnsentMax(c.tcp, s.cfg.UnsentBytesMax)
+	}
+	if d := s.cfg.TCPKeepAlive; d > 0 && c.sock != nil {
+		c.sock.SetKeepAliveConfig(net.KeepAliveConfig{Enable: true, Idle: d, Interval: d})
 	}
 	remote, local := addrPort(c.nc.RemoteAddr()), addrPort(c.nc.LocalAddr())
 	c.clientAddr = remote.Addr().AppendTo(c.clientAddr[:0])
@@ -178,18 +194,32 @@ func (c *slot[H]) open() {
 	c.x.ClientAddr, c.x.LocalAddr, c.x.TLS, c.x.TLSInfo = remote, local, false, nil
 	c.info = serval.ConnInfo{ID: c.x.ConnID, ClientAddr: remote, LocalAddr: local, Opened: time.Now()}
 	c.conn = c.nc
+	c.pollLater = false
 	if c.tcp != nil && c.raw.Reset(c.tcp) == nil {
 		c.conn = &c.raw
-		if s.tls == nil {
-			// Plain: wait for readiness before reading (internal/sockio).
-			// A failure leaves the socket read the runtime's way.
-			c.raw.Poll()
-		}
+		// Plain: reads wait for readiness first (internal/sockio) from
+		// the second request on (awaitFirstByte). The first read of a
+		// connection reads before it waits either way, so a connection
+		// that carries one request is read the runtime's way, and spares
+		// the two epoll_ctl calls of the FIN watcher.
+		c.pollLater = s.tls == nil
 	}
 	c.in.reset(c.conn)
 	c.requests, c.linger = 0, false
 	c.killed.Store(false) // a hard stop that found the slot as it freed
 	s.metrics.ConnectionOpened()
+}
+
+// pollNow makes a plain connection's reads wait for readiness (see
+// open), from its second request on or from a direct stream's start (the
+// FIN watcher tells a stream its client left). Only the connection
+// goroutine calls it, while no other reads the socket. A failure leaves
+// the socket read the runtime's way.
+func (c *slot[H]) pollNow() {
+	if c.pollLater {
+		c.pollLater = false
+		c.raw.Poll()
+	}
 }
 
 // takeSet takes a buffer set for the connection (bufSets).
@@ -253,6 +283,9 @@ func (c *slot[H]) release(reason serval.CloseReason) {
 	c.in.start, c.in.end, c.pend = 0, 0, c.pend[:0]
 	c.giveSet()
 	c.state.Store(stFree)
+	// The goroutine parks after this (worker.go): marked before the slot
+	// is free, so the accept loop that takes it hands it over.
+	c.wk.Store(wkParked)
 	s.free.push(c.idx)
 	s.wg.Done()
 }
@@ -349,6 +382,8 @@ func (c *slot[H]) awaitFirstByte() (serval.CloseReason, bool) {
 	timeout := s.cfg.IdleTimeout
 	if c.requests == 0 {
 		timeout = min(timeout, s.cfg.HeaderReadTimeout)
+	} else {
+		c.pollNow() // before the slot is idle: nothing else uses the socket
 	}
 	// The deadline is set (when due: it is renewed lazily) before the
 	// slot is marked idle, so a claimer's past deadline always lands

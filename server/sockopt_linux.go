@@ -39,3 +39,41 @@ func unreadBytes(nc net.Conn) bool {
 	})
 	return err == nil && ierr == nil && n > 0
 }
+
+// setListenerUnsentMax sets TCP_NOTSENT_LOWAT on the listening socket:
+// a TCP socket accepted from it starts with the listener's value, which
+// spares a setsockopt per connection (Serve checks the first one: an
+// MPTCP listener's sockets, Go's default for net.Listen, do not inherit
+// it). False when it could not be set.
+func setListenerUnsentMax(ln *net.TCPListener, n int) bool {
+	rc, err := ln.SyscallConn()
+	if err != nil {
+		return false
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_NOTSENT_LOWAT, n)
+	}); err != nil {
+		return false
+	}
+	return serr == nil
+}
+
+// unsentMaxIs reports that nc's TCP_NOTSENT_LOWAT is n.
+func unsentMaxIs(nc net.Conn, n int) bool {
+	tcp, ok := nc.(*net.TCPConn)
+	if !ok {
+		return false
+	}
+	rc, err := tcp.SyscallConn()
+	if err != nil {
+		return false
+	}
+	v, gerr := 0, error(nil)
+	if err := rc.Control(func(fd uintptr) {
+		v, gerr = unix.GetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_NOTSENT_LOWAT)
+	}); err != nil {
+		return false
+	}
+	return gerr == nil && v == n
+}

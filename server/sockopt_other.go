@@ -10,3 +10,9 @@ func setUnsentMax(*net.TCPConn, int) {}
 
 // unreadBytes cannot tell here: false (see the Linux version).
 func unreadBytes(net.Conn) bool { return false }
+
+// setListenerUnsentMax does nothing here: false.
+func setListenerUnsentMax(*net.TCPListener, int) bool { return false }
+
+// unsentMaxIs cannot tell here: false.
+func unsentMaxIs(net.Conn, int) bool { return false }

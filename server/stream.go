@@ -67,6 +67,7 @@ func (c *slot[H]) stream(a *serval.Action) {
 func (c *slot[H]) pump(ns serval.ChunkStreamer, frame uint8, length int64) {
 	buf := c.wbuf[chunkSizeLineMax : len(c.wbuf)-chunkFrameBytesMax+chunkSizeLineMax]
 	var sent int64
+	c.pollNow() // so that PeerReset knows (below)
 	for i := 0; ; i++ {
 		n, done, err := ns.NextChunk(&c.x, buf)
 		if err != nil {

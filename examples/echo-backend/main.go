@@ -74,7 +74,7 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready chan<- stri
 	}
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 
-	ln, err := net.Listen("tcp", net.JoinHostPort(*host, strconv.Itoa(*port)))
+	ln, err := server.Listen(ctx, net.JoinHostPort(*host, strconv.Itoa(*port)))
 	if err != nil {
 		logger.Error("listen", "err", err)
 		return 1

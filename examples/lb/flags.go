@@ -78,6 +78,7 @@ type options struct {
 	bodyTimeout   time.Duration
 	idleTimeout   time.Duration
 	writeTimeout  time.Duration
+	tcpKeepAlive  time.Duration
 
 	// Load balancing and health.
 	policy             lb.Policy
@@ -141,6 +142,7 @@ func defineFlags(fs *flag.FlagSet, o *options, r *rawFlags) {
 	fs.DurationVar(&o.bodyTimeout, "body-timeout", def.BodyReadTimeout, "longest stall while a client sends a request body (408 when nothing was answered yet)")
 	fs.DurationVar(&o.idleTimeout, "idle-timeout", def.IdleTimeout, "close a client keep-alive connection idle this long between requests")
 	fs.DurationVar(&o.writeTimeout, "write-timeout", def.WriteTimeout, "longest stall writing to a client (or a request body to a backend)")
+	fs.DurationVar(&o.tcpKeepAlive, "tcp-keepalive", 0, "TCP keepalive on client connections, probing after this long idle (like nginx's\nso_keepalive; 0: off, every state has its own timeout; WebSocket tunnels have it anyway)")
 	fs.StringVar(&r.workers, "workers", "1", "worker processes, each on one processor (GOMAXPROCS=1) taking new connections\nin turn (the least loaded first), like nginx's worker_processes; auto: one per processor\nthis process may use (GOMAXPROCS: CPU affinity and cgroup limits); 1 serves in this process")
 	fs.BoolVar(&o.acceptBalance, "accept-balance", true, "with --workers: a worker takes a new connection only while it has no more open than the\nothers, so long-lived connections split evenly; false: the workers race for each one\n(cheaper when every request comes on a new connection)")
 
@@ -363,6 +365,9 @@ func (o *options) validate() error {
 			return errors.New(d.flag + " must be in [1ms, " + clientTimeoutLimit.String() + "], not " + d.v.String())
 		}
 	}
+	if o.tcpKeepAlive != 0 && (o.tcpKeepAlive < time.Second || o.tcpKeepAlive > clientTimeoutLimit) {
+		return errors.New("--tcp-keepalive must be 0 or in [1s, " + clientTimeoutLimit.String() + "], not " + o.tcpKeepAlive.String())
+	}
 	t := o.thresholds()
 	if t.Validate() != nil {
 		return errors.New("--unhealthy-threshold and --healthy-threshold must be in [1, " + strconv.Itoa(health.ThresholdMax) + "]")
@@ -424,6 +429,7 @@ func applyClientLimits(cfg *server.Config, o *options) {
 	cfg.BodyReadTimeout = o.bodyTimeout
 	cfg.IdleTimeout = o.idleTimeout
 	cfg.WriteTimeout = o.writeTimeout
+	cfg.TCPKeepAlive = o.tcpKeepAlive
 	cfg.Proxy.HeadBytesMax = max(o.headBytesMax, serval.HeadBytesMaxDefault)
 	cfg.Proxy.FieldsMax = max(o.fieldsMax, proxy.FieldsMaxDefault)
 }

@@ -341,7 +341,7 @@ func listen(addr string) (ln net.Listener, msg string, err error) {
 		ln, err = workerListener()
 		return ln, "worker serving", err
 	}
-	ln, err = net.Listen("tcp", addr)
+	ln, err = server.Listen(context.Background(), addr)
 	return ln, "load balancer listening", err
 }
 
@@ -455,7 +455,7 @@ func startEchoBackends(ctx context.Context, wg *sync.WaitGroup, logger *slog.Log
 func startEchoBackendsTLS(ctx context.Context, wg *sync.WaitGroup, logger *slog.Logger, tlsCfg *tlsconn.ServerConfig, slots int, ids ...string) (string, error) {
 	list := ""
 	for _, id := range ids {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		ln, err := server.Listen(ctx, "127.0.0.1:0")
 		if err != nil {
 			return "", err
 		}

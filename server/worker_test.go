@@ -1,0 +1,284 @@
+package server
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"net"
+	"runtime"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/servalproxy/serval"
+	"github.com/servalproxy/serval/internal/sockio"
+)
+
+// goid is the calling goroutine's number, read off its stack header.
+func goid() int {
+	var b [64]byte
+	n := runtime.Stack(b[:], false)
+	f := bytes.Fields(b[:n])
+	id, _ := strconv.Atoi(string(f[1])) // "goroutine N [running]:"
+	return id
+}
+
+// goidHandler answers each request with the number of the goroutine that
+// served it.
+func goidHandler() *handler {
+	return &handler{onRequest: func(x *serval.Exchange, req *serval.Request, buf []byte) serval.Action {
+		return serval.Respond(200, "text/plain", strconv.AppendInt(buf[:0], int64(goid()), 10))
+	}}
+}
+
+// oneRequest makes one request on a new connection that asks to close,
+// and waits for the close.
+func oneRequest(t *testing.T, addr string) string {
+	t.Helper()
+	c := dial(t, addr)
+	defer c.Close()
+	send(t, c, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+	br := bufio.NewReader(c)
+	r := readResp(t, br, "GET")
+	expectClosed(t, br)
+	return r.body
+}
+
+// A slot's goroutine serves the slot's next connection too (worker.go),
+// and leaves after workerIdleMax without one.
+func TestSlotGoroutineReused(t *testing.T) {
+	old := workerIdleMax
+	workerIdleMax = 300 * time.Millisecond
+	t.Cleanup(func() { workerIdleMax = old })
+	cfg := testConfig()
+	srv, ts := serve(t, goidHandler(), nil, nil, cfg)
+	first := oneRequest(t, ts.addr)
+	waitSlotFree(t, srv)
+	if got := oneRequest(t, ts.addr); got != first {
+		t.Fatalf("second connection served by goroutine %s, the first by %s: not reused", got, first)
+	}
+	waitSlotFree(t, srv)
+	sl := &srv.slots[0] // the free list hands slot 0 out first
+	if st := sl.wk.Load(); st != wkParked {
+		t.Fatalf("slot 0's goroutine state %d, want parked (%d)", st, wkParked)
+	}
+	deadline := time.Now().Add(testTimeout)
+	for sl.wk.Load() != wkNone {
+		if time.Now().After(deadline) {
+			t.Fatal("the parked goroutine did not leave after workerIdleMax")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got := oneRequest(t, ts.addr); got == first {
+		t.Fatalf("connection after the goroutine left served by the same goroutine %s", got)
+	}
+}
+
+// Connections that come and go concurrently, many rounds, each answered
+// by its own slot: no connection is lost between a goroutine leaving and
+// the accept loop handing it one (the race worker.go settles).
+func TestSlotGoroutineHandoffRace(t *testing.T) {
+	old := workerIdleMax
+	workerIdleMax = time.Millisecond // leave as soon as possible
+	t.Cleanup(func() { workerIdleMax = old })
+	cfg := testConfig()
+	_, ts := serve(t, goidHandler(), nil, nil, cfg)
+	var wg sync.WaitGroup
+	for w := 0; w < 8; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 40 {
+				c, err := net.DialTimeout("tcp", ts.addr, testTimeout)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				c.SetDeadline(time.Now().Add(testTimeout))
+				if _, err := c.Write([]byte("GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")); err != nil {
+					t.Error(err)
+				}
+				var b [256]byte
+				n, _ := c.Read(b[:])
+				if !bytes.HasPrefix(b[:n], []byte("HTTP/1.1 200")) {
+					t.Errorf("answer %q", b[:n])
+				}
+				c.Close()
+				time.Sleep(time.Duration(len(b[:n])%3) * time.Millisecond)
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// sockOpt reads an integer socket option of c.
+func sockOpt(t *testing.T, c *net.TCPConn, level, opt int) int {
+	t.Helper()
+	rc, err := c.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v int
+	var serr error
+	rc.Control(func(fd uintptr) { v, serr = syscall.GetsockoptInt(int(fd), level, opt) })
+	if serr != nil {
+		t.Fatal(serr)
+	}
+	return v
+}
+
+// Accepted connections go without TCP keepalive unless Config.TCPKeepAlive
+// asks for it, even from a net.Listen listener (keepalive by default).
+func TestAcceptedKeepAlive(t *testing.T) {
+	for _, tc := range []struct {
+		ka   time.Duration
+		want int
+	}{{0, 0}, {7 * time.Second, 1}} {
+		t.Run(tc.ka.String(), func(t *testing.T) {
+			var srvp atomic.Pointer[Server[*handler]]
+			type opts struct{ on, idle int }
+			got := make(chan opts, 1)
+			h := &handler{onRequest: func(x *serval.Exchange, req *serval.Request, buf []byte) serval.Action {
+				srv := srvp.Load()
+				for i := range srv.slots {
+					if sl := &srv.slots[i]; &sl.x == x { // this goroutine's own slot
+						got <- opts{sockOpt(t, sl.sock, syscall.SOL_SOCKET, syscall.SO_KEEPALIVE),
+							sockOpt(t, sl.sock, syscall.IPPROTO_TCP, syscall.TCP_KEEPIDLE)}
+					}
+				}
+				return serval.Respond(200, "text/plain", []byte("ok"))
+			}}
+			cfg := testConfig()
+			cfg.TCPKeepAlive = tc.ka
+			srv, ts := serve(t, h, nil, nil, cfg)
+			srvp.Store(srv)
+			oneRequest(t, ts.addr)
+			o := <-got
+			if o.on != tc.want {
+				t.Fatalf("SO_KEEPALIVE = %d, want %d", o.on, tc.want)
+			}
+			if tc.want == 1 && o.idle != int(tc.ka/time.Second) {
+				t.Fatalf("TCP_KEEPIDLE = %d, want %d", o.idle, tc.ka/time.Second)
+			}
+		})
+	}
+}
+
+// slotOf is the slot whose exchange x is (called on that slot's own
+// goroutine, in a hook).
+func slotOf[H serval.Handler](srv *Server[H], x *serval.Exchange) *slot[H] {
+	for i := range srv.slots {
+		if sl := &srv.slots[i]; &sl.x == x {
+			return sl
+		}
+	}
+	return nil
+}
+
+// Accepted sockets carry Config.UnsentBytesMax whatever the listener:
+// from the listener itself when it is plain TCP (Listen), set on each
+// connection when the accepted sockets do not inherit it (an MPTCP
+// listener, net.Listen's default where the kernel has MPTCP).
+func TestUnsentMaxFromListener(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("TCP_NOTSENT_LOWAT is Linux's")
+	}
+	const tcpNotsentLowat = 25
+	for _, plain := range []bool{true, false} {
+		t.Run("server.Listen="+strconv.FormatBool(plain), func(t *testing.T) {
+			leakCheck(t)
+			var srvp atomic.Pointer[Server[*handler]]
+			got := make(chan int, 1)
+			h := &handler{onRequest: func(x *serval.Exchange, req *serval.Request, buf []byte) serval.Action {
+				got <- sockOpt(t, slotOf(srvp.Load(), x).sock, syscall.IPPROTO_TCP, tcpNotsentLowat)
+				return serval.Respond(200, "text/plain", []byte("ok"))
+			}}
+			cfg := testConfig()
+			cfg.UnsentBytesMax = 96 << 10
+			srv, err := New(h, nil, nil, nil, cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			srvp.Store(srv)
+			var ln net.Listener
+			if plain {
+				ln, err = Listen(t.Context(), "127.0.0.1:0")
+			} else {
+				ln, err = net.Listen("tcp", "127.0.0.1:0")
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() { done <- srv.Serve(ctx, ln) }()
+			defer func() { cancel(); <-done }()
+			if plain {
+				// Connections the kernel took before Serve set the option
+				// on the listener do not inherit it: wait for that.
+				tl := ln.(*net.TCPListener)
+				deadline := time.Now().Add(testTimeout)
+				for listenerOpt(t, tl, syscall.IPPROTO_TCP, tcpNotsentLowat) != cfg.UnsentBytesMax {
+					if time.Now().After(deadline) {
+						t.Fatal("Serve did not set TCP_NOTSENT_LOWAT on the listener")
+					}
+					time.Sleep(time.Millisecond)
+				}
+			}
+			for range 2 { // the first connection is checked, the second trusted
+				oneRequest(t, ln.Addr().String())
+				if v := <-got; v != cfg.UnsentBytesMax {
+					t.Fatalf("TCP_NOTSENT_LOWAT = %d, want %d", v, cfg.UnsentBytesMax)
+				}
+			}
+			if plain && !srv.unsentInherited {
+				t.Fatal("a plain TCP listener's sockets did not inherit TCP_NOTSENT_LOWAT")
+			}
+		})
+	}
+}
+
+// A plain connection's reads wait for readiness from its second request
+// on: one that carries a single request never joins the FIN watcher.
+func TestPollFromSecondRequest(t *testing.T) {
+	if !sockio.Polling() {
+		t.Skip("sockets are not polled in this build (race detector, or another Go runtime)")
+	}
+	var srvp atomic.Pointer[Server[*handler]]
+	polled := make(chan bool, 2)
+	h := &handler{onRequest: func(x *serval.Exchange, req *serval.Request, buf []byte) serval.Action {
+		polled <- slotOf(srvp.Load(), x).raw.Polled()
+		return serval.Respond(200, "text/plain", []byte("ok"))
+	}}
+	srv, ts := serve(t, h, nil, nil, testConfig())
+	srvp.Store(srv)
+	c := dial(t, ts.addr)
+	defer c.Close()
+	br := bufio.NewReader(c)
+	for i, want := range []bool{false, true} {
+		send(t, c, get("/"))
+		readResp(t, br, "GET")
+		if got := <-polled; got != want {
+			t.Fatalf("request %d: polled %v, want %v", i+1, got, want)
+		}
+	}
+}
+
+// listenerOpt reads an integer socket option of ln.
+func listenerOpt(t *testing.T, ln *net.TCPListener, level, opt int) int {
+	t.Helper()
+	rc, err := ln.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v int
+	var serr error
+	rc.Control(func(fd uintptr) { v, serr = syscall.GetsockoptInt(int(fd), level, opt) })
+	if serr != nil {
+		t.Fatal(serr)
+	}
+	return v
+}
