@@ -8,6 +8,7 @@
 package main
 
 import (
+	"context"
 	"flag"
 	"log"
 	"net"
@@ -63,5 +64,13 @@ func main() {
 	}
 	srv := &http.Server{Addr: *listen, Handler: rp, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second}
 	log.Printf("goproxy listening on %s -> %s", *listen, *ups)
-	log.Fatal(srv.ListenAndServe())
+	// Plain TCP, as every proxy in the comparison: Go's ListenAndServe
+	// speaks MPTCP by default where the kernel has it (Go 1.24).
+	lc := net.ListenConfig{}
+	lc.SetMultipathTCP(false)
+	ln, err := lc.Listen(context.Background(), "tcp", *listen)
+	if err != nil {
+		log.Fatal(err)
+	}
+	log.Fatal(srv.Serve(ln))
 }

@@ -5,6 +5,7 @@
 package main
 
 import (
+	"context"
 	"flag"
 	"io"
 	"log"
@@ -82,7 +83,11 @@ func main() {
 		*bp = out
 		bufs.Put(bp)
 	})
-	ln, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(*port))
+	// Plain TCP, as every server in the comparison: Go's net.Listen
+	// speaks MPTCP by default where the kernel has it (Go 1.24).
+	lc := net.ListenConfig{}
+	lc.SetMultipathTCP(false)
+	ln, err := lc.Listen(context.Background(), "tcp", "127.0.0.1:"+strconv.Itoa(*port))
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -8,6 +8,7 @@
 package main
 
 import (
+	"context"
 	"flag"
 	"log"
 	"net"
@@ -52,7 +53,11 @@ func main() {
 		w.WriteHeader(http.StatusOK)
 		w.Write(b)
 	})
-	ln, err := net.Listen("tcp", *listen)
+	// Plain TCP, as every server in the comparison: Go's net.Listen
+	// speaks MPTCP by default where the kernel has it (Go 1.24).
+	lc := net.ListenConfig{}
+	lc.SetMultipathTCP(false)
+	ln, err := lc.Listen(context.Background(), "tcp", *listen)
 	if err != nil {
 		log.Fatal(err)
 	}
