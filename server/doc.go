@@ -40,7 +40,9 @@
 //     SlotWaitTimeout for a slot to free (later ones wait in the listen
 //     backlog), and is closed (CloseSlotsFull) if none does; until a slot
 //     frees again, new connections finding none are closed at once.
-//  2. One goroutine per connection runs the slot: wait for the first byte of
+//  2. One goroutine per connection runs the slot (the slot's own, kept
+//     parked between its connections for up to 10 s so its stack stays
+//     grown: worker.go): wait for the first byte of
 //     a head (IdleTimeout; for a fresh connection the smaller of IdleTimeout
 //     and HeaderReadTimeout), then read the whole head within
 //     HeaderReadTimeout of that byte and parse it in place with
