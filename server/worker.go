@@ -49,13 +49,37 @@ func (c *slot[H]) start() {
 // work runs the slot's connections until it has waited workerIdleMax
 // for one, or stop closes.
 func (c *slot[H]) work(stop <-chan struct{}) {
-	defer c.srv.workers.Done()
+	left := false // the goroutine leaves from await, not from inside serve
+	defer func() {
+		if !left {
+			c.orphaned(stop)
+		}
+		c.srv.workers.Done()
+	}()
 	for {
 		c.serve() // its release sets wkParked before it frees the slot
 		if !c.await(stop) {
+			left = true
 			return
 		}
 	}
+}
+
+// orphaned settles the slot of a goroutine that leaves from inside
+// serve: a hook called runtime.Goexit (t.FailNow in a test's handler),
+// which serve's deferred release survives (it freed the slot, marked
+// wkParked) but this loop does not. The slot has no goroutine then: the
+// accept loop starts one for its next connection, or, when it handed the
+// connection over already, one is started for it here. (A goroutine that
+// left inside release itself never freed the slot: nothing to settle.)
+func (c *slot[H]) orphaned(stop <-chan struct{}) {
+	if c.wk.CompareAndSwap(wkParked, wkNone) || c.wk.Load() != wkHanded {
+		return
+	}
+	<-c.run
+	c.wk.Store(wkBusy)
+	c.srv.workers.Add(1) // this goroutine's count is still held: Wait has not returned
+	go c.work(stop)
 }
 
 // await parks the goroutine until the accept loop hands it the slot's
