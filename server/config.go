@@ -168,7 +168,7 @@ func (c *Config) Validate() error {
 		{"WriteTimeout", c.WriteTimeout, time.Millisecond, 24 * time.Hour},
 		{"ShutdownTimeout", c.ShutdownTimeout, 0, 24 * time.Hour},
 		{"SlotWaitTimeout", c.SlotWaitTimeout, 0, 24 * time.Hour},
-		{"TCPKeepAlive", c.TCPKeepAlive, 0, 24 * time.Hour},
+		{"TCPKeepAlive", c.TCPKeepAlive, 0, TCPKeepAliveMax},
 	} {
 		if b.v < b.lo || b.v > b.hi {
 			return &serval.ConfigError{Field: b.name, Msg: b.v.String() + " not in [" + b.lo.String() + ", " + b.hi.String() + "]"}
@@ -176,6 +176,11 @@ func (c *Config) Validate() error {
 	}
 	return nil
 }
+
+// TCPKeepAliveMax bounds Config.TCPKeepAlive: Linux refuses a longer
+// TCP_KEEPIDLE or TCP_KEEPINTVL (32767 s), and a refused one leaves
+// keepalive on at the kernel's defaults (2 h idle, 75 s apart), not off.
+const TCPKeepAliveMax = 32767 * time.Second
 
 // ReadBufferBytesMin is the smallest ReadBufferBytes c allows: a head of
 // HeadBytesMax with the longest chunk-size line or trailer section

@@ -365,8 +365,8 @@ func (o *options) validate() error {
 			return errors.New(d.flag + " must be in [1ms, " + clientTimeoutLimit.String() + "], not " + d.v.String())
 		}
 	}
-	if o.tcpKeepAlive != 0 && (o.tcpKeepAlive < time.Second || o.tcpKeepAlive > clientTimeoutLimit) {
-		return errors.New("--tcp-keepalive must be 0 or in [1s, " + clientTimeoutLimit.String() + "], not " + o.tcpKeepAlive.String())
+	if o.tcpKeepAlive != 0 && (o.tcpKeepAlive < time.Second || o.tcpKeepAlive > server.TCPKeepAliveMax) {
+		return errors.New("--tcp-keepalive must be 0 or in [1s, " + server.TCPKeepAliveMax.String() + "], not " + o.tcpKeepAlive.String())
 	}
 	t := o.thresholds()
 	if t.Validate() != nil {
