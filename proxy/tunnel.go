@@ -137,10 +137,11 @@ func (s *Session) tunnel(h client.Head) (serval.Phase, error) {
 	}
 	s.tunnelSeen.Store(serval.Nanotime())
 	s.tunnelStop.Store(false)
-	if s.d.Socket != nil {
+	if s.d.Socket != nil && !keepAliveOn(s.d.Socket) {
 		// A tunnel may sit idle for TunnelIdleTimeout: keepalive probes
 		// keep NAT entries on the client's way and find a client gone
-		// without a word (the server's sockets have none otherwise).
+		// without a word. (A socket that has keepalive already, as the
+		// server's Config.TCPKeepAlive sets it, keeps its own.)
 		s.d.Socket.SetKeepAliveConfig(tunnelKeepAlive)
 	}
 	s.startTunnel()

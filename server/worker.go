@@ -15,7 +15,10 @@ import "time"
 // connection; the free list hands out the last freed slot first, so the
 // slots that get connections are those whose goroutines wait. A
 // goroutine parked for workerIdleMax exits (a burst's goroutines do not
-// stay for good), as do all of them when Serve returns.
+// stay for good), as do all of them when Serve returns. A hook that
+// locks its goroutine to its thread (runtime.LockOSThread) must unlock
+// it before it returns: the goroutine, and so the thread, serve the
+// slot's later connections.
 //
 // Who runs a slot's next connection is settled by the slot's wk state: the
 // accept loop hands a connection to a parked goroutine by moving it from

@@ -4,7 +4,9 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"io"
 	"net"
+	"net/http"
 	"runtime"
 	"strconv"
 	"sync"
@@ -114,18 +116,24 @@ func TestSlotGoroutineHandoffRace(t *testing.T) {
 	wg.Wait()
 }
 
-// sockOpt reads an integer socket option of c.
+// sockOpt reads an integer socket option of c (-1 on a failure when t
+// is nil: a hook's goroutine must not call t.Fatal).
 func sockOpt(t *testing.T, c *net.TCPConn, level, opt int) int {
-	t.Helper()
-	rc, err := c.SyscallConn()
-	if err != nil {
-		t.Fatal(err)
-	}
 	var v int
 	var serr error
-	rc.Control(func(fd uintptr) { v, serr = syscall.GetsockoptInt(int(fd), level, opt) })
-	if serr != nil {
-		t.Fatal(serr)
+	rc, err := c.SyscallConn()
+	if err == nil {
+		err = rc.Control(func(fd uintptr) { v, serr = syscall.GetsockoptInt(int(fd), level, opt) })
+	}
+	if err == nil {
+		err = serr
+	}
+	if err != nil {
+		if t == nil {
+			return -1
+		}
+		t.Helper()
+		t.Fatal(err)
 	}
 	return v
 }
@@ -281,4 +289,77 @@ func listenerOpt(t *testing.T, ln *net.TCPListener, level, opt int) int {
 		t.Fatal(serr)
 	}
 	return v
+}
+
+// tunnelUp is a handler forwarding to up that reports, when each exchange
+// ends (OnLog, on the slot's goroutine, its socket still open), whether
+// the client socket has TCP keepalive on.
+type tunnelUp struct {
+	up  *serval.Upstream
+	srv atomic.Pointer[Server[*tunnelUp]]
+	ka  chan int
+}
+
+func (h *tunnelUp) SelectUpstream(*serval.Exchange, *serval.Request) *serval.Upstream { return h.up }
+
+func (h *tunnelUp) OnLog(x *serval.Exchange, _ *serval.LogEntry) {
+	if sl := slotOf(h.srv.Load(), x); sl != nil && sl.sock != nil {
+		h.ka <- sockOpt(nil, sl.sock, syscall.SOL_SOCKET, syscall.SO_KEEPALIVE)
+	}
+}
+
+// An upgraded connection's client socket gets TCP keepalive (it may sit
+// idle up to TunnelIdleTimeout), unless it had it already; a plain
+// exchange's does not.
+func TestTunnelKeepAlive(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				br := bufio.NewReader(c)
+				req, err := http.ReadRequest(br)
+				if err != nil {
+					return
+				}
+				if req.Header.Get("Upgrade") == "" {
+					io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+					return
+				}
+				io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\nhi")
+				io.Copy(io.Discard, br) // until the client's half-close
+			}()
+		}
+	}()
+	up := serval.NewUpstream("127.0.0.1", uint16(ln.Addr().(*net.TCPAddr).Port), 0)
+	h := &tunnelUp{up: &up, ka: make(chan int, 4)}
+	cfg := testConfig()
+	cfg.Logger = discardLogger()
+	srv, ts := serve(t, h, nil, nil, cfg)
+	h.srv.Store(srv)
+
+	c := dial(t, ts.addr)
+	defer c.Close()
+	br := bufio.NewReader(c)
+	send(t, c, get("/plain"))
+	readResp(t, br, "GET")
+	if ka := <-h.ka; ka != 0 {
+		t.Fatalf("a plain exchange's client socket: SO_KEEPALIVE %d, want 0", ka)
+	}
+	send(t, c, "GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+	if r := readResp(t, br, "GET"); r.StatusCode != 101 {
+		t.Fatalf("upgrade answered %d", r.StatusCode)
+	}
+	c.(*net.TCPConn).CloseWrite() // the upstream sees EOF and closes: the tunnel ends
+	if ka := <-h.ka; ka != 1 {
+		t.Fatalf("a tunnel's client socket: SO_KEEPALIVE %d, want 1", ka)
+	}
 }
