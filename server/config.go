@@ -78,8 +78,9 @@ type Config struct {
 	// accepted socket, four setsockopt calls) is switched off by Serve
 	// (see sockio.AcceptKeepAliveOff). An upgraded connection (a
 	// WebSocket tunnel, idle up to Proxy.TunnelIdleTimeout) turns
-	// keepalive on for its client socket whatever this says, so that
-	// NATs on the way keep it and a vanished client is found.
+	// keepalive on (15 s) for its client socket when this leaves it off,
+	// so that NATs on the way keep it and a vanished client is found.
+	// At most TCPKeepAliveMax.
 	TCPKeepAlive time.Duration
 	// ShutdownTimeout bounds the graceful drain after the context ends.
 	ShutdownTimeout time.Duration
