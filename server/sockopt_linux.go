@@ -25,19 +25,26 @@ func setUnsentMax(tcp *net.TCPConn, n int) {
 // for an idle keep-alive connection, its next request arriving. False
 // when it cannot tell (nc closed meanwhile, not TCP).
 func unreadBytes(nc net.Conn) bool {
+	n, ok := socketInt(nc, func(fd int) (int, error) { return unix.IoctlGetInt(fd, unix.SIOCINQ) })
+	return ok && n > 0
+}
+
+// socketInt is what get reads off nc's socket, and whether it could
+// (false: nc is not TCP, was closed meanwhile, or get failed).
+func socketInt(nc net.Conn, get func(fd int) (int, error)) (int, bool) {
 	tcp, ok := nc.(*net.TCPConn)
 	if !ok {
-		return false
+		return 0, false
 	}
 	rc, err := tcp.SyscallConn()
 	if err != nil {
-		return false
+		return 0, false
 	}
-	n, ierr := 0, error(nil)
-	err = rc.Control(func(fd uintptr) {
-		n, ierr = unix.IoctlGetInt(int(fd), unix.SIOCINQ)
-	})
-	return err == nil && ierr == nil && n > 0
+	v, gerr := 0, error(nil)
+	if err := rc.Control(func(fd uintptr) { v, gerr = get(int(fd)) }); err != nil {
+		return 0, false
+	}
+	return v, gerr == nil
 }
 
 // setListenerUnsentMax sets TCP_NOTSENT_LOWAT on the listening socket:
@@ -61,19 +68,8 @@ func setListenerUnsentMax(ln *net.TCPListener, n int) bool {
 
 // unsentMaxIs reports that nc's TCP_NOTSENT_LOWAT is n.
 func unsentMaxIs(nc net.Conn, n int) bool {
-	tcp, ok := nc.(*net.TCPConn)
-	if !ok {
-		return false
-	}
-	rc, err := tcp.SyscallConn()
-	if err != nil {
-		return false
-	}
-	v, gerr := 0, error(nil)
-	if err := rc.Control(func(fd uintptr) {
-		v, gerr = unix.GetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_NOTSENT_LOWAT)
-	}); err != nil {
-		return false
-	}
-	return gerr == nil && v == n
+	v, ok := socketInt(nc, func(fd int) (int, error) {
+		return unix.GetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NOTSENT_LOWAT)
+	})
+	return ok && v == n
 }

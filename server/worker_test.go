@@ -312,35 +312,19 @@ func (h *tunnelUp) OnLog(x *serval.Exchange, _ *serval.LogEntry) {
 // idle up to TunnelIdleTimeout), unless it had it already; a plain
 // exchange's does not.
 func TestTunnelKeepAlive(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				br := bufio.NewReader(c)
-				req, err := http.ReadRequest(br)
-				if err != nil {
-					return
-				}
-				if req.Header.Get("Upgrade") == "" {
-					io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-					return
-				}
-				io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\nhi")
-				io.Copy(io.Discard, br) // until the client's half-close
-			}()
+	up := rawOrigin(t, func(c net.Conn, br *bufio.Reader) {
+		req, err := http.ReadRequest(br)
+		if err != nil {
+			return
 		}
-	}()
-	up := serval.NewUpstream("127.0.0.1", uint16(ln.Addr().(*net.TCPAddr).Port), 0)
-	h := &tunnelUp{up: &up, ka: make(chan int, 4)}
+		if req.Header.Get("Upgrade") == "" {
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+			return
+		}
+		io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\nhi")
+		io.Copy(io.Discard, br) // until the client's half-close
+	})
+	h := &tunnelUp{up: up, ka: make(chan int, 4)}
 	cfg := testConfig()
 	cfg.Logger = discardLogger()
 	srv, ts := serve(t, h, nil, nil, cfg)
