@@ -268,11 +268,11 @@ func (l *balancedListener) awaitTurn() {
 	}
 }
 
-// Close stops this worker accepting: the others no longer wait for it.
 // Unwrap is the listening socket (the server sets its socket options
 // there once, for every connection it accepts).
 func (l *balancedListener) Unwrap() net.Listener { return l.Listener }
 
+// Close stops this worker accepting: the others no longer wait for it.
 func (l *balancedListener) Close() error {
 	l.t.accepting(l.k).Store(0)
 	l.wait.Close() // ends a wait in Accept
