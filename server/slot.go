@@ -41,7 +41,8 @@ type slot[H serval.Handler] struct {
 
 	// The slot's connection goroutine, kept between connections
 	// (worker.go): wk is its state, run hands it the next connection,
-	// parkTimer bounds its wait for one.
+	// parkTimer bounds its wait for one. Both are made with the slot's
+	// first goroutine (a slot that never has a connection costs neither).
 	wk        atomic.Uint32
 	run       chan struct{}
 	parkTimer *time.Timer
@@ -143,9 +144,6 @@ func (c *slot[H]) init(s *Server[H], idx int32) {
 	c.body.init(&c.in, &c.x, &s.cfg)
 	c.raw.Init()
 	c.hello.Context = context.Background()
-	c.run = make(chan struct{}, 1)
-	c.parkTimer = time.NewTimer(time.Hour)
-	c.parkTimer.Stop()
 }
 
 // serve runs one connection on the slot, then frees the slot.

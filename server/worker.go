@@ -44,6 +44,11 @@ func (c *slot[H]) start() {
 		c.run <- struct{}{} // buffered: never waits
 		return
 	}
+	if c.run == nil {
+		c.run = make(chan struct{}, 1)
+		c.parkTimer = time.NewTimer(time.Hour)
+		c.parkTimer.Stop()
+	}
 	c.wk.Store(wkBusy)
 	c.srv.workers.Add(1)
 	go c.work(c.srv.stopWorkers)
