@@ -46,7 +46,8 @@
 #   TARGETS ("direct serval nginx haproxy goproxy") SMALL_BYTES (128)
 #   BIG_BYTES (65536) CLIENT_CPU (0) PROXY_CPU (1) SERVAL_ARGS (extra lb
 #   flags) QUIET_MAX (15) QUIET_WAIT (30) WORK (mktemp dir) RESULTS (copy
-#   summary and CSV there)
+#   summary and CSV there) NEWCONN (0; 1: every request on a new client
+#   connection, "Connection: close", the upstream side still pooled)
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -78,6 +79,13 @@ ensure_go
 mkdir -p "$WORK/bin"
 chmod 755 "$WORK"   # nginx workers may run as nobody
 CSV=$WORK/raw.csv
+if [[ ${NEWCONN:-0} == 1 ]]; then
+  # Every request on a new connection (the client's "Connection: close";
+  # the proxies' upstream side stays pooled).
+  WRK_SCRIPT=$WORK/newconn.lua
+  echo 'wrk.headers["Connection"] = "close"' >"$WRK_SCRIPT"
+  export WRK_SCRIPT
+fi
 echo "mode,size,round,target,rps,p50_us,p99_us,requests,errors,proxy_cpu_s,upstream_conns,bg_busy" >"$CSV"
 log "work dir: $WORK"
 (cd "$REPO" && go build -o "$WORK/bin/" ./bench/origin ./bench/goproxy)
