@@ -377,27 +377,22 @@ func (c *slot[H]) awaitFirstByte() (serval.CloseReason, bool) {
 	if !c.flush() {
 		return c.reason, false
 	}
-	timeout := s.cfg.IdleTimeout
+	// The idle time counts from the end of the previous request (its
+	// books closed: finish took the time); the first from now, and a
+	// new connection is evictable sooner (silentSince).
+	timeout, now, since := s.cfg.IdleTimeout, c.finishedAt, c.finishedAt
 	if c.requests == 0 {
 		timeout = min(timeout, s.cfg.HeaderReadTimeout)
+		now = serval.Nanotime()
+		since = s.silentSince(now)
 	} else {
 		c.pollNow() // before the slot is idle: nothing else uses the socket
 	}
 	// The deadline is set (when due: it is renewed lazily) before the
 	// slot is marked idle, so a claimer's past deadline always lands
 	// after it.
-	// The idle time counts from the end of the previous request (its
-	// books closed: finish took the time); the first from now.
-	now := c.finishedAt
-	if c.requests == 0 {
-		now = serval.Nanotime()
-	}
 	c.in.dl.ReadAt(c.in.nc, timeout, now)
-	if c.requests == 0 {
-		c.idleSince.Store(s.silentSince(now))
-	} else {
-		c.idleSince.Store(now)
-	}
+	c.idleSince.Store(since)
 	c.state.Store(stIdle)
 	if s.draining.Load() {
 		// Shutdown may have scanned before we were idle: close ourselves.

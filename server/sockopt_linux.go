@@ -6,6 +6,8 @@ import (
 	"net"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/servalproxy/serval/internal/sockio"
 )
 
 // setUnsentMax bounds the bytes tcp holds that the kernel has not sent
@@ -25,26 +27,12 @@ func setUnsentMax(tcp *net.TCPConn, n int) {
 // for an idle keep-alive connection, its next request arriving. False
 // when it cannot tell (nc closed meanwhile, not TCP).
 func unreadBytes(nc net.Conn) bool {
-	n, ok := socketInt(nc, func(fd int) (int, error) { return unix.IoctlGetInt(fd, unix.SIOCINQ) })
-	return ok && n > 0
-}
-
-// socketInt is what get reads off nc's socket, and whether it could
-// (false: nc is not TCP, was closed meanwhile, or get failed).
-func socketInt(nc net.Conn, get func(fd int) (int, error)) (int, bool) {
 	tcp, ok := nc.(*net.TCPConn)
 	if !ok {
-		return 0, false
+		return false
 	}
-	rc, err := tcp.SyscallConn()
-	if err != nil {
-		return 0, false
-	}
-	v, gerr := 0, error(nil)
-	if err := rc.Control(func(fd uintptr) { v, gerr = get(int(fd)) }); err != nil {
-		return 0, false
-	}
-	return v, gerr == nil
+	n, ok := sockio.ReadInt(tcp, func(fd int) (int, error) { return unix.IoctlGetInt(fd, unix.SIOCINQ) })
+	return ok && n > 0
 }
 
 // setListenerUnsentMax sets TCP_NOTSENT_LOWAT on the listening socket:
@@ -68,7 +56,11 @@ func setListenerUnsentMax(ln *net.TCPListener, n int) bool {
 
 // unsentMaxIs reports that nc's TCP_NOTSENT_LOWAT is n.
 func unsentMaxIs(nc net.Conn, n int) bool {
-	v, ok := socketInt(nc, func(fd int) (int, error) {
+	tcp, ok := nc.(*net.TCPConn)
+	if !ok {
+		return false
+	}
+	v, ok := sockio.ReadInt(tcp, func(fd int) (int, error) {
 		return unix.GetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NOTSENT_LOWAT)
 	})
 	return ok && v == n

@@ -119,21 +119,13 @@ func TestSlotGoroutineHandoffRace(t *testing.T) {
 // sockOpt reads an integer socket option of c (-1 on a failure when t
 // is nil: a hook's goroutine must not call t.Fatal).
 func sockOpt(t *testing.T, c *net.TCPConn, level, opt int) int {
-	var v int
-	var serr error
-	rc, err := c.SyscallConn()
-	if err == nil {
-		err = rc.Control(func(fd uintptr) { v, serr = syscall.GetsockoptInt(int(fd), level, opt) })
-	}
-	if err == nil {
-		err = serr
-	}
-	if err != nil {
+	v, ok := sockio.ReadInt(c, func(fd int) (int, error) { return syscall.GetsockoptInt(fd, level, opt) })
+	if !ok {
 		if t == nil {
 			return -1
 		}
 		t.Helper()
-		t.Fatal(err)
+		t.Fatalf("socket option %d/%d unreadable", level, opt)
 	}
 	return v
 }
@@ -278,15 +270,9 @@ func TestPollFromSecondRequest(t *testing.T) {
 // listenerOpt reads an integer socket option of ln.
 func listenerOpt(t *testing.T, ln *net.TCPListener, level, opt int) int {
 	t.Helper()
-	rc, err := ln.SyscallConn()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var v int
-	var serr error
-	rc.Control(func(fd uintptr) { v, serr = syscall.GetsockoptInt(int(fd), level, opt) })
-	if serr != nil {
-		t.Fatal(serr)
+	v, ok := sockio.ReadInt(ln, func(fd int) (int, error) { return syscall.GetsockoptInt(fd, level, opt) })
+	if !ok {
+		t.Fatalf("listener option %d/%d unreadable", level, opt)
 	}
 	return v
 }

@@ -3,6 +3,7 @@ package sockio
 import (
 	"net"
 	"reflect"
+	"syscall"
 	"unsafe"
 )
 
@@ -17,6 +18,21 @@ var listenConfigOffset = func() uintptr {
 	}
 	return f.Offset
 }()
+
+// ReadInt is what get (a getsockopt or ioctl) reads off sc's socket (a
+// *net.TCPConn or *net.TCPListener), and whether it could: false when the
+// socket is closed or get failed.
+func ReadInt(sc syscall.Conn, get func(fd int) (int, error)) (int, bool) {
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return 0, false
+	}
+	v, gerr := 0, error(nil)
+	if err := rc.Control(func(fd uintptr) { v, gerr = get(int(fd)) }); err != nil {
+		return 0, false
+	}
+	return v, gerr == nil
+}
 
 // AcceptKeepAliveOff makes ln accept connections without TCP keepalive,
 // when ln is a *net.TCPListener left at Go's default (net.Listen and

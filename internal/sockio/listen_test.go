@@ -14,19 +14,9 @@ import (
 // keepAliveOn reads SO_KEEPALIVE of c's socket.
 func keepAliveOn(t *testing.T, c *net.TCPConn) bool {
 	t.Helper()
-	rc, err := c.SyscallConn()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var v int
-	var serr error
-	if err := rc.Control(func(fd uintptr) {
-		v, serr = syscall.GetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_KEEPALIVE)
-	}); err != nil {
-		t.Fatal(err)
-	}
-	if serr != nil {
-		t.Fatal(serr)
+	v, ok := ReadInt(c, func(fd int) (int, error) { return syscall.GetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_KEEPALIVE) })
+	if !ok {
+		t.Fatal("SO_KEEPALIVE unreadable")
 	}
 	return v != 0
 }
