@@ -277,7 +277,7 @@ func (r *fieldRules) field(f *serval.Header) error {
 }
 
 // expectation accepts only 100-continue (RFC 9110 §10.1.1), and marks
-// anything else for a 417 once the head is complete; HTTP/1.0 requests
+// any other member for a 417 once the head is complete; HTTP/1.0 requests
 // have their expectations ignored, as that section requires.
 func (r *fieldRules) expectation(v []byte) {
 	if r.version == serval.Version10 {
@@ -292,11 +292,12 @@ func (r *fieldRules) expectation(v []byte) {
 		}
 		n++
 	}
-	if n == 0 {
-		r.badExpect = true
-		return
+	if n > 0 {
+		r.expectContinue = true
 	}
-	r.expectContinue = true
+	// No member at all ("Expect:", "Expect: ,") is an empty list, no
+	// expectation (RFC 9110 §5.6.1): the request is served as without
+	// the field, as net/http, nginx and Apache do.
 }
 
 // listHasMember reports whether the list value v (RFC 9110 §5.6.1) has a

@@ -343,7 +343,9 @@ func TestRequestLimits(t *testing.T) {
 		want       error
 	}{
 		{"bad expect", "GET / HTTP/1.1\r\nHost: a\r\nExpect: x\r\n\r\n", ErrExpectation},
-		{"empty expect", "GET / HTTP/1.1\r\nHost: a\r\nExpect:\r\n\r\n", ErrExpectation},
+		{"empty expect: no expectation", "GET / HTTP/1.1\r\nHost: a\r\nExpect:\r\n\r\n", nil},
+		{"empty list expect: no expectation", "GET / HTTP/1.1\r\nHost: a\r\nExpect: , \r\n\r\n", nil},
+		{"bad member after an empty one", "GET / HTTP/1.1\r\nHost: a\r\nExpect: ,x\r\n\r\n", ErrExpectation},
 		{"folded expect", "GET / HTTP/1.1\r\nHost: a\r\nExpect:\r\n 100-continue\r\n\r\n", ErrObsFold},
 		{"bad expect, then a bad field", "GET / HTTP/1.1\r\nExpect: x\r\nBad Name: v\r\n\r\n", ErrBadFieldName},
 		{"bad expect, no host", "GET / HTTP/1.1\r\nExpect: x\r\n\r\n", ErrMissingHost},
@@ -357,6 +359,12 @@ func TestRequestLimits(t *testing.T) {
 			}
 		})
 	}
+	t.Run("empty expect waits for nothing", func(t *testing.T) {
+		req := newReq(10)
+		if _, err := ParseRequest([]byte("POST / HTTP/1.1\r\nHost: a\r\nExpect:\r\nContent-Length: 1\r\n\r\n"), req, nil); err != nil || req.ExpectContinue {
+			t.Fatalf("err %v, ExpectContinue %v: want nil, false", err, req.ExpectContinue)
+		}
+	})
 	t.Run("early bad byte", func(t *testing.T) {
 		if _, err := ParseRequest([]byte("GET / HTTP/1.1\r\nX\x00"), newReq(10), nil); err != ErrBadFieldName {
 			t.Fatal(err)
