@@ -53,6 +53,7 @@ func (s *Session) begin(d *Downstream, x *serval.Exchange, req *serval.Request, 
 	s.floor = d.Head
 	s.body, s.bodyOut, s.bodyEnd = bodyNone, nil, d.Head
 	s.bodySent, s.headSent, s.cont, s.keep, s.reusable = false, false, false, false, false
+	s.closeOut = false
 	s.upDone, s.latency = false, 0
 	s.upgrade, s.final = upgradable(req, &s.f.cfg), false
 	s.perr, s.cause = serval.ProxyError{}, nil
@@ -361,7 +362,7 @@ func (s *Session) abort(phase serval.Phase, err error) Result {
 	phase, err = s.stopPumpBlame(phase, err)
 	s.upstreamDone(upstreamFault(phase, err), phase, s.resp.Status)
 	s.releaseUpstream(false)
-	return Result{Status: s.x.Status, Phase: phase, Err: err}
+	return Result{Status: s.x.Status, Phase: phase, Err: err, Reset: s.closeOut}
 }
 
 // HeadSent reports whether the current exchange's final response head

@@ -321,6 +321,9 @@ func (s *Session) forwardChunked(head []byte, h client.Head, chunkOut bool) (ser
 	enc.reset(s.d.Conn, s.d.Deadlines, s.wbuf, chunkOut, cfg.WriteTimeout, nil)
 	enc.buf = head
 	s.headSent, s.x.Status = true, s.resp.Status
+	// Unchunked, the body ends at the close: a cut one is ended with a
+	// reset (Result.Reset), not a close that says it is complete.
+	s.closeOut = !chunkOut
 	src := &s.rsrc
 	*src = chunkSource{conn: s.c.Conn, dl: &s.c.Deadlines, buf: s.rbuf, lo: h.HeadBytes, hi: h.End, timeout: cfg.ResponseTimeout}
 	var fail pipeFail

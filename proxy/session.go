@@ -69,6 +69,12 @@ type Result struct {
 	// still be arriving, so a server closing the connection should close
 	// in stages rather than answer those bytes with a reset.
 	BodyUnread bool
+	// Reset is true when the response went to the client delimited by
+	// the connection's close (an HTTP/1.0 client, a chunked or
+	// close-delimited upstream body) and was cut: a clean close would end
+	// it as if complete, so the server should close with a reset (RST)
+	// instead, the one sign of the cut such a client can see.
+	Reset bool
 }
 
 // Session is one connection slot's forwarding state (buffers, parsed
@@ -116,6 +122,7 @@ type Session struct {
 	bodyEnd  int       // d.Buf index past a wholly buffered body
 	bodySent bool      // some request body byte may have reached an upstream
 	headSent bool      // the final response head went to the client
+	closeOut bool      // its body goes to the client delimited by the close
 	cont     bool      // 100 Continue went to the client
 	plain10  bool      // a chunked body was framed for an HTTP/1.0 upstream: de-chunked (planChunked)
 	keep     bool      // the client connection may carry another request

@@ -272,3 +272,50 @@ func TestForwardHostless(t *testing.T) {
 		}
 	}
 }
+
+// TestForwardCutCloseDelimitedResets: a response that goes to the client
+// delimited by the close (an HTTP/1.0 client, a chunked or close-delimited
+// upstream body) and is cut by the upstream ends with a reset, not a clean
+// close that would make the cut body look complete; one that ends well
+// ends with a clean close.
+func TestForwardCutCloseDelimitedResets(t *testing.T) {
+	leakCheck(t)
+	for _, tt := range []struct {
+		name, resp string
+		rst, cut   bool // the upstream resets instead of closing; the body is cut
+	}{
+		{"chunked-cut", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n", false, true},
+		{"close-delimited-reset", "HTTP/1.1 200 OK\r\n\r\nhello", true, true},
+		{"close-delimited-whole", "HTTP/1.1 200 OK\r\n\r\nhello", false, false},
+		{"chunked-whole", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", false, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			up := rawOrigin(t, func(c net.Conn, br *bufio.Reader) {
+				if _, err := http.ReadRequest(br); err != nil {
+					return
+				}
+				io.WriteString(c, tt.resp)
+				// Let the head and the first bytes reach the client first.
+				time.Sleep(100 * time.Millisecond)
+				if tt.rst {
+					c.(*net.TCPConn).SetLinger(0)
+				}
+			})
+			cfg := testConfig()
+			cfg.Logger = discardLogger()
+			ts := start(t, &minimalUp{up: up}, cfg, nil)
+			c := dial(t, ts.addr)
+			send(t, c, "GET / HTTP/1.0\r\nHost: a\r\n\r\n")
+			all, err := io.ReadAll(c)
+			if !strings.HasPrefix(string(all), "HTTP/1.1 200 OK\r\n") || !strings.HasSuffix(string(all), "\r\n\r\nhello") {
+				t.Fatalf("got %q", all)
+			}
+			if tt.cut && !isReset(err) {
+				t.Fatalf("a cut close-delimited response ended with %v, want a reset: the client takes a clean close as its end", err)
+			}
+			if !tt.cut && err != nil {
+				t.Fatalf("a whole response ended with %v, want a clean close", err)
+			}
+		})
+	}
+}

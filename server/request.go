@@ -170,6 +170,9 @@ func (c *slot[H]) forward() {
 		// Body bytes may still be arriving (pipelined ones are caught by
 		// serveRequest): close in stages.
 		c.linger = c.linger || res.BodyUnread
+		// A cut close-delimited response ends with a reset: a clean
+		// close would tell the client it was complete.
+		c.reset = res.Reset
 	}
 }
 

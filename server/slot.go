@@ -117,6 +117,10 @@ type slot[H serval.Handler] struct {
 	// unread body, bytes after a bad head, unanswered pipelined
 	// requests), so the close is staged (lingerClose).
 	linger bool
+	// reset: the last response was close-delimited and cut, so the
+	// connection closes with a reset (RST), not a clean close that would
+	// make it look complete (proxy.Result.Reset).
+	reset bool
 
 	// Per request.
 	// forwarded: the request went to the proxy (forward). The connection
@@ -203,7 +207,7 @@ func (c *slot[H]) open() {
 		c.pollLater = s.tls == nil
 	}
 	c.in.reset(c.conn)
-	c.requests, c.linger = 0, false
+	c.requests, c.linger, c.reset = 0, false, false
 	c.killed.Store(false) // a hard stop that found the slot as it freed
 	s.metrics.ConnectionOpened()
 }

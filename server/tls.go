@@ -301,9 +301,14 @@ func (c *slot[H]) setTLSInfo(info *tlsconn.ConnInfo) {
 // failure or timeout: a peer that stopped reading gets no alert.
 func (c *slot[H]) close(reason serval.CloseReason) {
 	tlsConn := c.conn != nil && c.conn != c.nc && c.conn != net.Conn(&c.raw)
+	if c.reset && c.tcp != nil {
+		// SO_LINGER 0: the close sends a reset, no FIN (and, on TLS, no
+		// close_notify: reason is CloseError).
+		c.tcp.SetLinger(0)
+	}
 	// A TLS connection that failed gets no alert (below), so no staged
 	// close either: that starts with close_notify.
-	if c.linger && lingers(reason) && !(tlsConn && reason == serval.CloseError) {
+	if c.linger && !c.reset && lingers(reason) && !(tlsConn && reason == serval.CloseError) {
 		c.lingerClose()
 	}
 	if tlsConn && reason != serval.CloseWriteTimeout && reason != serval.CloseError {
