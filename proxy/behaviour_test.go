@@ -414,6 +414,41 @@ func TestPooledResetRetry(t *testing.T) {
 	}
 }
 
+// A pooled connection that sends an interim response and then resets had
+// the request (no keep-alive race): the failure is answered, not retried,
+// so the client gets the 103 once and then the 502.
+func TestPooledResetAfterInterimNotRetried(t *testing.T) {
+	checkLeaks(t)
+	hs, o := rawHarness(t, Config{}, serval.Hooks{}, func(c net.Conn, br *bufio.Reader) {
+		if _, _, err := readRequest(br); err != nil {
+			return
+		}
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		if _, _, err := readRequest(br); err != nil {
+			return
+		}
+		io.WriteString(c, "HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n")
+		c.(*net.TCPConn).SetLinger(0)
+	})
+	hs.record(t)
+	tc := dialHarness(t, hs)
+	tc.send("GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+	tc.mustRead("GET")
+	tc.send("GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+	if resp, _ := tc.mustRead("GET"); resp.StatusCode != 103 {
+		t.Fatalf("status %d, want the 103 first", resp.StatusCode)
+	}
+	if resp, _ := tc.mustRead("GET"); resp.StatusCode != 502 {
+		t.Fatalf("status %d after the 103, want 502 (a second 103 means a retry)", resp.StatusCode)
+	}
+	if n := o.conns.Load(); n != 1 {
+		t.Fatalf("%d upstream connections, want 1: the request was retried", n)
+	}
+	if last := hs.exchanges(2)[1]; last.Attempts != 1 {
+		t.Fatalf("attempts %d, want 1", last.Attempts)
+	}
+}
+
 func TestEchoLargeBodyNoDeadlock(t *testing.T) {
 	checkLeaks(t)
 	// The origin streams the body back as it reads it, before the end.

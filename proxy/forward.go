@@ -122,8 +122,11 @@ func (s *Session) attempts() Result {
 		// the request went out. A non-idempotent request is sent again
 		// only when its write failed (it never reached the upstream
 		// whole): written whole, it may have been acted on before the
-		// close, and a proxy must not retry it (RFC 9112 §9.3.1).
-		if raceRetry && s.x.Reused && client.Retryable(err) && s.replayable(true) &&
+		// close, and a proxy must not retry it (RFC 9112 §9.3.1). An
+		// interim response (a 103, a 100) says the upstream had the
+		// request: that is no race, and the client already has bytes of
+		// this answer.
+		if raceRetry && s.x.Reused && !s.upInterim && client.Retryable(err) && s.replayable(true) &&
 			(err == client.ErrWriteFailed || s.req.MethodID.Idempotent()) {
 			raceRetry, fresh = false, true
 			continue
@@ -181,6 +184,7 @@ func (s *Session) replayable(race bool) bool {
 // attempt makes one try on one upstream connection. A nil error means the
 // response was forwarded (completely or not: s.keep and s.reusable tell).
 func (s *Session) attempt(fresh bool) (serval.Phase, error) {
+	s.upInterim = false
 	if err := s.connect(fresh); err != nil {
 		return serval.PhaseConnect, err
 	}
@@ -377,6 +381,7 @@ func (s *Session) HeadSent() bool { return s.headSent }
 // none, and a client that got a 100 Continue (ours, answering its
 // Expect, or the upstream's) gets no second one.
 func (s *Session) Interim(resp *serval.Response) error {
+	s.upInterim = true
 	if s.req.Version == serval.Version10 {
 		return nil
 	}
