@@ -1289,3 +1289,42 @@ func waitExchangeFailed(t *testing.T, logs *syncbuf.Buffer) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// An upstream that reads the head and then neither reads the body nor
+// answers: the body's write stalls past WriteTimeout, the upstream gets
+// ResponseTimeout more to answer, and the 504 names the write, not the head
+// wait after it.
+func TestUpstreamStopsReadingBody(t *testing.T) {
+	checkLeaks(t)
+	done := make(chan struct{})
+	hs, _ := rawHarness(t, Config{WriteTimeout: 200 * time.Millisecond, ResponseTimeout: 200 * time.Millisecond}, serval.Hooks{},
+		func(c net.Conn, br *bufio.Reader) {
+			if _, err := http.ReadRequest(br); err != nil {
+				return
+			}
+			select {
+			case <-done:
+			case <-time.After(testTimeout):
+			}
+		})
+	t.Cleanup(func() { close(done) }) // before the origin's cleanup waits for this handler
+	hs.record(t)
+	tc := dialHarness(t, hs)
+	errc := sendBody(t, tc.c, "POST", "/upload", 5, 256<<20, false)
+	start := time.Now()
+	resp, _ := tc.mustRead("POST")
+	if resp.StatusCode != 504 {
+		t.Fatalf("status %d, want 504", resp.StatusCode)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("504 after %v", d)
+	}
+	<-errc
+	hs.exchanges(1)
+	hs.mu.Lock()
+	res := hs.results[0]
+	hs.mu.Unlock()
+	if res.Phase != serval.PhaseUpstreamWrite || res.Err != errUpstreamBodyStall {
+		t.Fatalf("phase %v err %v, want %v, %v", res.Phase, res.Err, serval.PhaseUpstreamWrite, errUpstreamBodyStall)
+	}
+}

@@ -13,23 +13,24 @@ import (
 
 // Operating errors. Package-level values: returning one never allocates.
 var (
-	errConnsMax         = &serval.StatusError{Status: 503, Msg: "proxy: upstream connection limit reached"}
-	errNoUpstream       = &serval.StatusError{Status: 503, Msg: "proxy: no upstream available"}
-	errConnect          = &serval.StatusError{Status: 501, Msg: "proxy: CONNECT is not proxied"}
-	errHeadTooLarge     = &serval.StatusError{Status: 431, Msg: "proxy: request head too large to forward"}
-	errTooManyFields    = &serval.StatusError{Status: 431, Msg: "proxy: request has more fields than this proxy forwards (proxy.Config.FieldsMax)"}
-	errBodyTooLarge     = &serval.StatusError{Status: 413, Msg: "proxy: request body too large"}
-	errChunkTooLarge    = &serval.StatusError{Status: 400, Msg: "proxy: chunk framing does not fit the buffer"}
-	errUpstreamBody     = &serval.StatusError{Status: 502, Msg: "proxy: upstream response body truncated or failed"}
-	errUpstreamChunk    = &serval.StatusError{Status: 502, Msg: "proxy: invalid chunked response body"}
-	errClientWrite      = &serval.StatusError{Status: 502, Msg: "proxy: writing to the client failed"}
-	errPumpStopped      = &serval.StatusError{Status: 502, Msg: "proxy: request body pump stopped"}
-	errClientBodyCut    = &serval.StatusError{Status: 400, Msg: "proxy: the client's request body ended early or failed"}
-	errClientBodyStall  = &serval.StatusError{Status: 408, Msg: "proxy: the client's request body stalled"}
-	errPumpPanic        = &serval.StatusError{Status: 500, Msg: "proxy: panic while sending the request body"}
-	errUpstreamResponse = &serval.StatusError{Status: 502, Msg: "proxy: invalid upstream response"}
-	errBadOutbound      = &serval.StatusError{Status: 500, Msg: "proxy: a hook left a request head that is not valid HTTP"}
-	errLengthRequired   = &serval.StatusError{Status: 411, Msg: "proxy: a chunked request body still arriving cannot go to an HTTP/1.0 upstream"}
+	errConnsMax          = &serval.StatusError{Status: 503, Msg: "proxy: upstream connection limit reached"}
+	errNoUpstream        = &serval.StatusError{Status: 503, Msg: "proxy: no upstream available"}
+	errConnect           = &serval.StatusError{Status: 501, Msg: "proxy: CONNECT is not proxied"}
+	errHeadTooLarge      = &serval.StatusError{Status: 431, Msg: "proxy: request head too large to forward"}
+	errTooManyFields     = &serval.StatusError{Status: 431, Msg: "proxy: request has more fields than this proxy forwards (proxy.Config.FieldsMax)"}
+	errBodyTooLarge      = &serval.StatusError{Status: 413, Msg: "proxy: request body too large"}
+	errChunkTooLarge     = &serval.StatusError{Status: 400, Msg: "proxy: chunk framing does not fit the buffer"}
+	errUpstreamBody      = &serval.StatusError{Status: 502, Msg: "proxy: upstream response body truncated or failed"}
+	errUpstreamBodyStall = &serval.StatusError{Status: 504, Msg: "proxy: the upstream stopped reading the request body and did not answer"}
+	errUpstreamChunk     = &serval.StatusError{Status: 502, Msg: "proxy: invalid chunked response body"}
+	errClientWrite       = &serval.StatusError{Status: 502, Msg: "proxy: writing to the client failed"}
+	errPumpStopped       = &serval.StatusError{Status: 502, Msg: "proxy: request body pump stopped"}
+	errClientBodyCut     = &serval.StatusError{Status: 400, Msg: "proxy: the client's request body ended early or failed"}
+	errClientBodyStall   = &serval.StatusError{Status: 408, Msg: "proxy: the client's request body stalled"}
+	errPumpPanic         = &serval.StatusError{Status: 500, Msg: "proxy: panic while sending the request body"}
+	errUpstreamResponse  = &serval.StatusError{Status: 502, Msg: "proxy: invalid upstream response"}
+	errBadOutbound       = &serval.StatusError{Status: 500, Msg: "proxy: a hook left a request head that is not valid HTTP"}
+	errLengthRequired    = &serval.StatusError{Status: 411, Msg: "proxy: a chunked request body still arriving cannot go to an HTTP/1.0 upstream"}
 )
 
 // isTimeout reports whether err is a deadline's.

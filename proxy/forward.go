@@ -233,6 +233,16 @@ func (s *Session) attempt(fresh bool) (serval.Phase, error) {
 			// cause.
 			err, phase = s.clientBodyFail(perr), s.pj.phase
 		} else {
+			if perr != nil && perr != errPumpStopped && s.pj.phase == serval.PhaseUpstreamWrite {
+				// The body's write failed first (the upstream stopped
+				// reading it, or reset), and no answer came after it
+				// (pumpLoop gave it ResponseTimeout for one): that write
+				// is the failure, not the head wait that followed.
+				phase = serval.PhaseUpstreamWrite
+				if isTimeout(perr) && err == client.ErrResponseTimeout {
+					err = errUpstreamBodyStall
+				}
+			}
 			s.logCause(cause)
 		}
 		s.releaseUpstream(false)
