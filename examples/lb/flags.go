@@ -43,6 +43,12 @@ const (
 	// headBytesMin is the smallest --max-header-bytes: room for a request
 	// line and a few fields (server.Config allows 256).
 	headBytesMin = 1 << 10
+	// failTimeoutDefault is --fail-timeout: nginx's fail_timeout. Its
+	// bounds: a check every quarter of it, at most 40 a second; an hour
+	// out is as good as forever.
+	failTimeoutDefault = 10 * time.Second
+	failTimeoutMin     = 100 * time.Millisecond
+	failTimeoutMax     = time.Hour
 )
 
 func clientTimeoutOK(d time.Duration) bool { return d >= time.Millisecond && d <= clientTimeoutLimit }
@@ -91,6 +97,7 @@ type options struct {
 	healthStatusMax    int
 	healthInterval     time.Duration
 	healthTimeout      time.Duration
+	failTimeout        time.Duration
 	unhealthyThreshold uint
 	healthyThreshold   uint
 	passive5xx         bool
@@ -152,6 +159,7 @@ func defineFlags(fs *flag.FlagSet, o *options, r *rawFlags) {
 	fs.StringVar(&o.healthPath, "health-path", healthPathDefault, "path of the active health probe (GET; see --health-status)")
 	fs.StringVar(&o.healthStatus, "health-status", "", "statuses the active probe counts healthy: LOW-HIGH or one code\n(default: 200-399 with --health-path given; 200-499 for the default probe of /,\nwhich many healthy backends answer with 404, 403 or 401)")
 	fs.DurationVar(&o.healthInterval, "health-interval", prober.IntervalDefault, "time between active health probes of each backend (0 disables probing)")
+	fs.DurationVar(&o.failTimeout, "fail-timeout", failTimeoutDefault, "with --health-interval 0 (no active probes): a backend that failed requests is\nout of rotation this long, then tried with traffic again (nginx's fail_timeout); 0: out until restart")
 	fs.DurationVar(&o.healthTimeout, "health-timeout", prober.TimeoutDefault, "timeout of one probe (dial, TLS, request, response); capped at --health-interval")
 	fs.UintVar(&o.unhealthyThreshold, "unhealthy-threshold", health.FailuresDefault, "consecutive failures (probes or requests) that take a backend out")
 	fs.UintVar(&o.healthyThreshold, "healthy-threshold", health.SuccessesDefault, "consecutive successful probes that bring a backend back")
@@ -325,6 +333,8 @@ func (o *options) validate() error {
 		return errors.New("--health-interval must be 0 (no probes) or in [" + prober.IntervalMin.String() + ", " + prober.IntervalMax.String() + "]")
 	case o.healthTimeout <= 0:
 		return errors.New("--health-timeout must be positive")
+	case o.failTimeout != 0 && (o.failTimeout < failTimeoutMin || o.failTimeout > failTimeoutMax):
+		return errors.New("--fail-timeout must be 0 (out until restart) or in [" + failTimeoutMin.String() + ", " + failTimeoutMax.String() + "]")
 	case o.connectionsMax < 1 || o.connectionsMax > connectionsMaxLimit:
 		return errors.New("--max-conns must be in [1, " + strconv.Itoa(connectionsMaxLimit) + "]")
 	case o.headBytesMax < headBytesMin || o.headBytesMax > serval.HeadBytesMaxLimit:

@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"log/slog"
+	"sync"
+	"time"
 
 	"github.com/servalproxy/serval"
 	"github.com/servalproxy/serval/health"
@@ -59,12 +61,19 @@ func (h *noHealthHandler) OnUpstreamDone(_ *serval.Exchange, u *serval.Upstream,
 }
 
 // startProber starts the active health probes unless --no-health or
-// --health-interval 0 turned them off; the returned stop waits for its
+// --health-interval 0 turned them off (then, with --fail-timeout, the
+// recovery loop: startRecovery); the returned stop waits for its
 // goroutines.
 func startProber(ctx context.Context, o *options, table []serval.Upstream, hs *health.State,
 	tlsCfg tlsconn.ClientConfig, logger *slog.Logger) (stop func(), err error) {
-	if o.noHealth || o.healthInterval == 0 {
+	if o.noHealth {
 		return func() {}, nil
+	}
+	if o.healthInterval == 0 {
+		if o.failTimeout == 0 {
+			return func() {}, nil
+		}
+		return startRecovery(ctx, table, hs, o.failTimeout, logger), nil
 	}
 	dial, err := probeDialer(table, tlsCfg)
 	if err != nil {
@@ -79,4 +88,56 @@ func startProber(ctx context.Context, o *options, table []serval.Upstream, hs *h
 		return nil, err
 	}
 	return func() { pr.Close() }, nil
+}
+
+// startRecovery puts a backend that passive checks took out back in
+// rotation once it has been out for failTimeout, when no active probe
+// would (--health-interval 0): without it, nothing would ever reach the
+// backend to show it healthy again. This is nginx's fail_timeout: the
+// backend is tried with live traffic, and --unhealthy-threshold failures
+// take it out again for as long. A backend is checked every quarter of
+// failTimeout, so it is out between failTimeout and 1.25 failTimeout.
+// The returned stop waits for the loop's goroutine.
+func startRecovery(ctx context.Context, table []serval.Upstream, hs *health.State, failTimeout time.Duration,
+	logger *slog.Logger) (stop func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		downSince := make([]time.Time, len(table))
+		tick := time.NewTicker(failTimeout / 4)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case now := <-tick.C:
+				recoverDown(table, hs, downSince, now, failTimeout, logger)
+			}
+		}
+	}()
+	return func() { cancel(); wg.Wait() }
+}
+
+// recoverDown is one round of startRecovery at now: it notes when each
+// backend was first seen out (downSince) and gives back those out for
+// failTimeout.
+func recoverDown(table []serval.Upstream, hs *health.State, downSince []time.Time, now time.Time,
+	failTimeout time.Duration, logger *slog.Logger) {
+	for i := range table {
+		idx := serval.UpstreamIndex(i)
+		switch {
+		case hs.Healthy(idx):
+			downSince[i] = time.Time{}
+		case downSince[i].IsZero():
+			downSince[i] = now
+		case now.Sub(downSince[i]) >= failTimeout:
+			downSince[i] = time.Time{}
+			if hs.MarkHealthy(idx) {
+				logger.Info("lb: upstream back in rotation on trial (no active probes; --fail-timeout)", "upstream", table[i].Addr(),
+					"index", i, "fail_timeout", failTimeout, "healthy_count", hs.HealthyCount())
+			}
+		}
+	}
 }

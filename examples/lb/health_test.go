@@ -483,3 +483,40 @@ func fetchPath(c *http.Client, addr, path string) (int, string, *http.Response) 
 	resp.Body.Close()
 	return resp.StatusCode, resp.Header.Get("X-Backend-Id"), resp
 }
+
+// TestFailTimeout: without active probes (--health-interval 0), a backend
+// that passive checks took out is tried with traffic again after
+// --fail-timeout (nginx's fail_timeout); with --fail-timeout 0 it stays
+// out.
+func TestFailTimeout(t *testing.T) {
+	for _, ft := range []string{"300ms", "0"} {
+		t.Run("fail-timeout="+ft, func(t *testing.T) {
+			a, b := newTestBackend(t, "a"), newTestBackend(t, "b")
+			addr, _ := startLB(t, "--backends", a.addr+","+b.addr, "--health-interval", "0", "--fail-timeout", ft)
+			c := plainClient(t)
+			b.kill()
+			// Refused connects to b are retried on a, and count against
+			// b: three take it out.
+			for i := range 10 {
+				if code, id, _ := fetch(c, addr); code != 200 || id != "a" {
+					t.Fatalf("request %d with b down: %d from %q", i, code, id)
+				}
+			}
+			b.restart()
+			deadline := time.Now().Add(3 * time.Second)
+			if ft == "0" {
+				deadline = time.Now().Add(time.Second)
+			}
+			for time.Now().Before(deadline) && b.hits.Load() == 0 {
+				fetch(c, addr)
+				time.Sleep(20 * time.Millisecond)
+			}
+			switch hits := b.hits.Load(); {
+			case ft == "0" && hits != 0:
+				t.Fatalf("b got %d requests back without --fail-timeout", hits)
+			case ft != "0" && hits == 0:
+				t.Fatal("b never came back after --fail-timeout")
+			}
+		})
+	}
+}

@@ -257,7 +257,7 @@ func serveLB(ctx context.Context, o *options, table []serval.Upstream, logger *s
 	s.ready = func() {
 		logger.Info(msg, "addr", ln.Addr().String(), "https", cfg.TLS != nil, "mtls", o.clientCAFile != "",
 			"backends", len(table), "https_backends", countTLS(table), "lb", o.policy.String(), "sticky_cookie", o.stickyCookie,
-			"health", !o.noHealth, "health_interval", o.healthInterval, "health_path", o.healthPath, "health_status", strconv.Itoa(o.healthStatusMin)+"-"+strconv.Itoa(o.healthStatusMax), "unhealthy_threshold", o.unhealthyThreshold, "healthy_threshold", o.healthyThreshold,
+			"health", !o.noHealth, "health_interval", o.healthInterval, "fail_timeout", o.failTimeout, "health_path", o.healthPath, "health_status", strconv.Itoa(o.healthStatusMin)+"-"+strconv.Itoa(o.healthStatusMax), "unhealthy_threshold", o.unhealthyThreshold, "healthy_threshold", o.healthyThreshold,
 			"connect_timeout", o.connectTimeout, "response_timeout", o.responseTimeout, "idle_per_upstream", o.idlePerUpstream, "retries", o.retries)
 		workerServing()
 	}

@@ -219,7 +219,7 @@ func TestHelpAndBadFlags(t *testing.T) {
 		t.Errorf("--help exit %d", code)
 	}
 	for _, f := range []string{"-port", "-backends", "-debug", "-connect-timeout", "-response-timeout", "-idle-per-upstream",
-		"-lb", "-policy", "-sticky-cookie", "-health-path", "-health-interval", "-health-timeout", "-unhealthy-threshold",
+		"-lb", "-policy", "-sticky-cookie", "-health-path", "-health-interval", "-fail-timeout", "-health-timeout", "-unhealthy-threshold",
 		"-healthy-threshold", "-passive-5xx", "-no-health", "-all-unhealthy", "-cert", "-key", "-client-ca", "-upstream-tls",
 		"-upstream-ca", "-upstream-server-name", "-insecure-skip-verify", "-ktls", "-retries", "-access-log", "-metrics-addr",
 		"-ignore-client-abort", "-version", "-backend-max-conns", "-trust-forwarded", "-via", "-shutdown-timeout", "-client-cert-header",
@@ -242,7 +242,7 @@ func TestHelpAndBadFlags(t *testing.T) {
 		{"--max-header-bytes", "1023"}, {"--max-header-bytes", "1048577"}, {"--max-header-fields", "0"}, {"--max-header-fields", "1025"},
 		{"--max-body-size", "0"}, {"--max-body-size", "-1"}, {"--max-body-size", "+5"}, {"--max-body-size", "1t"}, {"--max-body-size", "k"},
 		{"--max-body-size", "9999999999g"}, {"--upstream-ca", "ca.pem"}, {"--upstream-server-name", "b.example"}, {"--insecure-skip-verify"},
-		{"--ktls", "require"}, {"--backends", ""}, {"--backends", " "}, {"--lb", "p2c", "--policy", "weighted"}, {"--lb", "p2c", "--policy", "nope"}, {"--no-health", "--passive-5xx"}, {"--health-interval", "1h"}, {"--health-interval", "-1s"},
+		{"--ktls", "require"}, {"--backends", ""}, {"--backends", " "}, {"--lb", "p2c", "--policy", "weighted"}, {"--lb", "p2c", "--policy", "nope"}, {"--no-health", "--passive-5xx"}, {"--health-interval", "1h"}, {"--health-interval", "-1s"}, {"--fail-timeout", "-1s"}, {"--fail-timeout", "10ms"}, {"--fail-timeout", "2h"},
 		{"--connect-timeout", "25h"}, {"--response-timeout", "0"}, {"--tunnel-idle-timeout", "-1s"}, {"--header-timeout", "0s"}, {"--body-timeout", "-1s"}, {"--idle-timeout", "25h"}, {"--write-timeout", "0"}} {
 		out.Reset()
 		if code := run(context.Background(), append([]string{"--port", "0"}, args...), &out); code != 2 {
