@@ -666,3 +666,47 @@ func TestStreamClientLeft(t *testing.T) {
 		})
 	}
 }
+
+// TestStreamFailureResetsHTTP10: a stream to an HTTP/1.0 client is
+// delimited by the close, so one the handler fails ends with a reset (a
+// clean close would say it was complete); one that ends well, and a
+// failed chunked one, end with a clean close.
+func TestStreamFailureResetsHTTP10(t *testing.T) {
+	leakCheck(t)
+	for _, tt := range []struct {
+		name, version string
+		fail, rst     bool
+	}{
+		{"1.0-failed", "HTTP/1.0", true, true},
+		{"1.0-whole", "HTTP/1.0", false, false},
+		{"1.1-failed", "HTTP/1.1", true, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			calls := 0
+			h := &handler{
+				onRequest: func(*serval.Exchange, *serval.Request, []byte) serval.Action { return serval.Stream(200, "text/plain") },
+				next: func(_ *serval.Exchange, buf []byte) (int, bool, error) {
+					if calls++; calls == 1 {
+						return copy(buf, "hello"), false, nil
+					}
+					if tt.fail {
+						return 0, false, errors.New("the source failed")
+					}
+					return 0, true, nil
+				},
+			}
+			cfg := testConfig()
+			cfg.Logger = discardLogger()
+			ts := start(t, h, cfg, nil)
+			c := dial(t, ts.addr)
+			send(t, c, "GET / "+tt.version+"\r\nHost: a\r\nConnection: close\r\n\r\n")
+			all, err := io.ReadAll(c)
+			if !strings.HasPrefix(string(all), "HTTP/1.1 200 OK\r\n") || !strings.Contains(string(all), "hello") {
+				t.Fatalf("got %q", all)
+			}
+			if isReset(err) != tt.rst {
+				t.Fatalf("stream ended with %v; want a reset: %v", err, tt.rst)
+			}
+		})
+	}
+}

@@ -71,15 +71,15 @@ func (c *slot[H]) pump(ns serval.ChunkStreamer, frame uint8, length int64) {
 	for i := 0; ; i++ {
 		n, done, err := ns.NextChunk(&c.x, buf)
 		if err != nil {
-			c.fail(serval.CloseError, err, serval.PhaseClientWrite)
+			c.streamFail(frame, err)
 			return
 		}
 		if n < 0 || n > len(buf) {
-			c.fail(serval.CloseError, errBadChunk, serval.PhaseClientWrite)
+			c.streamFail(frame, errBadChunk)
 			return
 		}
 		if i == c.srv.cfg.StreamChunksMax && (n > 0 || !done) {
-			c.fail(serval.CloseError, errStreamChunks, serval.PhaseClientWrite)
+			c.streamFail(frame, errStreamChunks)
 			return
 		}
 		sent += int64(n)
@@ -104,6 +104,14 @@ func (c *slot[H]) pump(ns serval.ChunkStreamer, frame uint8, length int64) {
 			return
 		}
 	}
+}
+
+// streamFail ends a stream the handler failed. A close-delimited body
+// (an HTTP/1.0 client) ends with a reset: a clean close would tell the
+// client it was complete.
+func (c *slot[H]) streamFail(frame uint8, err error) {
+	c.fail(serval.CloseError, err, serval.PhaseClientWrite)
+	c.reset = frame == frameNone
 }
 
 // writeChunk frames the n bytes NextChunk left at wbuf[chunkSizeLineMax:]
