@@ -1,5 +1,10 @@
 package serval
 
+import (
+	"errors"
+	"syscall"
+)
+
 // StatusError is an operating error that maps to an HTTP status: bad peer
 // input, a limit crossed, an upstream failure. Packages declare their
 // errors as package-level *StatusError values so returning one does not
@@ -40,4 +45,16 @@ func (p Phase) String() string {
 		return phaseNames[p]
 	}
 	return "unknown"
+}
+
+// LocalResourceError reports whether err is this host running out of
+// a resource (file descriptors, socket buffers, memory: EMFILE, ENFILE,
+// ENOBUFS, ENOMEM), as a dial fails when the process is at its open file
+// limit. Such a failure says nothing about the peer: health checks must
+// not count it against an upstream, or a balancer at its descriptor limit
+// takes every healthy backend out and keeps answering 503 after the
+// connections that exhausted it are gone.
+func LocalResourceError(err error) bool {
+	return errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) ||
+		errors.Is(err, syscall.ENOBUFS) || errors.Is(err, syscall.ENOMEM)
 }

@@ -110,7 +110,19 @@ func (p *Prober) run(ctx context.Context, i serval.UpstreamIndex) {
 			// HTTP/1.0 one takes it as empty, RFC 9112 §6.1).
 			w.u.NoteVersion(w.resp.Version)
 		}
-		p.record(i, status, err)
+		if serval.LocalResourceError(err) {
+			// The probe could not even start here (no descriptor for
+			// its socket): no verdict on the upstream, whose state
+			// stays as it was. Logged once per run of such probes.
+			if !w.local {
+				p.cfg.Logger.Warn("prober: probe not made: this process is out of resources; health unchanged",
+					"upstream", w.u.Addr(), "index", i, "err", err)
+			}
+			w.local = true
+		} else {
+			w.local = false
+			p.record(i, status, err)
+		}
 		t.Reset(p.jitter(p.cfg.Interval))
 	}
 }
@@ -161,6 +173,9 @@ type worker struct {
 	req  []byte
 	buf  []byte
 	resp serval.Response
+	// local: the last probe failed for want of a local resource
+	// (serval.LocalResourceError) and was not recorded.
+	local bool
 }
 
 func newWorker(cfg *Config, u *serval.Upstream) *worker {

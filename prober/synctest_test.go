@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"net"
+	"os"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -15,7 +17,7 @@ import (
 
 // pipeDialer is a fake dialer over net.Pipe: each dial starts a
 // goroutine that reads the probe's head and answers per the upstream's
-// mode (0 answer 200, 1 hang). No real network, so synctest's fake clock
+// mode (0 answer 200, 1 hang, 2 fail the dial with EMFILE). No real network, so synctest's fake clock
 // drives the intervals, jitter and timeouts.
 type pipeDialer struct {
 	mode  [serval.UpstreamsMax]atomic.Int32
@@ -24,6 +26,10 @@ type pipeDialer struct {
 
 func (d *pipeDialer) dial(ctx context.Context, u *serval.Upstream) (net.Conn, error) {
 	d.dials[u.Index].Add(1)
+	if d.mode[u.Index].Load() == 2 {
+		// What net's dial returns at the open file limit.
+		return nil, &net.OpError{Op: "dial", Net: "tcp", Err: os.NewSyscallError("socket", syscall.EMFILE)}
+	}
 	client, server := net.Pipe()
 	go func() {
 		defer server.Close()
@@ -112,5 +118,59 @@ func TestContextCancelStops(t *testing.T) {
 			t.Fatal("probes continued after cancel")
 		}
 		p.Close()
+	})
+}
+
+// TestLocalDialFailureNoVerdict: probes that cannot be made because this
+// process is out of descriptors (the dial fails with EMFILE) neither take
+// a healthy upstream out nor keep an unhealthy one out: a balancer at its
+// open file limit used to mark every backend down and answer 503 for two
+// probe intervals after the connections that exhausted it were gone.
+func TestLocalDialFailureNoVerdict(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		d := &pipeDialer{}
+		d.mode[1].Store(1) // hangs: taken out by its timeouts
+		table := []serval.Upstream{serval.NewUpstream("a", 80, 0), serval.NewUpstream("b", 80, 1)}
+		hs := health.New(2)
+		p, err := New(Config{Upstreams: table, Health: hs, Dial: d.dial, Interval: time.Second,
+			Timeout: 200 * time.Millisecond, Logger: quietLogger()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer p.Close() // also when a check fails: no goroutine left in the bubble
+		if err := p.Start(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(5 * time.Second)
+		synctest.Wait()
+		if !hs.Healthy(0) || hs.Healthy(1) {
+			t.Fatalf("health before: %v %v, want true false", hs.Healthy(0), hs.Healthy(1))
+		}
+		d.mode[0].Store(2)
+		d.mode[1].Store(2)
+		time.Sleep(300 * time.Millisecond) // a hanging probe in flight times out
+		synctest.Wait()
+		before := [2]Stats{p.Stats(0), p.Stats(1)}
+		time.Sleep(10 * time.Second)
+		synctest.Wait()
+		if !hs.Healthy(0) || hs.Healthy(1) {
+			t.Fatalf("health after local dial failures: %v %v, want true false (unchanged)", hs.Healthy(0), hs.Healthy(1))
+		}
+		for i := range 2 {
+			if st := p.Stats(serval.UpstreamIndex(i)); st != before[i] {
+				t.Errorf("upstream %d: stats %+v after local dial failures, want %+v (nothing recorded)", i, st, before[i])
+			}
+		}
+		if d.dials[0].Load() < 8 {
+			t.Fatalf("only %d dials: the probes stopped", d.dials[0].Load())
+		}
+		// Resources back: the probes decide again.
+		d.mode[0].Store(0)
+		d.mode[1].Store(0)
+		time.Sleep(3 * time.Second)
+		synctest.Wait()
+		if !hs.Healthy(0) || !hs.Healthy(1) {
+			t.Fatalf("health after recovery: %v %v, want true true", hs.Healthy(0), hs.Healthy(1))
+		}
 	})
 }

@@ -447,7 +447,9 @@ func safeFields(fields []serval.Header) bool {
 func upstreamFault(phase serval.Phase, err error) bool {
 	switch phase {
 	case serval.PhaseConnect:
-		return err != errConnsMax
+		// A dial that failed for want of a descriptor (or memory) here
+		// is the balancer's condition, not the upstream's.
+		return err != errConnsMax && !serval.LocalResourceError(err)
 	case serval.PhaseUpstreamWrite, serval.PhaseUpstreamHead, serval.PhaseUpstreamBody:
 		return !http1.ResponseLimit(err) && err != client.ErrHeadTooLarge && err != client.ErrInterimMax
 	}

@@ -6,10 +6,13 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/servalproxy/serval"
+	"github.com/servalproxy/serval/client"
 )
 
 // TestResponseOverLimitsIsNotUpstreamFailure: a valid response with more
@@ -148,5 +151,25 @@ func recordHeads(heads chan<- *http.Request, resp string) func(c net.Conn, br *b
 			heads <- req
 			io.WriteString(c, resp)
 		}
+	}
+}
+
+// TestLocalDialFailureIsNotUpstreamFailure: a dial that fails because
+// this process is at its open file limit (EMFILE from socket(2), as net
+// reports it) is the balancer's condition, not the upstream's: counted, a
+// balancer at its descriptor limit took healthy backends out (passive
+// checks) and answered 503 after the connections that exhausted it were
+// gone. A refused connection still counts.
+func TestLocalDialFailureIsNotUpstreamFailure(t *testing.T) {
+	dialErr := func(errno syscall.Errno) error {
+		return &client.DialError{Status: 502, Err: &net.OpError{Op: "dial", Net: "tcp", Err: os.NewSyscallError("socket", errno)}}
+	}
+	for _, errno := range []syscall.Errno{syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM} {
+		if upstreamFault(serval.PhaseConnect, dialErr(errno)) {
+			t.Errorf("a dial failing with %v counted against the upstream", errno)
+		}
+	}
+	if !upstreamFault(serval.PhaseConnect, dialErr(syscall.ECONNREFUSED)) {
+		t.Error("a refused connection not counted against the upstream")
 	}
 }
