@@ -65,6 +65,15 @@ func (l *Deadlines) WriteAt(c net.Conn, d time.Duration, now int64) error {
 	return nil
 }
 
+// WritePassed reports whether the write deadline last set through l is
+// at or before now (a Nanotime): a write that failed by then timed out.
+// A deadline is renewed ahead of every write, so a write that fails
+// before it failed for another reason (a reset).
+func (l *Deadlines) WritePassed(now int64) bool {
+	at := l.write.Load()
+	return at != 0 && at <= now
+}
+
 // Forget marks both deadlines unknown, so the next Read and Write set them.
 func (l *Deadlines) Forget() {
 	l.read.Store(0)

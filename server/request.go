@@ -165,7 +165,7 @@ func (c *slot[H]) forward() {
 	if !res.KeepAlive {
 		c.closeAfter = true
 		if res.Err != nil {
-			c.reason = serval.CloseError
+			c.reason = forwardCloseReason(&res, &c.in.dl)
 		}
 		// Body bytes may still be arriving (pipelined ones are caught by
 		// serveRequest): close in stages.
@@ -174,6 +174,25 @@ func (c *slot[H]) forward() {
 		// close would tell the client it was complete.
 		c.reset = res.Reset
 	}
+}
+
+// forwardCloseReason says why a connection closes after a forwarded
+// exchange that failed: the client's stalled request body (the proxy's
+// 408) and a client that stopped reading the response (the write
+// deadline passed) have reasons of their own, as when the server reads
+// and writes itself; anything else is an error.
+func forwardCloseReason(res *proxy.Result, dl *serval.Deadlines) serval.CloseReason {
+	switch res.Phase {
+	case serval.PhaseClientBody:
+		if se, ok := res.Err.(*serval.StatusError); ok && se.Status == 408 {
+			return serval.CloseBodyTimeout
+		}
+	case serval.PhaseClientWrite:
+		if dl.WritePassed(serval.Nanotime()) {
+			return serval.CloseWriteTimeout
+		}
+	}
+	return serval.CloseError
 }
 
 // onLog hands the request's log entry to k.

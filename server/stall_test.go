@@ -2,10 +2,14 @@ package server
 
 import (
 	"bufio"
+	"io"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/servalproxy/serval"
 )
 
 // TestStalledSplicedUpload408: a client that stops sending in the middle
@@ -34,5 +38,64 @@ func TestStalledSplicedUpload408(t *testing.T) {
 	}
 	if d := time.Since(start); d > 3*time.Second {
 		t.Fatalf("the 408 came after %v (body read timeout 300 ms)", d)
+	}
+}
+
+// TestForwardedTimeoutsCloseReason: a forwarded exchange that ends because
+// the client stalled its request body, or stopped reading the response,
+// closes its connection with body_timeout or write_timeout, as when the
+// server reads and writes itself; both were counted as error, so the
+// serval_connections_closed_total series of a proxy never showed them.
+func TestForwardedTimeoutsCloseReason(t *testing.T) {
+	big := strings.Repeat("z", 16<<20)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/big" {
+			io.WriteString(w, big)
+			return
+		}
+		io.Copy(io.Discard, r.Body)
+	})}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	up := serval.NewUpstream("127.0.0.1", uint16(ln.Addr().(*net.TCPAddr).Port), 0)
+	cfg := testConfig()
+	cfg.Logger = discardLogger()
+	cfg.BodyReadTimeout = 300 * time.Millisecond
+	cfg.WriteTimeout = 300 * time.Millisecond
+	m := &countMetrics{}
+	ts := start(t, &minimalUp{up: &up}, cfg, m)
+	closed := func(r serval.CloseReason) bool {
+		t.Helper()
+		for end := time.Now().Add(testTimeout); time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
+			if m.closed[r].Load() == 1 {
+				return true
+			}
+		}
+		t.Errorf("closed by reason: error %d, body_timeout %d, write_timeout %d; want one %v",
+			m.closed[serval.CloseError].Load(), m.closed[serval.CloseBodyTimeout].Load(), m.closed[serval.CloseWriteTimeout].Load(), r)
+		return false
+	}
+
+	// A body that stops after 10 of its 100 bytes: 408.
+	c := dial(t, ts.addr)
+	send(t, c, "POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\n0123456789")
+	c.SetReadDeadline(time.Now().Add(testTimeout))
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil || resp.StatusCode != 408 {
+		t.Fatalf("stalled body: %v %v, want 408", resp, err)
+	}
+	closed(serval.CloseBodyTimeout)
+
+	// A client that reads nothing of a 16 MiB response.
+	c2 := dial(t, ts.addr)
+	c2.(*net.TCPConn).SetReadBuffer(4 << 10)
+	send(t, c2, "GET /big HTTP/1.1\r\nHost: a\r\n\r\n")
+	closed(serval.CloseWriteTimeout)
+	if n := m.closed[serval.CloseError].Load(); n != 0 {
+		t.Errorf("%d connections closed as error", n)
 	}
 }
