@@ -175,7 +175,7 @@ func (s *Session) logError(perr *serval.ProxyError) {
 		up = perr.Upstream.Addr()
 	}
 	level := slog.LevelWarn
-	if perr.Err == errClientGone || perr.Err == errClientReset || perr.Err == errClientLeft || perr.Phase == serval.PhaseClientWrite || perr.Phase == serval.PhaseClientBody {
+	if perr.Err == errClientGone || perr.Err == errClientReset || perr.Err == errClientLeft || perr.Err == errCut || perr.Phase == serval.PhaseClientWrite || perr.Phase == serval.PhaseClientBody {
 		level = slog.LevelInfo // the client's doing, and common
 	}
 	if s.cause != nil {

@@ -372,6 +372,9 @@ func (s *Session) abort(phase serval.Phase, err error) Result {
 		// The watch found the client reset mid-response and cut the
 		// upstream read short: the client's doing, not the upstream's.
 		phase, err = serval.PhaseClientWrite, errClientReset
+		if s.f.watch.cut.Load() {
+			err = errCut
+		}
 	}
 	phase, err = s.stopPumpBlame(phase, err)
 	s.upstreamDone(upstreamFault(phase, err), phase, s.resp.Status)

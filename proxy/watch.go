@@ -57,6 +57,11 @@ var errClientLeft = &serval.StatusError{Status: 499, Msg: "proxy: the client wen
 
 var errClientReset = &serval.StatusError{Status: 499, Msg: "proxy: the client reset its connection during the response"}
 
+// errCut ends an exchange Cut stopped (the server's shutdown deadline
+// passed and it closed the client connection); 499 as for a client gone:
+// nothing more can reach the client.
+var errCut = &serval.StatusError{Status: 499, Msg: "proxy: cut at the server's shutdown deadline"}
+
 // ClientCheckIntervalDefault is Config.ClientCheckInterval's default.
 const ClientCheckIntervalDefault = time.Second
 
@@ -77,11 +82,14 @@ type clientWatch struct {
 type watchList struct {
 	mu       sync.Mutex
 	sessions []*Session
+	cut      atomic.Bool // Cut(true): every exchange's upstream read is cut short
 }
 
 // list puts s on its forwarder's watch list (once per time in service).
+// Sessions are listed with the watch off too (ClientCheckInterval < 0):
+// Cut must reach them.
 func (s *Session) list() {
-	if s.w.listed || s.f.cfg.ClientCheckInterval < 0 {
+	if s.w.listed {
 		return
 	}
 	l := &s.f.watch
@@ -121,7 +129,46 @@ func (s *Session) watchUpstream() {
 		s.w.queued = s.pipelined()
 	}
 	s.w.up = s.c
+	if s.f.watch.cut.Load() {
+		s.cutLocked()
+	}
 	s.w.mu.Unlock()
+}
+
+// cutLocked ends s's exchange from another goroutine (Cut): marked gone
+// (no retry, nothing answered), its upstream read woken with EOF. w.mu is
+// held.
+func (s *Session) cutLocked() {
+	s.w.gone.Store(true)
+	if c := s.w.up; c != nil && c.Socket != nil {
+		c.Socket.CloseRead()
+	}
+}
+
+// Cut(true) ends every exchange in progress that waits on its upstream
+// (for the response head, or for more of its body), and every one that
+// reaches its upstream after the call: its upstream read is shut (the
+// connection then closes) and, as for a client that went away, nothing is
+// answered. A server calls it at its shutdown deadline, after closing the
+// client connections: a closed client socket is not seen by the client
+// watch, and without the cut an exchange would hold Serve until its
+// upstream answered or the response timeout passed, well past the
+// deadline. Cut(false) lets exchanges run again (a later Serve).
+func (f *Forwarder) Cut(on bool) {
+	l := &f.watch
+	l.cut.Store(on)
+	if !on {
+		return
+	}
+	l.mu.Lock()
+	for _, s := range l.sessions {
+		s.w.mu.Lock()
+		if s.w.active || s.w.up != nil {
+			s.cutLocked()
+		}
+		s.w.mu.Unlock()
+	}
+	l.mu.Unlock()
 }
 
 // unwatchUpstream stops watching s.c before it is released or closed, and
@@ -239,5 +286,9 @@ func (s *Session) clientGone(phase serval.Phase) Result {
 	s.releaseUpstream(false)
 	s.keep = false
 	s.x.Status = errClientGone.Status
-	return Result{Status: errClientGone.Status, Phase: phase, Err: errClientGone}
+	err := errClientGone
+	if s.f.watch.cut.Load() {
+		err = errCut
+	}
+	return Result{Status: err.Status, Phase: phase, Err: err}
 }

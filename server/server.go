@@ -196,6 +196,7 @@ func (s *Server[H]) Serve(ctx context.Context, ln net.Listener) error {
 		defer close(watchDone)
 		s.fwd.WatchClients(watchCtx)
 	}()
+	s.fwd.Cut(false) // a hard stop of an earlier Serve cut its exchanges
 	err := s.acceptLoop(ctx, ln)
 	if !stop() {
 		<-closed // no goroutine of Serve outlives it
@@ -555,6 +556,9 @@ func (s *Server[H]) shutdown() {
 				sl.nc.Close()
 			}
 		}
+		// Exchanges waiting on an upstream do not see their client's
+		// socket close: wake them.
+		s.fwd.Cut(true)
 		<-done
 	}
 	// Every connection has ended: the slots' goroutines exit.

@@ -235,3 +235,74 @@ func serveCancel[H serval.Handler](t *testing.T, h H, cfg Config, wrap func(net.
 	})
 	return s, addr, cancel, done
 }
+
+// TestShutdownTimeoutCutsUpstreamWait: a request still waiting on its
+// upstream at ShutdownTimeout (for the response head, or for more of a
+// body that stalls) is cut there: Serve returns at the deadline, not when
+// the upstream finally answers or the response timeout passes, and the
+// upstream sees its connection close. Closing the client socket does not
+// wake such an exchange (the client watch cannot see a socket we closed);
+// the forwarder's Cut does. With the client watch off too
+// (ClientCheckInterval < 0, lb's --ignore-client-abort).
+func TestShutdownTimeoutCutsUpstreamWait(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		head  bool // the upstream sends a head, then stalls its body
+		watch time.Duration
+	}{
+		{"head", false, 0},
+		{"body", true, 0},
+		{"head-nowatch", false, -1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			leakCheck(t)
+			got, upClosed := make(chan struct{}), make(chan struct{})
+			up := rawOrigin(t, func(c net.Conn, br *bufio.Reader) {
+				for {
+					l, err := br.ReadString('\n')
+					if err != nil {
+						return
+					}
+					if l == "\r\n" {
+						break
+					}
+				}
+				if tc.head {
+					io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial")
+				}
+				close(got)
+				c.SetReadDeadline(time.Now().Add(3 * testTimeout))
+				io.Copy(io.Discard, br) // until the proxy closes
+				close(upClosed)
+			})
+			cfg := testConfig()
+			cfg.Logger = discardLogger()
+			cfg.ShutdownTimeout = 200 * time.Millisecond
+			cfg.Proxy.ResponseTimeout = time.Minute
+			cfg.Proxy.ClientCheckInterval = tc.watch
+			_, addr, cancel, served := serveCancel(t, &minimalUp{up: up}, cfg, nil)
+			c := dial(t, addr)
+			send(t, c, get("/slow"))
+			select {
+			case <-got:
+			case <-time.After(testTimeout):
+				t.Fatal("the upstream never got the request")
+			}
+			began := time.Now()
+			cancel()
+			select {
+			case <-served:
+			case <-time.After(testTimeout):
+				t.Fatal("Serve did not return: the exchange waiting on its upstream was not cut at ShutdownTimeout")
+			}
+			if took := time.Since(began); took > 2*time.Second {
+				t.Fatalf("Serve returned after %v, ShutdownTimeout 200ms", took)
+			}
+			select {
+			case <-upClosed:
+			case <-time.After(testTimeout):
+				t.Fatal("the upstream connection was not closed")
+			}
+		})
+	}
+}
