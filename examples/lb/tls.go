@@ -15,13 +15,17 @@ import (
 )
 
 // serverTLS is the termination config the flags ask for; nil without
-// --cert (plain HTTP).
+// --cert (plain HTTP). The handshake, the wait for its first byte
+// included, is bounded by --header-timeout, as nginx bounds it by
+// client_header_timeout: the slowloris defence the flag promises ("a new
+// connection that sends nothing is closed after it") holds on the HTTPS
+// port too, instead of the library's fixed 10 s.
 func serverTLS(o *options) *tlsconn.ServerConfig {
 	if o.certFile == "" {
 		return nil
 	}
 	return &tlsconn.ServerConfig{CertFile: o.certFile, KeyFile: o.keyFile, ClientCAFile: o.clientCAFile, Mode: o.ktls,
-		SessionTicketSeed: o.ticketSeed}
+		SessionTicketSeed: o.ticketSeed, HandshakeTimeout: o.headerTimeout}
 }
 
 // upstreamTLS is the origination config shared by every HTTPS backend.

@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"encoding/hex"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -333,5 +334,31 @@ func TestTLSMetrics(t *testing.T) {
 	}
 	if strings.Contains(text, `side="origination"`) {
 		t.Errorf("origination series without HTTPS backends:\n%s", text)
+	}
+}
+
+// TestHandshakeBoundedByHeaderTimeout: on the HTTPS port --header-timeout
+// bounds the TLS handshake too (the wait for the ClientHello included),
+// as nginx's client_header_timeout does: a client that connects and says
+// nothing, or stalls inside its ClientHello, is closed after it, not
+// after the library's fixed 10 s.
+func TestHandshakeBoundedByHeaderTimeout(t *testing.T) {
+	ca := testpki.NewCA(t, "lb-test-ca")
+	cert, key := ca.Issue(t, testpki.Leaf{CommonName: "lb", Names: loopbackNames})
+	addr, _ := startLB(t, "--cert", cert, "--key", key, "--header-timeout", "300ms")
+	for _, sent := range []string{"", "\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"} {
+		c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		began := time.Now()
+		io.WriteString(c, sent)
+		c.SetReadDeadline(time.Now().Add(8 * time.Second))
+		_, err = c.Read(make([]byte, 1))
+		took := time.Since(began)
+		c.Close()
+		if err == nil || took > 3*time.Second {
+			t.Fatalf("sent %q: closed after %v (read: %v), want about 300ms", sent, took, err)
+		}
 	}
 }
