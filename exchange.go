@@ -78,7 +78,7 @@ type Exchange struct {
 // Timings are the durations of an exchange's phases, measured from Start.
 type Timings struct {
 	Queue     time.Duration // head complete to upstream selected
-	Connect   time.Duration // time spent dialling the upstream connection (0 when pooled)
+	Connect   time.Duration // time spent dialling upstream connections, over every attempt (0 when none was dialled: pooled)
 	FirstByte time.Duration // head complete to the first response byte from upstream
 	Total     time.Duration // head complete to the last byte sent to the client (kept back for a pipelined batch: to the response complete in the write buffer)
 }
