@@ -53,7 +53,7 @@ func (s *Session) begin(d *Downstream, x *serval.Exchange, req *serval.Request, 
 	s.floor = d.Head
 	s.body, s.bodyOut, s.bodyEnd = bodyNone, nil, d.Head
 	s.bodySent, s.headSent, s.cont, s.keep, s.reusable = false, false, false, false, false
-	s.closeOut = false
+	s.closeOut, s.tunnelIdle = false, false
 	s.upDone, s.latency = false, 0
 	s.upgrade, s.final = upgradable(req, &s.f.cfg), false
 	s.perr, s.cause = serval.ProxyError{}, nil
@@ -337,7 +337,7 @@ func (s *Session) giveBack(reusable, closing bool) {
 
 // result is the outcome of a forwarded response.
 func (s *Session) result() Result {
-	return Result{KeepAlive: s.keep, Status: s.x.Status}
+	return Result{KeepAlive: s.keep, Status: s.x.Status, TunnelIdle: s.tunnelIdle}
 }
 
 // fail answers err's status before any response head was sent.

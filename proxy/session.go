@@ -75,6 +75,10 @@ type Result struct {
 	// it as if complete, so the server should close with a reset (RST)
 	// instead, the one sign of the cut such a client can see.
 	Reset bool
+	// TunnelIdle is true when the exchange was an upgrade tunnel that
+	// ended because neither side sent a byte for TunnelIdleTimeout: the
+	// connection closes for idleness, not for an error.
+	TunnelIdle bool
 }
 
 // Session is one connection slot's forwarding state (buffers, parsed
@@ -111,28 +115,29 @@ type Session struct {
 	scratchFull bool
 
 	// The exchange in progress.
-	d         *Downstream
-	x         *serval.Exchange
-	req       *serval.Request
-	up        *serval.Upstream
-	c         *serval.UpstreamConn
-	floor     int // d.Head on entry: Forward never writes below it
-	body      reqBodyKind
-	bodyOut   []byte    // a wholly buffered body as it goes upstream
-	bodyEnd   int       // d.Buf index past a wholly buffered body
-	bodySent  bool      // some request body byte may have reached an upstream
-	headSent  bool      // the final response head went to the client
-	closeOut  bool      // its body goes to the client delimited by the close
-	cont      bool      // 100 Continue went to the client
-	upInterim bool      // this attempt's upstream sent a 1xx: it had the request (no keep-alive-race retry)
-	plain10   bool      // a chunked body was framed for an HTTP/1.0 upstream: de-chunked (planChunked)
-	keep      bool      // the client connection may carry another request
-	reusable  bool      // the upstream connection may go back to the pool
-	upDone    bool      // OnUpstreamDone ran for the current selection
-	upgrade   bool      // the request asks to switch protocols, and may (tunnel.go)
-	final     bool      // a TRACE or OPTIONS with Max-Forwards: 0: ours to answer (maxforwards.go)
-	sentAt    time.Time // when the request head went upstream
-	latency   time.Duration
+	d          *Downstream
+	x          *serval.Exchange
+	req        *serval.Request
+	up         *serval.Upstream
+	c          *serval.UpstreamConn
+	floor      int // d.Head on entry: Forward never writes below it
+	body       reqBodyKind
+	bodyOut    []byte    // a wholly buffered body as it goes upstream
+	bodyEnd    int       // d.Buf index past a wholly buffered body
+	bodySent   bool      // some request body byte may have reached an upstream
+	headSent   bool      // the final response head went to the client
+	closeOut   bool      // its body goes to the client delimited by the close
+	tunnelIdle bool      // the tunnel ended idle (Result.TunnelIdle)
+	cont       bool      // 100 Continue went to the client
+	upInterim  bool      // this attempt's upstream sent a 1xx: it had the request (no keep-alive-race retry)
+	plain10    bool      // a chunked body was framed for an HTTP/1.0 upstream: de-chunked (planChunked)
+	keep       bool      // the client connection may carry another request
+	reusable   bool      // the upstream connection may go back to the pool
+	upDone     bool      // OnUpstreamDone ran for the current selection
+	upgrade    bool      // the request asks to switch protocols, and may (tunnel.go)
+	final      bool      // a TRACE or OPTIONS with Max-Forwards: 0: ours to answer (maxforwards.go)
+	sentAt     time.Time // when the request head went upstream
+	latency    time.Duration
 	// date is the Date of the responses the proxy writes itself.
 	date http1.DateCache
 

@@ -147,7 +147,8 @@ func (s *Session) tunnel(h client.Head) (serval.Phase, error) {
 	s.startTunnel()
 	// Upstream to client here, until the upstream's EOF (true), a
 	// failure, the idle timeout or the pump's stop.
-	if eof, _ := s.relay(s.c.Conn, &s.c.Deadlines, s.rbuf, &s.tunnelStop, s.writeClient); eof && halfClose(s.d.Conn) {
+	eof, err := s.relay(s.c.Conn, &s.c.Deadlines, s.rbuf, &s.tunnelStop, s.writeClient)
+	if eof && halfClose(s.d.Conn) {
 		// The upstream is done sending; the client may still send until
 		// it closes (or the idle timeout).
 		<-s.pumpDone
@@ -155,6 +156,9 @@ func (s *Session) tunnel(h client.Head) (serval.Phase, error) {
 	} else {
 		s.stopPump()
 	}
+	// Either direction's read found the tunnel idle (relay): the one
+	// that did ended the other (its stop, or the upstream's EOF).
+	s.tunnelIdle = idleEnd(err) || s.pj.phase == serval.PhaseClientBody && idleEnd(s.pj.err)
 	s.d.Deadlines.Forget()
 	s.c.Deadlines.Forget()
 	s.releaseUpstream(false)
@@ -183,11 +187,17 @@ func (s *Session) relay(src net.Conn, dl *serval.Deadlines, buf []byte, stop *at
 		case err == nil:
 		case err == io.EOF:
 			return true, nil
-		case stop.Load() || !s.tunnelActive(err):
+		case stop.Load():
+			return false, errTunnelStopped // not idle: the other direction ended
+		case !s.tunnelActive(err):
 			return false, err
 		}
 	}
 }
+
+// idleEnd reports whether relay's err says the tunnel was idle: its read
+// deadline passed with no byte either way (tunnelActive was false).
+func idleEnd(err error) bool { return errors.Is(err, os.ErrDeadlineExceeded) }
 
 // tunnelActive reports whether err is a read timeout while the other
 // direction moved bytes within TunnelIdleTimeout (the tunnel is not idle:

@@ -106,6 +106,12 @@ func TestUpgradeTunnel(t *testing.T) {
 	if x.Status != 101 || x.BytesIn < int64(len(big)) || x.BytesOut < int64(len(big)) {
 		t.Fatalf("exchange: status %d in %d out %d", x.Status, x.BytesIn, x.BytesOut)
 	}
+	hs.mu.Lock()
+	res := hs.results[0]
+	hs.mu.Unlock()
+	if res.TunnelIdle {
+		t.Fatal("a tunnel both sides ended counted as idle")
+	}
 	// The switched connection never goes back to the pool.
 	tc2 := dialHarness(t, hs)
 	tc2.send(upgradeReq)
@@ -200,6 +206,7 @@ func TestUpgradeIdleTimeout(t *testing.T) {
 		}
 		io.Copy(io.Discard, br) // until the proxy closes
 	})
+	hs.record(t)
 	tc := dialHarness(t, hs)
 	tc.send(upgradeReq)
 	if resp, _ := tc.mustRead("GET"); resp.StatusCode != 101 {
@@ -212,6 +219,14 @@ func TestUpgradeIdleTimeout(t *testing.T) {
 	}
 	if d := time.Since(start); d < ticks*idle/4+idle || d > ticks*idle/4+idle+5*time.Second {
 		t.Fatalf("the tunnel ended after %v", d)
+	}
+	// The server closes it as idle, not as an error or a normal end.
+	hs.exchanges(1)
+	hs.mu.Lock()
+	res := hs.results[0]
+	hs.mu.Unlock()
+	if !res.TunnelIdle || res.Err != nil {
+		t.Fatalf("result %+v, want TunnelIdle and no error", res)
 	}
 }
 

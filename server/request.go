@@ -166,6 +166,8 @@ func (c *slot[H]) forward() {
 		c.closeAfter = true
 		if res.Err != nil {
 			c.reason = forwardCloseReason(&res, &c.in.dl)
+		} else if res.TunnelIdle {
+			c.reason = serval.CloseIdleTimeout
 		}
 		// Body bytes may still be arriving (pipelined ones are caught by
 		// serveRequest): close in stages.
