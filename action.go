@@ -88,6 +88,10 @@ const (
 
 // ErrorAction is OnError's decision.
 type ErrorAction struct {
-	Kind     ErrorActionKind
-	Response Action // for ErrorRespond: an ActionRespond or ActionReject, sent with Content-Length
+	Kind ErrorActionKind
+	// Response is sent for ErrorRespond: an ActionRespond or ActionReject
+	// with a status in [200, 999], sent with Content-Length (none for
+	// 204 and 304, which have no body). Any other action (the zero
+	// Action, a Continue, a Stream) or status is answered 500.
+	Response Action
 }

@@ -74,8 +74,9 @@ type UpstreamRequestHook interface {
 // ResponseHook runs when the upstream's final response head is read. It
 // returns Continue() to forward it, or a Respond/Reject action to send
 // instead (the upstream response is then discarded). The replacement is
-// sent with Content-Length (Action.Chunked is not honoured here); a
-// Stream action is not supported here and is answered 500.
+// sent with Content-Length (Action.Chunked is not honoured here; 204 and
+// 304 go without a body); a Stream action, or a status outside [200, 999],
+// is not supported here and is answered 500.
 type ResponseHook interface {
 	OnResponse(x *Exchange, resp *Response, buf []byte) Action
 }

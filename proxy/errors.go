@@ -102,25 +102,40 @@ func (s *Session) writeError(status int, close bool) bool {
 }
 
 // writeAction sends a handler's direct response (OnError's ErrorRespond,
-// or OnResponse's replacement).
+// or OnResponse's replacement). As the server does for OnRequest's, it
+// answers 500 instead of an action that is not an ActionRespond or
+// ActionReject with a final status (a zero Action, a Continue, a status
+// out of [200, 999]): a hook's mistake must not reach the client as a
+// 200 with an empty body. A Reject's reason goes as text/plain, and a 204
+// or 304 goes without body or Content-Length (RFC 9110 §6.4.1): a body
+// there would be read as the start of the next response.
 func (s *Session) writeAction(a *serval.Action, close bool) bool {
+	if a.Kind != serval.ActionRespond && a.Kind != serval.ActionReject || a.Status < 200 || a.Status > 999 {
+		s.f.log.Error("proxy: a hook's response is not a Respond or Reject action with a status in [200, 999]; answering 500",
+			"kind", int(a.Kind), "status", a.Status, "id", s.x.ID)
+		a = &serval.Action{Kind: serval.ActionRespond, Status: 500, ContentType: "text/plain; charset=utf-8", Body: []byte("Internal Server Error\n")}
+	}
 	if !http1.SafeValue(a.ContentType) || !safeFields(a.Headers) {
 		s.f.log.Error("proxy: a hook's response has a field or content type that is not valid HTTP (a control byte, CR or LF would split the head); answering 500", "id", s.x.ID)
 		a = &serval.Action{Kind: serval.ActionRespond, Status: 500, ContentType: "text/plain; charset=utf-8", Body: []byte("Internal Server Error\n")}
 	}
 	status := a.Status
-	if status == 0 {
-		status = 200
+	body, contentType := a.Body, a.ContentType
+	if a.Kind == serval.ActionReject {
+		contentType = "text/plain; charset=utf-8"
+		if body == nil {
+			body = s.appendString(a.Reason)
+		}
 	}
-	body := a.Body
-	if a.Kind == serval.ActionReject && body == nil {
-		body = s.appendString(a.Reason)
+	noBody := status == 204 || status == 304
+	if noBody {
+		body = nil
 	}
 	b := http1.AppendStatusLine(s.wbuf[:0], status, nil)
 	b = http1.AppendField(b, nameDate, s.date.Get(serval.Now()))
-	if a.ContentType != "" {
+	if contentType != "" {
 		b = append(b, "Content-Type: "...)
-		b = append(b, a.ContentType...)
+		b = append(b, contentType...)
 		b = append(b, "\r\n"...)
 	}
 	for _, h := range a.Headers {
@@ -129,7 +144,9 @@ func (s *Session) writeAction(a *serval.Action, close bool) bool {
 		}
 		b = http1.AppendField(b, h.Name, h.Value)
 	}
-	b = appendContentLength(b, int64(len(body)))
+	if !noBody {
+		b = appendContentLength(b, int64(len(body)))
+	}
 	if close || a.Close {
 		b = http1.AppendField(b, nameConn, valueClose)
 	} else if s.req.Version == serval.Version10 {

@@ -436,3 +436,71 @@ func TestPumpPanicRecovered(t *testing.T) {
 		t.Fatalf("after the panic: status %d", resp.StatusCode)
 	}
 }
+
+// actionHooks answers every response, and every failure, with act.
+type actionHooks struct {
+	handler
+	act serval.Action
+}
+
+func (h *actionHooks) OnResponse(x *serval.Exchange, resp *serval.Response, buf []byte) serval.Action {
+	return h.act
+}
+
+func (h *actionHooks) OnError(x *serval.Exchange, perr *serval.ProxyError) serval.ErrorAction {
+	return serval.ErrorAction{Kind: serval.ErrorRespond, Response: h.act}
+}
+
+// TestHookActionChecked: a replacement from OnResponse or OnError that is
+// not a Respond or Reject with a final status is answered 500 (as the
+// server answers OnRequest's), never a 200 with an empty body (Continue
+// from OnResponse forwards the upstream's response); a Reject's
+// reason is text/plain; a 204 goes without a body, so the next response
+// on the connection is read whole.
+func TestHookActionChecked(t *testing.T) {
+	checkLeaks(t)
+	good := newRawOrigin(t, answer("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"))
+	dead := testnet.RefusingAddr(t)
+	cases := []struct {
+		name   string
+		act    serval.Action
+		status int
+		ctype  string
+		body   string
+	}{
+		{"continue", serval.Continue(), 500, "text/plain; charset=utf-8", "Internal Server Error\n"},
+		{"respond status 0", serval.Action{Kind: serval.ActionRespond, Body: []byte("x")}, 500, "text/plain; charset=utf-8", "Internal Server Error\n"},
+		{"status 1000", serval.Respond(1000, "text/plain", []byte("x")), 500, "text/plain; charset=utf-8", "Internal Server Error\n"},
+		{"stream", serval.Stream(200, "text/plain"), 500, "text/plain; charset=utf-8", "Internal Server Error\n"},
+		{"reject", serval.Reject(403, "nope"), 403, "text/plain; charset=utf-8", "nope"},
+		{"204 with body", serval.Respond(204, "", []byte("body!")), 204, "", ""},
+	}
+	for _, up := range []string{good.addr(), dead} {
+		for _, c := range cases {
+			if c.act.Kind == serval.ActionContinue && up == good.addr() {
+				c.status, c.ctype, c.body = 200, "", "ok" // OnResponse forwards
+			}
+			h := &actionHooks{handler: handler{ups: []serval.Upstream{upstreamOf(t, up, 0)}}, act: c.act}
+			hs := newHarness(t, Config{}, h, serval.DetectHooks(h))
+			tc := dialHarness(t, hs)
+			for i := range 2 { // keep-alive: the second response must parse too
+				tc.send("GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+				resp, body, err := tc.read("GET")
+				if err != nil {
+					t.Fatalf("%s (upstream %s), response %d: %v", c.name, up, i, err)
+				}
+				if resp.StatusCode != c.status || resp.Header.Get("Content-Type") != c.ctype || string(body) != c.body {
+					t.Fatalf("%s (upstream %s): %d %q %q, want %d %q %q", c.name, up,
+						resp.StatusCode, resp.Header.Get("Content-Type"), body, c.status, c.ctype, c.body)
+				}
+				if c.status == 204 && resp.Header.Get("Content-Length") != "" {
+					t.Fatalf("%s: 204 with Content-Length %q", c.name, resp.Header.Get("Content-Length"))
+				}
+				if c.status == 500 {
+					break // a 500 from the proxy closes the connection
+				}
+			}
+			hs.close()
+		}
+	}
+}
