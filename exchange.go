@@ -39,8 +39,11 @@ type Exchange struct {
 	// after SelectUpstream), nil for direct responses.
 	Upstream *Upstream
 	// RewritePath, when non-nil, is sent upstream instead of the request
-	// path (the query is kept). A handler sets it in OnRequest or
-	// SelectUpstream, typically to a slice of PathBuf.
+	// path (the query is kept: it is appended). It must start with '/' and
+	// hold no '?' (nor a space, control or 8-bit byte); any other is
+	// answered 500. To change the query, set Outbound.Path in
+	// OnUpstreamRequest. A handler sets it in OnRequest or SelectUpstream,
+	// typically to a slice of PathBuf.
 	RewritePath []byte
 	// PathBuf is scratch space of PathBytesMax bytes for building
 	// RewritePath without allocating.
@@ -139,7 +142,8 @@ type PeerInfo struct {
 // up to its capacity, Del fields, or set Path.
 type Outbound struct {
 	Method []byte
-	// Path is the path and query to send.
+	// Path is the path and query to send: origin form ("/" first), or
+	// "*" for OPTIONS; any other is answered 500.
 	Path   []byte
 	Fields []Header
 }

@@ -1153,15 +1153,24 @@ type injectHooks struct {
 }
 
 func (h *injectHooks) SelectUpstream(x *serval.Exchange, req *serval.Request) *serval.Upstream {
-	if h.where == "path" {
+	switch h.where {
+	case "path":
 		x.RewritePath = append(x.PathBuf[:0], "/a HTTP/1.1\r\nHost: evil\r\n\r\nGET /b"...)
+	case "path-relative":
+		x.RewritePath = append(x.PathBuf[:0], "a"...)
+	case "path-query":
+		// The request's query is appended: "/a?z=1?q=1".
+		x.RewritePath = append(x.PathBuf[:0], "/a?z=1"...)
 	}
 	return h.handler.SelectUpstream(x, req)
 }
 
 func (h *injectHooks) OnUpstreamRequest(x *serval.Exchange, req *serval.Request, out *serval.Outbound) {
-	if h.where == "request" {
+	switch h.where {
+	case "request":
 		out.Add([]byte("X-User"), []byte("v\r\nX-Admin: 1"))
+	case "out-path-relative":
+		out.Path = []byte("a?q=1")
 	}
 }
 
@@ -1180,10 +1189,12 @@ func (h *injectHooks) OnResponse(x *serval.Exchange, resp *serval.Response, buf 
 // TestHookHeadInjection: a CR LF a hook writes into a head (a rewritten
 // path, an added request or response field, a replacement's field) never
 // reaches the wire: the exchange is answered 500, and nothing injected
-// goes upstream or to the client.
+// goes upstream or to the client. Nor does a request-target that is not
+// origin form (a rewritten path without its leading '/', or with a '?' of
+// its own before the request's query).
 func TestHookHeadInjection(t *testing.T) {
 	checkLeaks(t)
-	for _, where := range []string{"path", "request", "response", "replace"} {
+	for _, where := range []string{"path", "path-relative", "path-query", "request", "out-path-relative", "response", "replace"} {
 		t.Run(where, func(t *testing.T) {
 			var got sync.Map
 			o := newRawOrigin(t, func(c net.Conn, br *bufio.Reader) {
@@ -1199,7 +1210,7 @@ func TestHookHeadInjection(t *testing.T) {
 			h := &injectHooks{handler: handler{ups: []serval.Upstream{upstreamOf(t, o.addr(), 0)}}, where: where}
 			hs := newHarness(t, Config{}, h, serval.DetectHooks(h))
 			tc := dialHarness(t, hs)
-			tc.send("GET /x HTTP/1.1\r\nHost: t\r\n\r\n")
+			tc.send("GET /x?q=1 HTTP/1.1\r\nHost: t\r\n\r\n")
 			resp, _ := tc.mustRead("GET")
 			if resp.StatusCode != 500 || resp.Header.Get("Set-Cookie") != "" {
 				t.Fatalf("status %d, Set-Cookie %q: want 500 and nothing injected", resp.StatusCode, resp.Header.Get("Set-Cookie"))
@@ -1210,7 +1221,7 @@ func TestHookHeadInjection(t *testing.T) {
 				}
 				return true
 			})
-			if (where == "path" || where == "request") && o.conns.Load() != 0 {
+			if where != "response" && where != "replace" && o.conns.Load() != 0 {
 				t.Errorf("the upstream was reached: %d connections", o.conns.Load())
 			}
 		})

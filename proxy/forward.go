@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"errors"
 	"time"
 
@@ -75,8 +76,8 @@ func (s *Session) forward() Result {
 	if req.ContentLength > s.f.cfg.RequestBodyBytesMax {
 		return s.fail(serval.PhaseClientBody, errBodyTooLarge)
 	}
-	if x.RewritePath != nil && !http1.SafeTarget(x.RewritePath) {
-		s.f.log.Error("proxy: Exchange.RewritePath is not a valid path (a space, control or 8-bit byte would split the request line); answering 500", "id", x.ID)
+	if x.RewritePath != nil && !rewritePathOK(x.RewritePath) {
+		s.f.log.Error("proxy: Exchange.RewritePath is not a valid path (it must start with '/' and hold no '?', space, control or 8-bit byte: the request's query is appended); answering 500", "id", x.ID)
 		return s.fail(serval.PhaseNone, errBadOutbound)
 	}
 	if err := s.rewriteRequest(s.d, x, req); err != nil {
@@ -428,7 +429,22 @@ func (s *Session) upstreamDone(failure bool, phase serval.Phase, status int) {
 // safeOutbound reports whether a head a hook edited can be written as is:
 // the method a token, the path a target, every field safe.
 func safeOutbound(o *serval.Outbound) bool {
-	return http1.ValidFieldName(o.Method) && http1.SafeTarget(o.Path) && safeFields(o.Fields)
+	return http1.ValidFieldName(o.Method) && http1.SafeTarget(o.Path) && originTarget(o.Path) && safeFields(o.Fields)
+}
+
+// originTarget reports whether a safe target is one an origin server takes
+// (RFC 9112 §3.2): origin form ("/" first) or, for OPTIONS, "*". Anything
+// else ("a", "a?q") would be refused by the upstream as a 400 that then
+// reads as the upstream's failure.
+func originTarget(t []byte) bool {
+	return len(t) > 0 && t[0] == '/' || string(t) == "*"
+}
+
+// rewritePathOK reports whether p may be Exchange.RewritePath: a safe
+// origin-form path with no query of its own, since the request's query
+// is appended to it (a '?' in it would send "/p?a?q").
+func rewritePathOK(p []byte) bool {
+	return len(p) > 0 && p[0] == '/' && bytes.IndexByte(p, '?') < 0 && http1.SafeTarget(p)
 }
 
 // safeFields reports whether fields a hook edited can be written as is.
