@@ -165,14 +165,14 @@ func (c Config) checkRest() (Config, error) {
 	return c, nil
 }
 
-// visible reports whether s is visible ASCII (no space, CTL or non-ASCII
-// byte that could split or smuggle a request head).
 // ValidPath reports whether p is a probe path Config accepts: it starts
 // with '/', holds visible ASCII only and is at most PathBytesMax bytes.
 func ValidPath(p string) bool {
 	return len(p) > 0 && p[0] == '/' && len(p) <= PathBytesMax && visible(p)
 }
 
+// visible reports whether s is visible ASCII (no space, CTL or non-ASCII
+// byte that could split or smuggle a request head).
 func visible(s string) bool {
 	for i := 0; i < len(s); i++ {
 		if s[i] <= ' ' || s[i] >= 0x7f {
