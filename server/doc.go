@@ -121,7 +121,10 @@
 // crossing it makes Exchange.Body return a *serval.StatusError 413, and
 // the server then answers 413 and closes if the handler returns Continue.
 // A handler that read the body and returns Continue gets 500 (the body is
-// gone, it cannot be forwarded).
+// gone, it cannot be forwarded). Such handler mistakes (that one, a status
+// outside [200, 999], an unknown action kind, a Stream without NextChunk, a
+// chunk longer than its buffer, an invalid field) are also logged at error
+// level: the 500 or the cut stream alone does not say whose bug it is.
 //
 // # Panics
 //

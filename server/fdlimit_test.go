@@ -3,6 +3,7 @@ package server
 import (
 	"bufio"
 	"context"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -10,6 +11,9 @@ import (
 	"sync/atomic"
 	"syscall"
 	"testing"
+	"time"
+
+	"github.com/servalproxy/serval"
 )
 
 // failingListener fails its first n Accepts with EMFILE.
@@ -74,4 +78,52 @@ func TestFileLimitChecked(t *testing.T) {
 	if !strings.Contains(logs.String(), "open file limit") {
 		t.Fatalf("no warning for 2^40 slots: %q", logs.String())
 	}
+}
+
+// TestHandlerMistakeLogged: an answer the server cannot send as the handler
+// returned it (a status out of range, a Stream without NextChunk, a chunk
+// longer than its buffer) is logged at error level, not only answered 500
+// or cut: it is a bug to fix, and a 500 alone does not say whose.
+func TestHandlerMistakeLogged(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		act  serval.Action
+		next func(x *serval.Exchange, buf []byte) (int, bool, error)
+		want string
+	}{
+		{"status 0", serval.Respond(0, "text/plain", []byte("x")), nil, errBadStatus.Msg},
+		{"stream without NextChunk", serval.Stream(200, "text/plain"), nil, errNoStreamer.Msg},
+		{"chunk too long", serval.Stream(200, "text/plain"),
+			func(x *serval.Exchange, buf []byte) (int, bool, error) { return len(buf) + 1, false, nil }, errBadChunk.Msg},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			var logs syncBuffer
+			cfg := testConfig()
+			cfg.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+			var ts *testServer
+			if c.next != nil {
+				act := c.act
+				h := &handler{next: c.next, onRequest: func(*serval.Exchange, *serval.Request, []byte) serval.Action { return act }}
+				ts = start(t, h, cfg, nil)
+			} else {
+				ts = start(t, actionOnly{c.act}, cfg, nil)
+			}
+			conn := dial(t, ts.addr)
+			send(t, conn, get("/"))
+			conn.SetReadDeadline(time.Now().Add(2 * time.Second))
+			io.ReadAll(conn) // the connection closes after the 500 or the cut stream
+			out := logs.String()
+			if !strings.Contains(out, "level=ERROR") || !strings.Contains(out, c.want) {
+				t.Fatalf("no error line naming %q:\n%s", c.want, out)
+			}
+		})
+	}
+}
+
+// actionOnly answers every request with its action, and has no other hook.
+type actionOnly struct{ act serval.Action }
+
+func (actionOnly) SelectUpstream(*serval.Exchange, *serval.Request) *serval.Upstream { return nil }
+func (a actionOnly) OnRequest(*serval.Exchange, *serval.Request, []byte) serval.Action {
+	return a.act
 }

@@ -33,6 +33,21 @@ func (c *slot[H]) fail(reason serval.CloseReason, err error, phase serval.Phase)
 	if c.err == nil {
 		c.err, c.phase = err, phase
 	}
+	if handlerMistake(err) {
+		// A bug in the handler, not the client's doing: without a line
+		// here it shows only as a 500 (or a cut stream) and OnLog's Err.
+		c.srv.log.Error("server: the handler's answer cannot be sent", "err", err, "id", c.x.ID)
+	}
+}
+
+// handlerMistake reports whether err is the server's verdict on what a
+// handler returned (an action, a status, a field, a stream chunk).
+func handlerMistake(err error) bool {
+	switch err {
+	case errBadAction, errBadStatus, errNoStreamer, errBadChunk, errStreamChunks, errStreamLength, errBadField, errHeadOverflow, errBodyConsumed:
+		return true
+	}
+	return false
 }
 
 // serveRequest runs one parsed request to its end. It reports whether the
