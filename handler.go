@@ -89,7 +89,10 @@ type ResponseBodyHook interface {
 }
 
 // ErrorHook decides what happens when forwarding fails before the
-// response head reached the client.
+// response head reached the client. A request body that fails on the
+// client's side (stalled, cut short, too large, malformed) or that
+// OnRequestBody refuses is answered with its own status (408, 400, 413,
+// the hook's) without OnError, whether the body was buffered or streaming.
 type ErrorHook interface {
 	OnError(x *Exchange, err *ProxyError) ErrorAction
 }

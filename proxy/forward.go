@@ -134,6 +134,14 @@ func (s *Session) attempts() Result {
 		}
 		phase, err = s.stopPumpBlame(phase, err)
 		s.upstreamDone(upstreamFault(phase, err), phase, 0)
+		if phase == serval.PhaseClientBody {
+			// The client's body failed on its side (stalled, cut, too
+			// large, malformed) or OnRequestBody refused it: answered
+			// with that status, as a body refused before any attempt is,
+			// never handed to OnError, which is for the upstream's
+			// failures (a retry or a custom 502 page would hide it).
+			return s.fail(phase, err)
+		}
 		s.perr = serval.ProxyError{Phase: phase, Status: statusOf(err, 502), Err: err, Upstream: s.up, Request: s.req}
 		act := serval.ErrorAction{}
 		if h := s.f.hooks.Error; h != nil {

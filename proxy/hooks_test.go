@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -327,8 +328,9 @@ func TestClientGoneMidSpliceIsNotUpstreamFailure(t *testing.T) {
 // went by: a body filter on a streamed body.
 type sizeHooks struct {
 	handler
-	limit int
-	seen  int // the pump's goroutine only, one exchange at a time
+	limit  int
+	seen   int // the pump's goroutine only, one exchange at a time
+	errors atomic.Int32
 }
 
 func (h *sizeHooks) OnRequestBody(x *serval.Exchange, chunk []byte) error {
@@ -336,6 +338,13 @@ func (h *sizeHooks) OnRequestBody(x *serval.Exchange, chunk []byte) error {
 		return errRejected
 	}
 	return nil
+}
+
+// OnError would turn any failure into a 599: a refused body must not
+// reach it.
+func (h *sizeHooks) OnError(x *serval.Exchange, perr *serval.ProxyError) serval.ErrorAction {
+	h.errors.Add(1)
+	return serval.ErrorAction{Kind: serval.ErrorRespond, Response: serval.Respond(599, "text/plain", []byte("custom"))}
 }
 
 // TestStreamedBodyRejected: OnRequestBody refusing a body that streams
@@ -372,6 +381,9 @@ func TestStreamedBodyRejected(t *testing.T) {
 			resp, body := tc.mustRead("POST")
 			if resp.StatusCode != 422 {
 				t.Fatalf("status %d (%q), want the hook's 422", resp.StatusCode, body)
+			}
+			if n := h.errors.Load(); n != 0 {
+				t.Fatalf("OnError called %d times for a refused body, as a body refused before any attempt is not", n)
 			}
 			tc.c.Close()
 			<-errc // the client's write may fail: the proxy closes after a refused body
