@@ -2,6 +2,7 @@ package server
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"io"
 	"net"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/servalproxy/serval"
+	"github.com/servalproxy/serval/pool"
 )
 
 func TestRespond(t *testing.T) {
@@ -373,6 +375,43 @@ func TestNewNilHandler(t *testing.T) {
 		t.Fatalf("New(nil handler): %v", err)
 	}
 }
+
+// TestNewTypedNil: a nil pointer handed as pool, metrics or tracer is
+// taken for nil (none, no-op), not called on every connection (where it
+// panicked); a nil pointer handler is refused as a nil one is.
+func TestNewTypedNil(t *testing.T) {
+	var h *handler
+	if _, err := New(h, nil, nil, nil, testConfig()); err == nil || !strings.Contains(err.Error(), "server.New handler") {
+		t.Fatalf("New(nil *handler): %v", err)
+	}
+	leakCheck(t)
+	var m *countMetrics
+	var tr *nilTracer
+	var p *pool.Fixed
+	s, err := New(&minimal{a: serval.Respond(200, "text/plain", []byte("ok"))}, p, m, tr, testConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ctx, ln) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	}()
+	if r := roundTrip(t, ln.Addr().String(), get("/"), "GET"); r.StatusCode != 200 {
+		t.Fatalf("status %d", r.StatusCode)
+	}
+}
+
+// nilTracer is a Tracer type for TestNewTypedNil's nil pointer.
+type nilTracer struct{ serval.NoopTracer }
 
 // panicSecondChunk panics on the second response body chunk it sees.
 type panicSecondChunk struct {

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"math"
 	"net"
+	"reflect"
 	"runtime"
 	"slices"
 	"sync"
@@ -85,18 +86,24 @@ type Server[H serval.Handler] struct {
 }
 
 // New builds a server: it validates cfg and allocates every connection
-// slot. pool, m and t may be nil (no pooling, no-op metrics and tracer).
+// slot. pool, m and t may be nil (no pooling, no-op metrics and tracer),
+// a nil pointer of their type included (var c *metrics.Counters): it is
+// taken for nil, where calling its methods would panic on every
+// connection.
 func New[H serval.Handler](h H, pool serval.Pool, m serval.Metrics, t serval.Tracer, cfg Config) (*Server[H], error) {
-	if any(h) == nil {
+	if isNil(h) {
 		return nil, &serval.ConfigError{Field: "server.New handler", Msg: "nil"}
 	}
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	if m == nil {
+	if isNil(pool) {
+		pool = nil
+	}
+	if isNil(m) {
 		m = serval.NoopMetrics{}
 	}
-	if t == nil {
+	if isNil(t) {
 		t = serval.NoopTracer{}
 	}
 	if cfg.Logger == nil {
@@ -573,4 +580,17 @@ func (s *Server[H]) shutdown() {
 	if s.pool != nil {
 		s.pool.Drain()
 	}
+}
+
+// isNil reports whether v is nil or holds a nil pointer, map, slice,
+// channel or function (once, at New: no reflection while serving).
+func isNil(v any) bool {
+	if v == nil {
+		return true
+	}
+	switch r := reflect.ValueOf(v); r.Kind() {
+	case reflect.Pointer, reflect.Map, reflect.Slice, reflect.Chan, reflect.Func, reflect.Interface:
+		return r.IsNil()
+	}
+	return false
 }
