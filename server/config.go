@@ -155,8 +155,8 @@ func (c *Config) Validate() error {
 		{"UnsentBytesMax", int64(c.UnsentBytesMax), 0, 1 << 30},
 	} {
 		if b.v < b.lo || b.v > b.hi {
-			return &serval.ConfigError{Field: b.name, Msg: strconv.FormatInt(b.v, 10) + " not in [" +
-				strconv.FormatInt(b.lo, 10) + ", " + strconv.FormatInt(b.hi, 10) + "]"}
+			return &serval.ConfigError{Field: "server.Config." + b.name, Msg: strconv.FormatInt(b.v, 10) + " not in [" +
+				strconv.FormatInt(b.lo, 10) + ", " + strconv.FormatInt(b.hi, 10) + "]" + zeroHint(b.v == 0)}
 		}
 	}
 	for _, b := range []struct {
@@ -172,7 +172,7 @@ func (c *Config) Validate() error {
 		{"TCPKeepAlive", c.TCPKeepAlive, 0, TCPKeepAliveMax},
 	} {
 		if b.v < b.lo || b.v > b.hi {
-			return &serval.ConfigError{Field: b.name, Msg: b.v.String() + " not in [" + b.lo.String() + ", " + b.hi.String() + "]"}
+			return &serval.ConfigError{Field: "server.Config." + b.name, Msg: b.v.String() + " not in [" + b.lo.String() + ", " + b.hi.String() + "]" + zeroHint(b.v == 0)}
 		}
 	}
 	return nil
@@ -196,4 +196,13 @@ const chunkLineBytesMax = serval.ChunkSizeDigitsMax + serval.ChunkExtensionBytes
 // in the read buffer behind a head: a chunk-size line or a trailer line.
 func bodyTokenBytesMax(c *Config) int64 {
 	return max(int64(c.TrailerBytesMax), chunkLineBytesMax)
+}
+
+// zeroHint is what Validate adds to a field left at zero: a Config built
+// from its zero value instead of DefaultConfig.
+func zeroHint(zero bool) string {
+	if zero {
+		return " (zero: start from server.DefaultConfig() and change what you need)"
+	}
+	return ""
 }
