@@ -45,8 +45,8 @@ const fallbackProbesMax = 8
 // rehashed (up to fallbackProbesMax times). When the upstream returns,
 // its keys go back to it at once. The full table also serves the "all
 // unhealthy, try all" policy. Keyless requests (no such header or
-// cookie) go round robin, so they spread instead of piling onto one
-// upstream. Weights are ignored: every upstream owns an equal share.
+// cookie, or an empty value) go round robin, so they spread instead of
+// piling onto one upstream. Weights are ignored: every upstream owns an equal share.
 type Hash struct {
 	key    Key
 	table  []serval.Upstream

@@ -149,6 +149,20 @@ func TestHashKeys(t *testing.T) {
 	if len(seen) != 8 {
 		t.Fatalf("keyless requests reached %d of 8 upstreams", len(seen))
 	}
+	// So do requests whose header or cookie is there but empty: they
+	// carry no key, and hashing "" would send them all to one upstream.
+	for _, tc := range []struct {
+		s   *Hash
+		req *serval.Request
+	}{{h, hdr("X-User", "")}, {c, hdr("Cookie", "sid=")}, {c, hdr("Cookie", `sid=""; a=1`)}} {
+		seen = map[serval.UpstreamIndex]bool{}
+		for i := 0; i < 8; i++ {
+			seen[tc.s.Select(nil, tc.req).Index] = true
+		}
+		if len(seen) != 8 {
+			t.Fatalf("requests with an empty key (%s) reached %d of 8 upstreams", tc.req.Fields[0].Value, len(seen))
+		}
+	}
 	if _, err := NewHash(tab, nil, Key{Kind: KeyHeader, Name: "bad name"}); err != ErrKeyName {
 		t.Fatalf("bad header name: %v", err)
 	}

@@ -44,9 +44,10 @@ func (k Key) String() string {
 }
 
 // keyHash hashes the request's key. ok is false when the request has no
-// such key (no client address, header or cookie); the caller then picks
-// an upstream some other way instead of sending every keyless request
-// to the same one.
+// such key (no client address, header or cookie, or an empty header or
+// cookie value, as nginx's hash takes an empty key); the caller then
+// picks an upstream some other way instead of sending every keyless
+// request to the same one.
 func keyHash(k *Key, x *serval.Exchange, req *serval.Request) (h uint64, ok bool) {
 	switch k.Kind {
 	case KeyIP:
@@ -62,13 +63,13 @@ func keyHash(k *Key, x *serval.Exchange, req *serval.Request) (h uint64, ok bool
 			return 0, false
 		}
 		v := req.Get(k.Name)
-		return hashBytes(v), v != nil
+		return hashBytes(v), len(v) > 0
 	case KeyCookie:
 		if req == nil {
 			return 0, false
 		}
 		v, found := cookieValue(req, k.Name)
-		return hashBytes(v), found
+		return hashBytes(v), found && len(v) > 0
 	case KeyPath:
 		if req == nil || len(req.Path) == 0 {
 			return 0, false
