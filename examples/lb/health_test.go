@@ -145,10 +145,12 @@ func TestWeighted(t *testing.T) {
 		}
 	}
 	// An explicit round robin keeps its word, and says the weights are
-	// ignored.
-	a, b := newTestBackend(t, "a"), newTestBackend(t, "b")
-	_, logs := startLB(t, "--lb", "round-robin", "--backends", a.addr+"=3,"+b.addr+"=1", "--health-path", healthPath)
-	waitLog(t, logs, "ignores them", 1)
+	// ignored; so do p2c and the hash policies, which ignore them too.
+	for _, policy := range []string{"round-robin", "p2c", "hash:header:X-User"} {
+		a, b := newTestBackend(t, "a"), newTestBackend(t, "b")
+		_, logs := startLB(t, "--lb", policy, "--backends", a.addr+"=3,"+b.addr+"=1", "--health-path", healthPath)
+		waitLog(t, logs, "--lb "+policy+" ignores them", 1)
+	}
 }
 
 // TestStickyCookie: the first response sets the cookie; requests that

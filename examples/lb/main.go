@@ -165,8 +165,11 @@ func runWith(ctx context.Context, args []string, stdout io.Writer, hup <-chan os
 			if worker < 0 {
 				logger.Info("backends have weights: balancing with --lb weighted")
 			}
-		case o.policy.Kind == lb.PolicyRoundRobin && worker < 0:
-			logger.Warn("backends have weights but --lb round-robin ignores them (--lb weighted or least-conn honours them)")
+		case o.policy.Kind != lb.PolicyWeighted && o.policy.Kind != lb.PolicyLeastConn && worker < 0:
+			// Round robin, p2c and the hash policies give every backend
+			// an equal share: the weights asked for would be ignored in
+			// silence.
+			logger.Warn("backends have weights but --lb " + o.policy.String() + " ignores them (--lb weighted or least-conn honours them)")
 		}
 	}
 	if worker < 0 {
