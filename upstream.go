@@ -95,7 +95,8 @@ func (u *Upstream) SameBackend(v *Upstream) bool {
 }
 
 // ParseUpstreams parses "host:port,host:port" into a table with indexes in
-// order. It rejects empty entries, bad ports and more than UpstreamsMax.
+// order. It rejects empty entries, bad ports, hosts with a space or a
+// control character, and more than UpstreamsMax.
 func ParseUpstreams(list string) ([]Upstream, error) {
 	var out []Upstream
 	start := 0
@@ -116,12 +117,28 @@ func ParseUpstreams(list string) ([]Upstream, error) {
 		if host == "" {
 			return nil, &ConfigError{Field: "upstreams", Msg: "empty host in " + strconv.Quote(item)}
 		}
+		if !noSpaceOrControl(host) {
+			// " 10.0.0.2:80" from "a:80, 10.0.0.2:80": no name resolves
+			// with the space, and the backend would only ever fail.
+			return nil, &ConfigError{Field: "upstreams", Msg: "space or control character in host " + strconv.Quote(host) + " of " + strconv.Quote(item) + " (separate entries with a comma alone)"}
+		}
 		if len(out) == UpstreamsMax {
 			return nil, &ConfigError{Field: "upstreams", Msg: "more than " + strconv.Itoa(UpstreamsMax) + " upstreams"}
 		}
 		out = append(out, NewUpstream(host, uint16(port), UpstreamIndex(len(out))))
 	}
 	return out, nil
+}
+
+// noSpaceOrControl reports whether s holds no space or ASCII control
+// byte (a host name or an IP literal never does).
+func noSpaceOrControl(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] <= ' ' || s[i] == 0x7f {
+			return false
+		}
+	}
+	return true
 }
 
 // UpstreamConn is one connection to an upstream, owned by a Pool while

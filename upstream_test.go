@@ -65,3 +65,18 @@ func TestUpstreamNoteVersion(t *testing.T) {
 		t.Fatalf("%v allocations", n)
 	}
 }
+
+// TestParseUpstreamsRejects: entries that cannot name a backend are
+// refused, a space after a comma included (" b:2" would never resolve:
+// a backend that only ever fails, behind a warning at best).
+func TestParseUpstreamsRejects(t *testing.T) {
+	for _, bad := range []string{"", "a:1,", "a:1,,b:2", "a", "a:0", "a:65536", ":1", "a:1, b:2", " a:1", "a\t:1", "a b:1"} {
+		if _, err := ParseUpstreams(bad); err == nil {
+			t.Errorf("ParseUpstreams(%q) accepted", bad)
+		}
+	}
+	table, err := ParseUpstreams("a:1,[::1]:2,b.example:3")
+	if err != nil || len(table) != 3 || table[1].Addr() != "[::1]:2" {
+		t.Fatalf("ParseUpstreams: %v, %v", table, err)
+	}
+}

@@ -282,7 +282,7 @@ func TestParseBackends(t *testing.T) {
 		tab[2].Addr() != "[::1]:3" || tab[2].Weight != 256 || tab[2].Index != 2 {
 		t.Fatalf("table %+v", tab)
 	}
-	for _, bad := range []string{"", "a:1=0", "a:1=257", "a:1=x", "a", "a:1,,b:2"} {
+	for _, bad := range []string{"", "a:1=0", "a:1=257", "a:1=x", "a", "a:1,,b:2", "a:1=3, b:2"} {
 		if _, err := ParseBackends(bad); err == nil {
 			t.Errorf("ParseBackends(%q) accepted", bad)
 		}
