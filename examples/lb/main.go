@@ -157,6 +157,13 @@ func runWith(ctx context.Context, args []string, stdout io.Writer, hup <-chan os
 		logger.Error("bad --backends or --upstream-tls", "err", err)
 		return 2
 	}
+	if d := duplicateBackends(table); o.stickyCookie != "" && len(d) > 0 {
+		// The cookie names a backend by its address: two entries of one
+		// address cannot be told apart (lb.New would refuse the table,
+		// exit 1, after a warning saying duplicates are fine).
+		logger.Error("bad --backends for --sticky-cookie: the cookie names a backend by its address, and this one is listed more than once (list it once, with =weight for a larger share)", "backend", d[0])
+		return 2
+	}
 	if weighted(table) {
 		switch {
 		case !o.policySet:
