@@ -3,6 +3,7 @@ package serval
 import (
 	"net"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 	"unsafe"
@@ -106,6 +107,9 @@ func ParseUpstreams(list string) ([]Upstream, error) {
 		}
 		item := list[start:i]
 		start = i + 1
+		if strings.Contains(item, "://") {
+			return nil, &ConfigError{Field: "upstreams", Msg: "bad address " + strconv.Quote(item) + ": host:port without a scheme (an upstream's TLS is set apart)"}
+		}
 		host, portStr, err := net.SplitHostPort(item)
 		if err != nil {
 			return nil, &ConfigError{Field: "upstreams", Msg: "bad address " + strconv.Quote(item) + ": " + err.Error()}

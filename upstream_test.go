@@ -1,6 +1,7 @@
 package serval
 
 import (
+	"strings"
 	"sync"
 	"testing"
 )
@@ -74,6 +75,11 @@ func TestParseUpstreamsRejects(t *testing.T) {
 		if _, err := ParseUpstreams(bad); err == nil {
 			t.Errorf("ParseUpstreams(%q) accepted", bad)
 		}
+	}
+	// A URL is no host:port, and the error says so (it said "too many
+	// colons in address").
+	if _, err := ParseUpstreams("http://127.0.0.1:80"); err == nil || !strings.Contains(err.Error(), "without a scheme") {
+		t.Errorf("ParseUpstreams(a URL): %v", err)
 	}
 	table, err := ParseUpstreams("a:1,[::1]:2,b.example:3")
 	if err != nil || len(table) != 3 || table[1].Addr() != "[::1]:2" {
