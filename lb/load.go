@@ -129,6 +129,17 @@ func (l *Load) decayed(i serval.UpstreamIndex, nowMs uint32) float64 {
 	return ewma * math.Exp(-float64(nowMs-stamp)/l.tauMs)
 }
 
+// Forget drops upstream i's latency average (its in-flight count stays):
+// it is costed as a new upstream again. P2C calls it when an upstream
+// comes back into rotation, so that the failures that took it out (each
+// one a doubled sample) do not keep it from every choice until they
+// decay, about a minute for three failures against fast peers.
+func (l *Load) Forget(i serval.UpstreamIndex) {
+	if int(i) < len(l.ewma) {
+		l.ewma[i].Store(0)
+	}
+}
+
 // observe folds one sample into upstream i's peak EWMA: a sample above
 // the average replaces it at once (peak), one below is averaged in with
 // weight 1-exp(-elapsed/tau), so the decay depends on time, not on the

@@ -194,3 +194,35 @@ func TestLoadEWMA(t *testing.T) {
 		t.Fatalf("unbalanced Done: in flight %d, count %d", l.InFlight(5), l.Unbalanced())
 	}
 }
+
+// TestP2CBackInRotation: an upstream that failed its way out of rotation
+// gets its share again as soon as it is back; the failures' doubled
+// latency average kept it from every choice until it decayed, about a
+// minute against fast peers.
+func TestP2CBackInRotation(t *testing.T) {
+	hs := health.New(3)
+	pol, _ := ParsePolicy("p2c")
+	h, _ := New(Config{Upstreams: table(3), Policy: pol, Health: hs})
+	var x serval.Exchange
+	for k := 0; k < 60; k++ {
+		u := h.SelectUpstream(&x, nil)
+		r := serval.UpstreamResult{Status: 200, Latency: time.Millisecond}
+		if u.Index == 1 {
+			r = serval.UpstreamResult{Failure: true, Phase: serval.PhaseConnect}
+		}
+		h.OnUpstreamDone(&x, u, r)
+	}
+	hs.MarkUnhealthy(1) // the passive checks' verdict
+	hs.MarkHealthy(1)   // a probe, or lb's --fail-timeout
+	picks := 0
+	for k := 0; k < 300; k++ {
+		u := h.SelectUpstream(&x, nil)
+		if u.Index == 1 {
+			picks++
+		}
+		h.OnUpstreamDone(&x, u, serval.UpstreamResult{Status: 200, Latency: time.Millisecond})
+	}
+	if picks < 30 {
+		t.Fatalf("upstream 1 got %d of 300 requests back in rotation, want about a third", picks)
+	}
+}

@@ -31,6 +31,10 @@ type P2C struct {
 	h     *health.State
 	load  *Load
 	all   health.Set
+	// ups is, per upstream, the count of its returns to rotation
+	// (health.State.Transitions) that Select has seen: a new one makes
+	// it forget the upstream's latency average (Load.Forget).
+	ups [serval.UpstreamsMax]atomic.Uint64
 }
 
 var _ Selector = (*P2C)(nil)
@@ -72,9 +76,25 @@ func (p *P2C) Select(_ *serval.Exchange, _ *serval.Request) *serval.Upstream {
 	kb := (ka + 1 + int((r&0xffffffff)%uint64(n-1))) % n
 	a, _ := set.Nth(ka)
 	b, _ := set.Nth(kb)
+	if p.h != nil {
+		p.back(a)
+		p.back(b)
+	}
 	now := p.load.nowMs()
 	if p.load.Cost(b, now) < p.load.Cost(a, now) {
 		a = b
 	}
 	return &p.table[a]
+}
+
+// back makes the load forget upstream i's latency average once for each
+// return of i to rotation: the failures that took it out doubled its
+// average, and without this p2c, which always takes the cheaper of two,
+// would send it nothing until they decayed (about a minute) however
+// healthy it was again.
+func (p *P2C) back(i serval.UpstreamIndex) {
+	up, _ := p.h.Transitions(i)
+	if seen := p.ups[i].Load(); up != seen && p.ups[i].CompareAndSwap(seen, up) {
+		p.load.Forget(i)
+	}
 }
