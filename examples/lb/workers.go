@@ -64,10 +64,10 @@ const workersLimit = 256
 
 // Restart policy: a worker that exits before it said it serves
 // (workerReadyFD), or within workerFastExit of starting, failed fast. A
-// worker that has never served longer than that and fails fast
-// workerFastExitsMax times in a row means the configuration cannot work:
-// the master gives up and stops. One that has served before (a
-// crash under load, an OOM kill, an operator's kill) is restarted
+// worker that has never said it serves and fails workerFastExitsMax
+// times in a row means the configuration cannot work: the master gives
+// up and stops. One that has served before (a crash under load, an OOM
+// kill, an operator's kill, however soon after its start) is restarted
 // whatever happens, as nginx's master does: workerRestartDelay after it
 // exits, doubling with each fast exit in a row up to
 // workerRestartDelayMax. Meanwhile the other workers take its share (the
@@ -271,10 +271,15 @@ func (m *master) keep(ctx context.Context, k int) {
 			}
 			m.log.Error("worker exited", "worker", k, "pid", cmd.Process.Pid, "err", err, "ran", time.Since(started).Round(time.Millisecond))
 		}
+		// A worker that said it serves got past everything that can
+		// fail at start (the configuration works): from then on it is
+		// restarted whatever happens, however soon it dies. The fast
+		// exits still space the restarts out.
+		served = served || serving.Load()
 		if time.Since(started) < workerFastExit || !serving.Load() {
 			fast++
 		} else {
-			fast, served = 0, true
+			fast = 0
 		}
 		if fast >= workerFastExitsMax && !served {
 			m.log.Error("worker keeps failing at start: stopping the load balancer", "worker", k, "failures", fast)
