@@ -89,6 +89,7 @@ type options struct {
 	// Load balancing and health.
 	policy             lb.Policy
 	policySet          bool // --lb or --policy was given
+	failTimeoutSet     bool // --fail-timeout was given
 	stickyCookie       string
 	healthPath         string
 	healthPathSet      bool   // --health-path was given
@@ -138,7 +139,7 @@ func defineFlags(fs *flag.FlagSet, o *options, r *rawFlags) {
 	fs.DurationVar(&o.tunnelIdle, "tunnel-idle-timeout", proxy.TunnelIdleTimeoutDefault, "close an upgraded connection (WebSocket) after this long without a byte either way")
 	fs.DurationVar(&o.upstreamIdle, "upstream-idle-timeout", pool.IdleTimeoutDefault, "close a pooled backend connection idle this long; keep it below the backends' own\nkeep-alive timeout (a backend's \"Keep-Alive: timeout=N\" is honoured by itself)")
 	fs.DurationVar(&o.shutdownTimeout, "shutdown-timeout", serval.ShutdownTimeoutDefault, "on SIGINT/SIGTERM, how long requests in flight (downloads, uploads, WebSockets) may take\nto finish before their connections are closed; no new connection is taken meanwhile")
-	fs.IntVar(&o.backendMaxConns, "backend-max-conns", 0, "cap on the connections (in use and idle) to each backend; a request that finds\nits backend at the cap goes to another (--retries) or gets 503 (0: no cap)")
+	fs.IntVar(&o.backendMaxConns, "backend-max-conns", 0, "cap on the connections (in use and idle) to each backend, per worker; a request that finds\nits backend at the cap goes to another (--retries) or gets 503 (0: no cap)")
 	fs.IntVar(&o.idlePerUpstream, "idle-per-upstream", 0, "idle keep-alive connections kept per upstream\n(default: --max-conns, at most "+strconv.Itoa(pool.IdlePerUpstreamLimit)+": as many as can be in use at once, so a steady load never closes and re-dials them)")
 	fs.IntVar(&o.connectionsMax, "max-conns", server.DefaultConfig().ConnectionsMax, "client connection slots (buffers for each are allocated at startup; per worker)")
 	def := server.DefaultConfig()
@@ -211,6 +212,9 @@ func parseFlags(args []string, out io.Writer) (o options, code int, ok bool) {
 	fs.Visit(func(f *flag.Flag) {
 		if f.Name == "health-path" {
 			o.healthPathSet = true
+		}
+		if f.Name == "fail-timeout" {
+			o.failTimeoutSet = true
 		}
 		if f.Name == "lb" || f.Name == "policy" {
 			o.policySet = true
@@ -343,6 +347,8 @@ func (o *options) validate() error {
 		return errors.New("--max-header-fields must be in [1, " + strconv.Itoa(serval.FieldsMaxLimit) + "]")
 	case o.passive5xx && o.noHealth:
 		return errors.New("--passive-5xx counts 5xx against health, which --no-health turns off: give one of them")
+	case o.failTimeoutSet && (o.noHealth || o.healthInterval != 0):
+		return errors.New("--fail-timeout applies without active probes only (--health-interval 0; probes bring a backend back otherwise), and not with --no-health")
 	case o.workers < 1 || o.workers > workersLimit:
 		return errors.New("--workers must be in [1, " + strconv.Itoa(workersLimit) + "]")
 	case o.retries < 0 || o.retries > proxy.RetriesMaxLimit:
