@@ -265,9 +265,16 @@ func serveLB(ctx context.Context, o *options, table []serval.Upstream, logger *s
 	s := serving{table: table, pool: p, cfg: cfg, ln: ln, hup: hup, log: logger}
 	// Said once everything that can fail at startup has not.
 	s.ready = func() {
+		// fail_timeout is shown only where it applies (passive checks
+		// without probes): beside active probes it would read as a
+		// setting in force.
+		failTimeout := slog.Attr{}
+		if !o.noHealth && o.healthInterval == 0 {
+			failTimeout = slog.Duration("fail_timeout", o.failTimeout)
+		}
 		logger.Info(msg, "addr", ln.Addr().String(), "https", cfg.TLS != nil, "mtls", o.clientCAFile != "",
 			"backends", len(table), "https_backends", countTLS(table), "lb", o.policy.String(), "sticky_cookie", o.stickyCookie,
-			"health", !o.noHealth, "health_interval", o.healthInterval, "fail_timeout", o.failTimeout, "health_path", o.healthPath, "health_status", strconv.Itoa(o.healthStatusMin)+"-"+strconv.Itoa(o.healthStatusMax), "unhealthy_threshold", o.unhealthyThreshold, "healthy_threshold", o.healthyThreshold,
+			"health", !o.noHealth, "health_interval", o.healthInterval, failTimeout, "health_path", o.healthPath, "health_status", strconv.Itoa(o.healthStatusMin)+"-"+strconv.Itoa(o.healthStatusMax), "unhealthy_threshold", o.unhealthyThreshold, "healthy_threshold", o.healthyThreshold,
 			"connect_timeout", o.connectTimeout, "response_timeout", o.responseTimeout, "idle_per_upstream", o.idlePerUpstream, "retries", o.retries)
 		workerServing()
 	}
