@@ -101,14 +101,12 @@ func (s *Session) answeredWhole(h client.Head) bool {
 // hop-by-hop and Connection-listed ones removed, and Content-Length only
 // when keepLength (a bodiless response keeps its value: it describes the
 // representation, RFC 9110 §8.6), as one field whatever the upstream sent;
-// a Date when a final response came without one.
+// a Date when a final response leaves without one (none came, or its
+// Connection field listed it).
 func (s *Session) appendResponseFields(b []byte, resp *serval.Response, keepLength bool) []byte {
 	dated := resp.Status < 200 // a 1xx needs no Date
 	for _, f := range resp.Fields {
-		switch {
-		case len(f.Name) == 4 && serval.EqualFold(f.Name, "date"):
-			dated = true
-		case len(f.Name) == 10 && s.c != nil && serval.EqualFold(f.Name, "keep-alive"):
+		if len(f.Name) == 10 && s.c != nil && serval.EqualFold(f.Name, "keep-alive") {
 			s.c.IdleMax = keepAliveIdle(f.Value)
 		}
 		switch {
@@ -119,7 +117,10 @@ func (s *Session) appendResponseFields(b []byte, resp *serval.Response, keepLeng
 		case serval.EqualFold(f.Name, "content-length"):
 			continue // one field, the parsed length, follows where it belongs
 		case connectionListed(resp.Fields, f.Name):
-			continue
+			continue // a Date listed here leaves too: ours replaces it
+		}
+		if len(f.Name) == 4 && serval.EqualFold(f.Name, "date") {
+			dated = true
 		}
 		b = http1.AppendField(b, f.Name, f.Value)
 	}

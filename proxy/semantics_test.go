@@ -91,12 +91,15 @@ func TestInterimPastMaxDropped(t *testing.T) {
 }
 
 // TestForwardedResponseDate: a final response that came without Date
-// gets one (RFC 9110 §6.6.1); one that had it keeps it, once.
+// gets one (RFC 9110 §6.6.1); one that had it keeps it, once. A Date its
+// Connection field lists is removed as hop-by-hop (RFC 9110 §7.6.1), so
+// the response leaves without one and gets ours.
 func TestForwardedResponseDate(t *testing.T) {
 	checkLeaks(t)
 	for name, c := range map[string]struct{ answer, want string }{
-		"none":  {"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", ""},
-		"given": {"HTTP/1.1 200 OK\r\nDate: Tue, 01 Jan 2030 00:00:00 GMT\r\nContent-Length: 2\r\n\r\nok", "Tue, 01 Jan 2030 00:00:00 GMT"},
+		"none":              {"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", ""},
+		"given":             {"HTTP/1.1 200 OK\r\nDate: Tue, 01 Jan 2030 00:00:00 GMT\r\nContent-Length: 2\r\n\r\nok", "Tue, 01 Jan 2030 00:00:00 GMT"},
+		"connection-listed": {"HTTP/1.1 200 OK\r\nDate: Tue, 01 Jan 2030 00:00:00 GMT\r\nConnection: Date\r\nContent-Length: 2\r\n\r\nok", ""},
 	} {
 		t.Run(name, func(t *testing.T) {
 			hs, _ := rawHarness(t, Config{}, serval.Hooks{}, answer(c.answer))
@@ -109,6 +112,9 @@ func TestForwardedResponseDate(t *testing.T) {
 			}
 			if c.want != "" && dates[0] != c.want {
 				t.Fatalf("Date %q, want the upstream's %q", dates[0], c.want)
+			}
+			if c.want == "" && strings.HasPrefix(dates[0], "Tue, 01 Jan 2030") {
+				t.Fatalf("Date %q: the upstream's hop-by-hop Date was forwarded", dates[0])
 			}
 			if _, err := http.ParseTime(dates[0]); err != nil {
 				t.Fatalf("Date %q: %v", dates[0], err)
