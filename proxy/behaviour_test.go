@@ -1339,3 +1339,52 @@ func TestUpstreamStopsReadingBody(t *testing.T) {
 		t.Fatalf("phase %v err %v, want %v, %v", res.Phase, res.Err, serval.PhaseUpstreamWrite, errUpstreamBodyStall)
 	}
 }
+
+// TestCutBeforeSend: an exchange that reaches its upstream after
+// Forwarder.Cut(true) (a dial still in progress at the server's shutdown
+// deadline) ends before its request goes out: the upstream never gets a
+// request nobody waits for (a POST it would act on), nothing is answered,
+// and the result is the cut's 499. Cut(false) lets exchanges run again.
+func TestCutBeforeSend(t *testing.T) {
+	checkLeaks(t)
+	var got atomic.Int32
+	ended := make(chan struct{}, 4)
+	hs, _ := rawHarness(t, Config{}, serval.Hooks{}, func(c net.Conn, br *bufio.Reader) {
+		defer func() { ended <- struct{}{} }()
+		for {
+			if _, _, err := readRequest(br); err != nil {
+				return
+			}
+			got.Add(1)
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		}
+	})
+	hs.record(t)
+	hs.f.Cut(true)
+	tc := dialHarness(t, hs)
+	tc.send("POST /charge HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\nhi")
+	if !tc.closed() {
+		t.Fatal("the cut exchange was answered, or its connection left open")
+	}
+	hs.exchanges(1)
+	hs.mu.Lock()
+	res := hs.results[0]
+	hs.mu.Unlock()
+	if res.Err != errCut || res.Status != 499 || res.KeepAlive {
+		t.Fatalf("result %+v, want errCut, 499, no keep-alive", res)
+	}
+	select {
+	case <-ended: // the upstream connection was closed: all it got is counted
+	case <-time.After(testTimeout):
+		t.Fatal("the upstream connection of the cut exchange stayed open")
+	}
+	if n := got.Load(); n != 0 {
+		t.Fatalf("%d requests reached the upstream after Cut(true)", n)
+	}
+	hs.f.Cut(false)
+	tc2 := dialHarness(t, hs)
+	tc2.send("GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+	if resp, body := tc2.mustRead("GET"); resp.StatusCode != 200 || string(body) != "ok" {
+		t.Fatalf("after Cut(false): %d %q", resp.StatusCode, body)
+	}
+}

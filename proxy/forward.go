@@ -197,6 +197,14 @@ func (s *Session) attempt(fresh bool) (serval.Phase, error) {
 	if err := s.connect(fresh); err != nil {
 		return serval.PhaseConnect, err
 	}
+	if s.w.gone.Load() {
+		// Cut (the server's shutdown deadline passed while this
+		// dialled: watchUpstream) or the client watch ended the
+		// exchange: its request must not reach the upstream, to be
+		// acted on with nobody to answer.
+		s.releaseUpstream(false)
+		return serval.PhaseConnect, errClientGone
+	}
 	// The head wait is bounded by a lazily renewed deadline, counted from
 	// when the request was wholly sent; the zero deadline tells
 	// ReadResponse to keep it. Set before sending: sending may already
