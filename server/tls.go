@@ -303,7 +303,7 @@ func (c *slot[H]) close(reason serval.CloseReason) {
 	tlsConn := c.conn != nil && c.conn != c.nc && c.conn != net.Conn(&c.raw)
 	if c.reset && c.tcp != nil {
 		// SO_LINGER 0: the close sends a reset, no FIN (and, on TLS, no
-		// close_notify: reason is CloseError).
+		// close_notify, below: it would say the body ended whole).
 		c.tcp.SetLinger(0)
 	}
 	// A TLS connection that failed gets no alert (below), so no staged
@@ -311,7 +311,7 @@ func (c *slot[H]) close(reason serval.CloseReason) {
 	if c.linger && !c.reset && lingers(reason) && !(tlsConn && reason == serval.CloseError) {
 		c.lingerClose()
 	}
-	if tlsConn && reason != serval.CloseWriteTimeout && reason != serval.CloseError {
+	if tlsConn && !c.reset && reason != serval.CloseWriteTimeout && reason != serval.CloseError {
 		c.conn.Close()
 	}
 	// A polled socket leaves the readiness poller through raw, whether
