@@ -340,7 +340,9 @@ func (s *Session) forwardChunked(head []byte, h client.Head, chunkOut bool) (ser
 		return s.settle(h.Body == http1.BodyChunked && src.lo == src.hi)
 	}
 	if enc.written == 0 {
-		s.headSent, s.x.Status = false, 0 // nothing left: the client gets a 502 instead
+		// Nothing left: the client gets a 502 instead, or a retry's
+		// response (which must not inherit this one's Result.Reset).
+		s.headSent, s.x.Status, s.closeOut = false, 0, false
 	}
 	switch fail {
 	case failSink:
