@@ -242,7 +242,7 @@ func TestHelpAndBadFlags(t *testing.T) {
 		{"--max-header-bytes", "1023"}, {"--max-header-bytes", "1048577"}, {"--max-header-fields", "0"}, {"--max-header-fields", "1025"},
 		{"--max-body-size", "0"}, {"--max-body-size", "-1"}, {"--max-body-size", "+5"}, {"--max-body-size", "1t"}, {"--max-body-size", "k"},
 		{"--max-body-size", "9999999999g"}, {"--upstream-ca", "ca.pem"}, {"--upstream-server-name", "b.example"}, {"--insecure-skip-verify"},
-		{"--ktls", "require"}, {"--backends", ""}, {"--backends", " "}, {"--lb", "p2c", "--policy", "weighted"}, {"--lb", "p2c", "--policy", "nope"}, {"--no-health", "--passive-5xx"}, {"--health-interval", "1h"}, {"--health-interval", "-1s"}, {"--fail-timeout", "-1s"}, {"--fail-timeout", "10ms"}, {"--fail-timeout", "2h"}, {"--fail-timeout", "5s"}, {"--fail-timeout", "5s", "--health-interval", "0", "--no-health"},
+		{"--ktls", "require"}, {"--backends", ""}, {"--backends", " "}, {"--lb", "p2c", "--policy", "weighted"}, {"--lb", "p2c", "--policy", "nope"}, {"--no-health", "--passive-5xx"}, {"--health-interval", "1h"}, {"--health-interval", "-1s"}, {"--fail-timeout", "-1s", "--health-interval", "0"}, {"--fail-timeout", "10ms", "--health-interval", "0"}, {"--fail-timeout", "2h", "--health-interval", "0"}, {"--fail-timeout", "5s"}, {"--fail-timeout", "5s", "--health-interval", "0", "--no-health"},
 		{"--backends", "127.0.0.1:1,127.0.0.1:1", "--sticky-cookie", "s"},
 		{"--connect-timeout", "25h"}, {"--response-timeout", "0"}, {"--tunnel-idle-timeout", "-1s"}, {"--header-timeout", "0s"}, {"--body-timeout", "-1s"}, {"--idle-timeout", "25h"}, {"--write-timeout", "0"}} {
 		out.Reset()
