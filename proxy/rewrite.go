@@ -258,11 +258,13 @@ func (s *Session) rewriteRequest(d *Downstream, x *serval.Exchange, req *serval.
 }
 
 // joinFields joins the values of every field named name into one list in
-// the scratch (RFC 9110 §5.3), nil when there is none.
+// the scratch (RFC 9110 §5.3), nil when there is none. A field listed in
+// Connection is hop-by-hop and left out (RFC 9110 §7.6.1), as the loop
+// over the fields leaves out the others.
 func (s *Session) joinFields(fields []serval.Header, name string) []byte {
 	var list []byte
 	for i := range fields {
-		if serval.EqualFold(fields[i].Name, name) {
+		if serval.EqualFold(fields[i].Name, name) && !connectionListed(fields, fields[i].Name) {
 			list = s.appendList(list, fields[i].Value)
 		}
 	}

@@ -1,6 +1,11 @@
 package proxy
 
-import "testing"
+import (
+	"net/http"
+	"testing"
+
+	"github.com/servalproxy/serval"
+)
 
 func TestUnderscoreAlias(t *testing.T) {
 	for name, want := range map[string]bool{
@@ -11,5 +16,34 @@ func TestUnderscoreAlias(t *testing.T) {
 		if got := underscoreAlias([]byte(name)); got != want {
 			t.Errorf("underscoreAlias(%q) = %v, want %v", name, got, want)
 		}
+	}
+}
+
+// TestConnectionListedNotJoined: a field the proxy joins into its own
+// list (X-Forwarded-For and the client certificate field when trusted,
+// Via with Config.Via) is left out when the client's Connection field
+// lists it: it is hop-by-hop (RFC 9110 §7.6.1), as it is without the
+// join.
+func TestConnectionListedNotJoined(t *testing.T) {
+	checkLeaks(t)
+	heads := make(chan *http.Request, 2)
+	hs, _ := rawHarness(t, Config{TrustForwarded: true, Via: "edge", ClientCertHeader: "X-Client-Cert"}, serval.Hooks{},
+		recordHeads(heads, "HTTP/1.1 204 No Content\r\n\r\n"))
+	tc := dialHarness(t, hs)
+	fields := "X-Forwarded-For: 6.6.6.6\r\nVia: 1.1 fake\r\nX-Client-Cert: Hash=forged\r\n"
+	tc.send("GET / HTTP/1.1\r\nHost: t\r\nConnection: X-Forwarded-For, via\r\nConnection: x-client-cert\r\n" + fields + "\r\n")
+	tc.mustRead("GET")
+	req := <-heads
+	if xff, via, cert := req.Header.Get("X-Forwarded-For"), req.Header.Values("Via"), req.Header.Values("X-Client-Cert"); xff != "127.0.0.1" ||
+		len(via) != 1 || via[0] != "1.1 edge" || len(cert) != 0 {
+		t.Errorf("Connection-listed fields joined: X-Forwarded-For %q Via %q X-Client-Cert %q", xff, via, cert)
+	}
+	// Not listed, they are kept (trusted).
+	tc.send("GET / HTTP/1.1\r\nHost: t\r\n" + fields + "\r\n")
+	tc.mustRead("GET")
+	req = <-heads
+	if xff, via, cert := req.Header.Get("X-Forwarded-For"), req.Header.Get("Via"), req.Header.Get("X-Client-Cert"); xff != "6.6.6.6, 127.0.0.1" ||
+		via != "1.1 fake, 1.1 edge" || cert != "Hash=forged" {
+		t.Errorf("X-Forwarded-For %q Via %q X-Client-Cert %q", xff, via, cert)
 	}
 }
