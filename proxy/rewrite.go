@@ -168,10 +168,15 @@ func (s *Session) rewriteRequest(d *Downstream, x *serval.Exchange, req *serval.
 			// (RFC 9110 §8.6) and may not be to the upstream.
 			continue
 		case serval.EqualFold(f.Name, "x-forwarded-proto"):
-			xfProto = f.Value
+			// An empty value (or only commas) says nothing: ours goes.
+			if len(trimListEnds(f.Value)) > 0 {
+				xfProto = f.Value
+			}
 			continue
 		case serval.EqualFold(f.Name, "x-forwarded-host"):
-			xfHost = f.Value
+			if len(trimListEnds(f.Value)) > 0 {
+				xfHost = f.Value
+			}
 			continue
 		case serval.EqualFold(f.Name, "via") && s.f.via != nil:
 			continue

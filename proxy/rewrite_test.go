@@ -47,3 +47,27 @@ func TestConnectionListedNotJoined(t *testing.T) {
 		t.Errorf("X-Forwarded-For %q Via %q X-Client-Cert %q", xff, via, cert)
 	}
 }
+
+// TestEmptyTrustedForwardedFields: with TrustForwarded, an incoming
+// X-Forwarded-Proto or X-Forwarded-Host that is empty (or only commas)
+// says nothing and is replaced by ours, as an absent one is; an empty
+// value upstream reads as a scheme or host of "" (Django's
+// USE_X_FORWARDED_HOST takes it as the host).
+func TestEmptyTrustedForwardedFields(t *testing.T) {
+	checkLeaks(t)
+	heads := make(chan *http.Request, 1)
+	hs, _ := rawHarness(t, Config{TrustForwarded: true}, serval.Hooks{}, recordHeads(heads, "HTTP/1.1 204 No Content\r\n\r\n"))
+	tc := dialHarness(t, hs)
+	for _, c := range []struct{ in, proto, host string }{
+		{"X-Forwarded-Proto:\r\nX-Forwarded-Host: , \r\n", "http", "t"},
+		{"X-Forwarded-Proto: https\r\nX-Forwarded-Proto: \r\nX-Forwarded-Host: h.example\r\nX-Forwarded-Host:\r\n", "https", "h.example"},
+	} {
+		tc.send("GET / HTTP/1.1\r\nHost: t\r\n" + c.in + "\r\n")
+		tc.mustRead("GET")
+		req := <-heads
+		if proto, host := req.Header.Values("X-Forwarded-Proto"), req.Header.Values("X-Forwarded-Host"); len(proto) != 1 || proto[0] != c.proto ||
+			len(host) != 1 || host[0] != c.host {
+			t.Errorf("%q: X-Forwarded-Proto %q X-Forwarded-Host %q, want %q %q", c.in, proto, host, c.proto, c.host)
+		}
+	}
+}
