@@ -1,9 +1,6 @@
 package serval
 
-import (
-	"errors"
-	"syscall"
-)
+import "errors"
 
 // StatusError is an operating error that maps to an HTTP status: bad peer
 // input, a limit crossed, an upstream failure. Packages declare their
@@ -55,6 +52,10 @@ func (p Phase) String() string {
 // takes every healthy backend out and keeps answering 503 after the
 // connections that exhausted it are gone.
 func LocalResourceError(err error) bool {
-	return errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) ||
-		errors.Is(err, syscall.ENOBUFS) || errors.Is(err, syscall.ENOMEM)
+	for _, e := range localResourceErrnos {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
 }

@@ -127,8 +127,10 @@ func (s *Session) writeAction(a *serval.Action, close bool) bool {
 			body = s.appendString(a.Reason)
 		}
 	}
+	// 204 and 304 have no content and no length; 205 has none either
+	// (RFC 9110 §15.3.6), with Content-Length: 0 as the server's does.
 	noBody := status == 204 || status == 304
-	if noBody {
+	if noBody || status == 205 {
 		body = nil
 	}
 	b := http1.AppendStatusLine(s.wbuf[:0], status, nil)

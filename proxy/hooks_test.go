@@ -486,6 +486,7 @@ func TestHookActionChecked(t *testing.T) {
 		{"stream", serval.Stream(200, "text/plain"), 500, "text/plain; charset=utf-8", "Internal Server Error\n"},
 		{"reject", serval.Reject(403, "nope"), 403, "text/plain; charset=utf-8", "nope"},
 		{"204 with body", serval.Respond(204, "", []byte("body!")), 204, "", ""},
+		{"205 with body", serval.Respond(205, "", []byte("body!")), 205, "", ""},
 	}
 	for _, up := range []string{good.addr(), dead} {
 		for _, c := range cases {
@@ -507,6 +508,9 @@ func TestHookActionChecked(t *testing.T) {
 				}
 				if c.status == 204 && resp.Header.Get("Content-Length") != "" {
 					t.Fatalf("%s: 204 with Content-Length %q", c.name, resp.Header.Get("Content-Length"))
+				}
+				if c.status == 205 && resp.Header.Get("Content-Length") != "0" {
+					t.Fatalf("%s: 205 with Content-Length %q, want 0", c.name, resp.Header.Get("Content-Length"))
 				}
 				if c.status == 500 {
 					break // a 500 from the proxy closes the connection
