@@ -290,13 +290,19 @@ func TestForwardCutCloseDelimitedResets(t *testing.T) {
 		{"chunked-whole", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", false, false},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
+			// The upstream ends its answer (close or reset) only once the
+			// client has the head and the first bytes: a reset that came
+			// before the proxy read them would make a 502 instead.
+			got := make(chan struct{})
 			up := rawOrigin(t, func(c net.Conn, br *bufio.Reader) {
 				if _, err := http.ReadRequest(br); err != nil {
 					return
 				}
 				io.WriteString(c, tt.resp)
-				// Let the head and the first bytes reach the client first.
-				time.Sleep(100 * time.Millisecond)
+				select {
+				case <-got:
+				case <-time.After(testTimeout):
+				}
 				if tt.rst {
 					c.(*net.TCPConn).SetLinger(0)
 				}
@@ -306,7 +312,19 @@ func TestForwardCutCloseDelimitedResets(t *testing.T) {
 			ts := start(t, &minimalUp{up: up}, cfg, nil)
 			c := dial(t, ts.addr)
 			send(t, c, "GET / HTTP/1.0\r\nHost: a\r\n\r\n")
-			all, err := io.ReadAll(c)
+			c.SetReadDeadline(time.Now().Add(testTimeout))
+			var first []byte
+			buf := make([]byte, 4096)
+			for !strings.HasSuffix(string(first), "hello") && !strings.HasSuffix(string(first), "hello\r\n") {
+				n, err := c.Read(buf)
+				first = append(first, buf[:n]...)
+				if err != nil {
+					t.Fatalf("before the body's first bytes: %v, got %q", err, first)
+				}
+			}
+			close(got)
+			rest, err := io.ReadAll(c)
+			all := append(first, rest...)
 			if !strings.HasPrefix(string(all), "HTTP/1.1 200 OK\r\n") || !strings.HasSuffix(string(all), "\r\n\r\nhello") {
 				t.Fatalf("got %q", all)
 			}
