@@ -1388,3 +1388,42 @@ func TestCutBeforeSend(t *testing.T) {
 		t.Fatalf("after Cut(false): %d %q", resp.StatusCode, body)
 	}
 }
+
+// appendPathHandler appends to the outbound path in OnUpstreamRequest.
+type appendPathHandler struct{ handler }
+
+func (h *appendPathHandler) OnUpstreamRequest(x *serval.Exchange, req *serval.Request, out *serval.Outbound) {
+	out.Path = append(out.Path, "&tail=1"...)
+}
+
+// TestHookAppendsToPath: a hook that appends to Outbound.Path gets a copy,
+// and writes over nothing: not the request's fields after the target in
+// the read buffer, nor the X-Forwarded-* values built after the path in
+// the scratch.
+func TestHookAppendsToPath(t *testing.T) {
+	checkLeaks(t)
+	heads := make(chan *http.Request, 2)
+	o := newRawOrigin(t, func(c net.Conn, br *bufio.Reader) {
+		for {
+			req, _, err := readRequest(br)
+			if err != nil {
+				return
+			}
+			heads <- req
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		}
+	})
+	h := &appendPathHandler{handler{ups: []serval.Upstream{upstreamOf(t, o.addr(), 0)}}}
+	hs := newHarness(t, Config{}, h, serval.DetectHooks(h))
+	tc := dialHarness(t, hs)
+	for _, target := range []string{"/p?q=1", "/p"} {
+		tc.send("GET " + target + " HTTP/1.1\r\nHost: h.example\r\nX-Client: intact\r\n\r\n")
+		tc.mustRead("GET")
+		req := <-heads
+		if req.URL.RequestURI() != target+"&tail=1" || req.Header.Get("X-Client") != "intact" ||
+			req.Header.Get("X-Forwarded-For") != "127.0.0.1" || req.Header.Get("X-Forwarded-Host") != "h.example" || req.Host != "h.example" {
+			t.Fatalf("%s: uri %q X-Client %q XFF %q XFH %q host %q", target, req.URL.RequestURI(), req.Header.Get("X-Client"),
+				req.Header.Get("X-Forwarded-For"), req.Header.Get("X-Forwarded-Host"), req.Host)
+		}
+	}
+}

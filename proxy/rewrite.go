@@ -328,16 +328,20 @@ func (s *Session) outPath(x *serval.Exchange, req *serval.Request) []byte {
 	if x.RewritePath != nil {
 		p = x.RewritePath
 	}
+	// Capped at their length: an OnUpstreamRequest hook that appends to
+	// Outbound.Path gets a copy, instead of writing over the bytes that
+	// follow (the request's fields in the read buffer, or the values
+	// built after it in the scratch).
 	if req.Query == nil {
-		return p
+		return p[:len(p):len(p)]
 	}
 	start := len(s.scratch)
 	if start+len(p)+1+len(req.Query) > cap(s.scratch) {
 		s.scratchFull = true
-		return p
+		return p[:len(p):len(p)]
 	}
 	s.scratch = append(s.scratch, p...)
 	s.scratch = append(s.scratch, '?')
 	s.scratch = append(s.scratch, req.Query...)
-	return s.scratch[start:]
+	return s.scratch[start:len(s.scratch):len(s.scratch)]
 }
