@@ -219,7 +219,42 @@ func (c Config) withDefaults() (Config, error) {
 	if err := CheckClientCertHeader(c.ClientCertHeader); err != nil {
 		return c, &serval.ConfigError{Field: "proxy.ClientCertHeader", Msg: err.Error()}
 	}
+	if err := CheckVia(c.Via); err != nil {
+		return c, &serval.ConfigError{Field: "proxy.Via", Msg: err.Error()}
+	}
 	return c, nil
+}
+
+// errVia is CheckVia's error.
+var errVia = errors.New("not a pseudonym: a token, optionally followed by :port (RFC 9110 §7.6.3)")
+
+// CheckVia reports whether v may be Config.Via: empty (off), or a
+// received-by pseudonym of at most ViaBytesMax bytes, a token with an
+// optional ":port" (RFC 9110 §7.6.3).
+func CheckVia(v string) error {
+	if v == "" {
+		return nil
+	}
+	if len(v) > ViaBytesMax {
+		return errVia
+	}
+	name := v
+	if i := strings.LastIndexByte(v, ':'); i >= 0 {
+		name = v[:i]
+		port := v[i+1:]
+		if port == "" {
+			return errVia
+		}
+		for j := 0; j < len(port); j++ {
+			if port[j] < '0' || port[j] > '9' {
+				return errVia
+			}
+		}
+	}
+	if !http1.ValidFieldName([]byte(name)) {
+		return errVia
+	}
+	return nil
 }
 
 // CheckClientCertHeader reports whether name may be Config.ClientCertHeader:

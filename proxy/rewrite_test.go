@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"net/http"
+	"strings"
 	"testing"
 
 	"github.com/servalproxy/serval"
@@ -68,6 +69,21 @@ func TestEmptyTrustedForwardedFields(t *testing.T) {
 		if proto, host := req.Header.Values("X-Forwarded-Proto"), req.Header.Values("X-Forwarded-Host"); len(proto) != 1 || proto[0] != c.proto ||
 			len(host) != 1 || host[0] != c.host {
 			t.Errorf("%q: X-Forwarded-Proto %q X-Forwarded-Host %q, want %q %q", c.in, proto, host, c.proto, c.host)
+		}
+	}
+}
+
+// TestCheckVia: Config.Via is a received-by pseudonym (RFC 9110 §7.6.3):
+// a token with an optional ":port".
+func TestCheckVia(t *testing.T) {
+	for _, ok := range []string{"", "edge", "edge:8080", "serval-1.2_x", strings.Repeat("v", ViaBytesMax)} {
+		if err := CheckVia(ok); err != nil {
+			t.Errorf("CheckVia(%q): %v", ok, err)
+		}
+	}
+	for _, bad := range []string{"a b", "é", "edge:", "edge:8x", ":80", "a/b", "a,b", strings.Repeat("v", ViaBytesMax+1)} {
+		if CheckVia(bad) == nil {
+			t.Errorf("CheckVia(%q) accepted", bad)
 		}
 	}
 }

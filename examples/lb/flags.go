@@ -353,8 +353,8 @@ func (o *options) validate() error {
 		return errors.New("--workers must be in [1, " + strconv.Itoa(workersLimit) + "]")
 	case o.retries < 0 || o.retries > proxy.RetriesMaxLimit:
 		return errors.New("--retries must be in [0, " + strconv.Itoa(proxy.RetriesMaxLimit) + "]")
-	case len(o.via) > proxy.ViaBytesMax || strings.ContainsAny(o.via, " \t\r\n,"):
-		return errors.New("--via must be one token of at most " + strconv.Itoa(proxy.ViaBytesMax) + " bytes")
+	case proxy.CheckVia(o.via) != nil:
+		return errors.New("--via must be one token (with an optional :port) of at most " + strconv.Itoa(proxy.ViaBytesMax) + " bytes")
 	case o.backendMaxConns < 0 || o.backendMaxConns > pool.ConnsPerUpstreamLimit:
 		return errors.New("--backend-max-conns must be in [0, " + strconv.Itoa(pool.ConnsPerUpstreamLimit) + "]")
 	case o.idlePerUpstream < 0 || o.idlePerUpstream > pool.IdlePerUpstreamLimit:

@@ -237,7 +237,7 @@ func TestHelpAndBadFlags(t *testing.T) {
 		{"--cert", "c.pem"}, {"--key", "k.pem"}, {"--client-ca", "ca.pem"}, {"--unhealthy-threshold", "0"},
 		{"--healthy-threshold", "100000"}, {"--health-timeout", "0s"}, {"--backends", "127.0.0.1:1=0"},
 		{"--backends", "127.0.0.1:1", "--upstream-tls", "127.0.0.1:2"}, {"--retries", "-1"}, {"--retries", "9"},
-		{"--backend-max-conns", "-1"}, {"--backend-max-conns", "70000"}, {"--via", "a b"}, {"--via", strings.Repeat("v", 65)},
+		{"--backend-max-conns", "-1"}, {"--backend-max-conns", "70000"}, {"--via", "a b"}, {"--via", strings.Repeat("v", 65)}, {"--via", "é"}, {"--via", "edge:"}, {"--via", "edge:8x"}, {"--via", "a/b"},
 		{"--shutdown-timeout", "-1s"}, {"--shutdown-timeout", "25h"}, {"--sticky-cookie", "bad;cookie"}, {"--health-path", "nopath"}, {"--health-path", "/a b"},
 		{"--max-header-bytes", "1023"}, {"--max-header-bytes", "1048577"}, {"--max-header-fields", "0"}, {"--max-header-fields", "1025"},
 		{"--max-body-size", "0"}, {"--max-body-size", "-1"}, {"--max-body-size", "+5"}, {"--max-body-size", "1t"}, {"--max-body-size", "k"},
