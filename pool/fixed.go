@@ -143,7 +143,7 @@ func (p *Fixed) Acquire(u *serval.Upstream) *serval.UpstreamConn {
 			up.idleEvicts.Add(1)
 		case now.Sub(c.Created) >= p.cfg.MaxAge:
 			up.ages.Add(1)
-		case !quiet(c) && !idleAlive(c):
+		case (now.Sub(c.IdleSince) >= quietTrustMax || !quiet(c)) && !idleAlive(c):
 			up.staleEvicts.Add(1)
 		default:
 			up.hits.Add(1)
@@ -309,6 +309,10 @@ func tlsKey(tls bool) int {
 	return 0
 }
 
+// quietTrustMax is how long a connection may idle and still be reused on
+// its Conn's word (quiet) without a peek.
+const quietTrustMax = 100 * time.Millisecond
+
 // quieter is a Conn that can tell, without a system call, that nothing
 // arrived on its socket since its last read (internal/sockio's polled
 // sockets, which saw no readiness mark and no FIN).
@@ -318,7 +322,13 @@ type quieter interface{ Quiet() bool }
 // peek can be skipped. A Conn that cannot tell, or saw something, is
 // peeked. What the pollers have not harvested yet (a FIN that arrived in
 // the last moments) is missed, as one arriving just after a peek would
-// be: the proxy's retry of a reused connection covers both.
+// be: the proxy's retry of a reused connection covers both for a request
+// it may send again, not for a POST. So a connection idle quietTrustMax
+// or longer is peeked whatever its Conn says: that is when a backend's
+// own idle timeout (1 s and more: Go's IdleTimeout, gunicorn's 2 s)
+// closes it, and the peek shrinks the window in which a POST goes to a
+// socket the backend has just closed from the poller's harvest delay to
+// microseconds. A busy connection, reused within that, costs no call.
 func quiet(c *serval.UpstreamConn) bool {
 	q, ok := c.Conn.(quieter)
 	return ok && q.Quiet()

@@ -598,3 +598,40 @@ func TestReapPeerClosed(t *testing.T) {
 		t.Fatalf("stats %+v", st)
 	}
 }
+
+// quietConn says nothing arrived on its socket, whatever did: a FIN the
+// runtime's poller has not harvested yet.
+type quietConn struct{ net.Conn }
+
+func (quietConn) Quiet() bool { return true }
+
+// TestQuietTrustedBriefly: a connection whose Conn vouches that nothing
+// arrived is reused without a peek only within quietTrustMax of its
+// release; idle longer (when a backend's idle timeout closes it), it is
+// peeked, and a FIN the poller missed is found: a POST would otherwise go
+// to a socket the backend had just closed, and get a 502.
+func TestQuietTrustedBriefly(t *testing.T) {
+	for _, idle := range []time.Duration{quietTrustMax / 2, quietTrustMax} {
+		clk := newClock()
+		o := newOrigin(t)
+		p := newFixed(t, testConfig(clk, 1))
+		u := &upstreams(1)[0]
+		c, srv := o.dial(t, u, clk.Now())
+		c.Conn = quietConn{c.Conn}
+		p.TryReserve(u)
+		p.Release(c, true)
+		srv.Close()
+		waitFor(t, "peer's FIN", func() bool { return !alive(c.TCP) })
+		clk.Advance(idle)
+		got := p.Acquire(u)
+		if idle < quietTrustMax && got != c {
+			t.Fatalf("idle %v: got %p, want the connection on its Conn's word", idle, got)
+		}
+		if idle >= quietTrustMax && (got != nil || p.Stats().EvictedStale != 1) {
+			t.Fatalf("idle %v: got %p, stats %+v: want the closed connection peeked and evicted", idle, got, p.Stats())
+		}
+		if got != nil {
+			p.Release(got, false)
+		}
+	}
+}
