@@ -195,14 +195,7 @@ func (h *rewriteHandler) OnUpstreamRequest(x *serval.Exchange, req *serval.Reque
 func TestPathRewriteAndUpstreamRequestHook(t *testing.T) {
 	checkLeaks(t)
 	heads := make(chan *http.Request, 1)
-	o := newRawOrigin(t, func(c net.Conn, br *bufio.Reader) {
-		req, _, err := readRequest(br)
-		if err != nil {
-			return
-		}
-		heads <- req
-		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-	})
+	o := newRawOrigin(t, recordHeads(heads, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"))
 	h := &rewriteHandler{handler{ups: []serval.Upstream{upstreamOf(t, o.addr(), 0)}}}
 	hs := newHarness(t, Config{}, &pathSetter{h}, serval.DetectHooks(h))
 	tc := dialHarness(t, hs)
@@ -1403,16 +1396,7 @@ func (h *appendPathHandler) OnUpstreamRequest(x *serval.Exchange, req *serval.Re
 func TestHookAppendsToPath(t *testing.T) {
 	checkLeaks(t)
 	heads := make(chan *http.Request, 2)
-	o := newRawOrigin(t, func(c net.Conn, br *bufio.Reader) {
-		for {
-			req, _, err := readRequest(br)
-			if err != nil {
-				return
-			}
-			heads <- req
-			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-		}
-	})
+	o := newRawOrigin(t, recordHeads(heads, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"))
 	h := &appendPathHandler{handler{ups: []serval.Upstream{upstreamOf(t, o.addr(), 0)}}}
 	hs := newHarness(t, Config{}, h, serval.DetectHooks(h))
 	tc := dialHarness(t, hs)
