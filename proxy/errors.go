@@ -101,6 +101,10 @@ func (s *Session) writeError(status int, close bool) bool {
 	return s.writeClient(b)
 }
 
+// actionInternalError is the 500 that replaces a hook's response the
+// proxy cannot send (an unknown kind, a bad status, an unsafe field).
+var actionInternalError = serval.Respond(500, "text/plain; charset=utf-8", []byte("Internal Server Error\n"))
+
 // writeAction sends a handler's direct response (OnError's ErrorRespond,
 // or OnResponse's replacement). As the server does for OnRequest's, it
 // answers 500 instead of an action that is not an ActionRespond or
@@ -113,11 +117,11 @@ func (s *Session) writeAction(a *serval.Action, close bool) bool {
 	if a.Kind != serval.ActionRespond && a.Kind != serval.ActionReject || a.Status < 200 || a.Status > 999 {
 		s.f.log.Error("proxy: a hook's response is not a Respond or Reject action with a status in [200, 999]; answering 500",
 			"kind", int(a.Kind), "status", a.Status, "id", s.x.ID)
-		a = &serval.Action{Kind: serval.ActionRespond, Status: 500, ContentType: "text/plain; charset=utf-8", Body: []byte("Internal Server Error\n")}
+		a = &actionInternalError
 	}
 	if !http1.SafeValue(a.ContentType) || !safeFields(a.Headers) {
 		s.f.log.Error("proxy: a hook's response has a field or content type that is not valid HTTP (a control byte, CR or LF would split the head); answering 500", "id", s.x.ID)
-		a = &serval.Action{Kind: serval.ActionRespond, Status: 500, ContentType: "text/plain; charset=utf-8", Body: []byte("Internal Server Error\n")}
+		a = &actionInternalError
 	}
 	status := a.Status
 	body, contentType := a.Body, a.ContentType

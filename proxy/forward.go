@@ -388,10 +388,7 @@ func (s *Session) abort(phase serval.Phase, err error) Result {
 	if s.w.gone.Load() {
 		// The watch found the client reset mid-response and cut the
 		// upstream read short: the client's doing, not the upstream's.
-		phase, err = serval.PhaseClientWrite, errClientReset
-		if s.f.watch.cut.Load() {
-			err = errCut
-		}
+		phase, err = serval.PhaseClientWrite, s.goneErr(errClientReset)
 	}
 	phase, err = s.stopPumpBlame(phase, err)
 	s.upstreamDone(upstreamFault(phase, err), phase, s.resp.Status)

@@ -24,7 +24,7 @@ func (s *Session) respond(h client.Head) (serval.Phase, error) {
 		act := hk.OnResponse(s.x, resp, s.hookBuf)
 		if act.Kind == serval.ActionContinue && !safeFields(resp.Fields) {
 			s.f.log.Error("proxy: OnResponse left a field that is not valid HTTP (a control byte, CR or LF would split the head); answering 500", "id", s.x.ID)
-			act = serval.Respond(500, "text/plain; charset=utf-8", []byte("Internal Server Error\n"))
+			act = actionInternalError
 		}
 		if act.Kind != serval.ActionContinue {
 			return s.replaceResponse(&act, h)
@@ -399,7 +399,7 @@ func (s *Session) replaceResponse(act *serval.Action, h client.Head) (serval.Pha
 		// Not supported from OnResponse (serval.ResponseHook says so): a
 		// handler's mistake, answered 500 rather than an empty body.
 		s.f.log.Error("proxy: OnResponse returned a Stream action, which it cannot take; answering 500", "id", s.x.ID)
-		*act = serval.Respond(500, "text/plain; charset=utf-8", []byte("Internal Server Error\n"))
+		*act = actionInternalError
 	}
 	rest := h.End - h.HeadBytes
 	clean := h.Body == http1.BodyNone && rest == 0 && s.resp.Status != 101 ||

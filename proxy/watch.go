@@ -285,10 +285,16 @@ func (s *Session) clientGone(phase serval.Phase) Result {
 	s.stopPump()
 	s.releaseUpstream(false)
 	s.keep = false
-	s.x.Status = errClientGone.Status
-	err := errClientGone
-	if s.f.watch.cut.Load() {
-		err = errCut
-	}
+	err := s.goneErr(errClientGone)
+	s.x.Status = err.Status
 	return Result{Status: err.Status, Phase: phase, Err: err}
+}
+
+// goneErr is err for an exchange whose client is gone, or errCut when
+// Cut ended it (the server's shutdown deadline closed the client).
+func (s *Session) goneErr(err *serval.StatusError) *serval.StatusError {
+	if s.f.watch.cut.Load() {
+		return errCut
+	}
+	return err
 }
