@@ -5,6 +5,7 @@ import (
 	"context"
 	"io"
 	"net"
+	"net/http"
 	"slices"
 	"strings"
 	"testing"
@@ -258,14 +259,8 @@ func TestShutdownTimeoutCutsUpstreamWait(t *testing.T) {
 			leakCheck(t)
 			got, upClosed := make(chan struct{}), make(chan struct{})
 			up := rawOrigin(t, func(c net.Conn, br *bufio.Reader) {
-				for {
-					l, err := br.ReadString('\n')
-					if err != nil {
-						return
-					}
-					if l == "\r\n" {
-						break
-					}
+				if _, err := http.ReadRequest(br); err != nil {
+					return
 				}
 				if tc.head {
 					io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial")
