@@ -71,6 +71,9 @@ type Server[H serval.Handler] struct {
 
 	serving  atomic.Bool
 	draining atomic.Bool
+	// freshClaimed: the drain's grace for fresh connections is over
+	// (shutdown); a fresh connection that goes idle after it closes.
+	freshClaimed atomic.Bool
 	wg       sync.WaitGroup
 	// workers counts the slots' connection goroutines (worker.go);
 	// stopWorkers, made by Serve, closes when they are to exit.
@@ -178,6 +181,7 @@ func (s *Server[H]) Serve(ctx context.Context, ln net.Listener) error {
 	}
 	defer s.serving.Store(false)
 	s.draining.Store(false)
+	s.freshClaimed.Store(false)
 	// Keep the readiness poller up between connections (internal/sockio);
 	// without it, reads fall back to the runtime's poller on their own.
 	if sockio.Hold() == nil {
@@ -501,15 +505,16 @@ func (s *Server[H]) evictIdle() bool {
 	var spared [evictAttemptsMax]int
 	nspared := 0
 	for range evictAttemptsMax {
-		best, bestSince := -1, int64(0)
+		best, bestSince, bestState := -1, int64(0), stIdle
 		for i := range s.slots {
 			sl := &s.slots[i]
-			if sl.state.Load() != stIdle || slices.Contains(spared[:nspared], i) {
+			st := sl.state.Load()
+			if !waiting(st) || slices.Contains(spared[:nspared], i) {
 				continue
 			}
 			since := sl.idleSince.Load()
 			if best < 0 || since < bestSince {
-				best, bestSince = i, since
+				best, bestSince, bestState = i, since, st
 			}
 		}
 		if best < 0 || bestSince > oldest {
@@ -524,7 +529,7 @@ func (s *Server[H]) evictIdle() bool {
 			nspared++
 			continue
 		}
-		if sl.state.CompareAndSwap(stIdle, stEvicted) {
+		if sl.state.CompareAndSwap(bestState, stEvicted) {
 			sl.expireRead()
 			return true
 		}
@@ -532,19 +537,21 @@ func (s *Server[H]) evictIdle() bool {
 	return false
 }
 
-// shutdown drains: idle connections close now, busy ones after their
-// request, all of them hard at ShutdownTimeout. It returns when every
-// connection goroutine has exited.
+// drainFreshGrace is how long the drain lets a connection that has not
+// sent its first request yet (or is in its TLS handshake) send it: one
+// accepted just before the drain began most likely has it on the way
+// (net/http gives such connections 5 s; nginx its client_header_timeout).
+// Keep-alive connections between requests close at once: their clients
+// retry on a closed idle connection (RFC 9112 §9.3.1).
+const drainFreshGrace = time.Second
+
+// shutdown drains: idle keep-alive connections close now, connections
+// yet to send their first request after drainFreshGrace, busy ones after
+// their request, all of them hard at ShutdownTimeout. It returns when
+// every connection goroutine has exited.
 func (s *Server[H]) shutdown() {
 	s.draining.Store(true)
-	for i := range s.slots {
-		sl := &s.slots[i]
-		if sl.state.CompareAndSwap(stIdle, stShutdown) {
-			sl.expireRead()
-		} else if sl.state.CompareAndSwap(stHandshake, stShutdown) {
-			sl.nc.SetDeadline(pastDeadline)
-		}
-	}
+	s.claimIdle(false)
 	done := make(chan struct{})
 	go func() {
 		s.wg.Wait()
@@ -552,9 +559,23 @@ func (s *Server[H]) shutdown() {
 	}()
 	t := time.NewTimer(s.cfg.ShutdownTimeout)
 	defer t.Stop()
+	grace := time.NewTimer(min(drainFreshGrace, s.cfg.ShutdownTimeout))
+	defer grace.Stop()
+	hard := false
 	select {
 	case <-done:
 	case <-t.C:
+		hard = true
+	case <-grace.C:
+		s.freshClaimed.Store(true)
+		s.claimIdle(true)
+		select {
+		case <-done:
+		case <-t.C:
+			hard = true
+		}
+	}
+	if hard {
 		for i := range s.slots {
 			sl := &s.slots[i]
 			if sl.state.Load() != stFree {
@@ -579,6 +600,23 @@ func (s *Server[H]) shutdown() {
 	}
 	if s.pool != nil {
 		s.pool.Drain()
+	}
+}
+
+// claimIdle claims the idle connections for the drain and wakes them to
+// close: the keep-alive ones, or (fresh) those yet to send a first
+// request and those in their TLS handshake.
+func (s *Server[H]) claimIdle(fresh bool) {
+	for i := range s.slots {
+		sl := &s.slots[i]
+		switch {
+		case !fresh && sl.state.CompareAndSwap(stIdle, stShutdown):
+			sl.expireRead()
+		case fresh && sl.state.CompareAndSwap(stIdleFresh, stShutdown):
+			sl.expireRead()
+		case fresh && sl.state.CompareAndSwap(stHandshake, stShutdown):
+			sl.nc.SetDeadline(pastDeadline)
+		}
 	}
 }
 

@@ -301,3 +301,66 @@ func TestShutdownTimeoutCutsUpstreamWait(t *testing.T) {
 		})
 	}
 }
+
+// TestDrainServesFreshConnections: a connection accepted before the drain
+// began that has not sent its first request yet gets drainFreshGrace to
+// send it, and is answered (with Connection: close): its client had the
+// request on the way, and no earlier answer to tell it a retry is safe.
+// A keep-alive connection between requests closes at once, and a fresh
+// one that stays silent closes when the grace ends.
+func TestDrainServesFreshConnections(t *testing.T) {
+	leakCheck(t)
+	h := &handler{onRequest: func(*serval.Exchange, *serval.Request, []byte) serval.Action {
+		return serval.Respond(200, "", []byte("served"))
+	}}
+	cfg := testConfig()
+	cfg.HeaderReadTimeout = 10 * time.Second // not what ends the silent one
+	cfg.ShutdownTimeout = 10 * time.Second
+	s, addr, cancel, served := serveCancel(t, h, cfg, nil)
+
+	kept := dial(t, addr)
+	send(t, kept, get("/"))
+	keptBR := bufio.NewReader(kept)
+	readResp(t, keptBR, "GET")
+	fresh, silent := dial(t, addr), dial(t, addr)
+	for deadline := time.Now().Add(testTimeout); ; time.Sleep(2 * time.Millisecond) {
+		n := 0
+		for i := range s.slots {
+			if s.slots[i].state.Load() == stIdleFresh {
+				n++
+			}
+		}
+		if n == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the two fresh connections never waited for their first request")
+		}
+	}
+
+	began := time.Now()
+	cancel()
+	expectClosed(t, keptBR)
+	if took := time.Since(began); took >= drainFreshGrace/2 {
+		t.Errorf("the idle keep-alive connection closed after %v, want at once", took)
+	}
+	time.Sleep(drainFreshGrace / 4)
+	send(t, fresh, get("/late"))
+	br := bufio.NewReader(fresh)
+	if r := readResp(t, br, "GET"); r.StatusCode != 200 || r.body != "served" || !r.Close {
+		t.Fatalf("the fresh connection's request: status %d body %q close=%v", r.StatusCode, r.body, r.Close)
+	}
+	expectClosed(t, br)
+	expectClosed(t, bufio.NewReader(silent))
+	if took := time.Since(began); took < drainFreshGrace*3/4 || took > drainFreshGrace+2*time.Second {
+		t.Errorf("the silent fresh connection closed after %v, want about %v", took, drainFreshGrace)
+	}
+	select {
+	case err := <-served:
+		if err != nil {
+			t.Fatalf("Serve: %v", err)
+		}
+	case <-time.After(testTimeout):
+		t.Fatal("Serve did not return")
+	}
+}

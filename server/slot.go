@@ -25,9 +25,20 @@ const (
 	stEvicted
 	stShutdown
 	// stHandshake: the TLS handshake runs. Not evictable (it is bounded
-	// by the handshake timeout); shutdown claims it like an idle slot.
+	// by the handshake timeout); shutdown claims it like a fresh idle
+	// slot.
 	stHandshake
+	// stIdleFresh: idle as stIdle, on a connection that has not sent its
+	// first request (or TLS ClientHello) yet. Evicted as stIdle is; the
+	// drain claims it only after drainFreshGrace (Server.shutdown): a
+	// client that connected just before the drain began has its request
+	// on the way, and closing on it would lose it, as the client has no
+	// earlier request to tell it the connection was good.
+	stIdleFresh
 )
+
+// waiting reports whether st is an idle state a claimer may take.
+func waiting(st uint32) bool { return st == stIdle || st == stIdleFresh }
 
 // clientAddrBytesMax holds "[ipv6%zone]" text; zones are bounded by
 // IFNAMSIZ (16), so 64 is plenty and the append never grows.
@@ -397,16 +408,20 @@ func (c *slot[H]) awaitFirstByte() (serval.CloseReason, bool) {
 	// after it.
 	c.in.dl.ReadAt(c.in.nc, timeout, now)
 	c.idleSince.Store(since)
-	c.state.Store(stIdle)
-	if s.draining.Load() {
+	idle := stIdle
+	if c.requests == 0 {
+		idle = stIdleFresh
+	}
+	c.state.Store(idle)
+	if s.draining.Load() && (idle == stIdle || s.freshClaimed.Load()) {
 		// Shutdown may have scanned before we were idle: close ourselves.
-		if c.state.CompareAndSwap(stIdle, stBusy) {
+		if c.state.CompareAndSwap(idle, stBusy) {
 			return serval.CloseShutdown, false
 		}
 		return c.claimedReason(), false
 	}
 	n, err := c.readFirst()
-	if !c.state.CompareAndSwap(stIdle, stBusy) {
+	if !c.state.CompareAndSwap(idle, stBusy) {
 		return c.claimedReason(), false
 	}
 	c.in.end = n

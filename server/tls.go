@@ -220,16 +220,16 @@ func (c *slot[H]) awaitHello() (serval.CloseReason, bool) {
 		return serval.CloseTLSHandshake, false
 	}
 	c.idleSince.Store(s.silentSince(serval.Nanotime()))
-	c.state.Store(stIdle)
-	if s.draining.Load() {
+	c.state.Store(stIdleFresh)
+	if s.draining.Load() && s.freshClaimed.Load() {
 		// Shutdown may have scanned before we were idle: close ourselves.
-		if c.state.CompareAndSwap(stIdle, stBusy) {
+		if c.state.CompareAndSwap(stIdleFresh, stBusy) {
 			return serval.CloseShutdown, false
 		}
 		return c.claimedReason(), false
 	}
 	_ = c.raw.AwaitReadable() // a byte, EOF, an error or the deadline: the handshake tells which
-	if !c.state.CompareAndSwap(stIdle, stBusy) {
+	if !c.state.CompareAndSwap(stIdleFresh, stBusy) {
 		return c.claimedReason(), false
 	}
 	return 0, true
