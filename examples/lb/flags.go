@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"runtime"
 	"runtime/debug"
 	"strconv"
@@ -70,6 +71,11 @@ type options struct {
 	workers         int
 	acceptBalance   bool   // --workers: the least loaded worker takes new connections
 	ticketSeed      []byte // a worker's session ticket seed (from the master, not a flag)
+	hostSet         bool   // --host was given
+	portSet         bool   // --port was given
+	// activated is the listening socket the service manager passed
+	// (systemd socket activation; activation.go), nil when it passed none.
+	activated *os.File
 	// draining is set when the drain starts (SIGINT/SIGTERM): /readyz
 	// then answers 503 (not a flag; set by runWith).
 	draining *atomic.Bool
@@ -216,6 +222,8 @@ func parseFlags(args []string, out io.Writer) (o options, code int, ok bool) {
 		if f.Name == "fail-timeout" {
 			o.failTimeoutSet = true
 		}
+		o.hostSet = o.hostSet || f.Name == "host"
+		o.portSet = o.portSet || f.Name == "port"
 		if f.Name == "lb" || f.Name == "policy" {
 			o.policySet = true
 			lbGiven, policyGiven = lbGiven || f.Name == "lb", policyGiven || f.Name == "policy"

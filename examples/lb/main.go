@@ -91,6 +91,12 @@ func runWith(ctx context.Context, args []string, stdout io.Writer, hup <-chan os
 	defer sink.Close(logFlushTimeout)
 	logger := slog.New(logsink.NewLimit(slog.NewTextHandler(sink, &slog.HandlerOptions{Level: level}), 0, 0))
 	worker := workerIndex()
+	if worker < 0 {
+		if err := takeActivated(&o); err != nil {
+			logger.Error("load balancer", "err", err)
+			return 2
+		}
+	}
 	if worker >= 0 {
 		logger = logger.With("worker", worker)
 		// Logs go to the master through a pipe. If the master dies the
@@ -258,7 +264,8 @@ func serveLB(ctx context.Context, o *options, table []serval.Upstream, logger *s
 		return errors.New("--access-log: " + err.Error())
 	}
 	defer stopAccess()
-	ln, msg, err := listen(cfg.Addr)
+	activated := o.activated != nil
+	ln, msg, err := listen(o, cfg.Addr)
 	if err != nil {
 		return err
 	}
@@ -272,7 +279,11 @@ func serveLB(ctx context.Context, o *options, table []serval.Upstream, logger *s
 		if !o.noHealth && o.healthInterval == 0 {
 			failTimeout = slog.Duration("fail_timeout", o.failTimeout)
 		}
-		logger.Info(msg, "addr", ln.Addr().String(), "https", cfg.TLS != nil, "mtls", o.clientCAFile != "",
+		socket := slog.Attr{}
+		if activated {
+			socket = slog.String("socket", "activated")
+		}
+		logger.Info(msg, "addr", ln.Addr().String(), socket, "https", cfg.TLS != nil, "mtls", o.clientCAFile != "",
 			"backends", len(table), "https_backends", countTLS(table), "lb", o.policy.String(), "sticky_cookie", o.stickyCookie,
 			"health", !o.noHealth, "health_interval", o.healthInterval, failTimeout, "health_path", o.healthPath, "health_status", strconv.Itoa(o.healthStatusMin)+"-"+strconv.Itoa(o.healthStatusMax), "unhealthy_threshold", o.unhealthyThreshold, "healthy_threshold", o.healthyThreshold,
 			"connect_timeout", o.connectTimeout, "response_timeout", o.responseTimeout, "idle_per_upstream", o.idlePerUpstream, "retries", o.retries)
@@ -352,11 +363,17 @@ func wrapHandler(h *lb.Handler, o *options, access *accesslog.Writer, counters *
 }
 
 // listen opens the balancer's listener, or takes the one a worker
-// inherited from its master; msg is the log line's message.
-func listen(addr string) (ln net.Listener, msg string, err error) {
+// inherited from its master, or the one the service manager passed;
+// msg is the log line's message.
+func listen(o *options, addr string) (ln net.Listener, msg string, err error) {
 	if workerIndex() >= 0 {
 		ln, err = workerListener()
 		return ln, "worker serving", err
+	}
+	if f := o.activated; f != nil {
+		o.activated = nil
+		ln, err = activatedListener(f)
+		return ln, "load balancer listening", err
 	}
 	ln, err = server.Listen(context.Background(), addr)
 	return ln, "load balancer listening", err

@@ -182,8 +182,13 @@ func (m *master) closeListeners() {
 // them until ctx is done; it returns the exit code.
 func runMaster(ctx context.Context, o *options, args []string, list string, logger *slog.Logger, stdout io.Writer, hup <-chan os.Signal) int {
 	addr := net.JoinHostPort(o.host, strconv.Itoa(o.port))
-	lf, bound, err := listenShared(addr)
-	if err != nil {
+	lf, bound, err := o.activated, "", error(nil)
+	socket := slog.Attr{}
+	if lf != nil {
+		// The service manager's socket (takeActivated checked it).
+		o.activated = nil
+		bound, socket = activatedAddr(lf), slog.String("socket", "activated")
+	} else if lf, bound, err = listenShared(addr); err != nil {
 		logger.Error("load balancer", "err", err)
 		return 1
 	}
@@ -236,7 +241,7 @@ func runMaster(ctx context.Context, o *options, args []string, list string, logg
 		cancel: cancel,
 		procs:  make([]*os.Process, o.workers),
 	}
-	logger.Info("load balancer listening", "addr", bound, "workers", o.workers, "backends", list, "pid", os.Getpid())
+	logger.Info("load balancer listening", "addr", bound, socket, "workers", o.workers, "backends", list, "pid", os.Getpid())
 	var wg sync.WaitGroup
 	for k := range o.workers {
 		wg.Go(func() { m.keep(ctx, k) })

@@ -1,0 +1,91 @@
+package main
+
+import (
+	"errors"
+	"net"
+	"os"
+	"strconv"
+
+	"github.com/servalproxy/serval/server"
+)
+
+// Socket activation (systemd): a unit's .socket (ListenStream=8080) opens
+// the listening socket and passes it down (server.ActivatedListeners).
+// The service manager keeps it open while the balancer restarts, so
+// connections made between the old process's exit and the new one's
+// start wait in its queue instead of being refused: a restart (new
+// backends, a new binary) loses no connection attempt.
+
+// takeActivated sets o.activated to the socket the service manager
+// passed, if it passed one. It refuses more than one (the balancer
+// serves one port) and a socket on another address than --host/--port
+// when they were given (a unit and flags that disagree).
+func takeActivated(o *options) error {
+	files, err := server.ActivatedListeners()
+	if err != nil {
+		return err
+	}
+	return useActivated(o, files)
+}
+
+// useActivated is takeActivated with the passed sockets.
+func useActivated(o *options, files []*os.File) error {
+	switch len(files) {
+	case 0:
+		return nil
+	case 1:
+	default:
+		for _, f := range files {
+			f.Close()
+		}
+		return errors.New("socket activation: the service manager passed " + strconv.Itoa(len(files)) +
+			" listening sockets; the balancer serves one (one ListenStream= in the .socket unit)")
+	}
+	f := files[0]
+	if err := checkActivatedAddr(o, f); err != nil {
+		f.Close()
+		return err
+	}
+	o.activated = f
+	return nil
+}
+
+// checkActivatedAddr refuses a passed socket that does not listen where
+// --host and --port (when given) say.
+func checkActivatedAddr(o *options, f *os.File) error {
+	ln, err := net.FileListener(f)
+	if err != nil {
+		return errors.New("socket activation: " + err.Error())
+	}
+	addr := ln.Addr().(*net.TCPAddr)
+	ln.Close() // f keeps the socket
+	if o.portSet && o.port != 0 && o.port != addr.Port {
+		return errors.New("socket activation: the passed socket listens on " + addr.String() +
+			", not on --port " + strconv.Itoa(o.port) + " (leave --port out, or make them agree)")
+	}
+	if ip := net.ParseIP(o.host); o.hostSet && ip != nil && !ip.Equal(addr.IP) && !(ip.IsUnspecified() && addr.IP.IsUnspecified()) {
+		return errors.New("socket activation: the passed socket listens on " + addr.String() +
+			", not on --host " + o.host + " (leave --host out, or make them agree)")
+	}
+	return nil
+}
+
+// activatedListener makes the serving listener of the passed socket.
+func activatedListener(f *os.File) (net.Listener, error) {
+	defer f.Close() // FileListener holds its own descriptor
+	ln, err := net.FileListener(f)
+	if err != nil {
+		return nil, errors.New("socket activation: " + err.Error())
+	}
+	return ln, nil
+}
+
+// activatedAddr is the address the passed socket listens on, as logged.
+func activatedAddr(f *os.File) string {
+	ln, err := net.FileListener(f)
+	if err != nil {
+		return "?"
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
