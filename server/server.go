@@ -74,7 +74,7 @@ type Server[H serval.Handler] struct {
 	// freshClaimed: the drain's grace for fresh connections is over
 	// (shutdown); a fresh connection that goes idle after it closes.
 	freshClaimed atomic.Bool
-	wg       sync.WaitGroup
+	wg           sync.WaitGroup
 	// workers counts the slots' connection goroutines (worker.go);
 	// stopWorkers, made by Serve, closes when they are to exit.
 	workers     sync.WaitGroup
