@@ -72,6 +72,9 @@ type options struct {
 	acceptBalance   bool   // --workers: the least loaded worker takes new connections
 	ticketSeed      []byte // a worker's session ticket seed (from the master, not a flag)
 	hostSet         bool   // --host was given
+	// healthFlag is the first health-checking flag given (validate:
+	// --no-health leaves it nothing to do).
+	healthFlag string
 	portSet         bool   // --port was given
 	// activated is the listening socket the service manager passed
 	// (systemd socket activation; activation.go), nil when it passed none.
@@ -222,6 +225,12 @@ func parseFlags(args []string, out io.Writer) (o options, code int, ok bool) {
 		if f.Name == "fail-timeout" {
 			o.failTimeoutSet = true
 		}
+		switch f.Name {
+		case "health-interval", "health-timeout", "health-path", "health-status", "unhealthy-threshold", "healthy-threshold", "all-unhealthy":
+			if o.healthFlag == "" {
+				o.healthFlag = f.Name
+			}
+		}
 		o.hostSet = o.hostSet || f.Name == "host"
 		o.portSet = o.portSet || f.Name == "port"
 		if f.Name == "lb" || f.Name == "policy" {
@@ -355,6 +364,9 @@ func (o *options) validate() error {
 		return errors.New("--max-header-fields must be in [1, " + strconv.Itoa(serval.FieldsMaxLimit) + "]")
 	case o.passive5xx && o.noHealth:
 		return errors.New("--passive-5xx counts 5xx against health, which --no-health turns off: give one of them")
+	case o.healthFlag != "" && o.noHealth:
+		// A probe or threshold asked for would be ignored in silence.
+		return errors.New("--" + o.healthFlag + " configures health checking, which --no-health turns off: give one of them")
 	case o.failTimeoutSet && (o.noHealth || o.healthInterval != 0):
 		return errors.New("--fail-timeout applies without active probes only (--health-interval 0; probes bring a backend back otherwise), and not with --no-health")
 	case o.workers < 1 || o.workers > workersLimit:

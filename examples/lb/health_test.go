@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"io"
 	"net"
@@ -322,6 +323,9 @@ func TestAllUnhealthy(t *testing.T) {
 // TestNoHealth: --no-health neither probes nor takes out a dead backend,
 // which is what the flag promises: with --retries 0 every other request
 // fails; with the default each of those is retried on the live backend.
+// The live backend sees the requests and nothing else (its probe path is
+// the default, /). A health-checking flag beside it is a usage error
+// (TestNoHealthWithHealthFlags).
 func TestNoHealth(t *testing.T) {
 	a := newTestBackend(t, "a")
 	dead := testnet.RefusingAddr(t)
@@ -329,8 +333,7 @@ func TestNoHealth(t *testing.T) {
 		retries string
 		failed  int
 	}{{"0", 10}, {"1", 0}} {
-		addr, _ := startLB(t, "--no-health", "--backends", a.addr+","+dead, "--health-path", healthPath,
-			"--health-interval", "10ms", "--connect-timeout", "1s", "--retries", c.retries)
+		addr, _ := startLB(t, "--no-health", "--backends", a.addr+","+dead, "--connect-timeout", "1s", "--retries", c.retries)
 		cl := plainClient(t)
 		failed := 0
 		for range 20 {
@@ -342,8 +345,24 @@ func TestNoHealth(t *testing.T) {
 			t.Errorf("--retries %s: %d of 20 requests failed, want %d (no passive checks)", c.retries, failed, c.failed)
 		}
 	}
-	if p := a.probes.Load(); p != 0 {
-		t.Errorf("%d probes with --no-health", p)
+	if h := a.hits.Load(); h != 30 {
+		t.Errorf("the live backend got %d requests, want the 30 served (probes with --no-health?)", h)
+	}
+}
+
+// TestNoHealthWithHealthFlags: a flag that configures health checking
+// given with --no-health, which turns it off, is a usage error (exit 2)
+// naming it, not a setting ignored in silence.
+func TestNoHealthWithHealthFlags(t *testing.T) {
+	for _, f := range [][]string{{"--health-interval", "1s"}, {"--health-timeout", "1s"}, {"--health-path", "/up"},
+		{"--health-status", "200"}, {"--unhealthy-threshold", "2"}, {"--healthy-threshold", "2"}, {"--all-unhealthy", "try-all"}} {
+		var out syncBuffer
+		if code := run(context.Background(), append([]string{"--no-health", "--port", "0"}, f...), &out); code != 2 {
+			t.Errorf("--no-health %s: exit %d, want 2", strings.Join(f, " "), code)
+		}
+		if !strings.Contains(out.String(), f[0]+" configures health checking, which --no-health turns off") {
+			t.Errorf("--no-health %s: output %q", strings.Join(f, " "), out.String())
+		}
 	}
 }
 
