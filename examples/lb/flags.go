@@ -75,7 +75,7 @@ type options struct {
 	// healthFlag is the first health-checking flag given (validate:
 	// --no-health leaves it nothing to do).
 	healthFlag string
-	portSet         bool   // --port was given
+	portSet    bool // --port was given
 	// activated is the listening socket the service manager passed
 	// (systemd socket activation; activation.go), nil when it passed none.
 	activated *os.File
