@@ -94,7 +94,13 @@
 // or untrusted client certificate under mTLS) is counted by reason
 // (TLSStats) and logged at info level, never fatal; plain HTTP sent to
 // the TLS port is answered "400" and closed. Such a connection runs no
-// connection hook. ALPN "http/1.1" (or none) is served by the HTTP/1.1
+// connection hook. It closes in stages, as in step 6, after the alert
+// (or the 400): a TLS 1.3 client has sent its request before the server
+// checks its certificate, and closing over it would reset the connection
+// ("connection reset by peer") instead of delivering the alert
+// ("certificate required"). That linger lasts handshakeLingerMax and
+// handshakeLingerBytesMax at most, never past the handshake timeout,
+// and its slot is the first evicted. ALPN "http/1.1" (or none) is served by the HTTP/1.1
 // loop; handshake() is where "h2" would branch off.
 //
 // After the handshake, requests see Exchange.TLS and Exchange.TLSInfo

@@ -20,9 +20,28 @@ import (
 // lingerQuiet, or after lingerMax at most. Only connections where unread
 // input is possible linger; the slot is held meanwhile, for at most
 // lingerMax.
+//
+// A failed TLS handshake closes the same way. crypto/tls writes its alert
+// (certificate_required, bad_certificate, protocol_version,
+// handshake_failure...) and returns; a TLS 1.3 client has by then
+// finished its side of the handshake and sent its request (curl and Go
+// clients do not wait for the server's verdict on their certificate), and
+// a TLS 1.2 one its last flight: closing over those unread bytes resets
+// the connection, and the client reports "connection reset by peer" (its
+// request's write fails, or the reset destroys the alert) instead of the
+// alert that says why. Such a linger is shorter (handshakeLingerMax: the
+// alert needs a round trip to be read, not a body to be drained), bounded
+// in bytes (handshakeLingerBytesMax: nothing of it is wanted), and never
+// outlasts the handshake timeout, so a connection that fails its
+// handshake still holds its slot no longer than the handshake timeout;
+// being idle, the slot is also the first one a new connection evicts, so
+// a flood of failing handshakes holds no slot another client needs.
 const (
 	lingerQuiet = 500 * time.Millisecond
 	lingerMax   = 2 * time.Second
+
+	handshakeLingerMax      = 500 * time.Millisecond
+	handshakeLingerBytesMax = 256 << 10
 )
 
 // lingers reports whether a close for reason may linger: not when the
@@ -30,26 +49,27 @@ const (
 // eviction, where the slot must come back at once.
 func lingers(reason serval.CloseReason) bool {
 	switch reason {
-	case serval.CloseNormal, serval.CloseBadRequest, serval.CloseRequestsMax, serval.CloseError:
+	case serval.CloseNormal, serval.CloseBadRequest, serval.CloseRequestsMax, serval.CloseError,
+		serval.CloseTLSHandshake:
 		return true
 	}
 	return false
 }
 
 // lingerClose shuts the sending side (after close_notify on TLS) and
-// discards input until EOF, an error, lingerQuiet without a byte, or
-// lingerMax. The caller then closes the connection as usual. It reads
-// raw socket bytes, never decrypting them, into the slot's read buffer,
-// which the connection no longer needs.
+// discards input until EOF, an error, lingerQuiet without a byte, end,
+// or, when bytesMax > 0, bytesMax bytes read. The caller then closes the
+// connection as usual. It reads raw socket bytes, never decrypting them,
+// into the slot's read buffer, which the connection no longer needs.
 //
 // A lingering slot is idle, and the first one eviction takes (its
 // idleSince is the oldest possible): a new connection, or shutdown, ends
 // the courtesy at once rather than wait for it or be refused. As in
 // awaitFirstByte, each read's deadline is set before the state is
 // checked, so a claimer's past deadline always lands after ours.
-func (c *slot[H]) lingerClose() {
+func (c *slot[H]) lingerClose(end time.Time, bytesMax int) {
 	cw, ok := c.conn.(interface{ CloseWrite() error })
-	if !ok {
+	if !ok || !time.Now().Before(end) {
 		return
 	}
 	// close_notify (TLS) is a write: bounded, like the rest.
@@ -66,7 +86,7 @@ func (c *slot[H]) lingerClose() {
 	c.idleSince.Store(math.MinInt64)
 	c.state.Store(stIdle)
 	defer c.state.CompareAndSwap(stIdle, stBusy) // lost to a claimer: it is done with us
-	end := time.Now().Add(lingerMax)
+	read := 0
 	for {
 		now := time.Now()
 		if !now.Before(end) {
@@ -79,7 +99,8 @@ func (c *slot[H]) lingerClose() {
 		if r.SetReadDeadline(dl) != nil || c.state.Load() != stIdle {
 			return
 		}
-		if _, err := r.Read(c.in.buf); err != nil {
+		n, err := r.Read(c.in.buf)
+		if read += n; err != nil || bytesMax > 0 && read >= bytesMax {
 			return
 		}
 	}

@@ -12,15 +12,6 @@ import (
 	"github.com/servalproxy/serval/tlsconn"
 )
 
-const (
-	// notTLSDrainBytesMax and notTLSDrainTimeout bound the read of a
-	// plaintext request's rest after its 400: what the client already
-	// sent is consumed so that closing does not reset the connection
-	// before the client reads the answer; the slot waits no longer.
-	notTLSDrainBytesMax = 4 << 10
-	notTLSDrainTimeout  = 50 * time.Millisecond
-)
-
 // notTLSResponse answers plaintext HTTP on a TLS port, as net/http does.
 var notTLSResponse = []byte("HTTP/1.0 400 Bad Request\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\n" +
 	"server: plain HTTP request sent to an HTTPS port\n")
@@ -178,6 +169,13 @@ func (c *slot[H]) handshake() (serval.CloseReason, bool) {
 				slog.Any("err", err))
 		}
 		c.answerPlaintext(err)
+		// The client may have sent more than the handshake read: a TLS
+		// 1.3 client its request behind its Finished, a TLS 1.2 one the
+		// rest of its flight, a plaintext one its request. The alert (or
+		// the 400) must reach it before the close, not be destroyed by
+		// the reset those unread bytes would cause: the close is staged
+		// (linger.go).
+		c.linger = true
 		return serval.CloseTLSHandshake, false
 	}
 	// ALPN dispatch: HTTP/1.1 is served by this slot's loop. "h2" would
@@ -245,20 +243,16 @@ type helloCtx struct {
 func (h *helloCtx) Deadline() (time.Time, bool) { return h.deadline, true }
 
 // answerPlaintext answers 400 when the handshake failed because the
-// client spoke plain HTTP, so a misconfigured client learns why.
+// client spoke plain HTTP, so a misconfigured client learns why. The
+// rest of its request is discarded by the staged close that follows
+// (close), as after an alert.
 func (c *slot[H]) answerPlaintext(err error) {
 	var rhe tls.RecordHeaderError
 	if !errors.As(err, &rhe) || !looksLikeHTTP(rhe.RecordHeader[:]) {
 		return
 	}
-	now := time.Now()
-	c.nc.SetWriteDeadline(now.Add(c.srv.cfg.WriteTimeout))
-	if _, err := c.nc.Write(notTLSResponse); err != nil {
-		return
-	}
-	var drain [notTLSDrainBytesMax]byte
-	c.nc.SetReadDeadline(now.Add(notTLSDrainTimeout))
-	c.nc.Read(drain[:])
+	c.nc.SetWriteDeadline(time.Now().Add(c.srv.cfg.WriteTimeout))
+	c.nc.Write(notTLSResponse)
 }
 
 // looksLikeHTTP reports whether a would-be TLS record header is the start
@@ -309,7 +303,17 @@ func (c *slot[H]) close(reason serval.CloseReason) {
 	// A TLS connection that failed gets no alert (below), so no staged
 	// close either: that starts with close_notify.
 	if c.linger && !c.reset && lingers(reason) && !(tlsConn && reason == serval.CloseError) {
-		c.lingerClose()
+		if reason == serval.CloseTLSHandshake {
+			// Never past the handshake's deadline: a handshake that
+			// timed out does not linger at all.
+			end := time.Now().Add(handshakeLingerMax)
+			if c.hello.deadline.Before(end) {
+				end = c.hello.deadline
+			}
+			c.lingerClose(end, handshakeLingerBytesMax)
+		} else {
+			c.lingerClose(time.Now().Add(lingerMax), 0)
+		}
 	}
 	if tlsConn && !c.reset && reason != serval.CloseWriteTimeout && reason != serval.CloseError {
 		c.conn.Close()
