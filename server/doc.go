@@ -98,10 +98,13 @@
 // (or the 400): a TLS 1.3 client has sent its request before the server
 // checks its certificate, and closing over it would reset the connection
 // ("connection reset by peer") instead of delivering the alert
-// ("certificate required"). That linger lasts handshakeLingerMax and
-// handshakeLingerBytesMax at most, never past the handshake timeout,
-// and its slot is the first evicted. ALPN "http/1.1" (or none) is served by the HTTP/1.1
-// loop; handshake() is where "h2" would branch off.
+// ("certificate required"). That linger lasts half a second and reads
+// 256 KiB at most (handshakeLingerMax, handshakeLingerBytesMax), never
+// past the handshake timeout, and its slot is the first evicted. ALPN
+// "http/1.1" (or none) is served by the HTTP/1.1 loop; handshake() is
+// where "h2" would branch off. Another protocol negotiated (one
+// ServerConfig.ALPN advertises) ends the connection with close_notify,
+// in stages likewise: the client's first bytes may be in.
 //
 // After the handshake, requests see Exchange.TLS and Exchange.TLSInfo
 // (version, SNI, ALPN, offload, the verified client identity), filled

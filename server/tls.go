@@ -184,6 +184,7 @@ func (c *slot[H]) handshake() (serval.CloseReason, bool) {
 	case "", tlsconn.ALPNHTTP11:
 	default:
 		s.log.Warn("server: negotiated ALPN protocol not served; closing", "alpn", info.ALPN, "conn", c.info.ID)
+		c.linger = true // its first bytes may be here already: close_notify, not a reset
 		return serval.CloseTLSHandshake, false
 	}
 	c.conn, c.tcp = conn, tcp

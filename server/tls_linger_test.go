@@ -242,3 +242,34 @@ func TestTLSFailedHandshakeLingerBounded(t *testing.T) {
 		}
 	})
 }
+
+// TestTLSUnservedALPNNotReset: a protocol the server advertises but does
+// not serve (ALPN "h2" here) ends the connection right after the
+// handshake; the client has already sent its first bytes (its HTTP/2
+// preface) and reads a clean end of stream, not a reset.
+func TestTLSUnservedALPNNotReset(t *testing.T) {
+	ts := newTLSSetup(t)
+	cfg := testConfig()
+	cfg.TLS = serverTLS(ts.cert, ts.key)
+	cfg.TLS.ALPN = []string{"h2", "http/1.1"}
+	_, srv := startWith(t, tlsInfoHandler{}, nil, cfg)
+	raw := dial(t, srv.addr)
+	tc := tlsClientConfig(ts.ca, "serval.test")
+	tc.NextProtos = []string{"h2"}
+	c := tls.Client(raw, tc)
+	if err := c.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	if p := c.ConnectionState().NegotiatedProtocol; p != "h2" {
+		t.Fatalf("ALPN %q", p)
+	}
+	if _, err := io.WriteString(c, "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"); err != nil {
+		t.Fatalf("the preface's write: %v", err)
+	}
+	if b, err := io.ReadAll(c); err != nil || len(b) > 0 {
+		t.Fatalf("read %q, %v; want close_notify", b, err)
+	}
+	if err := rawEnd(raw); err != io.EOF {
+		t.Fatalf("after close_notify: %v; want EOF (a staged close), not a reset", err)
+	}
+}
