@@ -228,7 +228,13 @@ func (s *Server) HandshakeTimeout() time.Duration { return s.ep.timeout }
 // timeout and ctx. It returns the connection to use: a *Conn (kernel TLS;
 // tcp is raw, usable for splice, see Conn), else a *RecordConn (Serval's
 // user-space records) or a *CryptoConn (crypto/tls); in user space tcp is
-// nil. info.Path says which. On error the caller closes raw.
+// nil. info.Path says which. On error the caller closes raw; crypto/tls
+// has written its alert by then, and the client may have sent bytes the
+// handshake never read (a TLS 1.3 client its request, before the server
+// checked its certificate): closing over them resets the connection, and
+// the client may report the reset instead of the alert, so shut the
+// writing side and discard input for a bounded time first (as server
+// does).
 func (s *Server) Handshake(ctx context.Context, raw *net.TCPConn) (conn net.Conn, tcp *net.TCPConn, info ConnInfo, err error) {
 	if !s.ep.wantsHandshakeConn() {
 		return s.ep.run(ctx, raw, raw, tls.Server(raw, s.base), nil)
