@@ -80,6 +80,11 @@ func (l *Deadlines) Forget() {
 	l.write.Store(0)
 }
 
+// ForgetRead marks the read deadline unknown, for a change of the read
+// deadline alone: the write deadline stays known, and WritePassed still
+// tells whether a write that failed timed out.
+func (l *Deadlines) ForgetRead() { l.read.Store(0) }
+
 // due returns the deadline to set for a timeout of d, and whether the one
 // in force (cur) is outside [now+d, now+d+d/8] and must be replaced.
 // Deadlines are kept as Nanotime values (monotonic: immune to steps of

@@ -51,6 +51,32 @@ func TestDeadlinesLazy(t *testing.T) {
 	if len(c.writes) != 2 || len(c.reads) != 3 {
 		t.Fatalf("after Forget: %d writes, %d reads; want 2, 3", len(c.writes), len(c.reads))
 	}
+	// ForgetRead leaves the write deadline known.
+	l.ForgetRead()
+	l.Write(c, d)
+	l.Read(c, time.Second)
+	if len(c.writes) != 2 || len(c.reads) != 4 {
+		t.Fatalf("after ForgetRead: %d writes, %d reads; want 2, 4", len(c.writes), len(c.reads))
+	}
+}
+
+// TestDeadlinesWritePassedAfterForgetRead: a write deadline that passed
+// is still seen as passed after the read deadline is forgotten (a body
+// pump's stop breaks the read deadline only).
+func TestDeadlinesWritePassedAfterForgetRead(t *testing.T) {
+	var l Deadlines
+	c := &deadlineConn{}
+	l.Write(c, time.Millisecond)
+	l.Read(c, time.Millisecond)
+	later := Nanotime() + int64(time.Second)
+	l.ForgetRead()
+	if !l.WritePassed(later) {
+		t.Fatal("ForgetRead forgot the write deadline")
+	}
+	l.Forget()
+	if l.WritePassed(later) {
+		t.Fatal("Forget kept the write deadline")
+	}
 }
 
 func TestDeadlinesNoAlloc(t *testing.T) {

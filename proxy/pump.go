@@ -401,7 +401,13 @@ func (s *Session) stopPump() error {
 		s.pj.up.SetWriteDeadline(time.Time{})
 	}
 	// Set behind the trackers' backs: the next renewal must set them.
-	s.d.Deadlines.Forget()
+	// Only the client's read deadline was touched: its write deadline
+	// (the response's, renewed by this goroutine) stays known, so a
+	// response write that timed out before this stop still reads as a
+	// timeout (serval.Deadlines.WritePassed: the server's write_timeout
+	// close reason). The upstream's read deadline may have been broken
+	// too (pumpLoop's cut of a head wait): both are forgotten there.
+	s.d.Deadlines.ForgetRead()
 	if s.pj.upDL != nil {
 		s.pj.upDL.Forget()
 	}

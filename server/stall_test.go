@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -97,5 +98,54 @@ func TestForwardedTimeoutsCloseReason(t *testing.T) {
 	closed(serval.CloseWriteTimeout)
 	if n := m.closed[serval.CloseError].Load(); n != 0 {
 		t.Errorf("%d connections closed as error", n)
+	}
+}
+
+// TestForwardedWriteTimeoutWhilePumping: a client that stops reading its
+// response while its request body is still being streamed upstream (the
+// pump waits for more of it) closes with write_timeout, as one that
+// stopped reading a response to a GET does. Stopping the pump used to
+// forget the client's write deadline with its read deadline, and the
+// check then found no passed write deadline: error.
+func TestForwardedWriteTimeoutWhilePumping(t *testing.T) {
+	leakCheck(t)
+	const respN = 16 << 20
+	up := rawOrigin(t, func(c net.Conn, br *bufio.Reader) {
+		req, err := http.ReadRequest(br)
+		if err != nil {
+			return
+		}
+		// Answer at once with a body the client will not read, and take
+		// the request body as it comes.
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			io.Copy(io.Discard, req.Body)
+		}()
+		c.SetWriteDeadline(time.Now().Add(testTimeout))
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: "+strconv.Itoa(respN)+"\r\n\r\n")
+		c.Write(make([]byte, respN))
+		c.Close()
+		<-done
+	})
+	cfg := testConfig()
+	cfg.Logger = discardLogger()
+	cfg.BodyReadTimeout = 5 * time.Second // the pump waits on the client past the write timeout
+	cfg.WriteTimeout = 300 * time.Millisecond
+	m := &countMetrics{}
+	ts := start(t, &minimalUp{up: up}, cfg, m)
+	c := dial(t, ts.addr)
+	c.(*net.TCPConn).SetReadBuffer(4 << 10)
+	// 1 MiB of a 64 MiB body: more than the server buffers, so the pump
+	// streams it, and then waits for the rest (never sent; never read).
+	send(t, c, "POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: 67108864\r\n\r\n"+strings.Repeat("b", 1<<20))
+	for end := time.Now().Add(testTimeout); time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
+		if m.closed[serval.CloseWriteTimeout].Load()+m.closed[serval.CloseError].Load() > 0 {
+			break
+		}
+	}
+	if m.closed[serval.CloseWriteTimeout].Load() != 1 || m.closed[serval.CloseError].Load() != 0 {
+		t.Fatalf("closed by reason: error %d, write_timeout %d, body_timeout %d; want one write_timeout",
+			m.closed[serval.CloseError].Load(), m.closed[serval.CloseWriteTimeout].Load(), m.closed[serval.CloseBodyTimeout].Load())
 	}
 }
