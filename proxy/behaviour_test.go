@@ -1411,3 +1411,81 @@ func TestHookAppendsToPath(t *testing.T) {
 		}
 	}
 }
+
+// TestCutBodyWrite: Cut(true) ends an exchange blocked writing its
+// request body to an upstream that read the head and reads nothing more,
+// within a short bound rather than the write timeout. A body the pump
+// streams was ended already (the cut's EOF wakes the session's head wait,
+// which stops the pump); a buffered one, written by the session itself,
+// stayed blocked until WriteTimeout: the cut shut the upstream's read
+// side only, and a server's shutdown overran its deadline by up to that.
+func TestCutBodyWrite(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		n        int  // body bytes
+		buffered bool // the whole body comes with the head (no pump)
+	}{
+		{"streamed", 256 << 20, false},
+		{"buffered", 8 << 20, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			checkLeaks(t)
+			release := make(chan struct{})
+			headIn := make(chan struct{}, 1)
+			hs, _ := rawHarness(t, Config{WriteTimeout: testTimeout, BodyReadTimeout: testTimeout, ResponseTimeout: testTimeout},
+				serval.Hooks{}, func(c net.Conn, br *bufio.Reader) {
+					// A small fixed buffer: the upstream's side takes
+					// little of a body it does not read.
+					c.(*net.TCPConn).SetReadBuffer(4 << 10)
+					for {
+						line, err := br.ReadString('\n')
+						if err != nil {
+							return
+						}
+						if line == "\r\n" {
+							break
+						}
+					}
+					headIn <- struct{}{}
+					<-release // reads nothing more
+				})
+			defer close(release)
+			if tc.buffered {
+				hs.wholeBodies.Store(int32(tc.n + 64<<10))
+			}
+			hs.record(t)
+			tc2 := dialHarness(t, hs)
+			errc := make(chan error, 1)
+			go func() {
+				_, err := io.WriteString(tc2.c, "POST /up HTTP/1.1\r\nHost: t\r\nContent-Length: "+strconv.Itoa(tc.n)+"\r\n\r\n")
+				buf := make([]byte, 64<<10)
+				for sent := 0; err == nil && sent < tc.n; sent += len(buf) {
+					_, err = tc2.c.Write(buf)
+				}
+				errc <- err
+			}()
+			select {
+			case <-headIn:
+			case <-time.After(testTimeout):
+				t.Fatal("the upstream got no request head")
+			}
+			// Let the body fill the upstream socket's buffers and block.
+			time.Sleep(300 * time.Millisecond)
+			start := time.Now()
+			hs.f.Cut(true)
+			defer hs.f.Cut(false)
+			hs.exchanges(1)
+			if d := time.Since(start); d > 2*time.Second {
+				t.Fatalf("the cut exchange ended %v after Cut(true) (write timeout %v)", d, testTimeout)
+			}
+			hs.mu.Lock()
+			res := hs.results[0]
+			hs.mu.Unlock()
+			if res.Err != errCut || res.KeepAlive {
+				t.Fatalf("result %+v, want errCut, no keep-alive", res)
+			}
+			tc2.c.Close()
+			<-errc
+		})
+	}
+}

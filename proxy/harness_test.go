@@ -67,6 +67,11 @@ type harness struct {
 	sndbuf atomic.Int32
 	// closing is every Downstream's Closing (a server's drain).
 	closing atomic.Bool
+	// wholeBodies, when set, sizes the client buffers of the connections
+	// accepted from then on (bytes), and has the harness read a request's
+	// whole Content-Length body with its head, so Forward finds it
+	// buffered (bodyBuffered) however it arrived.
+	wholeBodies atomic.Int32
 	// tlsInfo, when set, is the TLS description of the client connections
 	// accepted from then on (as a TLS server would fill it).
 	tlsInfo atomic.Pointer[serval.TLSInfo]
@@ -156,7 +161,12 @@ func (hs *harness) exchanges(n int) []serval.Exchange {
 func (hs *harness) serve(c net.Conn) {
 	s := hs.f.NewSession()
 	defer s.Close()
-	conn := &connState{c: c, buf: make([]byte, 64<<10)}
+	bufBytes := 64 << 10
+	whole := int(hs.wholeBodies.Load())
+	if whole > 0 {
+		bufBytes = whole
+	}
+	conn := &connState{c: c, buf: make([]byte, bufBytes), whole: whole > 0}
 	conn.tcp, _ = c.(*net.TCPConn)
 	if n := hs.sndbuf.Load(); n > 0 && conn.tcp != nil {
 		conn.tcp.SetWriteBuffer(int(n))
@@ -182,6 +192,7 @@ type connState struct {
 	x          serval.Exchange
 	d          Downstream
 	clientAddr [16]byte
+	whole      bool // read a Content-Length body whole before Forward
 }
 
 var badRequest = []byte("HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
@@ -208,6 +219,14 @@ func (cs *connState) loop(hs *harness, s *Session) bool {
 				return false
 			}
 		}
+		cs.c.SetReadDeadline(time.Now().Add(testTimeout))
+		m, err := cs.c.Read(cs.buf[cs.end:])
+		cs.end += m
+		if m == 0 && err != nil {
+			return false
+		}
+	}
+	for cs.whole && cs.req.ContentLength > 0 && int64(cs.end-n) < cs.req.ContentLength && cs.end < len(cs.buf) {
 		cs.c.SetReadDeadline(time.Now().Add(testTimeout))
 		m, err := cs.c.Read(cs.buf[cs.end:])
 		cs.end += m

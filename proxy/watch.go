@@ -136,20 +136,31 @@ func (s *Session) watchUpstream() {
 }
 
 // cutLocked ends s's exchange from another goroutine (Cut): marked gone
-// (no retry, nothing answered), its upstream read woken with EOF. w.mu is
-// held.
+// (no retry, nothing answered), its upstream read woken with EOF and its
+// upstream write failed. w.mu is held.
+//
+// Both sides are shut: an exchange may be blocked writing its request to
+// an upstream that reads nothing more (a buffered body the session writes
+// itself, which no read wakes; the pump's streamed one ends when the
+// session's woken read stops it), and a shut write side fails that write
+// at once (EPIPE) and every later one, where an expired write deadline
+// would be renewed by the writer's next write. The upstream sees a FIN
+// after a truncated request, as after a failed body (pumpLoop), and the
+// connection is closed: a gone exchange's connection is never reused
+// (giveBack).
 func (s *Session) cutLocked() {
 	s.w.gone.Store(true)
 	if c := s.w.up; c != nil && c.Socket != nil {
 		c.Socket.CloseRead()
+		c.Socket.CloseWrite()
 	}
 }
 
 // Cut(true) ends every exchange in progress that waits on its upstream
-// (for the response head, or for more of its body), and every one that
-// reaches its upstream after the call: its upstream read is shut (the
-// connection then closes) and, as for a client that went away, nothing is
-// answered. A server calls it at its shutdown deadline, after closing the
+// (for the response head, for more of its body, or for room to write its
+// request body), and every one that reaches its upstream after the call:
+// its upstream socket is shut both ways (the connection then closes) and,
+// as for a client that went away, nothing is answered. A server calls it at its shutdown deadline, after closing the
 // client connections: a closed client socket is not seen by the client
 // watch, and without the cut an exchange would hold Serve until its
 // upstream answered or the response timeout passed, well past the

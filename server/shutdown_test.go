@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -363,4 +364,64 @@ func TestDrainServesFreshConnections(t *testing.T) {
 	case <-time.After(testTimeout):
 		t.Fatal("Serve did not return")
 	}
+}
+
+// TestShutdownTimeoutCutsBodyWrite: an exchange whose request body is
+// blocked on an upstream that took the head and reads nothing more is cut
+// at ShutdownTimeout too, not when the write timeout passes.
+func TestShutdownTimeoutCutsBodyWrite(t *testing.T) {
+	leakCheck(t)
+	got, release := make(chan struct{}), make(chan struct{})
+	up := rawOrigin(t, func(c net.Conn, br *bufio.Reader) {
+		if _, err := http.ReadRequest(br); err != nil {
+			return
+		}
+		close(got)
+		select { // reads nothing more
+		case <-release:
+		case <-time.After(3 * testTimeout):
+		}
+	})
+	defer close(release)
+	cfg := testConfig()
+	cfg.Logger = discardLogger()
+	cfg.ShutdownTimeout = 200 * time.Millisecond
+	cfg.WriteTimeout = time.Minute
+	cfg.BodyReadTimeout = time.Minute
+	cfg.Proxy.ResponseTimeout = time.Minute
+	_, addr, cancel, served := serveCancel(t, &minimalUp{up: up}, cfg, nil)
+	c := dial(t, addr)
+	const n = 256 << 20
+	sent := make(chan struct{})
+	go func() {
+		defer close(sent)
+		c.SetWriteDeadline(time.Now().Add(3 * testTimeout))
+		if _, err := io.WriteString(c, "POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: "+strconv.Itoa(n)+"\r\n\r\n"); err != nil {
+			return
+		}
+		buf := make([]byte, 64<<10)
+		for i := 0; i < n; i += len(buf) {
+			if _, err := c.Write(buf); err != nil {
+				return
+			}
+		}
+	}()
+	select {
+	case <-got:
+	case <-time.After(testTimeout):
+		t.Fatal("the upstream never got the request")
+	}
+	time.Sleep(300 * time.Millisecond) // the body fills the upstream's buffers
+	began := time.Now()
+	cancel()
+	select {
+	case <-served:
+	case <-time.After(testTimeout):
+		t.Fatal("Serve did not return: the exchange blocked writing its body was not cut at ShutdownTimeout")
+	}
+	if took := time.Since(began); took > 2*time.Second {
+		t.Fatalf("Serve returned after %v, ShutdownTimeout 200ms", took)
+	}
+	c.Close()
+	<-sent
 }
