@@ -3,6 +3,7 @@ package proxy
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -1487,5 +1488,76 @@ func TestCutBodyWrite(t *testing.T) {
 			tc2.c.Close()
 			<-errc
 		})
+	}
+}
+
+// TestClientGoneBodyWrite: an exchange blocked writing its request body
+// (wholly buffered: the session writes it itself, and no read wakes it)
+// to an upstream that took the head and reads nothing more ends soon
+// after its client goes away, found by the client watch, not when the
+// write timeout passes: the watch shuts the upstream socket both ways,
+// as Cut does. The exchange ends as the client's, and nothing is
+// answered.
+func TestClientGoneBodyWrite(t *testing.T) {
+	checkLeaks(t)
+	release := make(chan struct{})
+	headIn := make(chan struct{}, 1)
+	const n = 8 << 20
+	hs, _ := rawHarness(t, Config{WriteTimeout: testTimeout, BodyReadTimeout: testTimeout, ResponseTimeout: testTimeout,
+		ClientCheckInterval: 20 * time.Millisecond}, serval.Hooks{}, func(c net.Conn, br *bufio.Reader) {
+		c.(*net.TCPConn).SetReadBuffer(4 << 10)
+		for {
+			line, err := br.ReadString('\n')
+			if err != nil {
+				return
+			}
+			if line == "\r\n" {
+				break
+			}
+		}
+		headIn <- struct{}{}
+		<-release // reads nothing more
+	})
+	defer close(release)
+	ctx, stopWatch := context.WithCancel(context.Background())
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		hs.f.WatchClients(ctx)
+	}()
+	defer func() { stopWatch(); <-watched }()
+	hs.wholeBodies.Store(int32(n + 64<<10))
+	hs.record(t)
+	tc := dialHarness(t, hs)
+	errc := make(chan error, 1)
+	go func() {
+		_, err := io.WriteString(tc.c, "POST /up HTTP/1.1\r\nHost: t\r\nContent-Length: "+strconv.Itoa(n)+"\r\n\r\n")
+		buf := make([]byte, 64<<10)
+		for sent := 0; err == nil && sent < n; sent += len(buf) {
+			_, err = tc.c.Write(buf)
+		}
+		errc <- err
+	}()
+	select {
+	case <-headIn:
+	case <-time.After(testTimeout):
+		t.Fatal("the upstream got no request head")
+	}
+	if err := <-errc; err != nil {
+		t.Fatalf("the client's body: %v", err)
+	}
+	// Let the body fill the upstream socket's buffers and block.
+	time.Sleep(300 * time.Millisecond)
+	start := time.Now()
+	tc.c.Close()
+	hs.exchanges(1)
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("the exchange ended %v after its client left (write timeout %v)", d, testTimeout)
+	}
+	hs.mu.Lock()
+	res := hs.results[0]
+	hs.mu.Unlock()
+	if res.Err != errClientGone || res.KeepAlive {
+		t.Fatalf("result %+v, want errClientGone, no keep-alive", res)
 	}
 }

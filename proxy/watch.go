@@ -29,8 +29,9 @@ import (
 // and, on plain connections, no byte of it is left unread (SIOCINQ, and
 // the session's buffer: a pipelined request does not count as gone).
 // During the response body: a reset only (watchBody). The session is then
-// marked gone and the read side of its upstream socket is shut, which
-// wakes the session's blocked read. The session closes the upstream
+// marked gone and its upstream socket is shut both ways, which wakes the
+// session's blocked read with EOF and fails a write blocked on an
+// upstream that reads nothing more. The session closes the upstream
 // connection (the upstream sees the close and can stop working); before
 // the head it answers nothing and reports status 499 (nginx's "client
 // closed request"), during the body the status sent stands. Either way the
@@ -256,7 +257,11 @@ func (s *Session) check(now int64, wait time.Duration) {
 	}
 	w.gone.Store(true)
 	if c := w.up; c != nil && c.Socket != nil {
-		c.Socket.CloseRead() // wakes the session's read with EOF
+		// As Cut: the read wakes with EOF, and a write blocked on an
+		// upstream that reads nothing more (a buffered body, which no
+		// read wakes) fails at once.
+		c.Socket.CloseRead()
+		c.Socket.CloseWrite()
 	}
 }
 
