@@ -1431,45 +1431,8 @@ func TestCutBodyWrite(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			checkLeaks(t)
-			release := make(chan struct{})
-			headIn := make(chan struct{}, 1)
-			hs, _ := rawHarness(t, Config{WriteTimeout: testTimeout, BodyReadTimeout: testTimeout, ResponseTimeout: testTimeout},
-				serval.Hooks{}, func(c net.Conn, br *bufio.Reader) {
-					// A small fixed buffer: the upstream's side takes
-					// little of a body it does not read.
-					c.(*net.TCPConn).SetReadBuffer(4 << 10)
-					for {
-						line, err := br.ReadString('\n')
-						if err != nil {
-							return
-						}
-						if line == "\r\n" {
-							break
-						}
-					}
-					headIn <- struct{}{}
-					<-release // reads nothing more
-				})
-			defer close(release)
-			if tc.buffered {
-				hs.wholeBodies.Store(int32(tc.n + 64<<10))
-			}
-			hs.record(t)
-			tc2 := dialHarness(t, hs)
-			errc := make(chan error, 1)
-			go func() {
-				_, err := io.WriteString(tc2.c, "POST /up HTTP/1.1\r\nHost: t\r\nContent-Length: "+strconv.Itoa(tc.n)+"\r\n\r\n")
-				buf := make([]byte, 64<<10)
-				for sent := 0; err == nil && sent < tc.n; sent += len(buf) {
-					_, err = tc2.c.Write(buf)
-				}
-				errc <- err
-			}()
-			select {
-			case <-headIn:
-			case <-time.After(testTimeout):
-				t.Fatal("the upstream got no request head")
-			}
+			cfg := Config{WriteTimeout: testTimeout, BodyReadTimeout: testTimeout, ResponseTimeout: testTimeout}
+			hs, tc2, errc := stalledBodyUpload(t, cfg, tc.n, tc.buffered)
 			// Let the body fill the upstream socket's buffers and block.
 			time.Sleep(300 * time.Millisecond)
 			start := time.Now()
@@ -1500,25 +1463,10 @@ func TestCutBodyWrite(t *testing.T) {
 // answered.
 func TestClientGoneBodyWrite(t *testing.T) {
 	checkLeaks(t)
-	release := make(chan struct{})
-	headIn := make(chan struct{}, 1)
 	const n = 8 << 20
-	hs, _ := rawHarness(t, Config{WriteTimeout: testTimeout, BodyReadTimeout: testTimeout, ResponseTimeout: testTimeout,
-		ClientCheckInterval: 20 * time.Millisecond}, serval.Hooks{}, func(c net.Conn, br *bufio.Reader) {
-		c.(*net.TCPConn).SetReadBuffer(4 << 10)
-		for {
-			line, err := br.ReadString('\n')
-			if err != nil {
-				return
-			}
-			if line == "\r\n" {
-				break
-			}
-		}
-		headIn <- struct{}{}
-		<-release // reads nothing more
-	})
-	defer close(release)
+	cfg := Config{WriteTimeout: testTimeout, BodyReadTimeout: testTimeout, ResponseTimeout: testTimeout,
+		ClientCheckInterval: 20 * time.Millisecond}
+	hs, tc, errc := stalledBodyUpload(t, cfg, n, true)
 	ctx, stopWatch := context.WithCancel(context.Background())
 	watched := make(chan struct{})
 	go func() {
@@ -1526,23 +1474,6 @@ func TestClientGoneBodyWrite(t *testing.T) {
 		hs.f.WatchClients(ctx)
 	}()
 	defer func() { stopWatch(); <-watched }()
-	hs.wholeBodies.Store(int32(n + 64<<10))
-	hs.record(t)
-	tc := dialHarness(t, hs)
-	errc := make(chan error, 1)
-	go func() {
-		_, err := io.WriteString(tc.c, "POST /up HTTP/1.1\r\nHost: t\r\nContent-Length: "+strconv.Itoa(n)+"\r\n\r\n")
-		buf := make([]byte, 64<<10)
-		for sent := 0; err == nil && sent < n; sent += len(buf) {
-			_, err = tc.c.Write(buf)
-		}
-		errc <- err
-	}()
-	select {
-	case <-headIn:
-	case <-time.After(testTimeout):
-		t.Fatal("the upstream got no request head")
-	}
 	if err := <-errc; err != nil {
 		t.Fatalf("the client's body: %v", err)
 	}
@@ -1560,4 +1491,52 @@ func TestClientGoneBodyWrite(t *testing.T) {
 	if res.Err != errClientGone || res.KeepAlive {
 		t.Fatalf("result %+v, want errClientGone, no keep-alive", res)
 	}
+}
+
+// stalledBodyUpload starts a harness whose upstream reads a request head
+// and then nothing more (until the test ends), and a client that sends it
+// a POST with an n-byte body (wholly buffered by the harness when
+// buffered, else streamed by the pump), in a goroutine whose error errc
+// delivers; it returns once the upstream has the head.
+func stalledBodyUpload(t *testing.T, cfg Config, n int, buffered bool) (*harness, *testClient, <-chan error) {
+	t.Helper()
+	release := make(chan struct{})
+	headIn := make(chan struct{}, 1)
+	hs, _ := rawHarness(t, cfg, serval.Hooks{}, func(c net.Conn, br *bufio.Reader) {
+		// A small fixed buffer: the upstream's side takes little of a
+		// body it does not read.
+		c.(*net.TCPConn).SetReadBuffer(4 << 10)
+		for {
+			line, err := br.ReadString('\n')
+			if err != nil {
+				return
+			}
+			if line == "\r\n" {
+				break
+			}
+		}
+		headIn <- struct{}{}
+		<-release // reads nothing more
+	})
+	t.Cleanup(func() { close(release) })
+	if buffered {
+		hs.wholeBodies.Store(int32(n + 64<<10))
+	}
+	hs.record(t)
+	tc := dialHarness(t, hs)
+	errc := make(chan error, 1)
+	go func() {
+		_, err := io.WriteString(tc.c, "POST /up HTTP/1.1\r\nHost: t\r\nContent-Length: "+strconv.Itoa(n)+"\r\n\r\n")
+		buf := make([]byte, 64<<10)
+		for sent := 0; err == nil && sent < n; sent += len(buf) {
+			_, err = tc.c.Write(buf)
+		}
+		errc <- err
+	}()
+	select {
+	case <-headIn:
+	case <-time.After(testTimeout):
+		t.Fatal("the upstream got no request head")
+	}
+	return hs, tc, errc
 }
