@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/servalproxy/serval/internal/testnet"
 )
 
 // placeFD duplicates f's descriptor onto fd (close-on-exec); the caller
@@ -40,22 +42,6 @@ func freeFDs(t *testing.T, n int) int {
 	return 0
 }
 
-// listenerFile is a listening socket on 127.0.0.1 as a file.
-func listenerFile(t *testing.T) (*os.File, string) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	f, err := ln.(*net.TCPListener).File()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { f.Close() })
-	return f, ln.Addr().String()
-}
-
 // TestTakeActivated: the sockets passed for this pid are taken, named,
 // and work as listeners; the variables for another process, or none, give
 // none; a count that is not one, or a descriptor that is not a listening
@@ -63,8 +49,9 @@ func listenerFile(t *testing.T) (*os.File, string) {
 func TestTakeActivated(t *testing.T) {
 	pid := os.Getpid()
 	self := strconv.Itoa(pid)
-	f1, addr1 := listenerFile(t)
-	f2, addr2 := listenerFile(t)
+	f1, a1 := testnet.ListenerFile(t)
+	f2, a2 := testnet.ListenerFile(t)
+	addr1, addr2 := a1.String(), a2.String()
 	first := freeFDs(t, 2)
 	placeFD(t, f1, first)
 	placeFD(t, f2, first+1)

@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/servalproxy/serval/internal/testnet"
 )
 
 // activatedLB starts this test binary as the balancer with f passed as
@@ -71,17 +73,8 @@ func stopLB(t *testing.T, cmd *exec.Cmd, logs *syncBuffer, exited chan error) {
 // no connection: connections made while no balancer runs wait in the
 // socket's queue and are answered by the next one.
 func TestSocketActivationRestart(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	f, err := ln.(*net.TCPListener).File()
-	ln.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close() // the service manager's copy: the socket outlives each balancer
+	f, a := testnet.ListenerFile(t) // the service manager's copy: the socket outlives each balancer
+	addr := a.String()
 
 	cmd, logs, exited := activatedLB(t, f)
 	waitLogs(t, logs, "the first balancer listening on the passed socket", func(s string) bool {
@@ -168,18 +161,7 @@ func (e *statusError) Error() string { return "status " + strconv.Itoa(e.code) }
 // another address than --host/--port given, is refused with a message
 // that says so.
 func TestUseActivated(t *testing.T) {
-	file := func() (*os.File, *net.TCPAddr) {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer ln.Close()
-		f, err := ln.(*net.TCPListener).File()
-		if err != nil {
-			t.Fatal(err)
-		}
-		return f, ln.Addr().(*net.TCPAddr)
-	}
+	file := func() (*os.File, *net.TCPAddr) { return testnet.ListenerFile(t) }
 	var o options
 	if err := useActivated(&o, nil); err != nil || o.activated != nil {
 		t.Fatalf("none passed: %v, %v", err, o.activated)
