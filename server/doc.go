@@ -154,8 +154,13 @@
 // # Shutdown
 //
 // When the context given to Serve ends: the listener closes, idle
-// connections close at once, in-flight requests finish and their responses
-// carry "Connection: close"; at ShutdownTimeout every connection is closed
-// hard. Serve returns when every connection goroutine has exited (a hook
+// keep-alive connections close at once, in-flight requests finish and
+// their responses carry "Connection: close"; a connection that has not
+// sent its first request yet (or is in its TLS handshake) gets one second
+// to send it, and is answered the same way: its client, with no earlier
+// answer on it, would not retry a request lost to the close. At
+// ShutdownTimeout every connection is closed hard. A listener a service
+// manager passed (ActivatedListeners) stays open in the manager, so
+// connections made meanwhile wait for the next process. Serve returns when every connection goroutine has exited (a hook
 // that blocks forever therefore blocks Serve).
 package server
