@@ -284,16 +284,7 @@ func TestShutdownTimeoutCutsUpstreamWait(t *testing.T) {
 			case <-time.After(testTimeout):
 				t.Fatal("the upstream never got the request")
 			}
-			began := time.Now()
-			cancel()
-			select {
-			case <-served:
-			case <-time.After(testTimeout):
-				t.Fatal("Serve did not return: the exchange waiting on its upstream was not cut at ShutdownTimeout")
-			}
-			if took := time.Since(began); took > 2*time.Second {
-				t.Fatalf("Serve returned after %v, ShutdownTimeout 200ms", took)
-			}
+			stopWithin(t, cancel, served, "the exchange waiting on its upstream")
 			select {
 			case <-upClosed:
 			case <-time.After(testTimeout):
@@ -412,16 +403,24 @@ func TestShutdownTimeoutCutsBodyWrite(t *testing.T) {
 		t.Fatal("the upstream never got the request")
 	}
 	time.Sleep(300 * time.Millisecond) // the body fills the upstream's buffers
+	stopWithin(t, cancel, served, "the exchange blocked writing its body")
+	c.Close()
+	<-sent
+}
+
+// stopWithin cancels Serve's context and checks that Serve returns within
+// 2 s: what (an exchange on its upstream) was cut at ShutdownTimeout
+// (200 ms in these tests).
+func stopWithin(t *testing.T, cancel context.CancelFunc, served <-chan error, what string) {
+	t.Helper()
 	began := time.Now()
 	cancel()
 	select {
 	case <-served:
 	case <-time.After(testTimeout):
-		t.Fatal("Serve did not return: the exchange blocked writing its body was not cut at ShutdownTimeout")
+		t.Fatal("Serve did not return: " + what + " was not cut at ShutdownTimeout")
 	}
 	if took := time.Since(began); took > 2*time.Second {
 		t.Fatalf("Serve returned after %v, ShutdownTimeout 200ms", took)
 	}
-	c.Close()
-	<-sent
 }
