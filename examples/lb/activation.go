@@ -2,6 +2,7 @@ package main
 
 import (
 	"errors"
+	"log/slog"
 	"net"
 	"os"
 	"strconv"
@@ -20,7 +21,15 @@ import (
 // passed, if it passed one. It refuses more than one (the balancer
 // serves one port) and a socket on another address than --host/--port
 // when they were given (a unit and flags that disagree).
-func takeActivated(o *options) error {
+func takeActivated(o *options, logger *slog.Logger) error {
+	if pid, fds := os.Getenv("LISTEN_PID"), os.Getenv("LISTEN_FDS"); fds != "" && pid != strconv.Itoa(os.Getpid()) {
+		// Passed to another process: a wrapper's (go run builds the
+		// program and starts it as a child). Not taken, as
+		// sd_listen_fds(3) says; the listen that follows then likely
+		// finds the port taken by the service manager.
+		logger.Warn("socket activation: the sockets were passed to another process (LISTEN_PID is not this one's), so they are not used; "+
+			"run the built binary itself, not through go run or a wrapper that forks", "listen_pid", pid, "pid", os.Getpid())
+	}
 	files, err := server.ActivatedListeners()
 	if err != nil {
 		return err

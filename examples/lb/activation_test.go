@@ -5,6 +5,7 @@ package main
 import (
 	"bufio"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -202,5 +203,23 @@ func TestUseActivated(t *testing.T) {
 		if o.activated != nil {
 			o.activated.Close()
 		}
+	}
+}
+
+// TestActivationForAnotherProcess: sockets passed to another process (go
+// run's, which starts the program as its child) are not taken, and the
+// balancer says why, since the listen that follows is likely to find the
+// port taken.
+func TestActivationForAnotherProcess(t *testing.T) {
+	t.Setenv("LISTEN_FDS", "1")
+	t.Setenv("LISTEN_PID", strconv.Itoa(os.Getpid()+1))
+	var out syncBuffer
+	logger := slog.New(slog.NewTextHandler(&out, nil))
+	var o options
+	if err := takeActivated(&o, logger); err != nil || o.activated != nil {
+		t.Fatalf("takeActivated: %v, %v; want nothing taken", err, o.activated)
+	}
+	if !strings.Contains(out.String(), "the sockets were passed to another process") {
+		t.Errorf("no warning; log: %q", out.String())
 	}
 }

@@ -92,7 +92,7 @@ func runWith(ctx context.Context, args []string, stdout io.Writer, hup <-chan os
 	logger := slog.New(logsink.NewLimit(slog.NewTextHandler(sink, &slog.HandlerOptions{Level: level}), 0, 0))
 	worker := workerIndex()
 	if worker < 0 {
-		if err := takeActivated(&o); err != nil {
+		if err := takeActivated(&o, logger); err != nil {
 			logger.Error("load balancer", "err", err)
 			return 2
 		}
