@@ -1438,16 +1438,7 @@ func TestCutBodyWrite(t *testing.T) {
 			start := time.Now()
 			hs.f.Cut(true)
 			defer hs.f.Cut(false)
-			hs.exchanges(1)
-			if d := time.Since(start); d > 2*time.Second {
-				t.Fatalf("the cut exchange ended %v after Cut(true) (write timeout %v)", d, testTimeout)
-			}
-			hs.mu.Lock()
-			res := hs.results[0]
-			hs.mu.Unlock()
-			if res.Err != errCut || res.KeepAlive {
-				t.Fatalf("result %+v, want errCut, no keep-alive", res)
-			}
+			exchangeEnded(t, hs, start, errCut, "Cut(true)")
 			tc2.c.Close()
 			<-errc
 		})
@@ -1481,15 +1472,23 @@ func TestClientGoneBodyWrite(t *testing.T) {
 	time.Sleep(300 * time.Millisecond)
 	start := time.Now()
 	tc.c.Close()
+	exchangeEnded(t, hs, start, errClientGone, "its client left")
+}
+
+// exchangeEnded checks that the harness's one exchange ended within 2 s
+// of start (when what happened; the write timeout is testTimeout) with
+// err, its connection not kept.
+func exchangeEnded(t *testing.T, hs *harness, start time.Time, err error, what string) {
+	t.Helper()
 	hs.exchanges(1)
 	if d := time.Since(start); d > 2*time.Second {
-		t.Fatalf("the exchange ended %v after its client left (write timeout %v)", d, testTimeout)
+		t.Fatalf("the exchange ended %v after %s (write timeout %v)", d, what, testTimeout)
 	}
 	hs.mu.Lock()
 	res := hs.results[0]
 	hs.mu.Unlock()
-	if res.Err != errClientGone || res.KeepAlive {
-		t.Fatalf("result %+v, want errClientGone, no keep-alive", res)
+	if res.Err != err || res.KeepAlive {
+		t.Fatalf("result %+v, want %v, no keep-alive", res, err)
 	}
 }
 

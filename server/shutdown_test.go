@@ -61,14 +61,7 @@ func TestGracefulShutdown(t *testing.T) {
 		t.Fatalf("in-flight got %q close=%v", r.body, r.Close)
 	}
 	expectClosed(t, br)
-	select {
-	case err := <-served:
-		if err != nil {
-			t.Fatalf("Serve: %v", err)
-		}
-	case <-time.After(testTimeout):
-		t.Fatal("Serve did not return")
-	}
+	waitServed(t, served)
 	_, _, conns := h.snapshot()
 	reasons := []serval.CloseReason{}
 	for _, c := range conns {
@@ -347,14 +340,7 @@ func TestDrainServesFreshConnections(t *testing.T) {
 	if took := time.Since(began); took < drainFreshGrace*3/4 || took > drainFreshGrace+2*time.Second {
 		t.Errorf("the silent fresh connection closed after %v, want about %v", took, drainFreshGrace)
 	}
-	select {
-	case err := <-served:
-		if err != nil {
-			t.Fatalf("Serve: %v", err)
-		}
-	case <-time.After(testTimeout):
-		t.Fatal("Serve did not return")
-	}
+	waitServed(t, served)
 }
 
 // TestShutdownTimeoutCutsBodyWrite: an exchange whose request body is
@@ -422,5 +408,19 @@ func stopWithin(t *testing.T, cancel context.CancelFunc, served <-chan error, wh
 	}
 	if took := time.Since(began); took > 2*time.Second {
 		t.Fatalf("Serve returned after %v, ShutdownTimeout 200ms", took)
+	}
+}
+
+// waitServed waits (bounded) for Serve to return, and checks it returned
+// no error.
+func waitServed(t *testing.T, served <-chan error) {
+	t.Helper()
+	select {
+	case err := <-served:
+		if err != nil {
+			t.Fatalf("Serve: %v", err)
+		}
+	case <-time.After(testTimeout):
+		t.Fatal("Serve did not return")
 	}
 }
