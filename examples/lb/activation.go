@@ -51,32 +51,34 @@ func useActivated(o *options, files []*os.File) error {
 			" listening sockets; the balancer serves one (one ListenStream= in the .socket unit)")
 	}
 	f := files[0]
-	if err := checkActivatedAddr(o, f); err != nil {
+	addr, err := checkActivatedAddr(o, f)
+	if err != nil {
 		f.Close()
 		return err
 	}
-	o.activated = f
+	o.activated, o.activatedAddr = f, addr
 	return nil
 }
 
-// checkActivatedAddr refuses a passed socket that does not listen where
-// --host and --port (when given) say.
-func checkActivatedAddr(o *options, f *os.File) error {
+// checkActivatedAddr returns the address the passed socket listens on,
+// and refuses it when that is not where --host and --port (when given)
+// say.
+func checkActivatedAddr(o *options, f *os.File) (string, error) {
 	ln, err := net.FileListener(f)
 	if err != nil {
-		return errors.New("socket activation: " + err.Error())
+		return "", errors.New("socket activation: " + err.Error())
 	}
 	addr := ln.Addr().(*net.TCPAddr)
 	ln.Close() // f keeps the socket
 	if o.portSet && o.port != 0 && o.port != addr.Port {
-		return errors.New("socket activation: the passed socket listens on " + addr.String() +
+		return "", errors.New("socket activation: the passed socket listens on " + addr.String() +
 			", not on --port " + strconv.Itoa(o.port) + " (leave --port out, or make them agree)")
 	}
 	if ip := net.ParseIP(o.host); o.hostSet && ip != nil && !ip.Equal(addr.IP) && !(ip.IsUnspecified() && addr.IP.IsUnspecified()) {
-		return errors.New("socket activation: the passed socket listens on " + addr.String() +
+		return "", errors.New("socket activation: the passed socket listens on " + addr.String() +
 			", not on --host " + o.host + " (leave --host out, or make them agree)")
 	}
-	return nil
+	return addr.String(), nil
 }
 
 // activatedListener makes the serving listener of the passed socket.
@@ -87,14 +89,4 @@ func activatedListener(f *os.File) (net.Listener, error) {
 		return nil, errors.New("socket activation: " + err.Error())
 	}
 	return ln, nil
-}
-
-// activatedAddr is the address the passed socket listens on, as logged.
-func activatedAddr(f *os.File) string {
-	ln, err := net.FileListener(f)
-	if err != nil {
-		return "?"
-	}
-	defer ln.Close()
-	return ln.Addr().String()
 }

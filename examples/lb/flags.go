@@ -78,7 +78,8 @@ type options struct {
 	portSet    bool // --port was given
 	// activated is the listening socket the service manager passed
 	// (systemd socket activation; activation.go), nil when it passed none.
-	activated *os.File
+	activated     *os.File
+	activatedAddr string // where it listens (takeActivated)
 	// draining is set when the drain starts (SIGINT/SIGTERM): /readyz
 	// then answers 503 (not a flag; set by runWith).
 	draining *atomic.Bool

@@ -187,7 +187,7 @@ func runMaster(ctx context.Context, o *options, args []string, list string, logg
 	if lf != nil {
 		// The service manager's socket (takeActivated checked it).
 		o.activated = nil
-		bound, socket = activatedAddr(lf), slog.String("socket", "activated")
+		bound, socket = o.activatedAddr, slog.String("socket", "activated")
 	} else if lf, bound, err = listenShared(addr); err != nil {
 		logger.Error("load balancer", "err", err)
 		return 1
