@@ -176,3 +176,27 @@ func TestEchoBodyExpectContinue(t *testing.T) {
 		t.Errorf("status %d, %d bytes back (err %v), want the %d bytes sent; starts %q", resp.StatusCode, len(got), err, len(want), got[:min(len(got), 40)])
 	}
 }
+
+// TestBadChunkedBody: a request body whose chunked framing is broken is
+// answered with the status it maps to (400), not a 200 dump, and the
+// connection closes after it.
+func TestBadChunkedBody(t *testing.T) {
+	base := start(t)
+	for _, body := range []string{"zz\r\nabc\r\n0\r\n\r\n", "3\r\nabc\n0\r\n\r\n", "3\nabc\r\n0\r\n\r\n"} {
+		conn, err := net.Dial("tcp", strings.TrimPrefix(base, "http://"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		conn.SetDeadline(time.Now().Add(10 * time.Second))
+		io.WriteString(conn, "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"+body)
+		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		if err != nil {
+			t.Fatalf("%q: %v", body, err)
+		}
+		dump, _ := io.ReadAll(resp.Body)
+		conn.Close()
+		if resp.StatusCode != 400 || !resp.Close || !bytes.Contains(dump, []byte("(error reading body: ")) {
+			t.Errorf("%q: %d close=%v\n%s", body, resp.StatusCode, resp.Close, dump)
+		}
+	}
+}

@@ -12,6 +12,7 @@ package echo
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"strconv"
@@ -108,8 +109,8 @@ func (h *Handler) OnRequest(x *serval.Exchange, req *serval.Request, buf []byte)
 		return h.echo(x, req)
 	}
 	out := h.appendDump(buf[:0], req)
-	out = h.appendBody(out, x, req)
-	a := serval.Respond(200, contentTypeText, out)
+	out, status := h.appendBody(out, x, req)
+	a := serval.Respond(status, contentTypeText, out)
 	a.Headers = h.headers
 	a.Chunked = h.chunked
 	return a
@@ -185,10 +186,12 @@ func (h *Handler) appendDump(out []byte, req *serval.Request) []byte {
 }
 
 // appendBody appends the body section: at most bodyMax bytes of the body,
-// then how many bytes there were in all.
-func (h *Handler) appendBody(out []byte, x *serval.Exchange, req *serval.Request) []byte {
+// then how many bytes there were in all. The status is 200, or the one a
+// body the server refused maps to (400 for bad chunked framing, 413 past
+// the body limit): the dump still says what arrived.
+func (h *Handler) appendBody(out []byte, x *serval.Exchange, req *serval.Request) ([]byte, int) {
 	if !req.HasBody() || x.Body == nil {
-		return append(out, "\nBody: (empty)\n"...)
+		return append(out, "\nBody: (empty)\n"...), 200
 	}
 	out = append(out, "\nBody:\n"...)
 	start := len(out)
@@ -216,19 +219,24 @@ func (h *Handler) appendBody(out []byte, x *serval.Exchange, req *serval.Request
 		total += int64(n)
 	}
 	if err != io.EOF {
+		status := 400
+		var se *serval.StatusError
+		if errors.As(err, &se) && se.Status >= 400 && se.Status < 500 {
+			status = se.Status
+		}
 		out = append(out, "\n(error reading body: "...)
 		out = append(out, err.Error()...)
-		return append(out, ")\n"...)
+		return append(out, ")\n"...), status
 	}
 	if int64(shown) < total {
 		out = append(out, "\n(truncated: "...)
 		out = strconv.AppendInt(out, total, 10)
 		out = append(out, " bytes, first "...)
 		out = strconv.AppendInt(out, int64(shown), 10)
-		return append(out, " shown)\n"...)
+		return append(out, " shown)\n"...), 200
 	}
 	if shown > 0 && out[len(out)-1] != '\n' {
 		out = append(out, '\n')
 	}
-	return out
+	return out, 200
 }
