@@ -948,6 +948,65 @@ func TestClientCutLoggedAsSent(t *testing.T) {
 	}
 }
 
+// TestClientGoneBeforeFirstWriteLoggedAsSent: a client that resets its
+// connection before the proxy writes a byte of the response (it closed
+// with pipelined responses unread, or aborted) is logged as a client
+// write failure with the upstream's status, whatever the body's framing:
+// not a 502 that blames a backend which answered (a chunked or
+// close-delimited body used to report 502, a Content-Length one 200), and
+// not a retry or an error page for a client that is gone.
+func TestClientGoneBeforeFirstWriteLoggedAsSent(t *testing.T) {
+	for _, tt := range []struct{ name, resp string }{
+		{"content-length", "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"},
+		{"chunked", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"},
+		{"close-delimited", "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nhello"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			checkLeaks(t)
+			var logs syncbuf.Buffer
+			cfg := Config{Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))}
+			gone := make(chan struct{})
+			hs, _ := rawHarness(t, cfg, serval.Hooks{}, func(c net.Conn, br *bufio.Reader) {
+				if _, _, err := readRequest(br); err != nil {
+					return
+				}
+				select {
+				case <-gone:
+				case <-time.After(testTimeout):
+					return
+				}
+				io.WriteString(c, tt.resp)
+			})
+			hs.record(t)
+			tc := dialHarness(t, hs)
+			tc.send("GET /gone HTTP/1.1\r\nHost: t\r\n\r\n")
+			// The request reaches the upstream, then the client resets.
+			time.Sleep(50 * time.Millisecond)
+			tc.c.(*net.TCPConn).SetLinger(0)
+			tc.c.Close()
+			time.Sleep(20 * time.Millisecond)
+			close(gone)
+			waitExchangeFailed(t, &logs)
+			hs.exchanges(1)
+			hs.mu.Lock()
+			res := hs.results[0]
+			hs.mu.Unlock()
+			if res.Status != 200 || res.Phase != serval.PhaseClientWrite || res.KeepAlive {
+				t.Errorf("result %+v, want status 200, phase client_write, no keep-alive", res)
+			}
+			line := ""
+			for l := range strings.Lines(logs.String()) {
+				if strings.Contains(l, "exchange failed") {
+					line = l
+				}
+			}
+			if !strings.Contains(line, "status=200") || !strings.Contains(line, "level=INFO") || !strings.Contains(line, "phase=client_write") {
+				t.Errorf("logged as %q, want level=INFO, phase=client_write, status=200", line)
+			}
+		})
+	}
+}
+
 // TestClientCutBody400: a client that ends its request body early (here
 // half-closing after 10 of 20 bytes, still reading) gets 400: its own
 // doing, not a bad upstream's 502.

@@ -339,9 +339,13 @@ func (s *Session) forwardChunked(head []byte, h client.Head, chunkOut bool) (ser
 	if fail == failNone {
 		return s.settle(h.Body == http1.BodyChunked && src.lo == src.hi)
 	}
-	if enc.written == 0 {
+	if enc.written == 0 && fail != failSink {
 		// Nothing left: the client gets a 502 instead, or a retry's
 		// response (which must not inherit this one's Result.Reset).
+		// Not when the write to the client is what failed: the head was
+		// given to it as forwardLength gives its own, and the exchange
+		// ends as the client's with the upstream's status, never as a
+		// 502 (a retry or an error page) for a client that is gone.
 		s.headSent, s.x.Status, s.closeOut = false, 0, false
 	}
 	switch fail {
