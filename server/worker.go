@@ -14,8 +14,9 @@ import "time"
 // stack grown, and the accept loop wakes it for the slot's next
 // connection; the free list hands out the last freed slot first, so the
 // slots that get connections are those whose goroutines wait. A
-// goroutine parked for workerIdleMax exits (a burst's goroutines do not
-// stay for good), as do all of them when Serve returns. A hook that
+// goroutine parked for workerIdleMax exits, and stops its session's
+// request body pump as it goes (a burst's goroutines do not stay for
+// good), as do all of them when Serve returns. A hook that
 // locks its goroutine to its thread (runtime.LockOSThread) must unlock
 // it before it returns: the goroutine, and so the thread, serve the
 // slot's later connections.
@@ -97,6 +98,10 @@ func (c *slot[H]) await(stop <-chan struct{}) bool {
 	select {
 	case <-c.run:
 	case <-c.parkTimer.C:
+		// The session's body pump leaves too (a later Forward starts it
+		// again), while this goroutine still owns the slot: a burst of
+		// uploads leaves no goroutine behind either.
+		c.session.Close()
 		if c.wk.CompareAndSwap(wkParked, wkNone) {
 			return false
 		}

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -77,6 +78,45 @@ func TestSlotGoroutineReused(t *testing.T) {
 	if got := oneRequest(t, ts.addr); got == first {
 		t.Fatalf("connection after the goroutine left served by the same goroutine %s", got)
 	}
+}
+
+// A slot's goroutine that leaves after workerIdleMax takes its session's
+// request body pump with it: a burst of uploads leaves no goroutine
+// behind, as a burst of requests without a body leaves none (the pump
+// outlived the slot's goroutine until Serve returned).
+func TestSlotGoroutineLeavesWithPump(t *testing.T) {
+	old := workerIdleMax
+	workerIdleMax = 300 * time.Millisecond
+	t.Cleanup(func() { workerIdleMax = old })
+	srv, ts := serve(t, &minimalUp{up: origin(t)}, nil, nil, testConfig())
+	body := strings.Repeat("b", 200<<10) // past the read buffer: the pump streams it
+	c := dial(t, ts.addr)
+	defer c.Close()
+	send(t, c, "POST /u HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: "+
+		strconv.Itoa(len(body))+"\r\n\r\n"+body)
+	br := bufio.NewReader(c)
+	if r := readResp(t, br, "POST"); r.StatusCode != 200 || r.body != "POST /u:"+body {
+		t.Fatalf("status %d, %d bytes back", r.StatusCode, len(r.body))
+	}
+	expectClosed(t, br)
+	if n := pumpGoroutines(); n != 1 {
+		t.Fatalf("%d body pump goroutines after the upload, want 1", n)
+	}
+	waitSlotFree(t, srv)
+	deadline := time.Now().Add(testTimeout)
+	for srv.slots[0].wk.Load() != wkNone || pumpGoroutines() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("slot goroutine state %d, %d body pump goroutines, after workerIdleMax",
+				srv.slots[0].wk.Load(), pumpGoroutines())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// pumpGoroutines counts the proxy sessions' body pump goroutines.
+func pumpGoroutines() int {
+	buf := make([]byte, 1<<20)
+	return bytes.Count(buf[:runtime.Stack(buf, true)], []byte("proxy.(*Session).pumpLoop("))
 }
 
 // Connections that come and go concurrently, many rounds, each answered
