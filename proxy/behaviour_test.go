@@ -937,6 +937,13 @@ func TestClientCutLoggedAsSent(t *testing.T) {
 	tc.c.(*net.TCPConn).SetLinger(0)
 	tc.c.Close()
 	waitExchangeFailed(t, &logs)
+	checkLoggedAsClientWrite(t, &logs)
+}
+
+// checkLoggedAsClientWrite checks the last "exchange failed" line: the
+// client's doing (INFO, phase client_write) with the upstream's 200.
+func checkLoggedAsClientWrite(t *testing.T, logs *syncbuf.Buffer) {
+	t.Helper()
 	line := ""
 	for l := range strings.Lines(logs.String()) {
 		if strings.Contains(l, "exchange failed") {
@@ -944,7 +951,7 @@ func TestClientCutLoggedAsSent(t *testing.T) {
 		}
 	}
 	if !strings.Contains(line, "status=200") || !strings.Contains(line, "level=INFO") || !strings.Contains(line, "phase=client_write") {
-		t.Errorf("the cut is logged as %q, want level=INFO, phase=client_write, status=200", line)
+		t.Errorf("logged as %q, want level=INFO, phase=client_write, status=200", line)
 	}
 }
 
@@ -994,15 +1001,7 @@ func TestClientGoneBeforeFirstWriteLoggedAsSent(t *testing.T) {
 			if res.Status != 200 || res.Phase != serval.PhaseClientWrite || res.KeepAlive {
 				t.Errorf("result %+v, want status 200, phase client_write, no keep-alive", res)
 			}
-			line := ""
-			for l := range strings.Lines(logs.String()) {
-				if strings.Contains(l, "exchange failed") {
-					line = l
-				}
-			}
-			if !strings.Contains(line, "status=200") || !strings.Contains(line, "level=INFO") || !strings.Contains(line, "phase=client_write") {
-				t.Errorf("logged as %q, want level=INFO, phase=client_write, status=200", line)
-			}
+			checkLoggedAsClientWrite(t, &logs)
 		})
 	}
 }
