@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net"
 	"os"
 	"strconv"
 	"time"
@@ -72,6 +73,10 @@ func (w *worker) probe(ctx context.Context) (int, error) {
 	if err != nil {
 		return 0, err
 	}
+	// An answer came: before the close, give the upstream a moment to
+	// close first (registered last, so it runs before the abort's wait
+	// and the close).
+	defer w.awaitPeerClose(ctx, conn, deadline)
 	status := w.resp.Status
 	if status < w.cfg.StatusMin || status > w.cfg.StatusMax {
 		return status, &StatusError{Status: status}
@@ -87,6 +92,38 @@ func (w *worker) probe(ctx context.Context) (int, error) {
 		return status, ErrBody
 	}
 	return status, nil
+}
+
+// Waiting for the upstream's close. The probe asks for Connection:
+// close, and the side of a TCP connection that closes first keeps the
+// TIME_WAIT state: a prober that closes as soon as it has its answer
+// leaves one on its own ephemeral ports per probe (hundreds toward busy
+// backends probed every second), where the upstream's FIN comes a moment
+// later anyway. So, after an answer, the probe reads what is left of it
+// until the upstream closes, for at most peerCloseWait (and never past
+// the probe's deadline) and peerCloseBytesMax bytes; then it closes
+// (with bytes still unread, the close resets, which leaves no TIME_WAIT
+// either). The verdict is already taken: this only delays the close. The
+// pool closes connections the same way (pool/closing.go).
+const (
+	peerCloseWait     = 200 * time.Millisecond
+	peerCloseBytesMax = 256 << 10
+)
+
+func (w *worker) awaitPeerClose(ctx context.Context, conn net.Conn, deadline time.Time) {
+	if d := time.Now().Add(peerCloseWait); d.Before(deadline) {
+		deadline = d
+	}
+	if conn.SetReadDeadline(deadline) != nil || ctx.Err() != nil {
+		return // aborted (Close): its deadline stands
+	}
+	for read := 0; read < peerCloseBytesMax; {
+		n, err := conn.Read(w.buf)
+		if err != nil {
+			return
+		}
+		read += n
+	}
 }
 
 // readHead reads until w.buf holds a final response head, dropping

@@ -3,6 +3,8 @@ package prober
 import (
 	"context"
 	"errors"
+	"net"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -204,5 +206,78 @@ func TestConfigRejects(t *testing.T) {
 		if _, err := New(tc.cfg); err != tc.want {
 			t.Errorf("%s: err %v, want %v", name, err, tc.want)
 		}
+	}
+}
+
+// TestUpstreamClosesFirst: after its answer a probe waits for the
+// upstream's close (it asked for one), so the upstream, not the prober,
+// keeps the connection's TIME_WAIT; an upstream that keeps the
+// connection open holds the probe back at most peerCloseWait.
+func TestUpstreamClosesFirst(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		hold  time.Duration // how long the upstream waits for the prober's close
+		first string
+	}{
+		{"closes after 100ms", 100 * time.Millisecond, "upstream"},
+		{"keeps it open", 2 * time.Second, "prober"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ln.Close()
+			first := make(chan string, 1)
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				defer c.Close()
+				buf := make([]byte, 4096)
+				var head []byte
+				for !strings.Contains(string(head), "\r\n\r\n") {
+					n, err := c.Read(buf)
+					if err != nil {
+						return
+					}
+					head = append(head, buf[:n]...)
+				}
+				c.Write([]byte(ok200))
+				c.SetReadDeadline(time.Now().Add(tc.hold))
+				if _, err := c.Read(buf); err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+					first <- "prober"
+					return
+				}
+				first <- "upstream"
+			}()
+			a := ln.Addr().(*net.TCPAddr)
+			p, err := New(Config{Upstreams: []serval.Upstream{serval.NewUpstream("127.0.0.1", uint16(a.Port), 0)},
+				Health: health.New(1), Logger: quietLogger(), Interval: time.Second, Timeout: time.Second})
+			if err != nil {
+				t.Fatal(err)
+			}
+			start := time.Now()
+			status, err := p.Probe(context.Background(), 0)
+			took := time.Since(start)
+			if status != 200 || err != nil {
+				t.Fatalf("probe: %d %v", status, err)
+			}
+			if took > peerCloseWait+time.Second/2 {
+				t.Errorf("the probe took %v", took)
+			}
+			select {
+			case who := <-first:
+				if who != tc.first {
+					t.Errorf("%s closed first, want %s", who, tc.first)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatal("the upstream saw no close")
+			}
+			<-done
+		})
 	}
 }
