@@ -32,10 +32,15 @@ func (c *clock) Advance(d time.Duration) {
 }
 
 // origin is a loopback listener whose accepted connections the test can
-// close or write to.
+// close or write to. It keeps every accepted connection it handed out
+// until the test ends: a test that drops the origin's side would leave it
+// to the garbage collector, whose finalizer closes the socket, and the
+// pool would rightly find the connection stale (a flake under load).
 type origin struct {
 	ln    net.Listener
 	conns chan net.Conn
+	mu    sync.Mutex
+	kept  []net.Conn
 }
 
 func newOrigin(t testing.TB) *origin {
@@ -56,6 +61,11 @@ func newOrigin(t testing.TB) *origin {
 	}()
 	t.Cleanup(func() {
 		ln.Close()
+		o.mu.Lock()
+		for _, c := range o.kept {
+			c.Close()
+		}
+		o.mu.Unlock()
 		for {
 			select {
 			case c := <-o.conns:
@@ -83,6 +93,9 @@ func (o *origin) dial(t testing.TB, u *serval.Upstream, now time.Time) (*serval.
 	case <-time.After(5 * time.Second):
 		t.Fatal("origin did not accept")
 	}
+	o.mu.Lock()
+	o.kept = append(o.kept, srv)
+	o.mu.Unlock()
 	tcp := c.(*net.TCPConn)
 	return &serval.UpstreamConn{Conn: c, TCP: tcp, Upstream: u.Index, TLS: u.TLS, Created: now}, srv
 }
