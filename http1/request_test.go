@@ -87,6 +87,9 @@ var requestCases = []reqCase{
 	{name: "absolute form still needs host", head: crlf("GET http://a/ HTTP/1.1\n\n"), status: 400},
 	{name: "absolute userinfo", head: crlf("GET http://u@a/ HTTP/1.1\nHost: a\n\n"), status: 400},
 	{name: "absolute empty authority", head: crlf("GET http:///x HTTP/1.1\nHost: a\n\n"), status: 400},
+	{name: "absolute empty host with port", head: crlf("GET http://:80/x HTTP/1.1\nHost: a\n\n"), status: 400},
+	{name: "absolute empty host empty port", head: crlf("GET http://:/x HTTP/1.1\nHost: a\n\n"), status: 400},
+	{name: "options absolute empty host", head: crlf("OPTIONS http://:8080 HTTP/1.1\nHost: a\n\n"), status: 400},
 	{name: "absolute ftp", head: crlf("GET ftp://a/ HTTP/1.1\nHost: a\n\n"), status: 400},
 	{name: "asterisk", head: crlf("OPTIONS * HTTP/1.1\nHost: a\n\n"), check: func(t *testing.T, r *serval.Request) {
 		expect(t, r.Form == serval.FormAsterisk && string(r.Path) == "*", "asterisk")
@@ -113,6 +116,9 @@ var requestCases = []reqCase{
 	{name: "repeated host", head: crlf("GET / HTTP/1.1\nHost: a\nHost: a\n\n"), status: 400},
 	{name: "empty host", head: crlf("GET / HTTP/1.1\nHost:\n\n")},
 	{name: "host with port", head: crlf("GET / HTTP/1.1\nHost: a.example:8080\n\n")},
+	{name: "host port without host", head: crlf("GET / HTTP/1.1\nHost: :8080\n\n"), status: 400},
+	{name: "host colon only", head: crlf("GET / HTTP/1.1\nHost: :\n\n"), status: 400},
+	{name: "host empty with port", head: crlf("GET / HTTP/1.1\nHost: a.example:\n\n")},
 	{name: "host ipv6", head: crlf("GET / HTTP/1.1\nHost: [2001:db8::1]:80\n\n")},
 	{name: "host bad char", head: crlf("GET / HTTP/1.1\nHost: a/b\n\n"), status: 400},
 	{name: "host userinfo", head: crlf("GET / HTTP/1.1\nHost: u@a\n\n"), status: 400},

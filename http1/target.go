@@ -126,7 +126,11 @@ const portDigitsMax = 5
 // without userinfo): host an IP-literal in brackets or a reg-name
 // (unreserved, sub-delims, pct-encoded; this covers IPv4 too), port at
 // most 65535. portRequired is for CONNECT's authority-form, emptyOK for a
-// Host field (RFC 9110 §7.2 allows an empty one).
+// Host field (RFC 9110 §7.2 allows an empty one). An authority that is not
+// empty names a host: an http(s) URI with an empty host is invalid and its
+// recipient must reject it (RFC 9110 §4.2.1, §4.2.2), so "http://:80/" and
+// "Host: :80" are refused as "http:///" is, rather than forwarded with a
+// Host naming no host (nginx refuses both too).
 func validAuthority(b []byte, portRequired, emptyOK bool) bool {
 	if len(b) == 0 {
 		return emptyOK && !portRequired
@@ -161,7 +165,7 @@ func validAuthority(b []byte, portRequired, emptyOK bool) bool {
 			return false
 		}
 	}
-	if portRequired && (len(host) == 0 || len(port) == 0) {
+	if len(host) == 0 || portRequired && len(port) == 0 {
 		return false
 	}
 	return !hasPort || validPort(port)

@@ -26,6 +26,8 @@ func TestParseErrors(t *testing.T) {
 		{"bad CL", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1x\r\n\r\n", 400},
 		{"differing CL", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", 400},
 		{"missing Host", "GET / HTTP/1.1\r\n\r\n", 400},
+		{"absolute-form without host", "GET http://:80/ HTTP/1.1\r\nHost: a\r\n\r\n", 400},
+		{"Host with a port only", "GET / HTTP/1.1\r\nHost: :80\r\n\r\n", 400},
 		{"obs-fold", "GET / HTTP/1.1\r\nHost: a\r\nX: a\r\n b\r\n\r\n", 400},
 		{"long target", "GET /" + strings.Repeat("a", cfg.TargetBytesMax) + " HTTP/1.1\r\nHost: a\r\n\r\n", 414},
 		{"big head", "GET / HTTP/1.1\r\nHost: a\r\nX: " + strings.Repeat("v", cfg.HeadBytesMax) + "\r\n\r\n", 431},
