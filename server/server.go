@@ -337,22 +337,16 @@ var slotsFullResponse = []byte("HTTP/1.1 503 Service Unavailable\r\nContent-Type
 const refuseDrainBytesMax = 4 << 10
 
 // refuse closes a connection no slot could take. A plain HTTP one first
-// gets the 503 (a write into a new socket's empty buffer: it does not
-// wait) and has what it already sent read off; a TLS one is just closed
-// (it expects a handshake, not bytes in the clear). Nothing here waits:
-// the accept loop calls it.
+// gets the 503 (one write into a new socket's empty buffer, which does
+// not wait: writeNoWait) and has what it already sent read off; a TLS one
+// is just closed (it expects a handshake, not bytes in the clear).
+// Nothing here waits: the accept loop calls it.
 func (s *Server[H]) refuse(nc net.Conn, w *slotWait) {
-	if s.cfg.TLS == nil {
-		nc.SetWriteDeadline(time.Now().Add(refuseWriteTimeout))
-		if _, err := nc.Write(slotsFullResponse); err == nil {
-			discardArrived(nc, w.discard[:])
-		}
+	if s.cfg.TLS == nil && writeNoWait(nc, slotsFullResponse) {
+		discardArrived(nc, w.discard[:])
 	}
 	nc.Close()
 }
-
-// refuseWriteTimeout bounds the 503's write (it never waits in practice).
-const refuseWriteTimeout = 10 * time.Millisecond
 
 // evictAgeMin is how long a keep-alive connection must have been idle
 // to be evicted for a new one: a second, or an eighth of IdleTimeout
