@@ -47,9 +47,13 @@ func answer(resp string) func(c net.Conn, br *bufio.Reader) {
 
 func TestConcurrentClientsNeverMix(t *testing.T) {
 	checkLeaks(t)
-	// The origin echoes the body back with Content-Length.
+	// The origin echoes the body back with Content-Length. Each request
+	// gets testTimeout (the origin's connection is pooled for the whole
+	// run, which under the race detector on a loaded machine takes longer
+	// than that).
 	hs, _ := rawHarness(t, Config{}, serval.Hooks{}, func(c net.Conn, br *bufio.Reader) {
 		for {
+			c.SetDeadline(time.Now().Add(testTimeout))
 			_, body, err := readRequest(br)
 			if err != nil {
 				return
@@ -70,10 +74,13 @@ func TestConcurrentClientsNeverMix(t *testing.T) {
 				return
 			}
 			defer c.Close()
-			c.SetDeadline(time.Now().Add(testTimeout))
 			br := bufio.NewReader(c)
 			r := rand.New(rand.NewPCG(uint64(i), 7))
 			for j := range 10 {
+				// A deadline per request, not one for all ten: 32 clients
+				// moving 32 MB each way took over 10 s under the race
+				// detector on a loaded two-core machine.
+				c.SetDeadline(time.Now().Add(testTimeout))
 				body := make([]byte, 1+r.IntN(200<<10))
 				for k := range body {
 					body[k] = byte(r.Uint32())
@@ -92,7 +99,11 @@ func TestConcurrentClientsNeverMix(t *testing.T) {
 					errs <- err
 					return
 				}
-				got, _ := io.ReadAll(resp.Body)
+				got, err := io.ReadAll(resp.Body)
+				if err != nil { // a short read is not another body
+					errs <- fmt.Errorf("client %d request %d: %d of %d body bytes: %v", i, j, len(got), len(body), err)
+					return
+				}
 				if !bytes.Equal(got, body) {
 					errs <- fmt.Errorf("client %d request %d: got another body", i, j)
 					return
