@@ -51,7 +51,14 @@ func TestUpstreamReuse(t *testing.T) {
 	t.Cleanup(func() { p.Close() })
 	cfg := testConfig()
 	cfg.ConnectionsMax = clients + 4
-	_, ts := startWith(t, &minimalUp{up: &up}, p, cfg)
+	// Not a test of the timeouts: testConfig's 2 s ones are too tight for
+	// 50 busy connections under the race detector on a loaded two-core
+	// machine (a client connection was reset 32 s in).
+	cfg.HeaderReadTimeout, cfg.IdleTimeout = 30*time.Second, 30*time.Second
+	cfg.BodyReadTimeout, cfg.WriteTimeout = 30*time.Second, 30*time.Second
+	cfg.Logger = discardLogger()
+	m := &countMetrics{}
+	_, ts := serve(t, &minimalUp{up: &up}, p, m, cfg)
 
 	var wg sync.WaitGroup
 	errs := make(chan error, clients)
@@ -66,7 +73,13 @@ func TestUpstreamReuse(t *testing.T) {
 	close(errs)
 	for err := range errs {
 		if err != nil {
-			t.Fatal(err)
+			var closes []string
+			for r := range m.closed {
+				if n := m.closed[r].Load(); n > 0 {
+					closes = append(closes, serval.CloseReason(r).String()+"="+strconv.FormatInt(n, 10))
+				}
+			}
+			t.Fatalf("%v (connections closed so far: %v)", err, closes)
 		}
 	}
 	// Each client connection holds at most one upstream connection at a
