@@ -1,9 +1,11 @@
 package prober
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"net"
+	"net/http"
 	"os"
 	"strings"
 	"testing"
@@ -237,16 +239,11 @@ func TestUpstreamClosesFirst(t *testing.T) {
 					return
 				}
 				defer c.Close()
-				buf := make([]byte, 4096)
-				var head []byte
-				for !strings.Contains(string(head), "\r\n\r\n") {
-					n, err := c.Read(buf)
-					if err != nil {
-						return
-					}
-					head = append(head, buf[:n]...)
+				if _, err := http.ReadRequest(bufio.NewReader(c)); err != nil {
+					return
 				}
 				c.Write([]byte(ok200))
+				buf := make([]byte, 4096)
 				c.SetReadDeadline(time.Now().Add(tc.hold))
 				if _, err := c.Read(buf); err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
 					first <- "prober"
