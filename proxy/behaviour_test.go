@@ -1390,7 +1390,10 @@ func TestUpstreamStopsReadingBody(t *testing.T) {
 	if resp.StatusCode != 504 {
 		t.Fatalf("status %d, want 504", resp.StatusCode)
 	}
-	if d := time.Since(start); d > 5*time.Second {
+	// About 0.4 s here; a loaded race run once took 5.26 s, as the
+	// kernel's buffers took in more of the body in steps. The bound only
+	// tells a stall timeout from the origin's testTimeout.
+	if d := time.Since(start); d > 8*time.Second {
 		t.Fatalf("504 after %v", d)
 	}
 	<-errc
