@@ -67,7 +67,9 @@ type LogEntry struct {
 	Err   error
 	Phase Phase
 	// Reason is the Action.Reason the handler answered with (a Reject's
-	// body, or a note on a Respond or Stream); empty otherwise.
+	// body, or a note on a Respond or Stream), OnRequest's or that of
+	// a response OnResponse or OnError sent instead of the upstream's;
+	// empty otherwise.
 	Reason string
 }
 

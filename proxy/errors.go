@@ -114,6 +114,7 @@ var actionInternalError = serval.Respond(500, "text/plain; charset=utf-8", []byt
 // or 304 goes without body or Content-Length (RFC 9110 §6.4.1): a body
 // there would be read as the start of the next response.
 func (s *Session) writeAction(a *serval.Action, close bool) bool {
+	s.reason = a.Reason // the hook's note, for LogEntry.Reason, kept on a 500 too
 	if a.Kind != serval.ActionRespond && a.Kind != serval.ActionReject || a.Status < 200 || a.Status > 999 {
 		s.f.log.Error("proxy: a hook's response is not a Respond or Reject action with a status in [200, 999]; answering 500",
 			"kind", int(a.Kind), "status", a.Status, "id", s.x.ID)

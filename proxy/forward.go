@@ -24,6 +24,7 @@ func (s *Session) Forward(d *Downstream, x *serval.Exchange, req *serval.Request
 		res.Status = x.Status
 	}
 	res.BodyUnread = (s.body == bodyLength || s.body == bodyChunked) && !s.pj.done
+	res.Reason = s.reason
 	x.Timings.Total = time.Since(x.Start)
 	s.unwatch()
 	s.upstreamDone(false, res.Phase, 0) // a selection no attempt reached
@@ -54,7 +55,7 @@ func (s *Session) begin(d *Downstream, x *serval.Exchange, req *serval.Request, 
 	s.floor = d.Head
 	s.body, s.bodyOut, s.bodyEnd = bodyNone, nil, d.Head
 	s.bodySent, s.headSent, s.cont, s.keep, s.reusable = false, false, false, false, false
-	s.closeOut, s.tunnelIdle = false, false
+	s.closeOut, s.tunnelIdle, s.reason = false, false, ""
 	s.upDone, s.latency = false, 0
 	s.upgrade, s.final = upgradable(req, &s.f.cfg), false
 	s.perr, s.cause = serval.ProxyError{}, nil

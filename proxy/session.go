@@ -79,6 +79,10 @@ type Result struct {
 	// ended because neither side sent a byte for TunnelIdleTimeout: the
 	// connection closes for idleness, not for an error.
 	TunnelIdle bool
+	// Reason is the Action.Reason of the response a hook sent instead of
+	// the upstream's (OnResponse's replacement, OnError's ErrorRespond),
+	// for LogEntry.Reason; empty when none was sent.
+	Reason string
 }
 
 // Session is one connection slot's forwarding state (buffers, parsed
@@ -128,6 +132,7 @@ type Session struct {
 	headSent   bool      // the final response head went to the client
 	closeOut   bool      // its body goes to the client delimited by the close
 	tunnelIdle bool      // the tunnel ended idle (Result.TunnelIdle)
+	reason     string    // the Action.Reason of a hook's response sent (Result.Reason)
 	cont       bool      // 100 Continue went to the client
 	upInterim  bool      // this attempt's upstream sent a 1xx: it had the request (no keep-alive-race retry)
 	plain10    bool      // a chunked body was framed for an HTTP/1.0 upstream: de-chunked (planChunked)

@@ -749,3 +749,86 @@ func TestStreamFailureResetsHTTP10(t *testing.T) {
 		})
 	}
 }
+
+// reasonHooks answers upstream 5xx and failures with pages of its own,
+// each with an Action.Reason for the log.
+type reasonHooks struct {
+	*handler
+	five, dead *serval.Upstream
+}
+
+func (h *reasonHooks) SelectUpstream(_ *serval.Exchange, req *serval.Request) *serval.Upstream {
+	if string(req.Path) == "/err" {
+		return h.dead
+	}
+	return h.five
+}
+
+func (h *reasonHooks) OnResponse(_ *serval.Exchange, resp *serval.Response, _ []byte) serval.Action {
+	if resp.Status >= 500 {
+		a := serval.Respond(503, "text/plain", []byte("sorry\n"))
+		a.Reason = "replaced upstream 5xx"
+		return a
+	}
+	return serval.Continue()
+}
+
+func (h *reasonHooks) OnError(*serval.Exchange, *serval.ProxyError) serval.ErrorAction {
+	a := serval.Respond(502, "text/plain", []byte("down\n"))
+	a.Reason = "custom 502"
+	return serval.ErrorAction{Kind: serval.ErrorRespond, Response: a}
+}
+
+// TestHookResponseReasonLogged: the Action.Reason of a response OnResponse
+// or OnError sends instead of the upstream's reaches OnLog, as OnRequest's
+// does. It was dropped: LogEntry.Reason stayed empty (found writing a
+// proxy that replaces upstream 5xx pages).
+func TestHookResponseReasonLogged(t *testing.T) {
+	leakCheck(t)
+	five := rawOrigin(t, func(c net.Conn, br *bufio.Reader) {
+		for {
+			if _, err := http.ReadRequest(br); err != nil {
+				return
+			}
+			if _, err := io.WriteString(c, "HTTP/1.1 500 Internal Server Error\r\nContent-Length: 5\r\n\r\noops\n"); err != nil {
+				return
+			}
+		}
+	})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := serval.NewUpstream("127.0.0.1", uint16(ln.Addr().(*net.TCPAddr).Port), 1)
+	ln.Close()
+	h := &reasonHooks{handler: &handler{onRequest: func(*serval.Exchange, *serval.Request, []byte) serval.Action {
+		return serval.Continue()
+	}}, five: five, dead: &dead}
+	cfg := testConfig()
+	cfg.Logger = discardLogger()
+	ts := start(t, h, cfg, nil)
+	for _, tc := range []struct{ path, body string }{{"/five", "sorry\n"}, {"/err", "down\n"}} {
+		r := roundTrip(t, ts.addr, get(tc.path), "GET")
+		if r.body != tc.body {
+			t.Fatalf("%s: got %d %q, want the hook's %q", tc.path, r.StatusCode, r.body, tc.body)
+		}
+	}
+	deadline := time.Now().Add(testTimeout)
+	for {
+		_, logs, _ := h.snapshot()
+		if len(logs) == 2 {
+			for _, e := range logs {
+				want := map[string]string{"/five": "replaced upstream 5xx", "/err": "custom 502"}[string(e.Path)]
+				if e.Reason != want {
+					t.Fatalf("%s logged with reason %q, want %q", e.Path, e.Reason, want)
+				}
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d requests logged, want 2", len(logs))
+		}
+		time.Sleep(time.Millisecond)
+	}
+	ts.stop(t)
+}

@@ -164,6 +164,9 @@ func (c *slot[H]) forward() {
 	}
 	c.in.start, c.in.end = c.down.Head, c.down.End
 	c.body.done = true // the proxy consumed it, or KeepAlive is false
+	if res.Reason != "" {
+		c.actReason = res.Reason // a hook's response replaced the upstream's
+	}
 	if res.Err != nil {
 		c.err, c.phase = res.Err, res.Phase
 		if c.killed.Load() {
