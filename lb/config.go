@@ -30,7 +30,9 @@ type Config struct {
 	StickyCookie string
 	// Health is the state selection reads and passive checks feed. Nil:
 	// New builds one with the default thresholds (Handler.Health returns
-	// it, for the prober).
+	// it, for the prober). Passive checks only take upstreams out: without
+	// a prober over it (or code of yours calling MarkHealthy), an upstream
+	// taken out never comes back (see the package doc).
 	Health *health.State
 	// Passive5xx counts 5xx responses as passive failures (default: only
 	// transport failures, connect/reset/timeout/invalid response, count).

@@ -30,4 +30,14 @@
 // upstream never saw it, and so is an idempotent request that got no
 // answer at all (the connection closed or reset before any response
 // byte); Config.NoRetry turns this off.
+//
+// Passive checks only ever take an upstream out: nothing in this package
+// brings it back. Run active probes over h.Health() (prober.New with
+// Config.Health set, then Start), or bring upstreams back yourself
+// (health.State.MarkHealthy, as examples/lb's --fail-timeout does when its
+// probes are off). Without either, an upstream that failed
+// health.Thresholds.Failures requests in a row (3 by default: a restart,
+// a deploy) stays out until the process restarts, and once every upstream
+// of the table is out every request is answered 503 (AllUnhealthy503)
+// for good.
 package lb
