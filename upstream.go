@@ -27,9 +27,13 @@ type Upstream struct {
 	// groups: a pool then shares that index's idle stack between them,
 	// and hands out a connection only to the upstream it was dialled for
 	// (UpstreamConn.Peer). What else keys on the index is shared too: a
-	// pool's per-upstream cap and counters, and the proxy's TLS client
+	// pool's per-upstream cap and counters, the proxy's TLS client
 	// (session cache) of an HTTPS upstream, which two HTTPS upstreams of
-	// one index with different names rebuild in turn.
+	// one index with different names rebuild in turn, and the
+	// per-upstream series of a metrics.Counters (attempts, failures,
+	// latency), which promexport labels with the address of one table's
+	// upstream of that index: the groups' upstreams of one index are
+	// counted together under that one name.
 	Index UpstreamIndex
 	// TLS originates HTTPS to this upstream.
 	TLS bool

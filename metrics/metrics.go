@@ -135,7 +135,9 @@ func (c *Counters) Bytes() (in, out uint64) { return c.bytesIn.Load(), c.bytesOu
 // OnUpstreamDone counts an upstream attempt, its failure (the kinds that
 // count against health: connect, reset, timeout, invalid response), and
 // observes the time to its response head (serval.UpstreamDoneHook; a
-// handler that has its own calls this too).
+// handler that has its own calls this too). Upstreams are counted by
+// serval.Upstream.Index: upstreams of different tables with one index
+// (a gateway's lb groups) share their counters.
 func (c *Counters) OnUpstreamDone(_ *serval.Exchange, u *serval.Upstream, r serval.UpstreamResult) {
 	if u == nil || int(u.Index) >= len(c.ups) {
 		return

@@ -18,7 +18,10 @@ import (
 // Options says what the collector exports besides the counters.
 type Options struct {
 	// Upstreams labels the per-upstream series (upstream="host:port");
-	// none are exported when empty.
+	// none are exported when empty. Its upstream at position i names the
+	// counters of index i (metrics.Counters keys on serval.Upstream.Index):
+	// give one table, indexes in order, not several tables whose indexes
+	// overlap (a gateway's lb groups are counted together per index).
 	Upstreams []serval.Upstream
 	// Healthy, when set, exports serval_upstream_healthy (1 or 0).
 	Healthy func(serval.UpstreamIndex) bool
