@@ -110,6 +110,15 @@ type SpanHandle struct {
 }
 
 // Tracer records spans. StartSpan with a zero parent starts a trace.
+//
+// The server makes one span per request, named "request", with a zero
+// parent: it starts it once the head is read, before OnRequest (so every
+// hook sees it in Exchange.Span), and ends it after OnLog and the Metrics
+// calls, with the error that ended the exchange (nil on success), for a
+// request refused with 4xx and one whose handler panicked too. Nothing
+// else makes spans yet (no per-attempt upstream span): the proxy is given
+// the tracer for those to come. Both methods run on the connection's
+// goroutine, concurrently for different connections, and must not block.
 type Tracer interface {
 	StartSpan(name string, parent SpanHandle) SpanHandle
 	EndSpan(s SpanHandle, err error)
