@@ -115,6 +115,62 @@ func TestOnResponseReplaces(t *testing.T) {
 	}
 }
 
+// TestOnResponseReplacesEarlyAnswer: an upstream answers 500 whole before
+// it reads the request body, and OnResponse replaces the answer. When the
+// body then goes up at once, the client connection stays open; when it
+// does not come within the grace, the replacement's head says
+// Connection: close and the connection closes, as a forwarded early
+// answer's does (TestEarlyAnswerKeepAlive). The replacement used to go
+// out without Connection: close and the connection closed after it anyway
+// (found with a proxy replacing 5xx pages: a 5 MB upload answered early
+// got a keep-alive 500 page, then EOF).
+func TestOnResponseReplacesEarlyAnswer(t *testing.T) {
+	checkLeaks(t)
+	o := newRawOrigin(t, func(c net.Conn, br *bufio.Reader) {
+		for {
+			req, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			if _, err := io.WriteString(c, "HTTP/1.1 500 Internal Server Error\r\nContent-Length: 4\r\n\r\noops"); err != nil {
+				return
+			}
+			if _, err := io.Copy(io.Discard, req.Body); err != nil {
+				return
+			}
+		}
+	})
+	h := &replaceHooks{handler{ups: []serval.Upstream{upstreamOf(t, o.addr(), 0)}}}
+	hs := newHarness(t, Config{}, h, serval.DetectHooks(h))
+	const n = 512 << 10 // more than the client buffer: the pump streams it
+	t.Run("body-follows", func(t *testing.T) {
+		tc := dialHarness(t, hs)
+		errc := sendBody(t, tc.c, "POST", "/early", 5, n, false)
+		resp, body := tc.mustRead("POST")
+		if err := <-errc; err != nil {
+			t.Fatal(err)
+		}
+		if resp.StatusCode != 503 || string(body) != "replaced" || resp.Close {
+			t.Fatalf("status %d body %q close %v", resp.StatusCode, body, resp.Close)
+		}
+		tc.send("GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+		if resp, body := tc.mustRead("GET"); resp.StatusCode != 503 || string(body) != "replaced" {
+			t.Fatalf("next request: status %d body %q", resp.StatusCode, body)
+		}
+	})
+	t.Run("body-late", func(t *testing.T) {
+		tc := dialHarness(t, hs)
+		tc.send("POST /early HTTP/1.1\r\nHost: t\r\nContent-Length: " + strconv.Itoa(n) + "\r\n\r\n")
+		resp, body := tc.mustRead("POST")
+		if resp.StatusCode != 503 || string(body) != "replaced" || !resp.Close {
+			t.Fatalf("status %d body %q close %v: want Connection: close", resp.StatusCode, body, resp.Close)
+		}
+		if !tc.closed() {
+			t.Fatal("the connection stayed open with the body unsent")
+		}
+	})
+}
+
 // errorHooks retries on the second upstream, or answers a custom 599.
 type errorHooks struct {
 	handler

@@ -409,6 +409,14 @@ func (s *Session) replaceResponse(act *serval.Action, h client.Head) (serval.Pha
 	clean := h.Body == http1.BodyNone && rest == 0 && s.resp.Status != 101 ||
 		h.Body == http1.BodyLength && int64(rest) == s.resp.ContentLength
 	s.keep = !s.closeAsked() && !act.Close
+	if s.keep && s.pumping && !s.waitPump(pumpGraceDefault) {
+		// An early answer, as in respond: the request body is still on
+		// its way and did not go up within the grace settle would give
+		// it. The client connection cannot carry another request: say so
+		// in the replacement's head rather than close without notice
+		// after it.
+		s.keep = false
+	}
 	s.headSent = true
 	if !s.writeAction(act, !s.keep) {
 		return serval.PhaseClientWrite, errClientWrite
