@@ -26,7 +26,10 @@ type Action struct {
 	Status      int
 	ContentType string
 	// Headers are extra response fields. The server writes Content-Length
-	// or Transfer-Encoding itself; do not include them. A name that is not
+	// or Transfer-Encoding itself and drops them (and Connection: set
+	// Close) from Headers. A Date here replaces the one the server writes.
+	// ContentType is sent as Content-Type: do not put a Content-Type in
+	// Headers too, or the response carries two. A name that is not
 	// a token, or a value (or ContentType) with CR, LF, NUL or another
 	// control byte but HTAB, is never written: the response becomes a 500
 	// (a value taken from a client could otherwise inject fields). The

@@ -139,7 +139,9 @@ func (s *Session) writeAction(a *serval.Action, close bool) bool {
 		body = nil
 	}
 	b := http1.AppendStatusLine(s.wbuf[:0], status, nil)
-	b = http1.AppendField(b, nameDate, s.date.Get(serval.Now()))
+	if !hasField(a.Headers, "date") { // a hook's Date replaces ours: one Date only
+		b = http1.AppendField(b, nameDate, s.date.Get(serval.Now()))
+	}
 	if contentType != "" {
 		b = append(b, "Content-Type: "...)
 		b = append(b, contentType...)
@@ -169,6 +171,17 @@ func (s *Session) writeAction(a *serval.Action, close bool) bool {
 		return s.writeClient(body)
 	}
 	return true
+}
+
+// hasField reports whether fields has one named name (ASCII
+// case-insensitive).
+func hasField(fields []serval.Header, name string) bool {
+	for i := range fields {
+		if serval.EqualFold(fields[i].Name, name) {
+			return true
+		}
+	}
+	return false
 }
 
 // appendString copies str into the scratch (rare paths only).

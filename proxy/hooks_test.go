@@ -570,3 +570,32 @@ func TestHookActionChecked(t *testing.T) {
 		}
 	}
 }
+
+// TestHookActionDate: a Date among the Headers of OnResponse's or
+// OnError's response replaces the proxy's, so the client gets one Date
+// (RFC 9110 §6.6.1); without one the proxy writes its own. The proxy used
+// to send both.
+func TestHookActionDate(t *testing.T) {
+	checkLeaks(t)
+	good := newRawOrigin(t, answer("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"))
+	dead := testnet.RefusingAddr(t)
+	const date = "Tue, 01 Jan 2030 00:00:00 GMT"
+	for _, up := range []string{good.addr(), dead} {
+		for _, want := range []string{date, ""} {
+			act := serval.Respond(203, "text/plain", []byte("mine"))
+			if want != "" {
+				act.Headers = []serval.Header{{Name: []byte("DATE"), Value: []byte(want)}}
+			}
+			h := &actionHooks{handler: handler{ups: []serval.Upstream{upstreamOf(t, up, 0)}}, act: act}
+			hs := newHarness(t, Config{}, h, serval.DetectHooks(h))
+			tc := dialHarness(t, hs)
+			tc.send("GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+			resp, body := tc.mustRead("GET")
+			dates := resp.Header.Values("Date")
+			if resp.StatusCode != 203 || string(body) != "mine" || len(dates) != 1 || want != "" && dates[0] != want {
+				t.Fatalf("upstream %s: %d %q, Date fields %q, want one %q", up, resp.StatusCode, body, dates, want)
+			}
+			hs.close()
+		}
+	}
+}

@@ -832,3 +832,47 @@ func TestHookResponseReasonLogged(t *testing.T) {
 	}
 	ts.stop(t)
 }
+
+// TestHandlerDateReplacesServers: a Date among a direct response's Headers
+// (Respond, and a Stream's head) replaces the server's, so the response
+// has one Date (RFC 9110 §6.6.1: a singleton field). The server used to
+// write its own Date and the handler's after it, two Date fields (found
+// writing handlers from the docs, which did not say Date was the
+// server's).
+func TestHandlerDateReplacesServers(t *testing.T) {
+	const date = "Tue, 01 Jan 2030 00:00:00 GMT"
+	dated := []serval.Header{{Name: []byte("date"), Value: []byte(date)}}
+	h := &handler{
+		onRequest: func(x *serval.Exchange, req *serval.Request, _ []byte) serval.Action {
+			var a serval.Action
+			switch string(req.Path) {
+			case "/stream":
+				a = serval.Stream(200, "text/plain")
+				a.ContentLength = 2
+			case "/plain":
+				return serval.Respond(200, "text/plain", []byte("ok"))
+			default:
+				a = serval.Respond(200, "text/plain", []byte("ok"))
+			}
+			a.Headers = dated
+			return a
+		},
+		next: func(x *serval.Exchange, buf []byte) (int, bool, error) { return copy(buf, "ok"), true, nil },
+	}
+	ts := start(t, h, testConfig(), nil)
+	c := dial(t, ts.addr)
+	br := bufio.NewReader(c)
+	for _, tc := range []struct{ path, want string }{{"/respond", date}, {"/stream", date}, {"/plain", ""}} {
+		send(t, c, get(tc.path))
+		head, body := readRaw(t, br)
+		var dates []string
+		for _, line := range strings.Split(head, "\r\n") {
+			if v, ok := strings.CutPrefix(strings.ToLower(line), "date: "); ok {
+				dates = append(dates, line[len(line)-len(v):])
+			}
+		}
+		if body != "ok" || len(dates) != 1 || tc.want != "" && dates[0] != tc.want {
+			t.Fatalf("%s: body %q, Date fields %q, want one %q\n%s", tc.path, body, dates, tc.want, head)
+		}
+	}
+}

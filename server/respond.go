@@ -251,15 +251,18 @@ func (c *slot[H]) send(b []byte) (int, bool) {
 // head does not fit (errHeadOverflow) or a handler's field or content type
 // holds a byte that would split it (errBadField). Handler fields named
 // Content-Length, Transfer-Encoding or Connection are dropped: framing
-// and persistence are the server's.
+// and persistence are the server's. A handler's Date replaces the
+// server's: Date is a singleton field (RFC 9110 §6.6.1), never sent twice.
 func (c *slot[H]) buildHead(status int, ctype string, fields []serval.Header, frame uint8, length int64) (int, *serval.StatusError) {
 	if !http1.SafeValue(ctype) {
 		return 0, errBadField
 	}
+	dated := false
 	for i := range fields {
 		if !http1.SafeField(fields[i].Name, fields[i].Value) {
 			return 0, errBadField
 		}
+		dated = dated || serval.EqualFold(fields[i].Name, "date")
 	}
 	if !c.closeAfter && c.srv.draining.Load() {
 		// Shutdown began while the handler ran.
@@ -270,8 +273,10 @@ func (c *slot[H]) buildHead(status int, ctype string, fields []serval.Header, fr
 	h.int(int64(status))
 	h.str(" ")
 	h.str(http1.StatusText(status))
-	h.str("\r\nDate: ")
-	h.bytes(c.date.Get(c.x.Start)) // the request's arrival: one clock read fewer
+	if !dated {
+		h.str("\r\nDate: ")
+		h.bytes(c.date.Get(c.x.Start)) // the request's arrival: one clock read fewer
+	}
 	if ctype != "" {
 		h.str("\r\nContent-Type: ")
 		h.str(ctype)
