@@ -33,9 +33,10 @@ const (
 	PhaseUpstreamHead        // reading the upstream's response head
 	PhaseUpstreamBody        // reading the upstream's response body
 	PhaseClientWrite         // writing the response to the client
+	PhaseHandler             // the handler's own failure: a stream's NextChunk error, or a body longer or shorter than it declared
 )
 
-var phaseNames = [...]string{"none", "client_head", "client_body", "connect", "upstream_write", "upstream_head", "upstream_body", "client_write"}
+var phaseNames = [...]string{"none", "client_head", "client_body", "connect", "upstream_write", "upstream_head", "upstream_body", "client_write", "handler"}
 
 func (p Phase) String() string {
 	if int(p) < len(phaseNames) {

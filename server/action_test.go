@@ -876,3 +876,60 @@ func TestHandlerDateReplacesServers(t *testing.T) {
 		}
 	}
 }
+
+// TestStreamHandlerFailurePhase: a stream the handler fails (NextChunk's
+// error, more or fewer bytes than its ContentLength, a chunk larger than
+// buf) is logged with PhaseHandler, not as the client's doing: the log
+// used to say client_write, which an operator reads as a client that left.
+func TestStreamHandlerFailurePhase(t *testing.T) {
+	leakCheck(t)
+	for _, path := range []string{"/error", "/short", "/long", "/oversized"} {
+		t.Run(path[1:], func(t *testing.T) {
+			calls := 0
+			h := &handler{
+				onRequest: func(_ *serval.Exchange, req *serval.Request, _ []byte) serval.Action {
+					calls = 0
+					a := serval.Stream(200, "text/plain")
+					if path == "/short" || path == "/long" {
+						a.ContentLength = 8
+					}
+					return a
+				},
+				next: func(_ *serval.Exchange, buf []byte) (int, bool, error) {
+					if calls++; calls == 1 {
+						return copy(buf, "hello"), false, nil
+					}
+					switch path {
+					case "/error":
+						return 0, false, errors.New("the source failed")
+					case "/long":
+						return copy(buf, "hello"), true, nil
+					case "/oversized":
+						return len(buf) + 1, false, nil
+					}
+					return 0, true, nil // "/short": 5 of 8
+				},
+			}
+			cfg := testConfig()
+			cfg.Logger = discardLogger()
+			ts := start(t, h, cfg, nil)
+			c := dial(t, ts.addr)
+			send(t, c, get(path))
+			c.SetReadDeadline(time.Now().Add(testTimeout))
+			if all, _ := io.ReadAll(c); !strings.HasPrefix(string(all), "HTTP/1.1 200 OK\r\n") {
+				t.Fatalf("got %q", all)
+			}
+			for deadline := time.Now().Add(testTimeout); ; time.Sleep(2 * time.Millisecond) {
+				if _, logs, _ := h.snapshot(); len(logs) == 1 {
+					if logs[0].Phase != serval.PhaseHandler || logs[0].Err == nil {
+						t.Fatalf("logged phase %v err %v, want %v and the error", logs[0].Phase, logs[0].Err, serval.PhaseHandler)
+					}
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatal("no log entry")
+				}
+			}
+		})
+	}
+}

@@ -84,7 +84,7 @@ func (c *slot[H]) pump(ns serval.ChunkStreamer, frame uint8, length int64) {
 		}
 		sent += int64(n)
 		if frame == frameLength && sent > length {
-			c.fail(serval.CloseError, errStreamLength, serval.PhaseClientWrite)
+			c.fail(serval.CloseError, errStreamLength, serval.PhaseHandler)
 			return
 		}
 		if !c.writeChunk(n, done, frame) {
@@ -99,18 +99,19 @@ func (c *slot[H]) pump(ns serval.ChunkStreamer, frame uint8, length int64) {
 		}
 		if done {
 			if frame == frameLength && sent != length {
-				c.fail(serval.CloseError, errStreamLength, serval.PhaseClientWrite)
+				c.fail(serval.CloseError, errStreamLength, serval.PhaseHandler)
 			}
 			return
 		}
 	}
 }
 
-// streamFail ends a stream the handler failed. A close-delimited body
-// (an HTTP/1.0 client) ends with a reset: a clean close would tell the
-// client it was complete.
+// streamFail ends a stream the handler failed (logged with PhaseHandler:
+// the client did nothing wrong). A close-delimited body (an HTTP/1.0
+// client) ends with a reset: a clean close would tell the client it was
+// complete.
 func (c *slot[H]) streamFail(frame uint8, err error) {
-	c.fail(serval.CloseError, err, serval.PhaseClientWrite)
+	c.fail(serval.CloseError, err, serval.PhaseHandler)
 	c.reset = frame == frameNone
 }
 
