@@ -52,8 +52,9 @@ type Exchange struct {
 	// Body reads the request body (Content-Length or chunked, de-framed)
 	// for handlers that answer directly. Reading past the server's body
 	// limit returns a *StatusError with 413. A body read here is consumed:
-	// returning Continue after reading it answers 500. Nil when the
-	// request has no body. Read into the buf OnRequest receives (or other
+	// returning Continue after reading it answers 500. A request
+	// without a body has an empty one (Read returns io.EOF at once), never
+	// nil, as in net/http's server. Read into the buf OnRequest receives (or other
 	// memory made at startup): a local array passed to Read escapes to the
 	// heap, one allocation per request.
 	Body io.Reader

@@ -933,3 +933,39 @@ func TestStreamHandlerFailurePhase(t *testing.T) {
 		})
 	}
 }
+
+// TestBodyNeverNil: a request without a body (a GET, a POST with
+// Content-Length: 0) has an empty Exchange.Body, never nil, as net/http's
+// server does: a handler's io.ReadAll(x.Body) used to panic on a GET (the
+// server answered 500). Reading it does not count as consuming a body.
+func TestBodyNeverNil(t *testing.T) {
+	h := &handler{onRequest: func(x *serval.Exchange, req *serval.Request, _ []byte) serval.Action {
+		if x.Body == nil {
+			return serval.Respond(200, "text/plain", []byte("nil"))
+		}
+		b, err := io.ReadAll(x.Body)
+		return serval.Respond(200, "text/plain", []byte(strconv.Itoa(len(b))+" "+errString(err)))
+	}}
+	cfg := testConfig()
+	cfg.Logger = discardLogger()
+	ts := start(t, h, cfg, nil)
+	c := dial(t, ts.addr)
+	br := bufio.NewReader(c)
+	for _, req := range []string{get("/"), "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc"} {
+		send(t, c, req)
+		want := "0 <nil>"
+		if strings.HasSuffix(req, "abc") {
+			want = "3 <nil>"
+		}
+		if r := readResp(t, br, "GET"); r.StatusCode != 200 || r.body != want {
+			t.Fatalf("%q: %d %q, want 200 %q", req, r.StatusCode, r.body, want)
+		}
+	}
+}
+
+func errString(err error) string {
+	if err == nil {
+		return "<nil>"
+	}
+	return err.Error()
+}

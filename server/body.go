@@ -94,6 +94,12 @@ func (b *bodyReader) reset(req *serval.Request, headLen int) {
 	b.expect = req.ExpectContinue && req.Version >= serval.Version11 && !b.done
 }
 
+// noBody is Exchange.Body for a request without a body: empty, never nil,
+// so that a handler's io.ReadAll(x.Body) works on any request.
+type noBody struct{}
+
+func (noBody) Read([]byte) (int, error) { return 0, io.EOF }
+
 // complete reports whether the body was read to its end (or there is
 // none): the buffer then starts with the next request.
 func (b *bodyReader) complete() bool { return b.done }

@@ -132,7 +132,7 @@ func TestBodyDrain(t *testing.T) {
 // rest is drained and the next request is parsed at the right place.
 func TestBodyPartlyRead(t *testing.T) {
 	ts := start(t, &handler{onRequest: func(x *serval.Exchange, req *serval.Request, buf []byte) serval.Action {
-		if x.Body == nil {
+		if !req.HasBody() {
 			return pathEcho(x, req, buf)
 		}
 		n, _ := io.ReadFull(x.Body, buf[:3])

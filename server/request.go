@@ -56,6 +56,7 @@ func (c *slot[H]) serveRequest(headLen int) bool {
 	s := c.srv
 	c.begin(headLen)
 	c.body.reset(&c.req, headLen)
+	c.x.Body = noBody{} // a request without a body reads as empty, as in net/http
 	if !c.body.done {
 		c.x.Body = &c.body
 		// Reading the body may wait (and may answer 100 Continue):
