@@ -59,6 +59,14 @@ type Exchange struct {
 	// heap, one allocation per request.
 	Body io.Reader
 
+	// Draining is closed when the server begins its graceful shutdown
+	// (the context given to Serve is done). A long stream (an SSE feed
+	// through Stream and NextChunk) should watch it where it waits and
+	// end itself, with whatever tells its client to come back (an SSE
+	// "retry:" field, say), rather than be cut at ShutdownTimeout. The
+	// same channel for every request of one Serve; nil outside a server.
+	Draining <-chan struct{}
+
 	// User is the handler's own value; the server clears it per request.
 	User any
 

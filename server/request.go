@@ -16,6 +16,7 @@ func (c *slot[H]) begin(headBytes int) {
 	c.x.RequestIndex = uint32(c.requests)
 	c.x.Start = time.Now()
 	c.x.BytesIn = int64(headBytes)
+	c.x.Draining = s.drained
 	c.requests++
 	c.inRequest, c.inForward, c.respStarted, c.forwarded = true, false, false, false
 	c.closeAfter, c.reason, c.err, c.phase, c.actReason = false, serval.CloseNormal, nil, serval.PhaseNone, ""

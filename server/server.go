@@ -71,6 +71,9 @@ type Server[H serval.Handler] struct {
 
 	serving  atomic.Bool
 	draining atomic.Bool
+	// drained is closed when draining begins (Exchange.Draining): made
+	// anew by each Serve, before any slot runs.
+	drained chan struct{}
 	// freshClaimed: the drain's grace for fresh connections is over
 	// (shutdown); a fresh connection that goes idle after it closes.
 	freshClaimed atomic.Bool
@@ -181,6 +184,7 @@ func (s *Server[H]) Serve(ctx context.Context, ln net.Listener) error {
 	}
 	defer s.serving.Store(false)
 	s.draining.Store(false)
+	s.drained = make(chan struct{})
 	s.freshClaimed.Store(false)
 	// Keep the readiness poller up between connections (internal/sockio);
 	// without it, reads fall back to the runtime's poller on their own.
@@ -545,6 +549,7 @@ const drainFreshGrace = time.Second
 // every connection goroutine has exited.
 func (s *Server[H]) shutdown() {
 	s.draining.Store(true)
+	close(s.drained) // Exchange.Draining: long streams end themselves
 	s.claimIdle(false)
 	done := make(chan struct{})
 	go func() {

@@ -424,3 +424,68 @@ func waitServed(t *testing.T, served <-chan error) {
 		t.Fatal("Serve did not return")
 	}
 }
+
+// TestStreamSeesDraining: a never-ending stream (an SSE feed) that watches
+// Exchange.Draining ends itself when the drain begins, with a last event
+// telling its client to come back, so the client gets a whole response
+// and Serve returns at once, not at ShutdownTimeout; Draining is open
+// while the server serves, and a second Serve gets a fresh one.
+func TestStreamSeesDraining(t *testing.T) {
+	leakCheck(t)
+	h := &handler{onRequest: func(x *serval.Exchange, _ *serval.Request, _ []byte) serval.Action {
+		return serval.Stream(200, "text/event-stream")
+	}}
+	h.next = func(x *serval.Exchange, buf []byte) (int, bool, error) {
+		select {
+		case <-x.Draining:
+			return copy(buf, "retry: 100\ndata: bye\n\n"), true, nil
+		case <-time.After(20 * time.Millisecond):
+			return copy(buf, "data: tick\n\n"), false, nil
+		}
+	}
+	cfg := testConfig()
+	cfg.ShutdownTimeout = 10 * time.Second // far past what the test allows
+	s, addr, cancel, served := serveCancel(t, h, cfg, nil)
+	c := dial(t, addr)
+	send(t, c, get("/events"))
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := make([]byte, len("data: tick\n\n"))
+	if _, err := io.ReadFull(resp.Body, first); err != nil || string(first) != "data: tick\n\n" {
+		t.Fatalf("first event %q, %v", first, err)
+	}
+	began := time.Now()
+	cancel()
+	rest, err := io.ReadAll(resp.Body)
+	if err != nil || !strings.HasSuffix(string(rest), "retry: 100\ndata: bye\n\n") {
+		t.Fatalf("the stream ended with %d bytes ending %q, %v; want the last event and a clean end", len(rest), rest[max(0, len(rest)-40):], err)
+	}
+	waitServed(t, served)
+	if took := time.Since(began); took > 2*time.Second {
+		t.Fatalf("Serve returned %v after the cancel: the stream did not end itself", took)
+	}
+
+	// Serve again: Draining is a new, open channel.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel2 := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ctx, ln) }()
+	c2 := dial(t, ln.Addr().String())
+	send(t, c2, get("/events"))
+	c2.SetReadDeadline(time.Now().Add(testTimeout))
+	resp2, err := http.ReadResponse(bufio.NewReader(c2), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(resp2.Body, first); err != nil || string(first) != "data: tick\n\n" {
+		t.Fatalf("the second Serve's stream began with %q, %v: Draining was still closed", first, err)
+	}
+	cancel2()
+	waitServed(t, done)
+}
