@@ -71,6 +71,10 @@ func TestReadResponse(t *testing.T) {
 		{"101", "HTTP/1.1 101 Switching Protocols\r\n\r\n", serval.MethodGet, 0, 0, 0, ErrUnexpectedSwitch},
 		{"empty", "", serval.MethodGet, 0, 0, 0, ErrNoResponse},
 		{"truncated", "HTTP/1.1 200 OK\r\nContent-", serval.MethodGet, 0, 0, 0, ErrTruncatedHead},
+		// A 1xx then the close: the upstream had the request and began
+		// to answer; the cut answer is not ErrNoResponse (Retryable).
+		{"interim then close", "HTTP/1.1 103 Early Hints\r\nLink: <x>\r\n\r\n", serval.MethodGet, 0, 0, 0, ErrTruncatedHead},
+		{"interims then close", "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 102 Processing\r\n\r\n", serval.MethodGet, 0, 0, 0, ErrTruncatedHead},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			ours, theirs := pair(t)

@@ -19,7 +19,8 @@ var (
 	// sending any response byte. On a reused pooled connection this is
 	// the keep-alive race, which the proxy may retry.
 	ErrNoResponse = &serval.StatusError{Status: 502, Msg: "client: upstream closed before responding"}
-	// ErrTruncatedHead: the connection ended inside a response head.
+	// ErrTruncatedHead: the connection ended inside a response head, or
+	// after an interim (1xx) response and before the final one.
 	ErrTruncatedHead = &serval.StatusError{Status: 502, Msg: "client: upstream closed inside the response head"}
 	// ErrReadFailed: any other read error while reading a head.
 	ErrReadFailed = &serval.StatusError{Status: 502, Msg: "client: reading the response head failed"}
@@ -102,6 +103,13 @@ func ReadResponse(conn net.Conn, buf []byte, have int, resp *serval.Response, li
 	for interim := 0; ; interim++ {
 		n, end, cause, err := readHead(conn, buf, have, resp, lim)
 		if err != nil {
+			if err == ErrNoResponse && interim > 0 {
+				// An interim response came first: the upstream had the
+				// request and answered part of it, and the client may
+				// have that part. The answer is cut, not missing, and
+				// not Retryable.
+				err = ErrTruncatedHead
+			}
 			return Head{}, cause, err
 		}
 		if resp.Status >= 200 || (resp.Status == 101 && upgrade) {

@@ -18,19 +18,27 @@ import (
 // (SO_LINGER 0) when rst, else closed. It is what a crashing backend, or
 // one shedding connections at its own limit, looks like from the proxy.
 type shedder struct {
-	ln   net.Listener
-	rst  bool
-	seen atomic.Int64 // request heads read
-	wg   sync.WaitGroup
+	ln      net.Listener
+	rst     bool
+	interim bool         // send a 103 Early Hints before dropping the connection
+	seen    atomic.Int64 // request heads read
+	wg      sync.WaitGroup
 }
 
 func startShedder(t *testing.T, rst bool) *shedder {
+	t.Helper()
+	return startShedderInterim(t, rst, false)
+}
+
+// startShedderInterim is startShedder whose backend sends a 103 Early
+// Hints before dropping the connection when interim is set.
+func startShedderInterim(t *testing.T, rst, interim bool) *shedder {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &shedder{ln: ln, rst: rst}
+	s := &shedder{ln: ln, rst: rst, interim: interim}
 	s.wg.Go(func() {
 		for {
 			c, err := ln.Accept()
@@ -58,6 +66,9 @@ func (s *shedder) serve(c net.Conn) {
 		}
 	}
 	s.seen.Add(1)
+	if s.interim {
+		io.WriteString(c, "HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n")
+	}
 	if s.rst {
 		c.(*net.TCPConn).SetLinger(0)
 	}
@@ -138,6 +149,58 @@ func TestRetryIdempotentWithoutAnswer(t *testing.T) {
 			}
 			if got502 == 0 {
 				t.Fatal("--retries 0: no GET answered 502, yet half met the failing backend")
+			}
+		})
+	}
+}
+
+// TestNoRetryAfterInterim: a backend that sends an interim response (a
+// 103) and then drops the connection had the request and began to answer
+// it: the client has the 103, and the request is answered 502, not sent
+// to another backend (whose own 103 and answer would follow the first
+// backend's 103). Both a close and a reset.
+func TestNoRetryAfterInterim(t *testing.T) {
+	live := echoBackends(t, "live")
+	for _, rst := range []bool{false, true} {
+		t.Run("rst="+strconv.FormatBool(rst), func(t *testing.T) {
+			shed := startShedderInterim(t, rst, true)
+			addr, logs := startLB(t, "--backends", shed.ln.Addr().String()+","+live, "--no-health")
+			var cut int
+			for i := range 4 { // round robin: half meet the shedder
+				c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+				if err != nil {
+					t.Fatal(err)
+				}
+				c.SetDeadline(time.Now().Add(10 * time.Second))
+				io.WriteString(c, "GET /r"+strconv.Itoa(i)+" HTTP/1.1\r\nHost: t\r\n\r\n")
+				br := bufio.NewReader(c)
+				var statuses []int
+				for {
+					resp, err := http.ReadResponse(br, nil)
+					if err != nil {
+						t.Fatalf("GET %d: %v after %v; logs:\n%s", i, err, statuses, logs)
+					}
+					io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					statuses = append(statuses, resp.StatusCode)
+					if resp.StatusCode >= 200 {
+						break
+					}
+				}
+				c.Close()
+				switch {
+				case len(statuses) == 1 && statuses[0] == 200:
+				case len(statuses) == 2 && statuses[0] == 103 && statuses[1] == 502:
+					cut++
+				default:
+					t.Fatalf("GET %d: statuses %v, want [200] from the live backend or [103 502] (more means a retry after the 103); logs:\n%s", i, statuses, logs)
+				}
+			}
+			if cut == 0 || shed.seen.Load() == 0 {
+				t.Fatalf("no request met the failing backend (%d cut, %d seen): the test proves nothing", cut, shed.seen.Load())
+			}
+			if strings.Contains(logs.String(), "asking for a retry on another") {
+				t.Errorf("a retry was asked for after the interim response; logs:\n%s", logs)
 			}
 		})
 	}
