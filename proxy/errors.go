@@ -23,14 +23,18 @@ var (
 	errUpstreamBody      = &serval.StatusError{Status: 502, Msg: "proxy: upstream response body truncated or failed"}
 	errUpstreamBodyStall = &serval.StatusError{Status: 504, Msg: "proxy: the upstream stopped reading the request body and did not answer"}
 	errUpstreamChunk     = &serval.StatusError{Status: 502, Msg: "proxy: invalid chunked response body"}
-	errClientWrite       = &serval.StatusError{Status: 502, Msg: "proxy: writing to the client failed"}
-	errPumpStopped       = &serval.StatusError{Status: 502, Msg: "proxy: request body pump stopped"}
-	errClientBodyCut     = &serval.StatusError{Status: 400, Msg: "proxy: the client's request body ended early or failed"}
-	errClientBodyStall   = &serval.StatusError{Status: 408, Msg: "proxy: the client's request body stalled"}
-	errPumpPanic         = &serval.StatusError{Status: 500, Msg: "proxy: panic while sending the request body"}
-	errUpstreamResponse  = &serval.StatusError{Status: 502, Msg: "proxy: invalid upstream response"}
-	errBadOutbound       = &serval.StatusError{Status: 500, Msg: "proxy: a hook left a request head that is not valid HTTP"}
-	errLengthRequired    = &serval.StatusError{Status: 411, Msg: "proxy: a chunked request body still arriving cannot go to an HTTP/1.0 upstream"}
+	// A chunked response body whose framing is valid but over our limits
+	// (a chunk extension or a trailer section longer than we take):
+	// http1.ResponseLimit's kind, which passive health does not count.
+	errUpstreamChunkLimit = &serval.StatusError{Status: 502, Msg: "proxy: chunked response body over this proxy's limits (chunk extension or trailer section)"}
+	errClientWrite        = &serval.StatusError{Status: 502, Msg: "proxy: writing to the client failed"}
+	errPumpStopped        = &serval.StatusError{Status: 502, Msg: "proxy: request body pump stopped"}
+	errClientBodyCut      = &serval.StatusError{Status: 400, Msg: "proxy: the client's request body ended early or failed"}
+	errClientBodyStall    = &serval.StatusError{Status: 408, Msg: "proxy: the client's request body stalled"}
+	errPumpPanic          = &serval.StatusError{Status: 500, Msg: "proxy: panic while sending the request body"}
+	errUpstreamResponse   = &serval.StatusError{Status: 502, Msg: "proxy: invalid upstream response"}
+	errBadOutbound        = &serval.StatusError{Status: 500, Msg: "proxy: a hook left a request head that is not valid HTTP"}
+	errLengthRequired     = &serval.StatusError{Status: 411, Msg: "proxy: a chunked request body still arriving cannot go to an HTTP/1.0 upstream"}
 )
 
 // isTimeout reports whether err is a deadline's.

@@ -474,9 +474,10 @@ func safeFields(fields []serval.Header) bool {
 // upstreamFault reports whether a failure says the upstream may be
 // unhealthy (connect, reset, head timeout, invalid or truncated response)
 // rather than the client's doing. A response refused for a limit of ours
-// (more fields, a larger head, more 1xx than we take) is not: it is one
-// answer's size, which any client may ask for again and again, and
-// counting it would let clients take a healthy upstream out.
+// (more fields, a larger head, more 1xx than we take, a longer chunk
+// extension or trailer section) is not: it is one answer's size, which
+// any client may ask for again and again, and counting it would let
+// clients take a healthy upstream out.
 func upstreamFault(phase serval.Phase, err error) bool {
 	switch phase {
 	case serval.PhaseConnect:
@@ -484,7 +485,8 @@ func upstreamFault(phase serval.Phase, err error) bool {
 		// is the balancer's condition, not the upstream's.
 		return err != errConnsMax && !serval.LocalResourceError(err)
 	case serval.PhaseUpstreamWrite, serval.PhaseUpstreamHead, serval.PhaseUpstreamBody:
-		return !http1.ResponseLimit(err) && err != client.ErrHeadTooLarge && err != client.ErrInterimMax
+		return !http1.ResponseLimit(err) && err != client.ErrHeadTooLarge && err != client.ErrInterimMax &&
+			err != errUpstreamChunkLimit
 	}
 	return false
 }

@@ -352,6 +352,9 @@ func (s *Session) forwardChunked(head []byte, h client.Head, chunkOut bool) (ser
 	case failSink:
 		return serval.PhaseClientWrite, err
 	case failFrame:
+		if http1.ResponseLimit(err) {
+			return serval.PhaseUpstreamBody, errUpstreamChunkLimit
+		}
 		return serval.PhaseUpstreamBody, errUpstreamChunk
 	}
 	return serval.PhaseUpstreamBody, err

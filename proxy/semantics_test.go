@@ -10,6 +10,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/servalproxy/serval"
 	"github.com/servalproxy/serval/client"
@@ -45,6 +46,9 @@ func TestResponseOverLimitsIsNotUpstreamFailure(t *testing.T) {
 		"fields": {Config{FieldsMax: 50}, many},
 		"head":   {Config{HeadBytesMax: 1024, FieldsMax: 200}, many},
 		"1xx":    {Config{}, strings.Repeat("HTTP/1.1 102 Processing\r\n\r\n", 1100) + "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"},
+		// Chunk framing that is valid but longer than we take.
+		"chunk extension": {Config{}, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2;a=" + strings.Repeat("x", 100000) + "\r\nok\r\n0\r\n\r\n"},
+		"trailer":         {Config{}, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\nX-T: " + strings.Repeat("t", 100000) + "\r\n\r\n"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			o := newRawOrigin(t, answer(c.answer))
@@ -58,6 +62,34 @@ func TestResponseOverLimitsIsNotUpstreamFailure(t *testing.T) {
 			}
 			if resp.StatusCode != 502 {
 				t.Fatalf("status %d, want 502", resp.StatusCode)
+			}
+			if r := h.wait(1); len(r) != 1 || r[0].Failure {
+				t.Fatalf("results %+v: a response over our limits counted as the upstream's failure", r)
+			}
+		})
+	}
+	// The same framing after the head went out: the client's response is
+	// cut, and still nothing is held against the upstream.
+	for name, tail := range map[string]string{
+		"streamed chunk extension": "2;a=" + strings.Repeat("x", 100000) + "\r\nok\r\n0\r\n\r\n",
+		"streamed trailer":         "0\r\nX-T: " + strings.Repeat("t", 100000) + "\r\n\r\n",
+	} {
+		t.Run(name, func(t *testing.T) {
+			o := newRawOrigin(t, func(c net.Conn, br *bufio.Reader) {
+				if _, _, err := readRequest(br); err != nil {
+					return
+				}
+				io.WriteString(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n")
+				time.Sleep(50 * time.Millisecond) // the head goes out first
+				io.WriteString(c, tail)
+			})
+			h := &doneHooks{errorHooks: errorHooks{handler: handler{ups: []serval.Upstream{upstreamOf(t, o.addr(), 0)}}}}
+			hs := newHarness(t, Config{}, h, serval.Hooks{UpstreamDone: h})
+			tc := dialHarness(t, hs)
+			tc.send("GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+			resp, _, err := tc.read("GET")
+			if resp == nil || resp.StatusCode != 200 || err == nil {
+				t.Fatalf("response %v, err %v: want a 200 cut short", resp, err)
 			}
 			if r := h.wait(1); len(r) != 1 || r[0].Failure {
 				t.Fatalf("results %+v: a response over our limits counted as the upstream's failure", r)
