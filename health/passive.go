@@ -17,7 +17,8 @@ const StatusMax = 599
 var ErrStatus = errors.New("health: passive status out of range [100, 599]")
 
 // PassiveOptions say which upstream results count as failures beyond
-// transport failures (UpstreamResult.Failure), which always do.
+// transport failures (UpstreamResult.Failure), which always do but in
+// the response body (see Classify).
 type PassiveOptions struct {
 	// Count5xx counts every 5xx response as a failure. Off by default: a
 	// 503 from an application is an answer, not a dead host, and ejecting
@@ -73,16 +74,23 @@ const (
 
 // Classify tells whether r counts as a success, a failure, or neither. A
 // 5xx not counted as a failure counts as neither: it says the upstream
-// answers, not that it is well (it does not end a failure streak).
+// answers, not that it is well (it does not end a failure streak). So
+// does a failure in the response body (PhaseUpstreamBody: a body cut
+// short, broken chunked framing, a stall mid-body) unless its status is
+// a counted one: the upstream answered, and the fault is that one
+// response's, as nginx counts it. A handler that crashes mid-body on one
+// URL would otherwise let the clients asking for that URL take every
+// healthy upstream out; a host that died mid-body fails its next connect
+// or probe.
 func (p *Passive) Classify(r serval.UpstreamResult) Outcome {
 	switch {
-	case r.Failure:
+	case r.Failure && r.Phase != serval.PhaseUpstreamBody:
 		return OutcomeFailure
 	case r.Status <= 0:
 		return OutcomeNone
 	case r.Status <= StatusMax && p.statuses[r.Status/64]&(1<<(r.Status%64)) != 0:
-		return OutcomeFailure
-	case r.Status >= 500 && r.Status <= 599:
+		return OutcomeFailure // a counted status, its body whole or not
+	case r.Failure, r.Status >= 500 && r.Status <= 599:
 		return OutcomeNone
 	}
 	return OutcomeSuccess

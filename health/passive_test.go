@@ -110,6 +110,11 @@ func TestPassive(t *testing.T) {
 		{serval.UpstreamResult{Status: 429}, OutcomeSuccess, OutcomeFailure},
 		{serval.UpstreamResult{}, OutcomeNone, OutcomeNone},
 		{serval.UpstreamResult{Status: 700}, OutcomeSuccess, OutcomeSuccess},
+		{serval.UpstreamResult{Failure: true, Phase: serval.PhaseUpstreamHead}, OutcomeFailure, OutcomeFailure},
+		// A response that failed mid-body: the upstream answered; the
+		// fault is that response's (a counted status still counts).
+		{serval.UpstreamResult{Failure: true, Phase: serval.PhaseUpstreamBody, Status: 200}, OutcomeNone, OutcomeNone},
+		{serval.UpstreamResult{Failure: true, Phase: serval.PhaseUpstreamBody, Status: 503}, OutcomeNone, OutcomeFailure},
 	} {
 		if got := def.Classify(tc.r); got != tc.def {
 			t.Errorf("default Classify(%+v) = %d, want %d", tc.r, got, tc.def)
