@@ -223,7 +223,10 @@ type UpstreamResult struct {
 	// Failure is set when the attempt failed in a way that says the
 	// upstream may be unhealthy: connect refused or timed out, reset,
 	// response-head timeout, invalid response (not a valid one over the
-	// proxy's limits: more fields or a larger head than it takes).
+	// proxy's limits: more fields or a larger head than it takes), or a
+	// response that failed in its body (Phase PhaseUpstreamBody: cut
+	// short, broken framing, a stall), which health.Passive does not
+	// count against the upstream (it answered; see Classify).
 	Failure bool
 	// Phase says where a failure happened.
 	Phase Phase

@@ -132,9 +132,10 @@ func (c *Counters) RequestBytes(in, out int64) {
 // by finished requests.
 func (c *Counters) Bytes() (in, out uint64) { return c.bytesIn.Load(), c.bytesOut.Load() }
 
-// OnUpstreamDone counts an upstream attempt, its failure (the kinds that
-// count against health: connect, reset, timeout, invalid response), and
-// observes the time to its response head (serval.UpstreamDoneHook; a
+// OnUpstreamDone counts an upstream attempt, its failure
+// (UpstreamResult.Failure: connect, reset, timeout, invalid response, and
+// a response that failed in its body, the one kind health does not
+// count), and observes the time to its response head (serval.UpstreamDoneHook; a
 // handler that has its own calls this too). Upstreams are counted by
 // serval.Upstream.Index: upstreams of different tables with one index
 // (a gateway's lb groups) share their counters.

@@ -73,7 +73,7 @@ func New(c *metrics.Counters, opts Options) *Collector {
 		bytesIn:       d("request_bytes_total", "Bytes read from clients by finished requests: heads and bodies (tunnels included)."),
 		bytesOut:      d("response_bytes_total", "Bytes written to clients by finished requests: heads and bodies (tunnels included)."),
 		upAttempts:    d("upstream_attempts_total", "Attempts to forward a request to the upstream (retries count).", "upstream"),
-		upFailures:    d("upstream_failures_total", "Attempts that failed in a way that counts against health (connect, reset, timeout, invalid response; a 5xx where 5xx answers count, as with lb --passive-5xx).", "upstream"),
+		upFailures:    d("upstream_failures_total", "Attempts that failed: connect, reset, timeout, invalid response (these count against health), a response cut or broken in its body (this does not); a 5xx where 5xx answers count, as with lb --passive-5xx.", "upstream"),
 		upLatency:     d("upstream_response_seconds", "From the request head written to the upstream's response head read.", "upstream"),
 		upHealthy:     d("upstream_healthy", "1 when the upstream is in rotation, 0 when health checks took it out.", "upstream"),
 		poolHits:      d("pool_hits_total", "Upstream connections taken from the pool."),

@@ -60,7 +60,7 @@ serval_requests_total{code="200",worker="0"} 1
 # TYPE serval_upstream_attempts_total counter
 serval_upstream_attempts_total{upstream="127.0.0.1:8001",worker="0"} 0
 serval_upstream_attempts_total{upstream="127.0.0.1:8002",worker="0"} 2
-# HELP serval_upstream_failures_total Attempts that failed in a way that counts against health (connect, reset, timeout, invalid response; a 5xx where 5xx answers count, as with lb --passive-5xx).
+# HELP serval_upstream_failures_total Attempts that failed: connect, reset, timeout, invalid response (these count against health), a response cut or broken in its body (this does not); a 5xx where 5xx answers count, as with lb --passive-5xx.
 # TYPE serval_upstream_failures_total counter
 serval_upstream_failures_total{upstream="127.0.0.1:8001",worker="0"} 0
 serval_upstream_failures_total{upstream="127.0.0.1:8002",worker="0"} 1
