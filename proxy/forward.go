@@ -160,6 +160,14 @@ func (s *Session) attempts() Result {
 				return s.fail(serval.PhaseClientBody, err)
 			}
 			continue
+		case act.Kind == serval.ErrorRetry:
+			// Asked for and not made: say why beside the ask (lb logs
+			// it at Warn), or the log shows a retry that never came.
+			why := "no retries left"
+			if retries > 0 {
+				why = "the request body already went and cannot be sent again, or bytes of the answer went to the client"
+			}
+			s.f.log.Warn("proxy: the retry OnError asked for is not made; answering the failure", "why", why, "id", s.x.ID)
 		case act.Kind == serval.ErrorRespond:
 			s.finishBody()
 			s.keep = s.keep && !act.Response.Close

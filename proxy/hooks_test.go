@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"log/slog"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -19,6 +20,7 @@ import (
 	"time"
 
 	"github.com/servalproxy/serval"
+	"github.com/servalproxy/serval/internal/syncbuf"
 	"github.com/servalproxy/serval/internal/testnet"
 )
 
@@ -597,5 +599,28 @@ func TestHookActionDate(t *testing.T) {
 			}
 			hs.close()
 		}
+	}
+}
+
+// TestOnErrorRetryNotMadeIsLogged: a retry OnError asks for that the
+// proxy does not make (no retries left; the failure is answered) is
+// logged with the reason, so that a log that shows the ask (lb's Warn)
+// does not show a retry that never came.
+func TestOnErrorRetryNotMadeIsLogged(t *testing.T) {
+	checkLeaks(t)
+	dead := testnet.RefusingAddr(t)
+	var logs syncbuf.Buffer
+	h := &errorHooks{handler: handler{ups: []serval.Upstream{upstreamOf(t, dead, 0), upstreamOf(t, dead, 1)}}, retry: true}
+	hs := newHarness(t, Config{Logger: slog.New(slog.NewTextHandler(&logs, nil))}, h, serval.DetectHooks(h))
+	tc := dialHarness(t, hs)
+	tc.send("GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+	if resp, _ := tc.mustRead("GET"); resp.StatusCode != 502 {
+		t.Fatalf("status %d, want 502", resp.StatusCode)
+	}
+	h.mu.Lock()
+	asked := len(h.seen)
+	h.mu.Unlock()
+	if asked != 2 || !strings.Contains(logs.String(), "is not made") || !strings.Contains(logs.String(), "no retries left") {
+		t.Fatalf("OnError asked %d times; logs:\n%s", asked, logs.String())
 	}
 }
