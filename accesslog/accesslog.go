@@ -208,7 +208,7 @@ func (w *Writer) reportTrouble() {
 //
 //	time=<start, RFC 3339 UTC, microseconds> id=<request id>
 //	client=<ip:port> method=<method> host="<host>" path="<path?query>" status=<status>
-//	bytes_in=<n> bytes_out=<n> upstream=<host:port or -> reused=<bool>
+//	bytes_in=<n> bytes_out=<n> upstream=<host:port, or - when no attempt was made> reused=<bool>
 //	attempts=<n> queue_us=<n> connect_us=<n> ttfb_us=<n> total_us=<n>
 //
 // and, when the exchange failed, phase=<phase> err="<error>". Quoted
@@ -253,7 +253,10 @@ func appendLine(b []byte, x *serval.Exchange, e *serval.LogEntry, fields string)
 	b = append(b, " bytes_out="...)
 	b = strconv.AppendInt(b, e.BytesOut, 10)
 	b = append(b, " upstream="...)
-	if e.Upstream != nil {
+	// The upstream chosen is the one that answered only when the request
+	// went to it: one answered here after the choice (a body over the
+	// limit, Max-Forwards: 0) names none.
+	if e.Upstream != nil && x.Attempts > 0 {
 		b = appendHostPort(b, e.Upstream)
 	} else {
 		b = append(b, '-')

@@ -108,3 +108,36 @@ func TestAccessLogFailure(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// TestAccessLogNoAttempt: a request the balancer answers itself after
+// selecting a backend, without sending it there (a chunked body over
+// --max-body-size, 413; OPTIONS with Max-Forwards: 0, 200), is logged
+// with upstream=- and attempts=0: no backend gave the answer.
+func TestAccessLogNoAttempt(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "access.log")
+	addr, _ := startLB(t, "--access-log", path, "--max-body-size", "1k")
+	for _, tc := range []struct {
+		raw    string
+		status int
+	}{
+		{"POST /big HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n800\r\n" + strings.Repeat("a", 0x800) + "\r\n0\r\n\r\n", 413},
+		{"OPTIONS * HTTP/1.1\r\nHost: t\r\nMax-Forwards: 0\r\n\r\n", 200},
+	} {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, _ := roundTrip(t, c, bufio.NewReader(c), tc.raw)
+		c.Close()
+		if resp.StatusCode != tc.status {
+			t.Fatalf("status %d, want %d", resp.StatusCode, tc.status)
+		}
+	}
+	lines := waitLines(t, path, 2)
+	for i, want := range []string{`method=POST host="t" path="/big" status=413 `, `method=OPTIONS host="t" path="*" status=200 `} {
+		if !strings.Contains(lines[i], want) || !strings.Contains(lines[i], " upstream=- reused=false attempts=0 ") {
+			t.Errorf("line %d: %q, want %q with upstream=- attempts=0", i, lines[i], want)
+		}
+	}
+}
