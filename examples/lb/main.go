@@ -47,12 +47,7 @@ import (
 const logFlushTimeout = 2 * time.Second
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	// The first SIGINT/SIGTERM starts the drain; the second gets the
-	// default action, ending the process at once (as a second Ctrl-C
-	// is expected to).
-	context.AfterFunc(ctx, stop)
+	ctx := stopSignals()
 	// SIGHUP reloads the TLS certificate files instead of ending the
 	// process.
 	hup := make(chan os.Signal, 1)
@@ -63,6 +58,34 @@ func main() {
 	// and every request in flight with it.
 	signal.Ignore(syscall.SIGPIPE)
 	os.Exit(runWith(ctx, os.Args[1:], os.Stdout, hup))
+}
+
+// stopSignals returns a context that ends at the first SIGINT or SIGTERM
+// (the drain starts); the second ends the process at once, as a second
+// Ctrl-C is expected to: by the signal's default action, or with exit
+// status 128+signal when the process started with the signal ignored. A
+// shell script's background job ("lb &") starts with SIGINT ignored, and
+// restoring that disposition (what stopping the Notify does) left the
+// second SIGINT ignored and the drain to run its course.
+func stopSignals() context.Context {
+	// Read before Notify, which hides an inherited SIG_IGN.
+	intIgnored, termIgnored := signal.Ignored(syscall.SIGINT), signal.Ignored(syscall.SIGTERM)
+	ch := make(chan os.Signal, 2)
+	signal.Notify(ch, syscall.SIGINT, syscall.SIGTERM)
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		<-ch
+		cancel()
+		s, _ := (<-ch).(syscall.Signal)
+		if s == syscall.SIGINT && !intIgnored || s == syscall.SIGTERM && !termIgnored {
+			signal.Reset(s)
+			if p, err := os.FindProcess(os.Getpid()); err == nil && p.Signal(s) == nil {
+				time.Sleep(time.Second) // the default action ends the process
+			}
+		}
+		os.Exit(128 + int(s))
+	}()
+	return ctx
 }
 
 // run parses args, serves until ctx is done and returns the exit code.
