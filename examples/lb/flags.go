@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"runtime"
 	"runtime/debug"
@@ -340,6 +341,17 @@ func parseWorkers(v string) (int, error) {
 	return n, nil
 }
 
+// validListenAddr reports whether addr is HOST:PORT with a port in
+// [0, 65535] (the host, which may be empty, is checked by the listen).
+func validListenAddr(addr string) bool {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	n, err := strconv.Atoi(port)
+	return err == nil && n >= 0 && n <= 65535 && port[0] != '+'
+}
+
 // validate checks ranges and flag combinations.
 func (o *options) validate() error {
 	certHeaderErr := proxy.CheckClientCertHeader(o.clientCertHeader)
@@ -392,6 +404,8 @@ func (o *options) validate() error {
 		return errors.New("--upstream-ca, --upstream-server-name and --insecure-skip-verify apply to the backends named in --upstream-tls, and there are none")
 	case o.ktls == tlsconn.ModeRequire && o.certFile == "" && o.upstreamTLS == "":
 		return errors.New("--ktls require needs TLS to offload: --cert and --key, or --upstream-tls")
+	case o.metricsAddr != "" && !validListenAddr(o.metricsAddr):
+		return errors.New("--metrics-addr must be HOST:PORT (e.g. 127.0.0.1:9100; port 0 picks a free one), not " + strconv.Quote(o.metricsAddr))
 	}
 	for _, d := range []struct {
 		flag string

@@ -244,7 +244,8 @@ func TestHelpAndBadFlags(t *testing.T) {
 		{"--max-body-size", "9999999999g"}, {"--upstream-ca", "ca.pem"}, {"--upstream-server-name", "b.example"}, {"--insecure-skip-verify"},
 		{"--ktls", "require"}, {"--backends", ""}, {"--backends", " "}, {"--lb", "p2c", "--policy", "weighted"}, {"--lb", "p2c", "--policy", "nope"}, {"--no-health", "--passive-5xx"}, {"--health-interval", "1h"}, {"--health-interval", "-1s"}, {"--fail-timeout", "-1s", "--health-interval", "0"}, {"--fail-timeout", "10ms", "--health-interval", "0"}, {"--fail-timeout", "2h", "--health-interval", "0"}, {"--fail-timeout", "5s"}, {"--fail-timeout", "5s", "--health-interval", "0", "--no-health"},
 		{"--backends", "127.0.0.1:1,127.0.0.1:1", "--sticky-cookie", "s"},
-		{"--connect-timeout", "25h"}, {"--response-timeout", "0"}, {"--tunnel-idle-timeout", "-1s"}, {"--header-timeout", "0s"}, {"--body-timeout", "-1s"}, {"--idle-timeout", "25h"}, {"--write-timeout", "0"}} {
+		{"--connect-timeout", "25h"}, {"--response-timeout", "0"}, {"--tunnel-idle-timeout", "-1s"}, {"--header-timeout", "0s"}, {"--body-timeout", "-1s"}, {"--idle-timeout", "25h"}, {"--write-timeout", "0"},
+		{"--metrics-addr", "127.0.0.1"}, {"--metrics-addr", "127.0.0.1:99999"}, {"--metrics-addr", "127.0.0.1:x"}, {"--metrics-addr", ":-1"}} {
 		out.Reset()
 		if code := run(context.Background(), append([]string{"--port", "0"}, args...), &out); code != 2 {
 			t.Errorf("%v: exit %d, want 2; output:\n%s", args, code, out.String())
