@@ -239,7 +239,7 @@ var (
 	ErrNilSelector       = errors.New("lb: nil selector")
 	ErrNilLoad           = errors.New("lb: nil load")
 	ErrNoUpstreams       = errors.New("lb: empty upstream table")
-	ErrTooManyUpstream   = errors.New("lb: more than serval.UpstreamsMax upstreams")
+	ErrTooManyUpstream   = errors.New("lb: more than " + strconv.Itoa(serval.UpstreamsMax) + " upstreams (serval.UpstreamsMax)")
 	ErrIndexMismatch     = errors.New("lb: table[i].Index != i")
 	ErrHealthSize        = errors.New("lb: health state tracks a different number of upstreams")
 	ErrWeight            = errors.New("lb: upstream weight above lb.WeightMax")

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"net"
+	"strconv"
 	"time"
 
 	"github.com/servalproxy/serval"
@@ -84,7 +85,7 @@ type Config struct {
 // Configuration errors.
 var (
 	ErrNoUpstreams = errors.New("prober: no upstreams")
-	ErrTooMany     = errors.New("prober: more than serval.UpstreamsMax upstreams")
+	ErrTooMany     = errors.New("prober: more than " + strconv.Itoa(serval.UpstreamsMax) + " upstreams (serval.UpstreamsMax)")
 	ErrIndex       = errors.New("prober: table[i].Index != i")
 	ErrNoHealth    = errors.New("prober: nil Health")
 	ErrPath        = errors.New("prober: path must start with / and hold visible ASCII only")
