@@ -100,6 +100,7 @@ type options struct {
 	// Load balancing and health.
 	policy             lb.Policy
 	policySet          bool // --lb or --policy was given
+	acceptBalanceSet   bool // --accept-balance was given
 	failTimeoutSet     bool // --fail-timeout was given
 	stickyCookie       string
 	healthPath         string
@@ -181,7 +182,7 @@ func defineFlags(fs *flag.FlagSet, o *options, r *rawFlags) {
 	fs.BoolVar(&o.trustForwarded, "trust-forwarded", false, "keep incoming X-Forwarded-For/-Proto/-Host (append the client to X-Forwarded-For): only\nbehind a proxy you trust, since clients can write these fields (default: replace them)")
 	fs.StringVar(&o.via, "via", "", "add \"Via: 1.1 NAME\" to requests and responses (at most "+strconv.Itoa(proxy.ViaBytesMax)+" bytes; default: none)")
 	fs.BoolVar(&o.ignoreClientAbort, "ignore-client-abort", false, "keep waiting for a backend's answer when the client closed its connection\n(default: the backend connection is closed one to two seconds after the request went to it, status 499 in the log, as nginx does)")
-	fs.IntVar(&o.retries, "retries", proxy.RetriesMaxDefault, "retry on another backend, at most this many times (0: never; at most "+strconv.Itoa(proxy.RetriesMaxLimit)+"), a request whose backend connection failed\n(refused, timed out), or an idempotent one (GET, HEAD, PUT, DELETE, ...) whose backend closed\nor reset the connection without answering")
+	fs.IntVar(&o.retries, "retries", proxy.RetriesMaxDefault, "retry on another backend, at most this many times (0: never; at most "+strconv.Itoa(proxy.RetriesMaxLimit)+"), a request whose backend connection failed\n(refused, timed out, TLS handshake), or an idempotent one (GET, HEAD, PUT, DELETE, ...) whose backend closed\nor reset the connection without answering")
 	fs.BoolVar(&o.passive5xx, "passive-5xx", false, "count 5xx responses as passive failures (default: only transport failures)")
 	fs.BoolVar(&o.noHealth, "no-health", false, "no health checking at all: no probes, no passive checks")
 	fs.StringVar(&r.allUnhealthy, "all-unhealthy", allUnhealthyDefault, "when no backend is healthy: 503 (with Retry-After) or try-all")
@@ -233,6 +234,7 @@ func parseFlags(args []string, out io.Writer) (o options, code int, ok bool) {
 				o.healthFlag = f.Name
 			}
 		}
+		o.acceptBalanceSet = o.acceptBalanceSet || f.Name == "accept-balance"
 		o.hostSet = o.hostSet || f.Name == "host"
 		o.portSet = o.portSet || f.Name == "port"
 		if f.Name == "lb" || f.Name == "policy" {

@@ -214,6 +214,15 @@ func runWith(ctx context.Context, args []string, stdout io.Writer, hup <-chan os
 			logger.Warn("a backend is listed more than once: each entry is a backend of its own, with its own share, health and pool (use =weight to weight one)", "backend", d)
 		}
 	}
+	if worker < 0 {
+		// Flags that do nothing here, said once rather than ignored.
+		if o.acceptBalanceSet && o.workers <= 1 {
+			logger.Warn("--accept-balance applies to --workers above 1; with one process it does nothing")
+		}
+		if o.clientCertHeader != "" && o.clientCAFile == "" {
+			logger.Warn("--client-cert-header without --client-ca: no client certificate is asked for, so the field never carries one (clients' own fields of that name are removed all the same, unless --trust-forwarded)")
+		}
+	}
 	if worker < 0 && o.workers > 1 {
 		return runMaster(ctx, &o, args, list, logger, stdout, hup)
 	}

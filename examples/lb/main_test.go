@@ -501,3 +501,24 @@ func TestShutdownTimeoutFlag(t *testing.T) {
 		})
 	}
 }
+
+// TestUselessFlagsWarned: flags that can do nothing in the configuration
+// given are said so at startup, not ignored in silence: --accept-balance
+// without --workers, --client-cert-header without --client-ca.
+func TestUselessFlagsWarned(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--accept-balance=false"}, "--accept-balance applies to --workers above 1"},
+		{[]string{"--client-cert-header", "X-Forwarded-Client-Cert"}, "--client-cert-header without --client-ca"},
+	} {
+		_, logs := startLB(t, tc.args...)
+		if !strings.Contains(logs.String(), tc.want) {
+			t.Errorf("%v: no warning %q; logs:\n%s", tc.args, tc.want, logs)
+		}
+	}
+	if _, logs := startLB(t); strings.Contains(logs.String(), "--accept-balance") || strings.Contains(logs.String(), "--client-cert-header") {
+		t.Errorf("a warning without the flags; logs:\n%s", logs)
+	}
+}
