@@ -143,7 +143,7 @@ func (s *Session) writeAction(a *serval.Action, close bool) bool {
 		body = nil
 	}
 	b := http1.AppendStatusLine(s.wbuf[:0], status, nil)
-	if !hasField(a.Headers, "date") { // a hook's Date replaces ours: one Date only
+	if fieldCount(a.Headers, "date") == 0 { // a hook's Date replaces ours: one Date only
 		b = http1.AppendField(b, nameDate, s.date.Get(serval.Now()))
 	}
 	if contentType != "" {
@@ -175,17 +175,6 @@ func (s *Session) writeAction(a *serval.Action, close bool) bool {
 		return s.writeClient(body)
 	}
 	return true
-}
-
-// hasField reports whether fields has one named name (ASCII
-// case-insensitive).
-func hasField(fields []serval.Header, name string) bool {
-	for i := range fields {
-		if serval.EqualFold(fields[i].Name, name) {
-			return true
-		}
-	}
-	return false
 }
 
 // appendString copies str into the scratch (rare paths only).

@@ -19,9 +19,12 @@ import (
 // healthPath is the probe path the test backends count separately.
 const healthPath = "/healthz"
 
+// cutPath is answered by a testBackend with a body cut short.
+const cutPath = "/cut"
+
 // testBackend is a net/http origin that counts probes and requests, can
 // fail its probes on demand, and can be killed and restarted on the same
-// address.
+// address. It answers cutPath with a response cut mid-body.
 type testBackend struct {
 	t        *testing.T
 	id, addr string
@@ -62,6 +65,14 @@ func (b *testBackend) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		b.probesAtFirstHit.Store(b.probes.Load())
 	}
 	w.Header().Set("X-Backend-Id", b.id)
+	if r.URL.Path == cutPath {
+		// A handler that crashes after its head: 10 of the 100 bytes
+		// promised, then the connection is cut.
+		w.Header().Set("Content-Length", "100")
+		w.Write([]byte("0123456789"))
+		w.(http.Flusher).Flush()
+		panic(http.ErrAbortHandler)
+	}
 	w.Write([]byte("ok\n"))
 }
 
