@@ -33,6 +33,16 @@
 #   serval-1proc : (not in the default TARGETS) :19387 examples/lb as one
 #            process with GOMAXPROCS=workers, to compare with --workers.
 #
+# Order: the targets run in turn, and the order rotates by one each round,
+# so with ROUNDS a multiple of the number of targets (5 by default) each
+# target runs once in every position. With fewer rounds some targets run
+# late more often than others; on a host whose speed drifts within a run
+# that costs them. In ten runs of 2026-11-28 with ROUNDS=3, each target's
+# third pinned 128 B round against its first two (req/s, medians): nginx,
+# first in that round, 1.06; HAProxy 0.94; httputil 0.98; the origin alone
+# 0.93; Serval, last, 0.84. The script says when the rotation is not
+# balanced.
+#
 # Columns: req/s (median over ROUNDS, min-max), p50/p99 (medians), ratio to
 # direct (same mode and size), proxy CPU us/req (utime+stime of the proxy
 # process and its child workers, from /proc, over requests served), upconn
@@ -228,6 +238,9 @@ for mode in $MODES; do
   done
 
   n=${#live[@]}
+  if ((ROUNDS % n)); then
+    log "note: $ROUNDS rounds of $n targets: the rotation is unbalanced (some targets run late in a round more often); ROUNDS=$n balances it"
+  fi
   for ((r = 1; r <= ROUNDS; r++)); do
     for size in $SIZES; do
       for ((i = 0; i < n; i++)); do
