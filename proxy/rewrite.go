@@ -151,7 +151,11 @@ func (s *Session) rewriteRequest(d *Downstream, x *serval.Exchange, req *serval.
 	for _, f := range req.Fields {
 		switch {
 		case serval.EqualFold(f.Name, "te"):
-			if te || !http1.HasToken(f.Value, "trailers") {
+			if te || req.Version < serval.Version11 || !http1.HasToken(f.Value, "trailers") {
+				// An HTTP/1.0 client gets its body de-chunked, without
+				// trailers: "trailers" from an intermediary speaks for
+				// every client downstream (RFC 9110 §10.1.4), so it is
+				// not passed on for one that cannot take them.
 				continue
 			}
 			// Forwarded below, the rest dropped; a sender of TE lists it

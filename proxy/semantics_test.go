@@ -177,6 +177,25 @@ func TestTEConnectionOption(t *testing.T) {
 	}
 }
 
+// TestTETrailersHTTP10: an HTTP/1.0 client's TE: trailers is not
+// forwarded. Its response is de-chunked and its trailers dropped, and
+// "trailers" from an intermediary tells the upstream that every client
+// downstream takes trailer fields (RFC 9110 §10.1.4): an upstream that
+// moved a status or checksum into trailers on that word would have it
+// lost in silence.
+func TestTETrailersHTTP10(t *testing.T) {
+	checkLeaks(t)
+	heads := make(chan *http.Request, 1)
+	hs, _ := rawHarness(t, Config{}, serval.Hooks{}, recordHeads(heads, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"))
+	tc := dialHarness(t, hs)
+	tc.send("GET / HTTP/1.0\r\nHost: t\r\nConnection: keep-alive, TE\r\nTE: trailers\r\n\r\n")
+	tc.mustRead("GET")
+	req := <-heads
+	if te, conn := req.Header.Values("Te"), req.Header.Values("Connection"); len(te) != 0 || len(conn) != 0 {
+		t.Fatalf("HTTP/1.0 client: TE %q Connection %q forwarded", te, conn)
+	}
+}
+
 // recordHeads is an origin that hands every request it reads to heads
 // and answers each with resp.
 func recordHeads(heads chan<- *http.Request, resp string) func(c net.Conn, br *bufio.Reader) {
