@@ -20,6 +20,9 @@ import (
 func (s *Session) Forward(d *Downstream, x *serval.Exchange, req *serval.Request, up *serval.Upstream) Result {
 	s.begin(d, x, req, up)
 	res := s.forward()
+	if d.CutReset != nil {
+		d.CutReset.Store(false) // the server has the connection back
+	}
 	if res.Status == 0 {
 		res.Status = x.Status
 	}

@@ -325,6 +325,7 @@ func (s *Session) forwardChunked(head []byte, h client.Head, chunkOut bool) (ser
 	// Unchunked, the body ends at the close: a cut one is ended with a
 	// reset (Result.Reset), not a close that says it is complete.
 	s.closeOut = !chunkOut
+	s.storeCutReset()
 	src := &s.rsrc
 	*src = chunkSource{conn: s.c.Conn, dl: &s.c.Deadlines, buf: s.rbuf, lo: h.HeadBytes, hi: h.End, timeout: cfg.ResponseTimeout}
 	var fail pipeFail
@@ -347,6 +348,7 @@ func (s *Session) forwardChunked(head []byte, h client.Head, chunkOut bool) (ser
 		// ends as the client's with the upstream's status, never as a
 		// 502 (a retry or an error page) for a client that is gone.
 		s.headSent, s.x.Status, s.closeOut = false, 0, false
+		s.storeCutReset()
 	}
 	switch fail {
 	case failSink:
@@ -358,6 +360,13 @@ func (s *Session) forwardChunked(head []byte, h client.Head, chunkOut bool) (ser
 		return serval.PhaseUpstreamBody, errUpstreamChunk
 	}
 	return serval.PhaseUpstreamBody, err
+}
+
+// storeCutReset publishes s.closeOut to the server (Downstream.CutReset).
+func (s *Session) storeCutReset() {
+	if s.d.CutReset != nil {
+		s.d.CutReset.Store(s.closeOut)
+	}
 }
 
 // pipeUntilClose moves a close-delimited body until the upstream closes.

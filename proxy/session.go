@@ -45,6 +45,12 @@ type Downstream struct {
 	// "Connection: close", as Request.Close does, and the exchange ends
 	// with KeepAlive false.
 	Closing *atomic.Bool
+	// CutReset, when set, holds true while the response body goes to the
+	// client delimited by the connection's close (an HTTP/1.0 client: see
+	// Result.Reset), and false otherwise: a server that closes the
+	// connection from outside meanwhile (its shutdown deadline) must
+	// reset it, or the client takes the cut body for the whole one.
+	CutReset *atomic.Bool
 }
 
 // closeAsked reports whether the client connection ends after this

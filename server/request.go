@@ -157,6 +157,7 @@ func (c *slot[H]) forward() {
 	c.down = proxy.Downstream{
 		Conn: c.conn, TCP: c.tcp, Socket: c.sock, Buf: c.in.buf, Head: c.in.start, End: c.in.end,
 		ClientAddr: c.clientAddr, TLS: c.x.TLS, Deadlines: &c.in.dl, Closing: &s.draining,
+		CutReset: &c.cutReset,
 	}
 	c.inForward = true
 	res := c.session.Forward(&c.down, &c.x, &c.req, up)

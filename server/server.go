@@ -580,6 +580,11 @@ func (s *Server[H]) shutdown() {
 			if sl.state.Load() != stFree {
 				sl.killed.Store(true)
 				sl.raw.Interrupt()
+				if sl.cutReset.Load() {
+					if tc, ok := sl.nc.(interface{ SetLinger(int) error }); ok {
+						tc.SetLinger(0) // a reset: the body was cut (cutReset)
+					}
+				}
 				sl.nc.Close()
 			}
 		}

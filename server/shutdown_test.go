@@ -489,3 +489,89 @@ func TestStreamSeesDraining(t *testing.T) {
 	cancel2()
 	waitServed(t, done)
 }
+
+// TestShutdownCutCloseDelimitedResets: a response body that goes to an
+// HTTP/1.0 client delimited by the close, still running at
+// ShutdownTimeout, is cut with a reset, as every other cut of such a body
+// is (TestForwardCutCloseDelimitedResets): a clean close would tell the
+// client the body was whole. A Stream and a forwarded body (chunked and
+// close-delimited upstream responses), with the upstream streaming or
+// stalled.
+func TestShutdownCutCloseDelimitedResets(t *testing.T) {
+	for _, tc := range []struct {
+		name, resp string // resp: the upstream's head and first bytes; "" for a Stream
+		stall      bool   // the upstream sends nothing more after resp
+	}{
+		{"stream", "", false},
+		{"forward-chunked", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n", false},
+		{"forward-close-delimited", "HTTP/1.1 200 OK\r\n\r\nhello", false},
+		{"forward-stalled", "HTTP/1.1 200 OK\r\n\r\nhello", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			leakCheck(t)
+			cfg := testConfig()
+			cfg.Logger = discardLogger()
+			cfg.ShutdownTimeout = 200 * time.Millisecond
+			cfg.Proxy.ResponseTimeout = time.Minute
+			var h serval.Handler
+			if tc.resp == "" {
+				h = &handler{
+					onRequest: func(*serval.Exchange, *serval.Request, []byte) serval.Action {
+						return serval.Stream(200, "text/event-stream")
+					},
+					next: func(x *serval.Exchange, buf []byte) (int, bool, error) {
+						time.Sleep(10 * time.Millisecond)
+						return copy(buf, "hello"), false, nil
+					},
+				}
+			} else {
+				up := rawOrigin(t, func(c net.Conn, br *bufio.Reader) {
+					if _, err := http.ReadRequest(br); err != nil {
+						return
+					}
+					io.WriteString(c, tc.resp)
+					c.SetDeadline(time.Now().Add(3 * testTimeout))
+					for !tc.stall {
+						time.Sleep(10 * time.Millisecond)
+						more := "hello"
+						if strings.Contains(tc.resp, "chunked") {
+							more = "5\r\nhello\r\n"
+						}
+						if _, err := io.WriteString(c, more); err != nil {
+							return
+						}
+					}
+					io.Copy(io.Discard, br) // until the proxy closes
+				})
+				h = &minimalUp{up: up}
+			}
+			_, addr, cancel, served := serveCancel(t, h, cfg, nil)
+			c := dial(t, addr)
+			send(t, c, "GET /events HTTP/1.0\r\nHost: a\r\n\r\n")
+			c.SetReadDeadline(time.Now().Add(testTimeout))
+			var got []byte
+			buf := make([]byte, 4096)
+			for !strings.Contains(string(got), "\r\n\r\nhello") {
+				n, err := c.Read(buf)
+				got = append(got, buf[:n]...)
+				if err != nil {
+					t.Fatalf("before the body's first bytes: %v, got %q", err, got)
+				}
+			}
+			ended := make(chan error, 1)
+			go func() {
+				_, err := io.Copy(io.Discard, c) // a client that keeps reading
+				ended <- err
+			}()
+			stopWithin(t, cancel, served, "the response")
+			select {
+			case err := <-ended:
+				if !isReset(err) {
+					t.Fatalf("the cut body ended with %v, want a reset: the client takes a clean close for its end", err)
+				}
+			case <-time.After(testTimeout):
+				t.Fatal("the client connection was not closed")
+			}
+		})
+	}
+}

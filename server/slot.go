@@ -68,6 +68,13 @@ type slot[H serval.Handler] struct {
 	// killed is set by Shutdown's hard stop before it closes the socket:
 	// the failures that follow are the shutdown's, and are told so.
 	killed atomic.Bool
+	// cutReset is true while a response body goes to the client
+	// delimited by the connection's close (an HTTP/1.0 client: a Stream,
+	// or a forwarded chunked or close-delimited body): a hard stop then
+	// resets the connection (SO_LINGER 0) instead of closing it, as any
+	// other cut of such a body does, since the client takes a clean close
+	// for the body's end.
+	cutReset atomic.Bool
 
 	// nc is written by the accept loop while the slot is free and read by
 	// the connection goroutine, the evictor and the shutdown scan. It is

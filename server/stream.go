@@ -55,6 +55,11 @@ func (c *slot[H]) stream(a *serval.Action) {
 	if !c.write(c.wbuf[:n]) || noBodyStatus(a.Status) || a.Status == 205 || c.req.MethodID == serval.MethodHead {
 		return
 	}
+	if frame == frameNone {
+		// The body ends with the connection: a hard stop must reset it.
+		c.cutReset.Store(true)
+		defer c.cutReset.Store(false)
+	}
 	c.pump(ns, frame, length)
 }
 
