@@ -969,3 +969,57 @@ func errString(err error) string {
 	}
 	return err.Error()
 }
+
+// TestPanicMidCloseDelimitedResets: a panic while a body goes to an
+// HTTP/1.0 client delimited by the close (a Stream's NextChunk, a
+// forwarded body's OnResponseBody) ends the connection with a reset: a
+// clean close would tell the client the cut body was whole, as a Stream
+// that returns an error already does not.
+func TestPanicMidCloseDelimitedResets(t *testing.T) {
+	for _, name := range []string{"stream", "forward"} {
+		t.Run(name, func(t *testing.T) {
+			var up serval.Upstream // set below: the origin starts after the server
+			var calls atomic.Int32
+			h := &panicSecondChunk{handler: handler{upstream: &up}}
+			if name == "stream" {
+				h.onRequest = func(*serval.Exchange, *serval.Request, []byte) serval.Action {
+					return serval.Stream(200, "text/plain")
+				}
+				h.next = func(x *serval.Exchange, buf []byte) (int, bool, error) {
+					if calls.Add(1) == 2 {
+						panic("test: boom mid-stream")
+					}
+					return copy(buf, "first-chunk"), false, nil
+				}
+			} else {
+				h.onRequest = func(*serval.Exchange, *serval.Request, []byte) serval.Action {
+					return serval.Continue()
+				}
+			}
+			cfg := testConfig()
+			cfg.Logger = discardLogger()
+			ts := start(t, h, cfg, nil)
+			up = startRawOrigin(t, func(c net.Conn) {
+				defer c.Close()
+				br := bufio.NewReader(c)
+				if _, err := http.ReadRequest(br); err != nil {
+					return
+				}
+				io.WriteString(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nb\r\nfirst-chunk\r\n")
+				time.Sleep(50 * time.Millisecond)
+				io.WriteString(c, "c\r\nsecond-chunk\r\n0\r\n\r\n")
+				io.Copy(io.Discard, br)
+			})
+			c := dial(t, ts.addr)
+			send(t, c, "GET /stream HTTP/1.0\r\nHost: a\r\n\r\n")
+			c.SetReadDeadline(time.Now().Add(testTimeout))
+			all, err := io.ReadAll(c)
+			if !strings.HasPrefix(string(all), "HTTP/1.1 200") || !strings.HasSuffix(string(all), "first-chunk") {
+				t.Fatalf("the client read %q: want the 200 cut after its first chunk", all)
+			}
+			if !isReset(err) {
+				t.Fatalf("the cut body ended with %v, want a reset: the client takes a clean close for its end", err)
+			}
+		})
+	}
+}

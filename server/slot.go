@@ -226,6 +226,7 @@ func (c *slot[H]) open() {
 	}
 	c.in.reset(c.conn)
 	c.requests, c.linger, c.reset = 0, false, false
+	c.cutReset.Store(false)
 	c.killed.Store(false) // a hard stop that found the slot as it freed
 	s.metrics.ConnectionOpened()
 }
@@ -332,6 +333,11 @@ func (c *slot[H]) recovered(p any) serval.CloseReason {
 		s.log.Error("server: panic serving connection", "conn", c.info.ID, "panic", p, "stack", string(debug.Stack()))
 	}
 	headSent := c.inForward && c.session.HeadSent()
+	if c.cutReset.Swap(false) {
+		// A body that ends with the connection was cut: a reset, or the
+		// client takes the close for its end.
+		c.reset = true
+	}
 	if c.inForward {
 		// First: its body pump (which may run OnRequestBody) stops, and
 		// the upstream connection closes, before any hook runs here.

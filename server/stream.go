@@ -56,11 +56,13 @@ func (c *slot[H]) stream(a *serval.Action) {
 		return
 	}
 	if frame == frameNone {
-		// The body ends with the connection: a hard stop must reset it.
+		// The body ends with the connection: a hard stop must reset it,
+		// and so must a panic's close (recovered): left set when pump
+		// panics.
 		c.cutReset.Store(true)
-		defer c.cutReset.Store(false)
 	}
 	c.pump(ns, frame, length)
+	c.cutReset.Store(false)
 }
 
 // pump pulls chunks until the handler is done, bounded by
