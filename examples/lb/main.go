@@ -67,16 +67,38 @@ func main() {
 // shell script's background job ("lb &") starts with SIGINT ignored, and
 // restoring that disposition (what stopping the Notify does) left the
 // second SIGINT ignored and the drain to run its course.
+//
+// A worker (--workers) ends at once on a later signal only once its
+// master is gone. A signal sent to the whole process group or cgroup
+// (systemd's default KillMode=control-group on "systemctl stop", a
+// terminal's Ctrl-C) reaches the master and every worker at once, and the
+// master's own SIGTERM to each worker follows: taken as a second signal,
+// it cut every request in flight instead of draining it. While the master
+// lives it decides: a second signal to it ends it at once, and its death
+// sends each worker SIGTERM (PR_SET_PDEATHSIG), which then ends the
+// worker at once (and it kills a worker that outlives the drain).
 func stopSignals() context.Context {
 	// Read before Notify, which hides an inherited SIG_IGN.
 	intIgnored, termIgnored := signal.Ignored(syscall.SIGINT), signal.Ignored(syscall.SIGTERM)
-	ch := make(chan os.Signal, 2)
+	master := -1
+	if workerIndex() >= 0 {
+		master = os.Getppid()
+	}
+	ch := make(chan os.Signal, 8)
 	signal.Notify(ch, syscall.SIGINT, syscall.SIGTERM)
 	ctx, cancel := context.WithCancel(context.Background())
 	go func() {
 		<-ch
 		cancel()
-		s, _ := (<-ch).(syscall.Signal)
+		var s syscall.Signal
+		for {
+			s, _ = (<-ch).(syscall.Signal)
+			// The parent changes when the master dies, before the
+			// kernel sends the death signal.
+			if master < 0 || os.Getppid() != master {
+				break
+			}
+		}
 		if s == syscall.SIGINT && !intIgnored || s == syscall.SIGTERM && !termIgnored {
 			signal.Reset(s)
 			if p, err := os.FindProcess(os.Getpid()); err == nil && p.Signal(s) == nil {

@@ -13,10 +13,12 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"regexp"
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -568,5 +570,117 @@ func TestWorkersAcceptRace(t *testing.T) {
 	waitLogs(t, logs, "two workers serving", func(s string) bool { return strings.Count(s, `msg="worker serving"`) == 2 })
 	for range 10 {
 		getOnce(t, addr)
+	}
+}
+
+// TestWorkersGroupSignalDrains: a SIGTERM sent to the whole process
+// group (systemd's default KillMode=control-group on "systemctl stop",
+// a terminal's Ctrl-C, kill -- -PGID) reaches the master and every
+// worker at once; the workers must drain like the master, not take the
+// master's own SIGTERM that follows as a second signal and end at once.
+// Before, a request in flight was cut within milliseconds of "systemctl
+// stop" whatever --shutdown-timeout said (found by sending SIGTERM to
+// the process group during a rate-limited 50 MiB download: cut after
+// 12 MiB, the worker gone without its "load balancer stopped" line).
+func TestWorkersGroupSignalDrains(t *testing.T) {
+	release := make(chan struct{})
+	arrived := make(chan struct{}, 1)
+	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			arrived <- struct{}{}
+			select {
+			case <-release:
+			case <-time.After(20 * time.Second):
+			}
+		}
+		w.Write([]byte("done\n"))
+	}))
+	defer slow.Close()
+	var once sync.Once
+	releaseAll := func() { once.Do(func() { close(release) }) }
+	defer releaseAll()
+
+	cmd := exec.Command(os.Args[0], "--host", "127.0.0.1", "--port", "0", "--max-conns", "16", "--workers", "2",
+		"--no-health", "--shutdown-timeout", "20s", "--backends", slow.Listener.Addr().String())
+	cmd.Env = append(os.Environ(), asMainEnv+"=1")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // a group of its own: the master and its workers
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pgid := cmd.Process.Pid
+	logs := new(syncBuffer)
+	exited, gone := make(chan error, 1), make(chan struct{})
+	go func() {
+		defer close(gone)
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			logs.Write([]byte(sc.Text() + "\n"))
+		}
+		exited <- cmd.Wait()
+	}()
+	defer func() {
+		select {
+		case <-gone:
+		default:
+			syscall.Kill(-pgid, syscall.SIGKILL)
+			<-gone
+		}
+	}()
+	waitLogs(t, logs, "two workers serving", func(s string) bool { return strings.Count(s, `msg="worker serving"`) == 2 })
+	m := listeningAddr.FindStringSubmatch(logs.String())
+	if m == nil {
+		t.Fatalf("no listening line; logs:\n%s", logs)
+	}
+	inflight := make(chan string, 1)
+	go func() {
+		c := &http.Client{Timeout: 25 * time.Second}
+		resp, err := c.Get("http://" + m[1] + "/slow")
+		if err != nil {
+			inflight <- err.Error()
+			return
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		inflight <- resp.Status + " " + string(b)
+	}()
+	select {
+	case <-arrived:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("the slow request did not reach the backend; logs:\n%s", logs)
+	}
+	if err := syscall.Kill(-pgid, syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	waitLogs(t, logs, "master and workers draining", func(s string) bool { return strings.Count(s, `msg="stopping:`) == 3 })
+	// The master's SIGTERM to each worker follows at once; give it time
+	// to do harm.
+	select {
+	case got := <-inflight:
+		t.Fatalf("the request in flight ended during the drain, before its backend answered: %q; logs:\n%s", got, logs)
+	case <-time.After(time.Second):
+	}
+	releaseAll()
+	select {
+	case got := <-inflight:
+		if got != "200 OK done\n" {
+			t.Fatalf("the request in flight got %q; logs:\n%s", got, logs)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("no answer 10s after the backend's; logs:\n%s", logs)
+	}
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Fatalf("exit %v after the drain, want 0; logs:\n%s", err, logs)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatalf("no exit 15s after the drain's end; logs:\n%s", logs)
+	}
+	if n := strings.Count(logs.String(), `msg="load balancer stopped" worker=`); n != 2 {
+		t.Errorf("%d workers logged a clean stop, want 2; logs:\n%s", n, logs)
 	}
 }
