@@ -121,8 +121,28 @@ func bindListen(family int, sa syscall.Sockaddr, dualStack bool) (int, error) {
 	return fd, nil
 }
 
-// workerSysProcAttr makes a worker get SIGTERM (and drain) if the master
-// dies without stopping it, so no worker outlives its master.
-func workerSysProcAttr() *syscall.SysProcAttr {
-	return &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
+// workerMasterGone returns a channel closed when this worker's master is
+// gone, or nil outside a worker.
+func workerMasterGone() <-chan struct{} {
+	if workerIndex() < 0 {
+		return nil
+	}
+	var st syscall.Stat_t
+	if syscall.Fstat(workerLifeFD, &st) != nil || st.Mode&syscall.S_IFMT != syscall.S_IFIFO {
+		return nil // not started by a master that passes it
+	}
+	// Non-blocking, so the runtime's poller waits for it, not a thread.
+	syscall.SetNonblock(workerLifeFD, true)
+	f := os.NewFile(workerLifeFD, "lb-master-life")
+	gone := make(chan struct{})
+	go func() {
+		defer close(gone)
+		var b [16]byte
+		for {
+			if _, err := f.Read(b[:]); err != nil {
+				return // EOF: the last write end closed with the master
+			}
+		}
+	}()
+	return gone
 }

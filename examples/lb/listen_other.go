@@ -6,7 +6,6 @@ import (
 	"errors"
 	"net"
 	"os"
-	"syscall"
 
 	"github.com/servalproxy/serval"
 )
@@ -16,7 +15,8 @@ var errWorkersLinux = errors.New("--workers above 1 needs Linux (a shared listen
 // listenShared: worker processes need Linux.
 func listenShared(addr string) (*os.File, string, error) { return nil, "", errWorkersLinux }
 
-func workerSysProcAttr() *syscall.SysProcAttr { return nil }
+// workerMasterGone: worker processes need Linux.
+func workerMasterGone() <-chan struct{} { return nil }
 
 // loadTable: worker processes need Linux (balance_linux.go).
 type loadTable struct{}

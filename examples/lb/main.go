@@ -68,35 +68,43 @@ func main() {
 // restoring that disposition (what stopping the Notify does) left the
 // second SIGINT ignored and the drain to run its course.
 //
-// A worker (--workers) ends at once on a later signal only once its
-// master is gone. A signal sent to the whole process group or cgroup
-// (systemd's default KillMode=control-group on "systemctl stop", a
+// A worker (--workers) also drains when its master is gone (killed,
+// crashed: workerMasterGone), and ends at once on a later signal only
+// once its master is gone. A signal sent to the whole process group or
+// cgroup (systemd's default KillMode=control-group on "systemctl stop", a
 // terminal's Ctrl-C) reaches the master and every worker at once, and the
 // master's own SIGTERM to each worker follows: taken as a second signal,
 // it cut every request in flight instead of draining it. While the master
-// lives it decides: a second signal to it ends it at once, and its death
-// sends each worker SIGTERM (PR_SET_PDEATHSIG), which then ends the
-// worker at once (and it kills a worker that outlives the drain).
+// lives it decides: a second signal to it ends it at once, and a worker
+// that was draining when its master went away ends at once too (the
+// master kills a worker that outlives the drain).
 func stopSignals() context.Context {
 	// Read before Notify, which hides an inherited SIG_IGN.
 	intIgnored, termIgnored := signal.Ignored(syscall.SIGINT), signal.Ignored(syscall.SIGTERM)
-	master := -1
-	if workerIndex() >= 0 {
-		master = os.Getppid()
-	}
 	ch := make(chan os.Signal, 8)
 	signal.Notify(ch, syscall.SIGINT, syscall.SIGTERM)
+	gone := workerMasterGone() // nil outside a worker: never ready
 	ctx, cancel := context.WithCancel(context.Background())
 	go func() {
-		<-ch
+		masterGone := false
+		select {
+		case <-ch:
+		case <-gone: // the master died while this worker served: drain
+			masterGone = true
+		}
 		cancel()
-		var s syscall.Signal
-		for {
-			s, _ = (<-ch).(syscall.Signal)
-			// The parent changes when the master dies, before the
-			// kernel sends the death signal.
-			if master < 0 || os.Getppid() != master {
-				break
+		s := syscall.SIGTERM
+		for again := true; again; {
+			select {
+			case sig := <-ch:
+				s, _ = sig.(syscall.Signal)
+				again = gone != nil && !masterGone // the master's own stop request
+			case <-gone:
+				if masterGone {
+					gone = nil // reported once already
+					continue
+				}
+				again = false // the master went away during the drain
 			}
 		}
 		if s == syscall.SIGINT && !intIgnored || s == syscall.SIGTERM && !termIgnored {
@@ -145,7 +153,7 @@ func runWith(ctx context.Context, args []string, stdout io.Writer, hup <-chan os
 	if worker >= 0 {
 		logger = logger.With("worker", worker)
 		// Logs go to the master through a pipe. If the master dies the
-		// worker drains (SIGTERM, see workerSysProcAttr); a log line
+		// worker drains (workerMasterGone); a log line
 		// written meanwhile fails quietly (main ignores SIGPIPE).
 		seed, err := workerTicketSeed()
 		if err != nil {

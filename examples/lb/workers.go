@@ -59,6 +59,16 @@ const (
 	workerReadyFD    = 7
 )
 
+// workerLifeFD (the sixth of exec.Cmd.ExtraFiles) is the read end of a
+// pipe whose write end only the master holds: it reads end of file, once,
+// when the master is gone however it went (workerMasterGone). Not
+// PR_SET_PDEATHSIG: that signal comes again each time the dying master's
+// threads exit one after another, and a worker took the second of one
+// death as an operator's second signal and cut every request in flight
+// (a kill -9 of the master under load, 3 times out of 4). The pipe also
+// tells a worker whose master died before it watched.
+const workerLifeFD = 8
+
 // workersLimit bounds --workers.
 const workersLimit = 256
 
@@ -147,6 +157,7 @@ type master struct {
 	args   []string   // each worker's arguments
 	seed   []byte     // session ticket seed, the same for every worker
 	ln     *os.File   // the listening socket, shared by the workers
+	life   *os.File   // workerLifeFD's pipe, read end: the master holds the write end
 	load   *loadTable // the workers' connection counts (balance_linux.go)
 	lfile  *os.File   // load's memfd, passed down
 	mfiles []*os.File // each worker's metrics listener (--metrics-addr), or nil
@@ -205,6 +216,13 @@ func runMaster(ctx context.Context, o *options, args []string, list string, logg
 		logger.Error("load balancer: cannot find its own executable to start workers", "err", err)
 		return 1
 	}
+	life, lifeW, err := os.Pipe()
+	if err != nil {
+		logger.Error("load balancer: the workers' pipe to their master", "err", err)
+		return 1
+	}
+	defer life.Close()
+	defer lifeW.Close() // after every worker is gone
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	seed := make([]byte, tlsconn.SessionTicketSeedBytes)
@@ -233,6 +251,7 @@ func runMaster(ctx context.Context, o *options, args []string, list string, logg
 		args:   append(slices.Clone(args), "--backends", list),
 		seed:   seed,
 		ln:     lf,
+		life:   life,
 		load:   load,
 		lfile:  loadFile,
 		out:    &lineSink{w: stdout},
@@ -342,8 +361,9 @@ func (m *master) start(k int, serving *atomic.Bool) (*exec.Cmd, <-chan struct{},
 	if m.mfiles != nil {
 		mf = m.mfiles[k]
 	}
-	cmd.ExtraFiles = []*os.File{m.ln, sr, mf, m.lfile, rw} // workerListenerFD, workerSeedFD, workerMetricsFD, workerLoadFD, workerReadyFD
-	cmd.SysProcAttr = workerSysProcAttr()
+	// workerListenerFD, workerSeedFD, workerMetricsFD, workerLoadFD,
+	// workerReadyFD, workerLifeFD
+	cmd.ExtraFiles = []*os.File{m.ln, sr, mf, m.lfile, rw, m.life}
 	m.mu.Lock() // the listeners stay open until the worker has its copies
 	if m.closed {
 		err = errStopping
