@@ -12,6 +12,10 @@ import (
 // BufferBytesDefault is the size of each of Writer's two buffers.
 const BufferBytesDefault = 256 << 10
 
+// reportRoom is the room a drop report waits for in the buffer (a
+// record of a few hundred bytes; half the buffer, if that is less).
+const reportRoom = 1 << 10
+
 // Writer is an io.Writer that never blocks: see the package comment.
 // Each Write should be one whole record (slog handlers write so), which
 // is kept or dropped whole. Memory is fixed at NewWriter: two buffers.
@@ -100,8 +104,11 @@ func (w *Writer) run(ctx context.Context) {
 		case <-w.wake:
 			w.flush()
 		case <-ctx.Done():
-			w.flush()
-			w.flush() // a drop report the first one buffered
+			// What is buffered, then a drop report (it waits for room
+			// in the buffer), then the report itself.
+			for range 3 {
+				w.flush()
+			}
 			return
 		}
 	}
@@ -123,10 +130,22 @@ func (w *Writer) flush() {
 	w.mu.Unlock()
 	if d := w.drops.Load(); d != w.told {
 		n := d - w.told
-		w.told = d
 		if report != nil {
-			report(n) // writes through Write: buffered, flushed below
+			// The report is a record written through Write: after a
+			// stall the buffer that filled meanwhile (what made the
+			// drops) is often still full, and the report would be
+			// dropped too, its count lost (a stall that dropped 15,000
+			// records reported "dropped=1", the report's own drop). It
+			// waits for the next round, which writes that buffer out.
+			w.mu.Lock()
+			room := cap(w.cur)-len(w.cur) >= min(reportRoom, cap(w.cur)/2)
+			w.mu.Unlock()
+			if room {
+				w.told = d
+				report(n) // writes through Write: buffered, flushed below
+			}
 		} else {
+			w.told = d
 			line := strconv.AppendUint([]byte("logsink: "), n, 10)
 			line = append(line, " log records dropped: the log output was slower than the records (a stalled reader?)\n"...)
 			w.out.Write(line)
