@@ -146,3 +146,7 @@ func workerMasterGone() <-chan struct{} {
 	}()
 	return gone
 }
+
+// selfExe names the running program's own file, even once its path was
+// replaced or removed: workers are started from it.
+const selfExe = "/proc/self/exe"

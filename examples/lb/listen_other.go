@@ -15,6 +15,9 @@ var errWorkersLinux = errors.New("--workers above 1 needs Linux (a shared listen
 // listenShared: worker processes need Linux.
 func listenShared(addr string) (*os.File, string, error) { return nil, "", errWorkersLinux }
 
+// selfExe: worker processes need Linux.
+const selfExe = ""
+
 // workerMasterGone: worker processes need Linux.
 func workerMasterGone() <-chan struct{} { return nil }
 

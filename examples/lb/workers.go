@@ -354,7 +354,13 @@ func (m *master) start(k int, serving *atomic.Bool) (*exec.Cmd, <-chan struct{},
 		rw.Close()
 		return nil, nil, err
 	}
-	cmd := exec.Command(m.exe, m.args...)
+	// The master's own program, not whatever its path names now: a
+	// package upgrade or deploy that replaced the file would otherwise
+	// have a worker restarted after a crash run the new version under
+	// the old master (flags, descriptors and behaviour of another build
+	// beside workers of this one). m.exe stays its name in ps.
+	cmd := exec.Command(selfExe, m.args...)
+	cmd.Args[0] = m.exe
 	cmd.Env = append(os.Environ(), workerEnv+"="+strconv.Itoa(k), "GOMAXPROCS=1")
 	cmd.Stdout, cmd.Stderr = w, w
 	var mf *os.File // workerMetricsFD: none (closed in the worker) without --metrics-addr

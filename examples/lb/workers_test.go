@@ -736,3 +736,68 @@ func drainsAfter(t *testing.T, draining int, stop func(master int) error) (*sync
 	}
 	return logs, exited
 }
+
+// TestWorkerRestartedFromOwnProgram: a worker restarted after a crash
+// runs the master's own program, not what its path names by then. A
+// package upgrade or deploy replaces the file (a rename over it) while
+// the balancer runs; before, the restarted worker ran the new file under
+// the old master (found by replacing the binary with a script and
+// killing a worker: the script ran as worker 0, in a restart loop).
+func TestWorkerRestartedFromOwnProgram(t *testing.T) {
+	dir := t.TempDir()
+	prog := dir + "/lb"
+	self, err := os.ReadFile(os.Args[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(prog, self, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(prog, "--host", "127.0.0.1", "--port", "0", "--max-conns", "16", "--workers", "2", "--no-health",
+		"--backends", "127.0.0.1:1")
+	cmd.Env = append(os.Environ(), asMainEnv+"=1")
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	logs := new(syncBuffer)
+	gone := make(chan struct{})
+	go func() {
+		defer close(gone)
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			logs.Write([]byte(sc.Text() + "\n"))
+		}
+		cmd.Wait()
+	}()
+	defer func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-gone:
+		case <-time.After(15 * time.Second):
+			cmd.Process.Kill()
+			<-gone
+		}
+	}()
+	waitLogs(t, logs, "two workers serving", func(s string) bool { return strings.Count(s, `msg="worker serving"`) == 2 })
+	// The upgrade: a new file renamed over the old one.
+	if err := os.WriteFile(prog+".new", []byte("#!/bin/sh\necho replaced program ran\nexit 1\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(prog+".new", prog); err != nil {
+		t.Fatal(err)
+	}
+	old := workerPids(logs.String())[0][0]
+	if err := syscall.Kill(old, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	waitLogs(t, logs, "worker 0 restarted and serving", func(s string) bool {
+		return strings.Contains(s, "replaced program ran") || strings.Count(s, `msg="worker serving" worker=0`) == 2
+	})
+	if s := logs.String(); strings.Contains(s, "replaced program ran") {
+		t.Fatalf("the restarted worker ran the file now at the program's path; logs:\n%s", s)
+	}
+}
