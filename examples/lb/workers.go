@@ -170,6 +170,10 @@ type master struct {
 	procs  []*os.Process // running workers, by index; nil when none
 	failed bool          // a worker kept failing: exit 1
 	closed bool          // files closed: no worker starts any more
+	// ready[k]: worker k said it serves, so it handles SIGHUP (before
+	// its runtime set its handlers up, SIGHUP's default action would
+	// end it); hupLater[k]: a SIGHUP came before that, to pass on then.
+	ready, hupLater []bool
 }
 
 // errStopping refuses a worker start once the listeners are closed.
@@ -260,6 +264,7 @@ func runMaster(ctx context.Context, o *options, args []string, list string, logg
 		cancel: cancel,
 		procs:  make([]*os.Process, o.workers),
 	}
+	m.ready, m.hupLater = make([]bool, o.workers), make([]bool, o.workers)
 	logger.Info("load balancer listening", "addr", bound, socket, "workers", o.workers, "backends", list, "pid", os.Getpid())
 	var wg sync.WaitGroup
 	for k := range o.workers {
@@ -398,6 +403,13 @@ func (m *master) start(k int, serving *atomic.Bool) (*exec.Cmd, <-chan struct{},
 		var b [1]byte
 		if n, _ := rr.Read(b[:]); n == 1 { // EOF when it exits first
 			serving.Store(true)
+			m.mu.Lock()
+			m.ready[k] = true
+			if m.hupLater[k] {
+				m.hupLater[k] = false
+				cmd.Process.Signal(syscall.SIGHUP)
+			}
+			m.mu.Unlock()
 		}
 	})
 	go func() {
@@ -430,13 +442,20 @@ func (m *master) wait(ctx context.Context, k int, cmd *exec.Cmd, sink <-chan str
 	}
 	m.mu.Lock()
 	m.procs[k] = nil
+	m.ready[k], m.hupLater[k] = false, false // the next one reads its files anew
 	m.mu.Unlock()
 	m.load.leave(k) // whatever it held, it accepts no more
 	<-sink
 	return err
 }
 
-// forwardHUP passes each reload request on to every running worker.
+// forwardHUP passes each reload request on to every running worker: at
+// once to one that serves, once it serves to one still starting. A
+// SIGHUP sent as a worker's runtime starts, before it handles the signal,
+// ended it by the signal's default action: a reload (logrotate, a
+// certificate renewal) that met a worker's start or restart cost that
+// worker another restart, and at the balancer's start counted as a
+// failure at start (three stop the balancer).
 func (m *master) forwardHUP(ctx context.Context, hup <-chan os.Signal) {
 	for {
 		select {
@@ -444,9 +463,13 @@ func (m *master) forwardHUP(ctx context.Context, hup <-chan os.Signal) {
 			return
 		case <-hup:
 			m.mu.Lock()
-			for _, p := range m.procs {
-				if p != nil {
+			for k, p := range m.procs {
+				switch {
+				case p == nil:
+				case m.ready[k]:
 					p.Signal(syscall.SIGHUP)
+				default:
+					m.hupLater[k] = true
 				}
 			}
 			m.mu.Unlock()

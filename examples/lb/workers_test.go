@@ -801,3 +801,57 @@ func TestWorkerRestartedFromOwnProgram(t *testing.T) {
 		t.Fatalf("the restarted worker ran the file now at the program's path; logs:\n%s", s)
 	}
 }
+
+// TestWorkersSurviveHUPAtStart: reload requests that come while workers
+// start do not kill them. Before, the master passed SIGHUP on to a worker
+// whose runtime had not yet set its handlers up, and SIGHUP's default
+// action ended it (found by sending SIGHUP to the master every 0.5 ms
+// around a worker's restart: "worker exited ... err="signal: hangup"",
+// 5 times in 3 restarts). A worker still starting gets the reload once
+// it serves instead.
+func TestWorkersSurviveHUPAtStart(t *testing.T) {
+	logs := new(syncBuffer)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	hup := make(chan os.Signal, 1)
+	done := make(chan int, 1)
+	go func() {
+		done <- runWith(ctx, []string{"--host", "127.0.0.1", "--port", "0", "--max-conns", "16", "--workers", "2",
+			"--no-health", "--backends", "127.0.0.1:1"}, logs, hup)
+	}()
+	serving := func(s string) bool { return strings.Count(s, `msg="worker serving"`) >= 2 }
+	stop := make(chan struct{})
+	sent := make(chan struct{})
+	go func() { // reload requests all through the workers' start
+		defer close(sent)
+		for {
+			select {
+			case <-stop:
+				return
+			case hup <- syscall.SIGHUP:
+			default:
+			}
+			time.Sleep(200 * time.Microsecond)
+		}
+	}()
+	for deadline := time.Now().Add(10 * time.Second); !serving(logs.String()) && !strings.Contains(logs.String(), "worker exited"); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			break
+		}
+	}
+	close(stop)
+	<-sent
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		t.Fatalf("run did not return; logs:\n%s", logs)
+	}
+	s := logs.String()
+	if strings.Contains(s, "worker exited") || !serving(s) {
+		t.Fatalf("a worker died at its start, or they did not both serve; logs:\n%s", s)
+	}
+	if !strings.Contains(s, "SIGHUP: no --cert and no --access-log file, nothing to reload") {
+		t.Errorf("no worker got a reload; logs:\n%s", s)
+	}
+}
