@@ -130,9 +130,10 @@ func (s *Session) attempts() Result {
 		// close, and a proxy must not retry it (RFC 9112 §9.3.1). An
 		// interim response (a 103, a 100) says the upstream had the
 		// request: that is no race, and the client already has bytes of
-		// this answer.
-		if raceRetry && s.x.Reused && !s.upInterim && client.Retryable(err) && s.replayable(true) &&
-			(err == client.ErrWriteFailed || s.req.MethodID.Idempotent()) {
+		// this answer. A write that failed took a buffered body with it
+		// unfinished: that body is replayed whatever the method.
+		if raceRetry && s.x.Reused && !s.upInterim && client.Retryable(err) &&
+			(err == client.ErrWriteFailed && s.replayable(false) || s.req.MethodID.Idempotent() && s.replayable(true)) {
 			raceRetry, fresh = false, true
 			continue
 		}
@@ -183,7 +184,9 @@ func (s *Session) attempts() Result {
 
 // replayable reports whether the request may be sent again: nothing went
 // to the client, and the body is absent; or wholly buffered and either not
-// sent yet or (race retry) the method is idempotent; or streamed and not
+// sent yet or (race retry) the method is idempotent (attempts replays a
+// buffered body whose write failed with race false: it never arrived
+// whole, whatever the method); or streamed and not
 // started (the attempt failed before the pump read a byte of it from the
 // client: a refused connect, a head write to a stale pooled connection),
 // so the next attempt streams it whole.

@@ -84,6 +84,12 @@ type harness struct {
 }
 
 func newHarness(t testing.TB, cfg Config, h serval.Handler, hooks serval.Hooks) *harness {
+	return newHarnessPool(t, cfg, h, hooks, nil)
+}
+
+// newHarnessPool is newHarness with the proxy's pool wrapped by wrap (nil:
+// the pool itself), to hand out connections a test prepared.
+func newHarnessPool(t testing.TB, cfg Config, h serval.Handler, hooks serval.Hooks, wrap func(*pool.Fixed) serval.Pool) *harness {
 	hs := &harness{t: t, h: h, conns: map[net.Conn]bool{}}
 	pc := pool.DefaultConfig(4)
 	p, err := pool.New(pc)
@@ -94,7 +100,11 @@ func newHarness(t testing.TB, cfg Config, h serval.Handler, hooks serval.Hooks) 
 	if cfg.Logger == nil {
 		cfg.Logger = quietLogger
 	}
-	f, err := New(cfg, h, hooks, p, nil, nil)
+	var sp serval.Pool = p
+	if wrap != nil {
+		sp = wrap(p)
+	}
+	f, err := New(cfg, h, hooks, sp, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,12 +2,16 @@ package proxy
 
 import (
 	"bufio"
+	"fmt"
 	"io"
 	"net"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/servalproxy/serval"
+	"github.com/servalproxy/serval/pool"
 )
 
 func TestKeepAliveIdle(t *testing.T) {
@@ -57,5 +61,93 @@ func TestKeepAliveTimeoutHonoured(t *testing.T) {
 	}
 	if n := o.conns.Load(); n != 2 {
 		t.Fatalf("%d upstream connections, want 2: the idle one past the upstream's timeout less the margin was reused", n)
+	}
+}
+
+// staleFirstPool hands out one prepared connection on its first Acquire:
+// a pooled connection the upstream reset while it idled, whose write
+// fails (what the pool's peek misses when the reset lands between the
+// peek and the write).
+type staleFirstPool struct {
+	*pool.Fixed
+	stale atomic.Pointer[serval.UpstreamConn]
+	given *serval.UpstreamConn
+}
+
+func (p *staleFirstPool) Acquire(u *serval.Upstream) *serval.UpstreamConn {
+	if c := p.stale.Swap(nil); c != nil {
+		p.given = c
+		return c
+	}
+	return p.Fixed.Acquire(u)
+}
+
+func (p *staleFirstPool) Release(c *serval.UpstreamConn, reusable bool) {
+	if c == p.given {
+		c.Conn.Close() // never the pool's: it did not count it
+		return
+	}
+	p.Fixed.Release(c, reusable)
+}
+
+// writeFailConn is a connection whose writes fail as one the peer reset.
+type writeFailConn struct{ net.Conn }
+
+func (c writeFailConn) Write([]byte) (int, error) { return 0, syscall.EPIPE }
+
+// TestRaceRetryPOSTWriteFailed: a POST with a small (buffered) body whose
+// write to a reused connection failed never reached the upstream whole,
+// so it goes again on a fresh connection (RFC 9112 §9.3.1), as one
+// without a body does: the upstream gets it once and the client a 200,
+// not a 502.
+func TestRaceRetryPOSTWriteFailed(t *testing.T) {
+	checkLeaks(t)
+	var posts atomic.Int32
+	o := newRawOrigin(t, func(c net.Conn, br *bufio.Reader) {
+		for {
+			req, body, err := readRequest(br)
+			if err != nil {
+				return
+			}
+			if req.Method == "POST" {
+				posts.Add(1)
+			}
+			fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
+		}
+	})
+	up := upstreamOf(t, o.addr(), 0)
+	h := &handler{ups: []serval.Upstream{up}}
+	var sp *staleFirstPool
+	hs := newHarnessPool(t, Config{}, h, serval.Hooks{}, func(p *pool.Fixed) serval.Pool {
+		sp = &staleFirstPool{Fixed: p}
+		return sp
+	})
+	hs.record(t)
+	for _, tc := range []struct{ name, req string }{
+		{"buffered body", "POST /a HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello"},
+		{"no body", "POST /b HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n"},
+	} {
+		raw, err := net.Dial("tcp", o.addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		now := time.Now()
+		sp.stale.Store(&serval.UpstreamConn{Conn: writeFailConn{raw}, Upstream: 0, Peer: &h.ups[0],
+			Created: now, IdleSince: now, Requests: 1})
+		before := posts.Load()
+		c := dialHarness(t, hs)
+		c.send(tc.req)
+		resp, body := c.mustRead("POST")
+		if resp.StatusCode != 200 {
+			t.Fatalf("%s: status %d %q, want 200: a POST whose write failed on a reused connection is sent again on a fresh one", tc.name, resp.StatusCode, body)
+		}
+		if n := posts.Load() - before; n != 1 {
+			t.Fatalf("%s: the upstream got the POST %d times, want once", tc.name, n)
+		}
+	}
+	for i, x := range hs.exchanges(2) {
+		if x.Attempts != 2 || x.Reused {
+			t.Fatalf("exchange %d: attempts %d reused %v, want 2 and a fresh connection", i, x.Attempts, x.Reused)
+		}
 	}
 }
