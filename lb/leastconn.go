@@ -24,7 +24,7 @@ import (
 // Weights compare by cross-multiplication (a/wa < b/wb ⇔ a·wb < b·wa),
 // so there is no division.
 type LeastConn struct {
-	next   atomic.Uint64 // rotating scan start: round-robin tie break
+	next   atomic.Uint64 // turns: weighted round-robin tie break
 	_      [56]byte
 	table  []serval.Upstream
 	h      *health.State
@@ -55,31 +55,50 @@ func NewLeastConn(table []serval.Upstream, h *health.State, load *Load) (*LeastC
 }
 
 // Select returns the healthy upstream with the fewest in-flight attempts
-// per unit of weight, nil when none is healthy.
+// per unit of weight, nil when none is healthy. Upstreams that tie go
+// in turn by weight, as with nginx's least_conn ("tried in turn using a
+// weighted round-robin"): under light load every upstream is often idle,
+// and a plain rotation would then split weights 3 and 1 evenly.
 func (l *LeastConn) Select(_ *serval.Exchange, _ *serval.Request) *serval.Upstream {
 	n := len(l.table)
-	start := int(l.next.Add(1) % uint64(n))
+	turn := l.next.Add(1) - 1
 	var set health.Set
 	if l.h != nil {
 		set = l.h.Snapshot()
 	}
 	best := -1
-	var bestConns, bestWeight int64
-	for k := 0; k < n; k++ {
-		i := start + k
-		if i >= n {
-			i -= n
-		}
+	var bestConns, bestWeight, tiedWeight int64
+	var conns [serval.UpstreamsMax]int64
+	for i := 0; i < n; i++ {
 		if l.h != nil && !set.Has(serval.UpstreamIndex(i)) {
+			conns[i] = -1
 			continue
 		}
 		c := int64(l.load.InFlight(serval.UpstreamIndex(i)))
-		if best < 0 || c*bestWeight < bestConns*l.weight[i] {
-			best, bestConns, bestWeight = i, c, l.weight[i]
+		conns[i] = c
+		switch {
+		case best < 0 || c*bestWeight < bestConns*l.weight[i]:
+			best, bestConns, bestWeight, tiedWeight = i, c, l.weight[i], l.weight[i]
+		case c*bestWeight == bestConns*l.weight[i]:
+			tiedWeight += l.weight[i]
 		}
 	}
 	if best < 0 {
 		return nil
+	}
+	if tiedWeight == bestWeight {
+		return &l.table[best] // no tie
+	}
+	// The turn's share of the tied upstreams' total weight, in index
+	// order from the first of them.
+	t := int64(turn % uint64(tiedWeight))
+	for i := best; i < n; i++ {
+		if conns[i] < 0 || conns[i]*bestWeight != bestConns*l.weight[i] {
+			continue
+		}
+		if t -= l.weight[i]; t < 0 {
+			return &l.table[i]
+		}
 	}
 	return &l.table[best]
 }

@@ -127,6 +127,51 @@ func TestLeastConnWeights(t *testing.T) {
 	}
 }
 
+// TestLeastConnTiesByWeight: upstreams that tie (nothing in flight,
+// as under light load) take turns by weight, as with nginx's least_conn;
+// a plain rotation split weights 3 and 1 evenly.
+func TestLeastConnTiesByWeight(t *testing.T) {
+	load, _ := NewLoad(0)
+	tab := weightedTable(3, 1)
+	l, err := NewLeastConn(tab, health.New(2), load)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var seen [2]int
+	for k := 0; k < 400; k++ {
+		seen[l.Select(nil, nil).Index]++
+	}
+	if seen[0] != 300 || seen[1] != 100 {
+		t.Fatalf("idle picks %v, want [300 100] (weights 3:1)", seen)
+	}
+	// 3 in flight on the weight-3 upstream, 1 on the weight-1 one: a tie
+	// again, split by weight.
+	for range 3 {
+		load.Start(0)
+	}
+	load.Start(1)
+	seen = [2]int{}
+	for k := 0; k < 400; k++ {
+		seen[l.Select(nil, nil).Index]++
+	}
+	if seen[0] != 300 || seen[1] != 100 {
+		t.Fatalf("picks with in-flight [3 1]: %v, want [300 100]", seen)
+	}
+	// Three equal upstreams, one unhealthy: the other two alternate.
+	hs := health.New(3)
+	l3, _ := NewLeastConn(table(3), hs, load3())
+	hs.MarkUnhealthy(1)
+	var three [3]int
+	for k := 0; k < 30; k++ {
+		three[l3.Select(nil, nil).Index]++
+	}
+	if three != [3]int{15, 0, 15} {
+		t.Fatalf("picks with upstream 1 out: %v, want [15 0 15]", three)
+	}
+}
+
+func load3() *Load { l, _ := NewLoad(0); return l }
+
 func TestLoadAwareSkipUnhealthy(t *testing.T) {
 	for _, policy := range []string{"least-conn", "p2c"} {
 		t.Run(policy, func(t *testing.T) {
