@@ -70,8 +70,15 @@ func NewHandler(sel Selector) (*Handler, error) {
 func (h *Handler) SelectUpstream(x *serval.Exchange, req *serval.Request) *serval.Upstream {
 	u := h.sel.Select(x, req)
 	if u == nil && h.tryAll != nil {
-		if u = h.tryAll(x, req); u != nil && h.sticky != nil && x != nil && x.User == nil {
-			x.User = stickyMark // re-pin the client once health returns
+		if h.sticky != nil {
+			// Every upstream is out and tried as if healthy: a pinned
+			// client stays with its own, as it would were they healthy.
+			u = h.sticky.PinnedAny(req)
+		}
+		if u == nil {
+			if u = h.tryAll(x, req); u != nil && h.sticky != nil && x != nil && x.User == nil {
+				x.User = stickyMark // pin the client
+			}
 		}
 	}
 	if x != nil && x.Upstream != nil && (u == x.Upstream || u == nil) && h.table != nil {

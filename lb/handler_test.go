@@ -153,6 +153,49 @@ func TestAllUnhealthy(t *testing.T) {
 	}
 }
 
+// TestStickyTryAllKeepsPin: with every upstream out and
+// AllUnhealthyTryAll, a pinned client keeps reaching its upstream
+// without being re-pinned; it once went round robin, re-pinned to
+// another upstream on every request (its session lost each time), while
+// a client without the cookie is pinned as usual.
+func TestStickyTryAllKeepsPin(t *testing.T) {
+	hs := health.New(3)
+	h, err := New(Config{Upstreams: table(3), Health: hs, StickyCookie: "srv", AllUnhealthy: AllUnhealthyTryAll})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Probes took every upstream out (so successful requests do not
+	// bring them back: only probes do).
+	for i := range 3 {
+		for range health.FailuresDefault {
+			hs.RecordProbeFailure(serval.UpstreamIndex(i))
+		}
+	}
+	if hs.HealthyCount() != 0 {
+		t.Fatal("upstreams still in rotation")
+	}
+	want := &h.Upstreams()[1]
+	pinned := cookieReq("srv=" + StickyID(want))
+	for k := 0; k < 6; k++ {
+		got, set := respond(t, h, pinned)
+		if got != want || set != "" {
+			t.Fatalf("request %d: %s (Set-Cookie %q), want %s without a new cookie", k, got.Addr(), set, want.Addr())
+		}
+	}
+	if got, set := respond(t, h, cookieReq("")); set != "srv="+StickyID(got)+"; Path=/; HttpOnly" {
+		t.Fatalf("no cookie: %s, Set-Cookie %q", got.Addr(), set)
+	}
+	if got, set := respond(t, h, cookieReq("srv=ffffffffffffffff")); set != "srv="+StickyID(got)+"; Path=/; HttpOnly" {
+		t.Fatalf("unknown id: %s, Set-Cookie %q", got.Addr(), set)
+	}
+	// The pinned upstream fails: the retry goes to another and re-pins.
+	var x serval.Exchange
+	x.Upstream = want
+	if got := h.SelectUpstream(&x, pinned); got == want || got == nil || x.User == nil {
+		t.Fatalf("retry after the pinned upstream failed: %v, mark %v", got, x.User)
+	}
+}
+
 // TestPassiveHealth: failures past the threshold take an upstream out at
 // once; it comes back after successes (fed by a prober here, since it
 // gets no traffic).

@@ -112,6 +112,26 @@ func (s *Sticky) Pinned(req *serval.Request) *serval.Upstream {
 	return &s.table[i]
 }
 
+// PinnedAny returns the upstream the request's cookie names, healthy or
+// not, or nil: with every upstream out and AllUnhealthyTryAll, requests
+// go to every upstream as if healthy, and a pinned client keeps its own
+// (its session state lives there) instead of being re-pinned at random
+// on each request.
+func (s *Sticky) PinnedAny(req *serval.Request) *serval.Upstream {
+	if req == nil {
+		return nil
+	}
+	v, ok := cookieValue(req, s.name)
+	if !ok {
+		return nil
+	}
+	i, ok := s.byID[string(v)]
+	if !ok {
+		return nil
+	}
+	return &s.table[i]
+}
+
 // SetCookie returns the Set-Cookie value that pins a client to u
 // ("name=id; Path=/; HttpOnly", and "; Secure" when secure: the client
 // came over TLS, so the cookie never travels in the clear), precomputed:
