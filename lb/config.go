@@ -111,7 +111,7 @@ func New(cfg Config) (*Handler, error) {
 		h.log = slog.Default()
 	}
 	if cfg.AllUnhealthy == AllUnhealthyTryAll {
-		h.tryAll = tryAllFunc(sel, cfg.Upstreams)
+		h.tryAll = tryAllFunc(sel, cfg.Policy, cfg.Upstreams, load)
 	} else {
 		h.reject = true
 	}
@@ -142,9 +142,13 @@ func newSelector(p Policy, table []serval.Upstream, hs *health.State, load *Load
 }
 
 // tryAllFunc is the AllUnhealthyTryAll fallback: the hash selector's
-// full table (keys keep their upstreams), else round robin over every
-// upstream regardless of health.
-func tryAllFunc(sel Selector, table []serval.Upstream) func(*serval.Exchange, *serval.Request) *serval.Upstream {
+// full table (keys keep their upstreams), else the policy itself over
+// every upstream regardless of health (a selector built without a health
+// state, sharing the load feedback), so that weights and load still
+// count while every upstream is tried as if healthy: weighted round robin
+// over weights 3 and 1 once went 1:1 here, overloading the small upstream
+// just when the fleet's health checks were broken.
+func tryAllFunc(sel Selector, p Policy, table []serval.Upstream, load *Load) func(*serval.Exchange, *serval.Request) *serval.Upstream {
 	rr, _ := NewRoundRobin(table, nil) // table already checked
 	if hs, ok := sel.(*Hash); ok {
 		return func(x *serval.Exchange, req *serval.Request) *serval.Upstream {
@@ -152,6 +156,11 @@ func tryAllFunc(sel Selector, table []serval.Upstream) func(*serval.Exchange, *s
 				return u
 			}
 			return rr.Select(x, req)
+		}
+	}
+	if p.Kind != PolicyRoundRobin && p.Kind != PolicyHash {
+		if any, err := newSelector(p, table, nil, load); err == nil {
+			return any.Select
 		}
 	}
 	return rr.Select

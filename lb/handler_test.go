@@ -196,6 +196,54 @@ func TestStickyTryAllKeepsPin(t *testing.T) {
 	}
 }
 
+// TestTryAllKeepsPolicy: with every upstream out and AllUnhealthyTryAll,
+// requests still follow the policy over every upstream: weights 3 and 1
+// split 3:1 (a plain round robin went 1:1, overloading the small
+// upstream), and least-conn avoids the busy upstream.
+func TestTryAllKeepsPolicy(t *testing.T) {
+	allOut := func(hs *health.State) {
+		for i := range hs.Len() {
+			for range health.FailuresDefault {
+				hs.RecordProbeFailure(serval.UpstreamIndex(i))
+			}
+		}
+	}
+	hs := health.New(2)
+	h, err := New(Config{Upstreams: weightedTable(3, 1), Health: hs, Policy: Policy{Kind: PolicyWeighted},
+		AllUnhealthy: AllUnhealthyTryAll})
+	if err != nil {
+		t.Fatal(err)
+	}
+	allOut(hs)
+	var seen [2]int
+	for k := 0; k < 400; k++ {
+		var x serval.Exchange
+		u := h.SelectUpstream(&x, nil)
+		if u == nil {
+			t.Fatal("try-all selected nothing")
+		}
+		seen[u.Index]++
+		h.OnUpstreamDone(&x, u, serval.UpstreamResult{Status: 200})
+	}
+	if seen != [2]int{300, 100} {
+		t.Fatalf("weighted try-all picks %v, want [300 100]", seen)
+	}
+	hs = health.New(3)
+	h, _ = New(Config{Upstreams: table(3), Health: hs, Policy: Policy{Kind: PolicyLeastConn}, AllUnhealthy: AllUnhealthyTryAll})
+	allOut(hs)
+	var x serval.Exchange
+	busy := h.SelectUpstream(&x, nil) // stays in flight
+	for k := 0; k < 10; k++ {
+		var y serval.Exchange
+		u := h.SelectUpstream(&y, nil)
+		if u == nil || u == busy {
+			t.Fatalf("least-conn try-all pick %d: %v, busy %s", k, u, busy.Addr())
+		}
+		h.OnUpstreamDone(&y, u, serval.UpstreamResult{Status: 200})
+	}
+	h.OnUpstreamDone(&x, busy, serval.UpstreamResult{Status: 200})
+}
+
 // TestPassiveHealth: failures past the threshold take an upstream out at
 // once; it comes back after successes (fed by a prober here, since it
 // gets no traffic).
