@@ -16,6 +16,7 @@ import (
 
 	"github.com/servalproxy/serval"
 	"github.com/servalproxy/serval/health"
+	"github.com/servalproxy/serval/lb"
 	"github.com/servalproxy/serval/metrics"
 	"github.com/servalproxy/serval/pool"
 	"github.com/servalproxy/serval/promexport"
@@ -95,7 +96,8 @@ func startMetrics(o *options, c *metrics.Counters, table []serval.Upstream, heal
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelError)}))
 	// Probes of the balancer itself (Kubernetes liveness and readiness):
 	// /healthz answers while the process serves; /readyz only while some
-	// backend is in rotation (always without health checking).
+	// backend is in rotation (always without health checking, and with
+	// --all-unhealthy try-all).
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
 		if o.draining != nil && o.draining.Load() {
@@ -110,6 +112,14 @@ func startMetrics(o *options, c *metrics.Counters, table []serval.Upstream, heal
 					n++
 				}
 			}
+		}
+		if n == 0 && healthy != nil && o.allUnhealthy == lb.AllUnhealthyTryAll {
+			// Fail open: every backend is tried as if healthy, so the
+			// balancer serves; a 503 here would have whatever is in
+			// front (a Kubernetes Service) take every balancer out at
+			// once, the total outage try-all is chosen to avoid.
+			io.WriteString(w, "ok: 0 of "+strconv.Itoa(len(table))+" backends in rotation; --all-unhealthy try-all tries them all\n")
+			return
 		}
 		writeReady(w, n, len(table), "backends in rotation")
 	})

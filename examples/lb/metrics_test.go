@@ -200,6 +200,26 @@ func TestReadyz(t *testing.T) {
 	}
 }
 
+// TestReadyzTryAll: with --all-unhealthy try-all the balancer serves
+// with every backend out (it tries them all), so /readyz stays 200 then:
+// a 503 had whatever is in front take every balancer out at once, the
+// total outage try-all is chosen to avoid.
+func TestReadyzTryAll(t *testing.T) {
+	dead := testnet.RefusingAddr(t)
+	_, logs := startLB(t, "--metrics-addr", "127.0.0.1:0", "--backends", dead, "--health-interval", "50ms",
+		"--unhealthy-threshold", "1", "--all-unhealthy", "try-all")
+	maddr := metricsAddr(t, logs)
+	waitLogs(t, logs, "prober: upstream unhealthy", func(s string) bool {
+		return strings.Contains(s, "prober: upstream unhealthy")
+	})
+	if code, body := httpGet(t, maddr, "/metrics"); code != 200 || !strings.Contains(body, `serval_upstream_healthy{upstream="`+dead+`"} 0`) {
+		t.Fatalf("/metrics: %d, the backend not shown out", code)
+	}
+	if code, body := httpGet(t, maddr, "/readyz"); code != 200 || !strings.Contains(body, "0 of 1") {
+		t.Fatalf("/readyz with try-all and every backend out: %d %q, want 200", code, body)
+	}
+}
+
 // TestTrustForwardedAndVia: --trust-forwarded keeps the incoming
 // X-Forwarded-For chain (appending the client), and --via names the
 // balancer in Via both ways; by default the chain is replaced.
