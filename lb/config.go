@@ -159,8 +159,8 @@ func tryAllFunc(sel Selector, p Policy, table []serval.Upstream, load *Load) fun
 		}
 	}
 	if p.Kind != PolicyRoundRobin && p.Kind != PolicyHash {
-		if any, err := newSelector(p, table, nil, load); err == nil {
-			return any.Select
+		if all, err := newSelector(p, table, nil, load); err == nil {
+			return all.Select
 		}
 	}
 	return rr.Select
