@@ -98,14 +98,7 @@ func (s *Sticky) Select(x *serval.Exchange, req *serval.Request) *serval.Upstrea
 
 // Pinned returns the healthy upstream the request's cookie names, or nil.
 func (s *Sticky) Pinned(req *serval.Request) *serval.Upstream {
-	if req == nil {
-		return nil
-	}
-	v, ok := cookieValue(req, s.name)
-	if !ok {
-		return nil
-	}
-	i, ok := s.byID[string(v)]
+	i, ok := s.pin(req)
 	if !ok || (s.h != nil && !s.h.Healthy(i)) {
 		return nil
 	}
@@ -118,18 +111,23 @@ func (s *Sticky) Pinned(req *serval.Request) *serval.Upstream {
 // (its session state lives there) instead of being re-pinned at random
 // on each request.
 func (s *Sticky) PinnedAny(req *serval.Request) *serval.Upstream {
+	if i, ok := s.pin(req); ok {
+		return &s.table[i]
+	}
+	return nil
+}
+
+// pin returns the index of the upstream the request's cookie names.
+func (s *Sticky) pin(req *serval.Request) (serval.UpstreamIndex, bool) {
 	if req == nil {
-		return nil
+		return 0, false
 	}
 	v, ok := cookieValue(req, s.name)
 	if !ok {
-		return nil
+		return 0, false
 	}
 	i, ok := s.byID[string(v)]
-	if !ok {
-		return nil
-	}
-	return &s.table[i]
+	return i, ok
 }
 
 // SetCookie returns the Set-Cookie value that pins a client to u
