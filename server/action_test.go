@@ -437,17 +437,7 @@ func TestPanicMidStream(t *testing.T) {
 	cfg := testConfig()
 	cfg.Logger = discardLogger()
 	ts := start(t, h, cfg, nil)
-	up = startRawOrigin(t, func(c net.Conn) {
-		defer c.Close()
-		br := bufio.NewReader(c)
-		if _, err := http.ReadRequest(br); err != nil {
-			return
-		}
-		io.WriteString(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nb\r\nfirst-chunk\r\n")
-		time.Sleep(50 * time.Millisecond)
-		io.WriteString(c, "c\r\nsecond-chunk\r\n0\r\n\r\n")
-		io.Copy(io.Discard, br)
-	})
+	up = twoChunkOrigin(t)
 	c := dial(t, ts.addr)
 	send(t, c, get("/stream"))
 	all, _ := io.ReadAll(c)
@@ -999,17 +989,7 @@ func TestPanicMidCloseDelimitedResets(t *testing.T) {
 			cfg := testConfig()
 			cfg.Logger = discardLogger()
 			ts := start(t, h, cfg, nil)
-			up = startRawOrigin(t, func(c net.Conn) {
-				defer c.Close()
-				br := bufio.NewReader(c)
-				if _, err := http.ReadRequest(br); err != nil {
-					return
-				}
-				io.WriteString(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nb\r\nfirst-chunk\r\n")
-				time.Sleep(50 * time.Millisecond)
-				io.WriteString(c, "c\r\nsecond-chunk\r\n0\r\n\r\n")
-				io.Copy(io.Discard, br)
-			})
+			up = twoChunkOrigin(t)
 			c := dial(t, ts.addr)
 			send(t, c, "GET /stream HTTP/1.0\r\nHost: a\r\n\r\n")
 			c.SetReadDeadline(time.Now().Add(testTimeout))
@@ -1022,4 +1002,21 @@ func TestPanicMidCloseDelimitedResets(t *testing.T) {
 			}
 		})
 	}
+}
+
+// twoChunkOrigin answers each connection's request with a chunked 200
+// whose second chunk comes 50 ms after its first ("first-chunk", then
+// "second-chunk"): the panicSecondChunk tests' upstream.
+func twoChunkOrigin(t *testing.T) serval.Upstream {
+	return startRawOrigin(t, func(c net.Conn) {
+		defer c.Close()
+		br := bufio.NewReader(c)
+		if _, err := http.ReadRequest(br); err != nil {
+			return
+		}
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nb\r\nfirst-chunk\r\n")
+		time.Sleep(50 * time.Millisecond)
+		io.WriteString(c, "c\r\nsecond-chunk\r\n0\r\n\r\n")
+		io.Copy(io.Discard, br)
+	})
 }
