@@ -661,34 +661,8 @@ func drainsAfter(t *testing.T, draining int, stop func(master int) error) (*sync
 
 	cmd := exec.Command(os.Args[0], "--host", "127.0.0.1", "--port", "0", "--max-conns", "16", "--workers", "2",
 		"--no-health", "--shutdown-timeout", "20s", "--backends", slow.Listener.Addr().String())
-	cmd.Env = append(os.Environ(), asMainEnv+"=1")
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // a group of its own: the master and its workers
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	logs, exited := startMain(t, cmd)
 	master := cmd.Process.Pid
-	logs := new(syncBuffer)
-	exited, gone := make(chan error, 1), make(chan struct{})
-	go func() {
-		defer close(gone)
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			logs.Write([]byte(sc.Text() + "\n"))
-		}
-		exited <- cmd.Wait()
-	}()
-	t.Cleanup(func() {
-		select {
-		case <-gone:
-		default:
-			syscall.Kill(-master, syscall.SIGKILL)
-			<-gone
-		}
-	})
 	waitLogs(t, logs, "two workers serving", func(s string) bool { return strings.Count(s, `msg="worker serving"`) == 2 })
 	m := listeningAddr.FindStringSubmatch(logs.String())
 	if m == nil {
@@ -755,33 +729,7 @@ func TestWorkerRestartedFromOwnProgram(t *testing.T) {
 	}
 	cmd := exec.Command(prog, "--host", "127.0.0.1", "--port", "0", "--max-conns", "16", "--workers", "2", "--no-health",
 		"--backends", "127.0.0.1:1")
-	cmd.Env = append(os.Environ(), asMainEnv+"=1")
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	logs := new(syncBuffer)
-	gone := make(chan struct{})
-	go func() {
-		defer close(gone)
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			logs.Write([]byte(sc.Text() + "\n"))
-		}
-		cmd.Wait()
-	}()
-	defer func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-gone:
-		case <-time.After(15 * time.Second):
-			cmd.Process.Kill()
-			<-gone
-		}
-	}()
+	logs, _ := startMain(t, cmd)
 	waitLogs(t, logs, "two workers serving", func(s string) bool { return strings.Count(s, `msg="worker serving"`) == 2 })
 	// The upgrade: a new file renamed over the old one.
 	if err := os.WriteFile(prog+".new", []byte("#!/bin/sh\necho replaced program ran\nexit 1\n"), 0o755); err != nil {
@@ -854,4 +802,42 @@ func TestWorkersSurviveHUPAtStart(t *testing.T) {
 	if !strings.Contains(s, "SIGHUP: no --cert and no --access-log file, nothing to reload") {
 		t.Errorf("no worker got a reload; logs:\n%s", s)
 	}
+}
+
+// startMain starts cmd, the test binary run as lb (asMainEnv is set
+// here), in a process group of its own (the master and its workers),
+// with its stdout collected line by line in logs; exited receives its
+// exit status once. At cleanup the group, if the master still runs, is
+// killed and the master reaped.
+func startMain(t *testing.T, cmd *exec.Cmd) (logs *syncBuffer, exited <-chan error) {
+	t.Helper()
+	cmd.Env = append(os.Environ(), asMainEnv+"=1")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	logs = new(syncBuffer)
+	ex, gone := make(chan error, 1), make(chan struct{})
+	go func() {
+		defer close(gone)
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			logs.Write([]byte(sc.Text() + "\n"))
+		}
+		ex <- cmd.Wait()
+	}()
+	group := -cmd.Process.Pid
+	t.Cleanup(func() {
+		select {
+		case <-gone:
+		default:
+			syscall.Kill(group, syscall.SIGKILL)
+			<-gone
+		}
+	})
+	return logs, ex
 }
