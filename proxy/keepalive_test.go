@@ -71,19 +71,19 @@ func TestKeepAliveTimeoutHonoured(t *testing.T) {
 type staleFirstPool struct {
 	*pool.Fixed
 	stale atomic.Pointer[serval.UpstreamConn]
-	given *serval.UpstreamConn
+	given atomic.Pointer[serval.UpstreamConn] // the last stale one handed out
 }
 
 func (p *staleFirstPool) Acquire(u *serval.Upstream) *serval.UpstreamConn {
 	if c := p.stale.Swap(nil); c != nil {
-		p.given = c
+		p.given.Store(c)
 		return c
 	}
 	return p.Fixed.Acquire(u)
 }
 
 func (p *staleFirstPool) Release(c *serval.UpstreamConn, reusable bool) {
-	if c == p.given {
+	if c == p.given.Load() {
 		c.Conn.Close() // never the pool's: it did not count it
 		return
 	}
